@@ -1,0 +1,601 @@
+//! The async client: connections to several nodes, failover, typed results.
+
+use crate::proto::{
+    decode_frame, encode_frame, CausalContext, ErrorReply, MemberStatus, ReadOptions, Request,
+    Response, WriteOptions, DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME, PROTOCOL_VERSION,
+};
+use crate::tls::{client_quic_config, TlsError, TlsMaterial};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio::sync::Mutex;
+
+/// Default time a node's coordinator waits for a quorum (mirrors the node's
+/// default `request_timeout_ms`). The client waits a little longer so that the
+/// node's typed quorum error arrives before the client gives up.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default bound on establishing a connection to one node.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Slack the client adds to a request's timeout before it stops waiting.
+const CLIENT_SLACK: Duration = Duration::from_secs(2);
+
+/// Errors of [`Client`] calls.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The node refused or failed the request; nothing was acknowledged.
+    #[error("node error: {0}")]
+    Server(#[from] ErrorReply),
+    /// No node could be reached; each entry says why for one address.
+    #[error("no node reachable: {}", describe(.0))]
+    NoNodeAvailable(Vec<(SocketAddr, String)>),
+    /// The connection failed after a write was sent: it may or may not have
+    /// been applied. Read the key to find out.
+    #[error("connection to {addr} lost during a write (outcome unknown): {reason}")]
+    OutcomeUnknown {
+        /// The node.
+        addr: SocketAddr,
+        /// What failed.
+        reason: String,
+    },
+    /// The node did not answer in time.
+    #[error("no answer from {addr} within {after:?}")]
+    Timeout {
+        /// The node.
+        addr: SocketAddr,
+        /// How long the client waited.
+        after: Duration,
+    },
+    /// The node's answer could not be decoded or was not the expected kind.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The local QUIC endpoint could not be created.
+    #[error("cannot create the client endpoint: {0}")]
+    Endpoint(std::io::Error),
+    /// The client was built without seed addresses.
+    #[error("no seed addresses given")]
+    NoSeeds,
+}
+
+fn describe(v: &[(SocketAddr, String)]) -> String {
+    v.iter()
+        .map(|(a, why)| format!("{a}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A key's value(s) as a read saw them.
+///
+/// ```no_run
+/// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+/// let v = client.get("users", b"alice").await?;
+/// match v.siblings.len() {
+///     0 => println!("not found"),
+///     1 => println!("value: {:?}", v.siblings[0]),
+///     n => println!("{n} concurrent values; resolve by writing with v.context"),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The live values; empty when the key is not found, more than one when
+    /// writes were concurrent.
+    pub siblings: Vec<Vec<u8>>,
+    /// Pass this to the next `put`/`delete` of the key.
+    pub context: CausalContext,
+}
+
+impl Versioned {
+    /// True when the key has at least one live value.
+    ///
+    /// ```
+    /// # use kvorum_client::{Versioned, CausalContext};
+    /// let v = Versioned { siblings: vec![], context: CausalContext::empty() };
+    /// assert!(!v.is_found());
+    /// ```
+    pub fn is_found(&self) -> bool {
+        !self.siblings.is_empty()
+    }
+
+    /// The value when there is exactly one (no siblings).
+    ///
+    /// ```
+    /// # use kvorum_client::{Versioned, CausalContext};
+    /// let v = Versioned { siblings: vec![b"x".to_vec()], context: CausalContext::empty() };
+    /// assert_eq!(v.single(), Some(&b"x"[..]));
+    /// ```
+    pub fn single(&self) -> Option<&[u8]> {
+        match self.siblings.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+}
+
+/// Settings of a [`Client`]; start from [`Client::builder`].
+///
+/// ```no_run
+/// # async fn f(tls: kvorum_client::TlsMaterial) -> Result<(), kvorum_client::Error> {
+/// use std::time::Duration;
+/// let client = kvorum_client::Client::builder(["127.0.0.1:7401".parse().unwrap()], tls)
+///     .connect_timeout(Duration::from_secs(1))
+///     .request_timeout(Duration::from_secs(3))
+///     .build()?;
+/// # let _ = client; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    seeds: Vec<SocketAddr>,
+    tls: TlsMaterial,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    max_response_bytes: usize,
+}
+
+impl ClientBuilder {
+    /// Bound on establishing a connection to one node (default 2 s).
+    ///
+    /// ```no_run
+    /// # fn f(b: kvorum_client::ClientBuilder) -> kvorum_client::ClientBuilder {
+    /// b.connect_timeout(std::time::Duration::from_millis(500))
+    /// # }
+    /// ```
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Default quorum timeout sent with requests that do not set one
+    /// (default 5 s, the node's default).
+    ///
+    /// ```no_run
+    /// # fn f(b: kvorum_client::ClientBuilder) -> kvorum_client::ClientBuilder {
+    /// b.request_timeout(std::time::Duration::from_secs(1))
+    /// # }
+    /// ```
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
+    }
+
+    /// Largest answer the client accepts (default 64 MiB).
+    ///
+    /// ```no_run
+    /// # fn f(b: kvorum_client::ClientBuilder) -> kvorum_client::ClientBuilder {
+    /// b.max_response_bytes(1 << 20)
+    /// # }
+    /// ```
+    pub fn max_response_bytes(mut self, n: usize) -> Self {
+        self.max_response_bytes = n;
+        self
+    }
+
+    /// Creates the client. Connections are opened lazily, on first use, so
+    /// building succeeds even while nodes are down.
+    ///
+    /// ```no_run
+    /// # fn f(b: kvorum_client::ClientBuilder) -> Result<(), kvorum_client::Error> {
+    /// let client = b.build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn build(self) -> Result<Client, Error> {
+        if self.seeds.is_empty() {
+            return Err(Error::NoSeeds);
+        }
+        let bind: SocketAddr = if self.seeds.iter().all(|s| s.is_ipv6()) {
+            "[::]:0".parse().map_err(|_| Error::NoSeeds)?
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(Error::Endpoint)?;
+        endpoint.set_default_client_config(client_quic_config(&self.tls)?);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoint,
+                nodes: self
+                    .seeds
+                    .into_iter()
+                    .map(|addr| Slot {
+                        addr,
+                        conn: Mutex::new(None),
+                    })
+                    .collect(),
+                next: AtomicUsize::new(0),
+                connect_timeout: self.connect_timeout,
+                request_timeout: self.request_timeout,
+                max_response_bytes: self.max_response_bytes,
+            }),
+        })
+    }
+}
+
+/// A connection pool to a Kvorum cluster. Cheap to clone; share one per process.
+///
+/// Requests go to the nodes round-robin; a node that cannot be reached is
+/// skipped and the request goes to the next one. Reads are retried on another
+/// node after any connection failure; writes only when the failure happened
+/// before the request was sent (otherwise [`Error::OutcomeUnknown`]).
+///
+/// ```no_run
+/// # async fn f(tls: kvorum_client::TlsMaterial) -> Result<(), kvorum_client::Error> {
+/// use kvorum_client::{Client, CausalContext};
+/// let client = Client::connect(["127.0.0.1:7401".parse().unwrap()], tls)?;
+/// let ctx = client.put("users", b"alice", b"admin", &CausalContext::empty()).await?;
+/// let read = client.get("users", b"alice").await?;
+/// assert_eq!(read.single(), Some(&b"admin"[..]));
+/// client.delete("users", b"alice", &read.context).await?;
+/// # let _ = ctx; Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    endpoint: quinn::Endpoint,
+    nodes: Vec<Slot>,
+    next: AtomicUsize,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    max_response_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    addr: SocketAddr,
+    conn: Mutex<Option<quinn::Connection>>,
+}
+
+/// How one attempt at one node failed.
+enum AttemptError {
+    /// Nothing was sent: safe to try another node.
+    NotSent(String),
+    /// The request was sent, the answer did not come.
+    Lost(String),
+    Timeout(Duration),
+    Protocol(String),
+}
+
+impl Client {
+    /// A builder with the default timeouts.
+    ///
+    /// ```no_run
+    /// # fn f(tls: kvorum_client::TlsMaterial) {
+    /// let b = kvorum_client::Client::builder(["127.0.0.1:7401".parse().unwrap()], tls);
+    /// # let _ = b; }
+    /// ```
+    pub fn builder(seeds: impl IntoIterator<Item = SocketAddr>, tls: TlsMaterial) -> ClientBuilder {
+        ClientBuilder {
+            seeds: seeds.into_iter().collect(),
+            tls,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// A client with default settings (see [`Client::builder`]).
+    ///
+    /// ```no_run
+    /// # fn f(tls: kvorum_client::TlsMaterial) -> Result<(), kvorum_client::Error> {
+    /// let client = kvorum_client::Client::connect(["127.0.0.1:7401".parse().unwrap()], tls)?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn connect(
+        seeds: impl IntoIterator<Item = SocketAddr>,
+        tls: TlsMaterial,
+    ) -> Result<Client, Error> {
+        Self::builder(seeds, tls).build()
+    }
+
+    /// Reads a key with the bucket's default R.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let v = client.get("users", b"alice").await?;
+    /// println!("{} sibling(s)", v.siblings.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(&self, bucket: &str, key: &[u8]) -> Result<Versioned, Error> {
+        self.get_with(bucket, key, ReadOptions::default()).await
+    }
+
+    /// Reads a key with explicit R and timeout.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::ReadOptions;
+    /// let v = client
+    ///     .get_with("users", b"alice", ReadOptions { r: Some(3), timeout_ms: Some(500) })
+    ///     .await?;
+    /// # let _ = v; Ok(()) }
+    /// ```
+    pub async fn get_with(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        options: ReadOptions,
+    ) -> Result<Versioned, Error> {
+        let req = Request::Get {
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+            options: ReadOptions {
+                timeout_ms: Some(self.timeout_ms(options.timeout_ms)),
+                ..options
+            },
+        };
+        match self.call(&req, true).await? {
+            Response::Value { siblings, context } => Ok(Versioned { siblings, context }),
+            Response::NotFound { context } => Ok(Versioned {
+                siblings: Vec::new(),
+                context,
+            }),
+            Response::Error(e) => Err(Error::Server(e)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Writes a value with the bucket's default W. `context` is the context of
+    /// the read this value replaces ([`CausalContext::empty`] for none: the
+    /// value then becomes a sibling of any existing value). Returns the
+    /// context of the written value.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let read = client.get("users", b"alice").await?;
+    /// let ctx = client.put("users", b"alice", b"v2", &read.context).await?;
+    /// # let _ = ctx; Ok(()) }
+    /// ```
+    pub async fn put(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        value: &[u8],
+        context: &CausalContext,
+    ) -> Result<CausalContext, Error> {
+        self.put_with(bucket, key, value, context, WriteOptions::default())
+            .await
+    }
+
+    /// Writes a value with explicit W and timeout.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::{CausalContext, WriteOptions};
+    /// client
+    ///     .put_with("users", b"bob", b"x", &CausalContext::empty(),
+    ///         WriteOptions { w: Some(3), timeout_ms: None })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_with(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        value: &[u8],
+        context: &CausalContext,
+        options: WriteOptions,
+    ) -> Result<CausalContext, Error> {
+        let req = Request::Put {
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+            context: context.clone(),
+            options: WriteOptions {
+                timeout_ms: Some(self.timeout_ms(options.timeout_ms)),
+                ..options
+            },
+        };
+        self.write(&req).await
+    }
+
+    /// Deletes the values a read returned (writes a tombstone) with the
+    /// bucket's default W.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let read = client.get("users", b"alice").await?;
+    /// client.delete("users", b"alice", &read.context).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        context: &CausalContext,
+    ) -> Result<CausalContext, Error> {
+        self.delete_with(bucket, key, context, WriteOptions::default())
+            .await
+    }
+
+    /// Deletes with explicit W and timeout.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::WriteOptions;
+    /// let read = client.get("users", b"alice").await?;
+    /// client.delete_with("users", b"alice", &read.context,
+    ///     WriteOptions { w: Some(1), timeout_ms: Some(1000) }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_with(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        context: &CausalContext,
+        options: WriteOptions,
+    ) -> Result<CausalContext, Error> {
+        let req = Request::Delete {
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+            context: context.clone(),
+            options: WriteOptions {
+                timeout_ms: Some(self.timeout_ms(options.timeout_ms)),
+                ..options
+            },
+        };
+        self.write(&req).await
+    }
+
+    /// The cluster members as the answering node sees them: `(node id, members)`.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let (node, members) = client.status().await?;
+    /// println!("{node} sees {} members", members.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn status(&self) -> Result<(String, Vec<MemberStatus>), Error> {
+        match self.call(&Request::Status, true).await? {
+            Response::Status { node, members } => Ok((node, members)),
+            Response::Error(e) => Err(Error::Server(e)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Closes every connection; in-flight requests fail.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) {
+    /// client.close().await;
+    /// # }
+    /// ```
+    pub async fn close(&self) {
+        self.inner.endpoint.close(0u32.into(), b"client closed");
+        self.inner.endpoint.wait_idle().await;
+    }
+
+    fn timeout_ms(&self, asked: Option<u32>) -> u32 {
+        asked.unwrap_or_else(|| {
+            u32::try_from(self.inner.request_timeout.as_millis()).unwrap_or(u32::MAX)
+        })
+    }
+
+    async fn write(&self, req: &Request) -> Result<CausalContext, Error> {
+        match self.call(req, false).await? {
+            Response::Written { context } => Ok(context),
+            Response::Error(e) => Err(Error::Server(e)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends `req` to the nodes in turn until one answers.
+    async fn call(&self, req: &Request, idempotent: bool) -> Result<Response, Error> {
+        let frame = encode_frame(PROTOCOL_VERSION, req);
+        let wait = match req {
+            Request::Get { options, .. } => options.timeout_ms,
+            Request::Put { options, .. } | Request::Delete { options, .. } => options.timeout_ms,
+            Request::Status => None,
+        }
+        .map(|ms| Duration::from_millis(ms.into()))
+        .unwrap_or(self.inner.request_timeout)
+            + CLIENT_SLACK;
+        let n = self.inner.nodes.len();
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for i in 0..n {
+            let slot = &self.inner.nodes[(start + i) % n];
+            match self.attempt(slot, &frame, wait).await {
+                Ok(resp) => return Ok(resp),
+                Err(AttemptError::NotSent(why)) => failures.push((slot.addr, why)),
+                Err(AttemptError::Lost(why)) if idempotent => failures.push((slot.addr, why)),
+                Err(AttemptError::Lost(reason)) => {
+                    return Err(Error::OutcomeUnknown {
+                        addr: slot.addr,
+                        reason,
+                    })
+                }
+                Err(AttemptError::Timeout(after)) => {
+                    return Err(Error::Timeout {
+                        addr: slot.addr,
+                        after,
+                    })
+                }
+                Err(AttemptError::Protocol(why)) => return Err(Error::Protocol(why)),
+            }
+        }
+        Err(Error::NoNodeAvailable(failures))
+    }
+
+    async fn attempt(
+        &self,
+        slot: &Slot,
+        frame: &[u8],
+        wait: Duration,
+    ) -> Result<Response, AttemptError> {
+        let conn = self.connection(slot).await?;
+        let result = tokio::time::timeout(wait, async {
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| AttemptError::NotSent(e.to_string()))?;
+            send.write_all(frame)
+                .await
+                .map_err(|e| AttemptError::Lost(e.to_string()))?;
+            send.finish()
+                .map_err(|e| AttemptError::Lost(e.to_string()))?;
+            let bytes = recv
+                .read_to_end(self.inner.max_response_bytes)
+                .await
+                .map_err(|e| AttemptError::Lost(e.to_string()))?;
+            decode_frame::<Response>(PROTOCOL_VERSION, &bytes)
+                .map_err(|e| AttemptError::Protocol(e.to_string()))
+        })
+        .await
+        .unwrap_or(Err(AttemptError::Timeout(wait)));
+        if matches!(
+            result,
+            Err(AttemptError::NotSent(_) | AttemptError::Lost(_))
+        ) {
+            // The connection is probably dead: forget it so the next request
+            // to this node reconnects.
+            let mut guard = slot.conn.lock().await;
+            if guard
+                .as_ref()
+                .is_some_and(|c| c.stable_id() == conn.stable_id())
+            {
+                *guard = None;
+            }
+        }
+        result
+    }
+
+    async fn connection(&self, slot: &Slot) -> Result<quinn::Connection, AttemptError> {
+        let mut guard = slot.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let connecting = self
+            .inner
+            .endpoint
+            .connect(slot.addr, NODE_CERT_NAME)
+            .map_err(|e| AttemptError::NotSent(e.to_string()))?;
+        let conn = tokio::time::timeout(self.inner.connect_timeout, connecting)
+            .await
+            .map_err(|_| {
+                AttemptError::NotSent(format!(
+                    "connect timed out after {:?}",
+                    self.inner.connect_timeout
+                ))
+            })?
+            .map_err(|e| AttemptError::NotSent(e.to_string()))?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+}
+
+fn unexpected(r: &Response) -> Error {
+    Error::Protocol(format!("unexpected answer: {r:?}"))
+}

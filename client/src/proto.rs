@@ -1,0 +1,465 @@
+//! The client wire protocol: what a client sends a node and what it gets back.
+//!
+//! One request per bidirectional QUIC stream: the client writes one frame and
+//! finishes its side, the node answers with one frame and finishes. A frame is
+//! a postcard-encoded [`Envelope`]: a protocol version followed by the body.
+//! Every decode is bounded by the frame size the reader accepted (see
+//! [`decode_frame`]), so a hostile length prefix cannot make a reader allocate
+//! more than the frame it already holds.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::fmt;
+
+/// The version of the client protocol this crate speaks.
+///
+/// A node answers a frame of another version with
+/// [`ErrorReply::UnsupportedVersion`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// ALPN of client-to-node connections.
+pub const ALPN_CLIENT: &[u8] = b"kvorum-client/1";
+
+/// ALPN of node-to-node connections. Only certificates that carry the node
+/// role ([`NODE_CERT_NAME`]) may use it.
+pub const ALPN_PEER: &[u8] = b"kvorum-peer/1";
+
+/// DNS subject alternative name that every node certificate carries. Clients
+/// verify nodes against it; nodes require it of peers on [`ALPN_PEER`].
+pub const NODE_CERT_NAME: &str = "node.kvorum";
+
+/// DNS subject alternative name that client certificates carry.
+pub const CLIENT_CERT_NAME: &str = "client.kvorum";
+
+/// Largest frame a client accepts from a node by default (16 MiB + overhead):
+/// a read answer may carry several siblings of the maximum value size.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A versioned frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Protocol version of `body`.
+    pub version: u16,
+    /// The message.
+    pub body: T,
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The frame is not a well-formed postcard envelope (garbage or truncated).
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The frame names a protocol version this side does not speak.
+    #[error("unsupported protocol version {got} (this side speaks {supported})")]
+    UnsupportedVersion {
+        /// Version found in the frame.
+        got: u16,
+        /// Version this side speaks.
+        supported: u16,
+    },
+    /// The frame has bytes after its message.
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+}
+
+/// Encodes `body` as a frame of protocol `version`.
+pub fn encode_frame<T: Serialize>(version: u16, body: &T) -> Vec<u8> {
+    let env = EnvelopeRef { version, body };
+    // Serializing plain data into a Vec cannot fail: postcard only fails on
+    // types serde cannot represent (none here) or on a full fixed buffer.
+    postcard::to_stdvec(&env).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct EnvelopeRef<'a, T> {
+    version: u16,
+    body: &'a T,
+}
+
+/// Decodes a frame of protocol `version` whose bytes were read whole.
+///
+/// The caller bounds `bytes` (the stream is read with a size limit); nothing
+/// here allocates more than `bytes.len()` in total for byte strings.
+pub fn decode_frame<T: DeserializeOwned>(version: u16, bytes: &[u8]) -> Result<T, FrameError> {
+    let (got, rest) = postcard::take_from_bytes::<u16>(bytes)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if got != version {
+        return Err(FrameError::UnsupportedVersion {
+            got,
+            supported: version,
+        });
+    }
+    let (body, rest) =
+        postcard::take_from_bytes::<T>(rest).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::TrailingBytes(rest.len()));
+    }
+    Ok(body)
+}
+
+/// Opaque causal context: the version vector of the values a read returned.
+///
+/// Hand it back unchanged on the next `put` or `delete` of the same key: the
+/// write then supersedes exactly the siblings that read saw, and stays a
+/// sibling of anything written concurrently.
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CausalContext(pub Vec<u8>);
+
+impl CausalContext {
+    /// The empty context: a write with it supersedes nothing.
+    pub fn empty() -> Self {
+        Self(Vec::new())
+    }
+
+    /// True for the empty context.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The context as printable lowercase hex (what the CLI shows).
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses the hex form printed by [`CausalContext::to_hex`].
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if s.len() % 2 != 0 {
+            return None;
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()
+            .map(Self)
+    }
+}
+
+impl fmt::Debug for CausalContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CausalContext({})", self.to_hex())
+    }
+}
+
+/// Per-request read options. `None` fields take the bucket's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOptions {
+    /// How many replicas must answer before the read returns (1..=N).
+    pub r: Option<u8>,
+    /// How long the coordinator waits for R answers, in milliseconds.
+    pub timeout_ms: Option<u32>,
+}
+
+/// Per-request write options. `None` fields take the bucket's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOptions {
+    /// How many replicas must acknowledge (durably, by their sync policy)
+    /// before the write returns (1..=N).
+    pub w: Option<u8>,
+    /// How long the coordinator waits for W acknowledgements, in milliseconds.
+    pub timeout_ms: Option<u32>,
+}
+
+/// What a client asks of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Read a key at quorum R.
+    Get {
+        /// Namespace of the key.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// R and timeout.
+        options: ReadOptions,
+    },
+    /// Write a value at quorum W.
+    Put {
+        /// Namespace of the key.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+        /// Context of the read this write replaces (empty: replace nothing).
+        context: CausalContext,
+        /// W and timeout.
+        options: WriteOptions,
+    },
+    /// Delete (write a tombstone) at quorum W.
+    Delete {
+        /// Namespace of the key.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// Context of the read whose siblings this delete removes.
+        context: CausalContext,
+        /// W and timeout.
+        options: WriteOptions,
+    },
+    /// Ask the node for its view of the cluster.
+    Status,
+}
+
+/// One member of the cluster as a node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: String,
+    /// Address the node listens on (clients and peers).
+    pub addr: String,
+    /// Zone, if configured.
+    pub zone: Option<String>,
+}
+
+/// What a node answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The key's live values (siblings, at least one) and their context.
+    Value {
+        /// Concurrent values; more than one means concurrent writes.
+        siblings: Vec<Vec<u8>>,
+        /// Context to pass to the next write of this key.
+        context: CausalContext,
+    },
+    /// No live value. The context covers any tombstones the read saw.
+    NotFound {
+        /// Context to pass to the next write of this key.
+        context: CausalContext,
+    },
+    /// The write reached W replicas.
+    Written {
+        /// Context of the written value: a write with it supersedes exactly
+        /// this value (and what the request's context covered).
+        context: CausalContext,
+    },
+    /// The node's view of the cluster.
+    Status {
+        /// The answering node's id.
+        node: String,
+        /// Members it knows, sorted by id.
+        members: Vec<MemberStatus>,
+    },
+    /// The request failed; nothing was acknowledged.
+    Error(ErrorReply),
+}
+
+/// What a request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpKind {
+    /// A get.
+    Read,
+    /// A put or a delete.
+    Write,
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OpKind::Read => "read",
+            OpKind::Write => "write",
+        })
+    }
+}
+
+/// What happened at one replica of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaOutcome {
+    /// The replica answered (read) or acknowledged (write).
+    Ok,
+    /// The replica did not answer before the request's deadline.
+    Timeout,
+    /// The replica could not be reached (connection refused, lost, or no address).
+    Unreachable(String),
+    /// The replica answered with an error.
+    Failed(String),
+}
+
+impl fmt::Display for ReplicaOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplicaOutcome::Ok => f.write_str("ok"),
+            ReplicaOutcome::Timeout => f.write_str("timed out"),
+            ReplicaOutcome::Unreachable(why) => write!(f, "unreachable ({why})"),
+            ReplicaOutcome::Failed(why) => write!(f, "failed ({why})"),
+        }
+    }
+}
+
+/// A quorum that could not be met, with what every replica did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumFailure {
+    /// Read or write.
+    pub op: OpKind,
+    /// R or W of the request.
+    pub needed: u8,
+    /// How many replicas answered successfully.
+    pub succeeded: u8,
+    /// Each replica of the key and its outcome.
+    pub replicas: Vec<(String, ReplicaOutcome)>,
+}
+
+impl fmt::Display for QuorumFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} quorum not met: {} of {} needed replicas answered",
+            self.op, self.succeeded, self.needed
+        )?;
+        for (i, (node, outcome)) in self.replicas.iter().enumerate() {
+            f.write_str(if i == 0 { " (" } else { ", " })?;
+            write!(f, "{node}: {outcome}")?;
+        }
+        if !self.replicas.is_empty() {
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which bounded quantity a request exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Limit {
+    /// The whole request frame.
+    Frame,
+    /// The key.
+    Key,
+    /// The value.
+    Value,
+    /// The bucket name.
+    Bucket,
+    /// The causal context.
+    Context,
+    /// Siblings per key.
+    Siblings,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::Frame => "frame",
+            Limit::Key => "key",
+            Limit::Value => "value",
+            Limit::Bucket => "bucket name",
+            Limit::Context => "causal context",
+            Limit::Siblings => "sibling count",
+        })
+    }
+}
+
+/// Why a node refused or failed a request. Nothing was acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ErrorReply {
+    /// The request frame could not be decoded (garbage, truncated, trailing bytes).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The frame's protocol version is not one the node speaks.
+    #[error("unsupported protocol version {got} (node speaks {supported})")]
+    UnsupportedVersion {
+        /// Version the request named.
+        got: u16,
+        /// Version the node speaks.
+        supported: u16,
+    },
+    /// A bounded quantity was exceeded.
+    #[error("{what} too large: {size} bytes (max {max})")]
+    TooLarge {
+        /// What was too large.
+        what: Limit,
+        /// Its size (bytes, or count for siblings).
+        size: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// R or W outside 1..=N.
+    #[error("invalid quorum {requested}: must be between 1 and N={n}")]
+    InvalidQuorum {
+        /// The R or W asked for.
+        requested: u8,
+        /// The bucket's replication factor.
+        n: u8,
+    },
+    /// The causal context is not one this cluster issued.
+    #[error("invalid causal context: {0}")]
+    InvalidContext(String),
+    /// Fewer than R/W replicas answered in time.
+    #[error("{0}")]
+    Quorum(QuorumFailure),
+    /// The node cannot serve requests now (no ring yet, shutting down, overloaded).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The node failed internally (e.g. a disk error).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_round_trip() {
+        let req = Request::Put {
+            bucket: "b".into(),
+            key: b"k".to_vec(),
+            value: vec![7; 100],
+            context: CausalContext(vec![1, 2, 3]),
+            options: WriteOptions {
+                w: Some(2),
+                timeout_ms: None,
+            },
+        };
+        let bytes = encode_frame(PROTOCOL_VERSION, &req);
+        assert_eq!(decode_frame::<Request>(PROTOCOL_VERSION, &bytes), Ok(req));
+    }
+
+    #[test]
+    fn truncated_garbage_and_wrong_version_are_errors() {
+        let bytes = encode_frame(PROTOCOL_VERSION, &Request::Status);
+        let put = encode_frame(
+            PROTOCOL_VERSION,
+            &Request::Get {
+                bucket: "bucket".into(),
+                key: vec![1; 64],
+                options: ReadOptions::default(),
+            },
+        );
+        assert!(matches!(
+            decode_frame::<Request>(PROTOCOL_VERSION, &put[..put.len() / 2]),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_frame::<Request>(PROTOCOL_VERSION, &[0xff; 40]),
+            Err(FrameError::Malformed(_))
+        ));
+        assert_eq!(
+            decode_frame::<Request>(PROTOCOL_VERSION + 1, &bytes),
+            Err(FrameError::UnsupportedVersion {
+                got: PROTOCOL_VERSION,
+                supported: PROTOCOL_VERSION + 1
+            })
+        );
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            decode_frame::<Request>(PROTOCOL_VERSION, &long),
+            Err(FrameError::TrailingBytes(1))
+        );
+    }
+
+    #[test]
+    fn hostile_length_prefix_does_not_allocate() {
+        // version 1, variant Put (2), bucket length = huge varint.
+        let mut bytes = vec![1u8, 2];
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(decode_frame::<Request>(PROTOCOL_VERSION, &bytes).is_err());
+    }
+
+    #[test]
+    fn context_hex_round_trip() {
+        let c = CausalContext(vec![0, 1, 0xab, 0xff]);
+        assert_eq!(c.to_hex(), "0001abff");
+        assert_eq!(CausalContext::from_hex("0001abff"), Some(c));
+        assert_eq!(CausalContext::from_hex("0g"), None);
+        assert_eq!(CausalContext::from_hex("abc"), None);
+    }
+}

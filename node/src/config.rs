@@ -1,0 +1,416 @@
+//! The node's TOML configuration, parsed into typed values.
+//!
+//! Every field has a default except `id`; relative paths are resolved against
+//! the directory of the config file. See `examples/node.toml` for a documented
+//! example of every field.
+
+use serde::Deserialize;
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped fields.
+    #[error("invalid config {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (line and field).
+        reason: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Stable node id, unique in the cluster (also the vector clock actor).
+    pub id: String,
+    /// UDP address the QUIC endpoint binds (clients and peers share it; ALPN tells them apart).
+    pub listen: SocketAddr,
+    /// Address other nodes and clients should use (defaults to `listen`).
+    pub advertise: Option<SocketAddr>,
+    /// Zone (rack, availability zone) for replica placement.
+    pub zone: Option<String>,
+    /// Addresses of nodes to learn the member list from.
+    pub seeds: Vec<SocketAddr>,
+    /// Directory of the node's database.
+    pub data_dir: PathBuf,
+    /// TLS files.
+    pub tls: TlsPaths,
+    /// Replication defaults.
+    pub replication: Replication,
+    /// Disk sync policy.
+    pub sync: crate::storage::SyncPolicy,
+    /// Limits on input and work.
+    pub limits: Limits,
+    /// Virtual nodes per member on the ring (same on every node).
+    pub vnodes: u32,
+    /// How often the node exchanges member lists with a peer.
+    pub gossip_interval: Duration,
+    /// Bound on establishing a connection to a peer.
+    pub peer_connect_timeout: Duration,
+}
+
+/// Paths of the node's TLS material.
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    /// Cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), issued by `kvorum cert node`.
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Replication factor and default quorums (same on every node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// Replicas per key (N).
+    pub n: u8,
+    /// Default read quorum (R), 1..=N.
+    pub r: u8,
+    /// Default write quorum (W), 1..=N.
+    pub w: u8,
+    /// Default time a coordinator waits for R or W answers.
+    pub request_timeout: Duration,
+}
+
+/// Limits on what a node accepts and does at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request frame in bytes.
+    pub max_frame_bytes: usize,
+    /// Largest key in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value in bytes.
+    pub max_value_bytes: usize,
+    /// Longest bucket name in bytes.
+    pub max_bucket_bytes: usize,
+    /// Most values (siblings and tombstones) a key may hold; a write that would
+    /// exceed it is refused until a client resolves the siblings.
+    pub max_siblings: usize,
+    /// Most concurrent QUIC connections (clients and peers).
+    pub max_connections: usize,
+    /// Most requests served at once; more wait.
+    pub max_inflight_requests: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 2 * 1024 * 1024,
+            max_key_bytes: 1024,
+            max_value_bytes: 1024 * 1024,
+            max_bucket_bytes: 128,
+            max_siblings: 64,
+            max_connections: 4096,
+            max_inflight_requests: 4096,
+        }
+    }
+}
+
+impl Replication {
+    /// N=3, R=W=2 (majority), 5 s.
+    pub const DEFAULT: Replication = Replication {
+        n: 3,
+        r: 2,
+        w: 2,
+        request_timeout: Duration::from_secs(5),
+    };
+}
+
+// ---- the file format --------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    id: String,
+    listen: Option<SocketAddr>,
+    advertise: Option<SocketAddr>,
+    zone: Option<String>,
+    #[serde(default)]
+    seeds: Vec<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    replication: RawReplication,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    limits: RawLimits,
+    vnodes: Option<u32>,
+    gossip_interval_ms: Option<u64>,
+    peer_connect_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplication {
+    n: Option<u8>,
+    r: Option<u8>,
+    w: Option<u8>,
+    request_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    sync: Option<String>,
+    sync_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_frame_bytes: Option<usize>,
+    max_key_bytes: Option<usize>,
+    max_value_bytes: Option<usize>,
+    max_bucket_bytes: Option<usize>,
+    max_siblings: Option<usize>,
+    max_connections: Option<usize>,
+    max_inflight_requests: Option<usize>,
+}
+
+/// Default UDP port of a node.
+pub const DEFAULT_PORT: u16 = 7401;
+
+impl NodeConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| match e {
+            ConfigError::Parse { reason, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses config text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            reason: e.to_string(),
+        })?;
+        let id = raw.id.trim().to_string();
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "id {:?}: 1 to 64 characters of a-z, A-Z, 0-9, '-', '_' or '.'",
+                raw.id
+            )));
+        }
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let data_dir = resolve(
+            raw.data_dir
+                .unwrap_or_else(|| PathBuf::from(format!("data/{id}"))),
+        );
+        let tls =
+            match raw.tls {
+                Some(t) => TlsPaths {
+                    ca: resolve(t.ca),
+                    cert: resolve(t.cert),
+                    key: resolve(t.key),
+                },
+                None => return Err(ConfigError::Invalid(
+                    "missing [tls] section with ca, cert and key (make them with `kvorum cert`)"
+                        .into(),
+                )),
+            };
+        let d = Replication::DEFAULT;
+        let n = raw.replication.n.unwrap_or(d.n);
+        if n == 0 {
+            return Err(ConfigError::Invalid(
+                "replication.n must be at least 1".into(),
+            ));
+        }
+        let majority = n / 2 + 1;
+        let quorum = |name: &str, v: Option<u8>| match v.unwrap_or(majority) {
+            q if (1..=n).contains(&q) => Ok(q),
+            q => Err(ConfigError::Invalid(format!(
+                "replication.{name} = {q}: must be between 1 and n = {n}"
+            ))),
+        };
+        let replication = Replication {
+            n,
+            r: quorum("r", raw.replication.r)?,
+            w: quorum("w", raw.replication.w)?,
+            request_timeout: positive_ms(
+                "replication.request_timeout_ms",
+                raw.replication.request_timeout_ms,
+                5000,
+            )?,
+        };
+        let sync = match raw.storage.sync.as_deref().unwrap_or("always") {
+            "always" => crate::storage::SyncPolicy::Always,
+            "periodic" => crate::storage::SyncPolicy::Periodic(positive_ms(
+                "storage.sync_interval_ms",
+                raw.storage.sync_interval_ms,
+                100,
+            )?),
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.sync = {other:?}: expected \"always\" or \"periodic\""
+                )))
+            }
+        };
+        let dl = Limits::default();
+        let l = raw.limits;
+        let limits = Limits {
+            max_frame_bytes: l.max_frame_bytes.unwrap_or(dl.max_frame_bytes),
+            max_key_bytes: l.max_key_bytes.unwrap_or(dl.max_key_bytes),
+            max_value_bytes: l.max_value_bytes.unwrap_or(dl.max_value_bytes),
+            max_bucket_bytes: l.max_bucket_bytes.unwrap_or(dl.max_bucket_bytes),
+            max_siblings: l.max_siblings.unwrap_or(dl.max_siblings),
+            max_connections: l.max_connections.unwrap_or(dl.max_connections),
+            max_inflight_requests: l.max_inflight_requests.unwrap_or(dl.max_inflight_requests),
+        };
+        for (name, v) in [
+            ("max_frame_bytes", limits.max_frame_bytes),
+            ("max_key_bytes", limits.max_key_bytes),
+            ("max_value_bytes", limits.max_value_bytes),
+            ("max_bucket_bytes", limits.max_bucket_bytes),
+            ("max_siblings", limits.max_siblings),
+            ("max_connections", limits.max_connections),
+            ("max_inflight_requests", limits.max_inflight_requests),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{name} must be at least 1"
+                )));
+            }
+        }
+        if limits.max_value_bytes + limits.max_key_bytes + limits.max_bucket_bytes + 4096
+            > limits.max_frame_bytes
+        {
+            return Err(ConfigError::Invalid(
+                "limits.max_frame_bytes must exceed max_value_bytes + max_key_bytes + max_bucket_bytes + 4096".into(),
+            ));
+        }
+        let vnodes = raw.vnodes.unwrap_or(kvorum_ring::DEFAULT_VNODES);
+        if !(1..=4096).contains(&vnodes) {
+            return Err(ConfigError::Invalid(format!(
+                "vnodes = {vnodes}: must be between 1 and 4096"
+            )));
+        }
+        Ok(Self {
+            listen: raw
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))),
+            advertise: raw.advertise,
+            zone: raw.zone.filter(|z| !z.is_empty()),
+            seeds: raw.seeds,
+            data_dir,
+            tls,
+            replication,
+            sync,
+            limits,
+            vnodes,
+            gossip_interval: positive_ms("gossip_interval_ms", raw.gossip_interval_ms, 1000)?,
+            peer_connect_timeout: positive_ms(
+                "peer_connect_timeout_ms",
+                raw.peer_connect_timeout_ms,
+                2000,
+            )?,
+            id,
+        })
+    }
+
+    /// The address peers and clients reach this node at.
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.listen)
+    }
+}
+
+fn positive_ms(name: &str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match v.unwrap_or(default) {
+        0 => Err(ConfigError::Invalid(format!("{name} must be at least 1"))),
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "id = \"n1\"\n[tls]\nca = \"ca.pem\"\ncert = \"n1.pem\"\nkey = \"n1.key\"\n";
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = NodeConfig::parse(MIN, Path::new("/etc/kvorum")).unwrap();
+        assert_eq!(c.replication, Replication::DEFAULT);
+        assert_eq!(c.listen, "127.0.0.1:7401".parse().unwrap());
+        assert_eq!(c.tls.ca, PathBuf::from("/etc/kvorum/ca.pem"));
+        assert_eq!(c.data_dir, PathBuf::from("/etc/kvorum/data/n1"));
+        assert_eq!(c.sync, crate::storage::SyncPolicy::Always);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        let cases = [
+            (
+                format!("{MIN}[replication]\nn = 3\nw = 4\n"),
+                "between 1 and n = 3",
+            ),
+            (format!("{MIN}[replication]\nn = 0\n"), "at least 1"),
+            (format!("{MIN}bogus = 1\n"), "unknown field"),
+            (format!("{MIN}[storage]\nsync = \"sometimes\"\n"), "always"),
+            (MIN.replace("n1\"", "bad id\""), "id"),
+            ("id = \"n1\"\n".to_string(), "[tls]"),
+            (
+                format!("listen = \"nowhere\"\n{MIN}"),
+                "invalid socket address",
+            ),
+            (
+                format!("{MIN}[limits]\nmax_frame_bytes = 10\n"),
+                "max_frame_bytes",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = NodeConfig::parse(&text, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/node.toml");
+        let c = NodeConfig::load(&path).unwrap();
+        assert_eq!(c.id, "n1");
+    }
+}

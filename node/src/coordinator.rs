@@ -1,0 +1,506 @@
+//! One client request → fan-out to the key's preference list → wait for R or
+//! W → merge → answer. Reaches peers only through [`Transport`].
+
+use crate::config::{Limits, Replication};
+use crate::membership::Membership;
+use crate::peer::{PeerRequest, PeerResponse};
+use crate::register::{self, Clock, RegValue, Register};
+use crate::replica::{storage_key, Replica, ReplicaError};
+use crate::transport::{Transport, TransportError};
+use kvorum_client::proto::{
+    CausalContext, ErrorReply, Limit, MemberStatus, OpKind, QuorumFailure, ReplicaOutcome, Request,
+    Response,
+};
+use kvorum_ring::NodeId;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::mpsc;
+
+/// Where a quorum stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuorumStatus {
+    /// Enough replicas succeeded.
+    Met,
+    /// Not yet decided.
+    Pending,
+    /// Too many replicas failed for the quorum ever to be met.
+    Failed,
+}
+
+/// Bookkeeping of one quorum: who was asked, who answered how. Pure.
+#[derive(Debug, Clone)]
+pub struct QuorumTracker {
+    needed: usize,
+    replicas: Vec<(NodeId, Option<ReplicaOutcome>)>,
+}
+
+impl QuorumTracker {
+    /// A quorum of `needed` among `replicas`.
+    pub fn new(needed: usize, replicas: &[NodeId]) -> Self {
+        Self {
+            needed,
+            replicas: replicas.iter().map(|n| (n.clone(), None)).collect(),
+        }
+    }
+
+    /// Records what `node` did; a second outcome for a node is ignored.
+    pub fn record(&mut self, node: &NodeId, outcome: ReplicaOutcome) {
+        if let Some((_, slot @ None)) = self.replicas.iter_mut().find(|(n, _)| n == node) {
+            *slot = Some(outcome);
+        }
+    }
+
+    /// Successful replicas so far.
+    pub fn succeeded(&self) -> usize {
+        self.replicas
+            .iter()
+            .filter(|(_, o)| o == &Some(ReplicaOutcome::Ok))
+            .count()
+    }
+
+    /// Met, pending or failed.
+    pub fn status(&self) -> QuorumStatus {
+        let ok = self.succeeded();
+        let pending = self.replicas.iter().filter(|(_, o)| o.is_none()).count();
+        if ok >= self.needed {
+            QuorumStatus::Met
+        } else if ok + pending < self.needed {
+            QuorumStatus::Failed
+        } else {
+            QuorumStatus::Pending
+        }
+    }
+
+    /// The failure report; replicas that never answered count as timed out.
+    pub fn failure(&self, op: OpKind) -> QuorumFailure {
+        QuorumFailure {
+            op,
+            needed: u8::try_from(self.needed).unwrap_or(u8::MAX),
+            succeeded: u8::try_from(self.succeeded()).unwrap_or(u8::MAX),
+            replicas: self
+                .replicas
+                .iter()
+                .map(|(n, o)| (n.to_string(), o.clone().unwrap_or(ReplicaOutcome::Timeout)))
+                .collect(),
+        }
+    }
+}
+
+/// Turns a transport failure into what the client is told about that replica.
+fn outcome_of(e: &TransportError) -> ReplicaOutcome {
+    match e {
+        TransportError::Timeout => ReplicaOutcome::Timeout,
+        TransportError::Unreachable(why) => ReplicaOutcome::Unreachable(why.clone()),
+        TransportError::Protocol(why) => ReplicaOutcome::Failed(why.clone()),
+    }
+}
+
+/// Coordinates client requests on this node.
+pub struct Coordinator {
+    me: NodeId,
+    replica: Replica,
+    membership: Arc<Membership>,
+    transport: Arc<dyn Transport>,
+    replication: Replication,
+    limits: Limits,
+}
+
+impl Coordinator {
+    /// A coordinator for node `me`.
+    pub fn new(
+        replica: Replica,
+        membership: Arc<Membership>,
+        transport: Arc<dyn Transport>,
+        replication: Replication,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            me: membership.me().id.clone(),
+            replica,
+            membership,
+            transport,
+            replication,
+            limits,
+        }
+    }
+
+    /// Serves one client request. `forwarded` is true when another node sent
+    /// it here to coordinate (it is then never forwarded again).
+    pub async fn handle(&self, req: Request, forwarded: bool) -> Response {
+        match self.serve(req, forwarded).await {
+            Ok(r) => r,
+            Err(e) => Response::Error(e),
+        }
+    }
+
+    async fn serve(&self, req: Request, forwarded: bool) -> Result<Response, ErrorReply> {
+        match req {
+            Request::Status => Ok(Response::Status {
+                node: self.me.to_string(),
+                members: self
+                    .membership
+                    .members()
+                    .into_iter()
+                    .map(|m| MemberStatus {
+                        id: m.id.to_string(),
+                        addr: m.addr.to_string(),
+                        zone: m.zone,
+                    })
+                    .collect(),
+            }),
+            Request::Get {
+                bucket,
+                key,
+                options,
+            } => {
+                self.check_key(&bucket, &key)?;
+                let r = self.quorum(options.r, self.replication.r)?;
+                let timeout = self.timeout(options.timeout_ms);
+                self.get(storage_key(&bucket, &key), r, timeout).await
+            }
+            Request::Put {
+                ref bucket,
+                ref key,
+                ref value,
+                ref context,
+                options,
+            } => {
+                self.check_key(bucket, key)?;
+                if value.len() > self.limits.max_value_bytes {
+                    return Err(too_large(
+                        Limit::Value,
+                        value.len(),
+                        self.limits.max_value_bytes,
+                    ));
+                }
+                let w = self.quorum(options.w, self.replication.w)?;
+                let (value, ctx) = (RegValue::Data(value.clone()), self.context(context)?);
+                let timeout = self.timeout(options.timeout_ms);
+                let skey = storage_key(bucket, key);
+                self.write(req.clone(), skey, ctx, value, w, timeout, forwarded)
+                    .await
+            }
+            Request::Delete {
+                ref bucket,
+                ref key,
+                ref context,
+                options,
+            } => {
+                self.check_key(bucket, key)?;
+                let w = self.quorum(options.w, self.replication.w)?;
+                let ctx = self.context(context)?;
+                let timeout = self.timeout(options.timeout_ms);
+                let skey = storage_key(bucket, key);
+                self.write(
+                    req.clone(),
+                    skey,
+                    ctx,
+                    RegValue::Tombstone,
+                    w,
+                    timeout,
+                    forwarded,
+                )
+                .await
+            }
+        }
+    }
+
+    fn check_key(&self, bucket: &str, key: &[u8]) -> Result<(), ErrorReply> {
+        if bucket.is_empty() {
+            return Err(ErrorReply::BadRequest("empty bucket name".into()));
+        }
+        if bucket.len() > self.limits.max_bucket_bytes {
+            return Err(too_large(
+                Limit::Bucket,
+                bucket.len(),
+                self.limits.max_bucket_bytes,
+            ));
+        }
+        if key.len() > self.limits.max_key_bytes {
+            return Err(too_large(Limit::Key, key.len(), self.limits.max_key_bytes));
+        }
+        Ok(())
+    }
+
+    fn quorum(&self, asked: Option<u8>, default: u8) -> Result<usize, ErrorReply> {
+        let n = self.replication.n;
+        match asked.unwrap_or(default) {
+            q if (1..=n).contains(&q) => Ok(q.into()),
+            q => Err(ErrorReply::InvalidQuorum { requested: q, n }),
+        }
+    }
+
+    fn timeout(&self, asked_ms: Option<u32>) -> Duration {
+        match asked_ms {
+            Some(0) | None => self.replication.request_timeout,
+            // Bounded so a client cannot park work on the node for hours.
+            Some(ms) => Duration::from_millis(ms.min(120_000).into()),
+        }
+    }
+
+    fn context(&self, ctx: &CausalContext) -> Result<Clock, ErrorReply> {
+        // A context holds one entry per (node, lane): a few hundred bytes.
+        const MAX_CONTEXT_BYTES: usize = 64 * 1024;
+        if ctx.0.len() > MAX_CONTEXT_BYTES {
+            return Err(too_large(Limit::Context, ctx.0.len(), MAX_CONTEXT_BYTES));
+        }
+        register::decode_context(&ctx.0).map_err(|e| ErrorReply::InvalidContext(e.to_string()))
+    }
+
+    fn preference_list(&self, skey: &[u8]) -> Result<Vec<NodeId>, ErrorReply> {
+        let pref = self
+            .membership
+            .ring()
+            .preference_list(skey, self.replication.n.into());
+        if pref.is_empty() {
+            return Err(ErrorReply::Unavailable("the ring is empty".into()));
+        }
+        Ok(pref)
+    }
+
+    async fn get(
+        &self,
+        skey: Vec<u8>,
+        r: usize,
+        timeout: Duration,
+    ) -> Result<Response, ErrorReply> {
+        let pref = self.preference_list(&skey)?;
+        let mut tracker = QuorumTracker::new(r, &pref);
+        let (tx, mut rx) = mpsc::channel(pref.len());
+        for node in &pref {
+            let tx = tx.clone();
+            let node = node.clone();
+            if node == self.me {
+                let res = self
+                    .replica
+                    .read(&skey)
+                    .map_err(|e| ReplicaOutcome::Failed(e.to_string()));
+                let _ = tx.try_send((node, res));
+            } else {
+                let transport = self.transport.clone();
+                let key = skey.clone();
+                tokio::spawn(async move {
+                    let res = match transport
+                        .call(&node, PeerRequest::Read { key }, timeout)
+                        .await
+                    {
+                        Ok(PeerResponse::State(s)) => Ok(s),
+                        Ok(PeerResponse::Error(e)) => Err(ReplicaOutcome::Failed(e)),
+                        Ok(other) => Err(ReplicaOutcome::Failed(format!(
+                            "unexpected answer {other:?}"
+                        ))),
+                        Err(e) => Err(outcome_of(&e)),
+                    };
+                    let _ = tx.send((node, res)).await;
+                });
+            }
+        }
+        drop(tx);
+        let mut merged = Register::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tracker.status() == QuorumStatus::Pending {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((node, Ok(state)))) => {
+                    if let Some(s) = state {
+                        register::merge(&mut merged, s);
+                    }
+                    tracker.record(&node, ReplicaOutcome::Ok);
+                }
+                Ok(Some((node, Err(outcome)))) => tracker.record(&node, outcome),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if tracker.status() != QuorumStatus::Met {
+            return Err(ErrorReply::Quorum(tracker.failure(OpKind::Read)));
+        }
+        let (siblings, clock) = register::read_view(&merged);
+        let context = CausalContext(register::encode_context(&clock));
+        Ok(if siblings.is_empty() {
+            Response::NotFound { context }
+        } else {
+            Response::Value { siblings, context }
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write(
+        &self,
+        req: Request,
+        skey: Vec<u8>,
+        ctx: Clock,
+        value: RegValue,
+        w: usize,
+        timeout: Duration,
+        forwarded: bool,
+    ) -> Result<Response, ErrorReply> {
+        let pref = self.preference_list(&skey)?;
+        if !pref.contains(&self.me) {
+            if forwarded {
+                return Err(ErrorReply::Unavailable(format!(
+                    "{} is not a replica of the key (ring views differ); retry",
+                    self.me
+                )));
+            }
+            return self.forward(req, &pref, timeout).await;
+        }
+        let mut tracker = QuorumTracker::new(w, &pref);
+        let (state, clock) = match self.replica.coordinate(skey.clone(), ctx, value).await {
+            Ok(x) => x,
+            Err(ReplicaError::TooManySiblings { count, max }) => {
+                return Err(too_large(Limit::Siblings, count, max));
+            }
+            Err(e) => return Err(ErrorReply::Internal(format!("local write failed: {e}"))),
+        };
+        tracker.record(&self.me, ReplicaOutcome::Ok);
+        let (tx, mut rx) = mpsc::channel(pref.len());
+        for node in pref.iter().filter(|n| **n != self.me) {
+            let (tx, node, transport) = (tx.clone(), node.clone(), self.transport.clone());
+            let req = PeerRequest::Write {
+                key: skey.clone(),
+                state: state.clone(),
+            };
+            // Detached: a replica that answers after the quorum still gets
+            // the write (the task ends at the deadline either way).
+            tokio::spawn(async move {
+                let outcome = match transport.call(&node, req, timeout).await {
+                    Ok(PeerResponse::Ack) => ReplicaOutcome::Ok,
+                    Ok(PeerResponse::Error(e)) => ReplicaOutcome::Failed(e),
+                    Ok(other) => ReplicaOutcome::Failed(format!("unexpected answer {other:?}")),
+                    Err(e) => outcome_of(&e),
+                };
+                let _ = tx.send((node, outcome)).await;
+            });
+        }
+        drop(tx);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tracker.status() == QuorumStatus::Pending {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((node, outcome))) => tracker.record(&node, outcome),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if tracker.status() != QuorumStatus::Met {
+            return Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)));
+        }
+        Ok(Response::Written {
+            context: CausalContext(register::encode_context(&clock)),
+        })
+    }
+
+    /// Hands a write to a replica of its key, trying them in preference order.
+    async fn forward(
+        &self,
+        req: Request,
+        pref: &[NodeId],
+        timeout: Duration,
+    ) -> Result<Response, ErrorReply> {
+        let mut tracker = QuorumTracker::new(1, pref);
+        for node in pref {
+            match self
+                .transport
+                .call(node, PeerRequest::Forward(req.clone()), timeout)
+                .await
+            {
+                Ok(PeerResponse::Forwarded(resp)) => return Ok(resp),
+                Ok(PeerResponse::Error(e)) => tracker.record(node, ReplicaOutcome::Failed(e)),
+                Ok(other) => tracker.record(
+                    node,
+                    ReplicaOutcome::Failed(format!("unexpected answer {other:?}")),
+                ),
+                // A forward that timed out may have been applied: do not
+                // write it a second time through another replica.
+                Err(TransportError::Timeout) => {
+                    tracker.record(node, ReplicaOutcome::Timeout);
+                    break;
+                }
+                Err(e) => tracker.record(node, outcome_of(&e)),
+            }
+        }
+        Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)))
+    }
+
+    /// Serves a peer's request to this replica.
+    pub async fn serve_peer(&self, req: PeerRequest) -> PeerResponse {
+        match req {
+            PeerRequest::Gossip { members } => {
+                self.membership.merge(members);
+                PeerResponse::Members(self.membership.members())
+            }
+            PeerRequest::Read { key } => match self.replica.read(&key) {
+                Ok(state) => PeerResponse::State(state),
+                Err(e) => PeerResponse::Error(e.to_string()),
+            },
+            PeerRequest::Write { key, state } => match self.replica.merge(key, state).await {
+                Ok(()) => PeerResponse::Ack,
+                Err(e) => PeerResponse::Error(e.to_string()),
+            },
+            PeerRequest::Forward(req) => PeerResponse::Forwarded(self.handle(req, true).await),
+        }
+    }
+}
+
+fn too_large(what: Limit, size: usize, max: usize) -> ErrorReply {
+    ErrorReply::TooLarge {
+        what,
+        size: size as u64,
+        max: max as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[&str]) -> Vec<NodeId> {
+        v.iter().map(|s| NodeId::new(*s)).collect()
+    }
+
+    #[test]
+    fn quorum_is_met_after_enough_successes() {
+        let mut t = QuorumTracker::new(2, &ids(&["a", "b", "c"]));
+        assert_eq!(t.status(), QuorumStatus::Pending);
+        t.record(&NodeId::new("a"), ReplicaOutcome::Ok);
+        assert_eq!(t.status(), QuorumStatus::Pending);
+        t.record(&NodeId::new("c"), ReplicaOutcome::Ok);
+        assert_eq!(t.status(), QuorumStatus::Met);
+    }
+
+    #[test]
+    fn quorum_fails_as_soon_as_it_cannot_be_met() {
+        let mut t = QuorumTracker::new(2, &ids(&["a", "b", "c"]));
+        t.record(&NodeId::new("a"), ReplicaOutcome::Ok);
+        t.record(
+            &NodeId::new("b"),
+            ReplicaOutcome::Unreachable("down".into()),
+        );
+        assert_eq!(t.status(), QuorumStatus::Pending);
+        t.record(&NodeId::new("c"), ReplicaOutcome::Timeout);
+        assert_eq!(t.status(), QuorumStatus::Failed);
+        let f = t.failure(OpKind::Write);
+        assert_eq!((f.needed, f.succeeded), (2, 1));
+        assert_eq!(
+            f.replicas[1],
+            ("b".to_string(), ReplicaOutcome::Unreachable("down".into()))
+        );
+        assert!(f.to_string().contains("1 of 2"), "{f}");
+    }
+
+    #[test]
+    fn duplicate_and_unknown_answers_are_ignored() {
+        let mut t = QuorumTracker::new(2, &ids(&["a", "b"]));
+        t.record(&NodeId::new("a"), ReplicaOutcome::Ok);
+        t.record(&NodeId::new("a"), ReplicaOutcome::Ok);
+        t.record(&NodeId::new("zz"), ReplicaOutcome::Ok);
+        assert_eq!(t.status(), QuorumStatus::Pending);
+        // Pending replicas are reported as timed out.
+        assert_eq!(
+            t.failure(OpKind::Read).replicas[1].1,
+            ReplicaOutcome::Timeout
+        );
+    }
+
+    #[test]
+    fn quorum_larger_than_the_replica_list_fails_at_once() {
+        let t = QuorumTracker::new(3, &ids(&["a", "b"]));
+        assert_eq!(t.status(), QuorumStatus::Failed);
+    }
+}

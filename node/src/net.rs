@@ -1,0 +1,248 @@
+//! QUIC endpoints and the serving loop: TLS 1.3 with mutual authentication,
+//! ALPN routing of client and peer connections, one request per stream,
+//! bounded frames. Knows nothing of quorums or storage: requests go to a
+//! [`Handler`].
+
+use crate::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
+use crate::transport::BoxFuture;
+use kvorum_client::proto::{
+    decode_frame, encode_frame, ErrorReply, FrameError, Limit, Request, Response, ALPN_CLIENT,
+    ALPN_PEER, NODE_CERT_NAME, PROTOCOL_VERSION,
+};
+use kvorum_client::tls::{
+    crypto_provider, quic_client_config, transport_config, TlsError, TlsMaterial,
+};
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio::sync::{watch, Semaphore};
+
+/// Idle timeout of QUIC connections: a dead peer's connection is dropped after it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// QUIC application error code: a client certificate tried the peer ALPN.
+pub const CLOSE_NOT_A_NODE: u32 = 0x10;
+/// QUIC application error code: the node is shutting down.
+pub const CLOSE_SHUTDOWN: u32 = 0x11;
+
+/// How much larger than a client frame a peer frame may be.
+pub const PEER_FRAME_FACTOR: usize = 64;
+
+/// What serves decoded requests.
+pub trait Handler: Send + Sync + 'static {
+    /// Serves a client request.
+    fn client(&self, req: Request) -> BoxFuture<'_, Response>;
+    /// Serves a peer request.
+    fn peer(&self, req: PeerRequest) -> BoxFuture<'_, PeerResponse>;
+}
+
+/// Limits the serving loop enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Largest request frame.
+    pub max_frame_bytes: usize,
+    /// Most concurrent connections.
+    pub max_connections: usize,
+    /// Most concurrent requests.
+    pub max_inflight_requests: usize,
+}
+
+/// The server side of a node's endpoint: requires a client certificate from
+/// the cluster CA and offers both ALPNs.
+pub fn server_config(tls: &TlsMaterial) -> Result<quinn::ServerConfig, TlsError> {
+    let provider = crypto_provider();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(tls.root_store()?),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError::Ca(e.to_string()))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(tls.chain().to_vec(), tls.key())?;
+    cfg.alpn_protocols = vec![ALPN_CLIENT.to_vec(), ALPN_PEER.to_vec()];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(cfg)
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    server.transport_config(Arc::new(transport_config(IDLE_TIMEOUT)));
+    Ok(server)
+}
+
+/// Binds a node endpoint that serves on `listen` and dials peers with the
+/// node certificate.
+pub fn endpoint(listen: SocketAddr, tls: &TlsMaterial) -> Result<quinn::Endpoint, NetError> {
+    let mut ep = quinn::Endpoint::server(server_config(tls)?, listen)
+        .map_err(|e| NetError::Bind(listen, e))?;
+    ep.set_default_client_config(quic_client_config(tls, ALPN_PEER, IDLE_TIMEOUT)?);
+    Ok(ep)
+}
+
+/// Why the network layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot bind {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// True when the connection's client certificate carries the node role.
+fn is_node_certificate(conn: &quinn::Connection) -> bool {
+    let Some(identity) = conn.peer_identity() else {
+        return false;
+    };
+    let Ok(chain) = identity.downcast::<Vec<CertificateDer<'static>>>() else {
+        return false;
+    };
+    let Some(leaf) = chain.first() else {
+        return false;
+    };
+    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
+        return false;
+    };
+    let Ok(name) = ServerName::try_from(NODE_CERT_NAME) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+/// Accepts connections until `shutdown` turns true, then closes the endpoint.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    handler: Arc<dyn Handler>,
+    limits: ServeLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let conns = Arc::new(Semaphore::new(limits.max_connections));
+    let inflight = Arc::new(Semaphore::new(limits.max_inflight_requests));
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            tracing::warn!(remote = %incoming.remote_address(), "connection limit reached; refusing");
+            incoming.refuse();
+            continue;
+        };
+        let (handler, inflight, shutdown) = (handler.clone(), inflight.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "handshake failed");
+                    return;
+                }
+            };
+            serve_connection(conn, handler, limits, inflight, shutdown).await;
+        });
+    }
+    endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
+}
+
+async fn serve_connection(
+    conn: quinn::Connection,
+    handler: Arc<dyn Handler>,
+    limits: ServeLimits,
+    inflight: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let alpn = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol);
+    let peer = match alpn.as_deref() {
+        Some(p) if p == ALPN_PEER => {
+            if !is_node_certificate(&conn) {
+                tracing::warn!(remote = %conn.remote_address(), "peer ALPN without a node certificate; closing");
+                conn.close(
+                    CLOSE_NOT_A_NODE.into(),
+                    b"peer calls need a node certificate",
+                );
+                return;
+            }
+            true
+        }
+        _ => false,
+    };
+    loop {
+        let (send, recv) = tokio::select! {
+            s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = serve_stream(send, recv, &*handler, peer, limits.max_frame_bytes).await
+            {
+                tracing::debug!(error = %e, "stream failed");
+            }
+        });
+    }
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    handler: &dyn Handler,
+    peer: bool,
+    max_frame: usize,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Peers are authenticated nodes whose writes carry a key's whole state
+    // (up to max_siblings values), so their frames may be larger.
+    let max_frame = if peer {
+        max_frame.saturating_mul(PEER_FRAME_FACTOR)
+    } else {
+        max_frame
+    };
+    let answer = match recv.read_to_end(max_frame).await {
+        Ok(bytes) if peer => {
+            encode_frame(PEER_PROTOCOL_VERSION, &peer_answer(handler, &bytes).await)
+        }
+        Ok(bytes) => encode_frame(PROTOCOL_VERSION, &client_answer(handler, &bytes).await),
+        Err(quinn::ReadToEndError::TooLong) => {
+            // Stop the sender instead of draining an oversized frame.
+            let _ = recv.stop(0u32.into());
+            let e = ErrorReply::TooLarge {
+                what: Limit::Frame,
+                size: max_frame as u64 + 1,
+                max: max_frame as u64,
+            };
+            if peer {
+                encode_frame(PEER_PROTOCOL_VERSION, &PeerResponse::Error(e.to_string()))
+            } else {
+                encode_frame(PROTOCOL_VERSION, &Response::Error(e))
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    send.write_all(&answer).await?;
+    send.finish()?;
+    // Wait until the peer has the answer (or the stream is gone) so dropping
+    // the stream does not cut it off.
+    let _ = send.stopped().await;
+    Ok(())
+}
+
+async fn client_answer(handler: &dyn Handler, bytes: &[u8]) -> Response {
+    match decode_frame::<Request>(PROTOCOL_VERSION, bytes) {
+        Ok(req) => handler.client(req).await,
+        Err(FrameError::UnsupportedVersion { got, supported }) => {
+            Response::Error(ErrorReply::UnsupportedVersion { got, supported })
+        }
+        Err(e) => Response::Error(ErrorReply::BadRequest(e.to_string())),
+    }
+}
+
+async fn peer_answer(handler: &dyn Handler, bytes: &[u8]) -> PeerResponse {
+    match decode_frame::<PeerRequest>(PEER_PROTOCOL_VERSION, bytes) {
+        Ok(req) => handler.peer(req).await,
+        Err(e) => PeerResponse::Error(e.to_string()),
+    }
+}

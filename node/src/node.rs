@@ -1,0 +1,243 @@
+//! Wiring: a node is started from its config and runs until shut down.
+
+use crate::config::NodeConfig;
+use crate::coordinator::Coordinator;
+use crate::membership::Membership;
+use crate::net::{self, Handler, ServeLimits};
+use crate::peer::{MemberInfo, PeerRequest, PeerResponse};
+use crate::replica::Replica;
+use crate::storage::{FjallEngine, Space, StorageError, Store};
+use crate::transport::{BoxFuture, QuicTransport, Transport};
+use kvorum_client::proto::{Request, Response};
+use kvorum_client::{TlsError, TlsMaterial};
+use kvorum_ring::NodeId;
+use serde::{Deserialize, Serialize};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio::{sync::watch, task::JoinSet};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The TLS files are missing or unusable.
+    #[error("TLS material: {0}")]
+    Tls(#[from] TlsError),
+    /// The data directory could not be opened.
+    #[error("storage in {dir}: {source}")]
+    Storage {
+        /// The data directory.
+        dir: String,
+        /// What failed.
+        source: StorageError,
+    },
+    /// The endpoint could not be set up.
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+}
+
+/// Node metadata kept in [`Space::Meta`], versioned by its enum tag.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum MetaRecord {
+    V1 {
+        incarnation: u64,
+        members: Vec<MemberInfo>,
+    },
+}
+
+const META_KEY: &[u8] = b"node";
+
+/// A running node. Dropping it does not stop it: call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    id: NodeId,
+    addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    membership: Arc<Membership>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningNode {
+    /// The node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The address the node serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Members this node knows.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.membership.members()
+    }
+
+    /// Stops serving, closes connections (peers see them close at once) and
+    /// waits for the node's tasks to end. Acknowledged writes are already on
+    /// disk by the sync policy.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        self.endpoint
+            .close(net::CLOSE_SHUTDOWN.into(), b"node shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+struct NodeHandler {
+    coordinator: Coordinator,
+}
+
+impl Handler for NodeHandler {
+    fn client(&self, req: Request) -> BoxFuture<'_, Response> {
+        Box::pin(self.coordinator.handle(req, false))
+    }
+    fn peer(&self, req: PeerRequest) -> BoxFuture<'_, PeerResponse> {
+        Box::pin(self.coordinator.serve_peer(req))
+    }
+}
+
+/// Starts a node: opens its storage, binds its endpoint, joins the cluster
+/// through its seeds, and serves until [`RunningNode::shutdown`].
+pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    let tls = TlsMaterial::from_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let storage_err = |source| NodeError::Storage {
+        dir: config.data_dir.display().to_string(),
+        source,
+    };
+    let engine = Arc::new(FjallEngine::open(&config.data_dir).map_err(storage_err)?);
+    let store = Store::start(engine, config.sync);
+    let (incarnation, known) = match store.get(Space::Meta, META_KEY).map_err(storage_err)? {
+        None => (0, Vec::new()),
+        Some(bytes) => match postcard::from_bytes::<MetaRecord>(&bytes) {
+            Ok(MetaRecord::V1 {
+                incarnation,
+                members,
+            }) => (incarnation, members),
+            Err(e) => {
+                return Err(storage_err(StorageError::Corrupt(format!(
+                    "node metadata: {e}"
+                ))))
+            }
+        },
+    };
+    let endpoint = net::endpoint(config.listen, &tls)?;
+    let local = endpoint
+        .local_addr()
+        .map_err(|e| net::NetError::Bind(config.listen, e))?;
+    let addr = config.advertise.unwrap_or(local);
+    let me = MemberInfo {
+        id: NodeId::new(config.id.clone()),
+        addr,
+        zone: config.zone.clone(),
+        incarnation: incarnation + 1,
+    };
+    let membership = Arc::new(Membership::new(me.clone(), known, config.vnodes));
+    persist_members(&store, &membership)
+        .await
+        .map_err(storage_err)?;
+    let transport: Arc<dyn Transport> = Arc::new(QuicTransport::new(
+        endpoint.clone(),
+        membership.clone(),
+        config.peer_connect_timeout,
+        config.limits.max_frame_bytes,
+    ));
+    let replica = Replica::new(me.id.clone(), store.clone(), config.limits.max_siblings);
+    let coordinator = Coordinator::new(
+        replica,
+        membership.clone(),
+        transport.clone(),
+        config.replication,
+        config.limits,
+    );
+    let handler: Arc<dyn Handler> = Arc::new(NodeHandler { coordinator });
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let limits = ServeLimits {
+        max_frame_bytes: config.limits.max_frame_bytes,
+        max_connections: config.limits.max_connections,
+        max_inflight_requests: config.limits.max_inflight_requests,
+    };
+    tasks.spawn(net::serve(endpoint.clone(), handler, limits, rx.clone()));
+    tasks.spawn(gossip(
+        transport,
+        membership.clone(),
+        store,
+        config.seeds.clone(),
+        config.gossip_interval,
+        rx,
+    ));
+    tracing::info!(node = %me.id, %addr, incarnation = me.incarnation, "node started");
+    Ok(RunningNode {
+        id: me.id,
+        addr,
+        endpoint,
+        membership,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn persist_members(store: &Store, membership: &Membership) -> Result<(), StorageError> {
+    let record = MetaRecord::V1 {
+        incarnation: membership.me().incarnation,
+        members: membership.members(),
+    };
+    // Serializing a plain struct into a Vec cannot fail.
+    let bytes = postcard::to_stdvec(&record).unwrap_or_default();
+    store
+        .update(Space::Meta, META_KEY.to_vec(), move |_| (Some(bytes), ()))
+        .await
+}
+
+/// Every interval, exchanges member lists with every seed and one random
+/// known member, so every node learns every member.
+async fn gossip(
+    transport: Arc<dyn Transport>,
+    membership: Arc<Membership>,
+    store: Store,
+    seeds: Vec<SocketAddr>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let me = membership.me().clone();
+        let mut targets: Vec<SocketAddr> =
+            seeds.iter().copied().filter(|a| *a != me.addr).collect();
+        let others: Vec<MemberInfo> = membership
+            .members()
+            .into_iter()
+            .filter(|m| m.id != me.id)
+            .collect();
+        if !others.is_empty() {
+            let pick = rand::random_range(0..others.len());
+            targets.push(others[pick].addr);
+        }
+        targets.sort();
+        targets.dedup();
+        let mut changed = false;
+        for addr in targets {
+            let req = PeerRequest::Gossip {
+                members: membership.members(),
+            };
+            match transport
+                .call_addr(addr, req, every.max(Duration::from_millis(500)))
+                .await
+            {
+                Ok(PeerResponse::Members(news)) => changed |= membership.merge(news),
+                Ok(other) => tracing::debug!(%addr, ?other, "unexpected gossip answer"),
+                Err(e) => tracing::debug!(%addr, error = %e, "gossip failed"),
+            }
+        }
+        if changed {
+            if let Err(e) = persist_members(&store, &membership).await {
+                tracing::warn!(error = %e, "cannot persist the member list");
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The node-to-node protocol (internal to the node crate).
+//!
+//! Same framing as the client protocol (one versioned postcard frame per
+//! stream direction), its own version and message enum, on ALPN
+//! `kvorum-peer/1` which only node certificates may use.
+
+use crate::register::Register;
+use kvorum_client::proto::Request;
+use kvorum_client::proto::Response;
+use kvorum_ring::NodeId;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Version of the peer protocol.
+pub const PEER_PROTOCOL_VERSION: u16 = 1;
+
+/// What a node knows of a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Node id.
+    pub id: NodeId,
+    /// Address to reach it.
+    pub addr: SocketAddr,
+    /// Zone, if configured.
+    pub zone: Option<String>,
+    /// Bumped on every start of the node: newer news of a member wins.
+    pub incarnation: u64,
+}
+
+/// A request from one node to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Exchange member lists: the sender's own entry and everything it knows.
+    Gossip {
+        /// Members the sender knows (itself included).
+        members: Vec<MemberInfo>,
+    },
+    /// Read this replica's state of a key.
+    Read {
+        /// Storage key (bucket and key).
+        key: Vec<u8>,
+    },
+    /// Merge a state of a key into this replica (durably, by its sync policy).
+    Write {
+        /// Storage key.
+        key: Vec<u8>,
+        /// The state to merge.
+        state: Register,
+    },
+    /// Coordinate a client write: sent by a node that is not a replica of the
+    /// key to one that is (the coordinator of a write must be a replica,
+    /// because the new version's dot comes from its local clock).
+    Forward(Request),
+}
+
+/// A node's answer to a [`PeerRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// Answer to `Gossip`: the members the receiver knows.
+    Members(Vec<MemberInfo>),
+    /// Answer to `Read`: the replica's state, `None` if it has none.
+    State(Option<Register>),
+    /// Answer to `Write`: merged and stored.
+    Ack,
+    /// Answer to `Forward`: the coordinator's answer for the client.
+    Forwarded(Response),
+    /// The request failed at the receiver.
+    Error(String),
+}

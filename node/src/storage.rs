@@ -1,0 +1,360 @@
+//! Durable storage: a small [`Engine`] trait over the embedded LSM (fjall),
+//! and [`Store`], which serializes read-modify-write updates through one
+//! writer thread with **group commit**: every update queued while the previous
+//! batch was syncing joins the next batch, and the whole batch shares one
+//! fsync. Synced writes then cost latency, not throughput.
+//!
+//! Failure contract: when [`Store::update`] returns `Ok`, the update is on disk
+//! under [`SyncPolicy::Always`] (it survives `kill -9` and power loss), or in
+//! the OS page cache under [`SyncPolicy::Periodic`] (it survives `kill -9`;
+//! a power loss may lose the last interval). When it returns `Err`, the update
+//! may or may not be on disk and the caller must not acknowledge it.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio::sync::{mpsc, oneshot};
+
+/// Key spaces of the node's database. Each is a separate LSM tree; a batch
+/// can span them atomically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Space {
+    /// Replica data: one record per (bucket, key).
+    Data,
+    /// Node metadata (format version, known members).
+    Meta,
+}
+
+/// Storage failures.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// The engine reported an error (IO, corruption).
+    #[error("storage engine: {0}")]
+    Engine(String),
+    /// The writer thread has stopped (the node is shutting down).
+    #[error("storage is closed")]
+    Closed,
+    /// A stored record could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// When replicas sync their writes to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Sync every batch before acknowledging (the default). With group commit
+    /// concurrent writes share one sync.
+    Always,
+    /// Acknowledge once written to the OS; sync every interval (Cassandra's
+    /// `commitlog_sync: periodic`). A power loss can lose the last interval.
+    Periodic(Duration),
+}
+
+/// One write of a batch: `None` deletes the key.
+pub type BatchItem = (Space, Vec<u8>, Option<Vec<u8>>);
+
+/// The storage engine behind [`Store`]. Implementations must make a committed
+/// batch atomic, and durable when `sync` is true.
+pub trait Engine: Send + Sync + 'static {
+    /// Reads one key.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Applies a batch atomically; fsyncs before returning when `sync`.
+    fn commit(&self, batch: Vec<BatchItem>, sync: bool) -> Result<(), StorageError>;
+    /// Syncs everything committed so far.
+    fn sync(&self) -> Result<(), StorageError>;
+    /// Every (key, value) of a space whose key starts with `prefix`.
+    fn scan_prefix(
+        &self,
+        space: Space,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+}
+
+/// The fjall engine: one database in the node's data directory, one keyspace
+/// per [`Space`].
+pub struct FjallEngine {
+    db: fjall::Database,
+    data: fjall::Keyspace,
+    meta: fjall::Keyspace,
+}
+
+impl FjallEngine {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Engine(e.to_string()))?;
+        let db = fjall::Database::builder(dir.join("db"))
+            .open()
+            .map_err(engine)?;
+        let data = db
+            .keyspace("data", fjall::KeyspaceCreateOptions::default)
+            .map_err(engine)?;
+        let meta = db
+            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+            .map_err(engine)?;
+        Ok(Self { db, data, meta })
+    }
+
+    fn space(&self, s: Space) -> &fjall::Keyspace {
+        match s {
+            Space::Data => &self.data,
+            Space::Meta => &self.meta,
+        }
+    }
+}
+
+fn engine(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Engine(e.to_string())
+}
+
+impl Engine for FjallEngine {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .space(space)
+            .get(key)
+            .map_err(engine)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn commit(&self, batch: Vec<BatchItem>, sync: bool) -> Result<(), StorageError> {
+        let mut b = self.db.batch();
+        for (space, key, value) in batch {
+            match value {
+                Some(v) => b.insert(self.space(space), key, v),
+                None => b.remove(self.space(space), key),
+            }
+        }
+        let b = if sync {
+            b.durability(Some(fjall::PersistMode::SyncAll))
+        } else {
+            b.durability(Some(fjall::PersistMode::Buffer))
+        };
+        b.commit().map_err(engine)
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        self.db.persist(fjall::PersistMode::SyncAll).map_err(engine)
+    }
+
+    fn scan_prefix(
+        &self,
+        space: Space,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        self.space(space)
+            .prefix(prefix)
+            .map(|g| {
+                let (k, v) = g.into_inner().map_err(engine)?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+}
+
+/// Called once the batch holding an update committed (or failed).
+type Completion = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
+/// Computes an update from the current value; returns the new value (`None`:
+/// leave the key as it is) and the completion to run after the commit.
+type Apply =
+    Box<dyn FnOnce(Result<Option<&[u8]>, StorageError>) -> (Option<Vec<u8>>, Completion) + Send>;
+
+struct Job {
+    space: Space,
+    key: Vec<u8>,
+    apply: Apply,
+}
+
+/// The node's storage handle: concurrent reads straight from the engine,
+/// serialized read-modify-write updates with group commit. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    engine: Arc<dyn Engine>,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Most updates one batch holds; bounds the latency of the batch's first update.
+const MAX_BATCH: usize = 1024;
+/// Queued updates beyond which `update` waits (back-pressure).
+const QUEUE_DEPTH: usize = 8192;
+
+impl Store {
+    /// Starts the writer thread over `engine`.
+    pub fn start(engine: Arc<dyn Engine>, policy: SyncPolicy) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        let writer_engine = engine.clone();
+        let running = Arc::new(AtomicBool::new(true));
+        if let SyncPolicy::Periodic(every) = policy {
+            let engine = engine.clone();
+            let running = running.clone();
+            std::thread::Builder::new()
+                .name("kvorum-sync".into())
+                .spawn(move || {
+                    while running.load(Ordering::Relaxed) {
+                        std::thread::sleep(every);
+                        if let Err(e) = engine.sync() {
+                            tracing::error!(error = %e, "periodic sync failed");
+                        }
+                    }
+                })
+                .ok();
+        }
+        let sync_each = policy == SyncPolicy::Always;
+        std::thread::Builder::new()
+            .name("kvorum-writer".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(&*writer_engine, jobs, sync_each);
+                }
+                running.store(false, Ordering::Relaxed);
+                if let Err(e) = writer_engine.sync() {
+                    tracing::error!(error = %e, "final sync failed");
+                }
+            })
+            .ok();
+        Self { engine, jobs: tx }
+    }
+
+    /// Reads one key (no serialization with updates; sees every committed update).
+    pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.engine.get(space, key)
+    }
+
+    /// All records of `space` under `prefix`.
+    pub fn scan_prefix(
+        &self,
+        space: Space,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        self.engine.scan_prefix(space, prefix)
+    }
+
+    /// Atomically updates `key`: `f` gets the current value (or the read
+    /// error) and returns the new value (`None` to leave it) plus a result.
+    /// Updates of one store are applied one at a time in queue order, so `f`
+    /// never races another update of the same key. Resolves once the batch is
+    /// committed under the sync policy.
+    pub async fn update<T, F>(&self, space: Space, key: Vec<u8>, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Result<Option<&[u8]>, StorageError>) -> (Option<Vec<u8>>, T) + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let apply: Apply = Box::new(move |current| {
+            let (new, out) = f(current);
+            let done: Completion = Box::new(move |res| {
+                let _ = tx.send(res.map(|()| out));
+            });
+            (new, done)
+        });
+        self.jobs
+            .send(Job { space, key, apply })
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+}
+
+fn run_batch(engine: &dyn Engine, jobs: Vec<Job>, sync: bool) {
+    // Later updates of a batch must see earlier ones of the same key.
+    let mut overlay: HashMap<(Space, Vec<u8>), Vec<u8>> = HashMap::new();
+    let mut writes = Vec::with_capacity(jobs.len());
+    let mut done = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let slot = (job.space, job.key);
+        let (new, completion) = match overlay.get(&slot) {
+            Some(v) => (job.apply)(Ok(Some(v.as_slice()))),
+            None => match engine.get(slot.0, &slot.1) {
+                Ok(v) => (job.apply)(Ok(v.as_deref())),
+                Err(e) => (job.apply)(Err(e)),
+            },
+        };
+        if let Some(v) = new {
+            writes.push((slot.0, slot.1.clone(), Some(v.clone())));
+            overlay.insert(slot, v);
+        }
+        done.push(completion);
+    }
+    let res = if writes.is_empty() {
+        Ok(())
+    } else {
+        engine.commit(writes, sync)
+    };
+    if let Err(e) = &res {
+        tracing::error!(error = %e, "batch commit failed");
+    }
+    for c in done {
+        c(res.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_updates_of_one_key_are_serialized() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::start(
+            Arc::new(FjallEngine::open(dir.path()).unwrap()),
+            SyncPolicy::Always,
+        );
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.update(Space::Data, b"counter".to_vec(), |cur| {
+                    let n = cur
+                        .unwrap()
+                        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+                        .unwrap_or(0);
+                    (Some((n + 1).to_le_bytes().to_vec()), n + 1)
+                })
+                .await
+                .unwrap()
+            }));
+        }
+        let mut seen = Vec::new();
+        for t in tasks {
+            seen.push(t.await.unwrap());
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            (1..=200).collect::<Vec<u64>>(),
+            "every increment saw the previous one"
+        );
+        let stored = store.get(Space::Data, b"counter").unwrap().unwrap();
+        assert_eq!(u64::from_le_bytes(stored.try_into().unwrap()), 200);
+    }
+
+    #[tokio::test]
+    async fn committed_updates_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::start(
+                Arc::new(FjallEngine::open(dir.path()).unwrap()),
+                SyncPolicy::Always,
+            );
+            store
+                .update(Space::Data, b"k".to_vec(), |_| (Some(b"v".to_vec()), ()))
+                .await
+                .unwrap();
+        }
+        // Give the writer thread a moment to drop its engine handle.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let engine = FjallEngine::open(dir.path()).unwrap();
+        assert_eq!(engine.get(Space::Data, b"k").unwrap(), Some(b"v".to_vec()));
+    }
+}

@@ -1,0 +1,160 @@
+//! How the coordinator and gossip reach other nodes: the [`Transport`] trait,
+//! and its real implementation over QUIC ([`QuicTransport`]).
+//!
+//! The trait is what lets the replication logic run without sockets (an
+//! in-memory, fault-injecting transport in tests).
+
+use crate::membership::Membership;
+use crate::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
+use kvorum_client::proto::{decode_frame, encode_frame, NODE_CERT_NAME};
+use kvorum_ring::NodeId;
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a call to a peer failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The peer could not be reached (no address, connection refused or lost).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// No answer before the deadline.
+    #[error("timed out")]
+    Timeout,
+    /// The peer answered something undecodable.
+    #[error("bad answer: {0}")]
+    Protocol(String),
+}
+
+/// Sends one request to one peer and waits for its answer.
+pub trait Transport: Send + Sync + 'static {
+    /// Calls the member `to`; gives up after `timeout`.
+    fn call(
+        &self,
+        to: &NodeId,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<PeerResponse, TransportError>>;
+    /// Calls whatever node listens at `addr` (seeds, whose ids are not known yet).
+    fn call_addr(
+        &self,
+        addr: SocketAddr,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<PeerResponse, TransportError>>;
+}
+
+/// The QUIC transport: one cached connection per peer address, one stream per
+/// request, mutual TLS with the node certificate on ALPN `kvorum-peer/1`.
+pub struct QuicTransport {
+    endpoint: quinn::Endpoint,
+    membership: Arc<Membership>,
+    conns: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
+    connect_timeout: Duration,
+    max_frame_bytes: usize,
+}
+
+impl QuicTransport {
+    /// A transport dialing from `endpoint` (whose default client config must
+    /// be the peer configuration).
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        membership: Arc<Membership>,
+        connect_timeout: Duration,
+        max_frame_bytes: usize,
+    ) -> Self {
+        Self {
+            endpoint,
+            membership,
+            conns: Mutex::new(HashMap::new()),
+            connect_timeout,
+            max_frame_bytes,
+        }
+    }
+
+    async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, TransportError> {
+        let slot = {
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            conns.entry(addr).or_default().clone()
+        };
+        let mut guard = slot.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let connecting = self
+            .endpoint
+            .connect(addr, NODE_CERT_NAME)
+            .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        let conn = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| TransportError::Unreachable(format!("connect to {addr} timed out")))?
+            .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn exchange(
+        &self,
+        addr: SocketAddr,
+        req: PeerRequest,
+    ) -> Result<PeerResponse, TransportError> {
+        let conn = self.connection(addr).await?;
+        let frame = encode_frame(PEER_PROTOCOL_VERSION, &req);
+        let lost = |e: &dyn std::fmt::Display| TransportError::Unreachable(e.to_string());
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+        send.write_all(&frame).await.map_err(|e| lost(&e))?;
+        send.finish().map_err(|e| lost(&e))?;
+        // Answers can hold a key's whole state: several siblings of max size.
+        let bytes = recv
+            .read_to_end(
+                self.max_frame_bytes
+                    .saturating_mul(crate::net::PEER_FRAME_FACTOR),
+            )
+            .await
+            .map_err(|e| lost(&e))?;
+        decode_frame(PEER_PROTOCOL_VERSION, &bytes)
+            .map_err(|e| TransportError::Protocol(e.to_string()))
+    }
+}
+
+impl Transport for QuicTransport {
+    fn call(
+        &self,
+        to: &NodeId,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
+        let addr = self.membership.addr_of(to);
+        let to = to.clone();
+        Box::pin(async move {
+            let addr = addr
+                .ok_or_else(|| TransportError::Unreachable(format!("no address known for {to}")))?;
+            tokio::time::timeout(timeout, self.exchange(addr, req))
+                .await
+                .unwrap_or(Err(TransportError::Timeout))
+        })
+    }
+
+    fn call_addr(
+        &self,
+        addr: SocketAddr,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
+        Box::pin(async move {
+            tokio::time::timeout(timeout, self.exchange(addr, req))
+                .await
+                .unwrap_or(Err(TransportError::Timeout))
+        })
+    }
+}

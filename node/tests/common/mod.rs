@@ -1,0 +1,164 @@
+//! A cluster of real nodes in one process: real QUIC on 127.0.0.1 (ephemeral
+//! ports), real fjall databases in a temp dir, certificates made fresh.
+#![allow(dead_code)]
+
+use kvorum_client::{Client, TlsMaterial};
+use kvorum_node::{certs, NodeConfig, RunningNode};
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+/// Bound on any one test body.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Option<RunningNode>>,
+    pub addrs: Vec<SocketAddr>,
+    pub ca: certs::Pem,
+}
+
+/// Writes a CA, a client certificate and node certificates n1..n<count> into `dir`.
+pub fn make_certs(dir: &Path, count: usize) -> certs::Pem {
+    let ca = certs::make_ca("test").unwrap();
+    certs::write(dir, "ca", &ca).unwrap();
+    certs::write(dir, "client", &certs::make_client(&ca, "test").unwrap()).unwrap();
+    for i in 1..=count {
+        let id = format!("n{i}");
+        certs::write(dir, &id, &certs::make_node(&ca, &id, &[]).unwrap()).unwrap();
+    }
+    ca
+}
+
+/// A node config for node `i` (1-based) with test-friendly timings.
+pub fn config(
+    dir: &Path,
+    i: usize,
+    listen: SocketAddr,
+    seeds: &[SocketAddr],
+    extra: &str,
+) -> NodeConfig {
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    let text = format!(
+        "id = \"n{i}\"\nlisten = \"{listen}\"\nseeds = [{}]\ndata_dir = \"data/n{i}\"\n\
+         gossip_interval_ms = 100\npeer_connect_timeout_ms = 500\n{extra}\n\
+         [tls]\nca = \"ca.pem\"\ncert = \"n{i}.pem\"\nkey = \"n{i}.key\"\n",
+        seeds.join(", ")
+    );
+    NodeConfig::parse(&text, dir).expect("test config parses")
+}
+
+impl TestCluster {
+    /// Starts `count` nodes; `extra` is TOML added to every config (top-level
+    /// keys, or tables placed after them). Waits until every node knows every member.
+    pub async fn start(count: usize, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = make_certs(dir.path(), count);
+        let mut nodes = Vec::new();
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for i in 1..=count {
+            let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            let cfg = config(dir.path(), i, any, &addrs[..addrs.len().min(1)], extra);
+            let node = kvorum_node::start(cfg).await.expect("node starts");
+            addrs.push(node.addr());
+            nodes.push(Some(node));
+        }
+        let c = Self {
+            dir,
+            nodes,
+            addrs,
+            ca,
+        };
+        c.wait_for_members(count).await;
+        c
+    }
+
+    pub async fn wait_for_members(&self, count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let done = self
+                .nodes
+                .iter()
+                .flatten()
+                .all(|n| n.members().len() == count);
+            if done {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "members did not converge"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn client_tls(&self) -> TlsMaterial {
+        let d = self.dir.path();
+        TlsMaterial::from_files(d.join("ca.pem"), d.join("client.pem"), d.join("client.key"))
+            .unwrap()
+    }
+
+    pub fn node_tls(&self, i: usize) -> TlsMaterial {
+        let d = self.dir.path();
+        TlsMaterial::from_files(
+            d.join("ca.pem"),
+            d.join(format!("n{i}.pem")),
+            d.join(format!("n{i}.key")),
+        )
+        .unwrap()
+    }
+
+    /// A client of every node, with short timeouts.
+    pub fn client(&self) -> Client {
+        self.client_of(&self.addrs)
+    }
+
+    pub fn client_of(&self, addrs: &[SocketAddr]) -> Client {
+        Client::builder(addrs.iter().copied(), self.client_tls())
+            .connect_timeout(Duration::from_millis(500))
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+    }
+
+    /// Stops node `i` (1-based) gracefully.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i - 1].take() {
+            n.shutdown().await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 1..=self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+/// Sends raw bytes as one request on the client ALPN and returns the raw answer.
+pub async fn raw_request(
+    addr: SocketAddr,
+    tls: &TlsMaterial,
+    alpn: &[u8],
+    bytes: &[u8],
+) -> Result<Vec<u8>, String> {
+    let mut ep =
+        quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).map_err(|e| e.to_string())?;
+    let cfg = kvorum_client::tls::quic_client_config(tls, alpn, Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    ep.set_default_client_config(cfg);
+    let result = async {
+        let conn = ep
+            .connect(addr, kvorum_client::proto::NODE_CERT_NAME)
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(bytes).await.map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        recv.read_to_end(16 << 20).await.map_err(|e| e.to_string())
+    };
+    let out = tokio::time::timeout(Duration::from_secs(10), result)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()));
+    ep.close(0u32.into(), b"");
+    out
+}

@@ -553,6 +553,19 @@ impl Client {
         })
         .await
         .unwrap_or(Err(AttemptError::Timeout(wait)));
+        // TLS 1.3 lets the client finish its handshake first: a node that
+        // refuses our certificate closes the connection only afterwards, with
+        // a crypto error. It never read the request, so it was not sent.
+        let result = match (result, conn.close_reason()) {
+            (Err(AttemptError::Lost(_)), Some(quinn::ConnectionError::ConnectionClosed(c)))
+                if (0x100..0x200).contains(&u64::from(c.error_code)) =>
+            {
+                Err(AttemptError::NotSent(format!(
+                    "TLS handshake rejected by the node: {c}"
+                )))
+            }
+            (r, _) => r,
+        };
         if matches!(
             result,
             Err(AttemptError::NotSent(_) | AttemptError::Lost(_))

@@ -151,10 +151,14 @@ pub async fn raw_request(
             .map_err(|e| e.to_string())?
             .await
             .map_err(|e| e.to_string())?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        send.write_all(bytes).await.map_err(|e| e.to_string())?;
-        send.finish().map_err(|e| e.to_string())?;
-        recv.read_to_end(16 << 20).await.map_err(|e| e.to_string())
+        let why = |e: &dyn std::fmt::Display| match conn.close_reason() {
+            Some(reason) => format!("{e}: {reason}"),
+            None => e.to_string(),
+        };
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| why(&e))?;
+        send.write_all(bytes).await.map_err(|e| why(&e))?;
+        send.finish().map_err(|e| why(&e))?;
+        recv.read_to_end(16 << 20).await.map_err(|e| why(&e))
     };
     let out = tokio::time::timeout(Duration::from_secs(10), result)
         .await

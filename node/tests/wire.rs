@@ -1,0 +1,252 @@
+//! Bad input and authentication on the real QUIC endpoint: malformed,
+//! truncated and oversized frames get typed errors and the node keeps
+//! serving; certificates from another CA and client certificates on the peer
+//! ALPN are refused.
+
+mod common;
+
+use common::{raw_request, TestCluster, TEST_TIMEOUT};
+use kvorum_client::proto::{
+    decode_frame, encode_frame, ErrorReply, Limit, Request, Response, WriteOptions, ALPN_CLIENT,
+    ALPN_PEER, PROTOCOL_VERSION,
+};
+use kvorum_client::{CausalContext, Client, Error, TlsMaterial};
+use kvorum_node::certs;
+use std::time::Duration;
+
+const LIMITS: &str =
+    "[limits]\nmax_value_bytes = 1024\nmax_key_bytes = 64\nmax_frame_bytes = 8192\n";
+
+async fn assert_still_serving(c: &TestCluster) {
+    static ROUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let key = format!(
+        "alive-{}",
+        ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let client = c.client_of(&c.addrs[..1]);
+    client
+        .put("b", key.as_bytes(), b"yes", &CausalContext::empty())
+        .await
+        .unwrap();
+    assert_eq!(
+        client.get("b", key.as_bytes()).await.unwrap().siblings,
+        vec![b"yes".to_vec()]
+    );
+}
+
+fn answer(bytes: &[u8]) -> Response {
+    decode_frame::<Response>(PROTOCOL_VERSION, bytes)
+        .expect("the node answers with a well-formed frame")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_truncated_and_oversized_frames_get_errors() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let c = TestCluster::start(3, LIMITS).await;
+        let (addr, tls) = (c.addrs[0], c.client_tls());
+
+        // Garbage.
+        let r = answer(
+            &raw_request(
+                addr,
+                &tls,
+                ALPN_CLIENT,
+                &[0xde, 0xad, 0xbe, 0xef, 0xff, 0xff],
+            )
+            .await
+            .unwrap(),
+        );
+        assert!(
+            matches!(r, Response::Error(ErrorReply::BadRequest(_))),
+            "{r:?}"
+        );
+        assert_still_serving(&c).await;
+
+        // A valid frame cut in half.
+        let put = Request::Put {
+            bucket: "b".into(),
+            key: b"k".to_vec(),
+            value: vec![1; 100],
+            context: CausalContext::empty(),
+            options: WriteOptions::default(),
+        };
+        let frame = encode_frame(PROTOCOL_VERSION, &put);
+        let r = answer(
+            &raw_request(addr, &tls, ALPN_CLIENT, &frame[..frame.len() / 2])
+                .await
+                .unwrap(),
+        );
+        assert!(
+            matches!(r, Response::Error(ErrorReply::BadRequest(_))),
+            "{r:?}"
+        );
+
+        // An empty stream.
+        let r = answer(&raw_request(addr, &tls, ALPN_CLIENT, &[]).await.unwrap());
+        assert!(
+            matches!(r, Response::Error(ErrorReply::BadRequest(_))),
+            "{r:?}"
+        );
+
+        // Another protocol version.
+        let r = answer(
+            &raw_request(
+                addr,
+                &tls,
+                ALPN_CLIENT,
+                &encode_frame(PROTOCOL_VERSION + 1, &Request::Status),
+            )
+            .await
+            .unwrap(),
+        );
+        assert!(
+            matches!(r, Response::Error(ErrorReply::UnsupportedVersion { .. })),
+            "{r:?}"
+        );
+
+        // A frame larger than max_frame_bytes: refused without reading it all.
+        let r = answer(
+            &raw_request(addr, &tls, ALPN_CLIENT, &vec![0u8; 100_000])
+                .await
+                .unwrap(),
+        );
+        assert!(
+            matches!(
+                r,
+                Response::Error(ErrorReply::TooLarge {
+                    what: Limit::Frame,
+                    max: 8192,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert_still_serving(&c).await;
+
+        // An oversized value and key through the real client: typed errors, nothing stored.
+        let client = c.client();
+        let err = client
+            .put("b", b"big", &[7u8; 2000], &CausalContext::empty())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Server(ErrorReply::TooLarge {
+                    what: Limit::Value,
+                    size: 2000,
+                    max: 1024
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(
+            !client.get("b", b"big").await.unwrap().is_found(),
+            "nothing was stored"
+        );
+        let err = client.get("b", &[1u8; 65]).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Server(ErrorReply::TooLarge {
+                    what: Limit::Key,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+
+        // A causal context that was never issued.
+        let err = client
+            .put("b", b"k", b"v", &CausalContext(vec![1, 0xff, 0xff, 0xff]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Server(ErrorReply::InvalidContext(_))),
+            "{err:?}"
+        );
+
+        // A bad frame on the peer ALPN (with a node certificate) is an error too.
+        let peer = raw_request(addr, &c.node_tls(2), ALPN_PEER, b"\x01garbage")
+            .await
+            .unwrap();
+        assert!(!peer.is_empty());
+        assert_still_serving(&c).await;
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_another_ca_are_refused() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let c = TestCluster::start(1, "").await;
+        let other = tempfile::tempdir().unwrap();
+        let foreign_ca = certs::make_ca("intruder").unwrap();
+        certs::write(
+            other.path(),
+            "client",
+            &certs::make_client(&foreign_ca, "eve").unwrap(),
+        )
+        .unwrap();
+        // The intruder trusts the real CA (so it would accept the node) but
+        // presents a certificate the cluster CA never signed.
+        let tls = TlsMaterial::from_files(
+            c.dir.path().join("ca.pem"),
+            other.path().join("client.pem"),
+            other.path().join("client.key"),
+        )
+        .unwrap();
+        let client = Client::builder(c.addrs.clone(), tls)
+            .connect_timeout(Duration::from_secs(2))
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let err = client
+            .put("b", b"k", b"v", &CausalContext::empty())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NoNodeAvailable(_)), "{err:?}");
+        assert!(err.to_string().contains("TLS handshake rejected"), "{err}");
+        // The control: the cluster's own client certificate works.
+        let good = c.client();
+        let c1 = kvorum_client::WriteOptions {
+            w: Some(1),
+            timeout_ms: None,
+        };
+        good.put_with("b", b"k", b"v", &CausalContext::empty(), c1)
+            .await
+            .unwrap();
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_cannot_call_the_peer_endpoint() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let c = TestCluster::start(2, "").await;
+        let gossip = encode_frame(
+            kvorum_node::peer::PEER_PROTOCOL_VERSION,
+            &kvorum_node::peer::PeerRequest::Gossip { members: vec![] },
+        );
+        let refused = raw_request(c.addrs[0], &c.client_tls(), ALPN_PEER, &gossip).await;
+        let err = refused.expect_err("a client certificate must not get a peer answer");
+        assert!(err.contains("peer calls need a node certificate"), "{err}");
+        // The control: a node certificate gets a member list.
+        let ok = raw_request(c.addrs[0], &c.node_tls(2), ALPN_PEER, &gossip)
+            .await
+            .unwrap();
+        let resp: kvorum_node::peer::PeerResponse =
+            decode_frame(kvorum_node::peer::PEER_PROTOCOL_VERSION, &ok).unwrap();
+        assert!(
+            matches!(resp, kvorum_node::peer::PeerResponse::Members(ref m) if m.len() == 2),
+            "{resp:?}"
+        );
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

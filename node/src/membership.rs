@@ -25,6 +25,9 @@ pub struct Membership {
 struct View {
     members: BTreeMap<NodeId, MemberInfo>,
     ring: Arc<Ring>,
+    /// Bumped on every change, whichever path it came by (own gossip round
+    /// or a peer's), so the node can tell when to persist the list.
+    version: u64,
 }
 
 impl Membership {
@@ -34,6 +37,7 @@ impl Membership {
             view: RwLock::new(View {
                 members: BTreeMap::from([(me.id.clone(), me.clone())]),
                 ring: Arc::new(Ring::new([], vnodes)),
+                version: 0,
             }),
             me,
             vnodes,
@@ -58,6 +62,11 @@ impl Membership {
         self.read().members.values().cloned().collect()
     }
 
+    /// Changes so far; differs from an earlier reading iff the view changed.
+    pub fn version(&self) -> u64 {
+        self.read().version
+    }
+
     /// Address of a member.
     pub fn addr_of(&self, id: &NodeId) -> Option<SocketAddr> {
         self.read().members.get(id).map(|m| m.addr)
@@ -77,6 +86,7 @@ impl Membership {
                     _ => {
                         tracing::info!(node = %m.id, addr = %m.addr, "member learned");
                         view.members.insert(m.id.clone(), m);
+                        view.version += 1;
                         changed = true;
                     }
                 }

@@ -199,6 +199,7 @@ async fn gossip(
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut persisted = membership.version();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -220,7 +221,6 @@ async fn gossip(
         }
         targets.sort();
         targets.dedup();
-        let mut changed = false;
         for addr in targets {
             let req = PeerRequest::Gossip {
                 members: membership.members(),
@@ -229,14 +229,20 @@ async fn gossip(
                 .call_addr(addr, req, every.max(Duration::from_millis(500)))
                 .await
             {
-                Ok(PeerResponse::Members(news)) => changed |= membership.merge(news),
+                Ok(PeerResponse::Members(news)) => {
+                    membership.merge(news);
+                }
                 Ok(other) => tracing::debug!(%addr, ?other, "unexpected gossip answer"),
                 Err(e) => tracing::debug!(%addr, error = %e, "gossip failed"),
             }
         }
-        if changed {
-            if let Err(e) = persist_members(&store, &membership).await {
-                tracing::warn!(error = %e, "cannot persist the member list");
+        // Persist what was learned by any path since the last round, so a
+        // restarted node finds its peers even when its seeds are down.
+        let version = membership.version();
+        if version != persisted {
+            match persist_members(&store, &membership).await {
+                Ok(()) => persisted = version,
+                Err(e) => tracing::warn!(error = %e, "cannot persist the member list"),
             }
         }
     }

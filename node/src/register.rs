@@ -305,7 +305,7 @@ mod tests {
         // Three replicas; op (node, ctx_from, tombstone): node coordinates with
         // the context of replica ctx_from (3 = empty context).
         let nodes = [n("a"), n("b"), n("c")];
-        let mut reps = vec![Register::new(), Register::new(), Register::new()];
+        let mut reps = [Register::new(), Register::new(), Register::new()];
         let mut states = Vec::new();
         for (i, &(node, ctx_from, tomb)) in ops.iter().enumerate() {
             let ctx = if ctx_from == 3 {

@@ -68,12 +68,6 @@ pub trait Engine: Send + Sync + 'static {
     fn commit(&self, batch: Vec<BatchItem>, sync: bool) -> Result<(), StorageError>;
     /// Syncs everything committed so far.
     fn sync(&self) -> Result<(), StorageError>;
-    /// Every (key, value) of a space whose key starts with `prefix`.
-    fn scan_prefix(
-        &self,
-        space: Space,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
 }
 
 /// The fjall engine: one database in the node's data directory, one keyspace
@@ -139,20 +133,6 @@ impl Engine for FjallEngine {
 
     fn sync(&self) -> Result<(), StorageError> {
         self.db.persist(fjall::PersistMode::SyncAll).map_err(engine)
-    }
-
-    fn scan_prefix(
-        &self,
-        space: Space,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
-        self.space(space)
-            .prefix(prefix)
-            .map(|g| {
-                let (k, v) = g.into_inner().map_err(engine)?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
     }
 }
 
@@ -229,15 +209,6 @@ impl Store {
     /// Reads one key (no serialization with updates; sees every committed update).
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.engine.get(space, key)
-    }
-
-    /// All records of `space` under `prefix`.
-    pub fn scan_prefix(
-        &self,
-        space: Space,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
-        self.engine.scan_prefix(space, prefix)
     }
 
     /// Atomically updates `key`: `f` gets the current value (or the read

@@ -1,0 +1,229 @@
+//! Real `kvorum` processes: acknowledged writes survive `kill -9` and restart,
+//! and the README's `kvorum dev` + CLI flow works and keeps its data.
+
+mod common;
+
+use kvorum_client::{CausalContext, Client, ReadOptions, TlsMaterial, WriteOptions};
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const KVORUM: &str = env!("CARGO_BIN_EXE_kvorum");
+
+/// A child process that is killed when the test ends, however it ends.
+struct Proc(Child);
+
+impl Proc {
+    fn spawn(args: &[&str], dir: &Path, log: &str) -> Proc {
+        let out = std::fs::File::create(dir.join(format!("{log}.out"))).unwrap();
+        let err = std::fs::File::create(dir.join(format!("{log}.err"))).unwrap();
+        Proc(
+            Command::new(KVORUM)
+                .args(args)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("kvorum starts"),
+        )
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGINT (Ctrl-C), then wait up to `within` for a clean exit.
+    fn interrupt(&mut self, within: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "process did not stop on SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `count` consecutive free UDP ports on 127.0.0.1.
+fn free_ports(count: u16) -> u16 {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    for attempt in 0..200u64 {
+        let base = 20_000
+            + ((seed
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(attempt * 7919))
+                % 40_000) as u16;
+        let socks: Vec<_> = (0..count)
+            .map(|i| UdpSocket::bind(("127.0.0.1", base + i)))
+            .collect();
+        if socks.iter().all(|s| s.is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+fn client_of(dir: &Path, addrs: &[SocketAddr]) -> Client {
+    let tls = TlsMaterial::from_files(
+        dir.join("ca.pem"),
+        dir.join("client.pem"),
+        dir.join("client.key"),
+    )
+    .unwrap();
+    Client::builder(addrs.iter().copied(), tls)
+        .connect_timeout(Duration::from_millis(500))
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+async fn wait_for_members(client: &Client, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((_, members)) = client.status().await {
+            if members.len() == count {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster did not form: {:?}",
+            client.status().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_and_restart() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        common::make_certs(d, 3);
+        let base = free_ports(3);
+        let addrs: Vec<SocketAddr> = (0..3).map(|i| SocketAddr::from(([127, 0, 0, 1], base + i))).collect();
+        for i in 1..=3usize {
+            let seeds: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+            let text = format!(
+                "id = \"n{i}\"\nlisten = \"{}\"\nseeds = [{}]\ngossip_interval_ms = 100\npeer_connect_timeout_ms = 500\n\
+                 [tls]\nca = \"ca.pem\"\ncert = \"n{i}.pem\"\nkey = \"n{i}.key\"\n",
+                addrs[i - 1],
+                seeds.join(", ")
+            );
+            std::fs::write(d.join(format!("n{i}.toml")), text).unwrap();
+        }
+        let start = |i: usize| Proc::spawn(&["start", "--config", &format!("n{i}.toml")], d, &format!("n{i}"));
+        let mut procs: Vec<Proc> = (1..=3).map(start).collect();
+        for a in &addrs {
+            wait_for_members(&client_of(d, &[*a]), 3).await;
+        }
+        let client = client_of(d, &addrs);
+        let all = WriteOptions { w: Some(3), timeout_ms: None };
+        for i in 0..50u32 {
+            let key = format!("key-{i}");
+            client.put_with("b", key.as_bytes(), &i.to_be_bytes(), &CausalContext::empty(), all).await.unwrap();
+        }
+        // kill -9 n1 right after the acknowledgements, then restart it.
+        procs[0].kill9();
+        procs[0] = start(1);
+        // Stop the other replicas: whatever n1 answers now comes from its own disk.
+        procs[1].kill9();
+        procs[2].kill9();
+        let n1 = client_of(d, &addrs[..1]);
+        wait_for_members(&n1, 3).await;
+        let one = ReadOptions { r: Some(1), timeout_ms: None };
+        for i in 0..50u32 {
+            let key = format!("key-{i}");
+            let v = n1.get_with("b", key.as_bytes(), one).await.unwrap();
+            assert_eq!(v.single(), Some(&i.to_be_bytes()[..]), "{key} lost after kill -9");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+fn cli(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(KVORUM)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_cluster_serves_the_cli_stops_on_ctrl_c_and_keeps_its_data() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let port = free_ports(3).to_string();
+        let mut dev = Proc::spawn(&["dev", "--port", &port], d, "dev");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cli(d, &["status"]).1.contains("knows 3 member(s)") {
+            assert!(Instant::now() < deadline, "dev cluster did not form");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let printed = std::fs::read_to_string(d.join("dev.out")).unwrap();
+        assert!(
+            printed.contains("client certificate: kvorum-dev/certs/client.pem"),
+            "{printed}"
+        );
+        let (ok, out) = cli(d, &["put", "demo", "hello", "world"]);
+        assert!(ok, "{out}");
+        let (ok, out) = cli(d, &["get", "demo", "hello"]);
+        assert!(ok && out.starts_with("world\ncontext: "), "{out}");
+        let (ok, out) = cli(d, &["get", "demo", "missing"]);
+        assert!(!ok && out.starts_with("not found"), "{out}");
+
+        let status = dev.interrupt(Duration::from_secs(20));
+        assert!(
+            status.success(),
+            "dev cluster exits cleanly on Ctrl-C: {status:?}"
+        );
+        let (ok, _) = cli(d, &["get", "demo", "hello", "--timeout-ms", "500"]);
+        assert!(!ok, "nothing serves after Ctrl-C");
+
+        // The next start reuses the certificates and the data.
+        let mut dev = Proc::spawn(&["dev", "--port", &port], d, "dev2");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (ok, out) = cli(d, &["get", "demo", "hello"]);
+            if ok {
+                assert!(out.starts_with("world\n"), "{out}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dev cluster did not restart: {out}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(dev.interrupt(Duration::from_secs(20)).success());
+    })
+    .await
+    .unwrap();
+}

@@ -167,7 +167,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Largest answer the client accepts (default 64 MiB).
+    /// Largest answer the client accepts (default 72 MiB: 64 siblings of 1 MiB).
     ///
     /// ```no_run
     /// # fn f(b: kvorum_client::ClientBuilder) -> kvorum_client::ClientBuilder {
@@ -206,7 +206,7 @@ impl ClientBuilder {
                     .into_iter()
                     .map(|addr| Slot {
                         addr,
-                        conn: Mutex::new(None),
+                        conn: Mutex::new(SlotState::default()),
                     })
                     .collect(),
                 next: AtomicUsize::new(0),
@@ -253,7 +253,14 @@ struct Inner {
 #[derive(Debug)]
 struct Slot {
     addr: SocketAddr,
-    conn: Mutex<Option<quinn::Connection>>,
+    conn: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    conn: Option<quinn::Connection>,
+    /// When and why connecting last failed.
+    failed: Option<(tokio::time::Instant, String)>,
 }
 
 /// How one attempt at one node failed.
@@ -547,7 +554,13 @@ impl Client {
             let bytes = recv
                 .read_to_end(self.inner.max_response_bytes)
                 .await
-                .map_err(|e| AttemptError::Lost(e.to_string()))?;
+                .map_err(|e| match e {
+                    quinn::ReadToEndError::TooLong => AttemptError::Protocol(format!(
+                        "answer larger than max_response_bytes ({})",
+                        self.inner.max_response_bytes
+                    )),
+                    e => AttemptError::Lost(e.to_string()),
+                })?;
             decode_frame::<Response>(PROTOCOL_VERSION, &bytes)
                 .map_err(|e| AttemptError::Protocol(e.to_string()))
         })
@@ -557,12 +570,8 @@ impl Client {
         // refuses our certificate closes the connection only afterwards, with
         // a crypto error. It never read the request, so it was not sent.
         let result = match (result, conn.close_reason()) {
-            (Err(AttemptError::Lost(_)), Some(quinn::ConnectionError::ConnectionClosed(c)))
-                if (0x100..0x200).contains(&u64::from(c.error_code)) =>
-            {
-                Err(AttemptError::NotSent(format!(
-                    "TLS handshake rejected by the node: {c}"
-                )))
+            (Err(AttemptError::Lost(_)), Some(e)) if handshake_rejected(&e) => {
+                Err(AttemptError::NotSent(describe_connection_error(&e)))
             }
             (r, _) => r,
         };
@@ -574,10 +583,11 @@ impl Client {
             // to this node reconnects.
             let mut guard = slot.conn.lock().await;
             if guard
+                .conn
                 .as_ref()
                 .is_some_and(|c| c.stable_id() == conn.stable_id())
             {
-                *guard = None;
+                guard.conn = None;
             }
         }
         result
@@ -585,27 +595,67 @@ impl Client {
 
     async fn connection(&self, slot: &Slot) -> Result<quinn::Connection, AttemptError> {
         let mut guard = slot.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
+        if let Some(c) = guard.conn.as_ref() {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
             }
         }
-        let connecting = self
-            .inner
-            .endpoint
-            .connect(slot.addr, NODE_CERT_NAME)
-            .map_err(|e| AttemptError::NotSent(e.to_string()))?;
-        let conn = tokio::time::timeout(self.inner.connect_timeout, connecting)
-            .await
-            .map_err(|_| {
-                AttemptError::NotSent(format!(
+        // A node that just failed to connect is skipped at once, so requests
+        // queued behind it fail over instead of each waiting a connect timeout.
+        if let Some((at, why)) = &guard.failed {
+            if at.elapsed() < RECONNECT_BACKOFF {
+                return Err(AttemptError::NotSent(why.clone()));
+            }
+        }
+        let attempt = async {
+            let connecting = self
+                .inner
+                .endpoint
+                .connect(slot.addr, NODE_CERT_NAME)
+                .map_err(|e| e.to_string())?;
+            match tokio::time::timeout(self.inner.connect_timeout, connecting).await {
+                Err(_) => Err(format!(
                     "connect timed out after {:?}",
                     self.inner.connect_timeout
-                ))
-            })?
-            .map_err(|e| AttemptError::NotSent(e.to_string()))?;
-        *guard = Some(conn.clone());
-        Ok(conn)
+                )),
+                Ok(Err(e)) => Err(describe_connection_error(&e)),
+                Ok(Ok(c)) => Ok(c),
+            }
+        };
+        match attempt.await {
+            Ok(conn) => {
+                *guard = SlotState {
+                    conn: Some(conn.clone()),
+                    failed: None,
+                };
+                Ok(conn)
+            }
+            Err(why) => {
+                *guard = SlotState {
+                    conn: None,
+                    failed: Some((tokio::time::Instant::now(), why.clone())),
+                };
+                Err(AttemptError::NotSent(why))
+            }
+        }
+    }
+}
+
+/// After a failed connect, requests skip that node for this long.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+
+/// True when the node closed the connection with a TLS alert: it refused the
+/// handshake (TLS 1.3 lets the client finish first), so it read nothing.
+fn handshake_rejected(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+        if (0x100..0x200).contains(&u64::from(c.error_code)))
+}
+
+fn describe_connection_error(e: &quinn::ConnectionError) -> String {
+    if handshake_rejected(e) {
+        format!("TLS handshake rejected by the node: {e}")
+    } else {
+        e.to_string()
     }
 }
 

@@ -30,9 +30,10 @@ pub const NODE_CERT_NAME: &str = "node.kvorum";
 /// DNS subject alternative name that client certificates carry.
 pub const CLIENT_CERT_NAME: &str = "client.kvorum";
 
-/// Largest frame a client accepts from a node by default (16 MiB + overhead):
-/// a read answer may carry several siblings of the maximum value size.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest frame a client accepts from a node by default: a read answer may
+/// carry every sibling of a key, up to the node's default `max_siblings` (64)
+/// values of its default `max_value_bytes` (1 MiB), plus framing.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 72 * 1024 * 1024;
 
 /// A versioned frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -106,8 +106,12 @@ pub struct Limits {
     pub max_siblings: usize,
     /// Most concurrent QUIC connections (clients and peers).
     pub max_connections: usize,
-    /// Most requests served at once; more wait.
+    /// Most client requests served at once (and, separately, as many peer
+    /// requests); more wait.
     pub max_inflight_requests: usize,
+    /// Bound on receiving one request frame; a sender that takes longer gets
+    /// its stream reset.
+    pub request_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -120,6 +124,7 @@ impl Default for Limits {
             max_siblings: 64,
             max_connections: 4096,
             max_inflight_requests: 4096,
+            request_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -192,7 +197,12 @@ struct RawLimits {
     max_siblings: Option<usize>,
     max_connections: Option<usize>,
     max_inflight_requests: Option<usize>,
+    request_read_timeout_ms: Option<u64>,
 }
+
+/// Upper bound of `limits.max_bucket_bytes` (bucket names are length-prefixed
+/// with 16 bits in storage keys).
+pub const MAX_BUCKET_BYTES: usize = 1024;
 
 /// Default UDP port of a node.
 pub const DEFAULT_PORT: u16 = 7401;
@@ -296,7 +306,18 @@ impl NodeConfig {
             max_siblings: l.max_siblings.unwrap_or(dl.max_siblings),
             max_connections: l.max_connections.unwrap_or(dl.max_connections),
             max_inflight_requests: l.max_inflight_requests.unwrap_or(dl.max_inflight_requests),
+            request_read_timeout: positive_ms(
+                "limits.request_read_timeout_ms",
+                l.request_read_timeout_ms,
+                10_000,
+            )?,
         };
+        if limits.max_bucket_bytes > MAX_BUCKET_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_bucket_bytes = {}: at most {MAX_BUCKET_BYTES}",
+                limits.max_bucket_bytes
+            )));
+        }
         for (name, v) in [
             ("max_frame_bytes", limits.max_frame_bytes),
             ("max_key_bytes", limits.max_key_bytes),

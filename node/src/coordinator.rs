@@ -4,9 +4,10 @@
 use crate::config::{Limits, Replication};
 use crate::membership::Membership;
 use crate::peer::{PeerRequest, PeerResponse};
-use crate::register::{self, Clock, RegValue, Register};
+use crate::register::{self, DotContext, RegValue, Register};
 use crate::replica::{storage_key, Replica, ReplicaError};
 use crate::transport::{Transport, TransportError};
+use crdts::CvRDT;
 use kvorum_client::proto::{
     CausalContext, ErrorReply, Limit, MemberStatus, OpKind, QuorumFailure, ReplicaOutcome, Request,
     Response,
@@ -14,6 +15,9 @@ use kvorum_client::proto::{
 use kvorum_ring::NodeId;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
+
+/// Extra time a forwarding node waits beyond the request timeout.
+const FORWARD_SLACK: Duration = Duration::from_secs(1);
 
 /// Where a quorum stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +94,7 @@ fn outcome_of(e: &TransportError) -> ReplicaOutcome {
     match e {
         TransportError::Timeout => ReplicaOutcome::Timeout,
         TransportError::Unreachable(why) => ReplicaOutcome::Unreachable(why.clone()),
+        TransportError::Lost(why) => ReplicaOutcome::Failed(format!("connection lost: {why}")),
         TransportError::Protocol(why) => ReplicaOutcome::Failed(why.clone()),
     }
 }
@@ -237,8 +242,9 @@ impl Coordinator {
         }
     }
 
-    fn context(&self, ctx: &CausalContext) -> Result<Clock, ErrorReply> {
-        // A context holds one entry per (node, lane): a few hundred bytes.
+    fn context(&self, ctx: &CausalContext) -> Result<DotContext, ErrorReply> {
+        // A context holds about one entry per node that coordinated writes of
+        // the key: a few hundred bytes.
         const MAX_CONTEXT_BYTES: usize = 64 * 1024;
         if ctx.0.len() > MAX_CONTEXT_BYTES {
             return Err(too_large(Limit::Context, ctx.0.len(), MAX_CONTEXT_BYTES));
@@ -300,8 +306,8 @@ impl Coordinator {
         while tracker.status() == QuorumStatus::Pending {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some((node, Ok(state)))) => {
-                    if let Some(s) = state {
-                        register::merge(&mut merged, s);
+                    if let Some(s) = state.filter(|s| s.validate().is_ok()) {
+                        merged.merge(s);
                     }
                     tracker.record(&node, ReplicaOutcome::Ok);
                 }
@@ -312,8 +318,8 @@ impl Coordinator {
         if tracker.status() != QuorumStatus::Met {
             return Err(ErrorReply::Quorum(tracker.failure(OpKind::Read)));
         }
-        let (siblings, clock) = register::read_view(&merged);
-        let context = CausalContext(register::encode_context(&clock));
+        let (siblings, ctx) = merged.read();
+        let context = CausalContext(register::encode_context(ctx));
         Ok(if siblings.is_empty() {
             Response::NotFound { context }
         } else {
@@ -326,7 +332,7 @@ impl Coordinator {
         &self,
         req: Request,
         skey: Vec<u8>,
-        ctx: Clock,
+        ctx: DotContext,
         value: RegValue,
         w: usize,
         timeout: Duration,
@@ -343,12 +349,22 @@ impl Coordinator {
             return self.forward(req, &pref, timeout).await;
         }
         let mut tracker = QuorumTracker::new(w, &pref);
-        let (state, clock) = match self.replica.coordinate(skey.clone(), ctx, value).await {
-            Ok(x) => x,
-            Err(ReplicaError::TooManySiblings { count, max }) => {
+        let local =
+            tokio::time::timeout(timeout, self.replica.coordinate(skey.clone(), ctx, value));
+        let (state, own) = match local.await {
+            Err(_) => {
+                return Err(ErrorReply::Internal(
+                    "local write timed out (storage stalled)".into(),
+                ))
+            }
+            Ok(Ok(x)) => x,
+            Ok(Err(ReplicaError::TooManySiblings { count, max })) => {
                 return Err(too_large(Limit::Siblings, count, max));
             }
-            Err(e) => return Err(ErrorReply::Internal(format!("local write failed: {e}"))),
+            Ok(Err(ReplicaError::Context(e))) => {
+                return Err(ErrorReply::InvalidContext(e.to_string()))
+            }
+            Ok(Err(e)) => return Err(ErrorReply::Internal(format!("local write failed: {e}"))),
         };
         tracker.record(&self.me, ReplicaOutcome::Ok);
         let (tx, mut rx) = mpsc::channel(pref.len());
@@ -382,7 +398,7 @@ impl Coordinator {
             return Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)));
         }
         Ok(Response::Written {
-            context: CausalContext(register::encode_context(&clock)),
+            context: CausalContext(register::encode_context(&own)),
         })
     }
 
@@ -394,10 +410,13 @@ impl Coordinator {
         timeout: Duration,
     ) -> Result<Response, ErrorReply> {
         let mut tracker = QuorumTracker::new(1, pref);
+        // The replica runs its own quorum with `timeout`: wait a little longer
+        // so its typed answer (success or quorum error) arrives first.
+        let wait = timeout + FORWARD_SLACK;
         for node in pref {
             match self
                 .transport
-                .call(node, PeerRequest::Forward(req.clone()), timeout)
+                .call(node, PeerRequest::Forward(req.clone()), wait)
                 .await
             {
                 Ok(PeerResponse::Forwarded(resp)) => return Ok(resp),
@@ -406,13 +425,14 @@ impl Coordinator {
                     node,
                     ReplicaOutcome::Failed(format!("unexpected answer {other:?}")),
                 ),
-                // A forward that timed out may have been applied: do not
-                // write it a second time through another replica.
-                Err(TransportError::Timeout) => {
-                    tracker.record(node, ReplicaOutcome::Timeout);
+                // Only a forward that was never sent may go to another
+                // replica: one that was sent may have been applied, and a
+                // second copy would be a spurious sibling.
+                Err(e @ TransportError::Unreachable(_)) => tracker.record(node, outcome_of(&e)),
+                Err(e) => {
+                    tracker.record(node, outcome_of(&e));
                     break;
                 }
-                Err(e) => tracker.record(node, outcome_of(&e)),
             }
         }
         Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)))

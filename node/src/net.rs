@@ -42,8 +42,11 @@ pub struct ServeLimits {
     pub max_frame_bytes: usize,
     /// Most concurrent connections.
     pub max_connections: usize,
-    /// Most concurrent requests.
+    /// Most concurrent client requests; as many again are kept for peer
+    /// requests, so clients cannot starve replication.
     pub max_inflight_requests: usize,
+    /// Bound on receiving one request frame.
+    pub read_timeout: Duration,
 }
 
 /// The server side of a node's endpoint: requires a client certificate from
@@ -116,7 +119,8 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let conns = Arc::new(Semaphore::new(limits.max_connections));
-    let inflight = Arc::new(Semaphore::new(limits.max_inflight_requests));
+    let client_budget = Arc::new(Semaphore::new(limits.max_inflight_requests));
+    let peer_budget = Arc::new(Semaphore::new(limits.max_inflight_requests));
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
@@ -127,7 +131,8 @@ pub async fn serve(
             incoming.refuse();
             continue;
         };
-        let (handler, inflight, shutdown) = (handler.clone(), inflight.clone(), shutdown.clone());
+        let (handler, shutdown) = (handler.clone(), shutdown.clone());
+        let budgets = (client_budget.clone(), peer_budget.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let conn = match incoming.await {
@@ -137,7 +142,7 @@ pub async fn serve(
                     return;
                 }
             };
-            serve_connection(conn, handler, limits, inflight, shutdown).await;
+            serve_connection(conn, handler, limits, budgets, shutdown).await;
         });
     }
     endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
@@ -147,7 +152,7 @@ async fn serve_connection(
     conn: quinn::Connection,
     handler: Arc<dyn Handler>,
     limits: ServeLimits,
-    inflight: Arc<Semaphore>,
+    (client_budget, peer_budget): (Arc<Semaphore>, Arc<Semaphore>),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let alpn = conn
@@ -168,6 +173,7 @@ async fn serve_connection(
         }
         _ => false,
     };
+    let inflight = if peer { peer_budget } else { client_budget };
     loop {
         let (send, recv) = tokio::select! {
             s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
@@ -179,8 +185,7 @@ async fn serve_connection(
         let handler = handler.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_stream(send, recv, &*handler, peer, limits.max_frame_bytes).await
-            {
+            if let Err(e) = serve_stream(send, recv, &*handler, peer, limits).await {
                 tracing::debug!(error = %e, "stream failed");
             }
         });
@@ -192,8 +197,9 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
     handler: &dyn Handler,
     peer: bool,
-    max_frame: usize,
+    limits: ServeLimits,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let max_frame = limits.max_frame_bytes;
     // Peers are authenticated nodes whose writes carry a key's whole state
     // (up to max_siblings values), so their frames may be larger.
     let max_frame = if peer {
@@ -201,7 +207,14 @@ async fn serve_stream(
     } else {
         max_frame
     };
-    let answer = match recv.read_to_end(max_frame).await {
+    // A sender that never finishes its frame must not hold a request slot.
+    let Ok(read) = tokio::time::timeout(limits.read_timeout, recv.read_to_end(max_frame)).await
+    else {
+        let _ = recv.stop(0u32.into());
+        let _ = send.reset(0u32.into());
+        return Err("request frame not received in time".into());
+    };
+    let answer = match read {
         Ok(bytes) if peer => {
             encode_frame(PEER_PROTOCOL_VERSION, &peer_answer(handler, &bytes).await)
         }

@@ -5,8 +5,9 @@ use crate::coordinator::Coordinator;
 use crate::membership::Membership;
 use crate::net::{self, Handler, ServeLimits};
 use crate::peer::{MemberInfo, PeerRequest, PeerResponse};
+use crate::register::Actor;
 use crate::replica::Replica;
-use crate::storage::{FjallEngine, Space, StorageError, Store};
+use crate::storage::{FjallEngine, Space, StorageError, Store, SyncPolicy};
 use crate::transport::{BoxFuture, QuicTransport, Transport};
 use kvorum_client::proto::{Request, Response};
 use kvorum_client::{TlsError, TlsMaterial};
@@ -39,6 +40,9 @@ pub enum NodeError {
 enum MetaRecord {
     V1 {
         incarnation: u64,
+        /// Epoch of the data, part of the actor that issues dots (see
+        /// [`crate::register::Actor`]).
+        epoch: u64,
         members: Vec<MemberInfo>,
     },
 }
@@ -106,19 +110,27 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
     let engine = Arc::new(FjallEngine::open(&config.data_dir).map_err(storage_err)?);
     let store = Store::start(engine, config.sync);
-    let (incarnation, known) = match store.get(Space::Meta, META_KEY).map_err(storage_err)? {
-        None => (0, Vec::new()),
+    let (incarnation, epoch, known) = match store.get(Space::Meta, META_KEY).map_err(storage_err)? {
+        // A new data directory: a new epoch.
+        None => (0, rand::random::<u64>(), Vec::new()),
         Some(bytes) => match postcard::from_bytes::<MetaRecord>(&bytes) {
             Ok(MetaRecord::V1 {
                 incarnation,
+                epoch,
                 members,
-            }) => (incarnation, members),
+            }) => (incarnation, epoch, members),
             Err(e) => {
                 return Err(storage_err(StorageError::Corrupt(format!(
                     "node metadata: {e}"
                 ))))
             }
         },
+    };
+    // Under periodic sync a crash may lose the last writes, and with them the
+    // record of dots already issued: start a new epoch so none is reissued.
+    let epoch = match config.sync {
+        SyncPolicy::Periodic(_) => rand::random::<u64>(),
+        SyncPolicy::Always => epoch,
     };
     let endpoint = net::endpoint(config.listen, &tls)?;
     let local = endpoint
@@ -132,7 +144,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         incarnation: incarnation + 1,
     };
     let membership = Arc::new(Membership::new(me.clone(), known, config.vnodes));
-    persist_members(&store, &membership)
+    persist_members(&store, &membership, epoch)
         .await
         .map_err(storage_err)?;
     let transport: Arc<dyn Transport> = Arc::new(QuicTransport::new(
@@ -141,7 +153,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         config.peer_connect_timeout,
         config.limits.max_frame_bytes,
     ));
-    let replica = Replica::new(me.id.clone(), store.clone(), config.limits.max_siblings);
+    let actor = Actor {
+        node: me.id.clone(),
+        epoch,
+    };
+    let replica = Replica::new(actor, store.clone(), config.limits.max_siblings);
     let coordinator = Coordinator::new(
         replica,
         membership.clone(),
@@ -156,12 +172,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         max_frame_bytes: config.limits.max_frame_bytes,
         max_connections: config.limits.max_connections,
         max_inflight_requests: config.limits.max_inflight_requests,
+        read_timeout: config.limits.request_read_timeout,
     };
     tasks.spawn(net::serve(endpoint.clone(), handler, limits, rx.clone()));
     tasks.spawn(gossip(
         transport,
         membership.clone(),
         store,
+        epoch,
         config.seeds.clone(),
         config.gossip_interval,
         rx,
@@ -177,9 +195,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     })
 }
 
-async fn persist_members(store: &Store, membership: &Membership) -> Result<(), StorageError> {
+async fn persist_members(
+    store: &Store,
+    membership: &Membership,
+    epoch: u64,
+) -> Result<(), StorageError> {
     let record = MetaRecord::V1 {
         incarnation: membership.me().incarnation,
+        epoch,
         members: membership.members(),
     };
     // Serializing a plain struct into a Vec cannot fail.
@@ -195,6 +218,7 @@ async fn gossip(
     transport: Arc<dyn Transport>,
     membership: Arc<Membership>,
     store: Store,
+    epoch: u64,
     seeds: Vec<SocketAddr>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -240,7 +264,7 @@ async fn gossip(
         // restarted node finds its peers even when its seeds are down.
         let version = membership.version();
         if version != persisted {
-            match persist_members(&store, &membership).await {
+            match persist_members(&store, &membership, epoch).await {
                 Ok(()) => persisted = version,
                 Err(e) => tracing::warn!(error = %e, "cannot persist the member list"),
             }

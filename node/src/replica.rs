@@ -1,9 +1,9 @@
 //! This node as a replica: read a key's state, coordinate a write into it,
 //! merge a state that another node sent. Knows nothing of the network.
 
-use crate::register::{self, Clock, RegValue, Register};
+use crate::register::{self, Actor, DecodeError, DotContext, RegValue, Register};
 use crate::storage::{Space, StorageError, Store};
-use kvorum_ring::NodeId;
+use crdts::CvRDT;
 
 /// Why a replica operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -11,6 +11,9 @@ pub enum ReplicaError {
     /// The store failed; nothing is acknowledged.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The client's context cannot be used (e.g. a counter at its maximum).
+    #[error("invalid causal context: {0}")]
+    Context(#[from] DecodeError),
     /// The write would leave more values on the key than allowed.
     #[error("key would hold {count} values (max {max}): resolve its siblings first")]
     TooManySiblings {
@@ -36,14 +39,14 @@ pub fn storage_key(bucket: &str, key: &[u8]) -> Vec<u8> {
 /// The local replica.
 #[derive(Clone)]
 pub struct Replica {
-    me: NodeId,
+    me: Actor,
     store: Store,
     max_siblings: usize,
 }
 
 impl Replica {
-    /// The replica of node `me` over `store`.
-    pub fn new(me: NodeId, store: Store, max_siblings: usize) -> Self {
+    /// The replica that coordinates writes as `me`, over `store`.
+    pub fn new(me: Actor, store: Store, max_siblings: usize) -> Self {
         Self {
             me,
             store,
@@ -61,35 +64,39 @@ impl Replica {
         }
     }
 
-    /// Coordinates a client write: gives `value` a fresh version that
-    /// supersedes what `ctx` covers, stores the result durably, and returns the
-    /// key's new state (to replicate) and the new value's clock.
+    /// Coordinates a client write: gives `value` a fresh dot, removes what
+    /// `ctx` covers, stores the result durably, and returns the key's new
+    /// state (to replicate) and the write's own context.
     pub async fn coordinate(
         &self,
         key: Vec<u8>,
-        ctx: Clock,
+        ctx: DotContext,
         value: RegValue,
-    ) -> Result<(Register, Clock), ReplicaError> {
+    ) -> Result<(Register, DotContext), ReplicaError> {
         let me = self.me.clone();
         let max = self.max_siblings;
         self.store
             .update(Space::Data, key, move |current| {
-                let local = match decode_current(current) {
+                let mut reg = match decode_current(current) {
                     Ok(r) => r,
                     Err(e) => return (None, Err(e)),
                 };
-                let (next, clock) = register::coordinate_write(&local, &ctx, &me, value);
-                let count = register::sibling_count(&next);
+                let own = match reg.write(&me, &ctx, value) {
+                    Ok(own) => own,
+                    Err(e) => return (None, Err(e.into())),
+                };
+                let count = reg.value_count();
                 if count > max {
                     return (None, Err(ReplicaError::TooManySiblings { count, max }));
                 }
-                (Some(register::encode_record(&next)), Ok((next, clock)))
+                (Some(register::encode_record(&reg)), Ok((reg, own)))
             })
             .await?
     }
 
     /// Merges a state another node sent into the local one, durably.
     pub async fn merge(&self, key: Vec<u8>, incoming: Register) -> Result<(), ReplicaError> {
+        incoming.validate()?;
         self.store
             .update(Space::Data, key, move |current| {
                 let mut local = match decode_current(current) {
@@ -97,7 +104,7 @@ impl Replica {
                     Err(e) => return (None, Err(e)),
                 };
                 let before = local.clone();
-                register::merge(&mut local, incoming);
+                local.merge(incoming);
                 if local == before {
                     (None, Ok(())) // nothing new: no write, no sync
                 } else {

@@ -233,7 +233,8 @@ impl Store {
             .send(Job { space, key, apply })
             .await
             .map_err(|_| StorageError::Closed)?;
-        rx.await.map_err(|_| StorageError::Closed)?
+        rx.await
+            .map_err(|_| StorageError::Engine("update failed (see the node log)".into()))?
     }
 }
 
@@ -244,13 +245,27 @@ fn run_batch(engine: &dyn Engine, jobs: Vec<Job>, sync: bool) {
     let mut done = Vec::with_capacity(jobs.len());
     for job in jobs {
         let slot = (job.space, job.key);
-        let (new, completion) = match overlay.get(&slot) {
-            Some(v) => (job.apply)(Ok(Some(v.as_slice()))),
-            None => match engine.get(slot.0, &slot.1) {
-                Ok(v) => (job.apply)(Ok(v.as_deref())),
-                Err(e) => (job.apply)(Err(e)),
-            },
+        let current = match overlay.get(&slot) {
+            Some(v) => Ok(Some(v.clone())),
+            None => engine.get(slot.0, &slot.1),
         };
+        // A panicking update must not take the writer thread (and with it
+        // every later write of this node) down: it fails alone.
+        let apply = job.apply;
+        let (new, completion) =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                apply(current.as_ref().map(|v| v.as_deref()).map_err(Clone::clone))
+            })) {
+                Ok(x) => x,
+                Err(_) => {
+                    tracing::error!(
+                        "an update panicked; it is dropped and its caller gets an error"
+                    );
+                    // The job's completion was consumed by the panic; its caller
+                    // sees its channel closed, which `update` reports as an error.
+                    continue;
+                }
+            };
         if let Some(v) = new {
             writes.push((slot.0, slot.1.clone(), Some(v.clone())));
             overlay.insert(slot, v);
@@ -273,6 +288,102 @@ fn run_batch(engine: &dyn Engine, jobs: Vec<Job>, sync: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// An in-memory engine that counts syncs and can be told to fail.
+    #[derive(Default)]
+    struct FakeEngine {
+        data: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
+        commits: Mutex<Vec<(usize, bool)>>,
+        fail: AtomicBool,
+    }
+
+    impl Engine for FakeEngine {
+        fn get(&self, _: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            Ok(self.data.lock().unwrap().get(key).cloned())
+        }
+        fn commit(&self, batch: Vec<BatchItem>, sync: bool) -> Result<(), StorageError> {
+            // Slow enough that concurrent updates queue behind a batch.
+            std::thread::sleep(Duration::from_millis(20));
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StorageError::Engine("disk on fire".into()));
+            }
+            self.commits.lock().unwrap().push((batch.len(), sync));
+            let mut d = self.data.lock().unwrap();
+            for (_, k, v) in batch {
+                match v {
+                    Some(v) => d.insert(k, v),
+                    None => d.remove(&k),
+                };
+            }
+            Ok(())
+        }
+        fn sync(&self) -> Result<(), StorageError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_updates_share_synced_batches() {
+        let engine = Arc::new(FakeEngine::default());
+        let store = Store::start(engine.clone(), SyncPolicy::Always);
+        let tasks: Vec<_> = (0..100u8)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    s.update(Space::Data, vec![i], move |_| (Some(vec![i]), ()))
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let commits = engine.commits.lock().unwrap().clone();
+        assert!(
+            commits.iter().all(|(_, sync)| *sync),
+            "every batch is synced before acknowledging"
+        );
+        assert_eq!(commits.iter().map(|(n, _)| n).sum::<usize>(), 100);
+        assert!(
+            commits.len() < 50,
+            "group commit: {} batches for 100 updates",
+            commits.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_its_updates_and_the_store_keeps_working() {
+        let engine = Arc::new(FakeEngine::default());
+        let store = Store::start(engine.clone(), SyncPolicy::Always);
+        engine.fail.store(true, Ordering::SeqCst);
+        let err = store
+            .update(Space::Data, b"k".to_vec(), |_| (Some(b"v".to_vec()), ()))
+            .await;
+        assert!(matches!(err, Err(StorageError::Engine(_))), "{err:?}");
+        engine.fail.store(false, Ordering::SeqCst);
+        store
+            .update(Space::Data, b"k".to_vec(), |_| (Some(b"v".to_vec()), ()))
+            .await
+            .unwrap();
+        assert_eq!(store.get(Space::Data, b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_update_fails_alone() {
+        let store = Store::start(Arc::new(FakeEngine::default()), SyncPolicy::Always);
+        let bad = store
+            .update(Space::Data, b"k".to_vec(), |_| -> (Option<Vec<u8>>, ()) {
+                panic!("boom")
+            })
+            .await;
+        assert!(bad.is_err());
+        store
+            .update(Space::Data, b"k".to_vec(), |_| (Some(b"v".to_vec()), ()))
+            .await
+            .unwrap();
+        assert_eq!(store.get(Space::Data, b"k").unwrap(), Some(b"v".to_vec()));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_updates_of_one_key_are_serialized() {

@@ -23,9 +23,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Why a call to a peer failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
-    /// The peer could not be reached (no address, connection refused or lost).
+    /// The request was not sent: no address, or no connection could be made.
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The request was sent but the connection failed before the answer: the
+    /// peer may or may not have acted on it.
+    #[error("connection lost: {0}")]
+    Lost(String),
     /// No answer before the deadline.
     #[error("timed out")]
     Timeout,
@@ -52,12 +56,23 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<PeerResponse, TransportError>>;
 }
 
+/// A peer's cached connection, and when connecting to it last failed.
+#[derive(Default)]
+struct Slot {
+    conn: Option<quinn::Connection>,
+    failed_at: Option<tokio::time::Instant>,
+}
+
+/// After a failed connect, calls to that peer fail at once for this long
+/// instead of queueing behind fresh connect attempts.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+
 /// The QUIC transport: one cached connection per peer address, one stream per
 /// request, mutual TLS with the node certificate on ALPN `kvorum-peer/1`.
 pub struct QuicTransport {
     endpoint: quinn::Endpoint,
     membership: Arc<Membership>,
-    conns: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
+    conns: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Slot>>>>,
     connect_timeout: Duration,
     max_frame_bytes: usize,
 }
@@ -86,21 +101,44 @@ impl QuicTransport {
             conns.entry(addr).or_default().clone()
         };
         let mut guard = slot.lock().await;
-        if let Some(c) = guard.as_ref() {
+        if let Some(c) = guard.conn.as_ref() {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
             }
         }
-        let connecting = self
-            .endpoint
-            .connect(addr, NODE_CERT_NAME)
-            .map_err(|e| TransportError::Unreachable(e.to_string()))?;
-        let conn = tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| TransportError::Unreachable(format!("connect to {addr} timed out")))?
-            .map_err(|e| TransportError::Unreachable(e.to_string()))?;
-        *guard = Some(conn.clone());
-        Ok(conn)
+        if let Some(at) = guard.failed_at {
+            if at.elapsed() < RECONNECT_BACKOFF {
+                return Err(TransportError::Unreachable(format!(
+                    "{addr} unreachable moments ago"
+                )));
+            }
+        }
+        let attempt = async {
+            let connecting = self
+                .endpoint
+                .connect(addr, NODE_CERT_NAME)
+                .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+            tokio::time::timeout(self.connect_timeout, connecting)
+                .await
+                .map_err(|_| TransportError::Unreachable(format!("connect to {addr} timed out")))?
+                .map_err(|e| TransportError::Unreachable(e.to_string()))
+        };
+        match attempt.await {
+            Ok(conn) => {
+                *guard = Slot {
+                    conn: Some(conn.clone()),
+                    failed_at: None,
+                };
+                Ok(conn)
+            }
+            Err(e) => {
+                *guard = Slot {
+                    conn: None,
+                    failed_at: Some(tokio::time::Instant::now()),
+                };
+                Err(e)
+            }
+        }
     }
 
     async fn exchange(
@@ -110,8 +148,9 @@ impl QuicTransport {
     ) -> Result<PeerResponse, TransportError> {
         let conn = self.connection(addr).await?;
         let frame = encode_frame(PEER_PROTOCOL_VERSION, &req);
-        let lost = |e: &dyn std::fmt::Display| TransportError::Unreachable(e.to_string());
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+        let not_sent = |e: &dyn std::fmt::Display| TransportError::Unreachable(e.to_string());
+        let lost = |e: &dyn std::fmt::Display| TransportError::Lost(e.to_string());
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| not_sent(&e))?;
         send.write_all(&frame).await.map_err(|e| lost(&e))?;
         send.finish().map_err(|e| lost(&e))?;
         // Answers can hold a key's whole state: several siblings of max size.

@@ -234,10 +234,18 @@ async fn a_non_replica_forwards_writes_to_a_replica() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         // N=2 on 3 nodes: every node coordinates some keys it does not hold.
         let c = TestCluster::start(3, "[replication]\nn = 2\n").await;
-        for addr in &c.addrs {
+        let ring = kvorum_ring::Ring::new(
+            (1..=3).map(|i| kvorum_ring::Member::new(format!("n{i}"))),
+            kvorum_ring::DEFAULT_VNODES,
+        );
+        let mut forwarded = 0;
+        for (i, addr) in c.addrs.iter().enumerate() {
+            let me = kvorum_ring::NodeId::new(format!("n{}", i + 1));
             let one = c.client_of(&[*addr]);
-            for i in 0..20u8 {
-                let key = [i, addr.port() as u8];
+            for k in 0..20u8 {
+                let key = [k, i as u8];
+                let pref = ring.preference_list(&kvorum_node::replica::storage_key("b", &key), 2);
+                forwarded += usize::from(!pref.contains(&me));
                 one.put_with("b", &key, b"v", &CausalContext::empty(), w(2))
                     .await
                     .unwrap();
@@ -247,6 +255,10 @@ async fn a_non_replica_forwards_writes_to_a_replica() {
                 );
             }
         }
+        assert!(
+            forwarded >= 5,
+            "only {forwarded} of 60 writes needed forwarding"
+        );
         c.shutdown().await;
     })
     .await

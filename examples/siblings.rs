@@ -20,10 +20,7 @@ pub async fn run(client: &Client) -> Result<(), BoxError> {
     let (bucket, key) = ("example", b"cart:alice".as_slice());
 
     // 1. A first write: no context, because we have read nothing.
-    let all = WriteOptions {
-        w: Some(3),
-        timeout_ms: None,
-    };
+    let all = WriteOptions::w(3);
     client
         .put_with(bucket, key, b"milk", &CausalContext::empty(), all)
         .await?;

@@ -160,7 +160,13 @@ impl Coordinator {
                 self.check_key(&bucket, &key)?;
                 let r = self.quorum(options.r, self.replication.r)?;
                 let timeout = self.timeout(options.timeout_ms);
-                self.get(storage_key(&bucket, &key), r, timeout).await
+                self.get(
+                    storage_key(&bucket, &key),
+                    r,
+                    timeout,
+                    options.repair_before_answer,
+                )
+                .await
             }
             Request::Put {
                 ref bucket,
@@ -268,6 +274,7 @@ impl Coordinator {
         skey: Vec<u8>,
         r: usize,
         timeout: Duration,
+        repair_before_answer: bool,
     ) -> Result<Response, ErrorReply> {
         let pref = self.preference_list(&skey)?;
         let mut tracker = QuorumTracker::new(r, &pref);
@@ -301,16 +308,18 @@ impl Coordinator {
             }
         }
         drop(tx);
-        let mut merged = Register::new();
+        // The state each replica that answered holds (none: the empty register).
+        let mut answers: Vec<(NodeId, Register)> = Vec::new();
         let deadline = tokio::time::Instant::now() + timeout;
         while tracker.status() == QuorumStatus::Pending {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((node, Ok(state)))) => {
-                    if let Some(s) = state.filter(|s| s.validate().is_ok()) {
-                        merged.merge(s);
+                Ok(Some((node, Ok(state)))) => match state.unwrap_or_default() {
+                    s if s.validate().is_ok() => {
+                        tracker.record(&node, ReplicaOutcome::Ok);
+                        answers.push((node, s));
                     }
-                    tracker.record(&node, ReplicaOutcome::Ok);
-                }
+                    _ => tracker.record(&node, ReplicaOutcome::Failed("inconsistent state".into())),
+                },
                 Ok(Some((node, Err(outcome)))) => tracker.record(&node, outcome),
                 Ok(None) | Err(_) => break,
             }
@@ -318,8 +327,51 @@ impl Coordinator {
         if tracker.status() != QuorumStatus::Met {
             return Err(ErrorReply::Quorum(tracker.failure(OpKind::Read)));
         }
+        let mut merged = Register::new();
+        for (_, s) in &answers {
+            merged.merge(s.clone());
+        }
+        // Read repair (Dynamo §4.7 / §5): replicas whose state differs from
+        // the merge get the merge, now if the request asked, else after the
+        // answer; replicas that answer after the quorum are repaired too.
+        let repair = Repair {
+            me: self.me.clone(),
+            key: skey,
+            replica: self.replica.clone(),
+            transport: self.transport.clone(),
+            deadline,
+        };
+        let mut repaired = Vec::new();
+        if repair_before_answer {
+            let stale: Vec<NodeId> = answers
+                .iter()
+                .filter(|(_, s)| *s != merged)
+                .map(|(n, _)| n.clone())
+                .collect();
+            repair.send(&merged, &stale).await;
+            repaired = answers.iter().map(|(n, _)| n.clone()).collect();
+        }
         let (siblings, ctx) = merged.read();
         let context = CausalContext(register::encode_context(ctx));
+        let answer_state = merged.clone();
+        tokio::spawn(async move {
+            // Late answers, until every replica answered or the deadline.
+            while let Ok(Some((node, Ok(state)))) =
+                tokio::time::timeout_at(repair.deadline, rx.recv()).await
+            {
+                let s = state.unwrap_or_default();
+                if s.validate().is_ok() {
+                    merged.merge(s.clone());
+                    answers.push((node, s));
+                }
+            }
+            let stale: Vec<NodeId> = answers
+                .iter()
+                .filter(|(n, s)| *s != merged && !(repaired.contains(n) && answer_state == merged))
+                .map(|(n, _)| n.clone())
+                .collect();
+            repair.send(&merged, &stale).await;
+        });
         Ok(if siblings.is_empty() {
             Response::NotFound { context }
         } else {
@@ -455,6 +507,46 @@ impl Coordinator {
             },
             PeerRequest::Forward(req) => PeerResponse::Forwarded(self.handle(req, true).await),
         }
+    }
+}
+
+/// Sends a merged state to stale replicas of a key (read repair).
+struct Repair {
+    me: NodeId,
+    key: Vec<u8>,
+    replica: Replica,
+    transport: Arc<dyn Transport>,
+    deadline: tokio::time::Instant,
+}
+
+impl Repair {
+    /// Merges `state` into each of `stale` (this node locally), waiting for
+    /// the acknowledgements until the deadline. Failures are logged: the
+    /// next read or anti-entropy repairs what this one could not.
+    async fn send(&self, state: &Register, stale: &[NodeId]) {
+        let mut calls = tokio::task::JoinSet::new();
+        for node in stale {
+            if *node == self.me {
+                if let Err(e) = self.replica.merge(self.key.clone(), state.clone()).await {
+                    tracing::warn!(error = %e, "local read repair failed");
+                }
+                continue;
+            }
+            let (transport, node) = (self.transport.clone(), node.clone());
+            let req = PeerRequest::Write {
+                key: self.key.clone(),
+                state: state.clone(),
+            };
+            let left = self
+                .deadline
+                .saturating_duration_since(tokio::time::Instant::now());
+            calls.spawn(async move {
+                if let Err(e) = transport.call(&node, req, left).await {
+                    tracing::debug!(%node, error = %e, "read repair not delivered");
+                }
+            });
+        }
+        while calls.join_next().await.is_some() {}
     }
 }
 

@@ -146,6 +146,9 @@ struct Conn {
     /// Request timeout in milliseconds.
     #[arg(long)]
     timeout_ms: Option<u32>,
+    /// Count only the key's own replicas toward R/W (no fallback nodes).
+    #[arg(long)]
+    strict: bool,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -227,6 +230,8 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
                     ReadOptions {
                         r,
                         timeout_ms: conn.timeout_ms,
+                        strict: conn.strict,
+                        repair_before_answer: false,
                     },
                 )
                 .await?;
@@ -260,6 +265,7 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             let opts = WriteOptions {
                 w,
                 timeout_ms: conn.timeout_ms,
+                strict: conn.strict,
             };
             let new = client
                 .put_with(&bucket, key.as_bytes(), value.as_bytes(), &ctx, opts)
@@ -279,6 +285,7 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             let opts = WriteOptions {
                 w,
                 timeout_ms: conn.timeout_ms,
+                strict: conn.strict,
             };
             client
                 .delete_with(&bucket, key.as_bytes(), &ctx, opts)

@@ -7,7 +7,7 @@ use crate::net::{self, Handler, ServeLimits};
 use crate::peer::{MemberInfo, PeerRequest, PeerResponse};
 use crate::register::Actor;
 use crate::replica::Replica;
-use crate::storage::{FjallEngine, Space, StorageError, Store, SyncPolicy};
+use crate::storage::{Closed, FjallEngine, Space, StorageError, Store, SyncPolicy};
 use crate::transport::{BoxFuture, QuicTransport, Transport};
 use kvorum_client::proto::{Request, Response};
 use kvorum_client::{TlsError, TlsMaterial};
@@ -57,6 +57,7 @@ pub struct RunningNode {
     membership: Arc<Membership>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    store_closed: Closed,
 }
 
 impl RunningNode {
@@ -84,6 +85,12 @@ impl RunningNode {
         self.endpoint
             .close(net::CLOSE_SHUTDOWN.into(), b"node shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        // Requests still in flight finish within their deadlines; then the
+        // last store handle drops and the database closes, so the data
+        // directory can be opened again (a restart in the same process).
+        if !self.store_closed.wait(Duration::from_secs(30)).await {
+            tracing::warn!(node = %self.id, "storage did not close within 30 s");
+        }
     }
 }
 
@@ -109,7 +116,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         source,
     };
     let engine = Arc::new(FjallEngine::open(&config.data_dir).map_err(storage_err)?);
-    let store = Store::start(engine, config.sync);
+    let (store, store_closed) = Store::start(engine, config.sync);
     let (incarnation, epoch, known) = match store.get(Space::Meta, META_KEY).map_err(storage_err)? {
         // A new data directory: a new epoch.
         None => (0, rand::random::<u64>(), Vec::new()),
@@ -192,6 +199,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         membership,
         shutdown,
         tasks,
+        store_closed,
     })
 }
 

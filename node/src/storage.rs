@@ -136,6 +136,16 @@ impl Engine for FjallEngine {
     }
 }
 
+/// Resolves when a [`Store`] has shut down (see [`Store::start`]).
+pub struct Closed(oneshot::Receiver<()>);
+
+impl Closed {
+    /// Waits up to `limit` for the store to close; false if it did not.
+    pub async fn wait(self, limit: Duration) -> bool {
+        matches!(tokio::time::timeout(limit, self.0).await, Ok(Ok(())))
+    }
+}
+
 /// Called once the batch holding an update committed (or failed).
 type Completion = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
 /// Computes an update from the current value; returns the new value (`None`:
@@ -163,8 +173,11 @@ const MAX_BATCH: usize = 1024;
 const QUEUE_DEPTH: usize = 8192;
 
 impl Store {
-    /// Starts the writer thread over `engine`.
-    pub fn start(engine: Arc<dyn Engine>, policy: SyncPolicy) -> Self {
+    /// Starts the writer thread over `engine`. The returned [`Closed`]
+    /// resolves once every clone of the store is dropped, the last batch is
+    /// synced and the engine is closed (its files may then be reopened).
+    pub fn start(engine: Arc<dyn Engine>, policy: SyncPolicy) -> (Self, Closed) {
+        let (closed_tx, closed_rx) = oneshot::channel();
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         let writer_engine = engine.clone();
         let running = Arc::new(AtomicBool::new(true));
@@ -201,9 +214,13 @@ impl Store {
                 if let Err(e) = writer_engine.sync() {
                     tracing::error!(error = %e, "final sync failed");
                 }
+                // Every Store clone is gone (they hold the job senders), so
+                // this is the last handle of the engine: dropping it closes it.
+                drop(writer_engine);
+                let _ = closed_tx.send(());
             })
             .ok();
-        Self { engine, jobs: tx }
+        (Self { engine, jobs: tx }, Closed(closed_rx))
     }
 
     /// Reads one key (no serialization with updates; sees every committed update).
@@ -326,7 +343,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_updates_share_synced_batches() {
         let engine = Arc::new(FakeEngine::default());
-        let store = Store::start(engine.clone(), SyncPolicy::Always);
+        let (store, _closed) = Store::start(engine.clone(), SyncPolicy::Always);
         let tasks: Vec<_> = (0..100u8)
             .map(|i| {
                 let s = store.clone();
@@ -355,7 +372,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_commit_fails_its_updates_and_the_store_keeps_working() {
         let engine = Arc::new(FakeEngine::default());
-        let store = Store::start(engine.clone(), SyncPolicy::Always);
+        let (store, _closed) = Store::start(engine.clone(), SyncPolicy::Always);
         engine.fail.store(true, Ordering::SeqCst);
         let err = store
             .update(Space::Data, b"k".to_vec(), |_| (Some(b"v".to_vec()), ()))
@@ -371,7 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_update_fails_alone() {
-        let store = Store::start(Arc::new(FakeEngine::default()), SyncPolicy::Always);
+        let (store, _closed) = Store::start(Arc::new(FakeEngine::default()), SyncPolicy::Always);
         let bad = store
             .update(Space::Data, b"k".to_vec(), |_| -> (Option<Vec<u8>>, ()) {
                 panic!("boom")
@@ -388,7 +405,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_updates_of_one_key_are_serialized() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::start(
+        let (store, _closed) = Store::start(
             Arc::new(FjallEngine::open(dir.path()).unwrap()),
             SyncPolicy::Always,
         );
@@ -424,18 +441,19 @@ mod tests {
     #[tokio::test]
     async fn committed_updates_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::start(
-                Arc::new(FjallEngine::open(dir.path()).unwrap()),
-                SyncPolicy::Always,
-            );
-            store
-                .update(Space::Data, b"k".to_vec(), |_| (Some(b"v".to_vec()), ()))
-                .await
-                .unwrap();
-        }
-        // Give the writer thread a moment to drop its engine handle.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (store, closed) = Store::start(
+            Arc::new(FjallEngine::open(dir.path()).unwrap()),
+            SyncPolicy::Always,
+        );
+        store
+            .update(Space::Data, b"k".to_vec(), |_| (Some(b"v".to_vec()), ()))
+            .await
+            .unwrap();
+        drop(store);
+        assert!(
+            closed.wait(Duration::from_secs(5)).await,
+            "the store closes once dropped"
+        );
         let engine = FjallEngine::open(dir.path()).unwrap();
         assert_eq!(engine.get(Space::Data, b"k").unwrap(), Some(b"v".to_vec()));
     }

@@ -8,17 +8,11 @@ use kvorum_client::proto::{OpKind, ReplicaOutcome};
 use kvorum_client::{CausalContext, Error, ErrorReply, ReadOptions, WriteOptions};
 
 fn w(n: u8) -> WriteOptions {
-    WriteOptions {
-        w: Some(n),
-        timeout_ms: None,
-    }
+    WriteOptions::w(n)
 }
 
 fn r(n: u8) -> ReadOptions {
-    ReadOptions {
-        r: Some(n),
-        timeout_ms: None,
-    }
+    ReadOptions::r(n)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

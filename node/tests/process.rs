@@ -136,7 +136,7 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
             wait_for_members(&client_of(d, &[*a]), 3).await;
         }
         let client = client_of(d, &addrs);
-        let all = WriteOptions { w: Some(3), timeout_ms: None };
+        let all = WriteOptions::w(3);
         for i in 0..50u32 {
             let key = format!("key-{i}");
             client.put_with("b", key.as_bytes(), &i.to_be_bytes(), &CausalContext::empty(), all).await.unwrap();
@@ -149,7 +149,7 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
         procs[2].kill9();
         let n1 = client_of(d, &addrs[..1]);
         wait_for_members(&n1, 3).await;
-        let one = ReadOptions { r: Some(1), timeout_ms: None };
+        let one = ReadOptions::r(1);
         for i in 0..50u32 {
             let key = format!("key-{i}");
             let v = n1.get_with("b", key.as_bytes(), one).await.unwrap();

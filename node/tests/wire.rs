@@ -216,10 +216,7 @@ async fn certificates_from_another_ca_are_refused() {
         assert!(err.to_string().contains("TLS handshake rejected"), "{err}");
         // The control: the cluster's own client certificate works.
         let good = c.client();
-        let c1 = kvorum_client::WriteOptions {
-            w: Some(1),
-            timeout_ms: None,
-        };
+        let c1 = kvorum_client::WriteOptions::w(1);
         good.put_with("b", b"k", b"v", &CausalContext::empty(), c1)
             .await
             .unwrap();

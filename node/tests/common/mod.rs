@@ -14,6 +14,8 @@ pub struct TestCluster {
     pub nodes: Vec<Option<RunningNode>>,
     pub addrs: Vec<SocketAddr>,
     pub ca: certs::Pem,
+    /// Each node's config, with its actual listen address (for restarts).
+    pub configs: Vec<NodeConfig>,
 }
 
 /// Writes a CA, a client certificate and node certificates n1..n<count> into `dir`.
@@ -54,11 +56,14 @@ impl TestCluster {
         let ca = make_certs(dir.path(), count);
         let mut nodes = Vec::new();
         let mut addrs: Vec<SocketAddr> = Vec::new();
+        let mut configs = Vec::new();
         for i in 1..=count {
             let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-            let cfg = config(dir.path(), i, any, &addrs[..addrs.len().min(1)], extra);
-            let node = kvorum_node::start(cfg).await.expect("node starts");
+            let mut cfg = config(dir.path(), i, any, &addrs[..addrs.len().min(1)], extra);
+            let node = kvorum_node::start(cfg.clone()).await.expect("node starts");
             addrs.push(node.addr());
+            cfg.listen = node.addr();
+            configs.push(cfg);
             nodes.push(Some(node));
         }
         let c = Self {
@@ -66,6 +71,7 @@ impl TestCluster {
             nodes,
             addrs,
             ca,
+            configs,
         };
         c.wait_for_members(count).await;
         c
@@ -87,6 +93,32 @@ impl TestCluster {
                 "members did not converge"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until a write at W = all nodes succeeds through every running
+    /// node (each can reach every other: reconnect backoffs have passed).
+    pub async fn wait_all_reachable(&self) {
+        let n = self.nodes.iter().flatten().count() as u8;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.is_none() {
+                continue;
+            }
+            let client = self.client_of(&[self.addrs[i]]);
+            let opts = kvorum_client::WriteOptions::w(n).timeout_ms(1000);
+            let empty = kvorum_client::CausalContext::empty();
+            while client
+                .put_with("probe", b"probe", b"", &empty, opts)
+                .await
+                .is_err()
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cluster not fully reachable"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 
@@ -124,6 +156,15 @@ impl TestCluster {
         if let Some(n) = self.nodes[i - 1].take() {
             n.shutdown().await;
         }
+    }
+
+    /// Starts node `i` (1-based) again on its address and data directory.
+    pub async fn restart(&mut self, i: usize) {
+        self.stop(i).await;
+        let node = kvorum_node::start(self.configs[i - 1].clone())
+            .await
+            .expect("node restarts");
+        self.nodes[i - 1] = Some(node);
     }
 
     pub async fn shutdown(mut self) {

@@ -323,7 +323,7 @@ impl Client {
     /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
     /// use kvorum_client::ReadOptions;
     /// let v = client
-    ///     .get_with("users", b"alice", ReadOptions { r: Some(3), timeout_ms: Some(500) })
+    ///     .get_with("users", b"alice", ReadOptions::r(3).timeout_ms(500))
     ///     .await?;
     /// # let _ = v; Ok(()) }
     /// ```
@@ -381,7 +381,7 @@ impl Client {
     /// use kvorum_client::{CausalContext, WriteOptions};
     /// client
     ///     .put_with("users", b"bob", b"x", &CausalContext::empty(),
-    ///         WriteOptions { w: Some(3), timeout_ms: None })
+    ///         WriteOptions::w(3))
     ///     .await?;
     /// # Ok(()) }
     /// ```
@@ -432,7 +432,7 @@ impl Client {
     /// use kvorum_client::WriteOptions;
     /// let read = client.get("users", b"alice").await?;
     /// client.delete_with("users", b"alice", &read.context,
-    ///     WriteOptions { w: Some(1), timeout_ms: Some(1000) }).await?;
+    ///     WriteOptions::w(1).timeout_ms(1000)).await?;
     /// # Ok(()) }
     /// ```
     pub async fn delete_with(

@@ -6,6 +6,12 @@
 //! Every decode is bounded by the frame size the reader accepted (see
 //! [`decode_frame`]), so a hostile length prefix cannot make a reader allocate
 //! more than the frame it already holds.
+//!
+//! ```
+//! use kvorum_client::proto::{decode_frame, encode_frame, Request, PROTOCOL_VERSION};
+//! let frame = encode_frame(PROTOCOL_VERSION, &Request::Status);
+//! assert_eq!(decode_frame::<Request>(PROTOCOL_VERSION, &frame), Ok(Request::Status));
+//! ```
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt;
@@ -14,28 +20,74 @@ use std::fmt;
 ///
 /// A node answers a frame of another version with
 /// [`ErrorReply::UnsupportedVersion`].
+///
+/// ```
+/// use kvorum_client::proto::{decode_frame, encode_frame, FrameError, Request, PROTOCOL_VERSION};
+/// let next = encode_frame(PROTOCOL_VERSION + 1, &Request::Status);
+/// assert_eq!(
+///     decode_frame::<Request>(PROTOCOL_VERSION, &next),
+///     Err(FrameError::UnsupportedVersion { got: PROTOCOL_VERSION + 1, supported: PROTOCOL_VERSION }),
+/// );
+/// ```
 pub const PROTOCOL_VERSION: u16 = 1;
 
 /// ALPN of client-to-node connections.
+///
+/// ```
+/// use kvorum_client::proto::{ALPN_CLIENT, ALPN_PEER};
+/// assert_eq!(ALPN_CLIENT, b"kvorum-client/1");
+/// assert_ne!(ALPN_CLIENT, ALPN_PEER);
+/// ```
 pub const ALPN_CLIENT: &[u8] = b"kvorum-client/1";
 
 /// ALPN of node-to-node connections. Only certificates that carry the node
 /// role ([`NODE_CERT_NAME`]) may use it.
+///
+/// ```
+/// use kvorum_client::proto::ALPN_PEER;
+/// assert_eq!(ALPN_PEER, b"kvorum-peer/1");
+/// ```
 pub const ALPN_PEER: &[u8] = b"kvorum-peer/1";
 
 /// DNS subject alternative name that every node certificate carries. Clients
 /// verify nodes against it; nodes require it of peers on [`ALPN_PEER`].
+///
+/// ```
+/// use kvorum_client::{proto::NODE_CERT_NAME, tls::node_server_name};
+/// assert_eq!(NODE_CERT_NAME, "node.kvorum");
+/// assert_eq!(node_server_name(), NODE_CERT_NAME);
+/// ```
 pub const NODE_CERT_NAME: &str = "node.kvorum";
 
 /// DNS subject alternative name that client certificates carry.
+///
+/// ```
+/// use kvorum_client::proto::{CLIENT_CERT_NAME, NODE_CERT_NAME};
+/// assert_eq!(CLIENT_CERT_NAME, "client.kvorum");
+/// assert_ne!(CLIENT_CERT_NAME, NODE_CERT_NAME);
+/// ```
 pub const CLIENT_CERT_NAME: &str = "client.kvorum";
 
 /// Largest frame a client accepts from a node by default: a read answer may
 /// carry every sibling of a key, up to the node's default `max_siblings` (64)
 /// values of its default `max_value_bytes` (1 MiB), plus framing.
+///
+/// ```
+/// use kvorum_client::proto::DEFAULT_MAX_RESPONSE_BYTES;
+/// // 72 MiB: 64 siblings of 1 MiB, with room to spare for framing.
+/// assert_eq!(DEFAULT_MAX_RESPONSE_BYTES, 72 << 20);
+/// ```
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 72 * 1024 * 1024;
 
-/// A versioned frame.
+/// A versioned frame: what [`encode_frame`] writes and [`decode_frame`] reads.
+///
+/// ```
+/// use kvorum_client::proto::{encode_frame, Envelope, Request, PROTOCOL_VERSION};
+/// let env = Envelope { version: PROTOCOL_VERSION, body: Request::Status };
+/// let bytes = postcard::to_stdvec(&env).unwrap();
+/// assert_eq!(bytes, encode_frame(PROTOCOL_VERSION, &Request::Status));
+/// assert_eq!(postcard::from_bytes::<Envelope<Request>>(&bytes).unwrap(), env);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope<T> {
     /// Protocol version of `body`.
@@ -45,6 +97,17 @@ pub struct Envelope<T> {
 }
 
 /// Why a frame could not be decoded.
+///
+/// ```
+/// use kvorum_client::proto::{decode_frame, encode_frame, FrameError, Request, PROTOCOL_VERSION};
+/// let mut frame = encode_frame(PROTOCOL_VERSION, &Request::Status);
+/// frame.push(0);
+/// let err = decode_frame::<Request>(PROTOCOL_VERSION, &frame).unwrap_err();
+/// assert_eq!(err, FrameError::TrailingBytes(1));
+/// assert_eq!(err.to_string(), "1 trailing bytes after the message");
+/// let empty = decode_frame::<Request>(PROTOCOL_VERSION, &[]);
+/// assert!(matches!(empty, Err(FrameError::Malformed(_))));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The frame is not a well-formed postcard envelope (garbage or truncated).
@@ -64,6 +127,15 @@ pub enum FrameError {
 }
 
 /// Encodes `body` as a frame of protocol `version`.
+///
+/// ```
+/// use kvorum_client::proto::{decode_frame, encode_frame, Request, PROTOCOL_VERSION};
+/// use kvorum_client::ReadOptions;
+/// let req = Request::Get { bucket: "users".into(), key: b"alice".to_vec(), options: ReadOptions::r(2) };
+/// let frame = encode_frame(PROTOCOL_VERSION, &req);
+/// assert_eq!(frame[0], 1); // the version comes first (a postcard varint)
+/// assert_eq!(decode_frame::<Request>(PROTOCOL_VERSION, &frame), Ok(req));
+/// ```
 pub fn encode_frame<T: Serialize>(version: u16, body: &T) -> Vec<u8> {
     let env = EnvelopeRef { version, body };
     // Serializing plain data into a Vec cannot fail: postcard only fails on
@@ -81,6 +153,17 @@ struct EnvelopeRef<'a, T> {
 ///
 /// The caller bounds `bytes` (the stream is read with a size limit); nothing
 /// here allocates more than `bytes.len()` in total for byte strings.
+///
+/// ```
+/// use kvorum_client::proto::{decode_frame, encode_frame, FrameError, Response, PROTOCOL_VERSION};
+/// use kvorum_client::CausalContext;
+/// let answer = Response::NotFound { context: CausalContext::empty() };
+/// let frame = encode_frame(PROTOCOL_VERSION, &answer);
+/// assert_eq!(decode_frame::<Response>(PROTOCOL_VERSION, &frame), Ok(answer));
+/// // A truncated frame is an error, never a panic.
+/// let cut = decode_frame::<Response>(PROTOCOL_VERSION, &frame[..1]);
+/// assert!(matches!(cut, Err(FrameError::Malformed(_))));
+/// ```
 pub fn decode_frame<T: DeserializeOwned>(version: u16, bytes: &[u8]) -> Result<T, FrameError> {
     let (got, rest) = postcard::take_from_bytes::<u16>(bytes)
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
@@ -103,26 +186,59 @@ pub fn decode_frame<T: DeserializeOwned>(version: u16, bytes: &[u8]) -> Result<T
 /// Hand it back unchanged on the next `put` or `delete` of the same key: the
 /// write then supersedes exactly the siblings that read saw, and stays a
 /// sibling of anything written concurrently.
+///
+/// ```
+/// use kvorum_client::CausalContext;
+/// let ctx = CausalContext(vec![0x01, 0xab]);
+/// assert_eq!(format!("{ctx:?}"), "CausalContext(01ab)");
+/// assert_eq!(CausalContext::from_hex(&ctx.to_hex()), Some(ctx));
+/// ```
 #[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CausalContext(pub Vec<u8>);
 
 impl CausalContext {
     /// The empty context: a write with it supersedes nothing.
+    ///
+    /// ```
+    /// use kvorum_client::CausalContext;
+    /// assert_eq!(CausalContext::empty(), CausalContext::default());
+    /// assert_eq!(CausalContext::empty().to_hex(), "");
+    /// ```
     pub fn empty() -> Self {
         Self(Vec::new())
     }
 
     /// True for the empty context.
+    ///
+    /// ```
+    /// use kvorum_client::CausalContext;
+    /// assert!(CausalContext::empty().is_empty());
+    /// assert!(!CausalContext(vec![1]).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The context as printable lowercase hex (what the CLI shows).
+    ///
+    /// ```
+    /// let ctx = kvorum_client::CausalContext(vec![0x00, 0x0f, 0xff]);
+    /// assert_eq!(ctx.to_hex(), "000fff");
+    /// ```
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Parses the hex form printed by [`CausalContext::to_hex`].
+    ///
+    /// ```
+    /// use kvorum_client::CausalContext;
+    /// let ctx = CausalContext(vec![0xde, 0xad]);
+    /// assert_eq!(CausalContext::from_hex(&ctx.to_hex()), Some(ctx.clone()));
+    /// assert_eq!(CausalContext::from_hex(" DEAD\n"), Some(ctx)); // trimmed, any case
+    /// assert_eq!(CausalContext::from_hex("abc"), None); // odd length
+    /// assert_eq!(CausalContext::from_hex("zz"), None); // not hex
+    /// ```
     pub fn from_hex(s: &str) -> Option<Self> {
         let s = s.trim();
         if s.len() % 2 != 0 {
@@ -142,16 +258,79 @@ impl fmt::Debug for CausalContext {
     }
 }
 
-/// Per-request read options. `None` fields take the bucket's defaults.
+/// Per-request read options. `None` fields take the cluster's defaults.
+///
+/// ```
+/// use kvorum_client::ReadOptions;
+/// let all = ReadOptions::r(3).timeout_ms(500).repair_before_answer();
+/// assert_eq!(all.r, Some(3));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadOptions {
     /// How many replicas must answer before the read returns (1..=N).
     pub r: Option<u8>,
     /// How long the coordinator waits for R answers, in milliseconds.
     pub timeout_ms: Option<u32>,
+    /// Count only the key's preference-list replicas toward R (Riak's PR).
+    /// Reads never use fallback nodes today, so this changes nothing yet.
+    pub strict: bool,
+    /// Send the merged value to stale replicas before answering (default:
+    /// in the background, after answering).
+    pub repair_before_answer: bool,
 }
 
-/// Per-request write options. `None` fields take the bucket's defaults.
+impl ReadOptions {
+    /// Options with read quorum `r`.
+    ///
+    /// ```
+    /// assert_eq!(kvorum_client::ReadOptions::r(1).r, Some(1));
+    /// ```
+    pub fn r(r: u8) -> Self {
+        Self {
+            r: Some(r),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the coordinator's timeout.
+    ///
+    /// ```
+    /// let o = kvorum_client::ReadOptions::default().timeout_ms(250);
+    /// assert_eq!(o.timeout_ms, Some(250));
+    /// ```
+    pub fn timeout_ms(mut self, ms: u32) -> Self {
+        self.timeout_ms = Some(ms);
+        self
+    }
+
+    /// Counts only preference-list replicas toward R.
+    ///
+    /// ```
+    /// assert!(kvorum_client::ReadOptions::r(2).strict().strict);
+    /// ```
+    pub fn strict(mut self) -> Self {
+        self.strict = true;
+        self
+    }
+
+    /// Repairs stale replicas before answering.
+    ///
+    /// ```
+    /// assert!(kvorum_client::ReadOptions::r(2).repair_before_answer().repair_before_answer);
+    /// ```
+    pub fn repair_before_answer(mut self) -> Self {
+        self.repair_before_answer = true;
+        self
+    }
+}
+
+/// Per-request write options. `None` fields take the cluster's defaults.
+///
+/// ```
+/// use kvorum_client::WriteOptions;
+/// let o = WriteOptions::w(3).timeout_ms(1000).strict();
+/// assert_eq!((o.w, o.strict), (Some(3), true));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteOptions {
     /// How many replicas must acknowledge (durably, by their sync policy)
@@ -159,9 +338,61 @@ pub struct WriteOptions {
     pub w: Option<u8>,
     /// How long the coordinator waits for W acknowledgements, in milliseconds.
     pub timeout_ms: Option<u32>,
+    /// Count only the key's preference-list replicas toward W (Riak's PW),
+    /// never fallback nodes holding hints.
+    pub strict: bool,
+}
+
+impl WriteOptions {
+    /// Options with write quorum `w`.
+    ///
+    /// ```
+    /// assert_eq!(kvorum_client::WriteOptions::w(2).w, Some(2));
+    /// ```
+    pub fn w(w: u8) -> Self {
+        Self {
+            w: Some(w),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the coordinator's timeout.
+    ///
+    /// ```
+    /// let o = kvorum_client::WriteOptions::default().timeout_ms(250);
+    /// assert_eq!(o.timeout_ms, Some(250));
+    /// ```
+    pub fn timeout_ms(mut self, ms: u32) -> Self {
+        self.timeout_ms = Some(ms);
+        self
+    }
+
+    /// Counts only preference-list replicas toward W.
+    ///
+    /// ```
+    /// assert!(kvorum_client::WriteOptions::w(2).strict().strict);
+    /// ```
+    pub fn strict(mut self) -> Self {
+        self.strict = true;
+        self
+    }
 }
 
 /// What a client asks of a node.
+///
+/// ```
+/// use kvorum_client::proto::{decode_frame, encode_frame, Request, PROTOCOL_VERSION};
+/// use kvorum_client::{CausalContext, WriteOptions};
+/// let req = Request::Put {
+///     bucket: "users".into(),
+///     key: b"alice".to_vec(),
+///     value: b"admin".to_vec(),
+///     context: CausalContext::empty(),
+///     options: WriteOptions::w(2),
+/// };
+/// let frame = encode_frame(PROTOCOL_VERSION, &req);
+/// assert_eq!(decode_frame::<Request>(PROTOCOL_VERSION, &frame), Ok(req));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Read a key at quorum R.
@@ -202,6 +433,13 @@ pub enum Request {
 }
 
 /// One member of the cluster as a node sees it.
+///
+/// ```
+/// use kvorum_client::MemberStatus;
+/// let m = MemberStatus { id: "n1".into(), addr: "10.0.0.1:7401".into(), zone: None };
+/// let zone = m.zone.as_deref().unwrap_or("-");
+/// assert_eq!(format!("{} {} {zone}", m.id, m.addr), "n1 10.0.0.1:7401 -");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberStatus {
     /// Node id.
@@ -213,6 +451,20 @@ pub struct MemberStatus {
 }
 
 /// What a node answers.
+///
+/// ```
+/// use kvorum_client::{proto::Response, CausalContext};
+/// let siblings = vec![b"a".to_vec(), b"b".to_vec()];
+/// let answer = Response::Value { siblings, context: CausalContext(vec![7]) };
+/// match answer {
+///     // Concurrent writes: merge the values, then write back with `context`.
+///     Response::Value { siblings, context } => {
+///         assert_eq!(siblings.len(), 2);
+///         assert_eq!(context.to_hex(), "07");
+///     }
+///     other => panic!("unexpected answer to a read: {other:?}"),
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// The key's live values (siblings, at least one) and their context.
@@ -245,6 +497,12 @@ pub enum Response {
 }
 
 /// What a request was.
+///
+/// ```
+/// use kvorum_client::proto::OpKind;
+/// assert_eq!(OpKind::Read.to_string(), "read");
+/// assert_eq!(OpKind::Write.to_string(), "write");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpKind {
     /// A get.
@@ -263,6 +521,13 @@ impl fmt::Display for OpKind {
 }
 
 /// What happened at one replica of a request.
+///
+/// ```
+/// use kvorum_client::ReplicaOutcome;
+/// assert_eq!(ReplicaOutcome::Timeout.to_string(), "timed out");
+/// let refused = ReplicaOutcome::Unreachable("connection refused".into());
+/// assert_eq!(refused.to_string(), "unreachable (connection refused)");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplicaOutcome {
     /// The replica answered (read) or acknowledged (write).
@@ -287,6 +552,20 @@ impl fmt::Display for ReplicaOutcome {
 }
 
 /// A quorum that could not be met, with what every replica did.
+///
+/// ```
+/// use kvorum_client::{proto::OpKind, QuorumFailure, ReplicaOutcome};
+/// let failure = QuorumFailure {
+///     op: OpKind::Write,
+///     needed: 2,
+///     succeeded: 1,
+///     replicas: vec![("n1".into(), ReplicaOutcome::Ok), ("n2".into(), ReplicaOutcome::Timeout)],
+/// };
+/// assert_eq!(
+///     failure.to_string(),
+///     "write quorum not met: 1 of 2 needed replicas answered (n1: ok, n2: timed out)"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuorumFailure {
     /// Read or write.
@@ -318,6 +597,12 @@ impl fmt::Display for QuorumFailure {
 }
 
 /// Which bounded quantity a request exceeded.
+///
+/// ```
+/// use kvorum_client::proto::Limit;
+/// assert_eq!(Limit::Bucket.to_string(), "bucket name");
+/// assert_eq!(Limit::Siblings.to_string(), "sibling count");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Limit {
     /// The whole request frame.
@@ -348,6 +633,17 @@ impl fmt::Display for Limit {
 }
 
 /// Why a node refused or failed a request. Nothing was acknowledged.
+///
+/// ```
+/// use kvorum_client::{proto::Limit, ErrorReply};
+/// let e = ErrorReply::TooLarge { what: Limit::Value, size: 2_000_000, max: 1_048_576 };
+/// assert_eq!(e.to_string(), "value too large: 2000000 bytes (max 1048576)");
+/// let worth_retrying = match e {
+///     ErrorReply::Quorum(_) | ErrorReply::Unavailable(_) => true, // transient
+///     _ => false, // the request itself is at fault
+/// };
+/// assert!(!worth_retrying);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ErrorReply {
     /// The request frame could not be decoded (garbage, truncated, trailing bytes).
@@ -404,10 +700,7 @@ mod tests {
             key: b"k".to_vec(),
             value: vec![7; 100],
             context: CausalContext(vec![1, 2, 3]),
-            options: WriteOptions {
-                w: Some(2),
-                timeout_ms: None,
-            },
+            options: WriteOptions::w(2),
         };
         let bytes = encode_frame(PROTOCOL_VERSION, &req);
         assert_eq!(decode_frame::<Request>(PROTOCOL_VERSION, &bytes), Ok(req));

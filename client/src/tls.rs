@@ -3,12 +3,27 @@
 //! Every connection is TLS 1.3 with mutual authentication against the
 //! cluster's CA, on the `ring` crypto provider only (see docs/architecture.md:
 //! mixing providers makes rustls panic at run time).
+//!
+//! ```no_run
+//! use kvorum_client::tls::{client_quic_config, TlsMaterial};
+//! let tls = TlsMaterial::from_files("certs/ca.pem", "certs/client.pem", "certs/client.key")?;
+//! let quic = client_quic_config(&tls)?; // TLS 1.3, ALPN kvorum-client/1, ring
+//! # let _ = quic;
+//! # Ok::<(), kvorum_client::TlsError>(())
+//! ```
 
 use crate::proto::{ALPN_CLIENT, NODE_CERT_NAME};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::{path::Path, sync::Arc, time::Duration};
 
 /// Why TLS material could not be loaded or used.
+///
+/// ```
+/// use kvorum_client::{TlsError, TlsMaterial};
+/// let err = TlsMaterial::from_pem("", "", "").unwrap_err();
+/// assert!(matches!(&err, TlsError::NoCertificate(what) if what == "CA PEM"));
+/// assert_eq!(err.to_string(), "no certificate found in CA PEM");
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file could not be read.
@@ -98,9 +113,13 @@ impl TlsMaterial {
 
     /// Builds the material from PEM strings.
     ///
-    /// ```no_run
-    /// # let (ca, cert, key) = (String::new(), String::new(), String::new());
-    /// let tls = kvorum_client::TlsMaterial::from_pem(&ca, &cert, &key);
+    /// ```
+    /// // A self-signed certificate acts as its own CA here; a cluster has a real CA.
+    /// let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
+    /// let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    /// let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+    /// assert_eq!((tls.ca_certs().len(), tls.chain().len()), (1, 1));
+    /// # Ok::<(), kvorum_client::TlsError>(())
     /// ```
     pub fn from_pem(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
         Self::from_pem_named(
@@ -131,21 +150,56 @@ impl TlsMaterial {
     }
 
     /// The CA certificates (trust anchors).
+    ///
+    /// ```
+    /// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
+    /// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    /// let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+    /// assert_eq!(tls.ca_certs().len(), 1);
+    /// # Ok::<(), kvorum_client::TlsError>(())
+    /// ```
     pub fn ca_certs(&self) -> &[CertificateDer<'static>] {
         &self.ca
     }
 
     /// This party's certificate chain, leaf first.
+    ///
+    /// ```
+    /// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
+    /// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    /// let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+    /// assert_eq!(tls.chain().len(), 1); // just the leaf
+    /// assert_eq!(tls.chain()[0].as_ref(), ck.cert.der().as_ref());
+    /// # Ok::<(), kvorum_client::TlsError>(())
+    /// ```
     pub fn chain(&self) -> &[CertificateDer<'static>] {
         &self.chain
     }
 
     /// This party's private key.
+    ///
+    /// ```
+    /// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
+    /// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    /// let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+    /// let key = tls.key(); // a fresh copy each call
+    /// assert!(matches!(key, rustls::pki_types::PrivateKeyDer::Pkcs8(_)));
+    /// # Ok::<(), kvorum_client::TlsError>(())
+    /// ```
     pub fn key(&self) -> PrivateKeyDer<'static> {
         self.key.clone_key()
     }
 
     /// The CA certificates as a rustls root store.
+    ///
+    /// ```
+    /// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
+    /// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    /// let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+    /// let roots = tls.root_store()?;
+    /// assert_eq!(roots.len(), 1);
+    /// # Ok::<(), kvorum_client::TlsError>(())
+    /// ```
     pub fn root_store(&self) -> Result<rustls::RootCertStore, TlsError> {
         let mut roots = rustls::RootCertStore::empty();
         for c in &self.ca {
@@ -171,6 +225,14 @@ fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError
 }
 
 /// The one crypto provider of the process (`ring`).
+///
+/// ```
+/// // Build any other rustls configuration on this provider, never on another one.
+/// let provider = kvorum_client::tls::crypto_provider();
+/// let builder = rustls::ClientConfig::builder_with_provider(provider)
+///     .with_protocol_versions(&[&rustls::version::TLS13]);
+/// assert!(builder.is_ok());
+/// ```
 pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -178,6 +240,18 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// QUIC transport settings shared by clients and nodes: many concurrent
 /// streams (one per request), keep-alives so idle connections to live peers
 /// stay open, and an idle timeout so a dead peer's connection is dropped.
+///
+/// ```
+/// use kvorum_client::tls::{client_quic_config, transport_config};
+/// use std::{sync::Arc, time::Duration};
+/// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
+/// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+/// # let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+/// let mut quic = client_quic_config(&tls)?;
+/// // Drop connections to silent nodes after 30 s instead of 10 s.
+/// quic.transport_config(Arc::new(transport_config(Duration::from_secs(30))));
+/// # Ok::<(), kvorum_client::TlsError>(())
+/// ```
 pub fn transport_config(idle_timeout: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(1024u32.into());
@@ -192,6 +266,17 @@ pub fn transport_config(idle_timeout: Duration) -> quinn::TransportConfig {
 
 /// A quinn client configuration that authenticates with `tls`, verifies the
 /// node against the cluster CA and the node name, and offers `alpn`.
+///
+/// ```
+/// use kvorum_client::{proto::ALPN_CLIENT, tls::quic_client_config};
+/// use std::time::Duration;
+/// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
+/// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+/// # let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+/// let quic = quic_client_config(&tls, ALPN_CLIENT, Duration::from_secs(5))?;
+/// # let _ = quic;
+/// # Ok::<(), kvorum_client::TlsError>(())
+/// ```
 pub fn quic_client_config(
     tls: &TlsMaterial,
     alpn: &[u8],
@@ -210,11 +295,27 @@ pub fn quic_client_config(
 }
 
 /// The client configuration of application clients (ALPN [`ALPN_CLIENT`]).
+///
+/// ```
+/// use kvorum_client::tls::client_quic_config;
+/// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
+/// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+/// # let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+/// // What `Client` uses; hand it to your own `quinn::Endpoint` if you need one.
+/// let quic = client_quic_config(&tls)?;
+/// # let _ = quic;
+/// # Ok::<(), kvorum_client::TlsError>(())
+/// ```
 pub fn client_quic_config(tls: &TlsMaterial) -> Result<quinn::ClientConfig, TlsError> {
     quic_client_config(tls, ALPN_CLIENT, Duration::from_secs(10))
 }
 
 /// The server name every node certificate carries; clients verify it.
+///
+/// ```
+/// // e.g. `endpoint.connect(addr, node_server_name())` with any node's address.
+/// assert_eq!(kvorum_client::tls::node_server_name(), "node.kvorum");
+/// ```
 pub fn node_server_name() -> &'static str {
     NODE_CERT_NAME
 }

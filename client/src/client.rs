@@ -18,15 +18,53 @@ use tokio::sync::Mutex;
 /// Default time a node's coordinator waits for a quorum (mirrors the node's
 /// default `request_timeout_ms`). The client waits a little longer so that the
 /// node's typed quorum error arrives before the client gives up.
+///
+/// ```
+/// use kvorum_client::{Client, DEFAULT_REQUEST_TIMEOUT};
+/// assert_eq!(DEFAULT_REQUEST_TIMEOUT, std::time::Duration::from_secs(5));
+/// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
+/// # let (ca_pem, cert_pem, key_pem) = (ck.cert.pem(), ck.cert.pem(), ck.signing_key.serialize_pem());
+/// let tls = kvorum_client::TlsMaterial::from_pem(&ca_pem, &cert_pem, &key_pem)?;
+/// let seeds = ["127.0.0.1:7401".parse().unwrap()];
+/// let builder = Client::builder(seeds, tls).request_timeout(DEFAULT_REQUEST_TIMEOUT * 2);
+/// # let _ = builder;
+/// # Ok::<(), kvorum_client::Error>(())
+/// ```
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default bound on establishing a connection to one node.
+///
+/// ```
+/// use kvorum_client::{Client, DEFAULT_CONNECT_TIMEOUT};
+/// assert_eq!(DEFAULT_CONNECT_TIMEOUT, std::time::Duration::from_secs(2));
+/// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
+/// # let (ca_pem, cert_pem, key_pem) = (ck.cert.pem(), ck.cert.pem(), ck.signing_key.serialize_pem());
+/// let tls = kvorum_client::TlsMaterial::from_pem(&ca_pem, &cert_pem, &key_pem)?;
+/// let seeds = ["127.0.0.1:7401".parse().unwrap()];
+/// let builder = Client::builder(seeds, tls).connect_timeout(DEFAULT_CONNECT_TIMEOUT / 4);
+/// # let _ = builder;
+/// # Ok::<(), kvorum_client::Error>(())
+/// ```
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Slack the client adds to a request's timeout before it stops waiting.
 const CLIENT_SLACK: Duration = Duration::from_secs(2);
 
 /// Errors of [`Client`] calls.
+///
+/// ```
+/// use kvorum_client::{Client, Error, ErrorReply};
+/// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
+/// # let (ca_pem, cert_pem, key_pem) = (ck.cert.pem(), ck.cert.pem(), ck.signing_key.serialize_pem());
+/// let tls = kvorum_client::TlsMaterial::from_pem(&ca_pem, &cert_pem, &key_pem)?;
+/// let err = Client::connect([], tls).unwrap_err();
+/// assert_eq!(err.to_string(), "no seed addresses given");
+/// let transient = matches!(&err,
+///     Error::Server(ErrorReply::Quorum(_) | ErrorReply::Unavailable(_))
+///         | Error::NoNodeAvailable(_) | Error::Timeout { .. });
+/// assert!(!transient);
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The node refused or failed the request; nothing was acknowledged.

@@ -153,8 +153,8 @@ impl TlsMaterial {
     ///
     /// ```
     /// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
-    /// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
-    /// let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+    /// # let (ca_pem, cert_pem, key_pem) = (ck.cert.pem(), ck.cert.pem(), ck.signing_key.serialize_pem());
+    /// let tls = kvorum_client::TlsMaterial::from_pem(&ca_pem, &cert_pem, &key_pem)?;
     /// assert_eq!(tls.ca_certs().len(), 1);
     /// # Ok::<(), kvorum_client::TlsError>(())
     /// ```
@@ -166,10 +166,9 @@ impl TlsMaterial {
     ///
     /// ```
     /// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
-    /// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
-    /// let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+    /// # let (ca_pem, cert_pem, key_pem) = (ck.cert.pem(), ck.cert.pem(), ck.signing_key.serialize_pem());
+    /// let tls = kvorum_client::TlsMaterial::from_pem(&ca_pem, &cert_pem, &key_pem)?;
     /// assert_eq!(tls.chain().len(), 1); // just the leaf
-    /// assert_eq!(tls.chain()[0].as_ref(), ck.cert.der().as_ref());
     /// # Ok::<(), kvorum_client::TlsError>(())
     /// ```
     pub fn chain(&self) -> &[CertificateDer<'static>] {
@@ -180,8 +179,8 @@ impl TlsMaterial {
     ///
     /// ```
     /// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
-    /// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
-    /// let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+    /// # let (ca_pem, cert_pem, key_pem) = (ck.cert.pem(), ck.cert.pem(), ck.signing_key.serialize_pem());
+    /// let tls = kvorum_client::TlsMaterial::from_pem(&ca_pem, &cert_pem, &key_pem)?;
     /// let key = tls.key(); // a fresh copy each call
     /// assert!(matches!(key, rustls::pki_types::PrivateKeyDer::Pkcs8(_)));
     /// # Ok::<(), kvorum_client::TlsError>(())
@@ -194,8 +193,8 @@ impl TlsMaterial {
     ///
     /// ```
     /// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
-    /// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
-    /// let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+    /// # let (ca_pem, cert_pem, key_pem) = (ck.cert.pem(), ck.cert.pem(), ck.signing_key.serialize_pem());
+    /// let tls = kvorum_client::TlsMaterial::from_pem(&ca_pem, &cert_pem, &key_pem)?;
     /// let roots = tls.root_store()?;
     /// assert_eq!(roots.len(), 1);
     /// # Ok::<(), kvorum_client::TlsError>(())
@@ -245,8 +244,8 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// use kvorum_client::tls::{client_quic_config, transport_config};
 /// use std::{sync::Arc, time::Duration};
 /// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
-/// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
-/// # let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+/// # let (ca_pem, cert_pem, key_pem) = (ck.cert.pem(), ck.cert.pem(), ck.signing_key.serialize_pem());
+/// let tls = kvorum_client::TlsMaterial::from_pem(&ca_pem, &cert_pem, &key_pem)?;
 /// let mut quic = client_quic_config(&tls)?;
 /// // Drop connections to silent nodes after 30 s instead of 10 s.
 /// quic.transport_config(Arc::new(transport_config(Duration::from_secs(30))));
@@ -271,8 +270,8 @@ pub fn transport_config(idle_timeout: Duration) -> quinn::TransportConfig {
 /// use kvorum_client::{proto::ALPN_CLIENT, tls::quic_client_config};
 /// use std::time::Duration;
 /// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
-/// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
-/// # let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+/// # let (ca_pem, cert_pem, key_pem) = (ck.cert.pem(), ck.cert.pem(), ck.signing_key.serialize_pem());
+/// let tls = kvorum_client::TlsMaterial::from_pem(&ca_pem, &cert_pem, &key_pem)?;
 /// let quic = quic_client_config(&tls, ALPN_CLIENT, Duration::from_secs(5))?;
 /// # let _ = quic;
 /// # Ok::<(), kvorum_client::TlsError>(())
@@ -299,8 +298,8 @@ pub fn quic_client_config(
 /// ```
 /// use kvorum_client::tls::client_quic_config;
 /// # let ck = rcgen::generate_simple_self_signed(vec!["client.kvorum".to_string()]).unwrap();
-/// # let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
-/// # let tls = kvorum_client::TlsMaterial::from_pem(&cert, &cert, &key)?;
+/// # let (ca_pem, cert_pem, key_pem) = (ck.cert.pem(), ck.cert.pem(), ck.signing_key.serialize_pem());
+/// let tls = kvorum_client::TlsMaterial::from_pem(&ca_pem, &cert_pem, &key_pem)?;
 /// // What `Client` uses; hand it to your own `quinn::Endpoint` if you need one.
 /// let quic = client_quic_config(&tls)?;
 /// # let _ = quic;

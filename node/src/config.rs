@@ -64,6 +64,10 @@ pub struct NodeConfig {
     pub gossip_interval: Duration,
     /// Bound on establishing a connection to a peer.
     pub peer_connect_timeout: Duration,
+    /// Failure detector settings.
+    pub failure_detector: crate::liveness::DetectorConfig,
+    /// Hinted handoff bounds.
+    pub hints: crate::hints::HintConfig,
 }
 
 /// Paths of the node's TLS material.
@@ -161,6 +165,26 @@ struct RawConfig {
     vnodes: Option<u32>,
     gossip_interval_ms: Option<u64>,
     peer_connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    failure_detector: RawDetector,
+    #[serde(default)]
+    hints: RawHints,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHints {
+    max_bytes: Option<u64>,
+    ttl_secs: Option<u64>,
+    delivery_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDetector {
+    heartbeat_interval_ms: Option<u64>,
+    phi_threshold: Option<f64>,
+    acceptable_pause_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,7 +370,38 @@ impl NodeConfig {
                 "vnodes = {vnodes}: must be between 1 and 4096"
             )));
         }
+        let dd = crate::liveness::DetectorConfig::default();
+        let fd = &raw.failure_detector;
+        let phi_threshold = fd.phi_threshold.unwrap_or(dd.phi_threshold);
+        if !(1.0..=30.0).contains(&phi_threshold) {
+            return Err(ConfigError::Invalid(format!(
+                "failure_detector.phi_threshold = {phi_threshold}: must be between 1 and 30"
+            )));
+        }
+        let failure_detector = crate::liveness::DetectorConfig {
+            heartbeat_interval: positive_ms(
+                "failure_detector.heartbeat_interval_ms",
+                fd.heartbeat_interval_ms,
+                500,
+            )?,
+            phi_threshold,
+            acceptable_pause: Duration::from_millis(fd.acceptable_pause_ms.unwrap_or(3000)),
+            min_std_dev: dd.min_std_dev,
+        };
+        let dh = crate::hints::HintConfig::default();
+        let hints = crate::hints::HintConfig {
+            max_bytes: raw.hints.max_bytes.unwrap_or(dh.max_bytes),
+            ttl: Duration::from_secs(raw.hints.ttl_secs.unwrap_or(dh.ttl.as_secs())),
+            delivery_interval: positive_ms(
+                "hints.delivery_interval_ms",
+                raw.hints.delivery_interval_ms,
+                1000,
+            )?,
+            batch: dh.batch,
+        };
         Ok(Self {
+            failure_detector,
+            hints,
             listen: raw
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))),

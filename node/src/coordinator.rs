@@ -2,6 +2,8 @@
 //! W → merge → answer. Reaches peers only through [`Transport`].
 
 use crate::config::{Limits, Replication};
+use crate::hints::Hints;
+use crate::liveness::Liveness;
 use crate::membership::Membership;
 use crate::peer::{PeerRequest, PeerResponse};
 use crate::register::{self, DotContext, RegValue, Register};
@@ -15,6 +17,14 @@ use kvorum_client::proto::{
 use kvorum_ring::NodeId;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
+
+/// W, timeout and strictness of one write.
+#[derive(Debug, Clone, Copy)]
+struct WriteQuorum {
+    w: usize,
+    timeout: Duration,
+    strict: bool,
+}
 
 /// Extra time a forwarding node waits beyond the request timeout.
 const FORWARD_SLACK: Duration = Duration::from_secs(1);
@@ -43,6 +53,13 @@ impl QuorumTracker {
         Self {
             needed,
             replicas: replicas.iter().map(|n| (n.clone(), None)).collect(),
+        }
+    }
+
+    /// Adds a replica to ask (a fallback of a sloppy quorum).
+    pub fn add(&mut self, node: &NodeId) {
+        if !self.replicas.iter().any(|(n, _)| n == node) {
+            self.replicas.push((node.clone(), None));
         }
     }
 
@@ -105,6 +122,8 @@ pub struct Coordinator {
     replica: Replica,
     membership: Arc<Membership>,
     transport: Arc<dyn Transport>,
+    liveness: Arc<Liveness>,
+    hints: Hints,
     replication: Replication,
     limits: Limits,
 }
@@ -115,6 +134,8 @@ impl Coordinator {
         replica: Replica,
         membership: Arc<Membership>,
         transport: Arc<dyn Transport>,
+        liveness: Arc<Liveness>,
+        hints: Hints,
         replication: Replication,
         limits: Limits,
     ) -> Self {
@@ -123,6 +144,8 @@ impl Coordinator {
             replica,
             membership,
             transport,
+            liveness,
+            hints,
             replication,
             limits,
         }
@@ -187,7 +210,12 @@ impl Coordinator {
                 let (value, ctx) = (RegValue::Data(value.clone()), self.context(context)?);
                 let timeout = self.timeout(options.timeout_ms);
                 let skey = storage_key(bucket, key);
-                self.write(req.clone(), skey, ctx, value, w, timeout, forwarded)
+                let q = WriteQuorum {
+                    w,
+                    timeout,
+                    strict: options.strict,
+                };
+                self.write(req.clone(), skey, ctx, value, q, forwarded)
                     .await
             }
             Request::Delete {
@@ -201,16 +229,13 @@ impl Coordinator {
                 let ctx = self.context(context)?;
                 let timeout = self.timeout(options.timeout_ms);
                 let skey = storage_key(bucket, key);
-                self.write(
-                    req.clone(),
-                    skey,
-                    ctx,
-                    RegValue::Tombstone,
+                let q = WriteQuorum {
                     w,
                     timeout,
-                    forwarded,
-                )
-                .await
+                    strict: options.strict,
+                };
+                self.write(req.clone(), skey, ctx, RegValue::Tombstone, q, forwarded)
+                    .await
             }
         }
     }
@@ -379,17 +404,16 @@ impl Coordinator {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn write(
         &self,
         req: Request,
         skey: Vec<u8>,
         ctx: DotContext,
         value: RegValue,
-        w: usize,
-        timeout: Duration,
+        q: WriteQuorum,
         forwarded: bool,
     ) -> Result<Response, ErrorReply> {
+        let WriteQuorum { w, timeout, strict } = q;
         let pref = self.preference_list(&skey)?;
         if !pref.contains(&self.me) {
             if forwarded {
@@ -419,30 +443,53 @@ impl Coordinator {
             Ok(Err(e)) => return Err(ErrorReply::Internal(format!("local write failed: {e}"))),
         };
         tracker.record(&self.me, ReplicaOutcome::Ok);
-        let (tx, mut rx) = mpsc::channel(pref.len());
+        // Sloppy quorum (Dynamo §4.6): a replica that is down, or that fails
+        // fast, is replaced by the next healthy node clockwise past the
+        // preference list, which keeps the write as a hint for it and counts
+        // toward W. Strict requests use the preference list only.
+        let mut fallbacks: std::collections::VecDeque<NodeId> = if strict {
+            Default::default()
+        } else {
+            let ring = self.membership.ring();
+            ring.walk(&skey)
+                .filter(|n| !pref.contains(n))
+                .cloned()
+                .collect()
+        };
+        let fan = Fanout {
+            key: skey,
+            state,
+            timeout,
+            transport: self.transport.clone(),
+            tx: mpsc::unbounded_channel().0,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let fan = Fanout { tx, ..fan };
         for node in pref.iter().filter(|n| **n != self.me) {
-            let (tx, node, transport) = (tx.clone(), node.clone(), self.transport.clone());
-            let req = PeerRequest::Write {
-                key: skey.clone(),
-                state: state.clone(),
-            };
-            // Detached: a replica that answers after the quorum still gets
-            // the write (the task ends at the deadline either way).
-            tokio::spawn(async move {
-                let outcome = match transport.call(&node, req, timeout).await {
-                    Ok(PeerResponse::Ack) => ReplicaOutcome::Ok,
-                    Ok(PeerResponse::Error(e)) => ReplicaOutcome::Failed(e),
-                    Ok(other) => ReplicaOutcome::Failed(format!("unexpected answer {other:?}")),
-                    Err(e) => outcome_of(&e),
-                };
-                let _ = tx.send((node, outcome)).await;
-            });
+            if !strict && !self.liveness.is_up(node) {
+                tracker.record(
+                    node,
+                    ReplicaOutcome::Unreachable("down (failure detector)".into()),
+                );
+                self.hand_to_fallback(&fan, &mut tracker, &mut fallbacks, node);
+            } else {
+                fan.direct(node.clone());
+            }
         }
-        drop(tx);
         let deadline = tokio::time::Instant::now() + timeout;
         while tracker.status() == QuorumStatus::Pending {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((node, outcome))) => tracker.record(&node, outcome),
+                Ok(Some((node, owner, outcome))) => {
+                    let failed_fast = matches!(
+                        outcome,
+                        ReplicaOutcome::Unreachable(_) | ReplicaOutcome::Failed(_)
+                    );
+                    tracker.record(&node, outcome);
+                    if failed_fast && !strict {
+                        let owner = owner.unwrap_or(node);
+                        self.hand_to_fallback(&fan, &mut tracker, &mut fallbacks, &owner);
+                    }
+                }
                 Ok(None) | Err(_) => break,
             }
         }
@@ -452,6 +499,23 @@ impl Coordinator {
         Ok(Response::Written {
             context: CausalContext(register::encode_context(&own)),
         })
+    }
+
+    /// Sends the write for `owner` to the next healthy fallback, as a hint.
+    fn hand_to_fallback(
+        &self,
+        fan: &Fanout,
+        tracker: &mut QuorumTracker,
+        fallbacks: &mut std::collections::VecDeque<NodeId>,
+        owner: &NodeId,
+    ) {
+        while let Some(f) = fallbacks.pop_front() {
+            if f != self.me && self.liveness.is_up(&f) {
+                tracker.add(&f);
+                fan.hinted(f, owner.clone());
+                return;
+            }
+        }
     }
 
     /// Hands a write to a replica of its key, trying them in preference order.
@@ -465,7 +529,9 @@ impl Coordinator {
         // The replica runs its own quorum with `timeout`: wait a little longer
         // so its typed answer (success or quorum error) arrives first.
         let wait = timeout + FORWARD_SLACK;
-        for node in pref {
+        let mut order: Vec<&NodeId> = pref.iter().collect();
+        order.sort_by_key(|n| !self.liveness.is_up(n)); // stable: up nodes first
+        for node in order {
             match self
                 .transport
                 .call(node, PeerRequest::Forward(req.clone()), wait)
@@ -506,7 +572,59 @@ impl Coordinator {
                 Err(e) => PeerResponse::Error(e.to_string()),
             },
             PeerRequest::Forward(req) => PeerResponse::Forwarded(self.handle(req, true).await),
+            PeerRequest::Ping => PeerResponse::Pong,
+            PeerRequest::HintedWrite { owner, key, state } => match state.validate() {
+                Err(e) => PeerResponse::Error(e.to_string()),
+                Ok(()) => match self.hints.add(&owner, &key, state).await {
+                    Ok(()) => PeerResponse::Ack,
+                    Err(e) => PeerResponse::Error(e.to_string()),
+                },
+            },
         }
+    }
+}
+
+/// The replica writes of one coordinated write; each answer comes back on
+/// `tx` as (node, owner if it was a hint, outcome). Detached tasks: a replica
+/// that answers after the quorum still gets the write (each task ends at the
+/// deadline either way).
+struct Fanout {
+    key: Vec<u8>,
+    state: Register,
+    timeout: Duration,
+    transport: Arc<dyn Transport>,
+    tx: mpsc::UnboundedSender<(NodeId, Option<NodeId>, ReplicaOutcome)>,
+}
+
+impl Fanout {
+    fn direct(&self, node: NodeId) {
+        let req = PeerRequest::Write {
+            key: self.key.clone(),
+            state: self.state.clone(),
+        };
+        self.send(node, None, req);
+    }
+
+    fn hinted(&self, fallback: NodeId, owner: NodeId) {
+        let req = PeerRequest::HintedWrite {
+            owner: owner.clone(),
+            key: self.key.clone(),
+            state: self.state.clone(),
+        };
+        self.send(fallback, Some(owner), req);
+    }
+
+    fn send(&self, node: NodeId, owner: Option<NodeId>, req: PeerRequest) {
+        let (tx, transport, timeout) = (self.tx.clone(), self.transport.clone(), self.timeout);
+        tokio::spawn(async move {
+            let outcome = match transport.call(&node, req, timeout).await {
+                Ok(PeerResponse::Ack) => ReplicaOutcome::Ok,
+                Ok(PeerResponse::Error(e)) => ReplicaOutcome::Failed(e),
+                Ok(other) => ReplicaOutcome::Failed(format!("unexpected answer {other:?}")),
+                Err(e) => outcome_of(&e),
+            };
+            let _ = tx.send((node, owner, outcome));
+        });
     }
 }
 

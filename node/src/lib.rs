@@ -9,6 +9,8 @@
 //! - [`transport`]: the [`transport::Transport`] trait the replication logic
 //!   reaches peers through, and its QUIC implementation.
 //! - [`membership`]: the member list and the ring computed from it; gossip.
+//! - [`liveness`]: failure detection (phi-accrual over pings).
+//! - [`hints`]: the durable, bounded hint store of hinted handoff.
 //! - [`coordinator`]: one client request → preference list → R/W quorum →
 //!   merged answer; the pure [`coordinator::QuorumTracker`].
 //! - [`replica`]: this node as a replica of a key (read, coordinate a write,
@@ -35,6 +37,8 @@ pub mod certs;
 pub mod config;
 pub mod coordinator;
 pub mod dev;
+pub mod hints;
+pub mod liveness;
 pub mod membership;
 pub mod net;
 pub mod node;

@@ -2,6 +2,8 @@
 
 use crate::config::NodeConfig;
 use crate::coordinator::Coordinator;
+use crate::hints::Hints;
+use crate::liveness::{DetectorConfig, Liveness};
 use crate::membership::Membership;
 use crate::net::{self, Handler, ServeLimits};
 use crate::peer::{MemberInfo, PeerRequest, PeerResponse};
@@ -58,6 +60,8 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     store_closed: Closed,
+    liveness: Arc<Liveness>,
+    hints: Hints,
 }
 
 impl RunningNode {
@@ -71,6 +75,27 @@ impl RunningNode {
         self.addr
     }
 
+    /// Hints this node holds for other replicas.
+    pub fn hints_pending(&self) -> u64 {
+        self.hints
+            .stats()
+            .pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Hints dropped by a bound or for a removed node since start.
+    pub fn hints_dropped(&self) -> u64 {
+        self.hints
+            .stats()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether this node's failure detector sees `peer` as up.
+    pub fn sees_up(&self, peer: &NodeId) -> bool {
+        self.liveness.is_up(peer)
+    }
+
     /// Members this node knows.
     pub fn members(&self) -> Vec<MemberInfo> {
         self.membership.members()
@@ -79,17 +104,28 @@ impl RunningNode {
     /// Stops serving, closes connections (peers see them close at once) and
     /// waits for the node's tasks to end. Acknowledged writes are already on
     /// disk by the sync policy.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
-        self.endpoint
-            .close(net::CLOSE_SHUTDOWN.into(), b"node shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    pub async fn shutdown(self) {
+        let RunningNode {
+            id,
+            endpoint,
+            shutdown,
+            mut tasks,
+            store_closed,
+            hints,
+            ..
+        } = self;
+        let _ = shutdown.send(true);
+        while tasks.join_next().await.is_some() {}
+        endpoint.close(net::CLOSE_SHUTDOWN.into(), b"node shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        // This handle holds the store too; release it before waiting for the
+        // store to close.
+        drop(hints);
         // Requests still in flight finish within their deadlines; then the
         // last store handle drops and the database closes, so the data
         // directory can be opened again (a restart in the same process).
-        if !self.store_closed.wait(Duration::from_secs(30)).await {
-            tracing::warn!(node = %self.id, "storage did not close within 30 s");
+        if !store_closed.wait(Duration::from_secs(30)).await {
+            tracing::warn!(node = %id, "storage did not close within 30 s");
         }
     }
 }
@@ -164,11 +200,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         node: me.id.clone(),
         epoch,
     };
+    let liveness = Arc::new(Liveness::new(me.id.clone(), config.failure_detector));
     let replica = Replica::new(actor, store.clone(), config.limits.max_siblings);
+    let hints = Hints::open(store.clone(), config.hints).map_err(storage_err)?;
     let coordinator = Coordinator::new(
         replica,
         membership.clone(),
         transport.clone(),
+        liveness.clone(),
+        hints.clone(),
         config.replication,
         config.limits,
     );
@@ -182,6 +222,20 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         read_timeout: config.limits.request_read_timeout,
     };
     tasks.spawn(net::serve(endpoint.clone(), handler, limits, rx.clone()));
+    tasks.spawn(deliver_hints(
+        hints.clone(),
+        transport.clone(),
+        membership.clone(),
+        liveness.clone(),
+        rx.clone(),
+    ));
+    tasks.spawn(ping(
+        transport.clone(),
+        membership.clone(),
+        liveness.clone(),
+        config.failure_detector,
+        rx.clone(),
+    ));
     tasks.spawn(gossip(
         transport,
         membership.clone(),
@@ -200,7 +254,123 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         shutdown,
         tasks,
         store_closed,
+        liveness,
+        hints,
     })
+}
+
+/// Hands hints to their owners (Dynamo §4.6). Every delivery interval it
+/// takes a batch of hints: a hint for a node that is no longer a member, or
+/// past its age bound, is dropped and counted; a hint whose owner is up is
+/// sent to it as a replica write and deleted once the owner acknowledged it.
+async fn deliver_hints(
+    hints: Hints,
+    transport: Arc<dyn Transport>,
+    membership: Arc<Membership>,
+    liveness: Arc<Liveness>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    /// Hints handed over at once.
+    const PARALLEL: usize = 32;
+    let every = hints.config().delivery_interval;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let batch = match hints.batch() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read hints");
+                continue;
+            }
+        };
+        let members: std::collections::HashSet<NodeId> =
+            membership.members().into_iter().map(|m| m.id).collect();
+        let mut sends = JoinSet::new();
+        for hint in batch {
+            if !members.contains(&hint.owner) || hints.expired(&hint) {
+                tracing::info!(owner = %hint.owner, "hint dropped (owner removed or hint too old); anti-entropy repairs it");
+                let _ = hints.remove(&hint, false).await;
+                continue;
+            }
+            if !liveness.is_up(&hint.owner) {
+                continue;
+            }
+            while sends.len() >= PARALLEL {
+                sends.join_next().await;
+            }
+            let (hints, transport) = (hints.clone(), transport.clone());
+            sends.spawn(async move {
+                let req = PeerRequest::Write {
+                    key: hint.key.clone(),
+                    state: hint.state.clone(),
+                };
+                match transport
+                    .call(&hint.owner, req, every.max(Duration::from_secs(2)))
+                    .await
+                {
+                    Ok(PeerResponse::Ack) => {
+                        if let Err(e) = hints.remove(&hint, true).await {
+                            tracing::warn!(error = %e, "cannot delete a delivered hint");
+                        }
+                    }
+                    Ok(other) => tracing::debug!(owner = %hint.owner, ?other, "hint not accepted"),
+                    Err(e) => {
+                        tracing::debug!(owner = %hint.owner, error = %e, "hint not delivered")
+                    }
+                }
+            });
+        }
+        while sends.join_next().await.is_some() {}
+    }
+}
+
+/// Pings every other member each heartbeat interval and feeds the answers to
+/// the failure detector. At most one ping per peer is in flight; a ping waits
+/// up to the acceptable pause, so a slow answer still counts as a heartbeat.
+async fn ping(
+    transport: Arc<dyn Transport>,
+    membership: Arc<Membership>,
+    liveness: Arc<Liveness>,
+    config: DetectorConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<NodeId>>> = Arc::default();
+    let mut tick = tokio::time::interval(config.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wait = config.acceptable_pause.max(config.heartbeat_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let me = membership.me().id.clone();
+        for m in membership.members().into_iter().filter(|m| m.id != me) {
+            liveness.watch(&m.id);
+            if !in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(m.id.clone())
+            {
+                continue;
+            }
+            let (transport, liveness, in_flight) =
+                (transport.clone(), liveness.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                if let Ok(PeerResponse::Pong) = transport.call(&m.id, PeerRequest::Ping, wait).await
+                {
+                    liveness.heartbeat(&m.id);
+                }
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&m.id);
+            });
+        }
+    }
 }
 
 async fn persist_members(

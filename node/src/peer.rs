@@ -51,6 +51,18 @@ pub enum PeerRequest {
     /// key to one that is (the coordinator of a write must be a replica,
     /// because the new version's dot comes from its local clock).
     Forward(Request),
+    /// A heartbeat of the failure detector.
+    Ping,
+    /// Keep a write for `owner`, a replica of the key that is down (sloppy
+    /// quorum), and hand it over when the owner is back.
+    HintedWrite {
+        /// The replica the write is for.
+        owner: NodeId,
+        /// Storage key.
+        key: Vec<u8>,
+        /// The state to hand over.
+        state: Register,
+    },
 }
 
 /// A node's answer to a [`PeerRequest`].
@@ -64,6 +76,8 @@ pub enum PeerResponse {
     Ack,
     /// Answer to `Forward`: the coordinator's answer for the client.
     Forwarded(Response),
+    /// Answer to `Ping`.
+    Pong,
     /// The request failed at the receiver.
     Error(String),
 }

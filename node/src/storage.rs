@@ -29,6 +29,8 @@ pub enum Space {
     Data,
     /// Node metadata (format version, known members).
     Meta,
+    /// Hints: writes held for another replica (sloppy quorum).
+    Hints,
 }
 
 /// Storage failures.
@@ -56,6 +58,9 @@ pub enum SyncPolicy {
     Periodic(Duration),
 }
 
+/// A stored (key, value) pair.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// One write of a batch: `None` deletes the key.
 pub type BatchItem = (Space, Vec<u8>, Option<Vec<u8>>);
 
@@ -68,6 +73,9 @@ pub trait Engine: Send + Sync + 'static {
     fn commit(&self, batch: Vec<BatchItem>, sync: bool) -> Result<(), StorageError>;
     /// Syncs everything committed so far.
     fn sync(&self) -> Result<(), StorageError>;
+    /// Up to `limit` (key, value) pairs of a space whose key starts with
+    /// `prefix`, in key order.
+    fn scan(&self, space: Space, prefix: &[u8], limit: usize) -> Result<Vec<Record>, StorageError>;
 }
 
 /// The fjall engine: one database in the node's data directory, one keyspace
@@ -76,6 +84,7 @@ pub struct FjallEngine {
     db: fjall::Database,
     data: fjall::Keyspace,
     meta: fjall::Keyspace,
+    hints: fjall::Keyspace,
 }
 
 impl FjallEngine {
@@ -91,13 +100,22 @@ impl FjallEngine {
         let meta = db
             .keyspace("meta", fjall::KeyspaceCreateOptions::default)
             .map_err(engine)?;
-        Ok(Self { db, data, meta })
+        let hints = db
+            .keyspace("hints", fjall::KeyspaceCreateOptions::default)
+            .map_err(engine)?;
+        Ok(Self {
+            db,
+            data,
+            meta,
+            hints,
+        })
     }
 
     fn space(&self, s: Space) -> &fjall::Keyspace {
         match s {
             Space::Data => &self.data,
             Space::Meta => &self.meta,
+            Space::Hints => &self.hints,
         }
     }
 }
@@ -134,6 +152,17 @@ impl Engine for FjallEngine {
     fn sync(&self) -> Result<(), StorageError> {
         self.db.persist(fjall::PersistMode::SyncAll).map_err(engine)
     }
+
+    fn scan(&self, space: Space, prefix: &[u8], limit: usize) -> Result<Vec<Record>, StorageError> {
+        self.space(space)
+            .prefix(prefix)
+            .take(limit)
+            .map(|g| {
+                let (k, v) = g.into_inner().map_err(engine)?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
 }
 
 /// Resolves when a [`Store`] has shut down (see [`Store::start`]).
@@ -148,10 +177,20 @@ impl Closed {
 
 /// Called once the batch holding an update committed (or failed).
 type Completion = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
-/// Computes an update from the current value; returns the new value (`None`:
-/// leave the key as it is) and the completion to run after the commit.
-type Apply =
-    Box<dyn FnOnce(Result<Option<&[u8]>, StorageError>) -> (Option<Vec<u8>>, Completion) + Send>;
+/// What an update does to its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Leave the key as it is.
+    Keep,
+    /// Store this value.
+    Put(Vec<u8>),
+    /// Delete the key.
+    Delete,
+}
+
+/// Computes an update from the current value; returns the change and the
+/// completion to run after the commit.
+type Apply = Box<dyn FnOnce(Result<Option<&[u8]>, StorageError>) -> (Change, Completion) + Send>;
 
 struct Job {
     space: Space,
@@ -223,6 +262,16 @@ impl Store {
         (Self { engine, jobs: tx }, Closed(closed_rx))
     }
 
+    /// Up to `limit` records of `space` under `prefix`, in key order.
+    pub fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        self.engine.scan(space, prefix, limit)
+    }
+
     /// Reads one key (no serialization with updates; sees every committed update).
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.engine.get(space, key)
@@ -238,13 +287,26 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(Result<Option<&[u8]>, StorageError>) -> (Option<Vec<u8>>, T) + Send + 'static,
     {
+        self.change(space, key, move |current| {
+            let (new, out) = f(current);
+            (new.map_or(Change::Keep, Change::Put), out)
+        })
+        .await
+    }
+
+    /// Like [`Store::update`], with deletes: `f` returns a [`Change`].
+    pub async fn change<T, F>(&self, space: Space, key: Vec<u8>, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Result<Option<&[u8]>, StorageError>) -> (Change, T) + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let apply: Apply = Box::new(move |current| {
-            let (new, out) = f(current);
+            let (change, out) = f(current);
             let done: Completion = Box::new(move |res| {
                 let _ = tx.send(res.map(|()| out));
             });
-            (new, done)
+            (change, done)
         });
         self.jobs
             .send(Job { space, key, apply })
@@ -257,13 +319,13 @@ impl Store {
 
 fn run_batch(engine: &dyn Engine, jobs: Vec<Job>, sync: bool) {
     // Later updates of a batch must see earlier ones of the same key.
-    let mut overlay: HashMap<(Space, Vec<u8>), Vec<u8>> = HashMap::new();
+    let mut overlay: HashMap<(Space, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
     let mut writes = Vec::with_capacity(jobs.len());
     let mut done = Vec::with_capacity(jobs.len());
     for job in jobs {
         let slot = (job.space, job.key);
         let current = match overlay.get(&slot) {
-            Some(v) => Ok(Some(v.clone())),
+            Some(v) => Ok(v.clone()),
             None => engine.get(slot.0, &slot.1),
         };
         // A panicking update must not take the writer thread (and with it
@@ -283,9 +345,16 @@ fn run_batch(engine: &dyn Engine, jobs: Vec<Job>, sync: bool) {
                     continue;
                 }
             };
-        if let Some(v) = new {
-            writes.push((slot.0, slot.1.clone(), Some(v.clone())));
-            overlay.insert(slot, v);
+        match new {
+            Change::Keep => {}
+            Change::Put(v) => {
+                writes.push((slot.0, slot.1.clone(), Some(v.clone())));
+                overlay.insert(slot, Some(v));
+            }
+            Change::Delete => {
+                writes.push((slot.0, slot.1.clone(), None));
+                overlay.insert(slot, None);
+            }
         }
         done.push(completion);
     }
@@ -337,6 +406,17 @@ mod tests {
         }
         fn sync(&self) -> Result<(), StorageError> {
             Ok(())
+        }
+        fn scan(&self, _: Space, prefix: &[u8], limit: usize) -> Result<Vec<Record>, StorageError> {
+            let d = self.data.lock().unwrap();
+            let mut v: Vec<_> = d
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            v.sort();
+            v.truncate(limit);
+            Ok(v)
         }
     }
 

@@ -99,7 +99,8 @@ impl TestCluster {
     /// Waits until a write at W = all nodes succeeds through every running
     /// node (each can reach every other: reconnect backoffs have passed).
     pub async fn wait_all_reachable(&self) {
-        let n = self.nodes.iter().flatten().count() as u8;
+        let running = self.nodes.iter().flatten().count() as u8;
+        let n = running.min(self.configs[0].replication.n);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         for (i, node) in self.nodes.iter().enumerate() {
             if node.is_none() {
@@ -161,9 +162,21 @@ impl TestCluster {
     /// Starts node `i` (1-based) again on its address and data directory.
     pub async fn restart(&mut self, i: usize) {
         self.stop(i).await;
-        let node = kvorum_node::start(self.configs[i - 1].clone())
-            .await
-            .expect("node restarts");
+        // In one process the old endpoint's UDP socket is released a moment
+        // after shutdown (its last handles are in tasks that are ending).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let node = loop {
+            match kvorum_node::start(self.configs[i - 1].clone()).await {
+                Ok(node) => break node,
+                Err(e)
+                    if e.to_string().contains("in use")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("node restarts: {e}"),
+            }
+        };
         self.nodes[i - 1] = Some(node);
     }
 
@@ -206,4 +219,66 @@ pub async fn raw_request(
         .unwrap_or_else(|_| Err("timed out".into()));
     ep.close(0u32.into(), b"");
     out
+}
+
+/// Inspects replicas directly over the peer protocol (which repairs nothing),
+/// with one cached connection per node.
+pub struct PeerProbe {
+    endpoint: quinn::Endpoint,
+    conns: std::sync::Mutex<std::collections::HashMap<SocketAddr, quinn::Connection>>,
+}
+
+impl PeerProbe {
+    pub fn new(tls: &TlsMaterial) -> Self {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let cfg = kvorum_client::tls::quic_client_config(
+            tls,
+            kvorum_client::proto::ALPN_PEER,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        endpoint.set_default_client_config(cfg);
+        Self {
+            endpoint,
+            conns: Default::default(),
+        }
+    }
+
+    async fn conn(&self, addr: SocketAddr) -> quinn::Connection {
+        if let Some(c) = self.conns.lock().unwrap().get(&addr) {
+            if c.close_reason().is_none() {
+                return c.clone();
+            }
+        }
+        let c = self
+            .endpoint
+            .connect(addr, kvorum_client::proto::NODE_CERT_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        self.conns.lock().unwrap().insert(addr, c.clone());
+        c
+    }
+
+    /// The state node `addr` stores for storage key `key`.
+    pub async fn stored(
+        &self,
+        addr: SocketAddr,
+        key: &[u8],
+    ) -> Option<kvorum_node::register::Register> {
+        use kvorum_node::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
+        let conn = self.conn(addr).await;
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let frame = kvorum_client::proto::encode_frame(
+            PEER_PROTOCOL_VERSION,
+            &PeerRequest::Read { key: key.to_vec() },
+        );
+        send.write_all(&frame).await.unwrap();
+        send.finish().unwrap();
+        let bytes = recv.read_to_end(64 << 20).await.unwrap();
+        match kvorum_client::proto::decode_frame(PEER_PROTOCOL_VERSION, &bytes).unwrap() {
+            PeerResponse::State(s) => s,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

@@ -1,0 +1,350 @@
+//! Hinted handoff (Dynamo §4.6): writes a fallback node holds for a replica
+//! that was down, kept durably and handed to it once it is back.
+//!
+//! A hint is the key's state (a register, merged with any earlier hint for
+//! the same owner and key), stored in the `hints` keyspace under
+//! `owner ++ storage key`. Hints survive restarts. Delivery sends the state to
+//! the owner as an ordinary replica write and deletes the hint only after the
+//! owner acknowledged it, and only if the hint did not change meanwhile.
+//!
+//! Bounds: total hint bytes (`hints.max_bytes`) and age (`hints.ttl_secs`).
+//! A hint refused or dropped by a bound, or held for a node that is no longer
+//! a member, is counted in [`HintStats::dropped`]; anti-entropy repairs what
+//! it carried.
+
+use crate::register::{self, Register};
+use crate::storage::{Change, Space, StorageError, Store};
+use crdts::CvRDT;
+use kvorum_ring::NodeId;
+use serde::{Deserialize, Serialize};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+/// Bounds of the hint store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HintConfig {
+    /// Most bytes of hints held; a new hint beyond it is refused (and counted).
+    pub max_bytes: u64,
+    /// Hints older than this are dropped (and counted).
+    pub ttl: Duration,
+    /// How often delivery runs.
+    pub delivery_interval: Duration,
+    /// Most hints one delivery round handles.
+    pub batch: usize,
+}
+
+impl Default for HintConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 * 1024 * 1024,
+            ttl: Duration::from_secs(3 * 3600),
+            delivery_interval: Duration::from_secs(1),
+            batch: 1024,
+        }
+    }
+}
+
+/// Why a hint was not stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HintError {
+    /// The store is at `max_bytes`.
+    #[error("hint store full ({held} of {max} bytes)")]
+    Full {
+        /// Bytes held.
+        held: u64,
+        /// The bound.
+        max: u64,
+    },
+    /// The disk failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Persisted hint; the enum tag is the format version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum HintRecord {
+    V1 { created_ms: u64, state: Register },
+}
+
+/// Counters of the hint store since start.
+#[derive(Debug, Default)]
+pub struct HintStats {
+    /// Hints currently held.
+    pub pending: AtomicU64,
+    /// Bytes currently held.
+    pub bytes: AtomicU64,
+    /// Hints handed to their owner and deleted.
+    pub delivered: AtomicU64,
+    /// Hints refused or dropped by a bound, or for a removed node.
+    pub dropped: AtomicU64,
+}
+
+/// The node's hint store.
+#[derive(Clone)]
+pub struct Hints {
+    store: Store,
+    config: HintConfig,
+    stats: Arc<HintStats>,
+}
+
+/// One hint, as delivery sees it.
+#[derive(Debug, Clone)]
+pub struct Hint {
+    /// The replica it is for.
+    pub owner: NodeId,
+    /// The storage key.
+    pub key: Vec<u8>,
+    /// The state to hand over.
+    pub state: Register,
+    created_ms: u64,
+    raw: Vec<u8>,
+    store_key: Vec<u8>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn hint_key(owner: &NodeId, key: &[u8]) -> Vec<u8> {
+    let o = owner.as_str().as_bytes();
+    let mut out = Vec::with_capacity(2 + o.len() + key.len());
+    // Node ids are at most 64 bytes (config).
+    out.extend_from_slice(&(o.len() as u16).to_be_bytes());
+    out.extend_from_slice(o);
+    out.extend_from_slice(key);
+    out
+}
+
+fn parse_hint_key(k: &[u8]) -> Option<(NodeId, Vec<u8>)> {
+    let len = usize::from(u16::from_be_bytes([*k.first()?, *k.get(1)?]));
+    let owner = std::str::from_utf8(k.get(2..2 + len)?).ok()?;
+    Some((NodeId::new(owner), k.get(2 + len..)?.to_vec()))
+}
+
+fn encode(created_ms: u64, state: &Register) -> Vec<u8> {
+    // Serializing plain data into a Vec cannot fail.
+    postcard::to_stdvec(&HintRecord::V1 {
+        created_ms,
+        state: state.clone(),
+    })
+    .unwrap_or_default()
+}
+
+impl Hints {
+    /// Opens the hint store and counts what it holds.
+    pub fn open(store: Store, config: HintConfig) -> Result<Self, StorageError> {
+        let stats = Arc::new(HintStats::default());
+        for (_, v) in store.scan(Space::Hints, &[], usize::MAX)? {
+            stats.pending.fetch_add(1, Ordering::Relaxed);
+            stats.bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
+        }
+        Ok(Self {
+            store,
+            config,
+            stats,
+        })
+    }
+
+    /// The store's counters.
+    pub fn stats(&self) -> &HintStats {
+        &self.stats
+    }
+
+    /// Durably stores (merges) a hint of `state` for `owner`.
+    pub async fn add(&self, owner: &NodeId, key: &[u8], state: Register) -> Result<(), HintError> {
+        let (stats, max) = (self.stats.clone(), self.config.max_bytes);
+        let k = hint_key(owner, key);
+        let result = self
+            .store
+            .change(Space::Hints, k, move |current| {
+                let (old_len, created, mut merged) = match current {
+                    Err(e) => return (Change::Keep, Err(HintError::Storage(e))),
+                    Ok(None) => (0, now_ms(), Register::new()),
+                    Ok(Some(bytes)) => match postcard::from_bytes::<HintRecord>(bytes) {
+                        Ok(HintRecord::V1 { created_ms, state }) => {
+                            (bytes.len() as u64, created_ms, state)
+                        }
+                        // An unreadable hint is replaced (and counted as dropped).
+                        Err(_) => {
+                            stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            (bytes.len() as u64, now_ms(), Register::new())
+                        }
+                    },
+                };
+                merged.merge(state);
+                let bytes = encode(created, &merged);
+                let held = stats.bytes.load(Ordering::Relaxed);
+                let after = held
+                    .saturating_sub(old_len)
+                    .saturating_add(bytes.len() as u64);
+                if after > max {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    return (Change::Keep, Err(HintError::Full { held, max }));
+                }
+                stats.bytes.store(after, Ordering::Relaxed);
+                if old_len == 0 {
+                    stats.pending.fetch_add(1, Ordering::Relaxed);
+                }
+                (Change::Put(bytes), Ok(()))
+            })
+            .await;
+        result?
+    }
+
+    /// Up to one batch of hints, in key order (grouped by owner).
+    pub fn batch(&self) -> Result<Vec<Hint>, StorageError> {
+        let mut out = Vec::new();
+        for (k, v) in self.store.scan(Space::Hints, &[], self.config.batch)? {
+            let Some((owner, key)) = parse_hint_key(&k) else {
+                continue;
+            };
+            let Ok(HintRecord::V1 { created_ms, state }) = postcard::from_bytes::<HintRecord>(&v)
+            else {
+                continue;
+            };
+            out.push(Hint {
+                owner,
+                key,
+                state,
+                created_ms,
+                raw: v,
+                store_key: k,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether a hint is past its age bound.
+    pub fn expired(&self, hint: &Hint) -> bool {
+        now_ms().saturating_sub(hint.created_ms) > self.config.ttl.as_millis() as u64
+    }
+
+    /// Deletes a hint if it is still exactly what was read (it was delivered,
+    /// or is dropped); a hint merged meanwhile stays for the next round.
+    /// `delivered` says which counter to bump.
+    pub async fn remove(&self, hint: &Hint, delivered: bool) -> Result<bool, StorageError> {
+        let (stats, raw) = (self.stats.clone(), hint.raw.clone());
+        self.store
+            .change(
+                Space::Hints,
+                hint.store_key.clone(),
+                move |current| match current {
+                    Ok(Some(bytes)) if bytes == raw.as_slice() => {
+                        stats.pending.fetch_sub(1, Ordering::Relaxed);
+                        stats.bytes.fetch_sub(raw.len() as u64, Ordering::Relaxed);
+                        let counter = if delivered {
+                            &stats.delivered
+                        } else {
+                            &stats.dropped
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        (Change::Delete, true)
+                    }
+                    _ => (Change::Keep, false),
+                },
+            )
+            .await
+    }
+
+    /// Delivery settings.
+    pub fn config(&self) -> &HintConfig {
+        &self.config
+    }
+}
+
+/// The encoded size of a register, for tests and accounting.
+pub fn record_size(state: &Register) -> usize {
+    register::encode_record(state).len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::register::{Actor, DotContext, RegValue};
+    use crate::storage::{FjallEngine, SyncPolicy};
+
+    fn state(v: &str) -> Register {
+        let mut r = Register::new();
+        // One actor per value, so values never share a dot.
+        let a = Actor {
+            node: NodeId::new(v),
+            epoch: 1,
+        };
+        r.write(
+            &a,
+            &DotContext::new(),
+            RegValue::Data(v.as_bytes().to_vec()),
+        )
+        .unwrap();
+        r
+    }
+
+    #[tokio::test]
+    async fn hints_merge_survive_reopen_and_are_removed_only_if_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = NodeId::new("n9");
+        {
+            let (store, closed) = Store::start(
+                Arc::new(FjallEngine::open(dir.path()).unwrap()),
+                SyncPolicy::Always,
+            );
+            let hints = Hints::open(store, HintConfig::default()).unwrap();
+            hints.add(&owner, b"k1", state("x")).await.unwrap();
+            hints.add(&owner, b"k1", state("x")).await.unwrap();
+            hints.add(&owner, b"k2", state("y")).await.unwrap();
+            assert_eq!(hints.stats().pending.load(Ordering::Relaxed), 2);
+            drop(hints);
+            assert!(closed.wait(Duration::from_secs(5)).await);
+        }
+        let (store, _closed) = Store::start(
+            Arc::new(FjallEngine::open(dir.path()).unwrap()),
+            SyncPolicy::Always,
+        );
+        let hints = Hints::open(store, HintConfig::default()).unwrap();
+        assert_eq!(
+            hints.stats().pending.load(Ordering::Relaxed),
+            2,
+            "hints survive a restart"
+        );
+        let batch = hints.batch().unwrap();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch[0].owner, owner);
+        // A hint merged after it was read is not deleted by the stale delivery.
+        hints.add(&owner, b"k1", state("z")).await.unwrap();
+        assert!(!hints.remove(&batch[0], true).await.unwrap());
+        assert!(hints.remove(&batch[1], true).await.unwrap());
+        assert_eq!(hints.stats().pending.load(Ordering::Relaxed), 1);
+        assert_eq!(hints.stats().delivered.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_store_refuses_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _closed) = Store::start(
+            Arc::new(FjallEngine::open(dir.path()).unwrap()),
+            SyncPolicy::Always,
+        );
+        let config = HintConfig {
+            max_bytes: 200,
+            ..HintConfig::default()
+        };
+        let hints = Hints::open(store, config).unwrap();
+        let owner = NodeId::new("n9");
+        let mut refused = 0;
+        for i in 0..20u8 {
+            if hints.add(&owner, &[i], state("some value")).await.is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0);
+        assert_eq!(hints.stats().dropped.load(Ordering::Relaxed), refused);
+        assert!(hints.stats().bytes.load(Ordering::Relaxed) <= 200);
+    }
+}

@@ -342,12 +342,19 @@ async fn ping(
     let mut tick = tokio::time::interval(config.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let wait = config.acceptable_pause.max(config.heartbeat_interval);
+    let mut seen_up: std::collections::HashMap<NodeId, bool> = Default::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
         let me = membership.me().id.clone();
+        for m in membership.members().into_iter().filter(|m| m.id != me) {
+            let up = liveness.is_up(&m.id);
+            if seen_up.insert(m.id.clone(), up) == Some(true) && !up {
+                tracing::info!(peer = %m.id, "peer down");
+            }
+        }
         for m in membership.members().into_iter().filter(|m| m.id != me) {
             liveness.watch(&m.id);
             if !in_flight

@@ -508,6 +508,23 @@ impl Client {
         }
     }
 
+    /// Asks the node to run an anti-entropy exchange with every peer now;
+    /// returns (exchanges completed, keys repaired).
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let (exchanges, keys) = client.repair().await?;
+    /// println!("{exchanges} exchanges repaired {keys} keys");
+    /// # Ok(()) }
+    /// ```
+    pub async fn repair(&self) -> Result<(u32, u64), Error> {
+        match self.call(&Request::Repair, true).await? {
+            Response::Repaired { exchanges, keys } => Ok((exchanges, keys)),
+            Response::Error(e) => Err(Error::Server(e)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Closes every connection; in-flight requests fail.
     ///
     /// ```no_run
@@ -541,6 +558,8 @@ impl Client {
             Request::Get { options, .. } => options.timeout_ms,
             Request::Put { options, .. } | Request::Delete { options, .. } => options.timeout_ms,
             Request::Status => None,
+            // A repair compares trees with every peer: allow it a minute.
+            Request::Repair => Some(60_000),
         }
         .map(|ms| Duration::from_millis(ms.into()))
         .unwrap_or(self.inner.request_timeout)

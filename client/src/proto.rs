@@ -430,6 +430,8 @@ pub enum Request {
     },
     /// Ask the node for its view of the cluster.
     Status,
+    /// Run an anti-entropy exchange with every peer now (`kvorum admin repair`).
+    Repair,
 }
 
 /// One member of the cluster as a node sees it.
@@ -491,6 +493,13 @@ pub enum Response {
         node: String,
         /// Members it knows, sorted by id.
         members: Vec<MemberStatus>,
+    },
+    /// Answer to [`Request::Repair`].
+    Repaired {
+        /// Exchanges completed (one per reachable peer).
+        exchanges: u32,
+        /// Keys found different and merged both ways.
+        keys: u64,
     },
     /// The request failed; nothing was acknowledged.
     Error(ErrorReply),

@@ -68,6 +68,8 @@ pub struct NodeConfig {
     pub failure_detector: crate::liveness::DetectorConfig,
     /// Hinted handoff bounds.
     pub hints: crate::hints::HintConfig,
+    /// Anti-entropy settings.
+    pub anti_entropy: crate::repair::AaeConfig,
 }
 
 /// Paths of the node's TLS material.
@@ -169,6 +171,16 @@ struct RawConfig {
     failure_detector: RawDetector,
     #[serde(default)]
     hints: RawHints,
+    #[serde(default)]
+    anti_entropy: RawAae,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAae {
+    enabled: Option<bool>,
+    interval_ms: Option<u64>,
+    max_keys_per_exchange: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -399,9 +411,25 @@ impl NodeConfig {
             )?,
             batch: dh.batch,
         };
+        let da = crate::repair::AaeConfig::default();
+        let anti_entropy = crate::repair::AaeConfig {
+            enabled: raw.anti_entropy.enabled.unwrap_or(da.enabled),
+            interval: positive_ms(
+                "anti_entropy.interval_ms",
+                raw.anti_entropy.interval_ms,
+                10_000,
+            )?,
+            max_keys_per_exchange: raw
+                .anti_entropy
+                .max_keys_per_exchange
+                .unwrap_or(da.max_keys_per_exchange)
+                .max(1),
+            call_timeout: da.call_timeout,
+        };
         Ok(Self {
             failure_detector,
             hints,
+            anti_entropy,
             listen: raw
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))),

@@ -7,6 +7,7 @@ use crate::liveness::Liveness;
 use crate::membership::Membership;
 use crate::peer::{PeerRequest, PeerResponse};
 use crate::register::{self, DotContext, RegValue, Register};
+use crate::repair::AntiEntropy;
 use crate::replica::{storage_key, Replica, ReplicaError};
 use crate::transport::{Transport, TransportError};
 use crdts::CvRDT;
@@ -124,21 +125,38 @@ pub struct Coordinator {
     transport: Arc<dyn Transport>,
     liveness: Arc<Liveness>,
     hints: Hints,
+    anti_entropy: Arc<AntiEntropy>,
     replication: Replication,
     limits: Limits,
 }
 
+/// What a coordinator works with (the node's services).
+pub struct Services {
+    /// The local replica.
+    pub replica: Replica,
+    /// Members and ring.
+    pub membership: Arc<Membership>,
+    /// How peers are reached.
+    pub transport: Arc<dyn Transport>,
+    /// Which peers are up.
+    pub liveness: Arc<Liveness>,
+    /// The hint store (this node as a fallback).
+    pub hints: Hints,
+    /// Anti-entropy (served to peers, and on `Request::Repair`).
+    pub anti_entropy: Arc<AntiEntropy>,
+}
+
 impl Coordinator {
-    /// A coordinator for node `me`.
-    pub fn new(
-        replica: Replica,
-        membership: Arc<Membership>,
-        transport: Arc<dyn Transport>,
-        liveness: Arc<Liveness>,
-        hints: Hints,
-        replication: Replication,
-        limits: Limits,
-    ) -> Self {
+    /// A coordinator over the node's services.
+    pub fn new(services: Services, replication: Replication, limits: Limits) -> Self {
+        let Services {
+            replica,
+            membership,
+            transport,
+            liveness,
+            hints,
+            anti_entropy,
+        } = services;
         Self {
             me: membership.me().id.clone(),
             replica,
@@ -146,6 +164,7 @@ impl Coordinator {
             transport,
             liveness,
             hints,
+            anti_entropy,
             replication,
             limits,
         }
@@ -175,6 +194,10 @@ impl Coordinator {
                     })
                     .collect(),
             }),
+            Request::Repair => {
+                let (exchanges, keys) = self.anti_entropy.repair_all().await;
+                Ok(Response::Repaired { exchanges, keys })
+            }
             Request::Get {
                 bucket,
                 key,
@@ -573,6 +596,12 @@ impl Coordinator {
             },
             PeerRequest::Forward(req) => PeerResponse::Forwarded(self.handle(req, true).await),
             PeerRequest::Ping => PeerResponse::Pong,
+            ref aae @ (PeerRequest::AaeBranches { .. }
+            | PeerRequest::AaeLeaves { .. }
+            | PeerRequest::AaeKeys { .. }) => match self.anti_entropy.serve(aae) {
+                Some(r) => r,
+                None => PeerResponse::Error("anti-entropy not running".into()),
+            },
             PeerRequest::HintedWrite { owner, key, state } => match state.validate() {
                 Err(e) => PeerResponse::Error(e.to_string()),
                 Ok(()) => match self.hints.add(&owner, &key, state).await {

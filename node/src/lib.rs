@@ -11,6 +11,8 @@
 //! - [`membership`]: the member list and the ring computed from it; gossip.
 //! - [`liveness`]: failure detection (phi-accrual over pings).
 //! - [`hints`]: the durable, bounded hint store of hinted handoff.
+//! - [`aae`]: anti-entropy hash trees (pure).
+//! - [`repair`]: anti-entropy exchanges with peers.
 //! - [`coordinator`]: one client request → preference list → R/W quorum →
 //!   merged answer; the pure [`coordinator::QuorumTracker`].
 //! - [`replica`]: this node as a replica of a key (read, coordinate a write,
@@ -33,6 +35,7 @@
 //!   size-bounded and decoded into a typed error.
 #![warn(missing_docs)]
 
+pub mod aae;
 pub mod certs;
 pub mod config;
 pub mod coordinator;
@@ -44,6 +47,7 @@ pub mod net;
 pub mod node;
 pub mod peer;
 pub mod register;
+pub mod repair;
 pub mod replica;
 pub mod storage;
 pub mod transport;

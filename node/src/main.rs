@@ -91,6 +91,18 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Operator commands.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Run an anti-entropy exchange between the node and each of its peers now.
+    Repair {
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Subcommand)]
@@ -216,6 +228,12 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             }
         }
         Command::Cert(c) => cert(c)?,
+        Command::Admin(AdminCommand::Repair { conn }) => {
+            let client = conn.client()?;
+            let (exchanges, keys) = client.repair().await?;
+            println!("{exchanges} exchange(s), {keys} key(s) repaired");
+            client.close().await;
+        }
         Command::Get {
             bucket,
             key,

@@ -1,19 +1,22 @@
 //! Wiring: a node is started from its config and runs until shut down.
 
+use crate::aae::Trees;
 use crate::config::NodeConfig;
-use crate::coordinator::Coordinator;
+use crate::coordinator::{Coordinator, Services};
 use crate::hints::Hints;
 use crate::liveness::{DetectorConfig, Liveness};
 use crate::membership::Membership;
 use crate::net::{self, Handler, ServeLimits};
 use crate::peer::{MemberInfo, PeerRequest, PeerResponse};
 use crate::register::Actor;
+use crate::repair::AntiEntropy;
 use crate::replica::Replica;
 use crate::storage::{Closed, FjallEngine, Space, StorageError, Store, SyncPolicy};
 use crate::transport::{BoxFuture, QuicTransport, Transport};
 use kvorum_client::proto::{Request, Response};
 use kvorum_client::{TlsError, TlsMaterial};
 use kvorum_ring::NodeId;
+use kvorum_ring::Ring;
 use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{sync::watch, task::JoinSet};
@@ -201,17 +204,30 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         epoch,
     };
     let liveness = Arc::new(Liveness::new(me.id.clone(), config.failure_detector));
-    let replica = Replica::new(actor, store.clone(), config.limits.max_siblings);
+    let trees = Arc::new(std::sync::Mutex::new(Trees::new(
+        me.id.clone(),
+        config.replication.n.into(),
+        Ring::default(),
+    )));
+    let replica = Replica::new(actor, store.clone(), config.limits.max_siblings, trees);
     let hints = Hints::open(store.clone(), config.hints).map_err(storage_err)?;
-    let coordinator = Coordinator::new(
-        replica,
-        membership.clone(),
+    let anti_entropy = Arc::new(AntiEntropy::new(
+        replica.clone(),
         transport.clone(),
-        liveness.clone(),
-        hints.clone(),
-        config.replication,
-        config.limits,
-    );
+        membership.clone(),
+        config.anti_entropy,
+    ));
+    // Build the trees from storage before serving.
+    anti_entropy.refresh().map_err(storage_err)?;
+    let services = Services {
+        replica,
+        membership: membership.clone(),
+        transport: transport.clone(),
+        liveness: liveness.clone(),
+        hints: hints.clone(),
+        anti_entropy: anti_entropy.clone(),
+    };
+    let coordinator = Coordinator::new(services, config.replication, config.limits);
     let handler: Arc<dyn Handler> = Arc::new(NodeHandler { coordinator });
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -226,6 +242,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         hints.clone(),
         transport.clone(),
         membership.clone(),
+        liveness.clone(),
+        rx.clone(),
+    ));
+    tasks.spawn(run_anti_entropy(
+        anti_entropy.clone(),
         liveness.clone(),
         rx.clone(),
     ));
@@ -257,6 +278,43 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         liveness,
         hints,
     })
+}
+
+/// Every anti-entropy interval, one exchange with the next peer that is up,
+/// in turn, so each pair of replicas compares its trees regularly.
+async fn run_anti_entropy(
+    aae: Arc<AntiEntropy>,
+    liveness: Arc<Liveness>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if !aae.config().enabled {
+        return;
+    }
+    let mut tick = tokio::time::interval(aae.config().interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut turn = 0usize;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let peers: Vec<NodeId> = aae
+            .peers()
+            .into_iter()
+            .filter(|p| liveness.is_up(p))
+            .collect();
+        if peers.is_empty() {
+            continue;
+        }
+        let peer = &peers[turn % peers.len()];
+        turn = turn.wrapping_add(1);
+        tokio::select! {
+            r = aae.exchange(peer) => if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "anti-entropy exchange failed");
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Hands hints to their owners (Dynamo §4.6). Every delivery interval it

@@ -53,6 +53,25 @@ pub enum PeerRequest {
     Forward(Request),
     /// A heartbeat of the failure detector.
     Ping,
+    /// Anti-entropy: the branch hashes of the receiver's tree shared with `from`.
+    AaeBranches {
+        /// The asking node.
+        from: NodeId,
+    },
+    /// Anti-entropy: the leaves of some branches of that tree.
+    AaeLeaves {
+        /// The asking node.
+        from: NodeId,
+        /// Branch numbers.
+        branches: Vec<u32>,
+    },
+    /// Anti-entropy: the keys (and state hashes) under some leaves.
+    AaeKeys {
+        /// The asking node.
+        from: NodeId,
+        /// Segment (leaf) numbers.
+        segments: Vec<u32>,
+    },
     /// Keep a write for `owner`, a replica of the key that is down (sloppy
     /// quorum), and hand it over when the owner is back.
     HintedWrite {
@@ -78,6 +97,12 @@ pub enum PeerResponse {
     Forwarded(Response),
     /// Answer to `Ping`.
     Pong,
+    /// Answer to `AaeBranches`.
+    Branches(Vec<u64>),
+    /// Answer to `AaeLeaves`: (branch, its leaves).
+    Leaves(Vec<(u32, Vec<u64>)>),
+    /// Answer to `AaeKeys`: (storage key, state hash).
+    Keys(Vec<(Vec<u8>, u64)>),
     /// The request failed at the receiver.
     Error(String),
 }

@@ -1,9 +1,11 @@
 //! This node as a replica: read a key's state, coordinate a write into it,
 //! merge a state that another node sent. Knows nothing of the network.
 
+use crate::aae::{self, Trees};
 use crate::register::{self, Actor, DecodeError, DotContext, RegValue, Register};
 use crate::storage::{Space, StorageError, Store};
 use crdts::CvRDT;
+use std::sync::{Arc, Mutex};
 
 /// Why a replica operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -42,15 +44,18 @@ pub struct Replica {
     me: Actor,
     store: Store,
     max_siblings: usize,
+    trees: Arc<Mutex<Trees>>,
 }
 
 impl Replica {
-    /// The replica that coordinates writes as `me`, over `store`.
-    pub fn new(me: Actor, store: Store, max_siblings: usize) -> Self {
+    /// The replica that coordinates writes as `me`, over `store`, keeping
+    /// the anti-entropy `trees` up to date with every write.
+    pub fn new(me: Actor, store: Store, max_siblings: usize, trees: Arc<Mutex<Trees>>) -> Self {
         Self {
             me,
             store,
             max_siblings,
+            trees,
         }
     }
 
@@ -64,6 +69,16 @@ impl Replica {
         }
     }
 
+    /// The anti-entropy trees this replica maintains.
+    pub fn trees(&self) -> &Arc<Mutex<Trees>> {
+        &self.trees
+    }
+
+    /// The store (for rebuilding the trees from a full scan).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Coordinates a client write: gives `value` a fresh dot, removes what
     /// `ctx` covers, stores the result durably, and returns the key's new
     /// state (to replicate) and the write's own context.
@@ -75,8 +90,11 @@ impl Replica {
     ) -> Result<(Register, DotContext), ReplicaError> {
         let me = self.me.clone();
         let max = self.max_siblings;
+        let trees = self.trees.clone();
+        let k = key.clone();
         self.store
             .update(Space::Data, key, move |current| {
+                let old = old_hash(&current);
                 let mut reg = match decode_current(current) {
                     Ok(r) => r,
                     Err(e) => return (None, Err(e)),
@@ -89,7 +107,10 @@ impl Replica {
                 if count > max {
                     return (None, Err(ReplicaError::TooManySiblings { count, max }));
                 }
-                (Some(register::encode_record(&reg)), Ok((reg, own)))
+                let record = register::encode_record(&reg);
+                // In the writer thread, so tree updates follow write order.
+                lock(&trees).update(&k, old, aae::state_hash(&record));
+                (Some(record), Ok((reg, own)))
             })
             .await?
     }
@@ -97,8 +118,11 @@ impl Replica {
     /// Merges a state another node sent into the local one, durably.
     pub async fn merge(&self, key: Vec<u8>, incoming: Register) -> Result<(), ReplicaError> {
         incoming.validate()?;
+        let trees = self.trees.clone();
+        let k = key.clone();
         self.store
             .update(Space::Data, key, move |current| {
+                let old = old_hash(&current);
                 let mut local = match decode_current(current) {
                     Ok(r) => r,
                     Err(e) => return (None, Err(e)),
@@ -108,10 +132,25 @@ impl Replica {
                 if local == before {
                     (None, Ok(())) // nothing new: no write, no sync
                 } else {
-                    (Some(register::encode_record(&local)), Ok(()))
+                    let record = register::encode_record(&local);
+                    lock(&trees).update(&k, old, aae::state_hash(&record));
+                    (Some(record), Ok(()))
                 }
             })
             .await?
+    }
+}
+
+/// Locks the trees; a poisoned lock still holds consistent XOR sums (every
+/// update is a few XORs), so keep using it.
+pub fn lock(trees: &Mutex<Trees>) -> std::sync::MutexGuard<'_, Trees> {
+    trees.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn old_hash(current: &Result<Option<&[u8]>, StorageError>) -> Option<u64> {
+    match current {
+        Ok(Some(bytes)) => Some(aae::state_hash(bytes)),
+        _ => None,
     }
 }
 

@@ -1,0 +1,277 @@
+//! Active anti-entropy (Dynamo §4.7) with XOR-combined "tictac" hash trees
+//! (as Riak's tictac AAE): pure bookkeeping, no IO.
+//!
+//! For every peer it shares keys with, a node keeps one tree over exactly the
+//! keys both should hold (the keys whose preference list holds both). Two
+//! peers' trees for each other are equal iff they hold the same states of
+//! those keys. A tree has [`SEGMENTS`] leaves in [`BRANCHES`] branches; a key
+//! falls in a segment by a hash of its storage key, and contributes
+//! `xxh3(key ++ state hash)` to its leaf by XOR. So an update is O(1) per
+//! peer (XOR out the old contribution, XOR in the new), the order of updates
+//! does not matter, and no exchange rescans storage. The state hash is xxh3
+//! of the stored record, whose encoding is canonical (the register keeps
+//! `BTreeMap`s; CRATES.md warns that `crdts`' own encodings are not).
+//!
+//! An exchange compares branch hashes, then the leaves of differing
+//! branches, then lists the keys of differing leaves only (from an in-memory
+//! segment → key index), so its cost grows with the differences, not with
+//! the data. The trees are rebuilt from storage at start-up and whenever the
+//! ring changes.
+
+use kvorum_ring::{NodeId, Ring};
+use std::collections::{BTreeMap, HashMap};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+/// Leaves per tree.
+pub const SEGMENTS: u32 = 16_384;
+/// Branches per tree; each covers `SEGMENTS / BRANCHES` leaves.
+pub const BRANCHES: u32 = 128;
+/// Leaves per branch.
+pub const PER_BRANCH: u32 = SEGMENTS / BRANCHES;
+
+/// The hash of a stored record (a key's state).
+pub fn state_hash(record: &[u8]) -> u64 {
+    xxh3_64(record)
+}
+
+/// The segment (leaf) of a storage key.
+pub fn segment(key: &[u8]) -> u32 {
+    // A seed distinct from the ring's token hash, so segments and ring
+    // positions are independent.
+    (xxh3_64_with_seed(key, 0x6161_6531) % u64::from(SEGMENTS)) as u32
+}
+
+fn contribution(key: &[u8], hash: u64) -> u64 {
+    let mut buf = Vec::with_capacity(key.len() + 8);
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(&hash.to_le_bytes());
+    xxh3_64(&buf)
+}
+
+/// The trees and key index of one node.
+#[derive(Debug, Clone)]
+pub struct Trees {
+    me: NodeId,
+    n: usize,
+    ring: Ring,
+    /// Membership version the ring came from (`None`: never built).
+    version: Option<u64>,
+    /// Peer → leaf hashes.
+    trees: HashMap<NodeId, Vec<u64>>,
+    /// Segment → key → state hash, for every key this node holds.
+    index: HashMap<u32, BTreeMap<Vec<u8>, u64>>,
+}
+
+impl Trees {
+    /// Empty trees of node `me` for replication factor `n` on `ring`.
+    pub fn new(me: NodeId, n: usize, ring: Ring) -> Self {
+        Self {
+            me,
+            n,
+            ring,
+            version: None,
+            trees: HashMap::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// The membership version the trees were built for.
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    /// The peers that replicate `key` together with this node.
+    fn peers_of(&self, key: &[u8]) -> Vec<NodeId> {
+        let pref = self.ring.preference_list(key, self.n);
+        if !pref.contains(&self.me) {
+            return Vec::new();
+        }
+        pref.into_iter().filter(|p| *p != self.me).collect()
+    }
+
+    /// Records that `key`'s state hash changed from `old` to `new`.
+    pub fn update(&mut self, key: &[u8], old: Option<u64>, new: u64) {
+        if old == Some(new) {
+            return;
+        }
+        let seg = segment(key);
+        let delta = old.map_or(0, |h| contribution(key, h)) ^ contribution(key, new);
+        for p in self.peers_of(key) {
+            self.trees
+                .entry(p)
+                .or_insert_with(|| vec![0; SEGMENTS as usize])[seg as usize] ^= delta;
+        }
+        self.index.entry(seg).or_default().insert(key.to_vec(), new);
+    }
+
+    /// Rebuilds everything from `(key, state hash)` of every stored key, for
+    /// `ring` of membership `version`.
+    pub fn rebuild(
+        &mut self,
+        ring: Ring,
+        version: u64,
+        records: impl IntoIterator<Item = (Vec<u8>, u64)>,
+    ) {
+        self.ring = ring;
+        self.version = Some(version);
+        self.trees.clear();
+        self.index.clear();
+        for (k, h) in records {
+            self.update(&k, None, h);
+        }
+    }
+
+    fn tree(&self, peer: &NodeId) -> Option<&Vec<u64>> {
+        self.trees.get(peer)
+    }
+
+    /// The branch hashes of the tree shared with `peer`.
+    pub fn branches(&self, peer: &NodeId) -> Vec<u64> {
+        let Some(t) = self.tree(peer) else {
+            return vec![0; BRANCHES as usize];
+        };
+        t.chunks(PER_BRANCH as usize)
+            .map(|c| c.iter().fold(0, |a, h| a ^ h))
+            .collect()
+    }
+
+    /// The leaves of the given branches of the tree shared with `peer`.
+    pub fn leaves(&self, peer: &NodeId, branches: &[u32]) -> Vec<(u32, Vec<u64>)> {
+        branches
+            .iter()
+            .filter(|b| **b < BRANCHES)
+            .map(|b| {
+                let range = (*b * PER_BRANCH) as usize..((*b + 1) * PER_BRANCH) as usize;
+                let leaves = self
+                    .tree(peer)
+                    .map_or_else(|| vec![0; PER_BRANCH as usize], |t| t[range].to_vec());
+                (*b, leaves)
+            })
+            .collect()
+    }
+
+    /// The keys (and state hashes) in `segments` that this node shares with `peer`.
+    pub fn keys(&self, peer: &NodeId, segments: &[u32]) -> Vec<(Vec<u8>, u64)> {
+        segments
+            .iter()
+            .filter_map(|s| self.index.get(s))
+            .flat_map(|m| m.iter())
+            .filter(|(k, _)| self.peers_of(k).contains(peer))
+            .map(|(k, h)| (k.clone(), *h))
+            .collect()
+    }
+
+    /// The root hash of the tree shared with `peer` (0 when empty).
+    pub fn root(&self, peer: &NodeId) -> u64 {
+        self.branches(peer).iter().fold(0, |a, h| a ^ h)
+    }
+}
+
+/// Indices where two equally long hash lists differ.
+pub fn differing(a: &[u64], b: &[u64]) -> Vec<u32> {
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .filter(|(_, (x, y))| x != y)
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
+/// Keys whose states differ between two listings (missing on either side included).
+pub fn differing_keys(local: &[(Vec<u8>, u64)], remote: &[(Vec<u8>, u64)]) -> Vec<Vec<u8>> {
+    let l: BTreeMap<&Vec<u8>, u64> = local.iter().map(|(k, h)| (k, *h)).collect();
+    let r: BTreeMap<&Vec<u8>, u64> = remote.iter().map(|(k, h)| (k, *h)).collect();
+    let mut out: Vec<Vec<u8>> = l
+        .iter()
+        .filter(|(k, h)| r.get(*k) != Some(h))
+        .map(|(k, _)| (*k).clone())
+        .collect();
+    out.extend(
+        r.keys()
+            .filter(|k| !l.contains_key(*k))
+            .map(|k| (*k).clone()),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvorum_ring::Member;
+
+    fn ring() -> Ring {
+        Ring::new((1..=3).map(|i| Member::new(format!("n{i}"))), 64)
+    }
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s)
+    }
+
+    #[test]
+    fn equal_data_gives_equal_trees_in_any_update_order() {
+        let (mut a, mut b) = (
+            Trees::new(id("n1"), 3, ring()),
+            Trees::new(id("n2"), 3, ring()),
+        );
+        let keys: Vec<Vec<u8>> = (0..500u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        for k in &keys {
+            a.update(k, None, 1);
+            a.update(k, Some(1), 2);
+        }
+        for k in keys.iter().rev() {
+            b.update(k, None, 2);
+        }
+        assert_eq!(a.branches(&id("n2")), b.branches(&id("n1")));
+        assert_ne!(a.root(&id("n2")), 0);
+    }
+
+    #[test]
+    fn a_difference_is_found_down_to_its_key() {
+        let (mut a, mut b) = (
+            Trees::new(id("n1"), 3, ring()),
+            Trees::new(id("n2"), 3, ring()),
+        );
+        for i in 0..1000u32 {
+            let k = i.to_be_bytes().to_vec();
+            a.update(&k, None, 7);
+            if i != 123 {
+                b.update(&k, None, 7);
+            }
+        }
+        b.update(&5u32.to_be_bytes(), Some(7), 8);
+        let db = differing(&a.branches(&id("n2")), &b.branches(&id("n1")));
+        assert!(!db.is_empty() && db.len() <= 2);
+        let (la, lb) = (a.leaves(&id("n2"), &db), b.leaves(&id("n1"), &db));
+        let segs: Vec<u32> = la
+            .iter()
+            .zip(&lb)
+            .flat_map(|((br, x), (_, y))| {
+                differing(x, y)
+                    .into_iter()
+                    .map(move |i| br * PER_BRANCH + i)
+            })
+            .collect();
+        let mut keys = differing_keys(&a.keys(&id("n2"), &segs), &b.keys(&id("n1"), &segs));
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![5u32.to_be_bytes().to_vec(), 123u32.to_be_bytes().to_vec()]
+        );
+    }
+
+    #[test]
+    fn rebuild_equals_incremental_updates() {
+        let mut inc = Trees::new(id("n1"), 2, ring());
+        let records: Vec<(Vec<u8>, u64)> = (0..300u32)
+            .map(|i| (i.to_be_bytes().to_vec(), u64::from(i)))
+            .collect();
+        for (k, h) in &records {
+            inc.update(k, None, *h);
+        }
+        let mut reb = Trees::new(id("n1"), 2, ring());
+        reb.rebuild(ring(), 1, records);
+        for p in ["n2", "n3"] {
+            assert_eq!(inc.branches(&id(p)), reb.branches(&id(p)));
+        }
+    }
+}

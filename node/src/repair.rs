@@ -1,0 +1,277 @@
+//! Anti-entropy exchanges (Dynamo §4.7): compare the hash trees shared with
+//! a peer top-down and merge the differing keys both ways. The trees
+//! themselves are in [`crate::aae`]; this is the shell that talks to peers.
+
+use crate::aae::{self, Trees, PER_BRANCH};
+use crate::membership::Membership;
+use crate::peer::{PeerRequest, PeerResponse};
+use crate::replica::{self, Replica};
+use crate::storage::{Space, StorageError};
+use crate::transport::{Transport, TransportError};
+use kvorum_ring::NodeId;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+/// Anti-entropy settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AaeConfig {
+    /// Whether the periodic exchanges run (`kvorum admin repair` works either way).
+    pub enabled: bool,
+    /// Time between two exchanges (each with the next peer in turn).
+    pub interval: Duration,
+    /// Most keys one exchange repairs (the rest wait for the next one).
+    pub max_keys_per_exchange: usize,
+    /// Timeout of each call of an exchange.
+    pub call_timeout: Duration,
+}
+
+impl Default for AaeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(10),
+            max_keys_per_exchange: 1000,
+            call_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why an exchange stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AaeError {
+    /// A peer call failed.
+    #[error("peer {peer}: {source}")]
+    Peer {
+        /// The peer.
+        peer: NodeId,
+        /// What failed.
+        source: TransportError,
+    },
+    /// The peer answered something unexpected.
+    #[error("peer {0} answered unexpectedly")]
+    Unexpected(NodeId),
+    /// Local storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Counters since start.
+#[derive(Debug, Default)]
+pub struct AaeStats {
+    /// Exchanges completed.
+    pub exchanges: AtomicU64,
+    /// Keys found different and merged both ways.
+    pub keys_repaired: AtomicU64,
+}
+
+/// Runs anti-entropy exchanges for one node.
+pub struct AntiEntropy {
+    me: NodeId,
+    replica: Replica,
+    transport: Arc<dyn Transport>,
+    membership: Arc<Membership>,
+    config: AaeConfig,
+    stats: AaeStats,
+    /// One exchange at a time (periodic and on demand share it).
+    running: tokio::sync::Mutex<()>,
+}
+
+impl AntiEntropy {
+    /// The runner of this node.
+    pub fn new(
+        replica: Replica,
+        transport: Arc<dyn Transport>,
+        membership: Arc<Membership>,
+        config: AaeConfig,
+    ) -> Self {
+        Self {
+            me: membership.me().id.clone(),
+            replica,
+            transport,
+            membership,
+            config,
+            stats: AaeStats::default(),
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &AaeStats {
+        &self.stats
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &AaeConfig {
+        &self.config
+    }
+
+    fn trees(&self) -> &Arc<Mutex<Trees>> {
+        self.replica.trees()
+    }
+
+    /// Rebuilds the trees from a full scan of the data when the ring changed
+    /// since they were built (and at start-up).
+    pub fn refresh(&self) -> Result<(), StorageError> {
+        let version = self.membership.version();
+        if replica::lock(self.trees()).version() == Some(version) {
+            return Ok(());
+        }
+        // Hold the lock across the scan so no write slips between the scan
+        // and the swap (writes wait; the scan reads only keys and hashes).
+        let mut trees = replica::lock(self.trees());
+        let version = self.membership.version();
+        let ring = (*self.membership.ring()).clone();
+        let records = self.replica.store().scan(Space::Data, &[], usize::MAX)?;
+        trees.rebuild(
+            ring,
+            version,
+            records.into_iter().map(|(k, v)| (k, aae::state_hash(&v))),
+        );
+        Ok(())
+    }
+
+    /// Serves a peer's anti-entropy request (rebuilding the trees first if
+    /// the ring changed: both sides must compare trees of the same ring).
+    pub fn serve(&self, req: &PeerRequest) -> Option<PeerResponse> {
+        if let Err(e) = self.refresh() {
+            return Some(PeerResponse::Error(e.to_string()));
+        }
+        let trees = replica::lock(self.trees());
+        Some(match req {
+            PeerRequest::AaeBranches { from } => PeerResponse::Branches(trees.branches(from)),
+            PeerRequest::AaeLeaves { from, branches } => {
+                PeerResponse::Leaves(trees.leaves(from, branches))
+            }
+            PeerRequest::AaeKeys { from, segments } => {
+                PeerResponse::Keys(trees.keys(from, segments))
+            }
+            _ => return None,
+        })
+    }
+
+    async fn call(&self, peer: &NodeId, req: PeerRequest) -> Result<PeerResponse, AaeError> {
+        self.transport
+            .call(peer, req, self.config.call_timeout)
+            .await
+            .map_err(|source| AaeError::Peer {
+                peer: peer.clone(),
+                source,
+            })
+    }
+
+    /// One exchange with `peer`; returns how many keys were merged.
+    pub async fn exchange(&self, peer: &NodeId) -> Result<usize, AaeError> {
+        let _one = self.running.lock().await;
+        self.refresh()?;
+        let unexpected = || AaeError::Unexpected(peer.clone());
+        let from = self.me.clone();
+        let PeerResponse::Branches(remote) = self
+            .call(peer, PeerRequest::AaeBranches { from: from.clone() })
+            .await?
+        else {
+            return Err(unexpected());
+        };
+        let local = replica::lock(self.trees()).branches(peer);
+        if remote.len() != local.len() {
+            return Err(unexpected());
+        }
+        let branches = aae::differing(&local, &remote);
+        let mut repaired = 0;
+        if !branches.is_empty() {
+            let req = PeerRequest::AaeLeaves {
+                from: from.clone(),
+                branches: branches.clone(),
+            };
+            let PeerResponse::Leaves(remote) = self.call(peer, req).await? else {
+                return Err(unexpected());
+            };
+            let local = replica::lock(self.trees()).leaves(peer, &branches);
+            let mut segments = Vec::new();
+            for ((b, l), (rb, r)) in local.iter().zip(&remote) {
+                if b == rb && l.len() == r.len() {
+                    segments.extend(aae::differing(l, r).into_iter().map(|i| b * PER_BRANCH + i));
+                }
+            }
+            let req = PeerRequest::AaeKeys {
+                from: from.clone(),
+                segments: segments.clone(),
+            };
+            let PeerResponse::Keys(remote) = self.call(peer, req).await? else {
+                return Err(unexpected());
+            };
+            let local = replica::lock(self.trees()).keys(peer, &segments);
+            let mut keys = aae::differing_keys(&local, &remote);
+            keys.truncate(self.config.max_keys_per_exchange);
+            for key in keys {
+                repaired += self.merge_both_ways(peer, key).await?;
+            }
+        }
+        self.stats.exchanges.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .keys_repaired
+            .fetch_add(repaired as u64, Ordering::Relaxed);
+        if repaired > 0 {
+            tracing::info!(%peer, keys = repaired, "anti-entropy repaired differing keys");
+        }
+        Ok(repaired)
+    }
+
+    /// Pulls the peer's state of `key` into the local replica, then pushes
+    /// the merged state back.
+    async fn merge_both_ways(&self, peer: &NodeId, key: Vec<u8>) -> Result<usize, AaeError> {
+        match self
+            .call(peer, PeerRequest::Read { key: key.clone() })
+            .await?
+        {
+            PeerResponse::State(Some(remote)) => {
+                if let Err(e) = self.replica.merge(key.clone(), remote).await {
+                    tracing::warn!(%peer, error = %e, "anti-entropy: remote state not merged");
+                }
+            }
+            PeerResponse::State(None) => {}
+            _ => return Err(AaeError::Unexpected(peer.clone())),
+        }
+        let local = self
+            .replica
+            .read(&key)
+            .map_err(|e| StorageError::Engine(e.to_string()))?;
+        if let Some(state) = local {
+            match self.call(peer, PeerRequest::Write { key, state }).await? {
+                PeerResponse::Ack => {}
+                _ => return Err(AaeError::Unexpected(peer.clone())),
+            }
+        }
+        Ok(1)
+    }
+
+    /// The peers this node shares keys with, in id order.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.membership
+            .members()
+            .into_iter()
+            .map(|m| m.id)
+            .filter(|id| *id != self.me)
+            .collect()
+    }
+
+    /// An exchange with every peer now (`kvorum admin repair`): (exchanges
+    /// completed, keys repaired).
+    pub async fn repair_all(&self) -> (u32, u64) {
+        let (mut done, mut keys) = (0, 0);
+        for peer in self.peers() {
+            match self.exchange(&peer).await {
+                Ok(k) => {
+                    done += 1;
+                    keys += k as u64;
+                }
+                Err(e) => tracing::warn!(%peer, error = %e, "anti-entropy exchange failed"),
+            }
+        }
+        (done, keys)
+    }
+}

@@ -1,0 +1,134 @@
+//! Merkle-tree anti-entropy alone (Dynamo §4.7) brings a replica that missed
+//! writes back: no reads, and no hints (N = 3 on 3 nodes leaves no fallback).
+
+mod common;
+
+use common::{PeerProbe, TestCluster};
+use kvorum_client::{CausalContext, WriteOptions};
+use kvorum_node::replica::storage_key;
+use std::time::{Duration, Instant};
+
+const FAST_AAE: &str = "[anti_entropy]\ninterval_ms = 200\n";
+const NO_AAE: &str = "[anti_entropy]\nenabled = false\n";
+const KEYS: u32 = 300;
+
+/// Writes KEYS keys at W=2 with n3 down.
+async fn write_while_n3_is_down(c: &mut TestCluster) {
+    c.stop(3).await;
+    let client = c.client_of(&c.addrs[..2]);
+    for i in 0..KEYS {
+        let key = format!("k{i}");
+        client
+            .put_with(
+                "b",
+                key.as_bytes(),
+                &i.to_be_bytes(),
+                &CausalContext::empty(),
+                WriteOptions::w(2),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// How many of the keys node `i` holds.
+async fn held(c: &TestCluster, probe: &PeerProbe, i: usize) -> u32 {
+    let mut n = 0;
+    for k in 0..KEYS {
+        let state = probe
+            .stored(
+                c.addrs[i - 1],
+                &storage_key("b", format!("k{k}").as_bytes()),
+            )
+            .await;
+        n += u32::from(state.is_some_and(|s| s.read().0 == vec![k.to_be_bytes().to_vec()]));
+    }
+    n
+}
+
+async fn converged(c: &TestCluster, probe: &PeerProbe) -> bool {
+    for k in 0..KEYS {
+        let key = storage_key("b", format!("k{k}").as_bytes());
+        let first = probe.stored(c.addrs[0], &key).await;
+        for i in 2..=3 {
+            if probe.stored(c.addrs[i - 1], &key).await != first {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+async fn until_converged(c: &TestCluster, probe: &PeerProbe, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !(held(c, probe, 3).await == KEYS && converged(c, probe).await) {
+        assert!(
+            Instant::now() < deadline,
+            "not converged: n3 holds {} of {KEYS}",
+            held(c, probe, 3).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_missed_writes_converges_by_anti_entropy_alone() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let mut c = TestCluster::start(3, FAST_AAE).await;
+        write_while_n3_is_down(&mut c).await;
+        c.restart(3).await;
+        let probe = PeerProbe::new(&c.node_tls(1));
+        assert!(held(&c, &probe, 3).await < KEYS, "n3 missed writes");
+        until_converged(&c, &probe, Duration::from_secs(60)).await;
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_data_dir_was_wiped_converges_by_anti_entropy() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let mut c = TestCluster::start(3, FAST_AAE).await;
+        write_while_n3_is_down(&mut c).await;
+        std::fs::remove_dir_all(&c.configs[2].data_dir).unwrap();
+        c.restart(3).await;
+        let probe = PeerProbe::new(&c.node_tls(1));
+        assert_eq!(held(&c, &probe, 3).await, 0, "n3 starts empty");
+        until_converged(&c, &probe, Duration::from_secs(60)).await;
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_repair_runs_an_exchange_on_demand() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let mut c = TestCluster::start(3, NO_AAE).await;
+        write_while_n3_is_down(&mut c).await;
+        c.restart(3).await;
+        c.wait_for_members(3).await;
+        let probe = PeerProbe::new(&c.node_tls(1));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = held(&c, &probe, 3).await;
+        assert!(
+            before < KEYS,
+            "periodic anti-entropy is off: n3 still misses keys"
+        );
+        let n3 = c.client_of(&c.addrs[2..3]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut repaired = 0;
+        while held(&c, &probe, 3).await < KEYS {
+            assert!(Instant::now() < deadline, "admin repair did not converge");
+            let (exchanges, keys) = n3.repair().await.unwrap();
+            assert_eq!(exchanges, 2, "n3 exchanged with both peers");
+            repaired += keys;
+        }
+        assert!(repaired >= u64::from(KEYS - before), "repaired {repaired}");
+        assert!(converged(&c, &probe).await);
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

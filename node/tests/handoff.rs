@@ -10,7 +10,9 @@ use kvorum_ring::{Member, NodeId, Ring, DEFAULT_VNODES};
 use std::time::{Duration, Instant};
 
 /// Fast failure detection and hint delivery for tests.
+/// Anti-entropy is off, so only hinted handoff can bring a replica up to date.
 const FAST: &str = "[failure_detector]\nheartbeat_interval_ms = 100\nacceptable_pause_ms = 400\n\
+                    [anti_entropy]\nenabled = false\n\
                     [hints]\ndelivery_interval_ms = 200\n";
 
 async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {

@@ -10,6 +10,9 @@ use kvorum_node::register::Register;
 use kvorum_node::replica::storage_key;
 use std::time::{Duration, Instant};
 
+/// Anti-entropy off: only read repair may fix replicas here.
+const NO_AAE: &str = "[anti_entropy]\nenabled = false\n";
+
 /// What node `i` stores for a key, asked over the peer protocol (which
 /// repairs nothing).
 async fn stored(c: &TestCluster, i: usize, key: &[u8]) -> Option<Register> {
@@ -35,7 +38,7 @@ fn live(r: &Option<Register>) -> Vec<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_replica_is_fixed_by_a_single_read() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let mut c = TestCluster::start(3, "").await;
+        let mut c = TestCluster::start(3, NO_AAE).await;
         let client = c.client_of(&c.addrs[..2]);
         c.stop(3).await;
         for key in [&b"now"[..], b"later"] {
@@ -95,7 +98,7 @@ async fn a_stale_replica_is_fixed_by_a_single_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_keeps_serving_its_data() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let mut c = TestCluster::start(3, "").await;
+        let mut c = TestCluster::start(3, NO_AAE).await;
         let client = c.client();
         client
             .put_with("b", b"k", b"v", &CausalContext::empty(), WriteOptions::w(3))

@@ -25,6 +25,7 @@
 //! - [`certs`]: cluster CA and node/client certificates (rcgen).
 //! - [`dev`]: the local development cluster of `kvorum dev`.
 //! - [`node`]: wiring; [`node::start`] runs a node from its config.
+//! - [`faults`]: fault injection under the real QUIC path, for tests.
 //!
 //! # Invariants
 //! - A write is acknowledged to a client only after W replicas stored it
@@ -40,6 +41,7 @@ pub mod certs;
 pub mod config;
 pub mod coordinator;
 pub mod dev;
+pub mod faults;
 pub mod hints;
 pub mod liveness;
 pub mod membership;

@@ -73,9 +73,29 @@ pub fn server_config(tls: &TlsMaterial) -> Result<quinn::ServerConfig, TlsError>
 
 /// Binds a node endpoint that serves on `listen` and dials peers with the
 /// node certificate.
-pub fn endpoint(listen: SocketAddr, tls: &TlsMaterial) -> Result<quinn::Endpoint, NetError> {
-    let mut ep = quinn::Endpoint::server(server_config(tls)?, listen)
-        .map_err(|e| NetError::Bind(listen, e))?;
+///
+/// With `faults`, the endpoint's UDP socket drops what they say (tests only).
+pub fn endpoint(
+    listen: SocketAddr,
+    tls: &TlsMaterial,
+    faults: Option<&Arc<crate::faults::Faults>>,
+) -> Result<quinn::Endpoint, NetError> {
+    use quinn::Runtime;
+    let bind = |e| NetError::Bind(listen, e);
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let mut socket = runtime
+        .wrap_udp_socket(std::net::UdpSocket::bind(listen).map_err(bind)?)
+        .map_err(bind)?;
+    if let Some(f) = faults {
+        socket = f.wrap(socket).map_err(bind)?;
+    }
+    let mut ep = quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        Some(server_config(tls)?),
+        socket,
+        runtime,
+    )
+    .map_err(bind)?;
     ep.set_default_client_config(quic_client_config(tls, ALPN_PEER, IDLE_TIMEOUT)?);
     Ok(ep)
 }

@@ -3,6 +3,7 @@
 use crate::aae::Trees;
 use crate::config::NodeConfig;
 use crate::coordinator::{Coordinator, Services};
+use crate::faults::Faults;
 use crate::hints::Hints;
 use crate::liveness::{DetectorConfig, Liveness};
 use crate::membership::Membership;
@@ -149,6 +150,14 @@ impl Handler for NodeHandler {
 /// Starts a node: opens its storage, binds its endpoint, joins the cluster
 /// through its seeds, and serves until [`RunningNode::shutdown`].
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    start_with_faults(config, None).await
+}
+
+/// [`start`], with the node's UDP socket obeying injected `faults` (tests).
+pub async fn start_with_faults(
+    config: NodeConfig,
+    faults: Option<Arc<Faults>>,
+) -> Result<RunningNode, NodeError> {
     let tls = TlsMaterial::from_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     let storage_err = |source| NodeError::Storage {
         dir: config.data_dir.display().to_string(),
@@ -178,7 +187,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         SyncPolicy::Periodic(_) => rand::random::<u64>(),
         SyncPolicy::Always => epoch,
     };
-    let endpoint = net::endpoint(config.listen, &tls)?;
+    let endpoint = net::endpoint(config.listen, &tls, faults.as_ref())?;
     let local = endpoint
         .local_addr()
         .map_err(|e| net::NetError::Bind(config.listen, e))?;

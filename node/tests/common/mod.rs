@@ -16,6 +16,8 @@ pub struct TestCluster {
     pub ca: certs::Pem,
     /// Each node's config, with its actual listen address (for restarts).
     pub configs: Vec<NodeConfig>,
+    /// Faults every node's socket obeys, if the cluster was started with them.
+    pub faults: Option<std::sync::Arc<kvorum_node::faults::Faults>>,
 }
 
 /// Writes a CA, a client certificate and node certificates n1..n<count> into `dir`.
@@ -52,6 +54,15 @@ impl TestCluster {
     /// Starts `count` nodes; `extra` is TOML added to every config (top-level
     /// keys, or tables placed after them). Waits until every node knows every member.
     pub async fn start(count: usize, extra: &str) -> Self {
+        Self::start_with_faults(count, extra, None).await
+    }
+
+    /// Like [`TestCluster::start`], every node's UDP socket obeying `faults`.
+    pub async fn start_with_faults(
+        count: usize,
+        extra: &str,
+        faults: Option<std::sync::Arc<kvorum_node::faults::Faults>>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = make_certs(dir.path(), count);
         let mut nodes = Vec::new();
@@ -60,7 +71,9 @@ impl TestCluster {
         for i in 1..=count {
             let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
             let mut cfg = config(dir.path(), i, any, &addrs[..addrs.len().min(1)], extra);
-            let node = kvorum_node::start(cfg.clone()).await.expect("node starts");
+            let node = kvorum_node::node::start_with_faults(cfg.clone(), faults.clone())
+                .await
+                .expect("node starts");
             addrs.push(node.addr());
             cfg.listen = node.addr();
             configs.push(cfg);
@@ -72,6 +85,7 @@ impl TestCluster {
             addrs,
             ca,
             configs,
+            faults,
         };
         c.wait_for_members(count).await;
         c
@@ -166,7 +180,12 @@ impl TestCluster {
         // after shutdown (its last handles are in tasks that are ending).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let node = loop {
-            match kvorum_node::start(self.configs[i - 1].clone()).await {
+            match kvorum_node::node::start_with_faults(
+                self.configs[i - 1].clone(),
+                self.faults.clone(),
+            )
+            .await
+            {
                 Ok(node) => break node,
                 Err(e)
                     if e.to_string().contains("in use")

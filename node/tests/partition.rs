@@ -1,0 +1,274 @@
+//! Partitions on the real QUIC path (a fault-injecting wrapper of each
+//! node's UDP socket), and a set-style checker: after partitions heal and
+//! replicas converge, every acknowledged write is present on every replica,
+//! or was superseded by a later write that had read it (Dynamo §4.4, §4.6, §4.7).
+
+mod common;
+
+use common::{PeerProbe, TestCluster};
+use kvorum_client::{CausalContext, Client, ReadOptions, WriteOptions};
+use kvorum_node::faults::Faults;
+use kvorum_node::replica::storage_key;
+use kvorum_ring::{Member, NodeId, Ring, DEFAULT_VNODES};
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+const FAST: &str = "[failure_detector]\nheartbeat_interval_ms = 100\nacceptable_pause_ms = 400\n\
+                    [anti_entropy]\ninterval_ms = 300\n\
+                    [hints]\ndelivery_interval_ms = 200\n";
+
+fn seed() -> u64 {
+    let seed = std::env::var("KVORUM_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("seed: {seed} (replay with KVORUM_TEST_SEED={seed})");
+    seed
+}
+
+async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_pair_exchanges_nothing_and_heals() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let faults = Faults::new(seed());
+        let c = TestCluster::start_with_faults(3, FAST, Some(faults.clone())).await;
+        c.wait_all_reachable().await;
+        let (n1, n2) = (NodeId::new("n1"), NodeId::new("n2"));
+        faults.partition(&c.addrs[..1], &c.addrs[1..]);
+        let before = faults.dropped();
+        until(
+            "both sides see the other down",
+            Duration::from_secs(10),
+            || {
+                !c.nodes[0].as_ref().unwrap().sees_up(&n2)
+                    && !c.nodes[1].as_ref().unwrap().sees_up(&n1)
+            },
+        )
+        .await;
+        assert!(faults.dropped() > before, "the injector dropped datagrams");
+        // A write through n1 at W=1 stays on n1's side.
+        let client = c.client_of(&c.addrs[..1]);
+        client
+            .put_with("b", b"k", b"v", &CausalContext::empty(), WriteOptions::w(1))
+            .await
+            .unwrap();
+        let probe = PeerProbe::new(&c.node_tls(1));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            probe
+                .stored(c.addrs[1], &storage_key("b", b"k"))
+                .await
+                .is_none(),
+            "nothing crossed"
+        );
+        // Strict W=2 cannot be met alone on n1's side.
+        let strict = client
+            .put_with(
+                "b",
+                b"k2",
+                b"v",
+                &CausalContext::empty(),
+                WriteOptions::w(2).strict(),
+            )
+            .await;
+        assert!(strict.is_err(), "{strict:?}");
+        // One-way: n2 -> n3 cut, n3 -> n2 open; both lose each other.
+        faults.heal();
+        c.wait_all_reachable().await;
+        faults.block_one_way(c.addrs[1], c.addrs[2]);
+        until("a one-way cut is seen", Duration::from_secs(10), || {
+            !c.nodes[1].as_ref().unwrap().sees_up(&NodeId::new("n3"))
+        })
+        .await;
+        faults.heal();
+        c.wait_all_reachable().await;
+        // Healed: anti-entropy carries the W=1 write across.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while probe
+            .stored(c.addrs[1], &storage_key("b", b"k"))
+            .await
+            .is_none()
+        {
+            assert!(Instant::now() < deadline, "not healed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// One write attempt: the value written, what its read returned, whether acked.
+struct Attempt {
+    key: u32,
+    value: Vec<u8>,
+    read: Vec<Vec<u8>>,
+    acked: bool,
+}
+
+async fn writer(client: Client, name: String, keys: u32, count: u32, mut rng: u64) -> Vec<Attempt> {
+    let mut out = Vec::new();
+    for i in 0..count {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let key = (rng % u64::from(keys)) as u32;
+        let k = format!("k{key}");
+        let Ok(read) = client
+            .get_with("b", k.as_bytes(), ReadOptions::r(1).timeout_ms(1000))
+            .await
+        else {
+            continue;
+        };
+        let value = format!("{name}-{i}").into_bytes();
+        let res = client
+            .put_with(
+                "b",
+                k.as_bytes(),
+                &value,
+                &read.context,
+                WriteOptions::w(2).timeout_ms(1000),
+            )
+            .await;
+        out.push(Attempt {
+            key,
+            value,
+            read: read.siblings,
+            acked: res.is_ok(),
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_write_is_lost_across_partitions() {
+    tokio::time::timeout(Duration::from_secs(400), async {
+        const KEYS: u32 = 100;
+        let seed = seed();
+        let faults = Faults::new(seed);
+        let c = TestCluster::start_with_faults(4, FAST, Some(faults.clone())).await;
+        c.wait_all_reachable().await;
+        let (left, right) = (c.client_of(&c.addrs[..2]), c.client_of(&c.addrs[2..]));
+        let mut attempts = Vec::new();
+        for cycle in 0..3u64 {
+            faults.partition(&c.addrs[..2], &c.addrs[2..]);
+            let mut tasks = tokio::task::JoinSet::new();
+            for w in 0..8u64 {
+                let client = if w % 2 == 0 {
+                    left.clone()
+                } else {
+                    right.clone()
+                };
+                let rng = seed ^ (cycle * 8 + w + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                tasks.spawn(writer(client, format!("c{cycle}w{w}"), KEYS, 150, rng));
+            }
+            while let Some(t) = tasks.join_next().await {
+                attempts.extend(t.unwrap());
+            }
+            faults.heal();
+            // Writes continue while the cluster heals.
+            let mut tasks = tokio::task::JoinSet::new();
+            for w in 0..4u64 {
+                let client = if w % 2 == 0 {
+                    left.clone()
+                } else {
+                    right.clone()
+                };
+                let rng = seed ^ (cycle * 8 + w + 100).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                tasks.spawn(writer(client, format!("c{cycle}h{w}"), KEYS, 150, rng));
+            }
+            while let Some(t) = tasks.join_next().await {
+                attempts.extend(t.unwrap());
+            }
+        }
+        let acked = attempts.iter().filter(|a| a.acked).count();
+        eprintln!(
+            "{} attempts, {acked} acknowledged, {} datagrams dropped",
+            attempts.len(),
+            faults.dropped()
+        );
+        assert!(faults.dropped() > 0);
+        assert!(acked >= 5000, "only {acked} acknowledged writes");
+
+        // Converge: anti-entropy on every node until all replicas agree.
+        let ring = Ring::new(
+            (1..=4).map(|i| Member::new(format!("n{i}"))),
+            DEFAULT_VNODES,
+        );
+        let probe = PeerProbe::new(&c.node_tls(1));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let finals: HashMap<u32, BTreeSet<Vec<u8>>> = loop {
+            for addr in &c.addrs {
+                let _ = c.client_of(&[*addr]).repair().await;
+            }
+            let mut finals = HashMap::new();
+            let mut agree = true;
+            for key in 0..KEYS {
+                let skey = storage_key("b", format!("k{key}").as_bytes());
+                let mut states = Vec::new();
+                for node in ring.preference_list(&skey, 3) {
+                    let idx: usize = node.as_str()[1..].parse().unwrap();
+                    states.push(probe.stored(c.addrs[idx - 1], &skey).await);
+                }
+                agree &= states.iter().all(|s| *s == states[0]);
+                let live: BTreeSet<Vec<u8>> = states[0]
+                    .as_ref()
+                    .map(|s| s.read().0)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                finals.insert(key, live);
+            }
+            if agree {
+                break finals;
+            }
+            assert!(Instant::now() < deadline, "replicas did not converge");
+        };
+
+        // The checker. Writes that failed their quorum may still have been
+        // applied somewhere (Dynamo semantics), so they may supersede too.
+        let mut read_by_later: HashMap<u32, BTreeSet<Vec<u8>>> = HashMap::new();
+        for a in &attempts {
+            read_by_later
+                .entry(a.key)
+                .or_default()
+                .extend(a.read.iter().cloned());
+        }
+        let written: BTreeSet<&Vec<u8>> = attempts.iter().map(|a| &a.value).collect();
+        let mut lost = Vec::new();
+        for a in attempts.iter().filter(|a| a.acked) {
+            let superseded = read_by_later
+                .get(&a.key)
+                .is_some_and(|r| r.contains(&a.value));
+            if !superseded && !finals[&a.key].contains(&a.value) {
+                lost.push(String::from_utf8_lossy(&a.value).into_owned());
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "{} acknowledged writes lost (seed {seed}): {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        );
+        for (key, live) in &finals {
+            for v in live {
+                assert!(written.contains(v), "k{key} holds a value nobody wrote");
+            }
+        }
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

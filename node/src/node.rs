@@ -66,6 +66,7 @@ pub struct RunningNode {
     store_closed: Closed,
     liveness: Arc<Liveness>,
     hints: Hints,
+    anti_entropy: Arc<AntiEntropy>,
 }
 
 impl RunningNode {
@@ -77,6 +78,14 @@ impl RunningNode {
     /// The address the node serves on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Keys anti-entropy exchanges started by this node merged, since start.
+    pub fn aae_keys_repaired(&self) -> u64 {
+        self.anti_entropy
+            .stats()
+            .keys_repaired
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Hints this node holds for other replicas.
@@ -116,6 +125,7 @@ impl RunningNode {
             mut tasks,
             store_closed,
             hints,
+            anti_entropy,
             ..
         } = self;
         let _ = shutdown.send(true);
@@ -125,6 +135,7 @@ impl RunningNode {
         // This handle holds the store too; release it before waiting for the
         // store to close.
         drop(hints);
+        drop(anti_entropy);
         // Requests still in flight finish within their deadlines; then the
         // last store handle drops and the database closes, so the data
         // directory can be opened again (a restart in the same process).
@@ -286,6 +297,7 @@ pub async fn start_with_faults(
         store_closed,
         liveness,
         hints,
+        anti_entropy,
     })
 }
 

@@ -60,6 +60,9 @@ pub struct Trees {
     trees: HashMap<NodeId, Vec<u64>>,
     /// Segment → key → state hash, for every key this node holds.
     index: HashMap<u32, BTreeMap<Vec<u8>, u64>>,
+    /// Keys whose state holds only tombstones, with the latest delete time
+    /// (the candidates for reaping).
+    tombstones: BTreeMap<Vec<u8>, u64>,
 }
 
 impl Trees {
@@ -72,6 +75,7 @@ impl Trees {
             version: None,
             trees: HashMap::new(),
             index: HashMap::new(),
+            tombstones: BTreeMap::new(),
         }
     }
 
@@ -89,19 +93,60 @@ impl Trees {
         pref.into_iter().filter(|p| *p != self.me).collect()
     }
 
-    /// Records that `key`'s state hash changed from `old` to `new`.
-    pub fn update(&mut self, key: &[u8], old: Option<u64>, new: u64) {
+    /// Records that `key`'s state hash changed from `old` to `new`, and
+    /// whether the new state holds only tombstones (with the latest delete time).
+    pub fn update(&mut self, key: &[u8], old: Option<u64>, new: u64, tombstone: Option<u64>) {
+        match tombstone {
+            Some(t) => self.tombstones.insert(key.to_vec(), t),
+            None => self.tombstones.remove(key),
+        };
         if old == Some(new) {
             return;
         }
+        self.xor(
+            key,
+            old.map_or(0, |h| contribution(key, h)) ^ contribution(key, new),
+        );
+        self.index
+            .entry(segment(key))
+            .or_default()
+            .insert(key.to_vec(), new);
+    }
+
+    /// Records that `key` (whose state hash was `old`) was removed.
+    pub fn remove(&mut self, key: &[u8], old: u64) {
+        self.tombstones.remove(key);
+        self.xor(key, contribution(key, old));
         let seg = segment(key);
-        let delta = old.map_or(0, |h| contribution(key, h)) ^ contribution(key, new);
+        if let Some(m) = self.index.get_mut(&seg) {
+            m.remove(key);
+        }
+    }
+
+    fn xor(&mut self, key: &[u8], delta: u64) {
+        let seg = segment(key) as usize;
         for p in self.peers_of(key) {
             self.trees
                 .entry(p)
-                .or_insert_with(|| vec![0; SEGMENTS as usize])[seg as usize] ^= delta;
+                .or_insert_with(|| vec![0; SEGMENTS as usize])[seg] ^= delta;
         }
-        self.index.entry(seg).or_default().insert(key.to_vec(), new);
+    }
+
+    /// Tombstone-only keys this node is the first replica of, deleted before
+    /// `before_ms` (at most `limit`): the ones it may try to reap.
+    pub fn reapable(&self, before_ms: u64, limit: usize) -> Vec<Vec<u8>> {
+        self.tombstones
+            .iter()
+            .filter(|(_, t)| **t < before_ms)
+            .filter(|(k, _)| self.ring.preference_list(k, self.n).first() == Some(&self.me))
+            .take(limit)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The replicas of `key` (the preference list).
+    pub fn replicas(&self, key: &[u8]) -> Vec<NodeId> {
+        self.ring.preference_list(key, self.n)
     }
 
     /// Rebuilds everything from `(key, state hash)` of every stored key, for
@@ -110,14 +155,15 @@ impl Trees {
         &mut self,
         ring: Ring,
         version: u64,
-        records: impl IntoIterator<Item = (Vec<u8>, u64)>,
+        records: impl IntoIterator<Item = (Vec<u8>, u64, Option<u64>)>,
     ) {
         self.ring = ring;
         self.version = Some(version);
         self.trees.clear();
         self.index.clear();
-        for (k, h) in records {
-            self.update(&k, None, h);
+        self.tombstones.clear();
+        for (k, h, t) in records {
+            self.update(&k, None, h, t);
         }
     }
 
@@ -215,11 +261,11 @@ mod tests {
         );
         let keys: Vec<Vec<u8>> = (0..500u32).map(|i| i.to_be_bytes().to_vec()).collect();
         for k in &keys {
-            a.update(k, None, 1);
-            a.update(k, Some(1), 2);
+            a.update(k, None, 1, None);
+            a.update(k, Some(1), 2, None);
         }
         for k in keys.iter().rev() {
-            b.update(k, None, 2);
+            b.update(k, None, 2, None);
         }
         assert_eq!(a.branches(&id("n2")), b.branches(&id("n1")));
         assert_ne!(a.root(&id("n2")), 0);
@@ -233,12 +279,12 @@ mod tests {
         );
         for i in 0..1000u32 {
             let k = i.to_be_bytes().to_vec();
-            a.update(&k, None, 7);
+            a.update(&k, None, 7, None);
             if i != 123 {
-                b.update(&k, None, 7);
+                b.update(&k, None, 7, None);
             }
         }
-        b.update(&5u32.to_be_bytes(), Some(7), 8);
+        b.update(&5u32.to_be_bytes(), Some(7), 8, None);
         let db = differing(&a.branches(&id("n2")), &b.branches(&id("n1")));
         assert!(!db.is_empty() && db.len() <= 2);
         let (la, lb) = (a.leaves(&id("n2"), &db), b.leaves(&id("n1"), &db));
@@ -266,10 +312,10 @@ mod tests {
             .map(|i| (i.to_be_bytes().to_vec(), u64::from(i)))
             .collect();
         for (k, h) in &records {
-            inc.update(k, None, *h);
+            inc.update(k, None, *h, None);
         }
         let mut reb = Trees::new(id("n1"), 2, ring());
-        reb.rebuild(ring(), 1, records);
+        reb.rebuild(ring(), 1, records.into_iter().map(|(k, h)| (k, h, None)));
         for p in ["n2", "n3"] {
             assert_eq!(inc.branches(&id(p)), reb.branches(&id(p)));
         }

@@ -118,6 +118,8 @@ pub struct Limits {
     /// Bound on receiving one request frame; a sender that takes longer gets
     /// its stream reset.
     pub request_read_timeout: Duration,
+    /// The longest a request may run, whatever the client asks.
+    pub max_request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -131,6 +133,7 @@ impl Default for Limits {
             max_connections: 4096,
             max_inflight_requests: 4096,
             request_read_timeout: Duration::from_secs(10),
+            max_request_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -181,6 +184,7 @@ struct RawAae {
     enabled: Option<bool>,
     interval_ms: Option<u64>,
     max_keys_per_exchange: Option<usize>,
+    tombstone_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +238,7 @@ struct RawLimits {
     max_connections: Option<usize>,
     max_inflight_requests: Option<usize>,
     request_read_timeout_ms: Option<u64>,
+    max_request_timeout_ms: Option<u64>,
 }
 
 /// Upper bound of `limits.max_bucket_bytes` (bucket names are length-prefixed
@@ -342,6 +347,11 @@ impl NodeConfig {
             max_siblings: l.max_siblings.unwrap_or(dl.max_siblings),
             max_connections: l.max_connections.unwrap_or(dl.max_connections),
             max_inflight_requests: l.max_inflight_requests.unwrap_or(dl.max_inflight_requests),
+            max_request_timeout: positive_ms(
+                "limits.max_request_timeout_ms",
+                l.max_request_timeout_ms,
+                120_000,
+            )?,
             request_read_timeout: positive_ms(
                 "limits.request_read_timeout_ms",
                 l.request_read_timeout_ms,
@@ -425,6 +435,26 @@ impl NodeConfig {
                 .unwrap_or(da.max_keys_per_exchange)
                 .max(1),
             call_timeout: da.call_timeout,
+            tombstone_grace: Duration::ZERO,
+        };
+        // A tombstone must outlive every hint and in-flight write that could
+        // still carry the value it deleted, or that value could come back.
+        let min_grace = hints.ttl + 2 * limits.max_request_timeout;
+        let anti_entropy = crate::repair::AaeConfig {
+            tombstone_grace: match raw.anti_entropy.tombstone_grace_secs.map(Duration::from_secs) {
+                None => min_grace,
+                Some(g) if g >= min_grace => g,
+                Some(g) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "anti_entropy.tombstone_grace_secs = {}: must be at least hints.ttl_secs + {} ({} s), \\
+                         or a deleted value could come back",
+                        g.as_secs(),
+                                                2 * limits.max_request_timeout.as_secs(),
+                        min_grace.as_secs()
+                    )))
+                }
+            },
+            ..anti_entropy
         };
         Ok(Self {
             failure_detector,

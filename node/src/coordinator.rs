@@ -257,8 +257,11 @@ impl Coordinator {
                     timeout,
                     strict: options.strict,
                 };
-                self.write(req.clone(), skey, ctx, RegValue::Tombstone, q, forwarded)
-                    .await
+                let deleted_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let tomb = RegValue::Tombstone { deleted_ms };
+                self.write(req.clone(), skey, ctx, tomb, q, forwarded).await
             }
         }
     }
@@ -292,7 +295,7 @@ impl Coordinator {
         match asked_ms {
             Some(0) | None => self.replication.request_timeout,
             // Bounded so a client cannot park work on the node for hours.
-            Some(ms) => Duration::from_millis(ms.min(120_000).into()),
+            Some(ms) => Duration::from_millis(ms.into()).min(self.limits.max_request_timeout),
         }
     }
 
@@ -596,6 +599,10 @@ impl Coordinator {
             },
             PeerRequest::Forward(req) => PeerResponse::Forwarded(self.handle(req, true).await),
             PeerRequest::Ping => PeerResponse::Pong,
+            PeerRequest::Reap { key, hash } => match self.replica.reap(key, hash).await {
+                Ok(_) => PeerResponse::Ack,
+                Err(e) => PeerResponse::Error(e.to_string()),
+            },
             ref aae @ (PeerRequest::AaeBranches { .. }
             | PeerRequest::AaeLeaves { .. }
             | PeerRequest::AaeKeys { .. }) => match self.anti_entropy.serve(aae) {

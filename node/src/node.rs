@@ -335,6 +335,10 @@ async fn run_anti_entropy(
             },
             _ = shutdown.changed() => return,
         }
+        tokio::select! {
+            _ = aae.reap() => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

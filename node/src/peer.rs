@@ -65,6 +65,14 @@ pub enum PeerRequest {
         /// Branch numbers.
         branches: Vec<u32>,
     },
+    /// Remove a tombstone-only key if its state still hashes to `hash`
+    /// (every replica was seen to hold exactly that state).
+    Reap {
+        /// Storage key.
+        key: Vec<u8>,
+        /// The state hash every replica held.
+        hash: u64,
+    },
     /// Anti-entropy: the keys (and state hashes) under some leaves.
     AaeKeys {
         /// The asking node.

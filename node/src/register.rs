@@ -60,8 +60,12 @@ pub type Dot = (Actor, u64);
 pub enum RegValue {
     /// A live value.
     Data(Vec<u8>),
-    /// A delete.
-    Tombstone,
+    /// A delete, and when its coordinator made it (Unix milliseconds; a
+    /// guard for reaping, never its trigger).
+    Tombstone {
+        /// When the delete was coordinated.
+        deleted_ms: u64,
+    },
 }
 
 /// A set of dots: a version vector (every actor's events `1..=n`) plus the
@@ -188,10 +192,22 @@ impl Register {
             .values()
             .filter_map(|v| match v {
                 RegValue::Data(d) => Some(d.clone()),
-                RegValue::Tombstone => None,
+                RegValue::Tombstone { .. } => None,
             })
             .collect();
         (live, &self.context)
+    }
+
+    /// When every value held is a tombstone, the time of the latest delete.
+    pub fn tombstone_only(&self) -> Option<u64> {
+        let mut latest = None;
+        for v in self.values.values() {
+            match v {
+                RegValue::Tombstone { deleted_ms } => latest = latest.max(Some(*deleted_ms)),
+                RegValue::Data(_) => return None,
+            }
+        }
+        latest
     }
 
     /// Values held, live or tombstone.
@@ -376,7 +392,9 @@ mod tests {
         let mut r = Register::new();
         r.write(&actor("a"), &DotContext::new(), data("x")).unwrap();
         let ctx = r.read().1.clone();
-        r.write(&actor("a"), &ctx, RegValue::Tombstone).unwrap();
+        r.write(&actor("a"), &ctx, RegValue::Tombstone { deleted_ms: 5 })
+            .unwrap();
+        assert_eq!(r.tombstone_only(), Some(5));
         let (vals, ctx2) = r.read();
         assert!(vals.is_empty());
         let ctx2 = ctx2.clone();

@@ -5,6 +5,7 @@
 use crate::aae::{self, Trees, PER_BRANCH};
 use crate::membership::Membership;
 use crate::peer::{PeerRequest, PeerResponse};
+use crate::register;
 use crate::replica::{self, Replica};
 use crate::storage::{Space, StorageError};
 use crate::transport::{Transport, TransportError};
@@ -28,7 +29,13 @@ pub struct AaeConfig {
     pub max_keys_per_exchange: usize,
     /// Timeout of each call of an exchange.
     pub call_timeout: Duration,
+    /// Age a tombstone must reach, on top of being held by every replica,
+    /// before it is removed: longer than any hint or in-flight write lives.
+    pub tombstone_grace: Duration,
 }
+
+/// Most tombstones one reaping round examines.
+const REAP_BATCH: usize = 256;
 
 impl Default for AaeConfig {
     fn default() -> Self {
@@ -37,6 +44,8 @@ impl Default for AaeConfig {
             interval: Duration::from_secs(10),
             max_keys_per_exchange: 1000,
             call_timeout: Duration::from_secs(5),
+            // The default hint TTL plus twice the default request-time cap.
+            tombstone_grace: crate::hints::HintConfig::default().ttl + Duration::from_secs(240),
         }
     }
 }
@@ -130,7 +139,12 @@ impl AntiEntropy {
         trees.rebuild(
             ring,
             version,
-            records.into_iter().map(|(k, v)| (k, aae::state_hash(&v))),
+            records.into_iter().map(|(k, v)| {
+                let tomb = register::decode_record(&v)
+                    .ok()
+                    .and_then(|r| r.tombstone_only());
+                (k, aae::state_hash(&v), tomb)
+            }),
         );
         Ok(())
     }
@@ -247,6 +261,76 @@ impl AntiEntropy {
             }
         }
         Ok(1)
+    }
+
+    /// Removes tombstones that are safe to remove (Dynamo leaves this open;
+    /// Cassandra's `gc_grace` timer alone is how deleted data comes back).
+    /// For each tombstone-only key this node is the first replica of, whose
+    /// latest delete is older than the grace period: read the key from every
+    /// replica of its preference list; only if every one answers with exactly
+    /// this node's state (same hash) is the key removed, on every replica,
+    /// each removing it only if its state still has that hash. The grace
+    /// period outlives every hint and in-flight write that could still carry
+    /// an older value, so nothing can resurrect the key afterwards. A replica
+    /// that misses the removal keeps the tombstone; anti-entropy spreads it
+    /// back and a later round removes it again. Returns the keys removed here.
+    pub async fn reap(&self) -> usize {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let before = now.saturating_sub(self.config.tombstone_grace.as_millis() as u64);
+        let candidates = replica::lock(self.trees()).reapable(before, REAP_BATCH);
+        let mut removed = 0;
+        for key in candidates {
+            match self.reap_one(&key).await {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "tombstone not reaped yet"),
+            }
+        }
+        if removed > 0 {
+            tracing::info!(keys = removed, "tombstones removed (held by every replica)");
+        }
+        removed
+    }
+
+    async fn reap_one(&self, key: &[u8]) -> Result<bool, AaeError> {
+        let Some(local) = self
+            .replica
+            .read(key)
+            .map_err(|e| StorageError::Engine(e.to_string()))?
+        else {
+            return Ok(false);
+        };
+        if local.tombstone_only().is_none() {
+            return Ok(false);
+        }
+        let hash = aae::state_hash(&register::encode_record(&local));
+        let replicas = replica::lock(self.trees()).replicas(key);
+        for node in replicas.iter().filter(|n| **n != self.me) {
+            match self
+                .call(node, PeerRequest::Read { key: key.to_vec() })
+                .await?
+            {
+                PeerResponse::State(Some(s))
+                    if aae::state_hash(&register::encode_record(&s)) == hash => {}
+                _ => return Ok(false), // not every replica holds this exact tombstone yet
+            }
+        }
+        for node in replicas.iter().filter(|n| **n != self.me) {
+            self.call(
+                node,
+                PeerRequest::Reap {
+                    key: key.to_vec(),
+                    hash,
+                },
+            )
+            .await?;
+        }
+        self.replica
+            .reap(key.to_vec(), hash)
+            .await
+            .map_err(|e| StorageError::Engine(e.to_string()).into())
     }
 
     /// The peers this node shares keys with, in id order.

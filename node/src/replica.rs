@@ -3,7 +3,7 @@
 
 use crate::aae::{self, Trees};
 use crate::register::{self, Actor, DecodeError, DotContext, RegValue, Register};
-use crate::storage::{Space, StorageError, Store};
+use crate::storage::{Change, Space, StorageError, Store};
 use crdts::CvRDT;
 use std::sync::{Arc, Mutex};
 
@@ -109,7 +109,7 @@ impl Replica {
                 }
                 let record = register::encode_record(&reg);
                 // In the writer thread, so tree updates follow write order.
-                lock(&trees).update(&k, old, aae::state_hash(&record));
+                lock(&trees).update(&k, old, aae::state_hash(&record), reg.tombstone_only());
                 (Some(record), Ok((reg, own)))
             })
             .await?
@@ -133,11 +133,37 @@ impl Replica {
                     (None, Ok(())) // nothing new: no write, no sync
                 } else {
                     let record = register::encode_record(&local);
-                    lock(&trees).update(&k, old, aae::state_hash(&record));
+                    lock(&trees).update(&k, old, aae::state_hash(&record), local.tombstone_only());
                     (Some(record), Ok(()))
                 }
             })
             .await?
+    }
+}
+
+impl Replica {
+    /// Removes the key's state if it is still the one whose hash is
+    /// `expected` and holds only tombstones (reaping, see
+    /// [`crate::repair::AntiEntropy::reap`]). Returns whether it was removed.
+    pub async fn reap(&self, key: Vec<u8>, expected: u64) -> Result<bool, ReplicaError> {
+        let trees = self.trees.clone();
+        let k = key.clone();
+        let removed = self
+            .store
+            .change(Space::Data, key, move |current| match current {
+                Ok(Some(bytes)) if aae::state_hash(bytes) == expected => {
+                    let tombstones_only =
+                        register::decode_record(bytes).is_ok_and(|r| r.tombstone_only().is_some());
+                    if !tombstones_only {
+                        return (Change::Keep, false);
+                    }
+                    lock(&trees).remove(&k, expected);
+                    (Change::Delete, true)
+                }
+                _ => (Change::Keep, false),
+            })
+            .await?;
+        Ok(removed)
     }
 }
 

@@ -272,3 +272,116 @@ async fn no_acknowledged_write_is_lost_across_partitions() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_deleted_under_partition_stays_deleted_and_its_tombstone_is_removed() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        // Short hint TTL and request cap, so the tombstone grace can be 5 s.
+        let config = format!("{FAST}ttl_secs = 1\n[limits]\nmax_request_timeout_ms = 2000\n");
+        let config = config.replace(
+            "[anti_entropy]\n",
+            "[anti_entropy]\ntombstone_grace_secs = 5\n",
+        );
+        let faults = Faults::new(seed());
+        let c = TestCluster::start_with_faults(4, &config, Some(faults.clone())).await;
+        c.wait_all_reachable().await;
+        let ring = Ring::new(
+            (1..=4).map(|i| Member::new(format!("n{i}"))),
+            DEFAULT_VNODES,
+        );
+        let (left, right) = (c.client_of(&c.addrs[..2]), c.client_of(&c.addrs[2..]));
+        for k in 0..20u32 {
+            left.put_with(
+                "b",
+                format!("k{k}").as_bytes(),
+                b"v",
+                &CausalContext::empty(),
+                WriteOptions::w(3),
+            )
+            .await
+            .unwrap();
+        }
+        faults.partition(&c.addrs[..2], &c.addrs[2..]);
+        // Delete on the left; the right side still holds the values. A delete
+        // that meets the partition before the detector does fails (typed, not
+        // acknowledged) and is retried, as a client would.
+        for k in 0..20u32 {
+            let key = format!("k{k}");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(read) = left.get_with("b", key.as_bytes(), ReadOptions::r(1)).await {
+                    if left
+                        .delete_with("b", key.as_bytes(), &read.context, WriteOptions::w(2))
+                        .await
+                        .is_ok()
+                    {
+                        break;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "delete of {key} never acknowledged"
+                );
+            }
+        }
+        let still = right.get_with("b", b"k0", ReadOptions::r(1)).await.unwrap();
+        assert!(still.is_found(), "the right side has not seen the delete");
+        faults.heal();
+        let probe = PeerProbe::new(&c.node_tls(1));
+        let replicas = |k: u32| {
+            let skey = storage_key("b", format!("k{k}").as_bytes());
+            let pref = ring.preference_list(&skey, 3);
+            (
+                skey,
+                pref.into_iter()
+                    .map(|n| c.addrs[n.as_str()[1..].parse::<usize>().unwrap() - 1])
+                    .collect::<Vec<_>>(),
+            )
+        };
+        // Every replica converges to "deleted", then the tombstones go. Once a
+        // replica shows a key deleted or removed, it must never show it live.
+        let mut deleted_on: BTreeSet<(u32, std::net::SocketAddr)> = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let mut gone = true;
+            for k in 0..20u32 {
+                let (skey, addrs) = replicas(k);
+                for a in addrs {
+                    let live = match probe.stored(a, &skey).await {
+                        Some(s) => {
+                            gone = false;
+                            !s.read().0.is_empty()
+                        }
+                        None => false,
+                    };
+                    if live {
+                        assert!(!deleted_on.contains(&(k, a)), "k{k} came back on {a}");
+                    } else {
+                        deleted_on.insert((k, a));
+                    }
+                }
+            }
+            if gone {
+                break;
+            }
+            assert!(Instant::now() < deadline, "tombstones were not removed");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // Removed everywhere, and still deleted for clients (and no value resurrects).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for k in 0..20u32 {
+            let v = left
+                .get_with("b", format!("k{k}").as_bytes(), ReadOptions::r(3))
+                .await
+                .unwrap();
+            assert!(!v.is_found(), "k{k} resurrected");
+            let (skey, addrs) = replicas(k);
+            for a in addrs {
+                assert!(probe.stored(a, &skey).await.is_none(), "k{k} back on {a}");
+            }
+        }
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

@@ -18,6 +18,7 @@ use std::{
         Arc, Mutex,
     },
     task::{Context, Poll},
+    time::Duration,
 };
 
 /// The faults in force, shared by every socket of a test cluster.
@@ -26,6 +27,9 @@ pub struct Faults {
     blocked: Mutex<HashSet<(SocketAddr, SocketAddr)>>,
     /// Random loss, in datagrams per million.
     loss_ppm: AtomicU32,
+    /// Directed (from, to) pairs whose datagrams are delayed: (base, jitter).
+    delayed: Mutex<std::collections::HashMap<(SocketAddr, SocketAddr), (Duration, Duration)>>,
+    delayed_count: AtomicU64,
     rng: Mutex<StdRng>,
     dropped: AtomicU64,
     seed: u64,
@@ -46,6 +50,8 @@ impl Faults {
         Arc::new(Self {
             blocked: Mutex::new(HashSet::new()),
             loss_ppm: AtomicU32::new(0),
+            delayed: Mutex::new(Default::default()),
+            delayed_count: AtomicU64::new(0),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             dropped: AtomicU64::new(0),
             seed,
@@ -82,10 +88,49 @@ impl Faults {
         self.loss_ppm.store(ppm.min(1_000_000), Ordering::Relaxed);
     }
 
-    /// Removes every partition and the random loss.
+    /// Delays what `from` sends to `to` by `base` plus a seeded random part
+    /// of up to `jitter` (jitter reorders datagrams, which QUIC reads as loss).
+    pub fn delay(&self, from: SocketAddr, to: SocketAddr, base: Duration, jitter: Duration) {
+        self.delayed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((from, to), (base, jitter));
+    }
+
+    /// Removes every partition, delay and the random loss.
     pub fn heal(&self) {
         self.blocked().clear();
+        self.delayed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.set_loss_ppm(0);
+    }
+
+    /// Datagrams delayed so far.
+    pub fn delayed(&self) -> u64 {
+        self.delayed_count.load(Ordering::Relaxed)
+    }
+
+    fn delay_of(&self, from: SocketAddr, to: SocketAddr) -> Option<Duration> {
+        let (base, jitter) = *self
+            .delayed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(from, to))?;
+        let extra = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            let nanos = jitter.as_nanos().min(u128::from(u64::MAX)) as u64;
+            Duration::from_nanos(
+                self.rng
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .random_range(0..nanos),
+            )
+        };
+        self.delayed_count.fetch_add(1, Ordering::Relaxed);
+        Some(base + extra)
     }
 
     /// Datagrams dropped so far (proof that the injector injects).
@@ -144,6 +189,28 @@ impl AsyncUdpSocket for FaultySocket {
     fn try_send(&self, transmit: &quinn::udp::Transmit) -> io::Result<()> {
         if self.faults.drops(self.local, transmit.destination) {
             return Ok(()); // lost on the wire
+        }
+        if let Some(wait) = self.faults.delay_of(self.local, transmit.destination) {
+            // On the wire for `wait`: send a copy later (if the socket is
+            // busy then, the datagram is lost, as on a congested link).
+            let (inner, destination, contents) = (
+                self.inner.clone(),
+                transmit.destination,
+                transmit.contents.to_vec(),
+            );
+            let (ecn, src_ip) = (transmit.ecn, transmit.src_ip);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let t = quinn::udp::Transmit {
+                    destination,
+                    ecn,
+                    contents: &contents,
+                    segment_size: None,
+                    src_ip,
+                };
+                let _ = inner.try_send(&t);
+            });
+            return Ok(());
         }
         self.inner.try_send(transmit)
     }

@@ -94,6 +94,41 @@ async fn a_partitioned_pair_exchanges_nothing_and_heals() {
         .await;
         faults.heal();
         c.wait_all_reachable().await;
+        // Delay: every datagram between n1 and the others takes 150 ms more
+        // each way, so a write that needs all three replicas takes at least
+        // one delayed round trip.
+        for other in &c.addrs[1..] {
+            faults.delay(
+                c.addrs[0],
+                *other,
+                Duration::from_millis(150),
+                Duration::ZERO,
+            );
+            faults.delay(
+                *other,
+                c.addrs[0],
+                Duration::from_millis(150),
+                Duration::ZERO,
+            );
+        }
+        let started = Instant::now();
+        client
+            .put_with(
+                "b",
+                b"slow",
+                b"v",
+                &CausalContext::empty(),
+                WriteOptions::w(3).strict().timeout_ms(5000),
+            )
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "delay injected: {:?}",
+            started.elapsed()
+        );
+        assert!(faults.delayed() > 0);
+        faults.heal();
         // Healed: anti-entropy carries the W=1 write across.
         let deadline = Instant::now() + Duration::from_secs(20);
         while probe

@@ -135,8 +135,18 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
         for a in &addrs {
             wait_for_members(&client_of(d, &[*a]), 3).await;
         }
-        let client = client_of(d, &addrs);
+                let client = client_of(d, &addrs);
         let all = WriteOptions::w(3);
+        // Every node reaches every other (reconnect backoffs from the
+        // staggered start have passed): a W=3 write succeeds through each.
+        for a in &addrs {
+            let one = client_of(d, &[*a]);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while one.put_with("probe", b"p", b"", &CausalContext::empty(), all).await.is_err() {
+                assert!(Instant::now() < deadline, "cluster not fully reachable");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         for i in 0..50u32 {
             let key = format!("key-{i}");
             client.put_with("b", key.as_bytes(), &i.to_be_bytes(), &CausalContext::empty(), all).await.unwrap();

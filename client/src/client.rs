@@ -627,7 +627,9 @@ impl Client {
         // refuses our certificate closes the connection only afterwards, with
         // a crypto error. It never read the request, so it was not sent.
         let result = match (result, conn.close_reason()) {
-            (Err(AttemptError::Lost(_)), Some(e)) if handshake_rejected(&e) => {
+            (Err(AttemptError::NotSent(_) | AttemptError::Lost(_)), Some(e))
+                if handshake_rejected(&e) =>
+            {
                 Err(AttemptError::NotSent(describe_connection_error(&e)))
             }
             (r, _) => r,

@@ -379,9 +379,12 @@ impl NodeConfig {
                 )));
             }
         }
-        if limits.max_value_bytes + limits.max_key_bytes + limits.max_bucket_bytes + 4096
-            > limits.max_frame_bytes
-        {
+        let needed = limits
+            .max_value_bytes
+            .saturating_add(limits.max_key_bytes)
+            .saturating_add(limits.max_bucket_bytes)
+            .saturating_add(4096);
+        if needed > limits.max_frame_bytes {
             return Err(ConfigError::Invalid(
                 "limits.max_frame_bytes must exceed max_value_bytes + max_key_bytes + max_bucket_bytes + 4096".into(),
             ));
@@ -439,7 +442,9 @@ impl NodeConfig {
         };
         // A tombstone must outlive every hint and in-flight write that could
         // still carry the value it deleted, or that value could come back.
-        let min_grace = hints.ttl + 2 * limits.max_request_timeout;
+        let min_grace = hints
+            .ttl
+            .saturating_add(limits.max_request_timeout.saturating_mul(2));
         let anti_entropy = crate::repair::AaeConfig {
             tombstone_grace: match raw.anti_entropy.tombstone_grace_secs.map(Duration::from_secs) {
                 None => min_grace,
@@ -449,7 +454,7 @@ impl NodeConfig {
                         "anti_entropy.tombstone_grace_secs = {}: must be at least hints.ttl_secs + {} ({} s), \\
                          or a deleted value could come back",
                         g.as_secs(),
-                                                2 * limits.max_request_timeout.as_secs(),
+                                                limits.max_request_timeout.as_secs().saturating_mul(2),
                         min_grace.as_secs()
                     )))
                 }
@@ -531,6 +536,26 @@ mod tests {
             (
                 format!("{MIN}[limits]\nmax_frame_bytes = 10\n"),
                 "max_frame_bytes",
+            ),
+            (
+                format!("{MIN}[limits]\nmax_bucket_bytes = 70000\n"),
+                "at most 1024",
+            ),
+            (
+                format!("{MIN}[limits]\nmax_value_bytes = 18446744073709551615\n"),
+                "max_frame_bytes",
+            ),
+            (
+                format!("{MIN}[anti_entropy]\ntombstone_grace_secs = 10\n"),
+                "could come back",
+            ),
+            (
+                format!("{MIN}[failure_detector]\nphi_threshold = 0.5\n"),
+                "between 1 and 30",
+            ),
+            (
+                format!("{MIN}[hints]\nttl_secs = 18446744073709551615\n[anti_entropy]\ntombstone_grace_secs = 1\n"),
+                "could come back",
             ),
         ];
         for (text, needle) in cases {

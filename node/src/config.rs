@@ -185,6 +185,7 @@ struct RawAae {
     interval_ms: Option<u64>,
     max_keys_per_exchange: Option<usize>,
     tombstone_grace_secs: Option<u64>,
+    sessions_max: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -438,6 +439,11 @@ impl NodeConfig {
                 .unwrap_or(da.max_keys_per_exchange)
                 .max(1),
             call_timeout: da.call_timeout,
+            sessions_max: raw
+                .anti_entropy
+                .sessions_max
+                .unwrap_or(da.sessions_max)
+                .max(1),
             tombstone_grace: Duration::ZERO,
         };
         // A tombstone must outlive every hint and in-flight write that could

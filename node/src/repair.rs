@@ -29,6 +29,8 @@ pub struct AaeConfig {
     pub max_keys_per_exchange: usize,
     /// Timeout of each call of an exchange.
     pub call_timeout: Duration,
+    /// Most exchanges this node runs at once.
+    pub sessions_max: usize,
     /// Age a tombstone must reach, on top of being held by every replica,
     /// before it is removed: longer than any hint or in-flight write lives.
     pub tombstone_grace: Duration,
@@ -44,6 +46,7 @@ impl Default for AaeConfig {
             interval: Duration::from_secs(10),
             max_keys_per_exchange: 1000,
             call_timeout: Duration::from_secs(5),
+            sessions_max: 1,
             // The default hint TTL plus twice the default request-time cap.
             tombstone_grace: crate::hints::HintConfig::default().ttl + Duration::from_secs(240),
         }
@@ -86,8 +89,8 @@ pub struct AntiEntropy {
     membership: Arc<Membership>,
     config: AaeConfig,
     stats: AaeStats,
-    /// One exchange at a time (periodic and on demand share it).
-    running: tokio::sync::Mutex<()>,
+    /// Bounds concurrent exchanges (periodic and on demand share it).
+    sessions: tokio::sync::Semaphore,
 }
 
 impl AntiEntropy {
@@ -105,7 +108,7 @@ impl AntiEntropy {
             membership,
             config,
             stats: AaeStats::default(),
-            running: tokio::sync::Mutex::new(()),
+            sessions: tokio::sync::Semaphore::new(config.sessions_max.max(1)),
         }
     }
 
@@ -180,7 +183,9 @@ impl AntiEntropy {
 
     /// One exchange with `peer`; returns how many keys were merged.
     pub async fn exchange(&self, peer: &NodeId) -> Result<usize, AaeError> {
-        let _one = self.running.lock().await;
+        let Ok(_session) = self.sessions.acquire().await else {
+            return Ok(0); // closed: the node is stopping
+        };
         self.refresh()?;
         let unexpected = || AaeError::Unexpected(peer.clone());
         let from = self.me.clone();

@@ -59,9 +59,26 @@ async fn converged(c: &TestCluster, probe: &PeerProbe) -> bool {
     true
 }
 
+/// Every pair of nodes has equal trees for each other (and they are not empty).
+async fn trees_equal(c: &TestCluster, probe: &PeerProbe) -> bool {
+    for i in 1..=3usize {
+        for j in (i + 1)..=3usize {
+            let a = probe.branches(c.addrs[i - 1], &format!("n{j}")).await;
+            let b = probe.branches(c.addrs[j - 1], &format!("n{i}")).await;
+            if a != b || a.iter().all(|h| *h == 0) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 async fn until_converged(c: &TestCluster, probe: &PeerProbe, limit: Duration) {
     let deadline = Instant::now() + limit;
-    while !(held(c, probe, 3).await == KEYS && converged(c, probe).await) {
+    while !(held(c, probe, 3).await == KEYS
+        && converged(c, probe).await
+        && trees_equal(c, probe).await)
+    {
         assert!(
             Instant::now() < deadline,
             "not converged: n3 holds {} of {KEYS}",

@@ -279,24 +279,46 @@ impl PeerProbe {
         c
     }
 
+    /// Sends one peer request to node `addr`.
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        req: &kvorum_node::peer::PeerRequest,
+    ) -> kvorum_node::peer::PeerResponse {
+        use kvorum_node::peer::PEER_PROTOCOL_VERSION;
+        let conn = self.conn(addr).await;
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let frame = kvorum_client::proto::encode_frame(PEER_PROTOCOL_VERSION, req);
+        send.write_all(&frame).await.unwrap();
+        send.finish().unwrap();
+        let bytes = recv.read_to_end(64 << 20).await.unwrap();
+        kvorum_client::proto::decode_frame(PEER_PROTOCOL_VERSION, &bytes).unwrap()
+    }
+
     /// The state node `addr` stores for storage key `key`.
     pub async fn stored(
         &self,
         addr: SocketAddr,
         key: &[u8],
     ) -> Option<kvorum_node::register::Register> {
-        use kvorum_node::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
-        let conn = self.conn(addr).await;
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let frame = kvorum_client::proto::encode_frame(
-            PEER_PROTOCOL_VERSION,
-            &PeerRequest::Read { key: key.to_vec() },
-        );
-        send.write_all(&frame).await.unwrap();
-        send.finish().unwrap();
-        let bytes = recv.read_to_end(64 << 20).await.unwrap();
-        match kvorum_client::proto::decode_frame(PEER_PROTOCOL_VERSION, &bytes).unwrap() {
+        use kvorum_node::peer::{PeerRequest, PeerResponse};
+        match self
+            .call(addr, &PeerRequest::Read { key: key.to_vec() })
+            .await
+        {
             PeerResponse::State(s) => s,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// The branch hashes of node `addr`'s anti-entropy tree shared with `peer`.
+    pub async fn branches(&self, addr: SocketAddr, peer: &str) -> Vec<u64> {
+        use kvorum_node::peer::{PeerRequest, PeerResponse};
+        let req = PeerRequest::AaeBranches {
+            from: kvorum_ring::NodeId::new(peer),
+        };
+        match self.call(addr, &req).await {
+            PeerResponse::Branches(b) => b,
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -311,14 +311,9 @@ async fn run_anti_entropy(
     if !aae.config().enabled {
         return;
     }
-    let mut tick = tokio::time::interval(aae.config().interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = Every::new(aae.config().interval, shutdown.clone());
     let mut turn = 0usize;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
+    while ticks.next().await {
         let peers: Vec<NodeId> = aae
             .peers()
             .into_iter()
@@ -342,6 +337,28 @@ async fn run_anti_entropy(
     }
 }
 
+/// The clock of a periodic task: a tick every interval, until shutdown.
+struct Every {
+    tick: tokio::time::Interval,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Every {
+    fn new(every: Duration, shutdown: watch::Receiver<bool>) -> Self {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { tick, shutdown }
+    }
+
+    /// Waits for the next tick; false once the node is shutting down.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.tick.tick() => true,
+            _ = self.shutdown.changed() => false,
+        }
+    }
+}
+
 /// Hands hints to their owners (Dynamo §4.6). Every delivery interval it
 /// takes a batch of hints: a hint for a node that is no longer a member, or
 /// past its age bound, is dropped and counted; a hint whose owner is up is
@@ -351,18 +368,13 @@ async fn deliver_hints(
     transport: Arc<dyn Transport>,
     membership: Arc<Membership>,
     liveness: Arc<Liveness>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     /// Hints handed over at once.
     const PARALLEL: usize = 32;
     let every = hints.config().delivery_interval;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
+    let mut ticks = Every::new(every, shutdown.clone());
+    while ticks.next().await {
         let batch = match hints.batch() {
             Ok(b) => b,
             Err(e) => {
@@ -419,18 +431,13 @@ async fn ping(
     membership: Arc<Membership>,
     liveness: Arc<Liveness>,
     config: DetectorConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<NodeId>>> = Arc::default();
-    let mut tick = tokio::time::interval(config.heartbeat_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = Every::new(config.heartbeat_interval, shutdown.clone());
     let wait = config.acceptable_pause.max(config.heartbeat_interval);
     let mut seen_up: std::collections::HashMap<NodeId, bool> = Default::default();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
+    while ticks.next().await {
         let me = membership.me().id.clone();
         for m in membership.members().into_iter().filter(|m| m.id != me) {
             let up = liveness.is_up(&m.id);
@@ -489,16 +496,11 @@ async fn gossip(
     epoch: u64,
     seeds: Vec<SocketAddr>,
     every: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let mut persisted = membership.version();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
+    let mut ticks = Every::new(every, shutdown.clone());
+    while ticks.next().await {
         let me = membership.me().clone();
         let mut targets: Vec<SocketAddr> =
             seeds.iter().copied().filter(|a| *a != me.addr).collect();

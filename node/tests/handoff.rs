@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{PeerProbe, TestCluster};
+use common::{until, PeerProbe, TestCluster};
 use kvorum_client::{CausalContext, Error, ErrorReply, WriteOptions};
 use kvorum_node::replica::storage_key;
 use kvorum_ring::{Member, NodeId, Ring, DEFAULT_VNODES};
@@ -14,14 +14,6 @@ use std::time::{Duration, Instant};
 const FAST: &str = "[failure_detector]\nheartbeat_interval_ms = 100\nacceptable_pause_ms = 400\n\
                     [anti_entropy]\nenabled = false\n\
                     [hints]\ndelivery_interval_ms = 200\n";
-
-async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_seen_down_and_up_again() {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{PeerProbe, TestCluster};
+use common::{until, PeerProbe, TestCluster};
 use kvorum_client::{CausalContext, Client, ReadOptions, WriteOptions};
 use kvorum_node::faults::Faults;
 use kvorum_node::replica::storage_key;
@@ -29,14 +29,6 @@ fn seed() -> u64 {
         });
     eprintln!("seed: {seed} (replay with KVORUM_TEST_SEED={seed})");
     seed
-}
-
-async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

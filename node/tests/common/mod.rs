@@ -323,3 +323,15 @@ impl PeerProbe {
         }
     }
 }
+
+/// Waits until `cond` holds, polling every 50 ms; fails after `limit`.
+pub async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -108,6 +108,16 @@ fn main() {
     };
     let a = build("n1", 0);
     println!("keys: {keys}, runs: {runs} (medians)");
+    // Baseline in the same run: without trees, a replica would send every
+    // shared key with its state hash.
+    let all_segments: Vec<u32> = (0..aae::SEGMENTS).collect();
+    let started = Instant::now();
+    let listing = a.keys(&NodeId::new("n2"), &all_segments);
+    let naive_bytes = frame_len(&PeerResponse::Keys(listing));
+    println!(
+        "baseline (list every key and hash): {naive_bytes} bytes, {} µs",
+        started.elapsed().as_micros()
+    );
     println!("| differing keys | messages | bytes sent | comparison time | keys found |");
     println!("|---:|---:|---:|---:|---:|");
     for differ in [0u64, 100] {

@@ -86,6 +86,25 @@ async fn a_partitioned_pair_exchanges_nothing_and_heals() {
         .await;
         faults.heal();
         c.wait_all_reachable().await;
+        // Loss: 20% of datagrams dropped at random (seeded); QUIC retransmits,
+        // so writes still succeed, and the drop counter shows the loss.
+        let before = faults.dropped();
+        faults.set_loss_ppm(200_000);
+        for i in 0..20u8 {
+            client
+                .put_with(
+                    "b",
+                    &[b'l', i],
+                    b"v",
+                    &CausalContext::empty(),
+                    WriteOptions::w(3).timeout_ms(5000),
+                )
+                .await
+                .unwrap();
+        }
+        assert!(faults.dropped() > before, "loss injected");
+        faults.heal();
+        c.wait_all_reachable().await;
         // Delay: every datagram between n1 and the others takes 150 ms more
         // each way, so a write that needs all three replicas takes at least
         // one delayed round trip.

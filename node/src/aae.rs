@@ -93,13 +93,17 @@ impl Trees {
         pref.into_iter().filter(|p| *p != self.me).collect()
     }
 
-    /// Records that `key`'s state hash changed from `old` to `new`, and
-    /// whether the new state holds only tombstones (with the latest delete time).
-    pub fn update(&mut self, key: &[u8], old: Option<u64>, new: u64, tombstone: Option<u64>) {
+    /// Records that `key`'s state now hashes to `new`, and whether it holds
+    /// only tombstones (with the latest delete time). The old contribution
+    /// is the one the index recorded, so applying the same state twice (a
+    /// rebuild racing a commit) changes nothing.
+    pub fn update(&mut self, key: &[u8], new: u64, tombstone: Option<u64>) {
         match tombstone {
             Some(t) => self.tombstones.insert(key.to_vec(), t),
             None => self.tombstones.remove(key),
         };
+        let seg = segment(key);
+        let old = self.index.get(&seg).and_then(|m| m.get(key)).copied();
         if old == Some(new) {
             return;
         }
@@ -107,19 +111,15 @@ impl Trees {
             key,
             old.map_or(0, |h| contribution(key, h)) ^ contribution(key, new),
         );
-        self.index
-            .entry(segment(key))
-            .or_default()
-            .insert(key.to_vec(), new);
+        self.index.entry(seg).or_default().insert(key.to_vec(), new);
     }
 
-    /// Records that `key` (whose state hash was `old`) was removed.
-    pub fn remove(&mut self, key: &[u8], old: u64) {
+    /// Records that `key` was removed.
+    pub fn remove(&mut self, key: &[u8]) {
         self.tombstones.remove(key);
-        self.xor(key, contribution(key, old));
         let seg = segment(key);
-        if let Some(m) = self.index.get_mut(&seg) {
-            m.remove(key);
+        if let Some(old) = self.index.get_mut(&seg).and_then(|m| m.remove(key)) {
+            self.xor(key, contribution(key, old));
         }
     }
 
@@ -133,14 +133,21 @@ impl Trees {
     }
 
     /// Tombstone-only keys this node is the first replica of, deleted before
-    /// `before_ms` (at most `limit`): the ones it may try to reap.
-    pub fn reapable(&self, before_ms: u64, limit: usize) -> Vec<Vec<u8>> {
-        self.tombstones
-            .iter()
+    /// `before_ms`: up to `limit` of them, in key order starting after key
+    /// `after` and wrapping around, each at most once.
+    pub fn reapable(&self, before_ms: u64, limit: usize, after: Option<&[u8]>) -> Vec<Vec<u8>> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let tail = match after {
+            Some(k) => self.tombstones.range::<[u8], _>((Excluded(k), Unbounded)),
+            None => self.tombstones.range::<[u8], _>((Unbounded, Unbounded)),
+        };
+        // With a cursor, wrap around to the keys up to it.
+        let head = after.map(|k| self.tombstones.range::<[u8], _>((Unbounded, Included(k))));
+        tail.chain(head.into_iter().flatten())
             .filter(|(_, t)| **t < before_ms)
             .filter(|(k, _)| self.ring.preference_list(k, self.n).first() == Some(&self.me))
-            .take(limit)
             .map(|(k, _)| k.clone())
+            .take(limit)
             .collect()
     }
 
@@ -163,7 +170,7 @@ impl Trees {
         self.index.clear();
         self.tombstones.clear();
         for (k, h, t) in records {
-            self.update(&k, None, h, t);
+            self.update(&k, h, t);
         }
     }
 
@@ -261,11 +268,11 @@ mod tests {
         );
         let keys: Vec<Vec<u8>> = (0..500u32).map(|i| i.to_be_bytes().to_vec()).collect();
         for k in &keys {
-            a.update(k, None, 1, None);
-            a.update(k, Some(1), 2, None);
+            a.update(k, 1, None);
+            a.update(k, 2, None);
         }
         for k in keys.iter().rev() {
-            b.update(k, None, 2, None);
+            b.update(k, 2, None);
         }
         assert_eq!(a.branches(&id("n2")), b.branches(&id("n1")));
         assert_ne!(a.root(&id("n2")), 0);
@@ -279,12 +286,12 @@ mod tests {
         );
         for i in 0..1000u32 {
             let k = i.to_be_bytes().to_vec();
-            a.update(&k, None, 7, None);
+            a.update(&k, 7, None);
             if i != 123 {
-                b.update(&k, None, 7, None);
+                b.update(&k, 7, None);
             }
         }
-        b.update(&5u32.to_be_bytes(), Some(7), 8, None);
+        b.update(&5u32.to_be_bytes(), 8, None);
         let db = differing(&a.branches(&id("n2")), &b.branches(&id("n1")));
         assert!(!db.is_empty() && db.len() <= 2);
         let (la, lb) = (a.leaves(&id("n2"), &db), b.leaves(&id("n1"), &db));
@@ -306,13 +313,43 @@ mod tests {
     }
 
     #[test]
+    fn reaping_candidates_rotate_from_a_cursor() {
+        let mut t = Trees::new(id("n1"), 1, Ring::new([Member::new("n1")], 8));
+        for i in 0..5u8 {
+            t.update(&[i], u64::from(i), Some(10));
+        }
+        assert_eq!(t.reapable(100, 2, None), vec![vec![0], vec![1]]);
+        assert_eq!(t.reapable(100, 2, Some(&[1])), vec![vec![2], vec![3]]);
+        assert_eq!(
+            t.reapable(100, 3, Some(&[3])),
+            vec![vec![4], vec![0], vec![1]]
+        );
+        assert_eq!(t.reapable(100, 9, Some(&[3])).len(), 5, "each at most once");
+        assert!(t.reapable(5, 9, None).is_empty(), "too young");
+        t.update(&[0], 99, None); // written again: no longer a tombstone
+        assert_eq!(t.reapable(100, 1, None), vec![vec![1]]);
+    }
+
+    #[test]
+    fn applying_the_same_state_twice_changes_nothing() {
+        let mut t = Trees::new(id("n1"), 3, ring());
+        t.update(b"k", 5, None);
+        let once = t.branches(&id("n2"));
+        t.update(b"k", 5, None);
+        assert_eq!(t.branches(&id("n2")), once);
+        t.remove(b"k");
+        t.remove(b"k");
+        assert!(t.branches(&id("n2")).iter().all(|h| *h == 0));
+    }
+
+    #[test]
     fn rebuild_equals_incremental_updates() {
         let mut inc = Trees::new(id("n1"), 2, ring());
         let records: Vec<(Vec<u8>, u64)> = (0..300u32)
             .map(|i| (i.to_be_bytes().to_vec(), u64::from(i)))
             .collect();
         for (k, h) in &records {
-            inc.update(k, None, *h, None);
+            inc.update(k, *h, None);
         }
         let mut reb = Trees::new(id("n1"), 2, ring());
         reb.rebuild(ring(), 1, records.into_iter().map(|(k, h)| (k, h, None)));

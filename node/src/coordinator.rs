@@ -407,9 +407,11 @@ impl Coordinator {
         let answer_state = merged.clone();
         tokio::spawn(async move {
             // Late answers, until every replica answered or the deadline.
-            while let Ok(Some((node, Ok(state)))) =
+            // (A replica that answered with an error is skipped, not the end.)
+            while let Ok(Some((node, answer))) =
                 tokio::time::timeout_at(repair.deadline, rx.recv()).await
             {
+                let Ok(state) = answer else { continue };
                 let s = state.unwrap_or_default();
                 if s.validate().is_ok() {
                     merged.merge(s.clone());

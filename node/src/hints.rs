@@ -137,6 +137,13 @@ fn encode(created_ms: u64, state: &Register) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+impl Hint {
+    /// Where the hint is stored (unique per owner and key).
+    pub fn store_key(&self) -> &[u8] {
+        &self.store_key
+    }
+}
+
 impl Hints {
     /// Opens the hint store and counts what it holds.
     pub fn open(store: Store, config: HintConfig) -> Result<Self, StorageError> {
@@ -198,10 +205,11 @@ impl Hints {
         result?
     }
 
-    /// Up to one batch of hints, in key order (grouped by owner).
-    pub fn batch(&self) -> Result<Vec<Hint>, StorageError> {
+    /// Up to one batch of hints for `owner` (all owners with `None`), in key order.
+    pub fn batch(&self, owner: Option<&NodeId>) -> Result<Vec<Hint>, StorageError> {
+        let prefix = owner.map(|o| hint_key(o, &[])).unwrap_or_default();
         let mut out = Vec::new();
-        for (k, v) in self.store.scan(Space::Hints, &[], self.config.batch)? {
+        for (k, v) in self.store.scan(Space::Hints, &prefix, self.config.batch)? {
             let Some((owner, key)) = parse_hint_key(&k) else {
                 continue;
             };
@@ -281,6 +289,7 @@ mod tests {
             &a,
             &DotContext::new(),
             RegValue::Data(v.as_bytes().to_vec()),
+            0,
         )
         .unwrap();
         r
@@ -313,7 +322,7 @@ mod tests {
             2,
             "hints survive a restart"
         );
-        let batch = hints.batch().unwrap();
+        let batch = hints.batch(None).unwrap();
         assert_eq!(batch.len(), 2);
         assert_eq!(batch[0].owner, owner);
         // A hint merged after it was read is not deleted by the stale delivery.

@@ -229,7 +229,8 @@ pub async fn start_with_faults(
         config.replication.n.into(),
         Ring::default(),
     )));
-    let replica = Replica::new(actor, store.clone(), config.limits.max_siblings, trees);
+    let replica = Replica::new(actor, store.clone(), config.limits.max_siblings, trees)
+        .map_err(storage_err)?;
     let hints = Hints::open(store.clone(), config.hints).map_err(storage_err)?;
     let anti_entropy = Arc::new(AntiEntropy::new(
         replica.clone(),
@@ -375,15 +376,23 @@ async fn deliver_hints(
     let every = hints.config().delivery_interval;
     let mut ticks = Every::new(every, shutdown.clone());
     while ticks.next().await {
-        let batch = match hints.batch() {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read hints");
-                continue;
-            }
-        };
         let members: std::collections::HashSet<NodeId> =
             membership.members().into_iter().map(|m| m.id).collect();
+        // One batch per member (so an owner that is down with many hints
+        // does not hold back the others), plus the head of the whole store
+        // (where hints for nodes that are no longer members are found).
+        let mut batch = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let owners = std::iter::once(None).chain(members.iter().map(Some));
+        for owner in owners {
+            match hints.batch(owner) {
+                Ok(b) => batch.extend(
+                    b.into_iter()
+                        .filter(|h| seen.insert(h.store_key().to_vec())),
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot read hints"),
+            }
+        }
         let mut sends = JoinSet::new();
         for hint in batch {
             if !members.contains(&hint.owner) || hints.expired(&hint) {

@@ -162,12 +162,25 @@ impl Register {
 
     /// Applies a write by `actor` of `value` that replaces what `ctx` covers.
     /// Returns the write's own context (`ctx` plus the new dot).
+    /// `floor` is the highest counter `actor` ever issued on a key whose
+    /// record was since removed (tombstone reaping): the new dot lies above
+    /// it, so no dot is ever issued twice even when a reaped key's record is
+    /// gone here but its context lives on at another replica.
     pub fn write(
         &mut self,
         actor: &Actor,
         ctx: &DotContext,
         value: RegValue,
+        floor: u64,
     ) -> Result<DotContext, DecodeError> {
+        if floor > 0 {
+            // Every dot of `actor` up to the floor on this key is either
+            // already in this context or was never issued for this key, or
+            // died with a reaped tombstone: claiming them supersedes nothing
+            // live, and keeps the context compact (the new dot is contiguous).
+            self.context.vv.apply(crdts::Dot::new(actor.clone(), floor));
+            self.context.compact();
+        }
         let counter = self
             .context
             .max_counter(actor)
@@ -196,6 +209,11 @@ impl Register {
             })
             .collect();
         (live, &self.context)
+    }
+
+    /// The highest counter of `actor` this state has seen.
+    pub fn own_counter(&self, actor: &Actor) -> u64 {
+        self.context.max_counter(actor)
     }
 
     /// When every value held is a tombstone, the time of the latest delete.
@@ -335,26 +353,27 @@ mod tests {
     #[test]
     fn write_with_a_context_supersedes_exactly_what_it_saw() {
         let mut r = Register::new();
-        r.write(&actor("a"), &DotContext::new(), data("x")).unwrap();
-        let seen = r.read().1.clone();
-        r.write(&actor("a"), &DotContext::new(), data("blind"))
+        r.write(&actor("a"), &DotContext::new(), data("x"), 0)
             .unwrap();
-        r.write(&actor("a"), &seen, data("y")).unwrap();
+        let seen = r.read().1.clone();
+        r.write(&actor("a"), &DotContext::new(), data("blind"), 0)
+            .unwrap();
+        r.write(&actor("a"), &seen, data("y"), 0).unwrap();
         assert_eq!(live(&r), vec!["blind", "y"]);
     }
 
     #[test]
     fn concurrent_writes_with_one_context_through_one_node_all_survive() {
         let mut r = Register::new();
-        r.write(&actor("a"), &DotContext::new(), data("base"))
+        r.write(&actor("a"), &DotContext::new(), data("base"), 0)
             .unwrap();
         let ctx = r.read().1.clone();
         for w in ["w1", "w2", "w3"] {
-            r.write(&actor("a"), &ctx, data(w)).unwrap();
+            r.write(&actor("a"), &ctx, data(w), 0).unwrap();
         }
         assert_eq!(live(&r), vec!["w1", "w2", "w3"]);
         let all = r.read().1.clone();
-        r.write(&actor("a"), &all, data("resolved")).unwrap();
+        r.write(&actor("a"), &all, data("resolved"), 0).unwrap();
         assert_eq!(live(&r), vec!["resolved"]);
         assert_eq!(r.value_count(), 1);
     }
@@ -366,39 +385,78 @@ mod tests {
         let (n, m, p) = (actor("n"), actor("m"), actor("p"));
         let empty = DotContext::new();
         let mut rn = Register::new();
-        rn.write(&n, &empty, data("P")).unwrap();
+        rn.write(&n, &empty, data("P"), 0).unwrap();
         let (mut rm, mut rp) = (rn.clone(), rn.clone());
         let p_ctx = rn.read().1.clone();
-        rm.write(&m, &p_ctx, data("R")).unwrap(); // acknowledged at m only
-        let q_ctx = rm.write(&m, &empty, data("Q")).unwrap(); // B's context: just Q
-        rp.write(&p, &p_ctx, data("T")).unwrap();
+        rm.write(&m, &p_ctx, data("R"), 0).unwrap(); // acknowledged at m only
+        let q_ctx = rm.write(&m, &empty, data("Q"), 0).unwrap(); // B's context: just Q
+        rp.write(&p, &p_ctx, data("T"), 0).unwrap();
         rn.merge(rp.clone());
-        rn.write(&n, &q_ctx, data("S")).unwrap(); // B replaces Q, saw nothing else
+        rn.write(&n, &q_ctx, data("S"), 0).unwrap(); // B replaces Q, saw nothing else
         let all = merged(&merged(&rn, &rm), &rp);
         assert_eq!(live(&all), vec!["R", "S", "T"]);
+    }
+
+    // Review finding: after a reap removed a key's record on node B while a
+    // replica still holds the tombstone, B must not reissue the tombstone's
+    // dots, or that replica drops B's next (acknowledged) write.
+    #[test]
+    fn writes_after_a_reap_never_reuse_a_dot() {
+        let b = actor("b");
+        let mut at_b = Register::new();
+        let ctx = at_b.write(&b, &DotContext::new(), data("v"), 0).unwrap();
+        at_b.write(&b, &ctx, RegValue::Tombstone { deleted_ms: 1 }, 0)
+            .unwrap();
+        let at_c = at_b.clone(); // C still holds the tombstone
+        let floor = at_b.own_counter(&b); // what B's reap persisted
+        for (floor, survives) in [(floor, true), (0, false)] {
+            let mut fresh = Register::new(); // B's record is gone
+            fresh
+                .write(&b, &DotContext::new(), data("new"), floor)
+                .unwrap();
+            let mut c = at_c.clone();
+            c.merge(fresh);
+            assert_eq!(live(&c) == vec!["new"], survives, "floor {floor}");
+        }
+    }
+
+    #[test]
+    fn the_floor_keeps_contexts_compact() {
+        let a = actor("a");
+        let mut r = Register::new();
+        let mut ctx = DotContext::new();
+        for i in 0..5 {
+            ctx = r.write(&a, &ctx, data(&i.to_string()), 1000).unwrap();
+        }
+        assert!(r.context.cloud.is_empty(), "{:?}", r.context);
+        assert_eq!(r.own_counter(&a), 1005);
     }
 
     #[test]
     fn a_writes_own_context_covers_only_it_and_what_it_replaced() {
         let mut r = Register::new();
-        r.write(&actor("a"), &DotContext::new(), data("x")).unwrap();
-        let mine = r.write(&actor("a"), &DotContext::new(), data("y")).unwrap();
-        r.write(&actor("a"), &mine, data("y2")).unwrap();
+        r.write(&actor("a"), &DotContext::new(), data("x"), 0)
+            .unwrap();
+        let mine = r
+            .write(&actor("a"), &DotContext::new(), data("y"), 0)
+            .unwrap();
+        r.write(&actor("a"), &mine, data("y2"), 0).unwrap();
         assert_eq!(live(&r), vec!["x", "y2"]);
     }
 
     #[test]
     fn delete_hides_the_value_keeps_a_context_and_can_be_superseded() {
         let mut r = Register::new();
-        r.write(&actor("a"), &DotContext::new(), data("x")).unwrap();
+        r.write(&actor("a"), &DotContext::new(), data("x"), 0)
+            .unwrap();
         let ctx = r.read().1.clone();
-        r.write(&actor("a"), &ctx, RegValue::Tombstone { deleted_ms: 5 })
+        r.write(&actor("a"), &ctx, RegValue::Tombstone { deleted_ms: 5 }, 0)
             .unwrap();
         assert_eq!(r.tombstone_only(), Some(5));
         let (vals, ctx2) = r.read();
         assert!(vals.is_empty());
         let ctx2 = ctx2.clone();
-        r.write(&actor("b"), &ctx2, data("again")).unwrap();
+        r.write(&actor("b"), &ctx2, data("again"), 0).unwrap();
         assert_eq!(live(&r), vec!["again"]);
         assert_eq!(r.value_count(), 1, "the tombstone is superseded");
     }
@@ -410,7 +468,7 @@ mod tests {
         ctx.insert((a.clone(), u64::MAX));
         let mut r = Register::new();
         assert_eq!(
-            r.write(&a, &ctx, data("x")),
+            r.write(&a, &ctx, data("x"), 0),
             Err(DecodeError::CounterOverflow)
         );
         assert_eq!(r, Register::new(), "a refused write changes nothing");
@@ -425,7 +483,9 @@ mod tests {
     #[test]
     fn context_and_record_round_trip() {
         let mut r = Register::new();
-        let own = r.write(&actor("a"), &DotContext::new(), data("x")).unwrap();
+        let own = r
+            .write(&actor("a"), &DotContext::new(), data("x"), 0)
+            .unwrap();
         assert_eq!(decode_context(&encode_context(&own)).unwrap(), own);
         assert_eq!(decode_context(&[]).unwrap(), DotContext::new());
         assert_eq!(decode_record(&encode_record(&r)).unwrap(), r);
@@ -505,7 +565,7 @@ mod tests {
                     prop_assert_eq!(ids(&read), alive(&read_seen, &saw));
                     let ctx = read.read().1.clone();
                     let value = RegValue::Data(id.to_be_bytes().to_vec());
-                    reps[at].write(&actors[at], &ctx, value).unwrap();
+                    reps[at].write(&actors[at], &ctx, value, 0).unwrap();
                     saw.push(read_seen.clone());
                     model.seen[at].extend(read_seen);
                     model.seen[at].insert(id);
@@ -549,7 +609,7 @@ mod tests {
                             if read_from & (1 << i) != 0 { read.merge(rep.clone()); }
                         }
                         let ctx = read.read().1.clone();
-                        reps[at].write(&actors[at], &ctx, RegValue::Data(vec![states.len() as u8])).unwrap();
+                        reps[at].write(&actors[at], &ctx, RegValue::Data(vec![states.len() as u8]), 0).unwrap();
                     }
                     Step::Sync { from, to } => { let s = reps[from].clone(); reps[to].merge(s); }
                 }

@@ -39,6 +39,9 @@ pub struct AaeConfig {
 /// Most tombstones one reaping round examines.
 const REAP_BATCH: usize = 256;
 
+/// Most leaf segments one exchange lists keys for (on either side).
+pub const MAX_SEGMENTS_PER_EXCHANGE: usize = 256;
+
 impl Default for AaeConfig {
     fn default() -> Self {
         Self {
@@ -91,6 +94,8 @@ pub struct AntiEntropy {
     stats: AaeStats,
     /// Bounds concurrent exchanges (periodic and on demand share it).
     sessions: tokio::sync::Semaphore,
+    /// Where the next reaping round starts.
+    reap_cursor: Mutex<Option<Vec<u8>>>,
 }
 
 impl AntiEntropy {
@@ -109,6 +114,7 @@ impl AntiEntropy {
             config,
             stats: AaeStats::default(),
             sessions: tokio::sync::Semaphore::new(config.sessions_max.max(1)),
+            reap_cursor: Mutex::new(None),
         }
     }
 
@@ -165,7 +171,11 @@ impl AntiEntropy {
                 PeerResponse::Leaves(trees.leaves(from, branches))
             }
             PeerRequest::AaeKeys { from, segments } => {
-                PeerResponse::Keys(trees.keys(from, segments))
+                let mut segments = segments.clone();
+                segments.sort_unstable();
+                segments.dedup();
+                segments.truncate(MAX_SEGMENTS_PER_EXCHANGE);
+                PeerResponse::Keys(trees.keys(from, &segments))
             }
             _ => return None,
         })
@@ -216,6 +226,8 @@ impl AntiEntropy {
                     segments.extend(aae::differing(l, r).into_iter().map(|i| b * PER_BRANCH + i));
                 }
             }
+            // Bound what one exchange lists (the rest waits for the next).
+            segments.truncate(MAX_SEGMENTS_PER_EXCHANGE);
             let req = PeerRequest::AaeKeys {
                 from: from.clone(),
                 segments: segments.clone(),
@@ -284,7 +296,15 @@ impl AntiEntropy {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let before = now.saturating_sub(self.config.tombstone_grace.as_millis() as u64);
-        let candidates = replica::lock(self.trees()).reapable(before, REAP_BATCH);
+        // Rotate through the candidates, so keys that cannot be reaped yet
+        // (a replica down) do not hold back the others.
+        let after = self
+            .reap_cursor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let candidates = replica::lock(self.trees()).reapable(before, REAP_BATCH, after.as_deref());
+        *self.reap_cursor.lock().unwrap_or_else(|e| e.into_inner()) = candidates.last().cloned();
         let mut removed = 0;
         for key in candidates {
             match self.reap_one(&key).await {

@@ -3,9 +3,12 @@
 
 use crate::aae::{self, Trees};
 use crate::register::{self, Actor, DecodeError, DotContext, RegValue, Register};
-use crate::storage::{Change, Space, StorageError, Store};
+use crate::storage::{Change, Hook, Space, StorageError, Store};
 use crdts::CvRDT;
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc, Mutex,
+};
 
 /// Why a replica operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,18 +48,38 @@ pub struct Replica {
     store: Store,
     max_siblings: usize,
     trees: Arc<Mutex<Trees>>,
+    /// Highest counter this node's actor issued on any key whose record was
+    /// since reaped; kept in `Meta` (see [`Register::write`]).
+    dot_floor: Arc<AtomicU64>,
 }
+
+/// `Meta` key of the dot floor.
+const DOT_FLOOR_KEY: &[u8] = b"dot-floor";
 
 impl Replica {
     /// The replica that coordinates writes as `me`, over `store`, keeping
     /// the anti-entropy `trees` up to date with every write.
-    pub fn new(me: Actor, store: Store, max_siblings: usize, trees: Arc<Mutex<Trees>>) -> Self {
-        Self {
+    pub fn new(
+        me: Actor,
+        store: Store,
+        max_siblings: usize,
+        trees: Arc<Mutex<Trees>>,
+    ) -> Result<Self, StorageError> {
+        let floor = match store.get(Space::Meta, DOT_FLOOR_KEY)? {
+            Some(b) => u64::from_le_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("dot floor".into()))?,
+            ),
+            None => 0,
+        };
+        Ok(Self {
             me,
             store,
             max_siblings,
             trees,
-        }
+            dot_floor: Arc::new(AtomicU64::new(floor)),
+        })
     }
 
     /// The local state of a key.
@@ -91,26 +114,29 @@ impl Replica {
         let me = self.me.clone();
         let max = self.max_siblings;
         let trees = self.trees.clone();
+        let floor = self.dot_floor.clone();
         let k = key.clone();
         self.store
-            .update(Space::Data, key, move |current| {
-                let old = old_hash(&current);
+            .change_then(Space::Data, key, move |current| {
                 let mut reg = match decode_current(current) {
                     Ok(r) => r,
-                    Err(e) => return (None, Err(e)),
+                    Err(e) => return (Change::Keep, Err(e), None),
                 };
-                let own = match reg.write(&me, &ctx, value) {
+                let own = match reg.write(&me, &ctx, value, floor.load(Ordering::SeqCst)) {
                     Ok(own) => own,
-                    Err(e) => return (None, Err(e.into())),
+                    Err(e) => return (Change::Keep, Err(e.into()), None),
                 };
                 let count = reg.value_count();
                 if count > max {
-                    return (None, Err(ReplicaError::TooManySiblings { count, max }));
+                    return (
+                        Change::Keep,
+                        Err(ReplicaError::TooManySiblings { count, max }),
+                        None,
+                    );
                 }
                 let record = register::encode_record(&reg);
-                // In the writer thread, so tree updates follow write order.
-                lock(&trees).update(&k, old, aae::state_hash(&record), reg.tombstone_only());
-                (Some(record), Ok((reg, own)))
+                let hook = tree_hook(trees, k, &record, reg.tombstone_only());
+                (Change::Put(record), Ok((reg, own)), Some(hook))
             })
             .await?
     }
@@ -121,20 +147,19 @@ impl Replica {
         let trees = self.trees.clone();
         let k = key.clone();
         self.store
-            .update(Space::Data, key, move |current| {
-                let old = old_hash(&current);
+            .change_then(Space::Data, key, move |current| {
                 let mut local = match decode_current(current) {
                     Ok(r) => r,
-                    Err(e) => return (None, Err(e)),
+                    Err(e) => return (Change::Keep, Err(e), None),
                 };
                 let before = local.clone();
                 local.merge(incoming);
                 if local == before {
-                    (None, Ok(())) // nothing new: no write, no sync
+                    (Change::Keep, Ok(()), None) // nothing new: no write, no sync
                 } else {
                     let record = register::encode_record(&local);
-                    lock(&trees).update(&k, old, aae::state_hash(&record), local.tombstone_only());
-                    (Some(record), Ok(()))
+                    let hook = tree_hook(trees, k, &record, local.tombstone_only());
+                    (Change::Put(record), Ok(()), Some(hook))
                 }
             })
             .await?
@@ -146,21 +171,43 @@ impl Replica {
     /// `expected` and holds only tombstones (reaping, see
     /// [`crate::repair::AntiEntropy::reap`]). Returns whether it was removed.
     pub async fn reap(&self, key: Vec<u8>, expected: u64) -> Result<bool, ReplicaError> {
+        // First make the dot floor cover every dot this node issued on the
+        // key, durably, so that removing the record can never lead it to
+        // issue one of them again.
+        let own = match self.read(&key)? {
+            Some(reg) => reg.own_counter(&self.me),
+            None => return Ok(false),
+        };
+        if own > self.dot_floor.load(Ordering::SeqCst) {
+            let floor = self.dot_floor.clone();
+            self.store
+                .update(Space::Meta, DOT_FLOOR_KEY.to_vec(), move |current| {
+                    let stored = current
+                        .ok()
+                        .flatten()
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, u64::from_le_bytes);
+                    let new = stored.max(own);
+                    floor.fetch_max(new, Ordering::SeqCst);
+                    (Some(new.to_le_bytes().to_vec()), ())
+                })
+                .await?;
+        }
         let trees = self.trees.clone();
         let k = key.clone();
         let removed = self
             .store
-            .change(Space::Data, key, move |current| match current {
+            .change_then(Space::Data, key, move |current| match current {
                 Ok(Some(bytes)) if aae::state_hash(bytes) == expected => {
                     let tombstones_only =
                         register::decode_record(bytes).is_ok_and(|r| r.tombstone_only().is_some());
                     if !tombstones_only {
-                        return (Change::Keep, false);
+                        return (Change::Keep, false, None);
                     }
-                    lock(&trees).remove(&k, expected);
-                    (Change::Delete, true)
+                    let hook: Hook = Box::new(move || lock(&trees).remove(&k));
+                    (Change::Delete, true, Some(hook))
                 }
-                _ => (Change::Keep, false),
+                _ => (Change::Keep, false, None),
             })
             .await?;
         Ok(removed)
@@ -173,11 +220,16 @@ pub fn lock(trees: &Mutex<Trees>) -> std::sync::MutexGuard<'_, Trees> {
     trees.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn old_hash(current: &Result<Option<&[u8]>, StorageError>) -> Option<u64> {
-    match current {
-        Ok(Some(bytes)) => Some(aae::state_hash(bytes)),
-        _ => None,
-    }
+/// After a commit: the key's new state goes into the anti-entropy trees (in
+/// write order, on the writer thread; never for a failed commit).
+fn tree_hook(
+    trees: Arc<Mutex<Trees>>,
+    key: Vec<u8>,
+    record: &[u8],
+    tombstone: Option<u64>,
+) -> Hook {
+    let hash = aae::state_hash(record);
+    Box::new(move || lock(&trees).update(&key, hash, tombstone))
 }
 
 fn decode_current(current: Result<Option<&[u8]>, StorageError>) -> Result<Register, ReplicaError> {

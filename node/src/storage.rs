@@ -175,6 +175,9 @@ impl Closed {
     }
 }
 
+/// Runs after a successful commit (see [`Store::change_then`]).
+pub type Hook = Box<dyn FnOnce() + Send>;
+
 /// Called once the batch holding an update committed (or failed).
 type Completion = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
 /// What an update does to its key.
@@ -300,10 +303,35 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(Result<Option<&[u8]>, StorageError>) -> (Change, T) + Send + 'static,
     {
+        self.change_then(space, key, move |current| {
+            let (change, out) = f(current);
+            (change, out, None)
+        })
+        .await
+    }
+
+    /// Like [`Store::change`]; `f` may also return a hook that runs on the
+    /// writer thread right after the batch committed successfully, in write
+    /// order (it never runs for a failed commit).
+    pub async fn change_then<T, F>(
+        &self,
+        space: Space,
+        key: Vec<u8>,
+        f: F,
+    ) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Result<Option<&[u8]>, StorageError>) -> (Change, T, Option<Hook>)
+            + Send
+            + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let apply: Apply = Box::new(move |current| {
-            let (change, out) = f(current);
+            let (change, out, hook) = f(current);
             let done: Completion = Box::new(move |res| {
+                if let (Ok(()), Some(hook)) = (&res, hook) {
+                    hook();
+                }
                 let _ = tx.send(res.map(|()| out));
             });
             (change, done)

@@ -283,22 +283,42 @@ async fn no_acknowledged_write_is_lost_across_partitions() {
             assert!(Instant::now() < deadline, "replicas did not converge");
         };
 
-        // The checker. Writes that failed their quorum may still have been
-        // applied somewhere (Dynamo semantics), so they may supersede too.
-        let mut read_by_later: HashMap<u32, BTreeSet<Vec<u8>>> = HashMap::new();
+        // The checker. A value missing from the final state is accounted for
+        // only if a write that read it (and so superseded it) is itself
+        // accounted for: present in the final state, or superseded in turn
+        // by an accounted write. Writes that failed their quorum may still
+        // have been applied (Dynamo semantics), so they may supersede too —
+        // but only if their own value survives or is accounted for.
+        let mut readers: HashMap<(u32, &Vec<u8>), Vec<&Attempt>> = HashMap::new();
         for a in &attempts {
-            read_by_later
-                .entry(a.key)
-                .or_default()
-                .extend(a.read.iter().cloned());
+            for v in &a.read {
+                readers.entry((a.key, v)).or_default().push(a);
+            }
         }
+        fn accounted<'a>(
+            key: u32,
+            value: &'a Vec<u8>,
+            finals: &HashMap<u32, BTreeSet<Vec<u8>>>,
+            readers: &HashMap<(u32, &'a Vec<u8>), Vec<&'a Attempt>>,
+            memo: &mut HashMap<(u32, &'a Vec<u8>), bool>,
+        ) -> bool {
+            if let Some(known) = memo.get(&(key, value)) {
+                return *known;
+            }
+            memo.insert((key, value), false); // reads precede writes: no cycles
+            let ok = finals[&key].contains(value)
+                || readers.get(&(key, value)).is_some_and(|rs| {
+                    rs.iter()
+                        .any(|w| accounted(key, &w.value, finals, readers, memo))
+                });
+            memo.insert((key, value), ok);
+            ok
+        }
+        let mut memo = HashMap::new();
         let written: BTreeSet<&Vec<u8>> = attempts.iter().map(|a| &a.value).collect();
         let mut lost = Vec::new();
         for a in attempts.iter().filter(|a| a.acked) {
-            let superseded = read_by_later
-                .get(&a.key)
-                .is_some_and(|r| r.contains(&a.value));
-            if !superseded && !finals[&a.key].contains(&a.value) {
+            if !accounted(a.key, &a.value, &finals, &readers, &mut memo) {
                 lost.push(String::from_utf8_lossy(&a.value).into_owned());
             }
         }

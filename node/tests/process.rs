@@ -64,7 +64,14 @@ impl Drop for Proc {
 
 /// `count` consecutive free UDP ports on 127.0.0.1.
 fn free_ports(count: u16) -> u16 {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    // Tests of this file run concurrently: a process-wide counter keeps them
+    // from probing (and then binding) the same ports.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed = (std::process::id() as u64 ^ nanos).wrapping_add(call.wrapping_mul(4099));
     for attempt in 0..200u64 {
         let base = 20_000
             + ((seed

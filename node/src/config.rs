@@ -448,9 +448,12 @@ impl NodeConfig {
         };
         // A tombstone must outlive every hint and in-flight write that could
         // still carry the value it deleted, or that value could come back.
+        // (a request's whole life: admission and reading, bounded by the read
+        // timeout each, then its run, bounded by the request-time cap)
         let min_grace = hints
             .ttl
-            .saturating_add(limits.max_request_timeout.saturating_mul(2));
+            .saturating_add(limits.max_request_timeout.saturating_mul(2))
+            .saturating_add(limits.request_read_timeout.saturating_mul(2));
         let anti_entropy = crate::repair::AaeConfig {
             tombstone_grace: match raw.anti_entropy.tombstone_grace_secs.map(Duration::from_secs) {
                 None => min_grace,
@@ -460,7 +463,7 @@ impl NodeConfig {
                         "anti_entropy.tombstone_grace_secs = {}: must be at least hints.ttl_secs + {} ({} s), \\
                          or a deleted value could come back",
                         g.as_secs(),
-                                                limits.max_request_timeout.as_secs().saturating_mul(2),
+                        min_grace.saturating_sub(hints.ttl).as_secs(),
                         min_grace.as_secs()
                     )))
                 }

@@ -199,9 +199,24 @@ async fn serve_connection(
             s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
             _ = shutdown.changed() => return,
         };
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            return;
-        };
+        // A request waits for a slot at most the read timeout: one that
+        // waited longer is reset, so no request (a replica write, say) is
+        // applied arbitrarily late (tombstone reaping relies on that bound).
+        let (mut send, mut recv) = (send, recv);
+        let permit =
+            match tokio::time::timeout(limits.read_timeout, inflight.clone().acquire_owned()).await
+            {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return, // closed: shutting down
+                Err(_) => {
+                    tracing::warn!(
+                        "request not admitted within the read timeout (overloaded); reset"
+                    );
+                    let _ = recv.stop(0u32.into());
+                    let _ = send.reset(0u32.into());
+                    continue;
+                }
+            };
         let handler = handler.clone();
         tokio::spawn(async move {
             let _permit = permit;

@@ -50,8 +50,9 @@ impl Default for AaeConfig {
             max_keys_per_exchange: 1000,
             call_timeout: Duration::from_secs(5),
             sessions_max: 1,
-            // The default hint TTL plus twice the default request-time cap.
-            tombstone_grace: crate::hints::HintConfig::default().ttl + Duration::from_secs(240),
+            // The default hint TTL plus twice the default request-time cap
+            // and twice the default read timeout (see config.rs).
+            tombstone_grace: crate::hints::HintConfig::default().ttl + Duration::from_secs(260),
         }
     }
 }

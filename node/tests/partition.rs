@@ -342,11 +342,13 @@ async fn no_acknowledged_write_is_lost_across_partitions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_deleted_under_partition_stays_deleted_and_its_tombstone_is_removed() {
     tokio::time::timeout(Duration::from_secs(120), async {
-        // Short hint TTL and request cap, so the tombstone grace can be 5 s.
-        let config = format!("{FAST}ttl_secs = 1\n[limits]\nmax_request_timeout_ms = 2000\n");
+        // Short hint TTL, request cap and read timeout, so the grace can be 7 s.
+        let config = format!(
+            "{FAST}ttl_secs = 1\n[limits]\nmax_request_timeout_ms = 2000\nrequest_read_timeout_ms = 1000\n"
+        );
         let config = config.replace(
             "[anti_entropy]\n",
-            "[anti_entropy]\ntombstone_grace_secs = 5\n",
+            "[anti_entropy]\ntombstone_grace_secs = 7\n",
         );
         let faults = Faults::new(seed());
         let c = TestCluster::start_with_faults(4, &config, Some(faults.clone())).await;

@@ -12,7 +12,7 @@
 //! # Ok::<(), kvorum_client::TlsError>(())
 //! ```
 
-use crate::proto::{ALPN_CLIENT, NODE_CERT_NAME};
+use crate::proto::ALPN_CLIENT;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -307,14 +307,4 @@ pub fn quic_client_config(
 /// ```
 pub fn client_quic_config(tls: &TlsMaterial) -> Result<quinn::ClientConfig, TlsError> {
     quic_client_config(tls, ALPN_CLIENT, Duration::from_secs(10))
-}
-
-/// The server name every node certificate carries; clients verify it.
-///
-/// ```
-/// // e.g. `endpoint.connect(addr, node_server_name())` with any node's address.
-/// assert_eq!(kvorum_client::tls::node_server_name(), "node.kvorum");
-/// ```
-pub fn node_server_name() -> &'static str {
-    NODE_CERT_NAME
 }

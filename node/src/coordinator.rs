@@ -484,15 +484,14 @@ impl Coordinator {
                 .cloned()
                 .collect()
         };
+        let (tx, mut rx) = mpsc::unbounded_channel();
         let fan = Fanout {
             key: skey,
             state,
             timeout,
             transport: self.transport.clone(),
-            tx: mpsc::unbounded_channel().0,
+            tx,
         };
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let fan = Fanout { tx, ..fan };
         for node in pref.iter().filter(|n| **n != self.me) {
             if !strict && !self.liveness.is_up(node) {
                 tracker.record(

@@ -12,7 +12,7 @@
 //! a member, is counted in [`HintStats::dropped`]; anti-entropy repairs what
 //! it carried.
 
-use crate::register::{self, Register};
+use crate::register::Register;
 use crate::storage::{Change, Space, StorageError, Store};
 use crdts::CvRDT;
 use kvorum_ring::NodeId;
@@ -265,11 +265,6 @@ impl Hints {
     pub fn config(&self) -> &HintConfig {
         &self.config
     }
-}
-
-/// The encoded size of a register, for tests and accounting.
-pub fn record_size(state: &Register) -> usize {
-    register::encode_record(state).len()
 }
 
 #[cfg(test)]

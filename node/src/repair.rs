@@ -359,7 +359,8 @@ impl AntiEntropy {
             .map_err(|e| StorageError::Engine(e.to_string()).into())
     }
 
-    /// The peers this node shares keys with, in id order.
+    /// Every other member, in id order (the exchange partners; a peer that
+    /// shares no keys with this node has an empty tree and costs one message).
     pub fn peers(&self) -> Vec<NodeId> {
         self.membership
             .members()

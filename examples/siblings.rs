@@ -10,7 +10,7 @@
 //! It uses the dev cluster's client certificate and node list in `kvorum-dev/`
 //! (pass another directory as the first argument).
 
-use kvorum_client::{CausalContext, Client, TlsMaterial, WriteOptions};
+use kvorum_client::{BucketProps, BucketType, CausalContext, Client, TlsMaterial, WriteOptions};
 use std::{error::Error, net::SocketAddr, path::Path};
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -18,6 +18,11 @@ type BoxError = Box<dyn Error + Send + Sync>;
 /// The walk-through, on any client.
 pub async fn run(client: &Client) -> Result<(), BoxError> {
     let (bucket, key) = ("example", b"cart:alice".as_slice());
+
+    // 0. A register bucket (idempotent: creating it again is fine).
+    client
+        .create_bucket(bucket, BucketProps::new(BucketType::Register))
+        .await?;
 
     // 1. A first write: no context, because we have read nothing.
     let all = WriteOptions::w(3);

@@ -1,8 +1,10 @@
 //! The async client: connections to several nodes, failover, typed results.
 
+use crate::handles::{CounterHandle, Handle, MapHandle, SetHandle};
 use crate::proto::{
-    decode_frame, encode_frame, CausalContext, ErrorReply, MemberStatus, ReadOptions, Request,
-    Response, WriteOptions, DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME, PROTOCOL_VERSION,
+    decode_frame, encode_frame, BucketProps, CausalContext, DataOp, DataValue, ErrorReply,
+    MemberStatus, ReadOptions, Request, Response, WriteOptions, DEFAULT_MAX_RESPONSE_BYTES,
+    NODE_CERT_NAME, PROTOCOL_VERSION,
 };
 use crate::tls::{client_quic_config, TlsError, TlsMaterial};
 use std::{
@@ -525,6 +527,130 @@ impl Client {
         }
     }
 
+    /// Creates a bucket on every member of the cluster. Idempotent: creating
+    /// a bucket again with the same props succeeds; with other props it fails
+    /// with [`ErrorReply::BucketConflict`] (a bucket's type is fixed for life).
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::{BucketProps, BucketType};
+    /// client.create_bucket("carts", BucketProps::new(BucketType::Map)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_bucket(&self, name: &str, props: BucketProps) -> Result<(), Error> {
+        let req = Request::CreateBucket {
+            name: name.to_string(),
+            props,
+        };
+        match self.call(&req, true).await? {
+            Response::BucketCreated => Ok(()),
+            Response::Error(e) => Err(Error::Server(e)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The buckets the answering node knows, sorted by name.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// for (name, props) in client.buckets().await? {
+    ///     println!("{name}: {} N={}", props.bucket_type, props.n);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn buckets(&self) -> Result<Vec<(String, BucketProps)>, Error> {
+        match self.call(&Request::ListBuckets, true).await? {
+            Response::Buckets(b) => Ok(b),
+            Response::Error(e) => Err(Error::Server(e)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A handle on a counter key (the bucket must be of type `counter`).
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let visits = client.counter("stats", b"page:home");
+    /// visits.increment(1).await?;
+    /// println!("{}", visits.value().await?);
+    /// # Ok(()) }
+    /// ```
+    pub fn counter(&self, bucket: &str, key: &[u8]) -> CounterHandle {
+        CounterHandle(Handle::new(self, bucket, key))
+    }
+
+    /// A handle on a set key (the bucket must be of type `set`).
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let tags = client.set("tags", b"post:1");
+    /// tags.add(b"rust").await?;
+    /// let read = tags.members().await?;
+    /// tags.remove(b"rust", &read.context).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set(&self, bucket: &str, key: &[u8]) -> SetHandle {
+        SetHandle(Handle::new(self, bucket, key))
+    }
+
+    /// A handle on a map key (the bucket must be of type `map`).
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::MapUpdate;
+    /// let cart = client.map("carts", b"alice");
+    /// cart.update(MapUpdate::new().increment("apples", 2)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn map(&self, bucket: &str, key: &[u8]) -> MapHandle {
+        MapHandle(Handle::new(self, bucket, key))
+    }
+
+    /// Reads a counter, set or map key; `None` when it has no state.
+    pub(crate) async fn fetch(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        options: ReadOptions,
+    ) -> Result<(Option<DataValue>, CausalContext), Error> {
+        let req = Request::Fetch {
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+            options: ReadOptions {
+                timeout_ms: Some(self.timeout_ms(options.timeout_ms)),
+                ..options
+            },
+        };
+        match self.call(&req, true).await? {
+            Response::Data { value, context } => Ok((Some(value), context)),
+            Response::NotFound { context } => Ok((None, context)),
+            Response::Error(e) => Err(Error::Server(e)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Applies an update to a counter, set or map key.
+    pub(crate) async fn update(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        op: DataOp,
+        context: &CausalContext,
+        options: WriteOptions,
+    ) -> Result<CausalContext, Error> {
+        let req = Request::Update {
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+            op,
+            context: context.clone(),
+            options: WriteOptions {
+                timeout_ms: Some(self.timeout_ms(options.timeout_ms)),
+                ..options
+            },
+        };
+        self.write(&req).await
+    }
+
     /// Closes every connection; in-flight requests fail.
     ///
     /// ```no_run
@@ -557,7 +683,11 @@ impl Client {
         let wait = match req {
             Request::Get { options, .. } => options.timeout_ms,
             Request::Put { options, .. } | Request::Delete { options, .. } => options.timeout_ms,
-            Request::Status => None,
+            Request::Fetch { options, .. } => options.timeout_ms,
+            Request::Update { options, .. } => options.timeout_ms,
+            Request::Status | Request::ListBuckets => None,
+            // Creation waits for every member (each with the request timeout).
+            Request::CreateBucket { .. } => None,
             // A repair compares trees with every peer: allow it a minute.
             Request::Repair => Some(60_000),
         }

@@ -31,14 +31,20 @@
 #![warn(missing_docs)]
 
 mod client;
+mod handles;
 pub mod proto;
 pub mod tls;
+mod types;
 
 pub use client::{
     Client, ClientBuilder, Error, Versioned, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
 };
+pub use handles::{CounterHandle, MapHandle, MapUpdate, SetHandle, SetValue, TypedMap};
 pub use proto::{
     CausalContext, ErrorReply, MemberStatus, QuorumFailure, ReadOptions, ReplicaOutcome,
     WriteOptions,
 };
 pub use tls::{TlsError, TlsMaterial};
+pub use types::{
+    BucketProps, BucketType, DataOp, DataValue, FieldKind, FieldValue, MapOp, MapValue,
+};

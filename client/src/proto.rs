@@ -13,6 +13,9 @@
 //! assert_eq!(decode_frame::<Request>(PROTOCOL_VERSION, &frame), Ok(Request::Status));
 //! ```
 
+pub use crate::types::{
+    BucketProps, BucketType, DataOp, DataValue, FieldKind, FieldValue, MapOp, MapValue,
+};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt;
 
@@ -431,6 +434,38 @@ pub enum Request {
     Status,
     /// Run an anti-entropy exchange with every peer now (`kvorum admin repair`).
     Repair,
+    /// Read a counter, set or map key at quorum R.
+    Fetch {
+        /// Namespace of the key.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// R and timeout.
+        options: ReadOptions,
+    },
+    /// Update a counter, set or map key at quorum W.
+    Update {
+        /// Namespace of the key.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// The update.
+        op: DataOp,
+        /// Context of an earlier read: what removes may remove (empty:
+        /// removes remove nothing).
+        context: CausalContext,
+        /// W and timeout.
+        options: WriteOptions,
+    },
+    /// Create a bucket on every member (idempotent for equal props).
+    CreateBucket {
+        /// The bucket's name.
+        name: String,
+        /// Its type, N and default quorums.
+        props: BucketProps,
+    },
+    /// List the buckets this node knows.
+    ListBuckets,
 }
 
 /// One member of the cluster as a node sees it.
@@ -500,6 +535,17 @@ pub enum Response {
         /// Keys found different and merged both ways.
         keys: u64,
     },
+    /// Answer to [`Request::Fetch`] of a key that has a value.
+    Data {
+        /// The merged value.
+        value: DataValue,
+        /// Context to pass with updates that remove (set members, map fields).
+        context: CausalContext,
+    },
+    /// Answer to [`Request::CreateBucket`]: every member holds the bucket.
+    BucketCreated,
+    /// Answer to [`Request::ListBuckets`], sorted by name.
+    Buckets(Vec<(String, BucketProps)>),
     /// The request failed; nothing was acknowledged.
     Error(ErrorReply),
 }
@@ -625,6 +671,12 @@ pub enum Limit {
     Context,
     /// Siblings per key.
     Siblings,
+    /// Members of a set (or of a map's set field).
+    SetMembers,
+    /// Fields of a map.
+    MapFields,
+    /// The encoded state of one key.
+    State,
 }
 
 impl fmt::Display for Limit {
@@ -636,7 +688,26 @@ impl fmt::Display for Limit {
             Limit::Bucket => "bucket name",
             Limit::Context => "causal context",
             Limit::Siblings => "sibling count",
+            Limit::SetMembers => "set member count",
+            Limit::MapFields => "map field count",
+            Limit::State => "stored state",
         })
+    }
+}
+
+impl Limit {
+    /// The unit its sizes are in: " bytes", or nothing for counts.
+    ///
+    /// ```
+    /// use kvorum_client::proto::Limit;
+    /// assert_eq!(Limit::State.unit(), " bytes");
+    /// assert_eq!(Limit::SetMembers.unit(), "");
+    /// ```
+    pub fn unit(self) -> &'static str {
+        match self {
+            Limit::Siblings | Limit::SetMembers | Limit::MapFields => "",
+            _ => " bytes",
+        }
     }
 }
 
@@ -666,7 +737,7 @@ pub enum ErrorReply {
         supported: u16,
     },
     /// A bounded quantity was exceeded.
-    #[error("{what} too large: {size} bytes (max {max})")]
+    #[error("{what} too large: {size}{unit} (max {max}{unit})", unit = what.unit())]
     TooLarge {
         /// What was too large.
         what: Limit,
@@ -692,6 +763,27 @@ pub enum ErrorReply {
     /// The node cannot serve requests now (no ring yet, shutting down, overloaded).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The bucket was never created (see `Client::create_bucket`).
+    #[error("unknown bucket {0:?}: create it first (kvorum admin bucket create)")]
+    UnknownBucket(String),
+    /// The operation does not apply to the bucket's type.
+    #[error("bucket {bucket:?} holds {bucket_type} values: a {op} does not apply")]
+    WrongType {
+        /// The bucket.
+        bucket: String,
+        /// Its type.
+        bucket_type: BucketType,
+        /// The operation that was refused.
+        op: String,
+    },
+    /// The bucket exists with other props (a bucket's type and N are fixed).
+    #[error("bucket {bucket:?} already exists as {existing:?}")]
+    BucketConflict {
+        /// The bucket.
+        bucket: String,
+        /// Its existing props.
+        existing: BucketProps,
+    },
     /// The node failed internally (e.g. a disk error).
     #[error("internal error: {0}")]
     Internal(String),

@@ -29,6 +29,14 @@ pub const BRANCHES: u32 = 128;
 /// Leaves per branch.
 pub const PER_BRANCH: u32 = SEGMENTS / BRANCHES;
 
+/// A key's replication factor, from its storage key (buckets have their own N).
+pub type NOf = std::sync::Arc<dyn Fn(&[u8]) -> usize + Send + Sync>;
+
+/// The same replication factor for every key.
+pub fn fixed_n(n: usize) -> NOf {
+    std::sync::Arc::new(move |_| n)
+}
+
 /// The hash of a stored record (a key's state).
 pub fn state_hash(record: &[u8]) -> u64 {
     xxh3_64(record)
@@ -49,10 +57,10 @@ fn contribution(key: &[u8], hash: u64) -> u64 {
 }
 
 /// The trees and key index of one node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Trees {
     me: NodeId,
-    n: usize,
+    n: NOf,
     ring: Ring,
     /// Membership version the ring came from (`None`: never built).
     version: Option<u64>,
@@ -66,8 +74,9 @@ pub struct Trees {
 }
 
 impl Trees {
-    /// Empty trees of node `me` for replication factor `n` on `ring`.
-    pub fn new(me: NodeId, n: usize, ring: Ring) -> Self {
+    /// Empty trees of node `me` on `ring`, where `n` gives each key's
+    /// replication factor (its bucket's N).
+    pub fn new(me: NodeId, n: NOf, ring: Ring) -> Self {
         Self {
             me,
             n,
@@ -86,7 +95,7 @@ impl Trees {
 
     /// The peers that replicate `key` together with this node.
     fn peers_of(&self, key: &[u8]) -> Vec<NodeId> {
-        let pref = self.ring.preference_list(key, self.n);
+        let pref = self.ring.preference_list(key, (self.n)(key));
         if !pref.contains(&self.me) {
             return Vec::new();
         }
@@ -145,7 +154,7 @@ impl Trees {
         let head = after.map(|k| self.tombstones.range::<[u8], _>((Unbounded, Included(k))));
         tail.chain(head.into_iter().flatten())
             .filter(|(_, t)| **t < before_ms)
-            .filter(|(k, _)| self.ring.preference_list(k, self.n).first() == Some(&self.me))
+            .filter(|(k, _)| self.ring.preference_list(k, (self.n)(k)).first() == Some(&self.me))
             .map(|(k, _)| k.clone())
             .take(limit)
             .collect()
@@ -153,7 +162,7 @@ impl Trees {
 
     /// The replicas of `key` (the preference list).
     pub fn replicas(&self, key: &[u8]) -> Vec<NodeId> {
-        self.ring.preference_list(key, self.n)
+        self.ring.preference_list(key, (self.n)(key))
     }
 
     /// Rebuilds everything from `(key, state hash)` of every stored key, for
@@ -263,8 +272,8 @@ mod tests {
     #[test]
     fn equal_data_gives_equal_trees_in_any_update_order() {
         let (mut a, mut b) = (
-            Trees::new(id("n1"), 3, ring()),
-            Trees::new(id("n2"), 3, ring()),
+            Trees::new(id("n1"), fixed_n(3), ring()),
+            Trees::new(id("n2"), fixed_n(3), ring()),
         );
         let keys: Vec<Vec<u8>> = (0..500u32).map(|i| i.to_be_bytes().to_vec()).collect();
         for k in &keys {
@@ -281,8 +290,8 @@ mod tests {
     #[test]
     fn a_difference_is_found_down_to_its_key() {
         let (mut a, mut b) = (
-            Trees::new(id("n1"), 3, ring()),
-            Trees::new(id("n2"), 3, ring()),
+            Trees::new(id("n1"), fixed_n(3), ring()),
+            Trees::new(id("n2"), fixed_n(3), ring()),
         );
         for i in 0..1000u32 {
             let k = i.to_be_bytes().to_vec();
@@ -314,7 +323,7 @@ mod tests {
 
     #[test]
     fn reaping_candidates_rotate_from_a_cursor() {
-        let mut t = Trees::new(id("n1"), 1, Ring::new([Member::new("n1")], 8));
+        let mut t = Trees::new(id("n1"), fixed_n(1), Ring::new([Member::new("n1")], 8));
         for i in 0..5u8 {
             t.update(&[i], u64::from(i), Some(10));
         }
@@ -332,7 +341,7 @@ mod tests {
 
     #[test]
     fn applying_the_same_state_twice_changes_nothing() {
-        let mut t = Trees::new(id("n1"), 3, ring());
+        let mut t = Trees::new(id("n1"), fixed_n(3), ring());
         t.update(b"k", 5, None);
         let once = t.branches(&id("n2"));
         t.update(b"k", 5, None);
@@ -344,14 +353,14 @@ mod tests {
 
     #[test]
     fn rebuild_equals_incremental_updates() {
-        let mut inc = Trees::new(id("n1"), 2, ring());
+        let mut inc = Trees::new(id("n1"), fixed_n(2), ring());
         let records: Vec<(Vec<u8>, u64)> = (0..300u32)
             .map(|i| (i.to_be_bytes().to_vec(), u64::from(i)))
             .collect();
         for (k, h) in &records {
             inc.update(k, *h, None);
         }
-        let mut reb = Trees::new(id("n1"), 2, ring());
+        let mut reb = Trees::new(id("n1"), fixed_n(2), ring());
         reb.rebuild(ring(), 1, records.into_iter().map(|(k, h)| (k, h, None)));
         for p in ["n2", "n3"] {
             assert_eq!(inc.branches(&id(p)), reb.branches(&id(p)));

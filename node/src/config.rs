@@ -110,6 +110,12 @@ pub struct Limits {
     /// Most values (siblings and tombstones) a key may hold; a write that would
     /// exceed it is refused until a client resolves the siblings.
     pub max_siblings: usize,
+    /// Most members of a set key, or of one set field of a map.
+    pub max_set_members: usize,
+    /// Most fields of a map key.
+    pub max_map_fields: usize,
+    /// Largest encoded state of one key (any type), in bytes.
+    pub max_state_bytes: usize,
     /// Most concurrent QUIC connections (clients and peers).
     pub max_connections: usize,
     /// Most client requests served at once (and, separately, as many peer
@@ -122,6 +128,18 @@ pub struct Limits {
     pub max_request_timeout: Duration,
 }
 
+impl Limits {
+    /// The bounds on one key's state that replicas enforce on updates.
+    pub fn value_limits(&self) -> crate::value::ValueLimits {
+        crate::value::ValueLimits {
+            max_siblings: self.max_siblings,
+            max_set_members: self.max_set_members,
+            max_map_fields: self.max_map_fields,
+            max_state_bytes: self.max_state_bytes,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -130,6 +148,9 @@ impl Default for Limits {
             max_value_bytes: 1024 * 1024,
             max_bucket_bytes: 128,
             max_siblings: 64,
+            max_set_members: 10_000,
+            max_map_fields: 1_000,
+            max_state_bytes: 70 * 1024 * 1024,
             max_connections: 4096,
             max_inflight_requests: 4096,
             request_read_timeout: Duration::from_secs(10),
@@ -236,6 +257,9 @@ struct RawLimits {
     max_value_bytes: Option<usize>,
     max_bucket_bytes: Option<usize>,
     max_siblings: Option<usize>,
+    max_set_members: Option<usize>,
+    max_map_fields: Option<usize>,
+    max_state_bytes: Option<usize>,
     max_connections: Option<usize>,
     max_inflight_requests: Option<usize>,
     request_read_timeout_ms: Option<u64>,
@@ -346,6 +370,9 @@ impl NodeConfig {
             max_value_bytes: l.max_value_bytes.unwrap_or(dl.max_value_bytes),
             max_bucket_bytes: l.max_bucket_bytes.unwrap_or(dl.max_bucket_bytes),
             max_siblings: l.max_siblings.unwrap_or(dl.max_siblings),
+            max_set_members: l.max_set_members.unwrap_or(dl.max_set_members),
+            max_map_fields: l.max_map_fields.unwrap_or(dl.max_map_fields),
+            max_state_bytes: l.max_state_bytes.unwrap_or(dl.max_state_bytes),
             max_connections: l.max_connections.unwrap_or(dl.max_connections),
             max_inflight_requests: l.max_inflight_requests.unwrap_or(dl.max_inflight_requests),
             max_request_timeout: positive_ms(
@@ -371,6 +398,9 @@ impl NodeConfig {
             ("max_value_bytes", limits.max_value_bytes),
             ("max_bucket_bytes", limits.max_bucket_bytes),
             ("max_siblings", limits.max_siblings),
+            ("max_set_members", limits.max_set_members),
+            ("max_map_fields", limits.max_map_fields),
+            ("max_state_bytes", limits.max_state_bytes),
             ("max_connections", limits.max_connections),
             ("max_inflight_requests", limits.max_inflight_requests),
         ] {
@@ -389,6 +419,17 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(
                 "limits.max_frame_bytes must exceed max_value_bytes + max_key_bytes + max_bucket_bytes + 4096".into(),
             ));
+        }
+        // A key's whole state travels in one peer frame (and in a client's
+        // answer, whose default bound is 72 MiB).
+        let peer_frame = limits
+            .max_frame_bytes
+            .saturating_mul(crate::net::PEER_FRAME_FACTOR);
+        if limits.max_state_bytes.saturating_add(64 * 1024) > peer_frame {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_state_bytes must be below max_frame_bytes * {} - 65536",
+                crate::net::PEER_FRAME_FACTOR
+            )));
         }
         let vnodes = raw.vnodes.unwrap_or(kvorum_ring::DEFAULT_VNODES);
         if !(1..=4096).contains(&vnodes) {

@@ -1,20 +1,22 @@
 //! One client request → fan-out to the key's preference list → wait for R or
 //! W → merge → answer. Reaches peers only through [`Transport`].
 
+use crate::buckets::{Buckets, DefineError};
 use crate::config::{Limits, Replication};
 use crate::hints::Hints;
 use crate::liveness::Liveness;
 use crate::membership::Membership;
 use crate::peer::{PeerRequest, PeerResponse};
-use crate::register::{self, DotContext, RegValue, Register};
+use crate::register::{self, DotContext, RegValue};
 use crate::repair::AntiEntropy;
 use crate::replica::{storage_key, Replica, ReplicaError};
 use crate::transport::{Transport, TransportError};
-use crdts::CvRDT;
+use crate::value::{self, Reading, State, Update, ValueError};
 use kvorum_client::proto::{
     CausalContext, ErrorReply, Limit, MemberStatus, OpKind, QuorumFailure, ReplicaOutcome, Request,
     Response,
 };
+use kvorum_client::{BucketProps, BucketType, DataOp, MapOp};
 use kvorum_ring::NodeId;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
@@ -120,6 +122,7 @@ fn outcome_of(e: &TransportError) -> ReplicaOutcome {
 /// Coordinates client requests on this node.
 pub struct Coordinator {
     me: NodeId,
+    buckets: Buckets,
     replica: Replica,
     membership: Arc<Membership>,
     transport: Arc<dyn Transport>,
@@ -132,6 +135,8 @@ pub struct Coordinator {
 
 /// What a coordinator works with (the node's services).
 pub struct Services {
+    /// The buckets this node knows.
+    pub buckets: Buckets,
     /// The local replica.
     pub replica: Replica,
     /// Members and ring.
@@ -150,6 +155,7 @@ impl Coordinator {
     /// A coordinator over the node's services.
     pub fn new(services: Services, replication: Replication, limits: Limits) -> Self {
         let Services {
+            buckets,
             replica,
             membership,
             transport,
@@ -159,6 +165,7 @@ impl Coordinator {
         } = services;
         Self {
             me: membership.me().id.clone(),
+            buckets,
             replica,
             membership,
             transport,
@@ -198,21 +205,70 @@ impl Coordinator {
                 let (exchanges, keys) = self.anti_entropy.repair_all().await;
                 Ok(Response::Repaired { exchanges, keys })
             }
+            Request::ListBuckets => Ok(Response::Buckets(self.buckets.all())),
+            Request::CreateBucket { name, props } => self.create_bucket(name, props).await,
             Request::Get {
                 bucket,
                 key,
                 options,
             } => {
-                self.check_key(&bucket, &key)?;
-                let r = self.quorum(options.r, self.replication.r)?;
+                let props = self.bucket(&bucket, &key)?;
+                if !props.bucket_type.is_register_like() {
+                    return Err(wrong_type(&bucket, props, "get (use a typed read)"));
+                }
+                let r = quorum(options.r, props.r, props.n)?;
                 let timeout = self.timeout(options.timeout_ms);
-                self.get(
-                    storage_key(&bucket, &key),
-                    r,
-                    timeout,
-                    options.repair_before_answer,
-                )
-                .await
+                let skey = storage_key(&bucket, &key);
+                let state = self
+                    .read(skey, props, r, timeout, options.repair_before_answer)
+                    .await?;
+                Ok(match state.read() {
+                    Reading::Register(siblings, ctx) if !siblings.is_empty() => Response::Value {
+                        siblings,
+                        context: CausalContext(register::encode_context(&ctx)),
+                    },
+                    Reading::Register(_, ctx) => Response::NotFound {
+                        context: CausalContext(register::encode_context(&ctx)),
+                    },
+                    Reading::Lww(Some(v)) => Response::Value {
+                        siblings: vec![v],
+                        context: CausalContext::empty(),
+                    },
+                    _ => Response::NotFound {
+                        context: CausalContext::empty(),
+                    },
+                })
+            }
+            Request::Fetch {
+                bucket,
+                key,
+                options,
+            } => {
+                let props = self.bucket(&bucket, &key)?;
+                if props.bucket_type.is_register_like() {
+                    return Err(wrong_type(&bucket, props, "typed read (use get)"));
+                }
+                let r = quorum(options.r, props.r, props.n)?;
+                let timeout = self.timeout(options.timeout_ms);
+                let skey = storage_key(&bucket, &key);
+                let state = self
+                    .read(skey, props, r, timeout, options.repair_before_answer)
+                    .await?;
+                Ok(match state.read() {
+                    Reading::Data(Some(value), clock) => Response::Data {
+                        value,
+                        context: CausalContext(value::encode_clock(&clock)),
+                    },
+                    Reading::Data(None, clock) => Response::NotFound {
+                        context: CausalContext(value::encode_clock(&clock)),
+                    },
+                    _ => {
+                        return Err(ErrorReply::Internal(format!(
+                            "stored state of key does not match bucket type {}",
+                            props.bucket_type
+                        )))
+                    }
+                })
             }
             Request::Put {
                 ref bucket,
@@ -221,24 +277,19 @@ impl Coordinator {
                 ref context,
                 options,
             } => {
-                self.check_key(bucket, key)?;
-                if value.len() > self.limits.max_value_bytes {
-                    return Err(too_large(
-                        Limit::Value,
-                        value.len(),
-                        self.limits.max_value_bytes,
-                    ));
-                }
-                let w = self.quorum(options.w, self.replication.w)?;
-                let (value, ctx) = (RegValue::Data(value.clone()), self.context(context)?);
-                let timeout = self.timeout(options.timeout_ms);
-                let skey = storage_key(bucket, key);
-                let q = WriteQuorum {
-                    w,
-                    timeout,
-                    strict: options.strict,
+                let props = self.bucket(bucket, key)?;
+                self.check_value(value)?;
+                let update = match props.bucket_type {
+                    BucketType::Register => Update::Register {
+                        ctx: self.context(context)?,
+                        value: RegValue::Data(value.clone()),
+                    },
+                    BucketType::Lww => Update::Lww(Some(value.clone())),
+                    _ => return Err(wrong_type(bucket, props, "put (use a typed update)")),
                 };
-                self.write(req.clone(), skey, ctx, value, q, forwarded)
+                let q = self.write_quorum(options, props)?;
+                let skey = storage_key(bucket, key);
+                self.write(req.clone(), skey, props, update, q, forwarded)
                     .await
             }
             Request::Delete {
@@ -247,22 +298,184 @@ impl Coordinator {
                 ref context,
                 options,
             } => {
-                self.check_key(bucket, key)?;
-                let w = self.quorum(options.w, self.replication.w)?;
-                let ctx = self.context(context)?;
-                let timeout = self.timeout(options.timeout_ms);
-                let skey = storage_key(bucket, key);
-                let q = WriteQuorum {
-                    w,
-                    timeout,
-                    strict: options.strict,
+                let props = self.bucket(bucket, key)?;
+                let update = match props.bucket_type {
+                    BucketType::Register => Update::Register {
+                        ctx: self.context(context)?,
+                        value: RegValue::Tombstone {
+                            deleted_ms: now_ms(),
+                        },
+                    },
+                    BucketType::Lww => Update::Lww(None),
+                    _ => return Err(wrong_type(bucket, props, "delete")),
                 };
-                let deleted_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                let tomb = RegValue::Tombstone { deleted_ms };
-                self.write(req.clone(), skey, ctx, tomb, q, forwarded).await
+                let q = self.write_quorum(options, props)?;
+                let skey = storage_key(bucket, key);
+                self.write(req.clone(), skey, props, update, q, forwarded)
+                    .await
             }
+            Request::Update {
+                ref bucket,
+                ref key,
+                ref op,
+                ref context,
+                options,
+            } => {
+                let props = self.bucket(bucket, key)?;
+                if op.bucket_type() != props.bucket_type {
+                    return Err(wrong_type(bucket, props, op.name()));
+                }
+                self.check_op(op)?;
+                let ctx = self.check_context_size(context).and_then(|()| {
+                    value::decode_clock(&context.0)
+                        .map_err(|e| ErrorReply::InvalidContext(e.to_string()))
+                })?;
+                let update = Update::Data {
+                    op: op.clone(),
+                    ctx,
+                };
+                let q = self.write_quorum(options, props)?;
+                let skey = storage_key(bucket, key);
+                self.write(req.clone(), skey, props, update, q, forwarded)
+                    .await
+            }
+        }
+    }
+
+    /// The props of `bucket` after checking the names' sizes; unknown
+    /// buckets are refused.
+    fn bucket(&self, bucket: &str, key: &[u8]) -> Result<BucketProps, ErrorReply> {
+        self.check_key(bucket, key)?;
+        self.buckets
+            .get(bucket)
+            .ok_or_else(|| ErrorReply::UnknownBucket(bucket.to_string()))
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), ErrorReply> {
+        if value.len() > self.limits.max_value_bytes {
+            return Err(too_large(
+                Limit::Value,
+                value.len(),
+                self.limits.max_value_bytes,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bounds of an update's parts: members and values like values, field
+    /// names like keys.
+    fn check_op(&self, op: &DataOp) -> Result<(), ErrorReply> {
+        match op {
+            DataOp::Increment(_) => Ok(()),
+            DataOp::SetUpdate { add, remove } => {
+                if add.is_empty() && remove.is_empty() {
+                    return Err(ErrorReply::BadRequest("empty set update".into()));
+                }
+                add.iter()
+                    .chain(remove)
+                    .try_for_each(|m| self.check_value(m))
+            }
+            DataOp::MapUpdate(ops) => {
+                if ops.is_empty() {
+                    return Err(ErrorReply::BadRequest("empty map update".into()));
+                }
+                for op in ops {
+                    let (name, _) = op.field();
+                    if name.len() > self.limits.max_key_bytes {
+                        return Err(too_large(Limit::Key, name.len(), self.limits.max_key_bytes));
+                    }
+                    match op {
+                        MapOp::Add { members, .. } | MapOp::Remove { members, .. } => {
+                            members.iter().try_for_each(|m| self.check_value(m))?
+                        }
+                        MapOp::SetLww { value, .. } | MapOp::SetRegister { value, .. } => {
+                            self.check_value(value)?
+                        }
+                        MapOp::Increment { .. }
+                        | MapOp::Flag { .. }
+                        | MapOp::RemoveField { .. } => {}
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn write_quorum(
+        &self,
+        options: kvorum_client::WriteOptions,
+        props: BucketProps,
+    ) -> Result<WriteQuorum, ErrorReply> {
+        Ok(WriteQuorum {
+            w: quorum(options.w, props.w, props.n)?,
+            timeout: self.timeout(options.timeout_ms),
+            strict: options.strict,
+        })
+    }
+
+    /// Defines a bucket here and on every other member; succeeds only when
+    /// every member stored it.
+    async fn create_bucket(
+        &self,
+        name: String,
+        props: BucketProps,
+    ) -> Result<Response, ErrorReply> {
+        self.check_key(&name, b"")?;
+        props.validate().map_err(ErrorReply::BadRequest)?;
+        let define_err = |e: DefineError| match e {
+            DefineError::Conflict { name, existing } => ErrorReply::BucketConflict {
+                bucket: name,
+                existing,
+            },
+            DefineError::Invalid(why) => ErrorReply::BadRequest(why),
+            DefineError::Storage(e) => ErrorReply::Internal(e.to_string()),
+        };
+        self.buckets
+            .define(&name, props)
+            .await
+            .map_err(define_err)?;
+        let others: Vec<NodeId> = self
+            .membership
+            .members()
+            .into_iter()
+            .map(|m| m.id)
+            .filter(|id| *id != self.me)
+            .collect();
+        let mut calls = tokio::task::JoinSet::new();
+        for node in &others {
+            let (transport, node) = (self.transport.clone(), node.clone());
+            let req = PeerRequest::DefineBucket {
+                name: name.clone(),
+                props,
+            };
+            let timeout = self.replication.request_timeout;
+            calls.spawn(async move { (node.clone(), transport.call(&node, req, timeout).await) });
+        }
+        let mut missing = Vec::new();
+        while let Some(joined) = calls.join_next().await {
+            let Ok((node, answer)) = joined else { continue };
+            match answer {
+                Ok(PeerResponse::Ack) => {}
+                Ok(PeerResponse::Conflict(existing)) => {
+                    return Err(ErrorReply::BucketConflict {
+                        bucket: name,
+                        existing,
+                    })
+                }
+                Ok(other) => missing.push(format!("{node} ({other:?})")),
+                Err(e) => missing.push(format!("{node} ({e})")),
+            }
+        }
+        if missing.is_empty() {
+            Ok(Response::BucketCreated)
+        } else {
+            Err(ErrorReply::Unavailable(format!(
+                "bucket {name:?} is stored on {} of {} members; not confirmed by {}. \
+                 It spreads by gossip; create it again to confirm",
+                1 + others.len() - missing.len(),
+                1 + others.len(),
+                missing.join(", ")
+            )))
         }
     }
 
@@ -283,14 +496,6 @@ impl Coordinator {
         Ok(())
     }
 
-    fn quorum(&self, asked: Option<u8>, default: u8) -> Result<usize, ErrorReply> {
-        let n = self.replication.n;
-        match asked.unwrap_or(default) {
-            q if (1..=n).contains(&q) => Ok(q.into()),
-            q => Err(ErrorReply::InvalidQuorum { requested: q, n }),
-        }
-    }
-
     fn timeout(&self, asked_ms: Option<u32>) -> Duration {
         match asked_ms {
             Some(0) | None => self.replication.request_timeout,
@@ -299,35 +504,41 @@ impl Coordinator {
         }
     }
 
-    fn context(&self, ctx: &CausalContext) -> Result<DotContext, ErrorReply> {
+    fn check_context_size(&self, ctx: &CausalContext) -> Result<(), ErrorReply> {
         // A context holds about one entry per node that coordinated writes of
         // the key: a few hundred bytes.
         const MAX_CONTEXT_BYTES: usize = 64 * 1024;
         if ctx.0.len() > MAX_CONTEXT_BYTES {
             return Err(too_large(Limit::Context, ctx.0.len(), MAX_CONTEXT_BYTES));
         }
+        Ok(())
+    }
+
+    fn context(&self, ctx: &CausalContext) -> Result<DotContext, ErrorReply> {
+        self.check_context_size(ctx)?;
         register::decode_context(&ctx.0).map_err(|e| ErrorReply::InvalidContext(e.to_string()))
     }
 
-    fn preference_list(&self, skey: &[u8]) -> Result<Vec<NodeId>, ErrorReply> {
-        let pref = self
-            .membership
-            .ring()
-            .preference_list(skey, self.replication.n.into());
+    fn preference_list(&self, skey: &[u8], n: u8) -> Result<Vec<NodeId>, ErrorReply> {
+        let pref = self.membership.ring().preference_list(skey, n.into());
         if pref.is_empty() {
             return Err(ErrorReply::Unavailable("the ring is empty".into()));
         }
         Ok(pref)
     }
 
-    async fn get(
+    /// Reads a key at quorum R and returns the merge of the answers
+    /// (repairing stale replicas).
+    async fn read(
         &self,
         skey: Vec<u8>,
+        props: BucketProps,
         r: usize,
         timeout: Duration,
         repair_before_answer: bool,
-    ) -> Result<Response, ErrorReply> {
-        let pref = self.preference_list(&skey)?;
+    ) -> Result<State, ErrorReply> {
+        let bucket_type = props.bucket_type;
+        let pref = self.preference_list(&skey, props.n)?;
         let mut tracker = QuorumTracker::new(r, &pref);
         let (tx, mut rx) = mpsc::channel(pref.len());
         for node in &pref {
@@ -359,18 +570,24 @@ impl Coordinator {
             }
         }
         drop(tx);
-        // The state each replica that answered holds (none: the empty register).
-        let mut answers: Vec<(NodeId, Register)> = Vec::new();
+        // The state each replica that answered holds (none: the empty state).
+        let mut answers: Vec<(NodeId, State)> = Vec::new();
         let deadline = tokio::time::Instant::now() + timeout;
+        let usable = move |s: &State| s.validate().is_ok() && s.bucket_type() == bucket_type;
         while tracker.status() == QuorumStatus::Pending {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((node, Ok(state)))) => match state.unwrap_or_default() {
-                    s if s.validate().is_ok() => {
-                        tracker.record(&node, ReplicaOutcome::Ok);
-                        answers.push((node, s));
+                Ok(Some((node, Ok(state)))) => {
+                    match state.unwrap_or_else(|| State::empty(bucket_type)) {
+                        s if usable(&s) => {
+                            tracker.record(&node, ReplicaOutcome::Ok);
+                            answers.push((node, s));
+                        }
+                        _ => tracker.record(
+                            &node,
+                            ReplicaOutcome::Failed("inconsistent state or type".into()),
+                        ),
                     }
-                    _ => tracker.record(&node, ReplicaOutcome::Failed("inconsistent state".into())),
-                },
+                }
                 Ok(Some((node, Err(outcome)))) => tracker.record(&node, outcome),
                 Ok(None) | Err(_) => break,
             }
@@ -378,9 +595,10 @@ impl Coordinator {
         if tracker.status() != QuorumStatus::Met {
             return Err(ErrorReply::Quorum(tracker.failure(OpKind::Read)));
         }
-        let mut merged = Register::new();
+        let mut merged = State::empty(bucket_type);
         for (_, s) in &answers {
-            merged.merge(s.clone());
+            // Types were checked on receipt: the merge cannot fail.
+            let _ = merged.merge(s.clone());
         }
         // Read repair (Dynamo §4.7 / §5): replicas whose state differs from
         // the merge get the merge, now if the request asked, else after the
@@ -402,9 +620,8 @@ impl Coordinator {
             repair.send(&merged, &stale).await;
             repaired = answers.iter().map(|(n, _)| n.clone()).collect();
         }
-        let (siblings, ctx) = merged.read();
-        let context = CausalContext(register::encode_context(ctx));
         let answer_state = merged.clone();
+        let answer = merged.clone();
         tokio::spawn(async move {
             // Late answers, until every replica answered or the deadline.
             // (A replica that answered with an error is skipped, not the end.)
@@ -412,9 +629,8 @@ impl Coordinator {
                 tokio::time::timeout_at(repair.deadline, rx.recv()).await
             {
                 let Ok(state) = answer else { continue };
-                let s = state.unwrap_or_default();
-                if s.validate().is_ok() {
-                    merged.merge(s.clone());
+                let s = state.unwrap_or_else(|| State::empty(bucket_type));
+                if usable(&s) && merged.merge(s.clone()).is_ok() {
                     answers.push((node, s));
                 }
             }
@@ -425,24 +641,20 @@ impl Coordinator {
                 .collect();
             repair.send(&merged, &stale).await;
         });
-        Ok(if siblings.is_empty() {
-            Response::NotFound { context }
-        } else {
-            Response::Value { siblings, context }
-        })
+        Ok(answer)
     }
 
     async fn write(
         &self,
         req: Request,
         skey: Vec<u8>,
-        ctx: DotContext,
-        value: RegValue,
+        props: BucketProps,
+        update: Update,
         q: WriteQuorum,
         forwarded: bool,
     ) -> Result<Response, ErrorReply> {
         let WriteQuorum { w, timeout, strict } = q;
-        let pref = self.preference_list(&skey)?;
+        let pref = self.preference_list(&skey, props.n)?;
         if !pref.contains(&self.me) {
             if forwarded {
                 return Err(ErrorReply::Unavailable(format!(
@@ -453,8 +665,11 @@ impl Coordinator {
             return self.forward(req, &pref, timeout).await;
         }
         let mut tracker = QuorumTracker::new(w, &pref);
-        let local =
-            tokio::time::timeout(timeout, self.replica.coordinate(skey.clone(), ctx, value));
+        let local = tokio::time::timeout(
+            timeout,
+            self.replica
+                .coordinate(skey.clone(), props.bucket_type, update, now_ms()),
+        );
         let (state, own) = match local.await {
             Err(_) => {
                 return Err(ErrorReply::Internal(
@@ -462,10 +677,10 @@ impl Coordinator {
                 ))
             }
             Ok(Ok(x)) => x,
-            Ok(Err(ReplicaError::TooManySiblings { count, max })) => {
-                return Err(too_large(Limit::Siblings, count, max));
+            Ok(Err(ReplicaError::Value(ValueError::TooLarge { what, size, max }))) => {
+                return Err(ErrorReply::TooLarge { what, size, max });
             }
-            Ok(Err(ReplicaError::Context(e))) => {
+            Ok(Err(ReplicaError::Value(ValueError::Context(e)))) => {
                 return Err(ErrorReply::InvalidContext(e.to_string()))
             }
             Ok(Err(e)) => return Err(ErrorReply::Internal(format!("local write failed: {e}"))),
@@ -524,7 +739,7 @@ impl Coordinator {
             return Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)));
         }
         Ok(Response::Written {
-            context: CausalContext(register::encode_context(&own)),
+            context: CausalContext(own),
         })
     }
 
@@ -586,9 +801,20 @@ impl Coordinator {
     /// Serves a peer's request to this replica.
     pub async fn serve_peer(&self, req: PeerRequest) -> PeerResponse {
         match req {
-            PeerRequest::Gossip { members } => {
+            PeerRequest::Gossip { members, buckets } => {
                 self.membership.merge(members);
-                PeerResponse::Members(self.membership.members())
+                crate::node::merge_buckets(&self.buckets, &self.membership, buckets).await;
+                PeerResponse::Members {
+                    members: self.membership.members(),
+                    buckets: self.buckets.defined(),
+                }
+            }
+            PeerRequest::DefineBucket { name, props } => {
+                match self.buckets.define(&name, props).await {
+                    Ok(_) => PeerResponse::Ack,
+                    Err(DefineError::Conflict { existing, .. }) => PeerResponse::Conflict(existing),
+                    Err(e) => PeerResponse::Error(e.to_string()),
+                }
             }
             PeerRequest::Read { key } => match self.replica.read(&key) {
                 Ok(state) => PeerResponse::State(state),
@@ -627,7 +853,7 @@ impl Coordinator {
 /// deadline either way).
 struct Fanout {
     key: Vec<u8>,
-    state: Register,
+    state: State,
     timeout: Duration,
     transport: Arc<dyn Transport>,
     tx: mpsc::UnboundedSender<(NodeId, Option<NodeId>, ReplicaOutcome)>,
@@ -678,7 +904,7 @@ impl Repair {
     /// Merges `state` into each of `stale` (this node locally), waiting for
     /// the acknowledgements until the deadline. Failures are logged: the
     /// next read or anti-entropy repairs what this one could not.
-    async fn send(&self, state: &Register, stale: &[NodeId]) {
+    async fn send(&self, state: &State, stale: &[NodeId]) {
         let mut calls = tokio::task::JoinSet::new();
         for node in stale {
             if *node == self.me {
@@ -703,6 +929,28 @@ impl Repair {
         }
         while calls.join_next().await.is_some() {}
     }
+}
+
+/// R or W: the request's, else the bucket's default; within 1..=N.
+fn quorum(asked: Option<u8>, default: u8, n: u8) -> Result<usize, ErrorReply> {
+    match asked.unwrap_or(default) {
+        q if (1..=n).contains(&q) => Ok(q.into()),
+        q => Err(ErrorReply::InvalidQuorum { requested: q, n }),
+    }
+}
+
+fn wrong_type(bucket: &str, props: BucketProps, op: &str) -> ErrorReply {
+    ErrorReply::WrongType {
+        bucket: bucket.to_string(),
+        bucket_type: props.bucket_type,
+        op: op.to_string(),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn too_large(what: Limit, size: usize, max: usize) -> ErrorReply {

@@ -6,6 +6,8 @@
 use crate::certs::{self, CertError};
 use crate::config::{ConfigError, NodeConfig};
 use crate::node::{self, NodeError, RunningNode};
+use kvorum_client::{BucketProps, BucketType, Client, TlsMaterial};
+use std::time::Duration;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -108,6 +110,49 @@ fn write_file(path: &Path, text: &str) -> Result<(), DevError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The buckets a dev cluster creates for the README's tour (name, type).
+pub const TOUR_BUCKETS: [(&str, BucketType); 5] = [
+    ("demo", BucketType::Register),
+    ("hits", BucketType::Counter),
+    ("tags", BucketType::Set),
+    ("carts", BucketType::Map),
+    ("names", BucketType::Lww),
+];
+
+/// Creates [`TOUR_BUCKETS`] (N = 3 or fewer on a smaller cluster, majority
+/// quorums) through a client, retrying while the members still meet each
+/// other (creation needs every member). Idempotent.
+pub async fn create_tour_buckets(
+    opts: &DevOptions,
+    addrs: Vec<std::net::SocketAddr>,
+) -> Result<(), String> {
+    let certs_dir = opts.dir.join("certs");
+    let tls = TlsMaterial::from_files(
+        certs_dir.join("ca.pem"),
+        certs_dir.join("client.pem"),
+        certs_dir.join("client.key"),
+    )
+    .map_err(|e| e.to_string())?;
+    let client = Client::connect(addrs, tls).map_err(|e| e.to_string())?;
+    let n = u8::try_from(opts.nodes.min(3)).unwrap_or(3);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for (name, t) in TOUR_BUCKETS {
+        let props = BucketProps::new(t).n(n).r(n / 2 + 1).w(n / 2 + 1);
+        loop {
+            match client.create_bucket(name, props).await {
+                Ok(()) => break,
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    client.close().await;
+                    return Err(format!("bucket {name}: {e}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    client.close().await;
+    Ok(())
 }
 
 /// Starts every node of the dev cluster.

@@ -14,7 +14,7 @@
 
 use crate::register::Register;
 use crate::storage::{Change, Space, StorageError, Store};
-use crdts::CvRDT;
+use crate::value::State;
 use kvorum_ring::NodeId;
 use serde::{Deserialize, Serialize};
 use std::{
@@ -60,6 +60,9 @@ pub enum HintError {
         /// The bound.
         max: u64,
     },
+    /// The hint cannot be merged with the one held (another value type).
+    #[error("hint refused: {0}")]
+    Invalid(String),
     /// The disk failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -69,6 +72,16 @@ pub enum HintError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum HintRecord {
     V1 { created_ms: u64, state: Register },
+    V2 { created_ms: u64, state: State },
+}
+
+impl HintRecord {
+    fn decode(bytes: &[u8]) -> Option<(u64, State)> {
+        match postcard::from_bytes::<HintRecord>(bytes).ok()? {
+            HintRecord::V1 { created_ms, state } => Some((created_ms, State::Register(state))),
+            HintRecord::V2 { created_ms, state } => Some((created_ms, state)),
+        }
+    }
 }
 
 /// Counters of the hint store since start.
@@ -100,7 +113,7 @@ pub struct Hint {
     /// The storage key.
     pub key: Vec<u8>,
     /// The state to hand over.
-    pub state: Register,
+    pub state: State,
     created_ms: u64,
     raw: Vec<u8>,
     store_key: Vec<u8>,
@@ -128,9 +141,9 @@ fn parse_hint_key(k: &[u8]) -> Option<(NodeId, Vec<u8>)> {
     Some((NodeId::new(owner), k.get(2 + len..)?.to_vec()))
 }
 
-fn encode(created_ms: u64, state: &Register) -> Vec<u8> {
+fn encode(created_ms: u64, state: &State) -> Vec<u8> {
     // Serializing plain data into a Vec cannot fail.
-    postcard::to_stdvec(&HintRecord::V1 {
+    postcard::to_stdvec(&HintRecord::V2 {
         created_ms,
         state: state.clone(),
     })
@@ -165,7 +178,7 @@ impl Hints {
     }
 
     /// Durably stores (merges) a hint of `state` for `owner`.
-    pub async fn add(&self, owner: &NodeId, key: &[u8], state: Register) -> Result<(), HintError> {
+    pub async fn add(&self, owner: &NodeId, key: &[u8], state: State) -> Result<(), HintError> {
         let (stats, max) = (self.stats.clone(), self.config.max_bytes);
         let k = hint_key(owner, key);
         let result = self
@@ -173,19 +186,23 @@ impl Hints {
             .change(Space::Hints, k, move |current| {
                 let (old_len, created, mut merged) = match current {
                     Err(e) => return (Change::Keep, Err(HintError::Storage(e))),
-                    Ok(None) => (0, now_ms(), Register::new()),
-                    Ok(Some(bytes)) => match postcard::from_bytes::<HintRecord>(bytes) {
-                        Ok(HintRecord::V1 { created_ms, state }) => {
-                            (bytes.len() as u64, created_ms, state)
-                        }
+                    Ok(None) => (0, now_ms(), State::empty(state.bucket_type())),
+                    Ok(Some(bytes)) => match HintRecord::decode(bytes) {
+                        Some((created_ms, state)) => (bytes.len() as u64, created_ms, state),
                         // An unreadable hint is replaced (and counted as dropped).
-                        Err(_) => {
+                        None => {
                             stats.dropped.fetch_add(1, Ordering::Relaxed);
-                            (bytes.len() as u64, now_ms(), Register::new())
+                            (
+                                bytes.len() as u64,
+                                now_ms(),
+                                State::empty(state.bucket_type()),
+                            )
                         }
                     },
                 };
-                merged.merge(state);
+                if let Err(e) = merged.merge(state) {
+                    return (Change::Keep, Err(HintError::Invalid(e.to_string())));
+                }
                 let bytes = encode(created, &merged);
                 let held = stats.bytes.load(Ordering::Relaxed);
                 let after = held
@@ -213,8 +230,7 @@ impl Hints {
             let Some((owner, key)) = parse_hint_key(&k) else {
                 continue;
             };
-            let Ok(HintRecord::V1 { created_ms, state }) = postcard::from_bytes::<HintRecord>(&v)
-            else {
+            let Some((created_ms, state)) = HintRecord::decode(&v) else {
                 continue;
             };
             out.push(Hint {
@@ -273,7 +289,7 @@ mod tests {
     use crate::register::{Actor, DotContext, RegValue};
     use crate::storage::{FjallEngine, SyncPolicy};
 
-    fn state(v: &str) -> Register {
+    fn state(v: &str) -> State {
         let mut r = Register::new();
         // One actor per value, so values never share a dot.
         let a = Actor {
@@ -287,7 +303,7 @@ mod tests {
             0,
         )
         .unwrap();
-        r
+        State::Register(r)
     }
 
     #[tokio::test]

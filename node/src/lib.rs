@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod aae;
+pub mod buckets;
 pub mod certs;
 pub mod config;
 pub mod coordinator;
@@ -53,6 +54,7 @@ pub mod repair;
 pub mod replica;
 pub mod storage;
 pub mod transport;
+pub mod value;
 
 pub use config::NodeConfig;
 pub use node::{start, NodeError, RunningNode};

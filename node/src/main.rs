@@ -2,7 +2,10 @@
 //! and talk to a cluster from the shell.
 
 use clap::{Args, Parser, Subcommand};
-use kvorum_client::{CausalContext, Client, ReadOptions, TlsMaterial, WriteOptions};
+use kvorum_client::{
+    BucketProps, BucketType, CausalContext, Client, FieldKind, FieldValue, MapUpdate, ReadOptions,
+    TlsMaterial, WriteOptions,
+};
 use kvorum_node::{certs, dev, NodeConfig};
 use std::{
     net::SocketAddr,
@@ -86,6 +89,74 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Read a counter, and optionally increment it first.
+    Counter {
+        /// Bucket (of type counter).
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Add this amount (negative: subtract) before reading.
+        #[arg(long, allow_hyphen_values = true)]
+        incr: Option<i64>,
+        #[command(flatten)]
+        q: Quorums,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Read a set, and optionally add or remove members first (a remove
+    /// removes what a read just before it saw).
+    Set {
+        /// Bucket (of type set).
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Members to add (UTF-8).
+        #[arg(long)]
+        add: Vec<String>,
+        /// Members to remove.
+        #[arg(long)]
+        remove: Vec<String>,
+        #[command(flatten)]
+        q: Quorums,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Read a map, and optionally update fields first (removes act on what
+    /// a read just before it saw).
+    Map {
+        /// Bucket (of type map).
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Counter field increments: FIELD=N.
+        #[arg(long, allow_hyphen_values = true)]
+        incr: Vec<String>,
+        /// Set field additions: FIELD=MEMBER.
+        #[arg(long)]
+        add: Vec<String>,
+        /// Set field removals: FIELD=MEMBER.
+        #[arg(long)]
+        remove: Vec<String>,
+        /// Flags to enable.
+        #[arg(long)]
+        enable: Vec<String>,
+        /// Flags to disable.
+        #[arg(long)]
+        disable: Vec<String>,
+        /// LWW register fields: FIELD=VALUE.
+        #[arg(long)]
+        lww: Vec<String>,
+        /// Multi-value register fields: FIELD=VALUE.
+        #[arg(long)]
+        reg: Vec<String>,
+        /// Fields to remove: KIND:FIELD (kind: counter, set, flag, lww, register).
+        #[arg(long)]
+        remove_field: Vec<String>,
+        #[command(flatten)]
+        q: Quorums,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Show the members a node knows.
     Status {
         #[command(flatten)]
@@ -103,6 +174,48 @@ enum AdminCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Create or list buckets.
+    #[command(subcommand)]
+    Bucket(BucketCommand),
+}
+
+#[derive(Subcommand)]
+enum BucketCommand {
+    /// Create a bucket on every member (its type and N are fixed for life).
+    Create {
+        /// Bucket name.
+        name: String,
+        /// Value type: register, counter, set, map or lww.
+        #[arg(long = "type")]
+        bucket_type: BucketType,
+        /// Replicas per key.
+        #[arg(long, default_value_t = 3)]
+        n: u8,
+        /// Default read quorum (default: a majority of N).
+        #[arg(long)]
+        r: Option<u8>,
+        /// Default write quorum (default: a majority of N).
+        #[arg(long)]
+        w: Option<u8>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List the buckets a node knows.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// Per-request quorums of the typed commands.
+#[derive(Args)]
+struct Quorums {
+    /// Read quorum (default: the bucket's R).
+    #[arg(long)]
+    r: Option<u8>,
+    /// Write quorum (default: the bucket's W).
+    #[arg(long)]
+    w: Option<u8>,
 }
 
 #[derive(Subcommand)]
@@ -210,6 +323,10 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
                 base_port: port,
             };
             let running = dev::start(&opts).await?;
+            let addrs = running.iter().map(|n| n.addr()).collect();
+            if let Err(e) = dev::create_tour_buckets(&opts, addrs).await {
+                eprintln!("warning: the tour buckets were not created: {e}");
+            }
             let certs = dir.join("certs");
             println!("Kvorum dev cluster: {} nodes on 127.0.0.1", running.len());
             for n in &running {
@@ -219,7 +336,16 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             println!("client certificate: {}", certs.join("client.pem").display());
             println!("client key:         {}", certs.join("client.key").display());
             println!("cluster CA:         {}", certs.join("ca.pem").display());
+            println!(
+                "buckets: {}",
+                dev::TOUR_BUCKETS
+                    .iter()
+                    .map(|(n, t)| format!("{n} ({t})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             println!("try:  kvorum put demo hello world && kvorum get demo hello");
+            println!("      kvorum counter hits home --incr 1");
             println!("Ctrl-C stops the cluster (data is kept for the next start).");
             wait_for_signal().await;
             eprintln!("stopping the dev cluster");
@@ -232,6 +358,163 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             let client = conn.client()?;
             let (exchanges, keys) = client.repair().await?;
             println!("{exchanges} exchange(s), {keys} key(s) repaired");
+            client.close().await;
+        }
+        Command::Admin(AdminCommand::Bucket(BucketCommand::Create {
+            name,
+            bucket_type,
+            n,
+            r,
+            w,
+            conn,
+        })) => {
+            let majority = n / 2 + 1;
+            let props = BucketProps::new(bucket_type)
+                .n(n)
+                .r(r.unwrap_or(majority))
+                .w(w.unwrap_or(majority));
+            props.validate()?;
+            let client = conn.client()?;
+            client.create_bucket(&name, props).await?;
+            println!(
+                "bucket {name}: {bucket_type}, N={} R={} W={}",
+                props.n, props.r, props.w
+            );
+            client.close().await;
+        }
+        Command::Admin(AdminCommand::Bucket(BucketCommand::List { conn })) => {
+            let client = conn.client()?;
+            println!(
+                "{:<24} {:<9} {:>2} {:>2} {:>2}",
+                "BUCKET", "TYPE", "N", "R", "W"
+            );
+            for (name, p) in client.buckets().await? {
+                println!(
+                    "{:<24} {:<9} {:>2} {:>2} {:>2}",
+                    name,
+                    p.bucket_type.to_string(),
+                    p.n,
+                    p.r,
+                    p.w
+                );
+            }
+            client.close().await;
+        }
+        Command::Counter {
+            bucket,
+            key,
+            incr,
+            q,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let c = client
+                .counter(&bucket, key.as_bytes())
+                .read_options(conn.read_options(q.r))
+                .write_options(conn.write_options(q.w));
+            if let Some(by) = incr {
+                c.increment(by).await?;
+            }
+            println!("{}", c.value().await?);
+            client.close().await;
+        }
+        Command::Set {
+            bucket,
+            key,
+            add,
+            remove,
+            q,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let s = client
+                .set(&bucket, key.as_bytes())
+                .read_options(conn.read_options(q.r))
+                .write_options(conn.write_options(q.w));
+            if !add.is_empty() || !remove.is_empty() {
+                let ctx = if remove.is_empty() {
+                    CausalContext::empty()
+                } else {
+                    s.members().await?.context
+                };
+                let bytes = |v: Vec<String>| v.into_iter().map(String::into_bytes).collect();
+                s.update(bytes(add), bytes(remove), &ctx).await?;
+            }
+            for m in s.members().await?.members {
+                println!("{}", String::from_utf8_lossy(&m));
+            }
+            client.close().await;
+        }
+        Command::Map {
+            bucket,
+            key,
+            incr,
+            add,
+            remove,
+            enable,
+            disable,
+            lww,
+            reg,
+            remove_field,
+            q,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let m = client
+                .map(&bucket, key.as_bytes())
+                .read_options(conn.read_options(q.r))
+                .write_options(conn.write_options(q.w));
+            let mut u = MapUpdate::new();
+            for f in &incr {
+                let (field, n) = split_field(f)?;
+                u = u.increment(field, n.parse().map_err(|e| format!("--incr {f}: {e}"))?);
+            }
+            for f in &add {
+                let (field, v) = split_field(f)?;
+                u = u.add(field, v.as_bytes());
+            }
+            for f in &remove {
+                let (field, v) = split_field(f)?;
+                u = u.remove(field, v.as_bytes());
+            }
+            for f in &enable {
+                u = u.enable(f);
+            }
+            for f in &disable {
+                u = u.disable(f);
+            }
+            for f in &lww {
+                let (field, v) = split_field(f)?;
+                u = u.set_lww(field, v.as_bytes());
+            }
+            for f in &reg {
+                let (field, v) = split_field(f)?;
+                u = u.set_register(field, v.as_bytes());
+            }
+            for f in &remove_field {
+                let (kind, field) = f
+                    .split_once(':')
+                    .ok_or_else(|| format!("--remove-field {f}: expected KIND:FIELD"))?;
+                u = u.remove_field(field, kind.parse::<FieldKind>()?);
+            }
+            if !u.ops().is_empty() {
+                // Removes and register writes act on what a read saw.
+                let ctx = m.fetch().await?.context;
+                m.update(u.context(&ctx)).await?;
+            }
+            for (name, kind, value) in m.fetch().await?.value.fields {
+                let shown = match value {
+                    FieldValue::Counter(v) => v.to_string(),
+                    FieldValue::Flag(b) => b.to_string(),
+                    FieldValue::Lww(v) => String::from_utf8_lossy(&v).into_owned(),
+                    FieldValue::Set(ms) | FieldValue::Register(ms) => ms
+                        .iter()
+                        .map(|m| String::from_utf8_lossy(m).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+                println!("{name} ({kind}): {shown}");
+            }
             client.close().await;
         }
         Command::Get {
@@ -329,6 +612,12 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Splits FIELD=VALUE.
+fn split_field(arg: &str) -> Result<(&str, &str), BoxError> {
+    arg.split_once('=')
+        .ok_or_else(|| format!("{arg:?}: expected FIELD=VALUE").into())
+}
+
 fn parse_context(hex: Option<String>) -> Result<CausalContext, BoxError> {
     match hex {
         None => Ok(CausalContext::empty()),
@@ -362,6 +651,23 @@ fn cert(c: CertCommand) -> Result<(), BoxError> {
 }
 
 impl Conn {
+    fn read_options(&self, r: Option<u8>) -> ReadOptions {
+        ReadOptions {
+            r,
+            timeout_ms: self.timeout_ms,
+            strict: self.strict,
+            repair_before_answer: false,
+        }
+    }
+
+    fn write_options(&self, w: Option<u8>) -> WriteOptions {
+        WriteOptions {
+            w,
+            timeout_ms: self.timeout_ms,
+            strict: self.strict,
+        }
+    }
+
     fn client(&self) -> Result<Client, BoxError> {
         let certs = self.dev_dir.join("certs");
         let ca = self.ca.clone().unwrap_or_else(|| certs.join("ca.pem"));

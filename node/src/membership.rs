@@ -67,6 +67,12 @@ impl Membership {
         self.read().version
     }
 
+    /// Marks the view changed without a member change (e.g. a bucket with
+    /// its own N was learned: the anti-entropy trees must be rebuilt).
+    pub fn touch(&self) {
+        self.write().version += 1;
+    }
+
     /// Address of a member.
     pub fn addr_of(&self, id: &NodeId) -> Option<SocketAddr> {
         self.read().members.get(id).map(|m| m.addr)

@@ -1,6 +1,7 @@
 //! Wiring: a node is started from its config and runs until shut down.
 
 use crate::aae::Trees;
+use crate::buckets::{self, Buckets};
 use crate::config::NodeConfig;
 use crate::coordinator::{Coordinator, Services};
 use crate::faults::Faults;
@@ -224,12 +225,25 @@ pub async fn start_with_faults(
         epoch,
     };
     let liveness = Arc::new(Liveness::new(me.id.clone(), config.failure_detector));
+    let buckets = Buckets::open(
+        store.clone(),
+        buckets::default_props(
+            config.replication.n,
+            config.replication.r,
+            config.replication.w,
+        ),
+    )
+    .map_err(storage_err)?;
+    let n_of: crate::aae::NOf = {
+        let buckets = buckets.clone();
+        Arc::new(move |key: &[u8]| buckets.n_of_key(key))
+    };
     let trees = Arc::new(std::sync::Mutex::new(Trees::new(
         me.id.clone(),
-        config.replication.n.into(),
+        n_of,
         Ring::default(),
     )));
-    let replica = Replica::new(actor, store.clone(), config.limits.max_siblings, trees)
+    let replica = Replica::new(actor, store.clone(), config.limits.value_limits(), trees)
         .map_err(storage_err)?;
     let hints = Hints::open(store.clone(), config.hints).map_err(storage_err)?;
     let anti_entropy = Arc::new(AntiEntropy::new(
@@ -241,6 +255,7 @@ pub async fn start_with_faults(
     // Build the trees from storage before serving.
     anti_entropy.refresh().map_err(storage_err)?;
     let services = Services {
+        buckets: buckets.clone(),
         replica,
         membership: membership.clone(),
         transport: transport.clone(),
@@ -281,6 +296,7 @@ pub async fn start_with_faults(
     tasks.spawn(gossip(
         transport,
         membership.clone(),
+        buckets,
         store,
         epoch,
         config.seeds.clone(),
@@ -498,9 +514,13 @@ async fn persist_members(
 
 /// Every interval, exchanges member lists with every seed and one random
 /// known member, so every node learns every member.
+///
+/// Bucket definitions travel along (see [`crate::buckets`]).
+#[allow(clippy::too_many_arguments)] // the task's whole context, passed once
 async fn gossip(
     transport: Arc<dyn Transport>,
     membership: Arc<Membership>,
+    buckets: Buckets,
     store: Store,
     epoch: u64,
     seeds: Vec<SocketAddr>,
@@ -527,13 +547,18 @@ async fn gossip(
         for addr in targets {
             let req = PeerRequest::Gossip {
                 members: membership.members(),
+                buckets: buckets.defined(),
             };
             match transport
                 .call_addr(addr, req, every.max(Duration::from_millis(500)))
                 .await
             {
-                Ok(PeerResponse::Members(news)) => {
-                    membership.merge(news);
+                Ok(PeerResponse::Members {
+                    members,
+                    buckets: defined,
+                }) => {
+                    membership.merge(members);
+                    merge_buckets(&buckets, &membership, defined).await;
                 }
                 Ok(other) => tracing::debug!(%addr, ?other, "unexpected gossip answer"),
                 Err(e) => tracing::debug!(%addr, error = %e, "gossip failed"),
@@ -548,5 +573,19 @@ async fn gossip(
                 Err(e) => tracing::warn!(error = %e, "cannot persist the member list"),
             }
         }
+    }
+}
+
+/// Stores bucket definitions learned by gossip; a new one may carry its own
+/// N, so the anti-entropy trees are rebuilt.
+pub(crate) async fn merge_buckets(
+    buckets: &Buckets,
+    membership: &Membership,
+    defined: Vec<(String, kvorum_client::BucketProps)>,
+) {
+    match buckets.merge(defined).await {
+        Ok(true) => membership.touch(),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot store the buckets learned by gossip"),
     }
 }

@@ -4,15 +4,16 @@
 //! stream direction), its own version and message enum, on ALPN
 //! `kvorum-peer/1` which only node certificates may use.
 
-use crate::register::Register;
+use crate::value::State;
 use kvorum_client::proto::Request;
 use kvorum_client::proto::Response;
+use kvorum_client::BucketProps;
 use kvorum_ring::NodeId;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Version of the peer protocol.
-pub const PEER_PROTOCOL_VERSION: u16 = 1;
+pub const PEER_PROTOCOL_VERSION: u16 = 2;
 
 /// What a node knows of a member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +35,16 @@ pub enum PeerRequest {
     Gossip {
         /// Members the sender knows (itself included).
         members: Vec<MemberInfo>,
+        /// Buckets the sender knows (created ones; `default` is implicit).
+        buckets: Vec<(String, BucketProps)>,
+    },
+    /// Define a bucket (a client's `CreateBucket`, sent to every member):
+    /// answered `Ack` when stored durably, `Error` on a conflict.
+    DefineBucket {
+        /// The bucket.
+        name: String,
+        /// Its props.
+        props: BucketProps,
     },
     /// Read this replica's state of a key.
     Read {
@@ -45,7 +56,7 @@ pub enum PeerRequest {
         /// Storage key.
         key: Vec<u8>,
         /// The state to merge.
-        state: Register,
+        state: State,
     },
     /// Coordinate a client write: sent by a node that is not a replica of the
     /// key to one that is (the coordinator of a write must be a replica,
@@ -88,17 +99,22 @@ pub enum PeerRequest {
         /// Storage key.
         key: Vec<u8>,
         /// The state to hand over.
-        state: Register,
+        state: State,
     },
 }
 
 /// A node's answer to a [`PeerRequest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PeerResponse {
-    /// Answer to `Gossip`: the members the receiver knows.
-    Members(Vec<MemberInfo>),
+    /// Answer to `Gossip`: the members and buckets the receiver knows.
+    Members {
+        /// Members.
+        members: Vec<MemberInfo>,
+        /// Created buckets.
+        buckets: Vec<(String, BucketProps)>,
+    },
     /// Answer to `Read`: the replica's state, `None` if it has none.
-    State(Option<Register>),
+    State(Option<State>),
     /// Answer to `Write`: merged and stored.
     Ack,
     /// Answer to `Forward`: the coordinator's answer for the client.
@@ -111,6 +127,9 @@ pub enum PeerResponse {
     Leaves(Vec<(u32, Vec<u64>)>),
     /// Answer to `AaeKeys`: (storage key, state hash).
     Keys(Vec<(Vec<u8>, u64)>),
+    /// Answer to `DefineBucket`: the receiver holds the bucket with these
+    /// other props.
+    Conflict(BucketProps),
     /// The request failed at the receiver.
     Error(String),
 }

@@ -95,6 +95,14 @@ pub enum DecodeError {
 }
 
 impl DotContext {
+    /// The context of exactly the dots a version vector covers.
+    pub fn from_clock(vv: VClock<Actor>) -> Self {
+        Self {
+            vv,
+            cloud: BTreeSet::new(),
+        }
+    }
+
     /// The empty context (a blind write).
     pub fn new() -> Self {
         Self::default()
@@ -197,6 +205,25 @@ impl Register {
         Ok(own)
     }
 
+    /// Applies a write whose dot was issued elsewhere (a map field's write
+    /// takes the map's fresh dot): removes what `ctx` covers, adds `value`
+    /// under `dot`. A dot already seen is ignored (idempotent).
+    pub fn apply_dot(&mut self, dot: Dot, ctx: &DotContext, value: RegValue) {
+        if self.context.contains(&dot) {
+            return;
+        }
+        self.values.retain(|d, _| !ctx.contains(d));
+        self.values.insert(dot.clone(), value);
+        self.context.join(ctx);
+        self.context.insert(dot);
+    }
+
+    /// Forgets the values whose dots `clock` covers (a map's reset-remove of
+    /// a field); the context keeps them, so they never come back.
+    pub fn reset_remove(&mut self, clock: &VClock<Actor>) {
+        self.values.retain(|(a, c), _| clock.get(a) < *c);
+    }
+
     /// The live values (tombstones left out), in dot order, and the context
     /// that covers everything this state has seen.
     pub fn read(&self) -> (Vec<Vec<u8>>, &DotContext) {
@@ -267,29 +294,8 @@ impl CvRDT for Register {
     }
 }
 
-/// Persisted form of a key's state. The enum tag is the format version:
-/// a new format adds a variant and a conversion from the old one.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum StoredRecord {
-    V1(Register),
-}
-
 /// Version byte that starts every encoded causal context.
 const CONTEXT_VERSION: u8 = 1;
-
-/// Encodes a key's state for storage.
-pub fn encode_record(reg: &Register) -> Vec<u8> {
-    // Serializing plain data into a Vec cannot fail.
-    postcard::to_stdvec(&StoredRecord::V1(reg.clone())).unwrap_or_default()
-}
-
-/// Decodes a stored record.
-pub fn decode_record(bytes: &[u8]) -> Result<Register, DecodeError> {
-    match postcard::from_bytes::<StoredRecord>(bytes) {
-        Ok(StoredRecord::V1(r)) => Ok(r),
-        Err(e) => Err(DecodeError::Malformed(e.to_string())),
-    }
-}
 
 /// Encodes a context as the opaque bytes clients hold.
 pub fn encode_context(ctx: &DotContext) -> Vec<u8> {
@@ -477,7 +483,7 @@ mod tests {
         assert!(bad.validate().is_err());
         assert!(decode_context(&[9, 1, 2]).is_err());
         assert!(decode_context(&[CONTEXT_VERSION, 0xff, 0xff]).is_err());
-        assert!(decode_record(&[7, 7, 7]).is_err());
+        assert!(crate::value::decode_record(&[7, 7, 7]).is_err());
     }
 
     #[test]
@@ -488,7 +494,9 @@ mod tests {
             .unwrap();
         assert_eq!(decode_context(&encode_context(&own)).unwrap(), own);
         assert_eq!(decode_context(&[]).unwrap(), DotContext::new());
-        assert_eq!(decode_record(&encode_record(&r)).unwrap(), r);
+        let state = crate::value::State::Register(r);
+        let bytes = crate::value::encode_record(&state);
+        assert_eq!(crate::value::decode_record(&bytes).unwrap(), state);
     }
 
     #[test]

@@ -5,10 +5,10 @@
 use crate::aae::{self, Trees, PER_BRANCH};
 use crate::membership::Membership;
 use crate::peer::{PeerRequest, PeerResponse};
-use crate::register;
 use crate::replica::{self, Replica};
 use crate::storage::{Space, StorageError};
 use crate::transport::{Transport, TransportError};
+use crate::value;
 use kvorum_ring::NodeId;
 use std::{
     sync::{
@@ -150,7 +150,7 @@ impl AntiEntropy {
             ring,
             version,
             records.into_iter().map(|(k, v)| {
-                let tomb = register::decode_record(&v)
+                let tomb = value::decode_record(&v)
                     .ok()
                     .and_then(|r| r.tombstone_only());
                 (k, aae::state_hash(&v), tomb)
@@ -331,7 +331,7 @@ impl AntiEntropy {
         if local.tombstone_only().is_none() {
             return Ok(false);
         }
-        let hash = aae::state_hash(&register::encode_record(&local));
+        let hash = aae::state_hash(&value::encode_record(&local));
         let replicas = replica::lock(self.trees()).replicas(key);
         for node in replicas.iter().filter(|n| **n != self.me) {
             match self
@@ -339,7 +339,7 @@ impl AntiEntropy {
                 .await?
             {
                 PeerResponse::State(Some(s))
-                    if aae::state_hash(&register::encode_record(&s)) == hash => {}
+                    if aae::state_hash(&value::encode_record(&s)) == hash => {}
                 _ => return Ok(false), // not every replica holds this exact tombstone yet
             }
         }

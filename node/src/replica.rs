@@ -2,9 +2,10 @@
 //! merge a state that another node sent. Knows nothing of the network.
 
 use crate::aae::{self, Trees};
-use crate::register::{self, Actor, DecodeError, DotContext, RegValue, Register};
+use crate::register::{Actor, DecodeError};
 use crate::storage::{Change, Hook, Space, StorageError, Store};
-use crdts::CvRDT;
+use crate::value::{self, State, Update, ValueError, ValueLimits};
+use kvorum_client::BucketType;
 use std::sync::{
     atomic::{AtomicU64, Ordering},
     Arc, Mutex,
@@ -16,17 +17,12 @@ pub enum ReplicaError {
     /// The store failed; nothing is acknowledged.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// The client's context cannot be used (e.g. a counter at its maximum).
-    #[error("invalid causal context: {0}")]
-    Context(#[from] DecodeError),
-    /// The write would leave more values on the key than allowed.
-    #[error("key would hold {count} values (max {max}): resolve its siblings first")]
-    TooManySiblings {
-        /// Values the key would hold.
-        count: usize,
-        /// The limit.
-        max: usize,
-    },
+    /// A state from a peer is malformed.
+    #[error("invalid state: {0}")]
+    Invalid(#[from] DecodeError),
+    /// The update or merge was refused (wrong type, bad context, too large).
+    #[error(transparent)]
+    Value(#[from] ValueError),
 }
 
 /// The storage key of (bucket, key): a length-prefixed bucket then the key, so
@@ -41,15 +37,21 @@ pub fn storage_key(bucket: &str, key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The bucket name of a storage key (see [`storage_key`]).
+pub fn bucket_of(skey: &[u8]) -> Option<&str> {
+    let len = u16::from_be_bytes(skey.get(..2)?.try_into().ok()?) as usize;
+    std::str::from_utf8(skey.get(2..2 + len)?).ok()
+}
+
 /// The local replica.
 #[derive(Clone)]
 pub struct Replica {
     me: Actor,
     store: Store,
-    max_siblings: usize,
+    limits: ValueLimits,
     trees: Arc<Mutex<Trees>>,
     /// Highest counter this node's actor issued on any key whose record was
-    /// since reaped; kept in `Meta` (see [`Register::write`]).
+    /// since reaped; kept in `Meta` (see [`crate::register::Register::write`]).
     dot_floor: Arc<AtomicU64>,
 }
 
@@ -62,7 +64,7 @@ impl Replica {
     pub fn new(
         me: Actor,
         store: Store,
-        max_siblings: usize,
+        limits: ValueLimits,
         trees: Arc<Mutex<Trees>>,
     ) -> Result<Self, StorageError> {
         let floor = match store.get(Space::Meta, DOT_FLOOR_KEY)? {
@@ -76,17 +78,17 @@ impl Replica {
         Ok(Self {
             me,
             store,
-            max_siblings,
+            limits,
             trees,
             dot_floor: Arc::new(AtomicU64::new(floor)),
         })
     }
 
     /// The local state of a key.
-    pub fn read(&self, key: &[u8]) -> Result<Option<Register>, ReplicaError> {
+    pub fn read(&self, key: &[u8]) -> Result<Option<State>, ReplicaError> {
         match self.store.get(Space::Data, key)? {
             None => Ok(None),
-            Some(bytes) => register::decode_record(&bytes)
+            Some(bytes) => value::decode_record(&bytes)
                 .map(Some)
                 .map_err(|e| StorageError::Corrupt(e.to_string()).into()),
         }
@@ -102,62 +104,59 @@ impl Replica {
         &self.store
     }
 
-    /// Coordinates a client write: gives `value` a fresh dot, removes what
-    /// `ctx` covers, stores the result durably, and returns the key's new
-    /// state (to replicate) and the write's own context.
+    /// Coordinates a client update of a key of type `bucket_type`: applies
+    /// it to the local state as this node's actor (a register write takes a
+    /// fresh dot), stores the result durably, and returns the key's new
+    /// state (to replicate) and the context to hand the client.
     pub async fn coordinate(
         &self,
         key: Vec<u8>,
-        ctx: DotContext,
-        value: RegValue,
-    ) -> Result<(Register, DotContext), ReplicaError> {
+        bucket_type: BucketType,
+        update: Update,
+        now_ms: u64,
+    ) -> Result<(State, Vec<u8>), ReplicaError> {
         let me = self.me.clone();
-        let max = self.max_siblings;
+        let limits = self.limits;
         let trees = self.trees.clone();
         let floor = self.dot_floor.clone();
         let k = key.clone();
         self.store
             .change_then(Space::Data, key, move |current| {
-                let mut reg = match decode_current(current) {
-                    Ok(r) => r,
+                let mut state = match decode_current(current, bucket_type) {
+                    Ok(s) => s,
                     Err(e) => return (Change::Keep, Err(e), None),
                 };
-                let own = match reg.write(&me, &ctx, value, floor.load(Ordering::SeqCst)) {
-                    Ok(own) => own,
+                let floor = floor.load(Ordering::SeqCst);
+                let ctx = match state.coordinate(&me, update, floor, now_ms, &limits) {
+                    Ok(ctx) => ctx,
                     Err(e) => return (Change::Keep, Err(e.into()), None),
                 };
-                let count = reg.value_count();
-                if count > max {
-                    return (
-                        Change::Keep,
-                        Err(ReplicaError::TooManySiblings { count, max }),
-                        None,
-                    );
-                }
-                let record = register::encode_record(&reg);
-                let hook = tree_hook(trees, k, &record, reg.tombstone_only());
-                (Change::Put(record), Ok((reg, own)), Some(hook))
+                let record = value::encode_record(&state);
+                let hook = tree_hook(trees, k, &record, state.tombstone_only());
+                (Change::Put(record), Ok((state, ctx)), Some(hook))
             })
             .await?
     }
 
     /// Merges a state another node sent into the local one, durably.
-    pub async fn merge(&self, key: Vec<u8>, incoming: Register) -> Result<(), ReplicaError> {
+    pub async fn merge(&self, key: Vec<u8>, incoming: State) -> Result<(), ReplicaError> {
         incoming.validate()?;
         let trees = self.trees.clone();
         let k = key.clone();
         self.store
             .change_then(Space::Data, key, move |current| {
-                let mut local = match decode_current(current) {
+                let mut local = match decode_current(current, incoming.bucket_type()) {
                     Ok(r) => r,
                     Err(e) => return (Change::Keep, Err(e), None),
                 };
                 let before = local.clone();
-                local.merge(incoming);
+                if let Err(e) = local.merge(incoming) {
+                    return (Change::Keep, Err(e.into()), None);
+                }
                 if local == before {
                     (Change::Keep, Ok(()), None) // nothing new: no write, no sync
                 } else {
-                    let record = register::encode_record(&local);
+                    let record = value::encode_record(&local);
                     let hook = tree_hook(trees, k, &record, local.tombstone_only());
                     (Change::Put(record), Ok(()), Some(hook))
                 }
@@ -175,7 +174,7 @@ impl Replica {
         // key, durably, so that removing the record can never lead it to
         // issue one of them again.
         let own = match self.read(&key)? {
-            Some(reg) => reg.own_counter(&self.me),
+            Some(state) => state.own_counter(&self.me),
             None => return Ok(false),
         };
         if own > self.dot_floor.load(Ordering::SeqCst) {
@@ -200,7 +199,7 @@ impl Replica {
             .change_then(Space::Data, key, move |current| match current {
                 Ok(Some(bytes)) if aae::state_hash(bytes) == expected => {
                     let tombstones_only =
-                        register::decode_record(bytes).is_ok_and(|r| r.tombstone_only().is_some());
+                        value::decode_record(bytes).is_ok_and(|r| r.tombstone_only().is_some());
                     if !tombstones_only {
                         return (Change::Keep, false, None);
                     }
@@ -232,11 +231,15 @@ fn tree_hook(
     Box::new(move || lock(&trees).update(&key, hash, tombstone))
 }
 
-fn decode_current(current: Result<Option<&[u8]>, StorageError>) -> Result<Register, ReplicaError> {
+/// The stored state of a key, or the empty state of `bucket_type`.
+fn decode_current(
+    current: Result<Option<&[u8]>, StorageError>,
+    bucket_type: BucketType,
+) -> Result<State, ReplicaError> {
     match current? {
-        None => Ok(Register::new()),
+        None => Ok(State::empty(bucket_type)),
         Some(bytes) => {
-            register::decode_record(bytes).map_err(|e| StorageError::Corrupt(e.to_string()).into())
+            value::decode_record(bytes).map_err(|e| StorageError::Corrupt(e.to_string()).into())
         }
     }
 }

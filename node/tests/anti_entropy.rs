@@ -20,7 +20,7 @@ async fn write_while_n3_is_down(c: &mut TestCluster) {
         let key = format!("k{i}");
         client
             .put_with(
-                "b",
+                "default",
                 key.as_bytes(),
                 &i.to_be_bytes(),
                 &CausalContext::empty(),
@@ -38,7 +38,7 @@ async fn held(c: &TestCluster, probe: &PeerProbe, i: usize) -> u32 {
         let state = probe
             .stored(
                 c.addrs[i - 1],
-                &storage_key("b", format!("k{k}").as_bytes()),
+                &storage_key("default", format!("k{k}").as_bytes()),
             )
             .await;
         n += u32::from(state.is_some_and(|s| s.read().0 == vec![k.to_be_bytes().to_vec()]));
@@ -48,7 +48,7 @@ async fn held(c: &TestCluster, probe: &PeerProbe, i: usize) -> u32 {
 
 async fn converged(c: &TestCluster, probe: &PeerProbe) -> bool {
     for k in 0..KEYS {
-        let key = storage_key("b", format!("k{k}").as_bytes());
+        let key = storage_key("default", format!("k{k}").as_bytes());
         let first = probe.stored(c.addrs[0], &key).await;
         for i in 2..=3 {
             if probe.stored(c.addrs[i - 1], &key).await != first {

@@ -22,43 +22,55 @@ async fn quorum_writes_and_reads_at_every_level() {
         let client = c.client();
         let empty = CausalContext::empty();
         client
-            .put_with("b", b"k2", b"v2", &empty, w(2))
+            .put_with("default", b"k2", b"v2", &empty, w(2))
             .await
             .unwrap();
         assert_eq!(
-            client.get_with("b", b"k2", r(2)).await.unwrap().single(),
+            client
+                .get_with("default", b"k2", r(2))
+                .await
+                .unwrap()
+                .single(),
             Some(&b"v2"[..])
         );
         client
-            .put_with("b", b"k1", b"v1", &empty, w(1))
+            .put_with("default", b"k1", b"v1", &empty, w(1))
             .await
             .unwrap();
         // W=1 returns after the coordinator's own write; give replication a moment
         // before an R=1 read that any replica may answer.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert_eq!(
-            client.get_with("b", b"k1", r(1)).await.unwrap().single(),
+            client
+                .get_with("default", b"k1", r(1))
+                .await
+                .unwrap()
+                .single(),
             Some(&b"v1"[..])
         );
         client
-            .put_with("b", b"k3", b"v3", &empty, w(3))
+            .put_with("default", b"k3", b"v3", &empty, w(3))
             .await
             .unwrap();
         // After W=3 every replica has it: each node alone (R=1 through each) sees it.
         for addr in &c.addrs {
             let one = c.client_of(&[*addr]);
             assert_eq!(
-                one.get_with("b", b"k3", r(1)).await.unwrap().single(),
+                one.get_with("default", b"k3", r(1)).await.unwrap().single(),
                 Some(&b"v3"[..])
             );
         }
         assert_eq!(
-            client.get_with("b", b"k3", r(3)).await.unwrap().single(),
+            client
+                .get_with("default", b"k3", r(3))
+                .await
+                .unwrap()
+                .single(),
             Some(&b"v3"[..])
         );
         // A key never written reads as not found, at any R.
         assert!(!client
-            .get_with("b", b"nope", r(3))
+            .get_with("default", b"nope", r(3))
             .await
             .unwrap()
             .is_found());
@@ -74,14 +86,14 @@ async fn quorums_survive_one_stopped_node_and_fail_typed_with_two() {
         let mut c = TestCluster::start(3, "").await;
         let client = c.client();
         let empty = CausalContext::empty();
-        client.put_with("b", b"before", b"x", &empty, w(3)).await.unwrap();
+        client.put_with("default", b"before", b"x", &empty, w(3)).await.unwrap();
         c.stop(3).await;
-        client.put_with("b", b"during", b"y", &empty, w(2)).await.unwrap();
-        assert_eq!(client.get_with("b", b"during", r(2)).await.unwrap().single(), Some(&b"y"[..]));
-        assert_eq!(client.get_with("b", b"before", r(2)).await.unwrap().single(), Some(&b"x"[..]));
+        client.put_with("default", b"during", b"y", &empty, w(2)).await.unwrap();
+        assert_eq!(client.get_with("default", b"during", r(2)).await.unwrap().single(), Some(&b"y"[..]));
+        assert_eq!(client.get_with("default", b"before", r(2)).await.unwrap().single(), Some(&b"x"[..]));
         c.stop(2).await;
         let started = std::time::Instant::now();
-        let err = client.put_with("b", b"after", b"z", &empty, w(2)).await.unwrap_err();
+        let err = client.put_with("default", b"after", b"z", &empty, w(2)).await.unwrap_err();
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "the failure is bounded in time");
         match err {
             Error::Server(ErrorReply::Quorum(f)) => {
@@ -97,9 +109,9 @@ async fn quorums_survive_one_stopped_node_and_fail_typed_with_two() {
             other => panic!("expected a quorum error, got {other:?}"),
         }
         // R=2 fails the same way; R=1 still reads what the survivor holds.
-        let err = client.get_with("b", b"before", r(2)).await.unwrap_err();
+        let err = client.get_with("default", b"before", r(2)).await.unwrap_err();
         assert!(matches!(err, Error::Server(ErrorReply::Quorum(ref f)) if f.needed == 2 && f.succeeded == 1), "{err:?}");
-        assert_eq!(client.get_with("b", b"before", r(1)).await.unwrap().single(), Some(&b"x"[..]));
+        assert_eq!(client.get_with("default", b"before", r(1)).await.unwrap().single(), Some(&b"x"[..]));
         c.shutdown().await;
     })
     .await
@@ -112,49 +124,57 @@ async fn concurrent_puts_with_one_context_become_siblings_and_resolve() {
         let c = TestCluster::start(3, "").await;
         let client = c.client();
         client
-            .put_with("b", b"k", b"base", &CausalContext::empty(), w(3))
+            .put_with("default", b"k", b"base", &CausalContext::empty(), w(3))
             .await
             .unwrap();
-        let read = client.get_with("b", b"k", r(3)).await.unwrap();
+        let read = client.get_with("default", b"k", r(3)).await.unwrap();
         assert_eq!(read.single(), Some(&b"base"[..]));
         // Two writers with the same context, at the same time.
         let (a, b) = tokio::join!(
-            client.put_with("b", b"k", b"alice", &read.context, w(3)),
-            client.put_with("b", b"k", b"bob", &read.context, w(3)),
+            client.put_with("default", b"k", b"alice", &read.context, w(3)),
+            client.put_with("default", b"k", b"bob", &read.context, w(3)),
         );
         a.unwrap();
         b.unwrap();
-        let both = client.get_with("b", b"k", r(3)).await.unwrap();
+        let both = client.get_with("default", b"k", r(3)).await.unwrap();
         let mut sibs = both.siblings.clone();
         sibs.sort();
         assert_eq!(sibs, vec![b"alice".to_vec(), b"bob".to_vec()]);
         // The same two writes through one coordinator also stay siblings.
         let one = c.client_of(&c.addrs[..1]);
-        one.put_with("b", b"k2", b"base", &CausalContext::empty(), w(3))
+        one.put_with("default", b"k2", b"base", &CausalContext::empty(), w(3))
             .await
             .unwrap();
-        let ctx = one.get_with("b", b"k2", r(3)).await.unwrap().context;
-        one.put_with("b", b"k2", b"x", &ctx, w(3)).await.unwrap();
-        one.put_with("b", b"k2", b"y", &ctx, w(3)).await.unwrap();
+        let ctx = one.get_with("default", b"k2", r(3)).await.unwrap().context;
+        one.put_with("default", b"k2", b"x", &ctx, w(3))
+            .await
+            .unwrap();
+        one.put_with("default", b"k2", b"y", &ctx, w(3))
+            .await
+            .unwrap();
         assert_eq!(
-            one.get_with("b", b"k2", r(3)).await.unwrap().siblings.len(),
+            one.get_with("default", b"k2", r(3))
+                .await
+                .unwrap()
+                .siblings
+                .len(),
             2
         );
         // A put with the merged context leaves one value.
         client
-            .put_with("b", b"k", b"merged", &both.context, w(3))
+            .put_with("default", b"k", b"merged", &both.context, w(3))
             .await
             .unwrap();
-        let after = client.get_with("b", b"k", r(3)).await.unwrap();
+        let after = client.get_with("default", b"k", r(3)).await.unwrap();
         assert_eq!(after.siblings, vec![b"merged".to_vec()]);
         // A put without a context on an existing key adds a sibling.
         client
-            .put_with("b", b"k", b"blind", &CausalContext::empty(), w(3))
+            .put_with("default", b"k", b"blind", &CausalContext::empty(), w(3))
             .await
             .unwrap();
         assert_eq!(
             client
-                .get_with("b", b"k", r(3))
+                .get_with("default", b"k", r(3))
                 .await
                 .unwrap()
                 .siblings
@@ -173,28 +193,32 @@ async fn delete_then_get_is_not_found_and_a_later_put_revives() {
         let c = TestCluster::start(3, "").await;
         let client = c.client();
         client
-            .put_with("b", b"k", b"v", &CausalContext::empty(), w(2))
+            .put_with("default", b"k", b"v", &CausalContext::empty(), w(2))
             .await
             .unwrap();
-        let read = client.get_with("b", b"k", r(2)).await.unwrap();
+        let read = client.get_with("default", b"k", r(2)).await.unwrap();
         client
-            .delete_with("b", b"k", &read.context, w(2))
+            .delete_with("default", b"k", &read.context, w(2))
             .await
             .unwrap();
-        let gone = client.get_with("b", b"k", r(2)).await.unwrap();
+        let gone = client.get_with("default", b"k", r(2)).await.unwrap();
         assert!(!gone.is_found());
         assert!(
             !gone.context.is_empty(),
             "a tombstone's context is returned"
         );
-        let gone3 = client.get_with("b", b"k", r(3)).await.unwrap();
+        let gone3 = client.get_with("default", b"k", r(3)).await.unwrap();
         assert!(!gone3.is_found());
         client
-            .put_with("b", b"k", b"again", &gone.context, w(2))
+            .put_with("default", b"k", b"again", &gone.context, w(2))
             .await
             .unwrap();
         assert_eq!(
-            client.get_with("b", b"k", r(2)).await.unwrap().siblings,
+            client
+                .get_with("default", b"k", r(2))
+                .await
+                .unwrap()
+                .siblings,
             vec![b"again".to_vec()]
         );
         c.shutdown().await;
@@ -212,10 +236,14 @@ async fn the_client_moves_to_another_node_when_one_is_down() {
         // Round-robin would send some of these to n1: each must still succeed.
         for i in 0..6u8 {
             client
-                .put_with("b", &[i], b"v", &CausalContext::empty(), w(2))
+                .put_with("default", &[i], b"v", &CausalContext::empty(), w(2))
                 .await
                 .unwrap();
-            assert!(client.get_with("b", &[i], r(2)).await.unwrap().is_found());
+            assert!(client
+                .get_with("default", &[i], r(2))
+                .await
+                .unwrap()
+                .is_found());
         }
         c.shutdown().await;
     })
@@ -238,13 +266,14 @@ async fn a_non_replica_forwards_writes_to_a_replica() {
             let one = c.client_of(&[*addr]);
             for k in 0..20u8 {
                 let key = [k, i as u8];
-                let pref = ring.preference_list(&kvorum_node::replica::storage_key("b", &key), 2);
+                let pref =
+                    ring.preference_list(&kvorum_node::replica::storage_key("default", &key), 2);
                 forwarded += usize::from(!pref.contains(&me));
-                one.put_with("b", &key, b"v", &CausalContext::empty(), w(2))
+                one.put_with("default", &key, b"v", &CausalContext::empty(), w(2))
                     .await
                     .unwrap();
                 assert_eq!(
-                    one.get_with("b", &key, r(2)).await.unwrap().single(),
+                    one.get_with("default", &key, r(2)).await.unwrap().single(),
                     Some(&b"v"[..])
                 );
             }

@@ -69,7 +69,7 @@ async fn writes_succeed_via_fallbacks_and_hints_alone_bring_the_owner_up_to_date
         );
         let owned_by_n4: Vec<u32> = (0..1000u32)
             .filter(|i| {
-                ring.preference_list(&storage_key("b", format!("k{i}").as_bytes()), 3)
+                ring.preference_list(&storage_key("default", format!("k{i}").as_bytes()), 3)
                     .contains(&n4)
             })
             .collect();
@@ -88,7 +88,7 @@ async fn writes_succeed_via_fallbacks_and_hints_alone_bring_the_owner_up_to_date
                     let key = format!("k{i}");
                     client
                         .put_with(
-                            "b",
+                            "default",
                             key.as_bytes(),
                             &i.to_be_bytes(),
                             &CausalContext::empty(),
@@ -107,7 +107,7 @@ async fn writes_succeed_via_fallbacks_and_hints_alone_bring_the_owner_up_to_date
         let key = format!("k{}", owned_by_n4[0]);
         client
             .put_with(
-                "b",
+                "default",
                 key.as_bytes(),
                 b"w3",
                 &CausalContext::empty(),
@@ -117,7 +117,7 @@ async fn writes_succeed_via_fallbacks_and_hints_alone_bring_the_owner_up_to_date
             .unwrap();
         let strict = client
             .put_with(
-                "b",
+                "default",
                 key.as_bytes(),
                 b"w3s",
                 &CausalContext::empty(),
@@ -148,7 +148,7 @@ async fn writes_succeed_via_fallbacks_and_hints_alone_bring_the_owner_up_to_date
         .await;
         let probe = PeerProbe::new(&c.node_tls(1));
         for i in 0..1000u32 {
-            let skey = storage_key("b", format!("k{i}").as_bytes());
+            let skey = storage_key("default", format!("k{i}").as_bytes());
             for node in ring.preference_list(&skey, 3) {
                 let idx: usize = node.as_str()[1..].parse().unwrap();
                 let state = probe.stored(c.addrs[idx - 1], &skey).await;
@@ -191,7 +191,7 @@ async fn hints_for_a_node_down_past_the_bound_are_dropped_and_counted() {
         for i in 0..50u32 {
             client
                 .put_with(
-                    "b",
+                    "default",
                     format!("k{i}").as_bytes(),
                     b"v",
                     &CausalContext::empty(),

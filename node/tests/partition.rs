@@ -53,14 +53,20 @@ async fn a_partitioned_pair_exchanges_nothing_and_heals() {
         // A write through n1 at W=1 stays on n1's side.
         let client = c.client_of(&c.addrs[..1]);
         client
-            .put_with("b", b"k", b"v", &CausalContext::empty(), WriteOptions::w(1))
+            .put_with(
+                "default",
+                b"k",
+                b"v",
+                &CausalContext::empty(),
+                WriteOptions::w(1),
+            )
             .await
             .unwrap();
         let probe = PeerProbe::new(&c.node_tls(1));
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
             probe
-                .stored(c.addrs[1], &storage_key("b", b"k"))
+                .stored(c.addrs[1], &storage_key("default", b"k"))
                 .await
                 .is_none(),
             "nothing crossed"
@@ -68,7 +74,7 @@ async fn a_partitioned_pair_exchanges_nothing_and_heals() {
         // Strict W=2 cannot be met alone on n1's side.
         let strict = client
             .put_with(
-                "b",
+                "default",
                 b"k2",
                 b"v",
                 &CausalContext::empty(),
@@ -93,7 +99,7 @@ async fn a_partitioned_pair_exchanges_nothing_and_heals() {
         for i in 0..20u8 {
             client
                 .put_with(
-                    "b",
+                    "default",
                     &[b'l', i],
                     b"v",
                     &CausalContext::empty(),
@@ -125,7 +131,7 @@ async fn a_partitioned_pair_exchanges_nothing_and_heals() {
         let started = Instant::now();
         client
             .put_with(
-                "b",
+                "default",
                 b"slow",
                 b"v",
                 &CausalContext::empty(),
@@ -143,7 +149,7 @@ async fn a_partitioned_pair_exchanges_nothing_and_heals() {
         // Healed: anti-entropy carries the W=1 write across.
         let deadline = Instant::now() + Duration::from_secs(20);
         while probe
-            .stored(c.addrs[1], &storage_key("b", b"k"))
+            .stored(c.addrs[1], &storage_key("default", b"k"))
             .await
             .is_none()
         {
@@ -173,7 +179,7 @@ async fn writer(client: Client, name: String, keys: u32, count: u32, mut rng: u6
         let key = (rng % u64::from(keys)) as u32;
         let k = format!("k{key}");
         let Ok(read) = client
-            .get_with("b", k.as_bytes(), ReadOptions::r(1).timeout_ms(1000))
+            .get_with("default", k.as_bytes(), ReadOptions::r(1).timeout_ms(1000))
             .await
         else {
             continue;
@@ -181,7 +187,7 @@ async fn writer(client: Client, name: String, keys: u32, count: u32, mut rng: u6
         let value = format!("{name}-{i}").into_bytes();
         let res = client
             .put_with(
-                "b",
+                "default",
                 k.as_bytes(),
                 &value,
                 &read.context,
@@ -262,7 +268,7 @@ async fn no_acknowledged_write_is_lost_across_partitions() {
             let mut finals = HashMap::new();
             let mut agree = true;
             for key in 0..KEYS {
-                let skey = storage_key("b", format!("k{key}").as_bytes());
+                let skey = storage_key("default", format!("k{key}").as_bytes());
                 let mut states = Vec::new();
                 for node in ring.preference_list(&skey, 3) {
                     let idx: usize = node.as_str()[1..].parse().unwrap();
@@ -360,7 +366,7 @@ async fn a_key_deleted_under_partition_stays_deleted_and_its_tombstone_is_remove
         let (left, right) = (c.client_of(&c.addrs[..2]), c.client_of(&c.addrs[2..]));
         for k in 0..20u32 {
             left.put_with(
-                "b",
+                "default",
                 format!("k{k}").as_bytes(),
                 b"v",
                 &CausalContext::empty(),
@@ -377,9 +383,9 @@ async fn a_key_deleted_under_partition_stays_deleted_and_its_tombstone_is_remove
             let key = format!("k{k}");
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
-                if let Ok(read) = left.get_with("b", key.as_bytes(), ReadOptions::r(1)).await {
+                if let Ok(read) = left.get_with("default", key.as_bytes(), ReadOptions::r(1)).await {
                     if left
-                        .delete_with("b", key.as_bytes(), &read.context, WriteOptions::w(2))
+                        .delete_with("default", key.as_bytes(), &read.context, WriteOptions::w(2))
                         .await
                         .is_ok()
                     {
@@ -392,12 +398,12 @@ async fn a_key_deleted_under_partition_stays_deleted_and_its_tombstone_is_remove
                 );
             }
         }
-        let still = right.get_with("b", b"k0", ReadOptions::r(1)).await.unwrap();
+        let still = right.get_with("default", b"k0", ReadOptions::r(1)).await.unwrap();
         assert!(still.is_found(), "the right side has not seen the delete");
         faults.heal();
         let probe = PeerProbe::new(&c.node_tls(1));
         let replicas = |k: u32| {
-            let skey = storage_key("b", format!("k{k}").as_bytes());
+            let skey = storage_key("default", format!("k{k}").as_bytes());
             let pref = ring.preference_list(&skey, 3);
             (
                 skey,
@@ -439,7 +445,7 @@ async fn a_key_deleted_under_partition_stays_deleted_and_its_tombstone_is_remove
         tokio::time::sleep(Duration::from_secs(2)).await;
         for k in 0..20u32 {
             let v = left
-                .get_with("b", format!("k{k}").as_bytes(), ReadOptions::r(3))
+                .get_with("default", format!("k{k}").as_bytes(), ReadOptions::r(3))
                 .await
                 .unwrap();
             assert!(!v.is_found(), "k{k} resurrected");

@@ -149,14 +149,14 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
         for a in &addrs {
             let one = client_of(d, &[*a]);
             let deadline = Instant::now() + Duration::from_secs(30);
-            while one.put_with("probe", b"p", b"", &CausalContext::empty(), all).await.is_err() {
+            while one.put_with("default", b"p", b"", &CausalContext::empty(), all).await.is_err() {
                 assert!(Instant::now() < deadline, "cluster not fully reachable");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         for i in 0..50u32 {
             let key = format!("key-{i}");
-            client.put_with("b", key.as_bytes(), &i.to_be_bytes(), &CausalContext::empty(), all).await.unwrap();
+            client.put_with("default", key.as_bytes(), &i.to_be_bytes(), &CausalContext::empty(), all).await.unwrap();
         }
         // kill -9 n1 right after the acknowledgements, then restart it.
         procs[0].kill9();
@@ -169,7 +169,7 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
         let one = ReadOptions::r(1);
         for i in 0..50u32 {
             let key = format!("key-{i}");
-            let v = n1.get_with("b", key.as_bytes(), one).await.unwrap();
+            let v = n1.get_with("default", key.as_bytes(), one).await.unwrap();
             assert_eq!(v.single(), Some(&i.to_be_bytes()[..]), "{key} lost after kill -9");
         }
     })
@@ -204,10 +204,47 @@ async fn dev_cluster_serves_the_cli_stops_on_ctrl_c_and_keeps_its_data() {
             assert!(Instant::now() < deadline, "dev cluster did not form");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let printed = std::fs::read_to_string(d.join("dev.out")).unwrap();
+        // The banner comes once the tour buckets exist.
+        let printed = loop {
+            let printed = std::fs::read_to_string(d.join("dev.out")).unwrap_or_default();
+            if printed.contains("Ctrl-C stops the cluster") {
+                break printed;
+            }
+            assert!(Instant::now() < deadline, "no banner: {printed}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         assert!(
             printed.contains("client certificate: kvorum-dev/certs/client.pem"),
             "{printed}"
+        );
+        assert!(printed.contains("hits (counter)"), "{printed}");
+        let (ok, out) = cli(d, &["counter", "hits", "home", "--incr", "2"]);
+        assert!(ok && out.trim() == "2", "{out}");
+        let (ok, out) = cli(d, &["set", "tags", "t", "--add", "a", "--add", "b"]);
+        assert!(ok && out == "a\nb\n", "{out}");
+        let (ok, out) = cli(d, &["set", "tags", "t", "--remove", "a"]);
+        assert!(ok && out == "b\n", "{out}");
+        let (ok, out) = cli(
+            d,
+            &[
+                "map", "carts", "c", "--incr", "apples=3", "--enable", "gift",
+            ],
+        );
+        assert!(
+            ok && out.contains("apples (counter): 3") && out.contains("gift (flag): true"),
+            "{out}"
+        );
+        let (ok, out) = cli(d, &["counter", "demo", "x", "--incr", "1"]);
+        assert!(!ok && out.contains("holds register values"), "{out}");
+        let (ok, out) = cli(
+            d,
+            &["admin", "bucket", "create", "scores", "--type", "counter"],
+        );
+        assert!(ok, "{out}");
+        let (ok, out) = cli(d, &["admin", "bucket", "list"]);
+        assert!(
+            ok && out.contains("scores") && out.contains("counter"),
+            "{out}"
         );
         let (ok, out) = cli(d, &["put", "demo", "hello", "world"]);
         assert!(ok, "{out}");

@@ -19,14 +19,15 @@ async fn stored(c: &TestCluster, i: usize, key: &[u8]) -> Option<Register> {
     let req = encode_frame(
         PEER_PROTOCOL_VERSION,
         &PeerRequest::Read {
-            key: storage_key("b", key),
+            key: storage_key("default", key),
         },
     );
     let bytes = raw_request(c.addrs[i - 1], &c.node_tls(1), ALPN_PEER, &req)
         .await
         .unwrap();
     match decode_frame(PEER_PROTOCOL_VERSION, &bytes).unwrap() {
-        PeerResponse::State(s) => s,
+        PeerResponse::State(None) => None,
+        PeerResponse::State(Some(kvorum_node::value::State::Register(r))) => Some(r),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -43,7 +44,13 @@ async fn a_stale_replica_is_fixed_by_a_single_read() {
         c.stop(3).await;
         for key in [&b"now"[..], b"later"] {
             client
-                .put_with("b", key, b"v1", &CausalContext::empty(), WriteOptions::w(2))
+                .put_with(
+                    "default",
+                    key,
+                    b"v1",
+                    &CausalContext::empty(),
+                    WriteOptions::w(2),
+                )
                 .await
                 .unwrap();
         }
@@ -61,7 +68,7 @@ async fn a_stale_replica_is_fixed_by_a_single_read() {
 
         // Repair before answering: n3 holds the value when the read returns.
         let v = client
-            .get_with("b", b"now", ReadOptions::r(3).repair_before_answer())
+            .get_with("default", b"now", ReadOptions::r(3).repair_before_answer())
             .await
             .unwrap();
         assert_eq!(v.single(), Some(&b"v1"[..]));
@@ -70,7 +77,7 @@ async fn a_stale_replica_is_fixed_by_a_single_read() {
         // Default: repaired in the background right after the answer, also
         // when n3 answers after the R=2 quorum was met.
         let v = client
-            .get_with("b", b"later", ReadOptions::r(2))
+            .get_with("default", b"later", ReadOptions::r(2))
             .await
             .unwrap();
         assert_eq!(v.single(), Some(&b"v1"[..]));
@@ -101,7 +108,13 @@ async fn a_restarted_node_keeps_serving_its_data() {
         let mut c = TestCluster::start(3, NO_AAE).await;
         let client = c.client();
         client
-            .put_with("b", b"k", b"v", &CausalContext::empty(), WriteOptions::w(3))
+            .put_with(
+                "default",
+                b"k",
+                b"v",
+                &CausalContext::empty(),
+                WriteOptions::w(3),
+            )
             .await
             .unwrap();
         c.restart(2).await;
@@ -110,7 +123,7 @@ async fn a_restarted_node_keeps_serving_its_data() {
         assert_eq!(live(&stored(&c, 2, b"k").await), vec![b"v".to_vec()]);
         assert_eq!(
             client
-                .get_with("b", b"k", ReadOptions::r(3))
+                .get_with("default", b"k", ReadOptions::r(3))
                 .await
                 .unwrap()
                 .single(),

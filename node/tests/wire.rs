@@ -25,11 +25,15 @@ async fn assert_still_serving(c: &TestCluster) {
     );
     let client = c.client_of(&c.addrs[..1]);
     client
-        .put("b", key.as_bytes(), b"yes", &CausalContext::empty())
+        .put("default", key.as_bytes(), b"yes", &CausalContext::empty())
         .await
         .unwrap();
     assert_eq!(
-        client.get("b", key.as_bytes()).await.unwrap().siblings,
+        client
+            .get("default", key.as_bytes())
+            .await
+            .unwrap()
+            .siblings,
         vec![b"yes".to_vec()]
     );
 }
@@ -64,7 +68,7 @@ async fn malformed_truncated_and_oversized_frames_get_errors() {
 
         // A valid frame cut in half.
         let put = Request::Put {
-            bucket: "b".into(),
+            bucket: "default".into(),
             key: b"k".to_vec(),
             value: vec![1; 100],
             context: CausalContext::empty(),
@@ -126,7 +130,7 @@ async fn malformed_truncated_and_oversized_frames_get_errors() {
         // An oversized value and key through the real client: typed errors, nothing stored.
         let client = c.client();
         let err = client
-            .put("b", b"big", &[7u8; 2000], &CausalContext::empty())
+            .put("default", b"big", &[7u8; 2000], &CausalContext::empty())
             .await
             .unwrap_err();
         assert!(
@@ -141,10 +145,10 @@ async fn malformed_truncated_and_oversized_frames_get_errors() {
             "{err:?}"
         );
         assert!(
-            !client.get("b", b"big").await.unwrap().is_found(),
+            !client.get("default", b"big").await.unwrap().is_found(),
             "nothing was stored"
         );
-        let err = client.get("b", &[1u8; 65]).await.unwrap_err();
+        let err = client.get("default", &[1u8; 65]).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -158,7 +162,12 @@ async fn malformed_truncated_and_oversized_frames_get_errors() {
 
         // A causal context that was never issued.
         let err = client
-            .put("b", b"k", b"v", &CausalContext(vec![1, 0xff, 0xff, 0xff]))
+            .put(
+                "default",
+                b"k",
+                b"v",
+                &CausalContext(vec![1, 0xff, 0xff, 0xff]),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -209,7 +218,7 @@ async fn certificates_from_another_ca_are_refused() {
             .build()
             .unwrap();
         let err = client
-            .put("b", b"k", b"v", &CausalContext::empty())
+            .put("default", b"k", b"v", &CausalContext::empty())
             .await
             .unwrap_err();
         assert!(matches!(err, Error::NoNodeAvailable(_)), "{err:?}");
@@ -217,7 +226,7 @@ async fn certificates_from_another_ca_are_refused() {
         // The control: the cluster's own client certificate works.
         let good = c.client();
         let c1 = kvorum_client::WriteOptions::w(1);
-        good.put_with("b", b"k", b"v", &CausalContext::empty(), c1)
+        good.put_with("default", b"k", b"v", &CausalContext::empty(), c1)
             .await
             .unwrap();
         c.shutdown().await;
@@ -232,7 +241,10 @@ async fn a_client_certificate_cannot_call_the_peer_endpoint() {
         let c = TestCluster::start(2, "").await;
         let gossip = encode_frame(
             kvorum_node::peer::PEER_PROTOCOL_VERSION,
-            &kvorum_node::peer::PeerRequest::Gossip { members: vec![] },
+            &kvorum_node::peer::PeerRequest::Gossip {
+                members: vec![],
+                buckets: vec![],
+            },
         );
         let refused = raw_request(c.addrs[0], &c.client_tls(), ALPN_PEER, &gossip).await;
         let err = refused.expect_err("a client certificate must not get a peer answer");
@@ -244,7 +256,7 @@ async fn a_client_certificate_cannot_call_the_peer_endpoint() {
         let resp: kvorum_node::peer::PeerResponse =
             decode_frame(kvorum_node::peer::PEER_PROTOCOL_VERSION, &ok).unwrap();
         assert!(
-            matches!(resp, kvorum_node::peer::PeerResponse::Members(ref m) if m.len() == 2),
+            matches!(resp, kvorum_node::peer::PeerResponse::Members { ref members, .. } if members.len() == 2),
             "{resp:?}"
         );
         c.shutdown().await;

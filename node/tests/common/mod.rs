@@ -124,7 +124,7 @@ impl TestCluster {
             let opts = kvorum_client::WriteOptions::w(n).timeout_ms(1000);
             let empty = kvorum_client::CausalContext::empty();
             while client
-                .put_with("probe", b"probe", b"", &empty, opts)
+                .put_with("default", b"probe", b"", &empty, opts)
                 .await
                 .is_err()
             {
@@ -301,6 +301,19 @@ impl PeerProbe {
         addr: SocketAddr,
         key: &[u8],
     ) -> Option<kvorum_node::register::Register> {
+        match self.stored_state(addr, key).await {
+            None => None,
+            Some(kvorum_node::value::State::Register(r)) => Some(r),
+            Some(other) => panic!("not a register: {other:?}"),
+        }
+    }
+
+    /// The state (of any type) node `addr` stores for storage key `key`.
+    pub async fn stored_state(
+        &self,
+        addr: SocketAddr,
+        key: &[u8],
+    ) -> Option<kvorum_node::value::State> {
         use kvorum_node::peer::{PeerRequest, PeerResponse};
         match self
             .call(addr, &PeerRequest::Read { key: key.to_vec() })

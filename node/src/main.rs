@@ -324,8 +324,20 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             };
             let running = dev::start(&opts).await?;
             let addrs = running.iter().map(|n| n.addr()).collect();
-            if let Err(e) = dev::create_tour_buckets(&opts, addrs).await {
-                eprintln!("warning: the tour buckets were not created: {e}");
+            // Ctrl-C while the buckets are being created still stops cleanly.
+            tokio::select! {
+                created = dev::create_tour_buckets(&opts, addrs) => {
+                    if let Err(e) = created {
+                        eprintln!("warning: the tour buckets were not created: {e}");
+                    }
+                }
+                () = wait_for_signal() => {
+                    eprintln!("stopping the dev cluster");
+                    for n in running {
+                        n.shutdown().await;
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
             }
             let certs = dir.join("certs");
             println!("Kvorum dev cluster: {} nodes on 127.0.0.1", running.len());

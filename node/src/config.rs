@@ -425,6 +425,13 @@ impl NodeConfig {
         let peer_frame = limits
             .max_frame_bytes
             .saturating_mul(crate::net::PEER_FRAME_FACTOR);
+        let mut limits = limits;
+        if l.max_state_bytes.is_none() {
+            // The default follows a smaller frame limit.
+            limits.max_state_bytes = limits
+                .max_state_bytes
+                .min(peer_frame.saturating_sub(64 * 1024).max(1));
+        }
         if limits.max_state_bytes.saturating_add(64 * 1024) > peer_frame {
             return Err(ConfigError::Invalid(format!(
                 "limits.max_state_bytes must be below max_frame_bytes * {} - 65536",

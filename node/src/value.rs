@@ -109,6 +109,58 @@ impl FieldCounter {
     }
 }
 
+/// An LWW register inside a map. Per actor: its latest write (the map dot
+/// it took, its stamp, its value); the field's value is the write with the
+/// highest stamp. Kept per actor and map dot, like [`FieldCounter`], so a
+/// field removal forgets exactly the writes the remover saw: a single
+/// `LWWReg` cannot forget its value, so after a removal concurrent with a
+/// write, replicas kept the removed value or the concurrent one depending on
+/// the order of their merges.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldLww {
+    writes: BTreeMap<Actor, LwwWrite>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct LwwWrite {
+    dot: u64,
+    stamp: Stamp,
+    value: Vec<u8>,
+}
+
+impl FieldLww {
+    /// The winning write: highest stamp (stamps are unique per write; the
+    /// value breaks a tie deterministically all the same).
+    fn latest(&self) -> Option<&LwwWrite> {
+        self.writes
+            .values()
+            .max_by(|a, b| (&a.stamp, &a.value).cmp(&(&b.stamp, &b.value)))
+    }
+
+    fn apply(&mut self, actor: Actor, write: LwwWrite) {
+        let mut one = BTreeMap::new();
+        one.insert(actor, write);
+        self.merge(FieldLww { writes: one });
+    }
+
+    fn merge(&mut self, other: FieldLww) {
+        for (a, o) in other.writes {
+            match self.writes.get_mut(&a) {
+                // An actor's later write (higher dot) supersedes its earlier.
+                Some(e) if *e >= o => {}
+                Some(e) => *e = o,
+                None => {
+                    self.writes.insert(a, o);
+                }
+            }
+        }
+    }
+
+    fn reset_remove(&mut self, clock: &VClock<Actor>) {
+        self.writes.retain(|a, w| w.dot > clock.get(a));
+    }
+}
+
 /// The value of one map field.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Field {
@@ -122,7 +174,7 @@ pub enum Field {
     /// An enable-wins flag: enabled while it holds an unremoved enable dot.
     Flag(Orswot<(), Actor>),
     /// An LWW register.
-    Lww(LWWReg<Vec<u8>, Stamp>),
+    Lww(FieldLww),
     /// A multi-value register.
     Register(Register),
 }
@@ -139,12 +191,21 @@ pub enum FieldOp {
         /// Amount.
         by: i64,
     },
-    /// A set operation.
-    Set(crdts::orswot::Op<Vec<u8>, Actor>),
-    /// A flag operation (add or remove of the unit member).
-    Flag(crdts::orswot::Op<(), Actor>),
-    /// An LWW write.
-    Lww(LWWReg<Vec<u8>, Stamp>),
+    /// A set operation, and the map dot it takes.
+    Set(crdts::Dot<Actor>, crdts::orswot::Op<Vec<u8>, Actor>),
+    /// A flag operation (add or remove of the unit member), and its map dot.
+    Flag(crdts::Dot<Actor>, crdts::orswot::Op<(), Actor>),
+    /// An LWW write by `actor` with map dot `dot`.
+    Lww {
+        /// The coordinator.
+        actor: Actor,
+        /// The map dot's counter.
+        dot: u64,
+        /// The write's stamp.
+        stamp: Stamp,
+        /// The value.
+        value: Vec<u8>,
+    },
     /// A register write under the map's dot.
     Register {
         /// The map dot.
@@ -174,7 +235,9 @@ impl Field {
             Field::Counter(c) => FieldValue::Counter(c.value()),
             Field::Set(s) => FieldValue::Set(sorted_members(s)),
             Field::Flag(f) => FieldValue::Flag(!f.read().val.is_empty()),
-            Field::Lww(r) => FieldValue::Lww(r.val.clone()),
+            Field::Lww(r) => {
+                FieldValue::Lww(r.latest().map(|w| w.value.clone()).unwrap_or_default())
+            }
             Field::Register(r) => FieldValue::Register(r.read().0),
         })
     }
@@ -192,22 +255,39 @@ impl CmRDT for Field {
         if matches!(self, Field::Empty) {
             *self = match &op {
                 FieldOp::Counter { .. } => Field::Counter(FieldCounter::default()),
-                FieldOp::Set(_) => Field::Set(Orswot::new()),
-                FieldOp::Flag(_) => Field::Flag(Orswot::new()),
-                FieldOp::Lww(_) => Field::Lww(LWWReg {
-                    val: Vec::new(),
-                    marker: Stamp::default(),
-                }),
+                FieldOp::Set(..) => Field::Set(Orswot::new()),
+                FieldOp::Flag(..) => Field::Flag(Orswot::new()),
+                FieldOp::Lww { .. } => Field::Lww(FieldLww::default()),
                 FieldOp::Register { .. } => Field::Register(Register::new()),
             };
         }
         match (self, op) {
             (Field::Counter(c), FieldOp::Counter { actor, dot, by }) => c.apply(actor, dot, by),
-            (Field::Set(s), FieldOp::Set(op)) => s.apply(op),
-            (Field::Flag(f), FieldOp::Flag(op)) => f.apply(op),
-            (Field::Lww(r), FieldOp::Lww(op)) => r.apply(op),
+            (Field::Set(s), FieldOp::Set(dot, op)) => apply_set_op(s, dot, op),
+            (Field::Flag(f), FieldOp::Flag(dot, op)) => apply_set_op(f, dot, op),
+            (
+                Field::Lww(r),
+                FieldOp::Lww {
+                    actor,
+                    dot,
+                    stamp,
+                    value,
+                },
+            ) => r.apply(actor, LwwWrite { dot, stamp, value }),
             (Field::Register(r), FieldOp::Register { dot, ctx, value }) => {
-                r.apply_dot(dot, &ctx, RegValue::Data(value))
+                // The map entry's clock now covers every dot of this actor
+                // up to the write's (map dots are issued in order, by the
+                // replica that holds all of them), and the register's
+                // context must too: the map's merge leaves it to the
+                // register to drop a stale copy of a value it no longer
+                // holds (a field removed and written again). The floor
+                // claims those dots without removing any value (concurrent
+                // writes through one actor stay siblings); the write then
+                // takes exactly the map dot.
+                let (actor, counter) = dot;
+                let floor = counter.saturating_sub(1);
+                // Cannot fail: the new counter is the map dot's.
+                let _ = r.write(&actor, &ctx, RegValue::Data(value), floor);
             }
             // A field's kind is part of its key, so ops always match it.
             _ => {}
@@ -244,12 +324,41 @@ impl CvRDT for Field {
 impl ResetRemove<Actor> for Field {
     fn reset_remove(&mut self, clock: &VClock<Actor>) {
         match self {
-            Field::Empty | Field::Lww(_) => {}
+            Field::Empty => {}
             Field::Counter(c) => c.reset_remove(clock),
+            Field::Lww(r) => r.reset_remove(clock),
             Field::Set(s) => s.reset_remove(clock),
             Field::Flag(f) => f.reset_remove(clock),
             Field::Register(r) => r.reset_remove(clock),
         }
+    }
+}
+
+/// Applies a set (or flag) operation of a map field. The map dot enters the
+/// set's clock even for a remove (as an add of nothing), so the set's clock
+/// always equals its map entry's clock, which `crdts::Map`'s reset-remove
+/// merge relies on: otherwise a field removal that covers the set's dots but
+/// not the remove's map dot keeps the entry but empties the set's clock, and
+/// a stale copy of the field merged later brings the removed members back.
+fn apply_set_op<M: std::hash::Hash + Eq + Clone>(
+    s: &mut Orswot<M, Actor>,
+    dot: crdts::Dot<Actor>,
+    op: crdts::orswot::Op<M, Actor>,
+) {
+    s.apply(op);
+    s.apply(crdts::orswot::Op::Add {
+        dot,
+        members: Vec::new(),
+    });
+}
+
+/// Joins two LWW registers: the higher stamp, and on equal stamps the higher
+/// value, so the join stays commutative even if a stamp is issued twice (a
+/// coordinator whose copy of the key was reaped has no stamp to go above: a
+/// clock set back can make it reissue the reaped delete's stamp).
+fn lww_join(a: &mut LwwState, b: LwwState) {
+    if (&b.marker, &b.val) > (&a.marker, &a.val) {
+        *a = b;
     }
 }
 
@@ -383,7 +492,7 @@ impl State {
             (State::Counter(a), State::Counter(b)) => a.merge(b),
             (State::Set(a), State::Set(b)) => a.merge(b),
             (State::Map(a), State::Map(b)) => a.merge(b),
-            (State::Lww(a), State::Lww(b)) => a.merge(b),
+            (State::Lww(a), State::Lww(b)) => lww_join(a, b),
             (a, b) => {
                 return Err(ValueError::TypeMismatch {
                     expected: a.bucket_type(),
@@ -406,8 +515,24 @@ impl State {
     /// `now_ms`; `floor` is the register dot floor (see [`Register::write`]).
     /// Returns the context to hand the client: the register write's own
     /// context, or empty for the other types (an update's result must not
-    /// claim values the client never read).
+    /// claim values the client never read). A refused update changes
+    /// nothing.
     pub fn coordinate(
+        &mut self,
+        me: &Actor,
+        update: Update,
+        floor: u64,
+        now_ms: u64,
+        limits: &ValueLimits,
+    ) -> Result<Vec<u8>, ValueError> {
+        // Applied to a copy: the bounds are checked on the result.
+        let mut next = self.clone();
+        let context = next.apply_update(me, update, floor, now_ms, limits)?;
+        *self = next;
+        Ok(context)
+    }
+
+    fn apply_update(
         &mut self,
         me: &Actor,
         update: Update,
@@ -621,49 +746,82 @@ fn apply_map_op(m: &mut MapState, me: &Actor, op: MapOp, ctx: &VClock<Actor>, no
             dot: add_ctx.dot.counter,
             by,
         },
-        MapOp::Add { members, .. } => FieldOp::Set(crdts::orswot::Op::Add {
-            dot: add_ctx.dot.clone(),
-            members,
-        }),
-        MapOp::Remove { members, .. } => match current {
-            Some(Field::Set(s)) => FieldOp::Set(crdts::orswot::Op::Rm {
-                clock: VClock::intersection(ctx, &s.clock()),
+        MapOp::Add { members, .. } => FieldOp::Set(
+            add_ctx.dot.clone(),
+            crdts::orswot::Op::Add {
+                dot: add_ctx.dot.clone(),
                 members,
-            }),
+            },
+        ),
+        MapOp::Remove { members, .. } => match current {
+            Some(Field::Set(s)) => FieldOp::Set(
+                add_ctx.dot.clone(),
+                crdts::orswot::Op::Rm {
+                    clock: observed(ctx, &s.clock()),
+                    members,
+                },
+            ),
             _ => return, // nothing observed to remove
         },
-        MapOp::Flag { enable: true, .. } => FieldOp::Flag(crdts::orswot::Op::Add {
-            dot: add_ctx.dot.clone(),
-            members: vec![()],
-        }),
-        MapOp::Flag { enable: false, .. } => match current {
-            Some(Field::Flag(f)) => FieldOp::Flag(crdts::orswot::Op::Rm {
-                clock: VClock::intersection(ctx, &f.clock()),
+        MapOp::Flag { enable: true, .. } => FieldOp::Flag(
+            add_ctx.dot.clone(),
+            crdts::orswot::Op::Add {
+                dot: add_ctx.dot.clone(),
                 members: vec![()],
-            }),
+            },
+        ),
+        MapOp::Flag { enable: false, .. } => match current {
+            Some(Field::Flag(f)) => FieldOp::Flag(
+                add_ctx.dot.clone(),
+                crdts::orswot::Op::Rm {
+                    clock: observed(ctx, &f.clock()),
+                    members: vec![()],
+                },
+            ),
             _ => return,
         },
         MapOp::SetLww { value, .. } => {
             let held = match &current {
-                Some(Field::Lww(r)) => r.marker.ms,
+                Some(Field::Lww(r)) => r.latest().map_or(0, |w| w.stamp.ms),
                 _ => 0,
             };
-            FieldOp::Lww(LWWReg {
-                val: value,
-                marker: Stamp {
+            FieldOp::Lww {
+                actor: add_ctx.dot.actor.clone(),
+                dot: add_ctx.dot.counter,
+                stamp: Stamp {
                     ms: now_ms.max(held.saturating_add(1)),
                     actor: Some(me.clone()),
                 },
-            })
+                value,
+            }
         }
-        MapOp::SetRegister { value, .. } => FieldOp::Register {
-            dot: (add_ctx.dot.actor.clone(), add_ctx.dot.counter),
-            ctx: DotContext::from_clock(ctx.clone()),
-            value,
-        },
+        MapOp::SetRegister { value, .. } => {
+            // A context claiming this replica's own future dots (never
+            // issued: only this replica issues them) is cut below the new
+            // dot, which the register write must take.
+            let mut ctx = ctx.clone();
+            if ctx.get(me) >= add_ctx.dot.counter {
+                ctx.dots.insert(me.clone(), add_ctx.dot.counter - 1);
+            }
+            FieldOp::Register {
+                dot: (add_ctx.dot.actor.clone(), add_ctx.dot.counter),
+                ctx: DotContext::from_clock(ctx),
+                value,
+            }
+        }
     };
     let up = m.update(key, add_ctx, |_, _| field_op);
     m.apply(up);
+}
+
+/// The part of a field's clock the client's context covers: per actor, the
+/// lower of the two counters (a greatest lower bound; `VClock::intersection`
+/// keeps only the actors whose counters are *equal*, which drops every actor
+/// whose later map dots went to other fields).
+fn observed(ctx: &VClock<Actor>, field: &VClock<Actor>) -> VClock<Actor> {
+    let mut c = ctx.clone();
+    c.glb(field);
+    c
 }
 
 // ---------------------------------------------------------------------------
@@ -735,7 +893,7 @@ pub fn decode_clock(bytes: &[u8]) -> Result<VClock<Actor>, DecodeError> {
 /// and its pairs, a list of pairs the same way), so sorting them gives the
 /// canonical bytes of the original.
 mod canon {
-    use super::{Actor, CounterEntry, Register, Stamp};
+    use super::{Actor, CounterEntry, FieldLww, Register, Stamp};
     use crdts::{lwwreg::LWWReg, pncounter::PNCounter, VClock};
     use kvorum_client::FieldKind;
     use serde::{Deserialize, Serialize};
@@ -790,7 +948,7 @@ mod canon {
         Counter(FieldCounter),
         Set(Orswot<Vec<u8>>),
         Flag(Orswot<()>),
-        Lww(LWWReg<Vec<u8>, Stamp>),
+        Lww(FieldLww),
         Register(Register),
     }
 

@@ -737,7 +737,7 @@ pub enum ErrorReply {
         supported: u16,
     },
     /// A bounded quantity was exceeded.
-    #[error("{what} too large: {size}{unit} (max {max}{unit})", unit = what.unit())]
+    #[error("{what} too large: {size}{unit} (max {max})", unit = what.unit())]
     TooLarge {
         /// What was too large.
         what: Limit,

@@ -212,16 +212,7 @@ impl Coordinator {
                 key,
                 options,
             } => {
-                let props = self.bucket(&bucket, &key)?;
-                if !props.bucket_type.is_register_like() {
-                    return Err(wrong_type(&bucket, props, "get (use a typed read)"));
-                }
-                let r = quorum(options.r, props.r, props.n)?;
-                let timeout = self.timeout(options.timeout_ms);
-                let skey = storage_key(&bucket, &key);
-                let state = self
-                    .read(skey, props, r, timeout, options.repair_before_answer)
-                    .await?;
+                let (_, state) = self.read_request(&bucket, &key, options, true).await?;
                 Ok(match state.read() {
                     Reading::Register(siblings, ctx) if !siblings.is_empty() => Response::Value {
                         siblings,
@@ -244,16 +235,7 @@ impl Coordinator {
                 key,
                 options,
             } => {
-                let props = self.bucket(&bucket, &key)?;
-                if props.bucket_type.is_register_like() {
-                    return Err(wrong_type(&bucket, props, "typed read (use get)"));
-                }
-                let r = quorum(options.r, props.r, props.n)?;
-                let timeout = self.timeout(options.timeout_ms);
-                let skey = storage_key(&bucket, &key);
-                let state = self
-                    .read(skey, props, r, timeout, options.repair_before_answer)
-                    .await?;
+                let (props, state) = self.read_request(&bucket, &key, options, false).await?;
                 Ok(match state.read() {
                     Reading::Data(Some(value), clock) => Response::Data {
                         value,
@@ -340,6 +322,33 @@ impl Coordinator {
                     .await
             }
         }
+    }
+
+    /// A `get` (`register_like`) or typed read: checks the bucket and its
+    /// type, then reads at the request's or the bucket's R.
+    async fn read_request(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        options: kvorum_client::ReadOptions,
+        register_like: bool,
+    ) -> Result<(BucketProps, State), ErrorReply> {
+        let props = self.bucket(bucket, key)?;
+        if props.bucket_type.is_register_like() != register_like {
+            let op = if register_like {
+                "get (use a typed read)"
+            } else {
+                "typed read (use get)"
+            };
+            return Err(wrong_type(bucket, props, op));
+        }
+        let r = quorum(options.r, props.r, props.n)?;
+        let timeout = self.timeout(options.timeout_ms);
+        let skey = storage_key(bucket, key);
+        let state = self
+            .read(skey, props, r, timeout, options.repair_before_answer)
+            .await?;
+        Ok((props, state))
     }
 
     /// The props of `bucket` after checking the names' sizes; unknown

@@ -400,7 +400,7 @@ pub enum ValueError {
     #[error(transparent)]
     Context(#[from] DecodeError),
     /// The result would exceed a configured bound.
-    #[error("{what} too large: {size}{unit} (max {max}{unit})", unit = what.unit())]
+    #[error("{what} too large: {size}{unit} (max {max})", unit = what.unit())]
     TooLarge {
         /// The bound.
         what: Limit,
@@ -836,11 +836,20 @@ enum StoredRecord {
     V2(State),
 }
 
+/// [`StoredRecord::V2`] by reference, so encoding does not copy the state
+/// (serde writes a reference exactly like the value).
+#[derive(Serialize)]
+enum StoredRecordRef<'a> {
+    #[allow(dead_code)] // only here to give `V2` its tag
+    V1(&'a Register),
+    V2(&'a State),
+}
+
 /// Encodes a key's state for storage, canonically: equal states give equal
 /// bytes whatever order their `HashMap`s iterate in.
 pub fn encode_record(state: &State) -> Vec<u8> {
     // Serializing plain data into a Vec cannot fail.
-    let plain = postcard::to_stdvec(&StoredRecord::V2(state.clone())).unwrap_or_default();
+    let plain = postcard::to_stdvec(&StoredRecordRef::V2(state)).unwrap_or_default();
     match state {
         // No hash maps inside: already canonical.
         State::Register(_) | State::Counter(_) | State::Lww(_) => plain,

@@ -61,9 +61,14 @@ impl QuorumTracker {
 
     /// Adds a replica to ask (a fallback of a sloppy quorum).
     pub fn add(&mut self, node: &NodeId) {
-        if !self.replicas.iter().any(|(n, _)| n == node) {
+        if !self.asked(node) {
             self.replicas.push((node.clone(), None));
         }
+    }
+
+    /// Whether `node` is already among the replicas asked.
+    pub fn asked(&self, node: &NodeId) -> bool {
+        self.replicas.iter().any(|(n, _)| n == node)
     }
 
     /// Records what `node` did; a second outcome for a node is ignored.
@@ -550,16 +555,19 @@ impl Coordinator {
         let pref = self.preference_list(&skey, props.n)?;
         let mut tracker = QuorumTracker::new(r, &pref);
         let (tx, mut rx) = mpsc::channel(pref.len());
+        // This node's own answer goes first, so a quorum that fails counts
+        // it whatever order the remote failures arrive in.
+        if pref.contains(&self.me) {
+            let res = self
+                .replica
+                .read(&skey)
+                .map_err(|e| ReplicaOutcome::Failed(e.to_string()));
+            let _ = tx.try_send((self.me.clone(), res));
+        }
         for node in &pref {
             let tx = tx.clone();
             let node = node.clone();
-            if node == self.me {
-                let res = self
-                    .replica
-                    .read(&skey)
-                    .map_err(|e| ReplicaOutcome::Failed(e.to_string()));
-                let _ = tx.try_send((node, res));
-            } else {
+            if node != self.me {
                 let transport = self.transport.clone();
                 let key = skey.clone();
                 tokio::spawn(async move {
@@ -717,12 +725,17 @@ impl Coordinator {
             tx,
         };
         for node in pref.iter().filter(|n| **n != self.me) {
-            if !strict && !self.liveness.is_up(node) {
+            // A suspected replica is replaced by a fallback; with no
+            // fallback left it is still tried, since a suspicion can be
+            // false (a starved heartbeat) and trying costs one timeout.
+            if !strict
+                && !self.liveness.is_up(node)
+                && self.hand_to_fallback(&fan, &mut tracker, &mut fallbacks, node)
+            {
                 tracker.record(
                     node,
                     ReplicaOutcome::Unreachable("down (failure detector)".into()),
                 );
-                self.hand_to_fallback(&fan, &mut tracker, &mut fallbacks, node);
             } else {
                 fan.direct(node.clone());
             }
@@ -752,20 +765,30 @@ impl Coordinator {
         })
     }
 
-    /// Sends the write for `owner` to the next healthy fallback, as a hint.
+    /// Sends the write for `owner` to the next fallback, as a hint: the
+    /// first one the failure detector sees up, or, if every one left is
+    /// suspected, the first of those (a suspicion may be false, and failing
+    /// the write without trying is worse than one more timeout). Returns
+    /// whether a fallback was found.
     fn hand_to_fallback(
         &self,
         fan: &Fanout,
         tracker: &mut QuorumTracker,
         fallbacks: &mut std::collections::VecDeque<NodeId>,
         owner: &NodeId,
-    ) {
-        while let Some(f) = fallbacks.pop_front() {
-            if f != self.me && self.liveness.is_up(&f) {
+    ) -> bool {
+        fallbacks.retain(|f| *f != self.me && !tracker.asked(f));
+        let pick = fallbacks
+            .iter()
+            .position(|f| self.liveness.is_up(f))
+            .or((!fallbacks.is_empty()).then_some(0));
+        match pick.and_then(|i| fallbacks.remove(i)) {
+            Some(f) => {
                 tracker.add(&f);
                 fan.hinted(f, owner.clone());
-                return;
+                true
             }
+            None => false,
         }
     }
 

@@ -62,15 +62,27 @@ impl BucketType {
     }
 }
 
-impl fmt::Display for BucketType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl BucketType {
+    /// The type's name, as `kvorum admin bucket create --type` takes it.
+    ///
+    /// ```
+    /// use kvorum_client::BucketType;
+    /// assert_eq!(BucketType::Counter.as_str(), "counter");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
             BucketType::Register => "register",
             BucketType::Counter => "counter",
             BucketType::Set => "set",
             BucketType::Map => "map",
             BucketType::Lww => "lww",
-        })
+        }
+    }
+}
+
+impl fmt::Display for BucketType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

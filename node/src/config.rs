@@ -70,6 +70,8 @@ pub struct NodeConfig {
     pub hints: crate::hints::HintConfig,
     /// Anti-entropy settings.
     pub anti_entropy: crate::repair::AaeConfig,
+    /// Where `/metrics` is served over HTTP (`None`: not served).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Paths of the node's TLS material.
@@ -197,6 +199,15 @@ struct RawConfig {
     hints: RawHints,
     #[serde(default)]
     anti_entropy: RawAae,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    enabled: Option<bool>,
+    listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,6 +283,11 @@ pub const MAX_BUCKET_BYTES: usize = 1024;
 
 /// Default UDP port of a node.
 pub const DEFAULT_PORT: u16 = 7401;
+
+/// How far above its UDP listen port a node serves `/metrics` (TCP) by
+/// default: 7401 → 9401, so nodes sharing a host do not collide. A listen
+/// port of 0 (tests) gives an ephemeral metrics port too.
+pub const METRICS_PORT_OFFSET: u16 = 2000;
 
 impl NodeConfig {
     /// Reads and checks a config file.
@@ -518,13 +534,31 @@ impl NodeConfig {
             },
             ..anti_entropy
         };
+        let listen = raw
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)));
+        let metrics_listen = match (raw.metrics.enabled.unwrap_or(true), raw.metrics.listen) {
+            (false, _) => None,
+            (true, Some(a)) => Some(a),
+            (true, None) => {
+                let port = match listen.port() {
+                    0 => 0,
+                    p => p.checked_add(METRICS_PORT_OFFSET).ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "listen port {p} leaves no default metrics port \
+                             (port + {METRICS_PORT_OFFSET}); set [metrics] listen"
+                        ))
+                    })?,
+                };
+                Some(SocketAddr::new(listen.ip(), port))
+            }
+        };
         Ok(Self {
             failure_detector,
             hints,
             anti_entropy,
-            listen: raw
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))),
+            metrics_listen,
+            listen,
             advertise: raw.advertise,
             zone: raw.zone.filter(|z| !z.is_empty()),
             seeds: raw.seeds,
@@ -572,6 +606,35 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/etc/kvorum/data/n1"));
         assert_eq!(c.sync, crate::storage::SyncPolicy::Always);
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9401".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_metrics_endpoint_follows_the_listen_port_unless_set() {
+        let parse =
+            |extra: &str| NodeConfig::parse(&format!("{extra}{MIN}"), Path::new(".")).unwrap();
+        let c = parse("listen = \"10.0.0.5:8000\"\n");
+        assert_eq!(c.metrics_listen, Some("10.0.0.5:10000".parse().unwrap()));
+        let c = parse("listen = \"127.0.0.1:0\"\n");
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+        let c = NodeConfig::parse(
+            &format!("{MIN}[metrics]\nlisten = \"0.0.0.0:9100\"\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listen, Some("0.0.0.0:9100".parse().unwrap()));
+        let c = NodeConfig::parse(
+            &format!("{MIN}[metrics]\nenabled = false\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listen, None);
+        let err = NodeConfig::parse(
+            &format!("listen = \"127.0.0.1:65000\"\n{MIN}"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("[metrics] listen"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::config::{Limits, Replication};
 use crate::hints::Hints;
 use crate::liveness::Liveness;
 use crate::membership::Membership;
+use crate::metrics::{self, Metrics};
 use crate::peer::{PeerRequest, PeerResponse};
 use crate::register::{self, DotContext, RegValue};
 use crate::repair::AntiEntropy;
@@ -64,6 +65,11 @@ impl QuorumTracker {
         if !self.asked(node) {
             self.replicas.push((node.clone(), None));
         }
+    }
+
+    /// What each replica asked did so far (`None`: no answer yet).
+    pub fn outcomes(&self) -> impl Iterator<Item = Option<&ReplicaOutcome>> {
+        self.replicas.iter().map(|(_, o)| o.as_ref())
     }
 
     /// Whether `node` is already among the replicas asked.
@@ -136,6 +142,7 @@ pub struct Coordinator {
     anti_entropy: Arc<AntiEntropy>,
     replication: Replication,
     limits: Limits,
+    metrics: Arc<Metrics>,
 }
 
 /// What a coordinator works with (the node's services).
@@ -154,6 +161,8 @@ pub struct Services {
     pub hints: Hints,
     /// Anti-entropy (served to peers, and on `Request::Repair`).
     pub anti_entropy: Arc<AntiEntropy>,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Coordinator {
@@ -167,6 +176,7 @@ impl Coordinator {
             liveness,
             hints,
             anti_entropy,
+            metrics,
         } = services;
         Self {
             me: membership.me().id.clone(),
@@ -179,6 +189,37 @@ impl Coordinator {
             anti_entropy,
             replication,
             limits,
+            metrics,
+        }
+    }
+
+    /// The bucket type of `bucket` as a metric label (`unknown` if none).
+    pub fn bucket_type_label(&self, bucket: &str) -> &'static str {
+        match self.buckets.get(bucket) {
+            Some(p) => p.bucket_type.as_str(),
+            None => "unknown",
+        }
+    }
+
+    /// Counts the replica answers a quorum decision was made on; replicas
+    /// still silent when a quorum failed count as timed out.
+    fn count_replies(&self, op: &'static str, tracker: &QuorumTracker) {
+        let failed = tracker.status() != QuorumStatus::Met;
+        for outcome in tracker.outcomes() {
+            let label = match outcome {
+                Some(ReplicaOutcome::Ok) => "ok",
+                Some(ReplicaOutcome::Timeout) => "timeout",
+                Some(ReplicaOutcome::Unreachable(_)) => "unreachable",
+                Some(ReplicaOutcome::Failed(_)) => "error",
+                None if failed => "timeout",
+                None => continue,
+            };
+            self.metrics
+                .counter(
+                    metrics::REPLICA_RESPONSES,
+                    &[("op", op), ("outcome", label)],
+                )
+                .increment(1);
         }
     }
 
@@ -218,7 +259,18 @@ impl Coordinator {
                 options,
             } => {
                 let (_, state) = self.read_request(&bucket, &key, options, true).await?;
-                Ok(match state.read() {
+                let reading = state.read();
+                if let Reading::Register(siblings, ctx) = &reading {
+                    if !siblings.is_empty() {
+                        self.metrics
+                            .histogram(metrics::READ_SIBLINGS, &[])
+                            .record(siblings.len() as f64);
+                        self.metrics
+                            .histogram(metrics::VCLOCK_ENTRIES, &[])
+                            .record(ctx.entries() as f64);
+                    }
+                }
+                Ok(match reading {
                     Reading::Register(siblings, ctx) if !siblings.is_empty() => Response::Value {
                         siblings,
                         context: CausalContext(register::encode_context(&ctx)),
@@ -609,6 +661,7 @@ impl Coordinator {
                 Ok(None) | Err(_) => break,
             }
         }
+        self.count_replies("read", &tracker);
         if tracker.status() != QuorumStatus::Met {
             return Err(ErrorReply::Quorum(tracker.failure(OpKind::Read)));
         }
@@ -626,6 +679,7 @@ impl Coordinator {
             replica: self.replica.clone(),
             transport: self.transport.clone(),
             deadline,
+            sent: self.metrics.counter(metrics::READ_REPAIRS, &[]),
         };
         let mut repaired = Vec::new();
         if repair_before_answer {
@@ -757,6 +811,7 @@ impl Coordinator {
                 Ok(None) | Err(_) => break,
             }
         }
+        self.count_replies("write", &tracker);
         if tracker.status() != QuorumStatus::Met {
             return Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)));
         }
@@ -930,6 +985,8 @@ struct Repair {
     replica: Replica,
     transport: Arc<dyn Transport>,
     deadline: tokio::time::Instant,
+    /// Counts the repairs sent.
+    sent: ::metrics::Counter,
 }
 
 impl Repair {
@@ -937,6 +994,7 @@ impl Repair {
     /// the acknowledgements until the deadline. Failures are logged: the
     /// next read or anti-entropy repairs what this one could not.
     async fn send(&self, state: &State, stale: &[NodeId]) {
+        self.sent.increment(stale.len() as u64);
         let mut calls = tokio::task::JoinSet::new();
         for node in stale {
             if *node == self.me {

@@ -88,7 +88,7 @@ pub fn prepare(opts: &DevOptions) -> Result<Vec<NodeConfig>, DevError> {
             "# Written by `kvorum dev`; see examples/node.toml for every field.\n\
              id = \"{id}\"\nlisten = \"{addr}\"\nseeds = [{}]\ndata_dir = \"data/{id}\"\n\
              gossip_interval_ms = 500\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{id}.pem\"\nkey = \"certs/{id}.key\"\n",
-            seeds.join(", ")
+            seeds.join(", "),
         );
         let path = opts.dir.join(format!("{id}.toml"));
         write_file(&path, &text)?;

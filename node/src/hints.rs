@@ -95,6 +95,39 @@ pub struct HintStats {
     pub delivered: AtomicU64,
     /// Hints refused or dropped by a bound, or for a removed node.
     pub dropped: AtomicU64,
+    /// Hints accepted (new, or merged into one held).
+    pub stored: AtomicU64,
+    /// Creation times (Unix seconds) of the hints held, with counts.
+    ages: std::sync::Mutex<std::collections::BTreeMap<u64, u64>>,
+}
+
+impl HintStats {
+    fn ages(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, u64>> {
+        self.ages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn held_since(&self, created_ms: u64) {
+        *self.ages().entry(created_ms / 1000).or_default() += 1;
+    }
+
+    fn released(&self, created_ms: u64) {
+        let mut ages = self.ages();
+        let s = created_ms / 1000;
+        if let Some(n) = ages.get_mut(&s) {
+            *n -= 1;
+            if *n == 0 {
+                ages.remove(&s);
+            }
+        }
+    }
+
+    /// Age of the oldest hint held (to the second); zero when none is held.
+    pub fn oldest_age(&self) -> Duration {
+        match self.ages().keys().next() {
+            Some(s) => Duration::from_secs((now_ms() / 1000).saturating_sub(*s)),
+            None => Duration::ZERO,
+        }
+    }
 }
 
 /// The node's hint store.
@@ -162,6 +195,9 @@ impl Hints {
     pub fn open(store: Store, config: HintConfig) -> Result<Self, StorageError> {
         let stats = Arc::new(HintStats::default());
         for (_, v) in store.scan(Space::Hints, &[], usize::MAX)? {
+            if let Some((created_ms, _)) = HintRecord::decode(&v) {
+                stats.held_since(created_ms);
+            }
             stats.pending.fetch_add(1, Ordering::Relaxed);
             stats.bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
         }
@@ -184,11 +220,12 @@ impl Hints {
         let result = self
             .store
             .change(Space::Hints, k, move |current| {
-                let (old_len, created, mut merged) = match current {
+                // (bytes held, creation time, state, whether the hint is new)
+                let (old_len, created, mut merged, new) = match current {
                     Err(e) => return (Change::Keep, Err(HintError::Storage(e))),
-                    Ok(None) => (0, now_ms(), State::empty(state.bucket_type())),
+                    Ok(None) => (0, now_ms(), State::empty(state.bucket_type()), true),
                     Ok(Some(bytes)) => match HintRecord::decode(bytes) {
-                        Some((created_ms, state)) => (bytes.len() as u64, created_ms, state),
+                        Some((created_ms, state)) => (bytes.len() as u64, created_ms, state, false),
                         // An unreadable hint is replaced (and counted as dropped).
                         None => {
                             stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -196,6 +233,7 @@ impl Hints {
                                 bytes.len() as u64,
                                 now_ms(),
                                 State::empty(state.bucket_type()),
+                                true,
                             )
                         }
                     },
@@ -213,6 +251,10 @@ impl Hints {
                     return (Change::Keep, Err(HintError::Full { held, max }));
                 }
                 stats.bytes.store(after, Ordering::Relaxed);
+                stats.stored.fetch_add(1, Ordering::Relaxed);
+                if new {
+                    stats.held_since(created);
+                }
                 if old_len == 0 {
                     stats.pending.fetch_add(1, Ordering::Relaxed);
                 }
@@ -254,7 +296,7 @@ impl Hints {
     /// or is dropped); a hint merged meanwhile stays for the next round.
     /// `delivered` says which counter to bump.
     pub async fn remove(&self, hint: &Hint, delivered: bool) -> Result<bool, StorageError> {
-        let (stats, raw) = (self.stats.clone(), hint.raw.clone());
+        let (stats, raw, created_ms) = (self.stats.clone(), hint.raw.clone(), hint.created_ms);
         self.store
             .change(
                 Space::Hints,
@@ -263,6 +305,7 @@ impl Hints {
                     Ok(Some(bytes)) if bytes == raw.as_slice() => {
                         stats.pending.fetch_sub(1, Ordering::Relaxed);
                         stats.bytes.fetch_sub(raw.len() as u64, Ordering::Relaxed);
+                        stats.released(created_ms);
                         let counter = if delivered {
                             &stats.delivered
                         } else {

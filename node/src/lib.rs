@@ -46,6 +46,7 @@ pub mod faults;
 pub mod hints;
 pub mod liveness;
 pub mod membership;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod peer;

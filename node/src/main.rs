@@ -17,8 +17,18 @@ use std::{
 #[derive(Parser)]
 #[command(name = "kvorum", version, about)]
 struct Cli {
+    /// Log format on stderr: `human` (default) or `json` (one object per
+    /// line, for log shippers). RUST_LOG sets the levels (default: info).
+    #[arg(long, global = true, value_enum, env = "KVORUM_LOG_FORMAT", default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -279,14 +289,17 @@ struct Conn {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,quinn=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -342,7 +355,10 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             let certs = dir.join("certs");
             println!("Kvorum dev cluster: {} nodes on 127.0.0.1", running.len());
             for n in &running {
-                println!("  {}  {}", n.id(), n.addr());
+                match n.metrics_addr() {
+                    Some(m) => println!("  {}  {}  metrics: http://{m}/metrics", n.id(), n.addr()),
+                    None => println!("  {}  {}", n.id(), n.addr()),
+                }
             }
             println!("data, configs and certificates: {}", dir.display());
             println!("client certificate: {}", certs.join("client.pem").display());

@@ -78,6 +78,15 @@ impl Membership {
         self.read().members.get(id).map(|m| m.addr)
     }
 
+    /// The member at `addr`, if any.
+    pub fn id_at(&self, addr: SocketAddr) -> Option<NodeId> {
+        self.read()
+            .members
+            .values()
+            .find(|m| m.addr == addr)
+            .map(|m| m.id.clone())
+    }
+
     /// Merges news of members; returns true when the view changed.
     pub fn merge(&self, news: Vec<MemberInfo>) -> bool {
         let changed = {

@@ -131,11 +131,50 @@ fn is_node_certificate(conn: &quinn::Connection) -> bool {
     cert.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
+/// Why an incoming handshake failed, as a bounded metric label.
+pub fn handshake_failure_reason(e: &quinn::ConnectionError) -> &'static str {
+    match e {
+        quinn::ConnectionError::TransportError(t) => match u64::from(t.code) {
+            // TLS alerts: no_application_protocol
+            0x178 => "wrong_alpn",
+            // bad_certificate, unsupported_certificate, certificate_revoked,
+            // certificate_expired, certificate_unknown, unknown_ca,
+            // certificate_required
+            0x12a..=0x12e | 0x130 | 0x174 => "untrusted_certificate",
+            0x100..=0x1ff => "tls_other",
+            _ => "protocol",
+        },
+        quinn::ConnectionError::TimedOut => "timeout",
+        quinn::ConnectionError::ConnectionClosed(_)
+        | quinn::ConnectionError::ApplicationClosed(_)
+        | quinn::ConnectionError::Reset => "closed_by_peer",
+        _ => "other",
+    }
+}
+
+/// One open connection of a kind, counted in the connections gauge while
+/// it lives.
+struct Open(metrics::Gauge);
+
+impl Open {
+    fn new(g: metrics::Gauge) -> Self {
+        g.increment(1.0);
+        Self(g)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// Accepts connections until `shutdown` turns true, then closes the endpoint.
 pub async fn serve(
     endpoint: quinn::Endpoint,
     handler: Arc<dyn Handler>,
     limits: ServeLimits,
+    metrics: Arc<crate::metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let conns = Arc::new(Semaphore::new(limits.max_connections));
@@ -153,16 +192,22 @@ pub async fn serve(
         };
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
         let budgets = (client_budget.clone(), peer_budget.clone());
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let remote = incoming.remote_address();
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::debug!(error = %e, "handshake failed");
+                    let reason = handshake_failure_reason(&e);
+                    tracing::debug!(%remote, error = %e, reason, "handshake failed");
+                    metrics
+                        .counter(crate::metrics::HANDSHAKE_FAILURES, &[("reason", reason)])
+                        .increment(1);
                     return;
                 }
             };
-            serve_connection(conn, handler, limits, budgets, shutdown).await;
+            serve_connection(conn, handler, limits, budgets, metrics, shutdown).await;
         });
     }
     endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
@@ -173,6 +218,7 @@ async fn serve_connection(
     handler: Arc<dyn Handler>,
     limits: ServeLimits,
     (client_budget, peer_budget): (Arc<Semaphore>, Arc<Semaphore>),
+    metrics: Arc<crate::metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let alpn = conn
@@ -182,6 +228,12 @@ async fn serve_connection(
     let peer = match alpn.as_deref() {
         Some(p) if p == ALPN_PEER => {
             if !is_node_certificate(&conn) {
+                metrics
+                    .counter(
+                        crate::metrics::HANDSHAKE_FAILURES,
+                        &[("reason", "not_a_node")],
+                    )
+                    .increment(1);
                 tracing::warn!(remote = %conn.remote_address(), "peer ALPN without a node certificate; closing");
                 conn.close(
                     CLOSE_NOT_A_NODE.into(),
@@ -194,6 +246,21 @@ async fn serve_connection(
         _ => false,
     };
     let inflight = if peer { peer_budget } else { client_budget };
+    let kind = if peer { "peer" } else { "client" };
+    let _open = Open::new(metrics.gauge(
+        crate::metrics::CONNECTIONS,
+        &[("kind", if peer { "peer_in" } else { "client" })],
+    ));
+    let bytes = (
+        metrics.counter(
+            crate::metrics::NETWORK_BYTES,
+            &[("direction", "received"), ("kind", kind)],
+        ),
+        metrics.counter(
+            crate::metrics::NETWORK_BYTES,
+            &[("direction", "sent"), ("kind", kind)],
+        ),
+    );
     loop {
         let (send, recv) = tokio::select! {
             s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
@@ -218,9 +285,10 @@ async fn serve_connection(
                 }
             };
         let handler = handler.clone();
+        let bytes = bytes.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_stream(send, recv, &*handler, peer, limits).await {
+            if let Err(e) = serve_stream(send, recv, &*handler, peer, limits, bytes).await {
                 tracing::debug!(error = %e, "stream failed");
             }
         });
@@ -233,6 +301,7 @@ async fn serve_stream(
     handler: &dyn Handler,
     peer: bool,
     limits: ServeLimits,
+    (received, sent): (metrics::Counter, metrics::Counter),
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let max_frame = limits.max_frame_bytes;
     // Peers are authenticated nodes whose writes carry a key's whole state
@@ -249,6 +318,9 @@ async fn serve_stream(
         let _ = send.reset(0u32.into());
         return Err("request frame not received in time".into());
     };
+    if let Ok(bytes) = &read {
+        received.increment(bytes.len() as u64);
+    }
     let answer = match read {
         Ok(bytes) if peer => {
             encode_frame(PEER_PROTOCOL_VERSION, &peer_answer(handler, &bytes).await)
@@ -271,6 +343,7 @@ async fn serve_stream(
         Err(e) => return Err(e.into()),
     };
     send.write_all(&answer).await?;
+    sent.increment(answer.len() as u64);
     send.finish()?;
     // Wait until the peer has the answer (or the stream is gone) so dropping
     // the stream does not cut it off.

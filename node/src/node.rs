@@ -8,12 +8,13 @@ use crate::faults::Faults;
 use crate::hints::Hints;
 use crate::liveness::{DetectorConfig, Liveness};
 use crate::membership::Membership;
+use crate::metrics::{self, Metrics};
 use crate::net::{self, Handler, ServeLimits};
 use crate::peer::{MemberInfo, PeerRequest, PeerResponse};
 use crate::register::Actor;
 use crate::repair::AntiEntropy;
 use crate::replica::Replica;
-use crate::storage::{Closed, FjallEngine, Space, StorageError, Store, SyncPolicy};
+use crate::storage::{Closed, FjallEngine, Measured, Space, StorageError, Store, SyncPolicy};
 use crate::transport::{BoxFuture, QuicTransport, Transport};
 use kvorum_client::proto::{Request, Response};
 use kvorum_client::{TlsError, TlsMaterial};
@@ -40,6 +41,9 @@ pub enum NodeError {
     /// The endpoint could not be set up.
     #[error(transparent)]
     Net(#[from] net::NetError),
+    /// The metrics endpoint could not bind its address.
+    #[error("metrics endpoint: cannot bind {0}: {1} (set [metrics] listen, or enabled = false)")]
+    Metrics(SocketAddr, std::io::Error),
 }
 
 /// Node metadata kept in [`Space::Meta`], versioned by its enum tag.
@@ -68,9 +72,21 @@ pub struct RunningNode {
     liveness: Arc<Liveness>,
     hints: Hints,
     anti_entropy: Arc<AntiEntropy>,
+    metrics: Arc<Metrics>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl RunningNode {
+    /// The node's metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Where `/metrics` is served (`None` if disabled).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The node's id.
     pub fn id(&self) -> &NodeId {
         &self.id
@@ -127,8 +143,11 @@ impl RunningNode {
             store_closed,
             hints,
             anti_entropy,
+            metrics,
             ..
         } = self;
+        metrics.clear_collectors();
+        drop(metrics);
         let _ = shutdown.send(true);
         while tasks.join_next().await.is_some() {}
         endpoint.close(net::CLOSE_SHUTDOWN.into(), b"node shutting down");
@@ -148,11 +167,19 @@ impl RunningNode {
 
 struct NodeHandler {
     coordinator: Coordinator,
+    metrics: Arc<Metrics>,
 }
 
 impl Handler for NodeHandler {
     fn client(&self, req: Request) -> BoxFuture<'_, Response> {
-        Box::pin(self.coordinator.handle(req, false))
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let (op, bucket) = metrics::request_op(&req);
+            let bucket_type = bucket.map_or("none", |b| self.coordinator.bucket_type_label(b));
+            let resp = self.coordinator.handle(req, false).await;
+            metrics::record_request(&self.metrics, op, bucket_type, &resp, started.elapsed());
+            resp
+        })
     }
     fn peer(&self, req: PeerRequest) -> BoxFuture<'_, PeerResponse> {
         Box::pin(self.coordinator.serve_peer(req))
@@ -175,7 +202,24 @@ pub async fn start_with_faults(
         dir: config.data_dir.display().to_string(),
         source,
     };
+    let metrics = Metrics::new(&config.id);
+    let metrics_listener = match config.metrics_listen {
+        Some(a) => Some(
+            metrics::bind(a)
+                .await
+                .map_err(|e| NodeError::Metrics(a, e))?,
+        ),
+        None => None,
+    };
+    let metrics_addr =
+        match &metrics_listener {
+            Some(l) => Some(l.local_addr().map_err(|e| {
+                NodeError::Metrics(config.metrics_listen.unwrap_or(config.listen), e)
+            })?),
+            None => None,
+        };
     let engine = Arc::new(FjallEngine::open(&config.data_dir).map_err(storage_err)?);
+    let engine = Arc::new(Measured::new(engine, &metrics));
     let (store, store_closed) = Store::start(engine, config.sync);
     let (incarnation, epoch, known) = match store.get(Space::Meta, META_KEY).map_err(storage_err)? {
         // A new data directory: a new epoch.
@@ -214,12 +258,14 @@ pub async fn start_with_faults(
     persist_members(&store, &membership, epoch)
         .await
         .map_err(storage_err)?;
-    let transport: Arc<dyn Transport> = Arc::new(QuicTransport::new(
+    let quic = Arc::new(QuicTransport::new(
         endpoint.clone(),
         membership.clone(),
         config.peer_connect_timeout,
         config.limits.max_frame_bytes,
+        metrics.clone(),
     ));
+    let transport: Arc<dyn Transport> = quic.clone();
     let actor = Actor {
         node: me.id.clone(),
         epoch,
@@ -251,6 +297,7 @@ pub async fn start_with_faults(
         transport.clone(),
         membership.clone(),
         config.anti_entropy,
+        metrics.clone(),
     ));
     // Build the trees from storage before serving.
     anti_entropy.refresh().map_err(storage_err)?;
@@ -262,9 +309,21 @@ pub async fn start_with_faults(
         liveness: liveness.clone(),
         hints: hints.clone(),
         anti_entropy: anti_entropy.clone(),
+        metrics: metrics.clone(),
     };
     let coordinator = Coordinator::new(services, config.replication, config.limits);
-    let handler: Arc<dyn Handler> = Arc::new(NodeHandler { coordinator });
+    let handler: Arc<dyn Handler> = Arc::new(NodeHandler {
+        coordinator,
+        metrics: metrics.clone(),
+    });
+    metrics.on_scrape(collector(
+        store.clone(),
+        hints.clone(),
+        anti_entropy.clone(),
+        membership.clone(),
+        liveness.clone(),
+        quic,
+    ));
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let limits = ServeLimits {
@@ -273,7 +332,16 @@ pub async fn start_with_faults(
         max_inflight_requests: config.limits.max_inflight_requests,
         read_timeout: config.limits.request_read_timeout,
     };
-    tasks.spawn(net::serve(endpoint.clone(), handler, limits, rx.clone()));
+    tasks.spawn(net::serve(
+        endpoint.clone(),
+        handler,
+        limits,
+        metrics.clone(),
+        rx.clone(),
+    ));
+    if let Some(l) = metrics_listener {
+        tasks.spawn(metrics::serve(l, metrics.clone(), rx.clone()));
+    }
     tasks.spawn(deliver_hints(
         hints.clone(),
         transport.clone(),
@@ -315,6 +383,72 @@ pub async fn start_with_faults(
         liveness,
         hints,
         anti_entropy,
+        metrics,
+        metrics_addr,
+    })
+}
+
+/// Copies what other modules keep (hint and anti-entropy counts, liveness,
+/// ring share, storage size, peer RTT) into the registry at each scrape.
+fn collector(
+    store: Store,
+    hints: Hints,
+    aae: Arc<AntiEntropy>,
+    membership: Arc<Membership>,
+    liveness: Arc<Liveness>,
+    quic: Arc<QuicTransport>,
+) -> metrics::Collector {
+    use std::sync::atomic::Ordering::Relaxed;
+    Box::new(move |m: &Metrics| {
+        let h = hints.stats();
+        m.counter(metrics::HINTS_STORED, &[])
+            .absolute(h.stored.load(Relaxed));
+        m.counter(metrics::HINTS_DELIVERED, &[])
+            .absolute(h.delivered.load(Relaxed));
+        m.counter(metrics::HINTS_DROPPED, &[])
+            .absolute(h.dropped.load(Relaxed));
+        m.gauge(metrics::HINTS_PENDING, &[])
+            .set(h.pending.load(Relaxed) as f64);
+        m.gauge(metrics::HINTS_BYTES, &[])
+            .set(h.bytes.load(Relaxed) as f64);
+        m.gauge(metrics::HINT_OLDEST_AGE, &[])
+            .set(h.oldest_age().as_secs_f64());
+        m.counter(metrics::AAE_KEYS_REPAIRED, &[])
+            .absolute(aae.stats().keys_repaired.load(Relaxed));
+        let me = membership.me().id.clone();
+        let (mut up, mut down) = (0u32, 0u32);
+        for member in membership.members() {
+            let is_up = liveness.is_up(&member.id);
+            if is_up {
+                up += 1;
+            } else {
+                down += 1;
+            }
+            if member.id != me {
+                m.gauge(metrics::PEER_UP, &[("peer", member.id.as_str())])
+                    .set(if is_up { 1.0 } else { 0.0 });
+            }
+        }
+        m.gauge(metrics::MEMBERS, &[("state", "up")])
+            .set(f64::from(up));
+        m.gauge(metrics::MEMBERS, &[("state", "down")])
+            .set(f64::from(down));
+        m.gauge(metrics::RING_OWNERSHIP, &[])
+            .set(membership.ring().ownership(&me));
+        if let Some(size) = store.size() {
+            m.gauge(metrics::STORAGE_DISK_BYTES, &[])
+                .set(size.disk_bytes as f64);
+            m.gauge(metrics::STORAGE_KEYS, &[]).set(size.keys as f64);
+        }
+        let open = quic.open_connections();
+        m.gauge(metrics::CONNECTIONS, &[("kind", "peer_out")])
+            .set(open.len() as f64);
+        for (addr, rtt) in open {
+            if let Some(peer) = membership.id_at(addr) {
+                m.gauge(metrics::PEER_RTT, &[("peer", peer.as_str())])
+                    .set(rtt.as_secs_f64());
+            }
+        }
     })
 }
 
@@ -410,10 +544,13 @@ async fn deliver_hints(
             }
         }
         let mut sends = JoinSet::new();
+        // Drops are logged once a round, per owner (not once a hint).
+        let mut dropped: std::collections::BTreeMap<NodeId, u64> = Default::default();
         for hint in batch {
             if !members.contains(&hint.owner) || hints.expired(&hint) {
-                tracing::info!(owner = %hint.owner, "hint dropped (owner removed or hint too old); anti-entropy repairs it");
-                let _ = hints.remove(&hint, false).await;
+                if let Ok(true) = hints.remove(&hint, false).await {
+                    *dropped.entry(hint.owner.clone()).or_default() += 1;
+                }
                 continue;
             }
             if !liveness.is_up(&hint.owner) {
@@ -443,6 +580,9 @@ async fn deliver_hints(
                     }
                 }
             });
+        }
+        for (owner, n) in dropped {
+            tracing::info!(%owner, hints = n, "hints dropped (owner removed or hints too old); anti-entropy repairs their keys");
         }
         while sends.join_next().await.is_some() {}
     }

@@ -108,6 +108,12 @@ impl DotContext {
         Self::default()
     }
 
+    /// Entries of the context: actors of its version vector plus dots
+    /// outside it.
+    pub fn entries(&self) -> usize {
+        self.vv.dots.len() + self.cloud.len()
+    }
+
     /// True when no dot is in the context.
     pub fn is_empty(&self) -> bool {
         self.vv.is_empty() && self.cloud.is_empty()

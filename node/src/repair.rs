@@ -87,6 +87,7 @@ pub struct AaeStats {
 
 /// Runs anti-entropy exchanges for one node.
 pub struct AntiEntropy {
+    metrics: Arc<crate::metrics::Metrics>,
     me: NodeId,
     replica: Replica,
     transport: Arc<dyn Transport>,
@@ -106,8 +107,10 @@ impl AntiEntropy {
         transport: Arc<dyn Transport>,
         membership: Arc<Membership>,
         config: AaeConfig,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
+            metrics,
             me: membership.me().id.clone(),
             replica,
             transport,
@@ -194,6 +197,20 @@ impl AntiEntropy {
 
     /// One exchange with `peer`; returns how many keys were merged.
     pub async fn exchange(&self, peer: &NodeId) -> Result<usize, AaeError> {
+        use crate::metrics as m;
+        let started = std::time::Instant::now();
+        let r = self.exchange_once(peer).await;
+        let outcome = if r.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .counter(m::AAE_EXCHANGES, &[("outcome", outcome)])
+            .increment(1);
+        self.metrics
+            .histogram(m::AAE_EXCHANGE_DURATION, &[])
+            .record(started.elapsed());
+        r
+    }
+
+    async fn exchange_once(&self, peer: &NodeId) -> Result<usize, AaeError> {
         let Ok(_session) = self.sessions.acquire().await else {
             return Ok(0); // closed: the node is stopping
         };
@@ -227,6 +244,9 @@ impl AntiEntropy {
                     segments.extend(aae::differing(l, r).into_iter().map(|i| b * PER_BRANCH + i));
                 }
             }
+            self.metrics
+                .counter(crate::metrics::AAE_DIFFERING_SEGMENTS, &[])
+                .increment(segments.len() as u64);
             // Bound what one exchange lists (the rest waits for the next).
             segments.truncate(MAX_SEGMENTS_PER_EXCHANGE);
             let req = PeerRequest::AaeKeys {

@@ -76,6 +76,78 @@ pub trait Engine: Send + Sync + 'static {
     /// Up to `limit` (key, value) pairs of a space whose key starts with
     /// `prefix`, in key order.
     fn scan(&self, space: Space, prefix: &[u8], limit: usize) -> Result<Vec<Record>, StorageError>;
+    /// Bytes on disk and (approximate) keys of the data space, if known.
+    fn size(&self) -> Option<EngineSize> {
+        None
+    }
+}
+
+/// How big an engine's data is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSize {
+    /// Bytes the engine uses on disk (every space).
+    pub disk_bytes: u64,
+    /// Keys of [`Space::Data`], approximate.
+    pub keys: u64,
+}
+
+/// An engine that times each call into the node's metrics.
+pub struct Measured {
+    inner: Arc<dyn Engine>,
+    read: metrics::Histogram,
+    write: metrics::Histogram,
+    sync: metrics::Histogram,
+    batch: metrics::Histogram,
+}
+
+impl Measured {
+    /// Wraps `inner`, recording into `m`.
+    pub fn new(inner: Arc<dyn Engine>, m: &crate::metrics::Metrics) -> Self {
+        use crate::metrics as k;
+        Self {
+            inner,
+            read: m.histogram(k::STORAGE_READ_DURATION, &[]),
+            write: m.histogram(k::STORAGE_WRITE_DURATION, &[]),
+            sync: m.histogram(k::STORAGE_SYNC_DURATION, &[]),
+            batch: m.histogram(k::STORAGE_BATCH_UPDATES, &[]),
+        }
+    }
+}
+
+impl Engine for Measured {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let t = std::time::Instant::now();
+        let r = self.inner.get(space, key);
+        self.read.record(t.elapsed());
+        r
+    }
+
+    fn commit(&self, batch: Vec<BatchItem>, sync: bool) -> Result<(), StorageError> {
+        self.batch.record(batch.len() as f64);
+        let t = std::time::Instant::now();
+        let r = self.inner.commit(batch, sync);
+        let took = t.elapsed();
+        self.write.record(took);
+        if sync {
+            self.sync.record(took);
+        }
+        r
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        let t = std::time::Instant::now();
+        let r = self.inner.sync();
+        self.sync.record(t.elapsed());
+        r
+    }
+
+    fn scan(&self, space: Space, prefix: &[u8], limit: usize) -> Result<Vec<Record>, StorageError> {
+        self.inner.scan(space, prefix, limit)
+    }
+
+    fn size(&self) -> Option<EngineSize> {
+        self.inner.size()
+    }
 }
 
 /// The fjall engine: one database in the node's data directory, one keyspace
@@ -151,6 +223,13 @@ impl Engine for FjallEngine {
 
     fn sync(&self) -> Result<(), StorageError> {
         self.db.persist(fjall::PersistMode::SyncAll).map_err(engine)
+    }
+
+    fn size(&self) -> Option<EngineSize> {
+        Some(EngineSize {
+            disk_bytes: self.db.disk_space().ok()?,
+            keys: self.data.approximate_len() as u64,
+        })
     }
 
     fn scan(&self, space: Space, prefix: &[u8], limit: usize) -> Result<Vec<Record>, StorageError> {
@@ -278,6 +357,11 @@ impl Store {
     /// Reads one key (no serialization with updates; sees every committed update).
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.engine.get(space, key)
+    }
+
+    /// The engine's size, if it knows it.
+    pub fn size(&self) -> Option<EngineSize> {
+        self.engine.size()
     }
 
     /// Atomically updates `key`: `f` gets the current value (or the read

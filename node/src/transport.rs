@@ -75,6 +75,7 @@ pub struct QuicTransport {
     conns: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Slot>>>>,
     connect_timeout: Duration,
     max_frame_bytes: usize,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl QuicTransport {
@@ -85,6 +86,7 @@ impl QuicTransport {
         membership: Arc<Membership>,
         connect_timeout: Duration,
         max_frame_bytes: usize,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
             endpoint,
@@ -92,7 +94,28 @@ impl QuicTransport {
             conns: Mutex::new(HashMap::new()),
             connect_timeout,
             max_frame_bytes,
+            metrics,
         }
+    }
+
+    /// The open connections this node dialled, with their smoothed RTT.
+    /// Connections busy being (re)established at this moment are skipped.
+    pub fn open_connections(&self) -> Vec<(SocketAddr, Duration)> {
+        let slots: Vec<(SocketAddr, Arc<tokio::sync::Mutex<Slot>>)> = self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(a, s)| (*a, s.clone()))
+            .collect();
+        slots
+            .into_iter()
+            .filter_map(|(addr, slot)| {
+                let guard = slot.try_lock().ok()?;
+                let conn = guard.conn.as_ref()?;
+                conn.close_reason().is_none().then(|| (addr, conn.rtt()))
+            })
+            .collect()
     }
 
     async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, TransportError> {
@@ -151,6 +174,12 @@ impl QuicTransport {
         let not_sent = |e: &dyn std::fmt::Display| TransportError::Unreachable(e.to_string());
         let lost = |e: &dyn std::fmt::Display| TransportError::Lost(e.to_string());
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| not_sent(&e))?;
+        let m = &self.metrics;
+        m.counter(
+            crate::metrics::NETWORK_BYTES,
+            &[("direction", "sent"), ("kind", "peer")],
+        )
+        .increment(frame.len() as u64);
         send.write_all(&frame).await.map_err(|e| lost(&e))?;
         send.finish().map_err(|e| lost(&e))?;
         // Answers can hold a key's whole state: several siblings of max size.
@@ -161,6 +190,11 @@ impl QuicTransport {
             )
             .await
             .map_err(|e| lost(&e))?;
+        m.counter(
+            crate::metrics::NETWORK_BYTES,
+            &[("direction", "received"), ("kind", "peer")],
+        )
+        .increment(bytes.len() as u64);
         decode_frame(PEER_PROTOCOL_VERSION, &bytes)
             .map_err(|e| TransportError::Protocol(e.to_string()))
     }
@@ -178,9 +212,19 @@ impl Transport for QuicTransport {
         Box::pin(async move {
             let addr = addr
                 .ok_or_else(|| TransportError::Unreachable(format!("no address known for {to}")))?;
-            tokio::time::timeout(timeout, self.exchange(addr, req))
+            let started = std::time::Instant::now();
+            let r = tokio::time::timeout(timeout, self.exchange(addr, req))
                 .await
-                .unwrap_or(Err(TransportError::Timeout))
+                .unwrap_or(Err(TransportError::Timeout));
+            if r.is_ok() {
+                self.metrics
+                    .histogram(
+                        crate::metrics::PEER_REQUEST_DURATION,
+                        &[("peer", to.as_str())],
+                    )
+                    .record(started.elapsed());
+            }
+            r
         })
     }
 

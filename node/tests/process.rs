@@ -137,7 +137,15 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
             );
             std::fs::write(d.join(format!("n{i}.toml")), text).unwrap();
         }
-        let start = |i: usize| Proc::spawn(&["start", "--config", &format!("n{i}.toml")], d, &format!("n{i}"));
+        // n2 logs JSON (one object per line).
+        let start = |i: usize| {
+            let config = format!("n{i}.toml");
+            let mut args = vec!["start", "--config", &config];
+            if i == 2 {
+                args.extend(["--log-format", "json"]);
+            }
+            Proc::spawn(&args, d, &format!("n{i}"))
+        };
         let mut procs: Vec<Proc> = (1..=3).map(start).collect();
         for a in &addrs {
             wait_for_members(&client_of(d, &[*a]), 3).await;
@@ -164,6 +172,13 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
         // Stop the other replicas: whatever n1 answers now comes from its own disk.
         procs[1].kill9();
         procs[2].kill9();
+        let log = std::fs::read_to_string(d.join("n2.err")).unwrap();
+        let events: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+            .collect();
+        let said = |msg: &str| events.iter().any(|e| e["fields"]["message"] == msg && e["level"] == "INFO");
+        assert!(said("node started") && said("member learned"), "{log}");
         let n1 = client_of(d, &addrs[..1]);
         wait_for_members(&n1, 3).await;
         let one = ReadOptions::r(1);
@@ -218,6 +233,25 @@ async fn dev_cluster_serves_the_cli_stops_on_ctrl_c_and_keeps_its_data() {
             "{printed}"
         );
         assert!(printed.contains("hits (counter)"), "{printed}");
+        // Each node's metrics URL is printed and serves Prometheus text.
+        let first_metrics = port.parse::<u16>().unwrap() + 2000;
+        let url = format!("metrics: http://127.0.0.1:{first_metrics}/metrics");
+        assert!(printed.contains(&url), "{printed}");
+        let scrape = {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", first_metrics)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+        assert!(
+            scrape.contains("kvorum_requests_total{node=\"n1\""),
+            "{scrape}"
+        );
         let (ok, out) = cli(d, &["counter", "hits", "home", "--incr", "2"]);
         assert!(ok && out.trim() == "2", "{out}");
         let (ok, out) = cli(d, &["set", "tags", "t", "--add", "a", "--add", "b"]);

@@ -166,6 +166,38 @@ impl Ring {
             .collect()
     }
 
+    /// The share (0 to 1) of the token space whose first replica is `id`:
+    /// roughly the share of keys it coordinates. 0 for a non-member.
+    ///
+    /// ```
+    /// use kvorum_ring::{Member, NodeId, Ring};
+    /// let ring = Ring::new([Member::new("a"), Member::new("b")], 64);
+    /// let total = ring.ownership(&NodeId::new("a")) + ring.ownership(&NodeId::new("b"));
+    /// assert!((total - 1.0).abs() < 1e-9);
+    /// ```
+    pub fn ownership(&self, id: &NodeId) -> f64 {
+        let Some(me) = self.members.iter().position(|m| m.id == *id) else {
+            return 0.0;
+        };
+        if self.tokens.len() == 1 {
+            return 1.0;
+        }
+        let mut owned: u128 = 0;
+        for (i, (token, member)) in self.tokens.iter().enumerate() {
+            if *member != me {
+                continue;
+            }
+            // A token owns the keys after the previous token, up to itself.
+            let prev = if i == 0 {
+                self.tokens[self.tokens.len() - 1].0
+            } else {
+                self.tokens[i - 1].0
+            };
+            owned += u128::from(token.wrapping_sub(prev));
+        }
+        owned as f64 / 2f64.powi(64)
+    }
+
     /// Every distinct physical node, in clockwise order from the key's token
     /// (no zone rule). Its first `n` items are the preference list when zones
     /// are off; the items after them are the "next healthy nodes on the ring"
@@ -318,6 +350,30 @@ mod tests {
         let b = Ring::new([Member::in_zone("n1", "a"), Member::in_zone("n1", "b")], 8);
         assert_eq!(a, b);
         assert_eq!(a.members(), &[Member::in_zone("n1", "a")]);
+    }
+
+    #[test]
+    fn ownership_shares_add_up_and_match_where_keys_land() {
+        let r = ring(&["n1", "n2", "n3"]);
+        let shares: Vec<f64> = ["n1", "n2", "n3"]
+            .iter()
+            .map(|id| r.ownership(&NodeId::new(*id)))
+            .collect();
+        assert!(
+            (shares.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+            "{shares:?}"
+        );
+        let mut firsts = [0u32; 3];
+        for i in 0..30_000u32 {
+            let first = r.preference_list(&i.to_be_bytes(), 1)[0].clone();
+            firsts[first.as_str()[1..].parse::<usize>().unwrap() - 1] += 1;
+        }
+        for (share, keys) in shares.iter().zip(firsts) {
+            let measured = f64::from(keys) / 30_000.0;
+            assert!((share - measured).abs() < 0.02, "{shares:?} vs {firsts:?}");
+        }
+        assert_eq!(r.ownership(&NodeId::new("n9")), 0.0);
+        assert_eq!(ring(&["solo"]).ownership(&NodeId::new("solo")), 1.0);
     }
 
     #[test]

@@ -1,0 +1,506 @@
+//! The node's metrics: every name in one place ([`CATALOG`]), a Prometheus
+//! registry per node (so several nodes in one process keep apart), and the
+//! `/metrics` HTTP endpoint.
+//!
+//! Each node owns a [`Metrics`]: a `metrics-exporter-prometheus` recorder
+//! that is *not* installed globally, with the label `node="<id>"` on every
+//! series. Components hold an `Arc<Metrics>` and register handles through it;
+//! values that other modules already keep (hint and anti-entropy counts,
+//! liveness, storage size) are copied in by collectors run at each scrape.
+//! docs/metrics.md lists every metric of [`CATALOG`]; a test checks the two
+//! agree and that the code names no metric outside the catalog.
+
+use kvorum_client::proto::{ErrorReply, OpKind, QuorumFailure, ReplicaOutcome, Request, Response};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{watch, Semaphore};
+
+/// What kind of metric a catalog entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (`_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A Prometheus histogram (buckets, `_sum`, `_count`).
+    Histogram,
+}
+
+impl Kind {
+    /// The Prometheus type name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric: name, kind, label names (besides `node`), and help text.
+#[derive(Debug, Clone, Copy)]
+pub struct Def {
+    /// Full name, `kvorum_` prefixed.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: Kind,
+    /// Label names, each with a bounded set of values.
+    pub labels: &'static [&'static str],
+    /// What it measures (the Prometheus HELP line).
+    pub help: &'static str,
+}
+
+macro_rules! catalog {
+    ($($id:ident = $name:literal, $kind:ident, [$($l:literal),*], $help:literal;)*) => {
+        $(#[doc = $help] pub const $id: &str = $name;)*
+        /// Every metric the node exports.
+        pub const CATALOG: &[Def] = &[
+            $(Def { name: $name, kind: Kind::$kind, labels: &[$($l),*], help: $help },)*
+        ];
+    };
+}
+
+catalog! {
+    REQUESTS = "kvorum_requests_total", Counter, ["op", "type", "outcome"],
+        "Client requests answered by this node, by operation, bucket type and outcome.";
+    REQUEST_DURATION = "kvorum_request_duration_seconds", Histogram, ["op"],
+        "Time from a client request's arrival to its answer, by operation.";
+    QUORUM_FAILURES = "kvorum_quorum_failures_total", Counter, ["op", "reason"],
+        "Client requests that failed their R or W quorum, by why the replicas failed.";
+    REPLICA_RESPONSES = "kvorum_replica_responses_total", Counter, ["op", "outcome"],
+        "Replica answers a coordinator received before deciding a quorum, by outcome.";
+    PEER_REQUEST_DURATION = "kvorum_peer_request_duration_seconds", Histogram, ["peer"],
+        "Round trip of a successful request to a peer node.";
+    READ_SIBLINGS = "kvorum_read_siblings", Histogram, [],
+        "Siblings (concurrent versions) returned per register read that found a value.";
+    VCLOCK_ENTRIES = "kvorum_vclock_entries", Histogram, [],
+        "Entries in the causal context returned per register read.";
+    READ_REPAIRS = "kvorum_read_repairs_total", Counter, [],
+        "Replicas sent a read repair (the merged state) by this coordinator.";
+    HINTS_STORED = "kvorum_hints_stored_total", Counter, [],
+        "Hints this node accepted as a fallback for another replica.";
+    HINTS_DELIVERED = "kvorum_hints_delivered_total", Counter, [],
+        "Hints handed to their owner and deleted.";
+    HINTS_DROPPED = "kvorum_hints_dropped_total", Counter, [],
+        "Hints refused or dropped by a bound (size, age) or for a removed node.";
+    HINTS_PENDING = "kvorum_hints_pending", Gauge, [],
+        "Hints this node holds for other replicas (the hint queue depth).";
+    HINTS_BYTES = "kvorum_hints_bytes", Gauge, [],
+        "Bytes of the hints this node holds.";
+    HINT_OLDEST_AGE = "kvorum_hint_oldest_age_seconds", Gauge, [],
+        "Age of the oldest hint this node holds (0 when it holds none).";
+    AAE_EXCHANGES = "kvorum_aae_exchanges_total", Counter, ["outcome"],
+        "Anti-entropy exchanges this node started, by outcome.";
+    AAE_DIFFERING_SEGMENTS = "kvorum_aae_differing_segments_total", Counter, [],
+        "Hash-tree leaves (segments) found different in anti-entropy exchanges.";
+    AAE_KEYS_REPAIRED = "kvorum_aae_keys_repaired_total", Counter, [],
+        "Keys found different and merged both ways by anti-entropy.";
+    AAE_EXCHANGE_DURATION = "kvorum_aae_exchange_duration_seconds", Histogram, [],
+        "Duration of an anti-entropy exchange.";
+    MEMBERS = "kvorum_members", Gauge, ["state"],
+        "Cluster members by state as this node sees them (up or down).";
+    PEER_UP = "kvorum_peer_up", Gauge, ["peer"],
+        "1 if this node's failure detector sees the peer up, else 0.";
+    RING_OWNERSHIP = "kvorum_ring_ownership_ratio", Gauge, [],
+        "Share of the hash ring whose first replica is this node.";
+    STORAGE_DISK_BYTES = "kvorum_storage_disk_bytes", Gauge, [],
+        "Bytes the storage engine uses on disk.";
+    STORAGE_KEYS = "kvorum_storage_keys", Gauge, [],
+        "Keys stored (approximate; includes tombstones).";
+    STORAGE_READ_DURATION = "kvorum_storage_read_duration_seconds", Histogram, [],
+        "Time to read one key from the storage engine.";
+    STORAGE_WRITE_DURATION = "kvorum_storage_write_duration_seconds", Histogram, [],
+        "Time to commit one batch of updates (including its sync, if any).";
+    STORAGE_SYNC_DURATION = "kvorum_storage_sync_duration_seconds", Histogram, [],
+        "Time of a sync to disk (a synced batch, or a periodic sync).";
+    STORAGE_BATCH_UPDATES = "kvorum_storage_batch_updates", Histogram, [],
+        "Updates committed per batch (group commit: concurrent writes share a batch).";
+    CONNECTIONS = "kvorum_connections", Gauge, ["kind"],
+        "Open QUIC connections: client and peer_in (accepted), peer_out (dialled).";
+    HANDSHAKE_FAILURES = "kvorum_handshake_failures_total", Counter, ["reason"],
+        "Incoming QUIC handshakes that failed, by reason.";
+    NETWORK_BYTES = "kvorum_network_bytes_total", Counter, ["direction", "kind"],
+        "Request and response frame bytes (payload, without QUIC and TLS overhead).";
+    PEER_RTT = "kvorum_peer_rtt_seconds", Gauge, ["peer"],
+        "QUIC's smoothed round-trip time on this node's connection to the peer.";
+}
+
+/// Latency buckets (seconds): 50 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+/// Buckets of small counts (siblings, clock entries, batch sizes).
+const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
+];
+
+/// Runs at each scrape to copy values kept elsewhere into the registry.
+pub type Collector = Box<dyn Fn(&Metrics) + Send + Sync>;
+
+/// One node's metrics registry.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    collectors: Mutex<Vec<Collector>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+const META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
+
+impl Metrics {
+    /// A registry for node `node`, with every catalog entry described.
+    pub fn new(node: &str) -> Arc<Self> {
+        let mut builder = PrometheusBuilder::new().add_global_label("node", node);
+        // Histograms, not summaries: they aggregate across nodes.
+        for (matcher, buckets) in [
+            (Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS),
+            (Matcher::Full(READ_SIBLINGS.into()), COUNT_BUCKETS),
+            (Matcher::Full(VCLOCK_ENTRIES.into()), COUNT_BUCKETS),
+            (Matcher::Full(STORAGE_BATCH_UPDATES.into()), COUNT_BUCKETS),
+        ] {
+            builder = match builder.set_buckets_for_metric(matcher, buckets) {
+                Ok(b) => b,
+                // Only refused for an empty bucket list, which these are not.
+                Err(e) => unreachable!("histogram buckets: {e}"),
+            };
+        }
+        let recorder = builder.build_recorder();
+        for d in CATALOG {
+            let unit = d.name.ends_with("_seconds").then_some(Unit::Seconds);
+            let unit = unit.or(d.name.ends_with("_bytes").then_some(Unit::Bytes));
+            let name = KeyName::from_const_str(d.name);
+            let help = d.help.into();
+            match d.kind {
+                Kind::Counter => recorder.describe_counter(name, unit, help),
+                Kind::Gauge => recorder.describe_gauge(name, unit, help),
+                Kind::Histogram => recorder.describe_histogram(name, unit, help),
+            }
+        }
+        let handle = recorder.handle();
+        Arc::new(Self {
+            recorder,
+            handle,
+            collectors: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+        debug_assert!(
+            CATALOG.iter().any(|d| d.name == name),
+            "{name} is not in the catalog"
+        );
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, v.to_string()))
+            .collect();
+        Key::from_parts(name, labels)
+    }
+
+    /// The counter `name` with these label values.
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        self.recorder
+            .register_counter(&Self::key(name, labels), &META)
+    }
+
+    /// The gauge `name` with these label values.
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.recorder
+            .register_gauge(&Self::key(name, labels), &META)
+    }
+
+    /// The histogram `name` with these label values.
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        self.recorder
+            .register_histogram(&Self::key(name, labels), &META)
+    }
+
+    /// Adds a collector, run before each scrape.
+    pub fn on_scrape(&self, collector: Collector) {
+        self.collectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(collector);
+    }
+
+    /// Drops every collector (and what they hold: a node's store, its
+    /// transport). Shutdown calls it: the collectors hold handles that hold
+    /// this registry, a cycle that would keep the store open.
+    pub fn clear_collectors(&self) {
+        self.collectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// The Prometheus text exposition of every metric, after running the
+    /// collectors.
+    pub fn render(&self) -> String {
+        {
+            let collectors = self.collectors.lock().unwrap_or_else(|e| e.into_inner());
+            for c in collectors.iter() {
+                c(self);
+            }
+        }
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+}
+
+/// A client request's operation label, and the bucket it names.
+pub fn request_op(req: &Request) -> (&'static str, Option<&str>) {
+    match req {
+        Request::Get { bucket, .. } => ("get", Some(bucket)),
+        Request::Put { bucket, .. } => ("put", Some(bucket)),
+        Request::Delete { bucket, .. } => ("delete", Some(bucket)),
+        Request::Fetch { bucket, .. } => ("fetch", Some(bucket)),
+        Request::Update { bucket, .. } => ("update", Some(bucket)),
+        Request::CreateBucket { .. } => ("create_bucket", None),
+        Request::ListBuckets => ("list_buckets", None),
+        Request::Status => ("status", None),
+        Request::Repair => ("repair", None),
+    }
+}
+
+/// A response's outcome label.
+pub fn outcome(resp: &Response) -> &'static str {
+    match resp {
+        Response::NotFound { .. } => "not_found",
+        Response::Error(e) => match e {
+            ErrorReply::BadRequest(_) => "bad_request",
+            ErrorReply::UnsupportedVersion { .. } => "unsupported_version",
+            ErrorReply::TooLarge { .. } => "too_large",
+            ErrorReply::InvalidQuorum { .. } => "invalid_quorum",
+            ErrorReply::InvalidContext(_) => "invalid_context",
+            ErrorReply::Quorum(_) => "quorum_failed",
+            ErrorReply::Unavailable(_) => "unavailable",
+            ErrorReply::UnknownBucket(_) => "unknown_bucket",
+            ErrorReply::WrongType { .. } => "wrong_type",
+            ErrorReply::BucketConflict { .. } => "bucket_conflict",
+            ErrorReply::Internal(_) => "internal",
+        },
+        _ => "ok",
+    }
+}
+
+/// Why a quorum failed, from what its replicas did: `timeout` if any timed
+/// out, `unreachable` if every failed replica was unreachable, else
+/// `replica_error`.
+pub fn quorum_failure_reason(f: &QuorumFailure) -> &'static str {
+    let failed = || {
+        f.replicas
+            .iter()
+            .map(|(_, o)| o)
+            .filter(|o| **o != ReplicaOutcome::Ok)
+    };
+    if failed().any(|o| *o == ReplicaOutcome::Timeout) {
+        "timeout"
+    } else if failed().all(|o| matches!(o, ReplicaOutcome::Unreachable(_))) {
+        "unreachable"
+    } else {
+        "replica_error"
+    }
+}
+
+/// Records one answered client request.
+pub fn record_request(
+    m: &Metrics,
+    op: &'static str,
+    bucket_type: &'static str,
+    resp: &Response,
+    took: Duration,
+) {
+    m.counter(
+        REQUESTS,
+        &[
+            ("op", op),
+            ("type", bucket_type),
+            ("outcome", outcome(resp)),
+        ],
+    )
+    .increment(1);
+    m.histogram(REQUEST_DURATION, &[("op", op)]).record(took);
+    if let Response::Error(ErrorReply::Quorum(f)) = resp {
+        let op = match f.op {
+            OpKind::Read => "read",
+            OpKind::Write => "write",
+        };
+        m.counter(
+            QUORUM_FAILURES,
+            &[("op", op), ("reason", quorum_failure_reason(f))],
+        )
+        .increment(1);
+    }
+}
+
+/// Largest HTTP request head the endpoint reads.
+const MAX_HEAD: usize = 8 * 1024;
+/// Scrapes served at once; more connections wait.
+const MAX_SCRAPES: usize = 8;
+/// Time a scraper has to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds the metrics endpoint (TCP) on `addr`.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves `GET /metrics` (HTTP/1.1, one request per connection) until
+/// shutdown. Any other path is 404, any other method 405.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let metrics = metrics.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            if let Err(e) = answer(stream, &metrics).await {
+                tracing::debug!(error = %e, "metrics request failed");
+            }
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}
+
+async fn answer(mut stream: tokio::net::TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            if head.len() > MAX_HEAD {
+                return Err(std::io::Error::other("request head too large"));
+            }
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        ("GET", _) => ("404 Not Found", "text/plain", "see /metrics\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET /metrics only\n".to_string(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_names_follow_prometheus_conventions() {
+        let mut seen = std::collections::HashSet::new();
+        for d in CATALOG {
+            assert!(seen.insert(d.name), "{} twice", d.name);
+            assert!(d.name.starts_with("kvorum_"), "{}", d.name);
+            assert_eq!(
+                d.kind == Kind::Counter,
+                d.name.ends_with("_total"),
+                "{}: counters and only counters end in _total",
+                d.name
+            );
+            assert!(!d.labels.contains(&"node"), "{}: node is global", d.name);
+            for l in d.labels {
+                assert!(
+                    !["key", "value", "bucket"].contains(l),
+                    "{}: unbounded label",
+                    d.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn series_render_with_the_node_label_and_histogram_buckets() {
+        let m = Metrics::new("n1");
+        m.counter(
+            REQUESTS,
+            &[("op", "get"), ("type", "register"), ("outcome", "ok")],
+        )
+        .increment(2);
+        m.histogram(REQUEST_DURATION, &[("op", "get")])
+            .record(0.003);
+        m.on_scrape(Box::new(|m| m.gauge(HINTS_PENDING, &[]).set(7.0)));
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"kvorum_requests_total{node="n1",op="get",type="register",outcome="ok"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"kvorum_request_duration_seconds_bucket{node="n1",op="get",le="0.005"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kvorum_hints_pending{node="n1"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE kvorum_request_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP kvorum_requests_total Client requests"),
+            "{text}"
+        );
+    }
+}

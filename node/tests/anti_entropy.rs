@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{PeerProbe, TestCluster};
+use common::{metric, PeerProbe, TestCluster};
 use kvorum_client::{CausalContext, WriteOptions};
 use kvorum_node::replica::storage_key;
 use std::time::{Duration, Instant};
@@ -101,6 +101,20 @@ fn assert_repaired_by_anti_entropy(c: &TestCluster) {
         repaired >= u64::from(KEYS),
         "anti-entropy merged only {repaired} keys"
     );
+    // The metrics agree: keys repaired, differing segments found, exchanges
+    // that succeeded and were timed.
+    let sum = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        c.nodes
+            .iter()
+            .flatten()
+            .map(|n| metric(n, name, labels))
+            .sum()
+    };
+    assert_eq!(sum("kvorum_aae_keys_repaired_total", &[]), repaired as f64);
+    assert!(sum("kvorum_aae_differing_segments_total", &[]) >= 1.0);
+    let ok = sum("kvorum_aae_exchanges_total", &[("outcome", "ok")]);
+    assert!(ok >= 1.0);
+    assert!(sum("kvorum_aae_exchange_duration_seconds_count", &[]) >= ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

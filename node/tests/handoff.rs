@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{until, PeerProbe, TestCluster};
+use common::{metric, until, PeerProbe, TestCluster};
 use kvorum_client::{CausalContext, Error, ErrorReply, ReplicaOutcome, WriteOptions};
 use kvorum_node::replica::storage_key;
 use kvorum_ring::{Member, NodeId, Ring, DEFAULT_VNODES};
@@ -160,12 +160,33 @@ async fn writes_succeed_via_fallbacks_and_hints_alone_bring_the_owner_up_to_date
         })
         .await;
 
+        // The hint metrics say the same.
+        let sum = |c: &TestCluster, name: &str| -> f64 {
+            c.nodes.iter().flatten().map(|n| metric(n, name, &[])).sum()
+        };
+        assert_eq!(sum(&c, "kvorum_hints_pending"), held(&c) as f64);
+        assert!(sum(&c, "kvorum_hints_stored_total") >= owned_by_n4.len() as f64);
+        assert!(sum(&c, "kvorum_hints_bytes") > 0.0);
+        let oldest = c
+            .nodes
+            .iter()
+            .flatten()
+            .map(|n| metric(n, "kvorum_hint_oldest_age_seconds", &[]));
+        assert!(
+            oldest.clone().all(|a| a < 120.0),
+            "{:?}",
+            oldest.collect::<Vec<_>>()
+        );
+
         // n4 comes back; no reads from here on.
         c.restart(4).await;
         until("hint queues drain", Duration::from_secs(60), || {
             held(&c) == 0
         })
         .await;
+        assert_eq!(sum(&c, "kvorum_hints_pending"), 0.0);
+        assert_eq!(sum(&c, "kvorum_hint_oldest_age_seconds"), 0.0);
+        assert!(sum(&c, "kvorum_hints_delivered_total") >= owned_by_n4.len() as f64);
         let probe = PeerProbe::new(&c.node_tls(1));
         for i in 0..1000u32 {
             let skey = storage_key("default", format!("k{i}").as_bytes());

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{raw_request, TestCluster, TEST_TIMEOUT};
+use common::{raw_request, sum_of, TestCluster, TEST_TIMEOUT};
 use kvorum_client::{CausalContext, Client, TlsMaterial};
 use kvorum_node::{certs, metrics as m};
 use std::collections::{BTreeMap, BTreeSet};
@@ -446,19 +446,6 @@ fn the_alert_rules_pass_promtool() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The sum of the samples of `name` that carry every one of `labels`.
-fn sum_of(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// The value of the series `series` (name and labels exactly as rendered).

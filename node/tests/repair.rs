@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{raw_request, TestCluster, TEST_TIMEOUT};
+use common::{metric, raw_request, TestCluster, TEST_TIMEOUT};
 use kvorum_client::proto::{decode_frame, encode_frame, ALPN_PEER};
 use kvorum_client::{CausalContext, ReadOptions, WriteOptions};
 use kvorum_node::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
@@ -96,6 +96,12 @@ async fn a_stale_replica_is_fixed_by_a_single_read() {
             stored(&c, 3, b"later").await,
         ];
         assert!(states.iter().all(|s| *s == states[0]), "{states:?}");
+        // Both repairs were counted, and both reads found one sibling.
+        let sum =
+            |name: &str| -> f64 { c.nodes.iter().flatten().map(|n| metric(n, name, &[])).sum() };
+        assert!(sum("kvorum_read_repairs_total") >= 2.0);
+        assert_eq!(sum("kvorum_read_siblings_count"), 2.0);
+        assert_eq!(sum("kvorum_read_siblings_sum"), 2.0);
         c.shutdown().await;
     })
     .await

@@ -348,3 +348,22 @@ pub async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The sum of the samples of metric `name` in a node's exposition that carry
+/// every one of `labels` (0 if none).
+pub fn metric(node: &RunningNode, name: &str, labels: &[(&str, &str)]) -> f64 {
+    sum_of(&node.metrics().render(), name, labels)
+}
+
+/// The sum of the samples of `name` in `text` that carry every one of `labels`.
+pub fn sum_of(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -681,7 +681,9 @@ impl Coordinator {
             deadline,
             sent: self.metrics.counter(metrics::READ_REPAIRS, &[]),
         };
+        let needed_repair = self.metrics.counter(metrics::READS_REPAIRED, &[]);
         let mut repaired = Vec::new();
+        let mut repaired_before = false;
         if repair_before_answer {
             let stale: Vec<NodeId> = answers
                 .iter()
@@ -689,6 +691,7 @@ impl Coordinator {
                 .map(|(n, _)| n.clone())
                 .collect();
             repair.send(&merged, &stale).await;
+            repaired_before = !stale.is_empty();
             repaired = answers.iter().map(|(n, _)| n.clone()).collect();
         }
         let answer_state = merged.clone();
@@ -710,6 +713,9 @@ impl Coordinator {
                 .filter(|(n, s)| *s != merged && !(repaired.contains(n) && answer_state == merged))
                 .map(|(n, _)| n.clone())
                 .collect();
+            if repaired_before || !stale.is_empty() {
+                needed_repair.increment(1);
+            }
             repair.send(&merged, &stale).await;
         });
         Ok(answer)

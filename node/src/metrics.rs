@@ -83,6 +83,8 @@ catalog! {
         "Entries in the causal context returned per register read.";
     READ_REPAIRS = "kvorum_read_repairs_total", Counter, [],
         "Replicas sent a read repair (the merged state) by this coordinator.";
+    READS_REPAIRED = "kvorum_reads_repaired_total", Counter, [],
+        "Quorum reads whose replicas disagreed, so that the read sent a repair (per read, not per replica).";
     HINTS_STORED = "kvorum_hints_stored_total", Counter, [],
         "Hints this node accepted as a fallback for another replica.";
     HINTS_DELIVERED = "kvorum_hints_delivered_total", Counter, [],

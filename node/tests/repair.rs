@@ -100,6 +100,7 @@ async fn a_stale_replica_is_fixed_by_a_single_read() {
         let sum =
             |name: &str| -> f64 { c.nodes.iter().flatten().map(|n| metric(n, name, &[])).sum() };
         assert!(sum("kvorum_read_repairs_total") >= 2.0);
+        assert_eq!(sum("kvorum_reads_repaired_total"), 2.0);
         assert_eq!(sum("kvorum_read_siblings_count"), 2.0);
         assert_eq!(sum("kvorum_read_siblings_sum"), 2.0);
         c.shutdown().await;

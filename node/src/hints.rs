@@ -14,7 +14,7 @@
 
 use crate::register::Register;
 use crate::storage::{Change, Space, StorageError, Store};
-use crate::value::State;
+use crate::value::{LegacyState, State};
 use kvorum_ring::NodeId;
 use serde::{Deserialize, Serialize};
 use std::{
@@ -71,15 +71,27 @@ pub enum HintError {
 /// Persisted hint; the enum tag is the format version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum HintRecord {
-    V1 { created_ms: u64, state: Register },
-    V2 { created_ms: u64, state: State },
+    V1 {
+        created_ms: u64,
+        state: Register,
+    },
+    /// Maps were `crdts::Map`s (converted when read).
+    V2 {
+        created_ms: u64,
+        state: LegacyState,
+    },
+    V3 {
+        created_ms: u64,
+        state: State,
+    },
 }
 
 impl HintRecord {
     fn decode(bytes: &[u8]) -> Option<(u64, State)> {
         match postcard::from_bytes::<HintRecord>(bytes).ok()? {
             HintRecord::V1 { created_ms, state } => Some((created_ms, State::Register(state))),
-            HintRecord::V2 { created_ms, state } => Some((created_ms, state)),
+            HintRecord::V2 { created_ms, state } => Some((created_ms, state.into_state())),
+            HintRecord::V3 { created_ms, state } => Some((created_ms, state)),
         }
     }
 }
@@ -176,7 +188,7 @@ fn parse_hint_key(k: &[u8]) -> Option<(NodeId, Vec<u8>)> {
 
 fn encode(created_ms: u64, state: &State) -> Vec<u8> {
     // Serializing plain data into a Vec cannot fail.
-    postcard::to_stdvec(&HintRecord::V2 {
+    postcard::to_stdvec(&HintRecord::V3 {
         created_ms,
         state: state.clone(),
     })
@@ -347,6 +359,34 @@ mod tests {
         )
         .unwrap();
         State::Register(r)
+    }
+
+    /// Hints of format 2 still decode; a map in them (a `crdts::Map`
+    /// then) is converted like a stored record of format 2.
+    #[test]
+    fn hints_of_format_2_decode() {
+        let State::Register(r) = state("x") else {
+            unreachable!()
+        };
+        let old = HintRecord::V2 {
+            created_ms: 5,
+            state: LegacyState::Register(r.clone()),
+        };
+        let bytes = postcard::to_stdvec(&old).unwrap();
+        assert_eq!(HintRecord::decode(&bytes), Some((5, State::Register(r))));
+        // A map record of format 2 is its tag (1) and then the state; a
+        // hint of format 2 its tag (1), its time, then the state.
+        let record = crate::value::tests::unhex(include_str!("value/map_record_v2.hex"));
+        let mut bytes = vec![1];
+        bytes.extend(postcard::to_stdvec(&5u64).unwrap());
+        bytes.extend_from_slice(&record[1..]);
+        let map = crate::value::decode_record(&record).unwrap();
+        assert_eq!(HintRecord::decode(&bytes), Some((5, map.clone())));
+        assert_eq!(decode_hint_of(&map), Some((7, map)));
+    }
+
+    fn decode_hint_of(state: &State) -> Option<(u64, State)> {
+        HintRecord::decode(&encode(7, state))
     }
 
     #[tokio::test]

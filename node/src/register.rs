@@ -95,14 +95,6 @@ pub enum DecodeError {
 }
 
 impl DotContext {
-    /// The context of exactly the dots a version vector covers.
-    pub fn from_clock(vv: VClock<Actor>) -> Self {
-        Self {
-            vv,
-            cloud: BTreeSet::new(),
-        }
-    }
-
     /// The empty context (a blind write).
     pub fn new() -> Self {
         Self::default()
@@ -209,25 +201,6 @@ impl Register {
         let mut own = ctx.clone();
         own.insert(dot);
         Ok(own)
-    }
-
-    /// Applies a write whose dot was issued elsewhere (a map field's write
-    /// takes the map's fresh dot): removes what `ctx` covers, adds `value`
-    /// under `dot`. A dot already seen is ignored (idempotent).
-    pub fn apply_dot(&mut self, dot: Dot, ctx: &DotContext, value: RegValue) {
-        if self.context.contains(&dot) {
-            return;
-        }
-        self.values.retain(|d, _| !ctx.contains(d));
-        self.values.insert(dot.clone(), value);
-        self.context.join(ctx);
-        self.context.insert(dot);
-    }
-
-    /// Forgets the values whose dots `clock` covers (a map's reset-remove of
-    /// a field); the context keeps them, so they never come back.
-    pub fn reset_remove(&mut self, clock: &VClock<Actor>) {
-        self.values.retain(|(a, c), _| clock.get(a) < *c);
     }
 
     /// The live values (tombstones left out), in dot order, and the context

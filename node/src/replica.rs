@@ -145,6 +145,10 @@ impl Replica {
         let k = key.clone();
         self.store
             .change_then(Space::Data, key, move |current| {
+                // A record of an older format is rewritten even if nothing
+                // changed, so that replicas holding equal states hold equal
+                // bytes (anti-entropy compares hashes of them).
+                let outdated = matches!(&current, Ok(Some(b)) if !value::record_is_current(b));
                 let mut local = match decode_current(current, incoming.bucket_type()) {
                     Ok(r) => r,
                     Err(e) => return (Change::Keep, Err(e), None),
@@ -153,7 +157,7 @@ impl Replica {
                 if let Err(e) = local.merge(incoming) {
                     return (Change::Keep, Err(e.into()), None);
                 }
-                if local == before {
+                if local == before && !outdated {
                     (Change::Keep, Ok(()), None) // nothing new: no write, no sync
                 } else {
                     let record = value::encode_record(&local);

@@ -6,31 +6,32 @@
 //! | `register` | [`Register`] (dotted version vectors, siblings) | [`Register::write`] |
 //! | `counter` | `crdts::PNCounter` (one entry per actor) | `inc_many` / `dec_many` |
 //! | `set` | `crdts::Orswot` (observed-remove, no tombstones) | add with a fresh dot; remove with the client's clock |
-//! | `map` | `crdts::Map` of [`Field`]s keyed by (name, kind) | one map dot per field operation |
+//! | `map` | [`MapState`]: a causal-context observed-remove map of typed fields keyed by (name, kind) | one map dot per field operation; removals drop exactly the dots the client's context covers |
 //! | `lww` | `crdts::LWWReg` marked by a [`Stamp`] | the coordinator's wall clock, above the stored stamp |
 //!
 //! Every path that moves state between nodes (read merge, read repair,
 //! hinted handoff, anti-entropy) calls [`State::merge`], the type's CRDT
 //! join: commutative, associative and idempotent (property-tested below).
 //!
-//! Records are encoded canonically (`crdts` keeps `HashMap`s, whose order
-//! varies): equal states give equal bytes, so anti-entropy compares hashes
-//! of stored bytes.
+//! Records are encoded canonically (`crdts` sets keep `HashMap`s, whose
+//! order varies, and are re-sorted; maps hold only ordered collections):
+//! equal states give equal bytes, so anti-entropy compares hashes of stored
+//! bytes.
 
-use crate::register::{Actor, DecodeError, Dot, DotContext, RegValue, Register};
+pub mod map;
+
+pub use map::{FieldKey, MapState};
+
+use crate::register::{Actor, DecodeError, DotContext, RegValue, Register};
 use crdts::{
-    ctx::RmCtx, lwwreg::LWWReg, map::Map, orswot::Orswot, pncounter::PNCounter, CmRDT, CvRDT,
-    ResetRemove, VClock,
+    ctx::RmCtx, lwwreg::LWWReg, orswot::Orswot, pncounter::PNCounter, CmRDT, CvRDT, VClock,
 };
 use kvorum_client::proto::Limit;
-use kvorum_client::{BucketType, DataOp, DataValue, FieldKind, FieldValue, MapOp, MapValue};
+use kvorum_client::{BucketType, DataOp, DataValue};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// A set of byte strings.
 pub type SetState = Orswot<Vec<u8>, Actor>;
-/// A map of typed fields.
-pub type MapState = Map<FieldKey, Field, Actor>;
 /// A last-writer-wins register; `None` is a delete.
 pub type LwwState = LWWReg<Option<Vec<u8>>, Stamp>;
 
@@ -44,312 +45,6 @@ pub struct Stamp {
     pub ms: u64,
     /// The coordinator (`None` only in the empty register).
     pub actor: Option<Actor>,
-}
-
-/// A map field's identity: its name and its type.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct FieldKey {
-    /// Field name.
-    pub name: String,
-    /// Field type.
-    pub kind: FieldKind,
-}
-
-/// A counter inside a map. Per actor: the map dot of its latest increment
-/// and its totals, so a field removal can forget exactly the actors whose
-/// increments the remover saw (`crdts::PNCounter` counts its own dots, which
-/// a map's removal clock cannot address).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FieldCounter {
-    entries: BTreeMap<Actor, CounterEntry>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct CounterEntry {
-    dot: u64,
-    inc: u64,
-    dec: u64,
-}
-
-impl FieldCounter {
-    fn apply(&mut self, actor: Actor, dot: u64, by: i64) {
-        let e = self.entries.entry(actor).or_default();
-        if dot > e.dot {
-            e.dot = dot;
-            if by >= 0 {
-                e.inc = e.inc.saturating_add(by.unsigned_abs());
-            } else {
-                e.dec = e.dec.saturating_add(by.unsigned_abs());
-            }
-        }
-    }
-
-    fn merge(&mut self, other: FieldCounter) {
-        for (a, o) in other.entries {
-            let e = self.entries.entry(a).or_default();
-            // An actor's later state includes its earlier one; equal dots
-            // hold equal totals (max keeps the join commutative regardless).
-            if (o.dot, o.inc, o.dec) > (e.dot, e.inc, e.dec) {
-                *e = o;
-            }
-        }
-    }
-
-    fn reset_remove(&mut self, clock: &VClock<Actor>) {
-        self.entries.retain(|a, e| e.dot > clock.get(a));
-    }
-
-    fn value(&self) -> i64 {
-        let sum: i128 = self
-            .entries
-            .values()
-            .map(|e| i128::from(e.inc) - i128::from(e.dec))
-            .sum();
-        clamp(sum)
-    }
-}
-
-/// An LWW register inside a map. Per actor: its latest write (the map dot
-/// it took, its stamp, its value); the field's value is the write with the
-/// highest stamp. Kept per actor and map dot, like [`FieldCounter`], so a
-/// field removal forgets exactly the writes the remover saw: a single
-/// `LWWReg` cannot forget its value, so after a removal concurrent with a
-/// write, replicas kept the removed value or the concurrent one depending on
-/// the order of their merges.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FieldLww {
-    writes: BTreeMap<Actor, LwwWrite>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct LwwWrite {
-    dot: u64,
-    stamp: Stamp,
-    value: Vec<u8>,
-}
-
-impl FieldLww {
-    /// The winning write: highest stamp (stamps are unique per write; the
-    /// value breaks a tie deterministically all the same).
-    fn latest(&self) -> Option<&LwwWrite> {
-        self.writes
-            .values()
-            .max_by(|a, b| (&a.stamp, &a.value).cmp(&(&b.stamp, &b.value)))
-    }
-
-    fn apply(&mut self, actor: Actor, write: LwwWrite) {
-        let mut one = BTreeMap::new();
-        one.insert(actor, write);
-        self.merge(FieldLww { writes: one });
-    }
-
-    fn merge(&mut self, other: FieldLww) {
-        for (a, o) in other.writes {
-            match self.writes.get_mut(&a) {
-                // An actor's later write (higher dot) supersedes its earlier.
-                Some(e) if *e >= o => {}
-                Some(e) => *e = o,
-                None => {
-                    self.writes.insert(a, o);
-                }
-            }
-        }
-    }
-
-    fn reset_remove(&mut self, clock: &VClock<Actor>) {
-        self.writes.retain(|a, w| w.dot > clock.get(a));
-    }
-}
-
-/// The value of one map field.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Field {
-    /// Not yet written (the map's default for a new field).
-    #[default]
-    Empty,
-    /// A counter.
-    Counter(FieldCounter),
-    /// A set.
-    Set(SetState),
-    /// An enable-wins flag: enabled while it holds an unremoved enable dot.
-    Flag(Orswot<(), Actor>),
-    /// An LWW register.
-    Lww(FieldLww),
-    /// A multi-value register.
-    Register(Register),
-}
-
-/// An update of one field, made at the coordinator with the map's dot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FieldOp {
-    /// Add `by` as `actor`'s increment with map dot `dot`.
-    Counter {
-        /// The coordinator.
-        actor: Actor,
-        /// The map dot's counter.
-        dot: u64,
-        /// Amount.
-        by: i64,
-    },
-    /// A set operation, and the map dot it takes.
-    Set(crdts::Dot<Actor>, crdts::orswot::Op<Vec<u8>, Actor>),
-    /// A flag operation (add or remove of the unit member), and its map dot.
-    Flag(crdts::Dot<Actor>, crdts::orswot::Op<(), Actor>),
-    /// An LWW write by `actor` with map dot `dot`.
-    Lww {
-        /// The coordinator.
-        actor: Actor,
-        /// The map dot's counter.
-        dot: u64,
-        /// The write's stamp.
-        stamp: Stamp,
-        /// The value.
-        value: Vec<u8>,
-    },
-    /// A register write under the map's dot.
-    Register {
-        /// The map dot.
-        dot: Dot,
-        /// What the writer observed.
-        ctx: DotContext,
-        /// The value.
-        value: Vec<u8>,
-    },
-}
-
-impl Field {
-    fn kind_rank(&self) -> u8 {
-        match self {
-            Field::Empty => 0,
-            Field::Counter(_) => 1,
-            Field::Set(_) => 2,
-            Field::Flag(_) => 3,
-            Field::Lww(_) => 4,
-            Field::Register(_) => 5,
-        }
-    }
-
-    fn value(&self) -> Option<FieldValue> {
-        Some(match self {
-            Field::Empty => return None,
-            Field::Counter(c) => FieldValue::Counter(c.value()),
-            Field::Set(s) => FieldValue::Set(sorted_members(s)),
-            Field::Flag(f) => FieldValue::Flag(!f.read().val.is_empty()),
-            Field::Lww(r) => {
-                FieldValue::Lww(r.latest().map(|w| w.value.clone()).unwrap_or_default())
-            }
-            Field::Register(r) => FieldValue::Register(r.read().0),
-        })
-    }
-}
-
-impl CmRDT for Field {
-    type Op = FieldOp;
-    type Validation = std::convert::Infallible;
-
-    fn validate_op(&self, _op: &FieldOp) -> Result<(), Self::Validation> {
-        Ok(())
-    }
-
-    fn apply(&mut self, op: FieldOp) {
-        if matches!(self, Field::Empty) {
-            *self = match &op {
-                FieldOp::Counter { .. } => Field::Counter(FieldCounter::default()),
-                FieldOp::Set(..) => Field::Set(Orswot::new()),
-                FieldOp::Flag(..) => Field::Flag(Orswot::new()),
-                FieldOp::Lww { .. } => Field::Lww(FieldLww::default()),
-                FieldOp::Register { .. } => Field::Register(Register::new()),
-            };
-        }
-        match (self, op) {
-            (Field::Counter(c), FieldOp::Counter { actor, dot, by }) => c.apply(actor, dot, by),
-            (Field::Set(s), FieldOp::Set(dot, op)) => apply_set_op(s, dot, op),
-            (Field::Flag(f), FieldOp::Flag(dot, op)) => apply_set_op(f, dot, op),
-            (
-                Field::Lww(r),
-                FieldOp::Lww {
-                    actor,
-                    dot,
-                    stamp,
-                    value,
-                },
-            ) => r.apply(actor, LwwWrite { dot, stamp, value }),
-            (Field::Register(r), FieldOp::Register { dot, ctx, value }) => {
-                // The map entry's clock now covers every dot of this actor
-                // up to the write's (map dots are issued in order, by the
-                // replica that holds all of them), and the register's
-                // context must too: the map's merge leaves it to the
-                // register to drop a stale copy of a value it no longer
-                // holds (a field removed and written again). The floor
-                // claims those dots without removing any value (concurrent
-                // writes through one actor stay siblings); the write then
-                // takes exactly the map dot.
-                let (actor, counter) = dot;
-                let floor = counter.saturating_sub(1);
-                // Cannot fail: the new counter is the map dot's.
-                let _ = r.write(&actor, &ctx, RegValue::Data(value), floor);
-            }
-            // A field's kind is part of its key, so ops always match it.
-            _ => {}
-        }
-    }
-}
-
-impl CvRDT for Field {
-    type Validation = std::convert::Infallible;
-
-    fn validate_merge(&self, _other: &Self) -> Result<(), Self::Validation> {
-        Ok(())
-    }
-
-    fn merge(&mut self, other: Field) {
-        match (&mut *self, other) {
-            (_, Field::Empty) => {}
-            (Field::Counter(a), Field::Counter(b)) => a.merge(b),
-            (Field::Set(a), Field::Set(b)) => a.merge(b),
-            (Field::Flag(a), Field::Flag(b)) => a.merge(b),
-            (Field::Lww(a), Field::Lww(b)) => a.merge(b),
-            (Field::Register(a), Field::Register(b)) => a.merge(b),
-            // Empty on our side, or (never, kinds are keys) two kinds: a
-            // fixed order keeps the join deterministic.
-            (mine, theirs) => {
-                if theirs.kind_rank() > mine.kind_rank() {
-                    *mine = theirs;
-                }
-            }
-        }
-    }
-}
-
-impl ResetRemove<Actor> for Field {
-    fn reset_remove(&mut self, clock: &VClock<Actor>) {
-        match self {
-            Field::Empty => {}
-            Field::Counter(c) => c.reset_remove(clock),
-            Field::Lww(r) => r.reset_remove(clock),
-            Field::Set(s) => s.reset_remove(clock),
-            Field::Flag(f) => f.reset_remove(clock),
-            Field::Register(r) => r.reset_remove(clock),
-        }
-    }
-}
-
-/// Applies a set (or flag) operation of a map field. The map dot enters the
-/// set's clock even for a remove (as an add of nothing), so the set's clock
-/// always equals its map entry's clock, which `crdts::Map`'s reset-remove
-/// merge relies on: otherwise a field removal that covers the set's dots but
-/// not the remove's map dot keeps the entry but empties the set's clock, and
-/// a stale copy of the field merged later brings the removed members back.
-fn apply_set_op<M: std::hash::Hash + Eq + Clone>(
-    s: &mut Orswot<M, Actor>,
-    dot: crdts::Dot<Actor>,
-    op: crdts::orswot::Op<M, Actor>,
-) {
-    s.apply(op);
-    s.apply(crdts::orswot::Op::Add {
-        dot,
-        members: Vec::new(),
-    });
 }
 
 /// Joins two LWW registers: the higher stamp, and on equal stamps the higher
@@ -465,7 +160,7 @@ impl State {
             BucketType::Register => State::Register(Register::new()),
             BucketType::Counter => State::Counter(PNCounter::new()),
             BucketType::Set => State::Set(Orswot::new()),
-            BucketType::Map => State::Map(Map::new()),
+            BucketType::Map => State::Map(MapState::new()),
             BucketType::Lww => State::Lww(LWWReg {
                 val: None,
                 marker: Stamp::default(),
@@ -507,6 +202,7 @@ impl State {
     pub fn validate(&self) -> Result<(), DecodeError> {
         match self {
             State::Register(r) => r.validate(),
+            State::Map(m) => m.validate(),
             _ => Ok(()),
         }
     }
@@ -602,24 +298,14 @@ impl State {
                     ctx,
                 },
             ) => {
-                for op in ops {
-                    apply_map_op(m, me, op, &ctx, now_ms);
-                }
-                let fields = m.len().val;
+                m.update(me, ops, ctx, now_ms);
+                let fields = m.field_count();
                 if fields > limits.max_map_fields {
                     return Err(too_large(Limit::MapFields, fields, limits.max_map_fields));
                 }
-                for e in m.values() {
-                    if let Field::Set(s) = e.val {
-                        let count = s.read().val.len();
-                        if count > limits.max_set_members {
-                            return Err(too_large(
-                                Limit::SetMembers,
-                                count,
-                                limits.max_set_members,
-                            ));
-                        }
-                    }
+                let count = m.max_set_members();
+                if count > limits.max_set_members {
+                    return Err(too_large(Limit::SetMembers, count, limits.max_set_members));
                 }
                 Vec::new()
             }
@@ -661,15 +347,8 @@ impl State {
                 Reading::Data(v, clock)
             }
             State::Map(m) => {
-                let clock = m.read_ctx().add_clock;
-                let fields = m
-                    .iter()
-                    .filter_map(|e| {
-                        let (k, f) = e.val;
-                        f.value().map(|v| (k.name.clone(), k.kind, v))
-                    })
-                    .collect();
-                let v = (!clock.is_empty()).then_some(DataValue::Map(MapValue { fields }));
+                let clock = m.clock().clone();
+                let v = (!clock.is_empty()).then(|| DataValue::Map(m.value()));
                 Reading::Data(v, clock)
             }
         }
@@ -723,107 +402,6 @@ fn sorted_members(s: &SetState) -> Vec<Vec<u8>> {
     m
 }
 
-/// Applies one field operation of a map update. Each takes a fresh map dot.
-/// Removes inside a field act on what the client observed *and* this
-/// replica holds (the field's own clock), so they never wait in a deferred
-/// list for dots of other fields that the field will never see.
-fn apply_map_op(m: &mut MapState, me: &Actor, op: MapOp, ctx: &VClock<Actor>, now_ms: u64) {
-    let (name, kind) = op.field();
-    let key = FieldKey {
-        name: name.to_string(),
-        kind,
-    };
-    let current = m.get(&key).val;
-    let add_ctx = m.read_ctx().derive_add_ctx(me.clone());
-    let field_op = match op {
-        MapOp::RemoveField { .. } => {
-            let rm = m.rm(key, RmCtx { clock: ctx.clone() });
-            m.apply(rm);
-            return;
-        }
-        MapOp::Increment { by, .. } => FieldOp::Counter {
-            actor: add_ctx.dot.actor.clone(),
-            dot: add_ctx.dot.counter,
-            by,
-        },
-        MapOp::Add { members, .. } => FieldOp::Set(
-            add_ctx.dot.clone(),
-            crdts::orswot::Op::Add {
-                dot: add_ctx.dot.clone(),
-                members,
-            },
-        ),
-        MapOp::Remove { members, .. } => match current {
-            Some(Field::Set(s)) => FieldOp::Set(
-                add_ctx.dot.clone(),
-                crdts::orswot::Op::Rm {
-                    clock: observed(ctx, &s.clock()),
-                    members,
-                },
-            ),
-            _ => return, // nothing observed to remove
-        },
-        MapOp::Flag { enable: true, .. } => FieldOp::Flag(
-            add_ctx.dot.clone(),
-            crdts::orswot::Op::Add {
-                dot: add_ctx.dot.clone(),
-                members: vec![()],
-            },
-        ),
-        MapOp::Flag { enable: false, .. } => match current {
-            Some(Field::Flag(f)) => FieldOp::Flag(
-                add_ctx.dot.clone(),
-                crdts::orswot::Op::Rm {
-                    clock: observed(ctx, &f.clock()),
-                    members: vec![()],
-                },
-            ),
-            _ => return,
-        },
-        MapOp::SetLww { value, .. } => {
-            let held = match &current {
-                Some(Field::Lww(r)) => r.latest().map_or(0, |w| w.stamp.ms),
-                _ => 0,
-            };
-            FieldOp::Lww {
-                actor: add_ctx.dot.actor.clone(),
-                dot: add_ctx.dot.counter,
-                stamp: Stamp {
-                    ms: now_ms.max(held.saturating_add(1)),
-                    actor: Some(me.clone()),
-                },
-                value,
-            }
-        }
-        MapOp::SetRegister { value, .. } => {
-            // A context claiming this replica's own future dots (never
-            // issued: only this replica issues them) is cut below the new
-            // dot, which the register write must take.
-            let mut ctx = ctx.clone();
-            if ctx.get(me) >= add_ctx.dot.counter {
-                ctx.dots.insert(me.clone(), add_ctx.dot.counter - 1);
-            }
-            FieldOp::Register {
-                dot: (add_ctx.dot.actor.clone(), add_ctx.dot.counter),
-                ctx: DotContext::from_clock(ctx),
-                value,
-            }
-        }
-    };
-    let up = m.update(key, add_ctx, |_, _| field_op);
-    m.apply(up);
-}
-
-/// The part of a field's clock the client's context covers: per actor, the
-/// lower of the two counters (a greatest lower bound; `VClock::intersection`
-/// keeps only the actors whose counters are *equal*, which drops every actor
-/// whose later map dots went to other fields).
-fn observed(ctx: &VClock<Actor>, field: &VClock<Actor>) -> VClock<Actor> {
-    let mut c = ctx.clone();
-    c.glb(field);
-    c
-}
-
 // ---------------------------------------------------------------------------
 // Records and contexts
 
@@ -832,28 +410,69 @@ fn observed(ctx: &VClock<Actor>, field: &VClock<Actor>) -> VClock<Actor> {
 enum StoredRecord {
     /// Register-only records (before bucket types).
     V1(Register),
-    /// Any bucket type.
-    V2(State),
+    /// Any bucket type, maps as `crdts::Map`s (converted when read).
+    V2(LegacyState),
+    /// Any bucket type, maps as [`MapState`]s. Written for maps only: the
+    /// other types are laid out as in `V2` and still written as `V2`, so
+    /// their stored bytes (and anti-entropy hashes) did not change.
+    V3(State),
 }
 
-/// [`StoredRecord::V2`] by reference, so encoding does not copy the state
+/// [`StoredRecord`] by reference, so encoding does not copy the state
 /// (serde writes a reference exactly like the value).
 #[derive(Serialize)]
 enum StoredRecordRef<'a> {
-    #[allow(dead_code)] // only here to give `V2` its tag
+    #[allow(dead_code)] // only here to give `V2` and `V3` their tags
     V1(&'a Register),
     V2(&'a State),
+    V3(&'a State),
+}
+
+/// A state in the layout of record format 2, whose `Map` variant was a
+/// `crdts::Map`; the other variants are laid out as in [`State`]. Other
+/// persisted forms that embedded a [`State`] (hints) decode their old
+/// records with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum LegacyState {
+    Register(Register),
+    Counter(PNCounter<Actor>),
+    Set(SetState),
+    Map(map::legacy::Map),
+    Lww(LwwState),
+}
+
+impl LegacyState {
+    /// The same state, a map converted to a [`MapState`] (see
+    /// `map::legacy::Map::convert`).
+    pub(crate) fn into_state(self) -> State {
+        match self {
+            LegacyState::Register(r) => State::Register(r),
+            LegacyState::Counter(c) => State::Counter(c),
+            LegacyState::Set(s) => State::Set(s),
+            LegacyState::Map(m) => State::Map(m.convert()),
+            LegacyState::Lww(r) => State::Lww(r),
+        }
+    }
+}
+
+/// The record of a state without canonicalization (sets hold `HashMap`s).
+fn plain_record(state: &State) -> Vec<u8> {
+    let record = match state {
+        State::Map(_) => StoredRecordRef::V3(state),
+        _ => StoredRecordRef::V2(state),
+    };
+    // Serializing plain data into a Vec cannot fail.
+    postcard::to_stdvec(&record).unwrap_or_default()
 }
 
 /// Encodes a key's state for storage, canonically: equal states give equal
 /// bytes whatever order their `HashMap`s iterate in.
 pub fn encode_record(state: &State) -> Vec<u8> {
-    // Serializing plain data into a Vec cannot fail.
-    let plain = postcard::to_stdvec(&StoredRecordRef::V2(state)).unwrap_or_default();
+    let plain = plain_record(state);
     match state {
         // No hash maps inside: already canonical.
-        State::Register(_) | State::Counter(_) | State::Lww(_) => plain,
-        State::Set(_) | State::Map(_) => match postcard::from_bytes::<canon::Record>(&plain) {
+        State::Register(_) | State::Counter(_) | State::Map(_) | State::Lww(_) => plain,
+        State::Set(_) => match postcard::from_bytes::<canon::Record>(&plain) {
             Ok(mut mirror) => {
                 mirror.sort();
                 postcard::to_stdvec(&mirror).unwrap_or(plain)
@@ -864,13 +483,23 @@ pub fn encode_record(state: &State) -> Vec<u8> {
     }
 }
 
-/// Decodes a stored record.
+/// Decodes a stored record; a map record of format 2 is converted.
 pub fn decode_record(bytes: &[u8]) -> Result<State, DecodeError> {
     match postcard::from_bytes::<StoredRecord>(bytes) {
         Ok(StoredRecord::V1(r)) => Ok(State::Register(r)),
-        Ok(StoredRecord::V2(s)) => Ok(s),
+        Ok(StoredRecord::V2(s)) => Ok(s.into_state()),
+        Ok(StoredRecord::V3(s)) => Ok(s),
         Err(e) => Err(DecodeError::Malformed(e.to_string())),
     }
+}
+
+/// Whether a stored record is in the format [`encode_record`] writes for
+/// its state. Only map records of format 2 are not (they are converted when
+/// read); the replica rewrites them when it next merges into them, so that
+/// replicas holding equal maps hold equal bytes again.
+pub fn record_is_current(bytes: &[u8]) -> bool {
+    // Postcard enum tags: `StoredRecord::V2` is 1, `State::Map` is 3.
+    !matches!(bytes, [1, 3, ..])
 }
 
 /// Version byte of a set or map context (register contexts start with 1).
@@ -897,21 +526,21 @@ pub fn decode_clock(bytes: &[u8]) -> Result<VClock<Actor>, DecodeError> {
     }
 }
 
-/// Mirrors of the stored types with every hash map as a sortable list. They
-/// serialize exactly like the originals (postcard writes a map as a length
-/// and its pairs, a list of pairs the same way), so sorting them gives the
-/// canonical bytes of the original.
+/// Mirrors of the stored records with every hash map (those of `crdts`
+/// sets) as a sortable list. They serialize exactly like the originals
+/// (postcard writes a map as a length and its pairs, a list of pairs the
+/// same way), so sorting them gives the canonical bytes of the original.
 mod canon {
-    use super::{Actor, CounterEntry, FieldLww, Register, Stamp};
-    use crdts::{lwwreg::LWWReg, pncounter::PNCounter, VClock};
-    use kvorum_client::FieldKind;
+    use super::map::legacy::{Map as LegacyMap, Orswot};
+    use super::{Actor, Register, Stamp};
+    use crdts::{lwwreg::LWWReg, pncounter::PNCounter};
     use serde::{Deserialize, Serialize};
-    use std::collections::BTreeMap;
 
     #[derive(Serialize, Deserialize)]
     pub(super) enum Record {
         V1(Register),
         V2(State),
+        V3(super::State),
     }
 
     #[derive(Serialize, Deserialize)]
@@ -919,83 +548,18 @@ mod canon {
         Register(Register),
         Counter(PNCounter<Actor>),
         Set(Orswot<Vec<u8>>),
-        Map(Map),
+        Map(LegacyMap),
         Lww(LWWReg<Option<Vec<u8>>, Stamp>),
-    }
-
-    #[derive(Serialize, Deserialize)]
-    pub(super) struct Orswot<M> {
-        clock: VClock<Actor>,
-        entries: Vec<(M, VClock<Actor>)>,
-        deferred: Vec<(VClock<Actor>, Vec<M>)>,
-    }
-
-    /// A `FieldKey` (name, kind), as serialized.
-    type Key = (String, FieldKind);
-
-    #[derive(Serialize, Deserialize)]
-    pub(super) struct Map {
-        clock: VClock<Actor>,
-        entries: Vec<(Key, Entry)>,
-        deferred: Vec<(VClock<Actor>, Vec<Key>)>,
-    }
-
-    #[derive(Serialize, Deserialize)]
-    struct Entry {
-        clock: VClock<Actor>,
-        val: Field,
-    }
-
-    #[derive(Serialize, Deserialize)]
-    struct FieldCounter {
-        entries: BTreeMap<Actor, CounterEntry>,
-    }
-
-    #[derive(Serialize, Deserialize)]
-    enum Field {
-        Empty,
-        Counter(FieldCounter),
-        Set(Orswot<Vec<u8>>),
-        Flag(Orswot<()>),
-        Lww(FieldLww),
-        Register(Register),
-    }
-
-    fn clock_bytes(c: &VClock<Actor>) -> Vec<u8> {
-        postcard::to_stdvec(c).unwrap_or_default()
-    }
-
-    impl<M: Ord> Orswot<M> {
-        fn sort(&mut self) {
-            self.entries.sort_by(|a, b| a.0.cmp(&b.0));
-            for (_, members) in &mut self.deferred {
-                members.sort();
-            }
-            self.deferred.sort_by_cached_key(|(c, _)| clock_bytes(c));
-        }
     }
 
     impl Record {
         pub(super) fn sort(&mut self) {
-            let Record::V2(state) = self else { return };
-            match state {
-                State::Set(s) => s.sort(),
-                State::Map(m) => {
-                    // Entries come from a BTreeMap: already in key order.
-                    for (_, e) in &mut m.entries {
-                        match &mut e.val {
-                            Field::Set(s) => s.sort(),
-                            Field::Flag(f) => f.sort(),
-                            _ => {}
-                        }
-                    }
-                    m.deferred.sort_by_cached_key(|(c, _)| clock_bytes(c));
-                }
-                _ => {}
+            if let Record::V2(State::Set(s)) = self {
+                s.sort();
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

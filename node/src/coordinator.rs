@@ -67,6 +67,15 @@ impl QuorumTracker {
         }
     }
 
+    /// Records every replica that has not answered as timed out.
+    pub fn expire(&mut self) {
+        for (_, o) in &mut self.replicas {
+            if o.is_none() {
+                *o = Some(ReplicaOutcome::Timeout);
+            }
+        }
+    }
+
     /// What each replica asked did so far (`None`: no answer yet).
     pub fn outcomes(&self) -> impl Iterator<Item = Option<&ReplicaOutcome>> {
         self.replicas.iter().map(|(_, o)| o.as_ref())
@@ -203,22 +212,29 @@ impl Coordinator {
 
     /// Counts the replica answers a quorum decision was made on; replicas
     /// still silent when a quorum failed count as timed out.
+    /// Counts the replica answers a quorum was decided on (replicas still
+    /// pending when it was decided are not counted; at the deadline they
+    /// were recorded as timed out) and, if it failed, the failure with the
+    /// reason the recorded answers give.
     fn count_replies(&self, op: &'static str, tracker: &QuorumTracker) {
-        let failed = tracker.status() != QuorumStatus::Met;
-        for outcome in tracker.outcomes() {
+        for outcome in tracker.outcomes().flatten() {
             let label = match outcome {
-                Some(ReplicaOutcome::Ok) => "ok",
-                Some(ReplicaOutcome::Timeout) => "timeout",
-                Some(ReplicaOutcome::Unreachable(_)) => "unreachable",
-                Some(ReplicaOutcome::Failed(_)) => "error",
-                None if failed => "timeout",
-                None => continue,
+                ReplicaOutcome::Ok => "ok",
+                ReplicaOutcome::Timeout => "timeout",
+                ReplicaOutcome::Unreachable(_) => "unreachable",
+                ReplicaOutcome::Failed(_) => "error",
             };
             self.metrics
                 .counter(
                     metrics::REPLICA_RESPONSES,
                     &[("op", op), ("outcome", label)],
                 )
+                .increment(1);
+        }
+        if tracker.status() != QuorumStatus::Met {
+            let reason = metrics::quorum_failure_reason(tracker.outcomes().flatten());
+            self.metrics
+                .counter(metrics::QUORUM_FAILURES, &[("op", op), ("reason", reason)])
                 .increment(1);
         }
     }
@@ -658,7 +674,12 @@ impl Coordinator {
                     }
                 }
                 Ok(Some((node, Err(outcome)))) => tracker.record(&node, outcome),
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                Err(_) => {
+                    // The deadline: whoever has not answered timed out.
+                    tracker.expire();
+                    break;
+                }
             }
         }
         self.count_replies("read", &tracker);
@@ -814,7 +835,12 @@ impl Coordinator {
                         self.hand_to_fallback(&fan, &mut tracker, &mut fallbacks, &owner);
                     }
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                Err(_) => {
+                    // The deadline: whoever has not answered timed out.
+                    tracker.expire();
+                    break;
+                }
             }
         }
         self.count_replies("write", &tracker);
@@ -888,6 +914,7 @@ impl Coordinator {
                 }
             }
         }
+        self.count_replies("write", &tracker);
         Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)))
     }
 

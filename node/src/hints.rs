@@ -231,46 +231,56 @@ impl Hints {
         let k = hint_key(owner, key);
         let result = self
             .store
-            .change(Space::Hints, k, move |current| {
-                // (bytes held, creation time, state, whether the hint is new)
-                let (old_len, created, mut merged, new) = match current {
-                    Err(e) => return (Change::Keep, Err(HintError::Storage(e))),
-                    Ok(None) => (0, now_ms(), State::empty(state.bucket_type()), true),
+            .change_then(Space::Hints, k, move |current| {
+                // (bytes held, creation time, state, whether the hint is new,
+                // whether an unreadable hint is replaced)
+                let (old_len, created, mut merged, new, replaced) = match current {
+                    Err(e) => return (Change::Keep, Err(HintError::Storage(e)), None),
+                    Ok(None) => (0, now_ms(), State::empty(state.bucket_type()), true, false),
                     Ok(Some(bytes)) => match HintRecord::decode(bytes) {
-                        Some((created_ms, state)) => (bytes.len() as u64, created_ms, state, false),
-                        // An unreadable hint is replaced (and counted as dropped).
-                        None => {
-                            stats.dropped.fetch_add(1, Ordering::Relaxed);
-                            (
-                                bytes.len() as u64,
-                                now_ms(),
-                                State::empty(state.bucket_type()),
-                                true,
-                            )
+                        Some((created_ms, state)) => {
+                            (bytes.len() as u64, created_ms, state, false, false)
                         }
+                        // An unreadable hint is replaced (and counted as dropped).
+                        None => (
+                            bytes.len() as u64,
+                            now_ms(),
+                            State::empty(state.bucket_type()),
+                            true,
+                            true,
+                        ),
                     },
                 };
                 if let Err(e) = merged.merge(state) {
-                    return (Change::Keep, Err(HintError::Invalid(e.to_string())));
+                    return (Change::Keep, Err(HintError::Invalid(e.to_string())), None);
                 }
                 let bytes = encode(created, &merged);
+                // (Counts change once the batch commits, so within one batch
+                // the bound can be passed by that batch's hints.)
                 let held = stats.bytes.load(Ordering::Relaxed);
                 let after = held
                     .saturating_sub(old_len)
                     .saturating_add(bytes.len() as u64);
                 if after > max {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    return (Change::Keep, Err(HintError::Full { held, max }));
+                    return (Change::Keep, Err(HintError::Full { held, max }), None);
                 }
-                stats.bytes.store(after, Ordering::Relaxed);
-                stats.stored.fetch_add(1, Ordering::Relaxed);
-                if new {
-                    stats.held_since(created);
-                }
-                if old_len == 0 {
-                    stats.pending.fetch_add(1, Ordering::Relaxed);
-                }
-                (Change::Put(bytes), Ok(()))
+                let new_len = bytes.len() as u64;
+                let hook: crate::storage::Hook = Box::new(move || {
+                    stats.bytes.fetch_add(new_len, Ordering::Relaxed);
+                    stats.bytes.fetch_sub(old_len, Ordering::Relaxed);
+                    stats.stored.fetch_add(1, Ordering::Relaxed);
+                    if replaced {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if new {
+                        stats.held_since(created);
+                    }
+                    if old_len == 0 {
+                        stats.pending.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                (Change::Put(bytes), Ok(()), Some(hook))
             })
             .await;
         result?
@@ -310,23 +320,26 @@ impl Hints {
     pub async fn remove(&self, hint: &Hint, delivered: bool) -> Result<bool, StorageError> {
         let (stats, raw, created_ms) = (self.stats.clone(), hint.raw.clone(), hint.created_ms);
         self.store
-            .change(
+            .change_then(
                 Space::Hints,
                 hint.store_key.clone(),
                 move |current| match current {
                     Ok(Some(bytes)) if bytes == raw.as_slice() => {
-                        stats.pending.fetch_sub(1, Ordering::Relaxed);
-                        stats.bytes.fetch_sub(raw.len() as u64, Ordering::Relaxed);
-                        stats.released(created_ms);
-                        let counter = if delivered {
-                            &stats.delivered
-                        } else {
-                            &stats.dropped
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        (Change::Delete, true)
+                        // Counted once the deletion is committed.
+                        let hook: crate::storage::Hook = Box::new(move || {
+                            stats.pending.fetch_sub(1, Ordering::Relaxed);
+                            stats.bytes.fetch_sub(raw.len() as u64, Ordering::Relaxed);
+                            stats.released(created_ms);
+                            let counter = if delivered {
+                                &stats.delivered
+                            } else {
+                                &stats.dropped
+                            };
+                            counter.fetch_add(1, Ordering::Relaxed);
+                        });
+                        (Change::Delete, true, Some(hook))
                     }
-                    _ => (Change::Keep, false),
+                    _ => (Change::Keep, false, None),
                 },
             )
             .await

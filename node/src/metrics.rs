@@ -10,13 +10,17 @@
 //! docs/metrics.md lists every metric of [`CATALOG`]; a test checks the two
 //! agree and that the code names no metric outside the catalog.
 
-use kvorum_client::proto::{ErrorReply, OpKind, QuorumFailure, ReplicaOutcome, Request, Response};
+use kvorum_client::proto::{ErrorReply, ReplicaOutcome, Request, Response};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
+use metrics_util::MetricKindMask;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
@@ -72,9 +76,9 @@ catalog! {
     REQUEST_DURATION = "kvorum_request_duration_seconds", Histogram, ["op"],
         "Time from a client request's arrival to its answer, by operation.";
     QUORUM_FAILURES = "kvorum_quorum_failures_total", Counter, ["op", "reason"],
-        "Client requests that failed their R or W quorum, by why the replicas failed.";
+        "Quorums (R or W) that failed, counted by the node that ran them, by what the replicas that answered did.";
     REPLICA_RESPONSES = "kvorum_replica_responses_total", Counter, ["op", "outcome"],
-        "Replica answers a coordinator received before deciding a quorum, by outcome.";
+        "Replica answers a coordinator received before deciding a quorum (at the deadline, the silent ones as timeouts).";
     PEER_REQUEST_DURATION = "kvorum_peer_request_duration_seconds", Histogram, ["peer"],
         "Round trip of a successful request to a peer node.";
     READ_SIBLINGS = "kvorum_read_siblings", Histogram, [],
@@ -104,7 +108,7 @@ catalog! {
     AAE_KEYS_REPAIRED = "kvorum_aae_keys_repaired_total", Counter, [],
         "Keys found different and merged both ways by anti-entropy.";
     AAE_EXCHANGE_DURATION = "kvorum_aae_exchange_duration_seconds", Histogram, [],
-        "Duration of an anti-entropy exchange.";
+        "Duration of an anti-entropy exchange, including any wait for an exchange slot.";
     MEMBERS = "kvorum_members", Gauge, ["state"],
         "Cluster members by state as this node sees them (up or down).";
     PEER_UP = "kvorum_peer_up", Gauge, ["peer"],
@@ -143,6 +147,11 @@ const COUNT_BUCKETS: &[f64] = &[
     1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
 ];
 
+/// How long a gauge not set by a scrape's collectors stays exported.
+pub const GAUGE_EXPIRY: Duration = Duration::from_secs(120);
+/// How often the node folds histogram samples into buckets.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// Runs at each scrape to copy values kept elsewhere into the registry.
 pub type Collector = Box<dyn Fn(&Metrics) + Send + Sync>;
 
@@ -151,6 +160,17 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     collectors: Mutex<Vec<Collector>>,
+    /// Handles already registered, by a hash of name and labels: a lookup
+    /// here costs a hash and a read lock, against an allocation per label
+    /// and a registry lookup to register.
+    counters: RwLock<HashMap<u64, Counter>>,
+    histograms: RwLock<HashMap<u64, Histogram>>,
+    /// Open connections by kind, counted by the serving loop and copied into
+    /// the gauge at each scrape (gauges are only ever set at scrapes, so
+    /// those of vanished peers can expire).
+    pub open_client: AtomicI64,
+    /// Open connections accepted from peers.
+    pub open_peer_in: AtomicI64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -164,7 +184,11 @@ const META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::IN
 impl Metrics {
     /// A registry for node `node`, with every catalog entry described.
     pub fn new(node: &str) -> Arc<Self> {
-        let mut builder = PrometheusBuilder::new().add_global_label("node", node);
+        // Gauges are set at each scrape by the collectors; one not set for
+        // a while (a peer that left, a closed connection's RTT) expires.
+        let mut builder = PrometheusBuilder::new()
+            .add_global_label("node", node)
+            .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_EXPIRY));
         // Histograms, not summaries: they aggregate across nodes.
         for (matcher, buckets) in [
             (Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS),
@@ -195,6 +219,10 @@ impl Metrics {
             recorder,
             handle,
             collectors: Mutex::new(Vec::new()),
+            counters: RwLock::default(),
+            histograms: RwLock::default(),
+            open_client: AtomicI64::new(0),
+            open_peer_in: AtomicI64::new(0),
         })
     }
 
@@ -210,13 +238,43 @@ impl Metrics {
         Key::from_parts(name, labels)
     }
 
-    /// The counter `name` with these label values.
-    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
-        self.recorder
-            .register_counter(&Self::key(name, labels), &META)
+    fn hash(name: &str, labels: &[(&'static str, &str)]) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        for (k, v) in labels {
+            k.hash(&mut h);
+            v.hash(&mut h);
+        }
+        h.finish()
     }
 
-    /// The gauge `name` with these label values.
+    fn cached<T: Clone>(
+        cache: &RwLock<HashMap<u64, T>>,
+        id: u64,
+        register: impl FnOnce() -> T,
+    ) -> T {
+        if let Some(h) = cache.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            return h.clone();
+        }
+        cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_insert_with(register)
+            .clone()
+    }
+
+    /// The counter `name` with these label values.
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        Self::cached(&self.counters, Self::hash(name, labels), || {
+            self.recorder
+                .register_counter(&Self::key(name, labels), &META)
+        })
+    }
+
+    /// The gauge `name` with these label values. Gauges are meant to be set
+    /// by collectors at each scrape (see [`Metrics::on_scrape`]): one not
+    /// set for [`GAUGE_EXPIRY`] disappears.
     pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
         self.recorder
             .register_gauge(&Self::key(name, labels), &META)
@@ -224,8 +282,17 @@ impl Metrics {
 
     /// The histogram `name` with these label values.
     pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
-        self.recorder
-            .register_histogram(&Self::key(name, labels), &META)
+        Self::cached(&self.histograms, Self::hash(name, labels), || {
+            self.recorder
+                .register_histogram(&Self::key(name, labels), &META)
+        })
+    }
+
+    /// Folds recorded histogram samples into their buckets. Without it
+    /// samples pile up in memory between scrapes: the node runs it every
+    /// [`UPKEEP_EVERY`] (and each render does).
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
     }
 
     /// Adds a collector, run before each scrape.
@@ -254,6 +321,13 @@ impl Metrics {
             for c in collectors.iter() {
                 c(self);
             }
+        }
+        for (kind, open) in [
+            ("client", &self.open_client),
+            ("peer_in", &self.open_peer_in),
+        ] {
+            self.gauge(CONNECTIONS, &[("kind", kind)])
+                .set(open.load(Ordering::Relaxed) as f64);
         }
         self.handle.run_upkeep();
         self.handle.render()
@@ -296,19 +370,19 @@ pub fn outcome(resp: &Response) -> &'static str {
     }
 }
 
-/// Why a quorum failed, from what its replicas did: `timeout` if any timed
-/// out, `unreachable` if every failed replica was unreachable, else
-/// `replica_error`.
-pub fn quorum_failure_reason(f: &QuorumFailure) -> &'static str {
-    let failed = || {
-        f.replicas
-            .iter()
-            .map(|(_, o)| o)
-            .filter(|o| **o != ReplicaOutcome::Ok)
-    };
-    if failed().any(|o| *o == ReplicaOutcome::Timeout) {
+/// Why a quorum failed, from what its replicas answered (not those still
+/// pending when it was decided): `timeout` if any timed out, `unreachable`
+/// if every failed replica was unreachable, else `replica_error`.
+pub fn quorum_failure_reason<'a>(
+    answers: impl Iterator<Item = &'a ReplicaOutcome>,
+) -> &'static str {
+    let failed: Vec<&ReplicaOutcome> = answers.filter(|o| **o != ReplicaOutcome::Ok).collect();
+    if failed.iter().any(|o| **o == ReplicaOutcome::Timeout) {
         "timeout"
-    } else if failed().all(|o| matches!(o, ReplicaOutcome::Unreachable(_))) {
+    } else if failed
+        .iter()
+        .all(|o| matches!(o, ReplicaOutcome::Unreachable(_)))
+    {
         "unreachable"
     } else {
         "replica_error"
@@ -333,17 +407,6 @@ pub fn record_request(
     )
     .increment(1);
     m.histogram(REQUEST_DURATION, &[("op", op)]).record(took);
-    if let Response::Error(ErrorReply::Quorum(f)) = resp {
-        let op = match f.op {
-            OpKind::Read => "read",
-            OpKind::Write => "write",
-        };
-        m.counter(
-            QUORUM_FAILURES,
-            &[("op", op), ("reason", quorum_failure_reason(f))],
-        )
-        .increment(1);
-    }
 }
 
 /// Largest HTTP request head the endpoint reads.
@@ -351,7 +414,10 @@ const MAX_HEAD: usize = 8 * 1024;
 /// Scrapes served at once; more connections wait.
 const MAX_SCRAPES: usize = 8;
 /// Time a scraper has to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time a whole exchange may take (read, render, write): a scraper that
+/// stops reading cannot hold a slot longer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the metrics endpoint (TCP) on `addr`.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
@@ -379,14 +445,20 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
-        };
         let metrics = metrics.clone();
+        // Busy (slow or idle scrapers hold every slot): refuse at once
+        // rather than queue, so the loop keeps accepting and stopping.
+        let permit = slots.clone().try_acquire_owned().ok();
         conns.spawn(async move {
-            let _permit = permit;
-            if let Err(e) = answer(stream, &metrics).await {
-                tracing::debug!(error = %e, "metrics request failed");
+            let _permit = permit.as_ref();
+            let r = match permit {
+                Some(_) => tokio::time::timeout(ANSWER_TIMEOUT, answer(stream, metrics)).await,
+                None => tokio::time::timeout(READ_TIMEOUT, busy(stream)).await,
+            };
+            match r {
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics request failed"),
+                Err(_) => tracing::debug!("metrics request timed out"),
+                Ok(Ok(())) => {}
             }
         });
         while conns.try_join_next().is_some() {}
@@ -395,7 +467,17 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
 }
 
-async fn answer(mut stream: tokio::net::TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+async fn busy(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
+    let body = "too many scrapes at once\n";
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+async fn answer(mut stream: tokio::net::TcpStream, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let read = async {
         let mut buf = [0u8; 1024];
@@ -423,7 +505,10 @@ async fn answer(mut stream: tokio::net::TcpStream, metrics: &Metrics) -> std::io
         ("GET", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
+            // CPU work (and the collectors read storage): off the runtime.
+            tokio::task::spawn_blocking(move || metrics.render())
+                .await
+                .map_err(std::io::Error::other)?,
         ),
         ("GET", _) => ("404 Not Found", "text/plain", "see /metrics\n".to_string()),
         _ => (

@@ -152,20 +152,27 @@ pub fn handshake_failure_reason(e: &quinn::ConnectionError) -> &'static str {
     }
 }
 
-/// One open connection of a kind, counted in the connections gauge while
-/// it lives.
-struct Open(metrics::Gauge);
+/// One open connection, counted (client or peer) while it lives.
+struct Open(Arc<crate::metrics::Metrics>, bool);
 
 impl Open {
-    fn new(g: metrics::Gauge) -> Self {
-        g.increment(1.0);
-        Self(g)
+    fn new(m: Arc<crate::metrics::Metrics>, peer: bool) -> Self {
+        Self::count(&m, peer).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(m, peer)
+    }
+
+    fn count(m: &crate::metrics::Metrics, peer: bool) -> &std::sync::atomic::AtomicI64 {
+        if peer {
+            &m.open_peer_in
+        } else {
+            &m.open_client
+        }
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        Self::count(&self.0, self.1).fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -247,10 +254,7 @@ async fn serve_connection(
     };
     let inflight = if peer { peer_budget } else { client_budget };
     let kind = if peer { "peer" } else { "client" };
-    let _open = Open::new(metrics.gauge(
-        crate::metrics::CONNECTIONS,
-        &[("kind", if peer { "peer_in" } else { "client" })],
-    ));
+    let _open = Open::new(metrics.clone(), peer);
     let bytes = (
         metrics.counter(
             crate::metrics::NETWORK_BYTES,
@@ -260,6 +264,14 @@ async fn serve_connection(
             crate::metrics::NETWORK_BYTES,
             &[("direction", "sent"), ("kind", kind)],
         ),
+    );
+    let overloaded = metrics.counter(
+        crate::metrics::REQUESTS,
+        &[
+            ("op", "unknown"),
+            ("type", "none"),
+            ("outcome", "overloaded"),
+        ],
     );
     loop {
         let (send, recv) = tokio::select! {
@@ -276,7 +288,9 @@ async fn serve_connection(
                 Ok(Ok(p)) => p,
                 Ok(Err(_)) => return, // closed: shutting down
                 Err(_) => {
-                    tracing::warn!(
+                    // Counted, not logged per request.
+                    overloaded.increment(1);
+                    tracing::debug!(
                         "request not admitted within the read timeout (overloaded); reset"
                     );
                     let _ = recv.stop(0u32.into());
@@ -286,9 +300,11 @@ async fn serve_connection(
             };
         let handler = handler.clone();
         let bytes = bytes.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_stream(send, recv, &*handler, peer, limits, bytes).await {
+            let stream = serve_stream(send, recv, &*handler, peer, limits, bytes, &metrics);
+            if let Err(e) = stream.await {
                 tracing::debug!(error = %e, "stream failed");
             }
         });
@@ -302,7 +318,9 @@ async fn serve_stream(
     peer: bool,
     limits: ServeLimits,
     (received, sent): (metrics::Counter, metrics::Counter),
+    m: &crate::metrics::Metrics,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let started = std::time::Instant::now();
     let max_frame = limits.max_frame_bytes;
     // Peers are authenticated nodes whose writes carry a key's whole state
     // (up to max_siblings values), so their frames may be larger.
@@ -325,7 +343,14 @@ async fn serve_stream(
         Ok(bytes) if peer => {
             encode_frame(PEER_PROTOCOL_VERSION, &peer_answer(handler, &bytes).await)
         }
-        Ok(bytes) => encode_frame(PROTOCOL_VERSION, &client_answer(handler, &bytes).await),
+        Ok(bytes) => {
+            let answer = client_answer(handler, &bytes).await;
+            if let Err(refused) = &answer {
+                crate::metrics::record_request(m, "invalid", "none", refused, started.elapsed());
+            }
+            let answer = answer.unwrap_or_else(|refused| refused);
+            encode_frame(PROTOCOL_VERSION, &answer)
+        }
         Err(quinn::ReadToEndError::TooLong) => {
             // Stop the sender instead of draining an oversized frame.
             let _ = recv.stop(0u32.into());
@@ -337,7 +362,9 @@ async fn serve_stream(
             if peer {
                 encode_frame(PEER_PROTOCOL_VERSION, &PeerResponse::Error(e.to_string()))
             } else {
-                encode_frame(PROTOCOL_VERSION, &Response::Error(e))
+                let refused = Response::Error(e);
+                crate::metrics::record_request(m, "invalid", "none", &refused, started.elapsed());
+                encode_frame(PROTOCOL_VERSION, &refused)
             }
         }
         Err(e) => return Err(e.into()),
@@ -351,13 +378,18 @@ async fn serve_stream(
     Ok(())
 }
 
-async fn client_answer(handler: &dyn Handler, bytes: &[u8]) -> Response {
+/// The handler's answer, or `Err` with the answer to a frame that could
+/// not be decoded (which the handler never sees).
+async fn client_answer(handler: &dyn Handler, bytes: &[u8]) -> Result<Response, Response> {
     match decode_frame::<Request>(PROTOCOL_VERSION, bytes) {
-        Ok(req) => handler.client(req).await,
+        Ok(req) => Ok(handler.client(req).await),
         Err(FrameError::UnsupportedVersion { got, supported }) => {
-            Response::Error(ErrorReply::UnsupportedVersion { got, supported })
+            Err(Response::Error(ErrorReply::UnsupportedVersion {
+                got,
+                supported,
+            }))
         }
-        Err(e) => Response::Error(ErrorReply::BadRequest(e.to_string())),
+        Err(e) => Err(Response::Error(ErrorReply::BadRequest(e.to_string()))),
     }
 }
 

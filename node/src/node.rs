@@ -342,6 +342,18 @@ pub async fn start_with_faults(
     if let Some(l) = metrics_listener {
         tasks.spawn(metrics::serve(l, metrics.clone(), rx.clone()));
     }
+    {
+        // Histogram samples are folded into buckets here, scraped or not.
+        let (metrics, mut ticks) = (
+            metrics.clone(),
+            Every::new(metrics::UPKEEP_EVERY, rx.clone()),
+        );
+        tasks.spawn(async move {
+            while ticks.next().await {
+                metrics.run_upkeep();
+            }
+        });
+    }
     tasks.spawn(deliver_hints(
         hints.clone(),
         transport.clone(),

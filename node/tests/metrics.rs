@@ -110,6 +110,29 @@ fn the_reference_lists_every_metric_of_the_code_and_no_other() {
         stray.is_empty(),
         "metric names outside the catalog: {stray:?}"
     );
+    // The dashboard and the alert rules only use metrics that exist (a
+    // misspelt one would just draw nothing).
+    for file in ["docs/grafana-dashboard.json", "docs/alerts.yml"] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        let mut used = 0;
+        for piece in text.split("kvorum_").skip(1) {
+            let name: String = piece
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let name = format!("kvorum_{name}");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| code_names.contains(*f)))
+                .map_or(name.clone(), str::to_string);
+            assert!(
+                code_names.contains(&family),
+                "{file} uses {name}, which does not exist"
+            );
+            used += 1;
+        }
+        assert!(used > 5, "{file}: {used} metric uses");
+    }
 }
 
 /// Minimal HTTP GET over loopback: (status code, body).
@@ -423,10 +446,37 @@ async fn a_real_prometheus_scrapes_the_cluster_and_sees_the_traffic() {
             }
         }
         assert!(evaluated >= 14);
-        // The alert rules loaded (and none fires on a healthy cluster).
+        // The alert rules loaded.
         let (_, rules) = http_get(prom.addr, "/api/v1/rules").await.unwrap();
         assert!(rules.contains("KvorumQuorumFailures"), "{rules}");
         drop(prom);
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_scrapers_get_a_quick_503_and_cannot_hold_the_endpoint() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let c = TestCluster::start(1, "[replication]\nn = 1\n").await;
+        let addr = c.nodes[0].as_ref().unwrap().metrics_addr().unwrap();
+        // Eight connections that never send a request take every slot.
+        let mut idle = Vec::new();
+        for _ in 0..8 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        let (code, _) = http_get(addr, "/metrics").await.unwrap();
+        assert_eq!(code, 503);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // They are dropped after the 2 s read timeout; scrapes work again.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let (code, body) = http_get(addr, "/metrics").await.unwrap();
+        assert_eq!(code, 200);
+        assert!(body.contains("kvorum_members"), "{body}");
+        drop(idle);
         c.shutdown().await;
     })
     .await
@@ -492,6 +542,26 @@ async fn handshake_failures_are_counted_by_reason() {
             .build()
             .unwrap();
         assert!(client.get("default", b"k").await.is_err());
+        // A frame that is not a request: refused before decoding, counted.
+        let bad = raw_request(
+            addr,
+            &c.client_tls(),
+            kvorum_client::proto::ALPN_CLIENT,
+            b"\x01junk",
+        )
+        .await
+        .unwrap();
+        assert!(!bad.is_empty());
+        let text = node.metrics().render();
+        assert_eq!(
+            sum_of(
+                &text,
+                m::REQUESTS,
+                &[("op", "invalid"), ("outcome", "bad_request")]
+            ),
+            1.0,
+            "{text}"
+        );
         // A client certificate on the peer protocol.
         assert!(
             raw_request(addr, &c.client_tls(), kvorum_client::proto::ALPN_PEER, b"x")

@@ -47,7 +47,15 @@ const NODES: usize = 3;
 const BUCKET: &str = "default";
 const CONFIGS: [(u8, u8); 4] = [(1, 1), (1, 2), (2, 1), (2, 2)];
 const USAGE: &str = "usage: pbs [--quick] [--trials N] [--t MS,MS,..] [--concurrency C] \
-                     [--base-ms F] [--jitter-ms F] [--mc N] [--seed S]";
+                     [--base-ms F] [--jitter-ms F] [--mc N] [--seed S]
+  --trials       trials per (R, W, t) point (default 1000; --quick: 30)
+  --t            waits after the write's acknowledgement, ms (default 0,1,2,5,10,20,50;
+                 --quick: 0,2,10,50)
+  --concurrency  trials in flight (default 4)
+  --base-ms      injected delay on each node-to-node link, each way (default 1)
+  --jitter-ms    plus uniform(0, this) per datagram (default 10)
+  --mc           Monte Carlo draws per point (default 200000; --quick: 20000)
+  --seed         seeds the jitter, the trial order and the model (default 1)";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -70,18 +78,21 @@ fn parse_args() -> Result<Args, BoxError> {
         mc: 200_000,
         seed: 1,
     };
-    let mut it = std::env::args().skip(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // --quick sets the defaults; flags given with it still win.
+    if args.iter().any(|a| a == "--quick") {
+        a.trials = 30;
+        a.ts = vec![0, 2, 10, 50];
+        a.mc = 20_000;
+    }
+    let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         let mut value = || {
             it.next()
                 .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
         };
         match flag.as_str() {
-            "--quick" => {
-                a.trials = 30;
-                a.ts = vec![0, 2, 10, 50];
-                a.mc = 20_000;
-            }
+            "--quick" => {}
             "--trials" => a.trials = value()?.parse()?,
             "--t" => {
                 a.ts = value()?
@@ -102,12 +113,13 @@ fn parse_args() -> Result<Args, BoxError> {
         }
     }
     if a.trials == 0 || a.ts.is_empty() || a.concurrency == 0 || a.mc == 0 {
-        return Err(
-            format!("trials, t list, concurrency and mc must be non-empty\n{USAGE}").into(),
-        );
+        return Err(format!(
+            "trials, concurrency and mc must be > 0 and the t list non-empty\n{USAGE}"
+        )
+        .into());
     }
-    if !(a.base_ms >= 0.0 && a.jitter_ms >= 0.0) {
-        return Err("delays must be >= 0".into());
+    if !(a.base_ms >= 0.0 && a.jitter_ms >= 0.0 && a.base_ms + a.jitter_ms < 10_000.0) {
+        return Err("delays must be between 0 and 10 s".into());
     }
     Ok(a)
 }

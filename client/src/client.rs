@@ -8,7 +8,7 @@ use crate::proto::{
 };
 use crate::tls::{client_quic_config, TlsError, TlsMaterial};
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -231,12 +231,8 @@ impl ClientBuilder {
         if self.seeds.is_empty() {
             return Err(Error::NoSeeds);
         }
-        let bind: SocketAddr = if self.seeds.iter().all(|s| s.is_ipv6()) {
-            "[::]:0".parse().map_err(|_| Error::NoSeeds)?
-        } else {
-            SocketAddr::from(([0, 0, 0, 0], 0))
-        };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(Error::Endpoint)?;
+        let mut endpoint =
+            quinn::Endpoint::client(bind_addr(&self.seeds)).map_err(Error::Endpoint)?;
         endpoint.set_default_client_config(client_quic_config(&self.tls)?);
         Ok(Client {
             inner: Arc::new(Inner {
@@ -256,6 +252,21 @@ impl ClientBuilder {
             }),
         })
     }
+}
+
+/// The local address of a client's endpoint: loopback when every seed is a
+/// loopback address (the client talks to its seeds only), else any address;
+/// IPv6 when every seed is IPv6, else IPv4.
+fn bind_addr(seeds: &[SocketAddr]) -> SocketAddr {
+    let v6 = seeds.iter().all(|s| s.is_ipv6());
+    let loopback = seeds.iter().all(|s| s.ip().is_loopback());
+    let ip: IpAddr = match (v6, loopback) {
+        (true, true) => Ipv6Addr::LOCALHOST.into(),
+        (true, false) => Ipv6Addr::UNSPECIFIED.into(),
+        (false, true) => Ipv4Addr::LOCALHOST.into(),
+        (false, false) => Ipv4Addr::UNSPECIFIED.into(),
+    };
+    SocketAddr::new(ip, 0)
 }
 
 /// A connection pool to a Kvorum cluster. Cheap to clone; share one per process.
@@ -850,4 +861,29 @@ fn describe_connection_error(e: &quinn::ConnectionError) -> String {
 
 fn unexpected(r: &Response) -> Error {
     Error::Protocol(format!("unexpected answer: {r:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_addr;
+
+    #[test]
+    fn the_endpoint_binds_loopback_when_every_seed_is_loopback() {
+        let a = |s: &str| s.parse().unwrap();
+        assert_eq!(
+            bind_addr(&[a("127.0.0.1:7401"), a("127.0.0.2:7402")]),
+            a("127.0.0.1:0")
+        );
+        assert_eq!(bind_addr(&[a("[::1]:7401")]), a("[::1]:0"));
+        assert_eq!(
+            bind_addr(&[a("127.0.0.1:7401"), a("10.0.0.5:7401")]),
+            a("0.0.0.0:0")
+        );
+        assert_eq!(bind_addr(&[a("[2001:db8::1]:7401")]), a("[::]:0"));
+        // Mixed families: IPv4, as before.
+        assert_eq!(
+            bind_addr(&[a("[::1]:7401"), a("10.0.0.5:7401")]),
+            a("0.0.0.0:0")
+        );
+    }
 }

@@ -8,7 +8,7 @@
 use quinn::{udp::RecvMeta, AsyncUdpSocket, UdpPoller};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     fmt,
     io::{self, IoSliceMut},
     net::SocketAddr,
@@ -21,6 +21,12 @@ use std::{
     time::Duration,
 };
 
+/// Delays recorded per directed (from, to) pair.
+type HeldDelays = HashMap<(SocketAddr, SocketAddr), Vec<Duration>>;
+
+/// Most delays [`Faults::record_delays`] keeps per directed pair.
+pub const MAX_DELAY_SAMPLES: usize = 500_000;
+
 /// The faults in force, shared by every socket of a test cluster.
 pub struct Faults {
     /// Directed (from, to) pairs whose datagrams are dropped.
@@ -28,8 +34,10 @@ pub struct Faults {
     /// Random loss, in datagrams per million.
     loss_ppm: AtomicU32,
     /// Directed (from, to) pairs whose datagrams are delayed: (base, jitter).
-    delayed: Mutex<std::collections::HashMap<(SocketAddr, SocketAddr), (Duration, Duration)>>,
+    delayed: Mutex<HashMap<(SocketAddr, SocketAddr), (Duration, Duration)>>,
     delayed_count: AtomicU64,
+    /// Realized delays per directed pair, timed at the socket, when on.
+    samples: Mutex<Option<HeldDelays>>,
     rng: Mutex<StdRng>,
     dropped: AtomicU64,
     seed: u64,
@@ -52,6 +60,7 @@ impl Faults {
             loss_ppm: AtomicU32::new(0),
             delayed: Mutex::new(Default::default()),
             delayed_count: AtomicU64::new(0),
+            samples: Mutex::new(None),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             dropped: AtomicU64::new(0),
             seed,
@@ -105,6 +114,38 @@ impl Faults {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.set_loss_ppm(0);
+    }
+
+    /// Starts (or stops and discards) recording how long each delayed
+    /// datagram was actually held, per directed pair (at most
+    /// [`MAX_DELAY_SAMPLES`] each): the drawn delay plus the timer's and the
+    /// scheduler's lateness, which a loaded machine adds.
+    pub fn record_delays(&self, on: bool) {
+        *self.samples.lock().unwrap_or_else(|e| e.into_inner()) = on.then(HashMap::new);
+    }
+
+    /// The delays recorded so far for datagrams from `from` to `to`.
+    pub fn delay_samples(&self, from: SocketAddr, to: SocketAddr) -> Vec<Duration> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|m| m.get(&(from, to)).cloned())
+            .unwrap_or_default()
+    }
+
+    fn record_delay(&self, from: SocketAddr, to: SocketAddr, held: Duration) {
+        if let Some(m) = self
+            .samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            let v = m.entry((from, to)).or_default();
+            if v.len() < MAX_DELAY_SAMPLES {
+                v.push(held);
+            }
+        }
     }
 
     /// Datagrams delayed so far.
@@ -199,6 +240,8 @@ impl AsyncUdpSocket for FaultySocket {
                 transmit.contents.to_vec(),
             );
             let (ecn, src_ip) = (transmit.ecn, transmit.src_ip);
+            let (faults, from) = (self.faults.clone(), self.local);
+            let held_since = tokio::time::Instant::now();
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 let t = quinn::udp::Transmit {
@@ -209,6 +252,7 @@ impl AsyncUdpSocket for FaultySocket {
                     src_ip,
                 };
                 let _ = inner.try_send(&t);
+                faults.record_delay(from, destination, held_since.elapsed());
             });
             return Ok(());
         }

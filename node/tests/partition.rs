@@ -114,6 +114,7 @@ async fn a_partitioned_pair_exchanges_nothing_and_heals() {
         // Delay: every datagram between n1 and the others takes 150 ms more
         // each way, so a write that needs all three replicas takes at least
         // one delayed round trip.
+        faults.record_delays(true);
         for other in &c.addrs[1..] {
             faults.delay(
                 c.addrs[0],
@@ -145,6 +146,15 @@ async fn a_partitioned_pair_exchanges_nothing_and_heals() {
             started.elapsed()
         );
         assert!(faults.delayed() > 0);
+        // The delays as held at the socket: at least the injected 150 ms.
+        let held = faults.delay_samples(c.addrs[0], c.addrs[1]);
+        assert!(!held.is_empty(), "delays recorded");
+        assert!(
+            held.iter().all(|d| *d >= Duration::from_millis(150)),
+            "{held:?}"
+        );
+        assert!(faults.delay_samples(c.addrs[1], c.addrs[2]).is_empty());
+        faults.record_delays(false);
         faults.heal();
         // Healed: anti-entropy carries the W=1 write across.
         let deadline = Instant::now() + Duration::from_secs(20);

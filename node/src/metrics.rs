@@ -450,8 +450,8 @@ pub async fn serve(
         // rather than queue, so the loop keeps accepting and stopping.
         let permit = slots.clone().try_acquire_owned().ok();
         conns.spawn(async move {
-            let _permit = permit.as_ref();
-            let r = match permit {
+            // The permit (if any) is held until this task ends.
+            let r = match &permit {
                 Some(_) => tokio::time::timeout(ANSWER_TIMEOUT, answer(stream, metrics)).await,
                 None => tokio::time::timeout(READ_TIMEOUT, busy(stream)).await,
             };

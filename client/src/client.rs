@@ -3,7 +3,8 @@
 use crate::handles::{CounterHandle, Handle, MapHandle, SetHandle};
 use crate::proto::{
     decode_frame, encode_frame, BucketProps, CausalContext, DataOp, DataValue, ErrorReply,
-    MemberStatus, ReadOptions, Request, Response, WriteOptions, DEFAULT_MAX_RESPONSE_BYTES,
+    ClusterStatus, MemberStatus, ReadOptions, Request, Response, RingRange, WriteOptions,
+    DEFAULT_MAX_RESPONSE_BYTES,
     NODE_CERT_NAME, PROTOCOL_VERSION,
 };
 use crate::tls::{client_quic_config, TlsError, TlsMaterial};
@@ -514,8 +515,112 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn status(&self) -> Result<(String, Vec<MemberStatus>), Error> {
+        let s = self.cluster_status().await?;
+        let members = s
+            .members
+            .into_iter()
+            .filter(|m| m.state != "removed")
+            .collect();
+        Ok((s.node, members))
+    }
+
+    /// The answering node's whole view: members with their states (removed
+    /// ones included), whether a topology change is in progress, who it
+    /// waits for, and the node's incoming range streams.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let s = client.cluster_status().await?;
+    /// for m in &s.members {
+    ///     println!("{} {} {}", m.id, m.state, if m.reachable { "reachable" } else { "down" });
+    /// }
+    /// if s.in_transition {
+    ///     println!("waiting for {:?}", s.waiting_for);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, Error> {
         match self.call(&Request::Status, true).await? {
-            Response::Status { node, members } => Ok((node, members)),
+            Response::Status(s) => Ok(s),
+            Response::Error(e) => Err(Error::Server(e)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Decommissions node `node`: it streams its ranges to the nodes that
+    /// take them over, then leaves. Only `node` itself accepts this (a client
+    /// of several nodes tries them in turn until one answers, and every other
+    /// node refuses), so build the client with that node's address. Returns
+    /// once the node accepted; the transfer runs in the background (see
+    /// [`Client::cluster_status`]). Refused ([`ErrorReply::Refused`]) when the
+    /// remaining nodes could not hold N replicas.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// println!("{}", client.leave("n3").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn leave(&self, node: &str) -> Result<String, Error> {
+        self.admin(&Request::Leave {
+            node: node.to_string(),
+        })
+        .await
+    }
+
+    /// Removes a dead node: its ranges are re-replicated from the surviving
+    /// replicas. Refused for a node that is up (use [`Client::leave`] on it),
+    /// an unknown node, or the last node.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// println!("{}", client.remove_node("n4").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove_node(&self, node: &str) -> Result<String, Error> {
+        self.admin(&Request::Remove {
+            node: node.to_string(),
+        })
+        .await
+    }
+
+    /// Makes node `node`, which must be alone in its own cluster, join the
+    /// cluster of the node at `seed`: it streams in the ranges it will own,
+    /// then serves them. As for [`Client::leave`], only `node` accepts this.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// println!("{}", client.join("n4", "127.0.0.1:7401").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn join(&self, node: &str, seed: &str) -> Result<String, Error> {
+        self.admin(&Request::Join {
+            node: node.to_string(),
+            seed: seed.to_string(),
+        })
+        .await
+    }
+
+    /// The ring's ranges and their `n` replicas (default: the default
+    /// bucket's N); adjacent ranges with the same replicas come merged.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// for r in client.ring(None).await? {
+    ///     println!("({:016x}, {:016x}] {}", r.start, r.end, r.owners.join(","));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn ring(&self, n: Option<u8>) -> Result<Vec<RingRange>, Error> {
+        match self.call(&Request::Ring { n }, true).await? {
+            Response::Ring(r) => Ok(r),
+            Response::Error(e) => Err(Error::Server(e)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn admin(&self, req: &Request) -> Result<String, Error> {
+        match self.call(req, true).await? {
+            Response::Accepted(m) => Ok(m),
             Response::Error(e) => Err(Error::Server(e)),
             other => Err(unexpected(&other)),
         }
@@ -696,7 +801,8 @@ impl Client {
             Request::Put { options, .. } | Request::Delete { options, .. } => options.timeout_ms,
             Request::Fetch { options, .. } => options.timeout_ms,
             Request::Update { options, .. } => options.timeout_ms,
-            Request::Status | Request::ListBuckets => None,
+            Request::Status | Request::ListBuckets | Request::Ring { .. } => None,
+            Request::Leave { .. } | Request::Remove { .. } | Request::Join { .. } => None,
             // Creation waits for every member (each with the request timeout).
             Request::CreateBucket { .. } => None,
             // A repair compares trees with every peer: allow it a minute.

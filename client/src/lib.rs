@@ -41,8 +41,8 @@ pub use client::{
 };
 pub use handles::{CounterHandle, MapHandle, MapUpdate, SetHandle, SetValue, TypedMap};
 pub use proto::{
-    CausalContext, ErrorReply, MemberStatus, QuorumFailure, ReadOptions, ReplicaOutcome,
-    WriteOptions,
+    CausalContext, ClusterStatus, ErrorReply, MemberStatus, QuorumFailure, ReadOptions,
+    ReplicaOutcome, RingRange, TransferStatus, WriteOptions,
 };
 pub use tls::{TlsError, TlsMaterial};
 pub use types::{

@@ -32,7 +32,7 @@ use std::fmt;
 ///     Err(FrameError::UnsupportedVersion { got: PROTOCOL_VERSION + 1, supported: PROTOCOL_VERSION }),
 /// );
 /// ```
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// ALPN of client-to-node connections.
 ///
@@ -466,15 +466,112 @@ pub enum Request {
     },
     /// List the buckets this node knows.
     ListBuckets,
+    /// Decommission the answering node, which must be `node` (so a retry
+    /// that reaches another node cannot make that one leave): stream its
+    /// ranges to the nodes that take them over, then leave (`kvorum admin
+    /// leave`).
+    Leave {
+        /// The answering node's id.
+        node: String,
+    },
+    /// Remove a dead node: re-replicate its ranges from the surviving
+    /// replicas (`kvorum admin remove`).
+    Remove {
+        /// The node's id.
+        node: String,
+    },
+    /// Make the answering node (alone in its own cluster) join the cluster
+    /// that the node at `seed` belongs to (`kvorum admin join`).
+    Join {
+        /// The answering node's id (as for `Leave`).
+        node: String,
+        /// Address of a member of the cluster to join.
+        seed: String,
+    },
+    /// The ring's ranges and their owners (`kvorum admin ring`).
+    Ring {
+        /// Replicas per range to list (default: the default bucket's N).
+        n: Option<u8>,
+    },
+}
+
+/// Progress of one range stream into the answering node.
+///
+/// ```
+/// use kvorum_client::TransferStatus;
+/// let t = TransferStatus { source: "n2".into(), scanned: 50, total: 200, keys: 12, bytes: 4096, done: false };
+/// assert_eq!(t.scanned * 100 / t.total, 25);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferStatus {
+    /// The node streaming.
+    pub source: String,
+    /// Keys of the source scanned so far.
+    pub scanned: u64,
+    /// Keys the source holds (approximate).
+    pub total: u64,
+    /// Keys received.
+    pub keys: u64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Whether this stream is complete.
+    pub done: bool,
+}
+
+/// The answering node's view of the cluster (`kvorum admin status`).
+///
+/// ```
+/// use kvorum_client::ClusterStatus;
+/// let s = ClusterStatus { node: "n1".into(), members: vec![], in_transition: false, waiting_for: vec![], transfers: vec![] };
+/// assert!(!s.in_transition && s.waiting_for.is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The answering node's id.
+    pub node: String,
+    /// Members it knows (removed ones included), sorted by id.
+    pub members: Vec<MemberStatus>,
+    /// Whether a topology change is in progress.
+    pub in_transition: bool,
+    /// Nodes that must still stream in their ranges before it completes.
+    pub waiting_for: Vec<String>,
+    /// The answering node's incoming range streams.
+    pub transfers: Vec<TransferStatus>,
+}
+
+/// A range of the ring: the keys whose token is in `(start, end]`
+/// (wrapping past `u64::MAX` when `start >= end`), and their replicas.
+///
+/// ```
+/// use kvorum_client::RingRange;
+/// let r = RingRange { start: 10, end: 20, owners: vec!["n1".into(), "n2".into()] };
+/// assert_eq!(r.end - r.start, 10);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingRange {
+    /// Exclusive start token.
+    pub start: u64,
+    /// Inclusive end token.
+    pub end: u64,
+    /// Replicas, first replica first.
+    pub owners: Vec<String>,
 }
 
 /// One member of the cluster as a node sees it.
 ///
 /// ```
 /// use kvorum_client::MemberStatus;
-/// let m = MemberStatus { id: "n1".into(), addr: "10.0.0.1:7401".into(), zone: None };
+/// let m = MemberStatus {
+///     id: "n1".into(),
+///     addr: "10.0.0.1:7401".into(),
+///     zone: None,
+///     state: "up".into(),
+///     reachable: true,
+///     ownership_ppm: 333_333,
+/// };
 /// let zone = m.zone.as_deref().unwrap_or("-");
 /// assert_eq!(format!("{} {} {zone}", m.id, m.addr), "n1 10.0.0.1:7401 -");
+/// assert_eq!(m.ownership_ppm / 10_000, 33); // percent
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberStatus {
@@ -484,6 +581,13 @@ pub struct MemberStatus {
     pub addr: String,
     /// Zone, if configured.
     pub zone: Option<String>,
+    /// Life-cycle state: `joining`, `up`, `leaving` or `removed`.
+    pub state: String,
+    /// Whether the answering node's failure detector sees it up.
+    pub reachable: bool,
+    /// Its share of the ring it will own (as first replica, once any change
+    /// in progress completes), in millionths.
+    pub ownership_ppm: u32,
 }
 
 /// What a node answers.
@@ -522,12 +626,13 @@ pub enum Response {
         context: CausalContext,
     },
     /// The node's view of the cluster.
-    Status {
-        /// The answering node's id.
-        node: String,
-        /// Members it knows, sorted by id.
-        members: Vec<MemberStatus>,
-    },
+    Status(ClusterStatus),
+    /// A topology request was accepted; the change proceeds in the
+    /// background (watch it with `Request::Status`).
+    Accepted(String),
+    /// Answer to [`Request::Ring`]: adjacent ranges with the same owners
+    /// are merged.
+    Ring(Vec<RingRange>),
     /// Answer to [`Request::Repair`].
     Repaired {
         /// Exchanges completed (one per reachable peer).
@@ -787,6 +892,10 @@ pub enum ErrorReply {
     /// The node failed internally (e.g. a disk error).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A topology request the cluster cannot carry out (removing the last
+    /// node, an unknown node, leaving too few nodes for N replicas).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 #[cfg(test)]

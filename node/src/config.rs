@@ -72,6 +72,8 @@ pub struct NodeConfig {
     pub anti_entropy: crate::repair::AaeConfig,
     /// Where `/metrics` is served over HTTP (`None`: not served).
     pub metrics_listen: Option<SocketAddr>,
+    /// Range transfers on topology changes.
+    pub transfers: crate::transfer::TransferConfig,
 }
 
 /// Paths of the node's TLS material.
@@ -201,6 +203,16 @@ struct RawConfig {
     anti_entropy: RawAae,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    transfers: RawTransfers,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransfers {
+    max_concurrent: Option<usize>,
+    batch_bytes: Option<u32>,
+    interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -553,7 +565,29 @@ impl NodeConfig {
                 Some(SocketAddr::new(listen.ip(), port))
             }
         };
+        let dt = crate::transfer::TransferConfig::default();
+        let transfers = crate::transfer::TransferConfig {
+            max_concurrent: match raw.transfers.max_concurrent.unwrap_or(dt.max_concurrent) {
+                0 => {
+                    return Err(ConfigError::Invalid(
+                        "transfers.max_concurrent must be at least 1".into(),
+                    ))
+                }
+                n => n,
+            },
+            batch_bytes: raw
+                .transfers
+                .batch_bytes
+                .unwrap_or(dt.batch_bytes)
+                .clamp(4096, (limits.max_frame_bytes / 2).max(4096) as u32),
+            interval: positive_ms(
+                "transfers.interval_ms",
+                raw.transfers.interval_ms,
+                dt.interval.as_millis() as u64,
+            )?,
+        };
         Ok(Self {
+            transfers,
             failure_detector,
             hints,
             anti_entropy,

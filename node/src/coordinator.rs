@@ -6,6 +6,8 @@ use crate::config::{Limits, Replication};
 use crate::hints::Hints;
 use crate::liveness::Liveness;
 use crate::membership::Membership;
+use crate::peer::MemberState;
+use crate::transfer::Transfers;
 use crate::metrics::{self, Metrics};
 use crate::peer::{PeerRequest, PeerResponse};
 use crate::register::{self, DotContext, RegValue};
@@ -14,8 +16,8 @@ use crate::replica::{storage_key, Replica, ReplicaError};
 use crate::transport::{Transport, TransportError};
 use crate::value::{self, Reading, State, Update, ValueError};
 use kvorum_client::proto::{
-    CausalContext, ErrorReply, Limit, MemberStatus, OpKind, QuorumFailure, ReplicaOutcome, Request,
-    Response,
+    CausalContext, ClusterStatus, ErrorReply, Limit, MemberStatus, OpKind, QuorumFailure,
+    ReplicaOutcome, Request, Response, RingRange, TransferStatus,
 };
 use kvorum_client::{BucketProps, BucketType, DataOp, MapOp};
 use kvorum_ring::NodeId;
@@ -45,31 +47,51 @@ pub enum QuorumStatus {
 }
 
 /// Bookkeeping of one quorum: who was asked, who answered how. Pure.
+///
+/// A quorum is one or more groups of replicas, each with its own count
+/// (during a topology change a write needs W of the key's current replicas
+/// *and* W of its future ones). A fallback asked in place of a replica
+/// counts for that replica's groups.
 #[derive(Debug, Clone)]
 pub struct QuorumTracker {
-    needed: usize,
-    replicas: Vec<(NodeId, Option<ReplicaOutcome>)>,
+    /// (replicas, how many of them must succeed)
+    groups: Vec<(Vec<NodeId>, usize)>,
+    /// (node asked, the replica it stands in for, outcome so far)
+    replicas: Vec<(NodeId, Option<NodeId>, Option<ReplicaOutcome>)>,
 }
 
 impl QuorumTracker {
     /// A quorum of `needed` among `replicas`.
     pub fn new(needed: usize, replicas: &[NodeId]) -> Self {
-        Self {
-            needed,
-            replicas: replicas.iter().map(|n| (n.clone(), None)).collect(),
-        }
+        Self::joint(vec![(replicas.to_vec(), needed)])
     }
 
-    /// Adds a replica to ask (a fallback of a sloppy quorum).
-    pub fn add(&mut self, node: &NodeId) {
+    /// A quorum of every group: `needed` successes among its replicas.
+    /// Every replica of every group is asked (once).
+    pub fn joint(groups: Vec<(Vec<NodeId>, usize)>) -> Self {
+        let mut replicas: Vec<(NodeId, Option<NodeId>, Option<ReplicaOutcome>)> = Vec::new();
+        for (g, _) in &groups {
+            for n in g {
+                if !replicas.iter().any(|(r, _, _)| r == n) {
+                    replicas.push((n.clone(), None, None));
+                }
+            }
+        }
+        Self { groups, replicas }
+    }
+
+    /// Adds a node to ask in place of replica `owner` (a fallback of a
+    /// sloppy quorum).
+    pub fn add(&mut self, node: &NodeId, owner: &NodeId) {
         if !self.asked(node) {
-            self.replicas.push((node.clone(), None));
+            self.replicas
+                .push((node.clone(), Some(owner.clone()), None));
         }
     }
 
     /// Records every replica that has not answered as timed out.
     pub fn expire(&mut self) {
-        for (_, o) in &mut self.replicas {
+        for (_, _, o) in &mut self.replicas {
             if o.is_none() {
                 *o = Some(ReplicaOutcome::Timeout);
             }
@@ -78,17 +100,17 @@ impl QuorumTracker {
 
     /// What each replica asked did so far (`None`: no answer yet).
     pub fn outcomes(&self) -> impl Iterator<Item = Option<&ReplicaOutcome>> {
-        self.replicas.iter().map(|(_, o)| o.as_ref())
+        self.replicas.iter().map(|(_, _, o)| o.as_ref())
     }
 
     /// Whether `node` is already among the replicas asked.
     pub fn asked(&self, node: &NodeId) -> bool {
-        self.replicas.iter().any(|(n, _)| n == node)
+        self.replicas.iter().any(|(n, _, _)| n == node)
     }
 
     /// Records what `node` did; a second outcome for a node is ignored.
     pub fn record(&mut self, node: &NodeId, outcome: ReplicaOutcome) {
-        if let Some((_, slot @ None)) = self.replicas.iter_mut().find(|(n, _)| n == node) {
+        if let Some((_, _, slot @ None)) = self.replicas.iter_mut().find(|(n, _, _)| n == node) {
             *slot = Some(outcome);
         }
     }
@@ -97,33 +119,59 @@ impl QuorumTracker {
     pub fn succeeded(&self) -> usize {
         self.replicas
             .iter()
-            .filter(|(_, o)| o == &Some(ReplicaOutcome::Ok))
+            .filter(|(_, _, o)| o == &Some(ReplicaOutcome::Ok))
             .count()
+    }
+
+    /// (successes, still pending) counting for group `g`.
+    fn group_counts(&self, g: &[NodeId]) -> (usize, usize) {
+        let (mut ok, mut pending) = (0, 0);
+        for (n, owner, o) in &self.replicas {
+            if !g.contains(owner.as_ref().unwrap_or(n)) {
+                continue;
+            }
+            match o {
+                Some(ReplicaOutcome::Ok) => ok += 1,
+                None => pending += 1,
+                Some(_) => {}
+            }
+        }
+        (ok, pending)
     }
 
     /// Met, pending or failed.
     pub fn status(&self) -> QuorumStatus {
-        let ok = self.succeeded();
-        let pending = self.replicas.iter().filter(|(_, o)| o.is_none()).count();
-        if ok >= self.needed {
-            QuorumStatus::Met
-        } else if ok + pending < self.needed {
-            QuorumStatus::Failed
-        } else {
-            QuorumStatus::Pending
+        let mut status = QuorumStatus::Met;
+        for (g, needed) in &self.groups {
+            let (ok, pending) = self.group_counts(g);
+            if ok >= *needed {
+                continue;
+            }
+            if ok + pending < *needed {
+                return QuorumStatus::Failed;
+            }
+            status = QuorumStatus::Pending;
         }
+        status
     }
 
-    /// The failure report; replicas that never answered count as timed out.
+    /// The failure report (of the first group not met); replicas that never
+    /// answered count as timed out.
     pub fn failure(&self, op: OpKind) -> QuorumFailure {
+        let (needed, succeeded) = self
+            .groups
+            .iter()
+            .map(|(g, needed)| (*needed, self.group_counts(g).0))
+            .find(|(needed, ok)| ok < needed)
+            .unwrap_or_else(|| (self.groups.first().map_or(0, |g| g.1), self.succeeded()));
         QuorumFailure {
             op,
-            needed: u8::try_from(self.needed).unwrap_or(u8::MAX),
-            succeeded: u8::try_from(self.succeeded()).unwrap_or(u8::MAX),
+            needed: u8::try_from(needed).unwrap_or(u8::MAX),
+            succeeded: u8::try_from(succeeded).unwrap_or(u8::MAX),
             replicas: self
                 .replicas
                 .iter()
-                .map(|(n, o)| (n.to_string(), o.clone().unwrap_or(ReplicaOutcome::Timeout)))
+                .map(|(n, _, o)| (n.to_string(), o.clone().unwrap_or(ReplicaOutcome::Timeout)))
                 .collect(),
         }
     }
@@ -149,6 +197,7 @@ pub struct Coordinator {
     liveness: Arc<Liveness>,
     hints: Hints,
     anti_entropy: Arc<AntiEntropy>,
+    transfers: Transfers,
     replication: Replication,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -172,6 +221,8 @@ pub struct Services {
     pub anti_entropy: Arc<AntiEntropy>,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
+    /// Range transfers (served to peers; progress for status).
+    pub transfers: Transfers,
 }
 
 impl Coordinator {
@@ -186,9 +237,11 @@ impl Coordinator {
             hints,
             anti_entropy,
             metrics,
+            transfers,
         } = services;
         Self {
-            me: membership.me().id.clone(),
+            me: membership.me_id().clone(),
+            transfers,
             buckets,
             replica,
             membership,
@@ -250,19 +303,11 @@ impl Coordinator {
 
     async fn serve(&self, req: Request, forwarded: bool) -> Result<Response, ErrorReply> {
         match req {
-            Request::Status => Ok(Response::Status {
-                node: self.me.to_string(),
-                members: self
-                    .membership
-                    .members()
-                    .into_iter()
-                    .map(|m| MemberStatus {
-                        id: m.id.to_string(),
-                        addr: m.addr.to_string(),
-                        zone: m.zone,
-                    })
-                    .collect(),
-            }),
+            Request::Status => Ok(Response::Status(self.cluster_status())),
+            Request::Leave { node } => self.leave(&node),
+            Request::Remove { node } => self.remove(&node),
+            Request::Join { node, seed } => self.join(&node, &seed),
+            Request::Ring { n } => self.ring_ranges(n),
             Request::Repair => {
                 let (exchanges, keys) = self.anti_entropy.repair_all().await;
                 Ok(Response::Repaired { exchanges, keys })
@@ -561,6 +606,207 @@ impl Coordinator {
         }
     }
 
+    fn cluster_status(&self) -> ClusterStatus {
+        let view = self.membership.view();
+        let report = self.transfers.report();
+        ClusterStatus {
+            node: self.me.to_string(),
+            members: view
+                .members
+                .values()
+                .map(|m| MemberStatus {
+                    id: m.id.to_string(),
+                    addr: m.addr.to_string(),
+                    zone: m.zone.clone(),
+                    state: m.state.as_str().to_string(),
+                    reachable: m.state != MemberState::Removed && self.liveness.is_up(&m.id),
+                    ownership_ppm: (view.write_ring.ownership(&m.id) * 1e6).round() as u32,
+                })
+                .collect(),
+            in_transition: view.in_transition(),
+            waiting_for: report.waiting_for.iter().map(|n| n.to_string()).collect(),
+            transfers: report
+                .sources
+                .into_iter()
+                .map(|p| TransferStatus {
+                    source: p.source.to_string(),
+                    scanned: p.scanned,
+                    total: p.total,
+                    keys: p.keys,
+                    bytes: p.bytes,
+                    done: p.done,
+                })
+                .collect(),
+        }
+    }
+
+    /// The largest N of any bucket: the fewest owners the cluster needs.
+    fn max_n(&self) -> usize {
+        self.buckets
+            .all()
+            .into_iter()
+            .map(|(_, p)| usize::from(p.n))
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Refuses a change that would leave fewer owners than `max_n`.
+    fn check_capacity(&self, without: &NodeId, what: &str) -> Result<(), ErrorReply> {
+        let view = self.membership.view();
+        let remaining = view
+            .live_members()
+            .filter(|m| m.state.owns() && m.id != *without)
+            .count();
+        if remaining == 0 {
+            return Err(ErrorReply::Refused(format!(
+                "{without} is the last node of the cluster: it cannot {what}"
+            )));
+        }
+        let n = self.max_n();
+        if remaining < n {
+            return Err(ErrorReply::Refused(format!(
+                "after {without} would {what}, {remaining} node(s) would remain, \
+                 too few to hold N={n} replicas of every key (add a node first)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn leave(&self, node: &str) -> Result<Response, ErrorReply> {
+        if node != self.me.as_str() {
+            return Err(ErrorReply::Refused(format!(
+                "this is {}, not {node}: send leave to the node that should leave",
+                self.me
+            )));
+        }
+        match self.membership.me().state {
+            MemberState::Leaving => {
+                return Ok(Response::Accepted(format!("{} is already leaving", self.me)))
+            }
+            MemberState::Removed => {
+                return Err(ErrorReply::Refused(format!("{} has already left", self.me)))
+            }
+            MemberState::Joining => {
+                return Err(ErrorReply::Refused(format!(
+                    "{} is still joining; wait until it is up",
+                    self.me
+                )))
+            }
+            MemberState::Up => {}
+        }
+        if self.membership.view().in_transition() {
+            return Err(ErrorReply::Refused(
+                "another topology change is in progress; retry once it completes \
+                 (kvorum admin status)"
+                    .into(),
+            ));
+        }
+        self.check_capacity(&self.me, "leave")?;
+        self.membership.set_my_state(MemberState::Leaving);
+        Ok(Response::Accepted(format!(
+            "{} is leaving: its ranges stream to their new owners, then it is removed \
+             (watch kvorum admin status)",
+            self.me
+        )))
+    }
+
+    fn remove(&self, node: &str) -> Result<Response, ErrorReply> {
+        let id = NodeId::new(node);
+        let Some(m) = self.membership.get(&id) else {
+            return Err(ErrorReply::Refused(format!("no member is called {node:?}")));
+        };
+        if id == self.me {
+            return Err(ErrorReply::Refused(format!(
+                "{node} is this node: use kvorum admin leave to decommission a live node"
+            )));
+        }
+        match m.state {
+            MemberState::Removed => {
+                return Ok(Response::Accepted(format!("{node} is already removed")))
+            }
+            MemberState::Leaving => {
+                return Ok(Response::Accepted(format!("{node} is already leaving")))
+            }
+            _ => {}
+        }
+        if self.liveness.is_up(&id) {
+            return Err(ErrorReply::Refused(format!(
+                "{node} is up as this node sees it: decommission it with kvorum admin leave \
+                 on that node, or stop it first"
+            )));
+        }
+        // A joining node owns nothing yet: it goes at once.
+        if m.state == MemberState::Joining {
+            self.membership.mark(&id, MemberState::Removed);
+            return Ok(Response::Accepted(format!("{node} (joining) removed")));
+        }
+        self.check_capacity(&id, "be removed")?;
+        self.membership.mark(&id, MemberState::Leaving);
+        Ok(Response::Accepted(format!(
+            "{node} is being removed: its ranges are re-replicated from the surviving \
+             replicas (watch kvorum admin status)"
+        )))
+    }
+
+    fn join(&self, node: &str, seed: &str) -> Result<Response, ErrorReply> {
+        if node != self.me.as_str() {
+            return Err(ErrorReply::Refused(format!(
+                "this is {}, not {node}: send join to the node that should join",
+                self.me
+            )));
+        }
+        let seed: std::net::SocketAddr = seed
+            .parse()
+            .map_err(|e| ErrorReply::BadRequest(format!("seed {seed:?}: {e}")))?;
+        let others = self
+            .membership
+            .members()
+            .into_iter()
+            .filter(|m| m.id != self.me)
+            .count();
+        if others > 0 {
+            return Err(ErrorReply::Refused(format!(
+                "{} is already in a cluster of {} nodes",
+                self.me,
+                others + 1
+            )));
+        }
+        self.membership.add_seeds([seed]);
+        self.membership.set_my_state(MemberState::Joining);
+        Ok(Response::Accepted(format!(
+            "{} is joining through {seed}: it streams in its ranges, then serves them",
+            self.me
+        )))
+    }
+
+    fn ring_ranges(&self, n: Option<u8>) -> Result<Response, ErrorReply> {
+        let ring = self.membership.ring();
+        let n = usize::from(n.unwrap_or(self.replication.n));
+        if n == 0 {
+            return Err(ErrorReply::BadRequest("n must be at least 1".into()));
+        }
+        let tokens = ring.tokens();
+        let mut ranges: Vec<RingRange> = Vec::new();
+        let mut prev = tokens.last().copied().unwrap_or(0);
+        for t in tokens {
+            let owners: Vec<String> = ring
+                .preference_list_at(t, n)
+                .into_iter()
+                .map(|x| x.to_string())
+                .collect();
+            match ranges.last_mut() {
+                Some(last) if last.owners == owners => last.end = t,
+                _ => ranges.push(RingRange {
+                    start: prev,
+                    end: t,
+                    owners,
+                }),
+            }
+            prev = t;
+        }
+        Ok(Response::Ring(ranges))
+    }
+
     fn check_key(&self, bucket: &str, key: &[u8]) -> Result<(), ErrorReply> {
         if bucket.is_empty() {
             return Err(ErrorReply::BadRequest("empty bucket name".into()));
@@ -753,6 +999,18 @@ impl Coordinator {
     ) -> Result<Response, ErrorReply> {
         let WriteQuorum { w, timeout, strict } = q;
         let pref = self.preference_list(&skey, props.n)?;
+        // During a topology change the write also goes to the nodes that
+        // gain the key (its write-ring replicas outside the read list), and
+        // needs W acknowledgements among the key's current replicas *and* W
+        // among its future ones (a joint quorum), so it stays on W replicas
+        // whichever way the change ends.
+        let pending: Vec<NodeId> = self
+            .membership
+            .write_ring()
+            .preference_list(&skey, props.n.into())
+            .into_iter()
+            .filter(|n| !pref.contains(n))
+            .collect();
         if !pref.contains(&self.me) {
             if forwarded {
                 return Err(ErrorReply::Unavailable(format!(
@@ -762,7 +1020,17 @@ impl Coordinator {
             }
             return self.forward(req, &pref, timeout).await;
         }
-        let mut tracker = QuorumTracker::new(w, &pref);
+        let targets: Vec<NodeId> = pref.iter().chain(&pending).cloned().collect();
+        let mut tracker = if pending.is_empty() {
+            QuorumTracker::new(w, &pref)
+        } else {
+            let future = self
+                .membership
+                .write_ring()
+                .preference_list(&skey, props.n.into());
+            let w_future = w.min(future.len());
+            QuorumTracker::joint(vec![(pref.clone(), w), (future, w_future)])
+        };
         let local = tokio::time::timeout(
             timeout,
             self.replica
@@ -793,7 +1061,7 @@ impl Coordinator {
         } else {
             let ring = self.membership.ring();
             ring.walk(&skey)
-                .filter(|n| !pref.contains(n))
+                .filter(|n| !targets.contains(n))
                 .cloned()
                 .collect()
         };
@@ -805,7 +1073,7 @@ impl Coordinator {
             transport: self.transport.clone(),
             tx,
         };
-        for node in pref.iter().filter(|n| **n != self.me) {
+        for node in targets.iter().filter(|n| **n != self.me) {
             // A suspected replica is replaced by a fallback; with no
             // fallback left it is still tried, since a suspicion can be
             // false (a starved heartbeat) and trying costs one timeout.
@@ -871,7 +1139,7 @@ impl Coordinator {
             .or((!fallbacks.is_empty()).then_some(0));
         match pick.and_then(|i| fallbacks.remove(i)) {
             Some(f) => {
-                tracker.add(&f);
+                tracker.add(&f, owner);
                 fan.hinted(f, owner.clone());
                 true
             }
@@ -925,7 +1193,7 @@ impl Coordinator {
                 self.membership.merge(members);
                 crate::node::merge_buckets(&self.buckets, &self.membership, buckets).await;
                 PeerResponse::Members {
-                    members: self.membership.members(),
+                    members: self.membership.all_members(),
                     buckets: self.buckets.defined(),
                 }
             }
@@ -956,6 +1224,18 @@ impl Coordinator {
                 Some(r) => r,
                 None => PeerResponse::Error("anti-entropy not running".into()),
             },
+            PeerRequest::Stream {
+                from,
+                view,
+                after,
+                max_bytes,
+            } => {
+                self.transfers
+                    .serve_stream(from, view, after, max_bytes)
+                    .await
+            }
+            PeerRequest::Digest { keys } => self.transfers.serve_digest(&keys),
+            PeerRequest::MergeBatch { records } => self.transfers.serve_merge(records).await,
             PeerRequest::HintedWrite { owner, key, state } => match state.validate() {
                 Err(e) => PeerResponse::Error(e.to_string()),
                 Ok(()) => match self.hints.add(&owner, &key, state).await {

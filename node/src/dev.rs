@@ -171,5 +171,19 @@ pub async fn start(opts: &DevOptions) -> Result<Vec<RunningNode>, DevError> {
             }
         }
     }
+    // Fresh nodes found the cluster together: the first up ones own the
+    // ring, the others join them. Serve only once every node is up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline
+        && !running.iter().all(|n| {
+            let members = n.members();
+            members.len() == running.len()
+                && members
+                    .iter()
+                    .all(|m| m.state == crate::peer::MemberState::Up)
+        })
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(running)
 }

@@ -187,6 +187,56 @@ enum AdminCommand {
     /// Create or list buckets.
     #[command(subcommand)]
     Bucket(BucketCommand),
+    /// Members (state, zone, ring share, up/down), and topology changes in
+    /// progress with their transfers.
+    Status {
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The ring's ranges and their owners.
+    Ring {
+        /// Replicas per range (default: the default bucket's N).
+        #[arg(long)]
+        n: Option<u8>,
+        /// List every range (default: a summary per owner list).
+        #[arg(long)]
+        all: bool,
+        /// Print JSON (every range).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Make the node at --nodes (alone in its own cluster) join the cluster
+    /// of SEED.
+    Join {
+        /// Address of a member of the cluster to join.
+        seed: SocketAddr,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Decommission the node at --nodes: stream its ranges to the nodes that
+    /// take them over, then leave.
+    Leave {
+        /// Wait until the node has left, printing progress.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove a dead node: re-replicate its ranges from the surviving replicas.
+    Remove {
+        /// The node's id.
+        node: String,
+        /// Wait until the removal completed, printing progress.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Subcommand)]
@@ -386,6 +436,82 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             let client = conn.client()?;
             let (exchanges, keys) = client.repair().await?;
             println!("{exchanges} exchange(s), {keys} key(s) repaired");
+            client.close().await;
+        }
+        Command::Admin(AdminCommand::Status { json, conn }) => {
+            let client = conn.client()?;
+            let status = client.cluster_status().await?;
+            // The transfers of the nodes the change waits for (the answering
+            // node knows only its own).
+            let mut transfers = vec![(status.node.clone(), status.transfers.clone())];
+            for id in &status.waiting_for {
+                let Some(m) = status.members.iter().find(|m| &m.id == id) else {
+                    continue;
+                };
+                if *id == status.node {
+                    continue;
+                }
+                let Ok(addr) = m.addr.parse::<SocketAddr>() else {
+                    continue;
+                };
+                if let Ok(other) = conn.client_for(vec![addr]) {
+                    if let Ok(s) = other.cluster_status().await {
+                        transfers.push((id.clone(), s.transfers));
+                    }
+                    other.close().await;
+                }
+            }
+            client.close().await;
+            if json {
+                let out = serde_json::json!({
+                    "status": status,
+                    "transfers_by_node": transfers
+                        .iter()
+                        .map(|(n, t)| serde_json::json!({"node": n, "transfers": t}))
+                        .collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print_status(&status, &transfers);
+            }
+        }
+        Command::Admin(AdminCommand::Ring { n, all, json, conn }) => {
+            let client = conn.client()?;
+            let ranges = client.ring(n).await?;
+            client.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ranges)?);
+            } else {
+                print_ring(&ranges, all);
+            }
+        }
+        Command::Admin(AdminCommand::Join { seed, conn }) => {
+            let client = conn.one_node("join")?;
+            let (id, _) = client.status().await?;
+            println!("{}", client.join(&id, &seed.to_string()).await?);
+            client.close().await;
+        }
+        Command::Admin(AdminCommand::Leave { wait, conn }) => {
+            let client = conn.one_node("leave")?;
+            let (id, members) = client.status().await?;
+            println!("{}", client.leave(&id).await?);
+            client.close().await;
+            if wait {
+                // The leaving node stays reachable; ask the others too.
+                let others: Vec<SocketAddr> = members
+                    .iter()
+                    .filter(|m| m.id != id)
+                    .filter_map(|m| m.addr.parse().ok())
+                    .collect();
+                wait_removed(&conn.client_for(others)?, &id).await?;
+            }
+        }
+        Command::Admin(AdminCommand::Remove { node, wait, conn }) => {
+            let client = conn.client()?;
+            println!("{}", client.remove_node(&node).await?);
+            if wait {
+                wait_removed(&client, &node).await?;
+            }
             client.close().await;
         }
         Command::Admin(AdminCommand::Bucket(BucketCommand::Create {
@@ -731,6 +857,139 @@ impl Conn {
         };
         Ok(Client::connect(nodes, tls)?)
     }
+
+    /// A client of exactly the node a topology command is about.
+    fn one_node(&self, what: &str) -> Result<Client, BoxError> {
+        if self.nodes.len() != 1 {
+            return Err(format!(
+                "name the node to {what} with --nodes ADDR (exactly one address)"
+            )
+            .into());
+        }
+        self.client()
+    }
+
+    /// A client of `nodes` with this command's certificates.
+    fn client_for(&self, nodes: Vec<SocketAddr>) -> Result<Client, BoxError> {
+        Conn {
+            nodes,
+            dev_dir: self.dev_dir.clone(),
+            ca: self.ca.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            timeout_ms: self.timeout_ms,
+            strict: self.strict,
+        }
+        .client()
+    }
+}
+
+/// Polls until `node` is removed, printing the change's progress.
+async fn wait_removed(client: &Client, node: &str) -> Result<(), BoxError> {
+    let mut last = String::new();
+    loop {
+        let s = client.cluster_status().await?;
+        let state = s
+            .members
+            .iter()
+            .find(|m| m.id == node)
+            .map(|m| m.state.clone())
+            .unwrap_or_default();
+        if state == "removed" {
+            println!("{node} removed");
+            return Ok(());
+        }
+        let line = format!(
+            "{node} {state}; waiting for {}",
+            if s.waiting_for.is_empty() {
+                "gossip".to_string()
+            } else {
+                s.waiting_for.join(", ")
+            }
+        );
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+fn print_status(s: &kvorum_client::ClusterStatus, transfers: &[(String, Vec<kvorum_client::TransferStatus>)]) {
+    println!("as seen by {}:", s.node);
+    println!(
+        "{:<16} {:<22} {:<10} {:<8} {:>7}  {}",
+        "NODE", "ADDRESS", "ZONE", "STATE", "RING", "SEEN"
+    );
+    for m in &s.members {
+        println!(
+            "{:<16} {:<22} {:<10} {:<8} {:>6.1}%  {}",
+            m.id,
+            m.addr,
+            m.zone.as_deref().unwrap_or("-"),
+            m.state,
+            f64::from(m.ownership_ppm) / 10_000.0,
+            if m.state == "removed" {
+                "-"
+            } else if m.reachable {
+                "up"
+            } else {
+                "down"
+            }
+        );
+    }
+    if !s.in_transition {
+        println!("no topology change in progress");
+        return;
+    }
+    println!(
+        "topology change in progress; waiting for: {}",
+        if s.waiting_for.is_empty() {
+            "completion (gossip)".to_string()
+        } else {
+            s.waiting_for.join(", ")
+        }
+    );
+    for (node, list) in transfers {
+        for t in list {
+            let pct = if t.total == 0 {
+                100.0
+            } else {
+                (t.scanned as f64 / t.total as f64 * 100.0).min(100.0)
+            };
+            println!(
+                "  {} <- {}: {} ({:.0}% scanned, {} keys, {} bytes)",
+                node,
+                t.source,
+                if t.done { "done" } else { "streaming" },
+                pct,
+                t.keys,
+                t.bytes
+            );
+        }
+    }
+}
+
+fn print_ring(ranges: &[kvorum_client::RingRange], all: bool) {
+    let span = |r: &kvorum_client::RingRange| r.end.wrapping_sub(r.start) as f64 / 2f64.powi(64);
+    if all {
+        println!("{:<18} {:<18} OWNERS", "START (excl.)", "END (incl.)");
+        for r in ranges {
+            println!("{:016x}   {:016x}   {}", r.start, r.end, r.owners.join(","));
+        }
+        return;
+    }
+    let mut by_owners: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for r in ranges {
+        let e = by_owners.entry(r.owners.join(",")).or_default();
+        e.0 += 1;
+        e.1 += span(r);
+    }
+    println!("{:<40} {:>7} {:>7}", "OWNERS (first replica first)", "RANGES", "SHARE");
+    for (owners, (n, share)) in by_owners {
+        println!("{owners:<40} {n:>7} {:>6.1}%", share * 100.0);
+    }
+    println!("{} ranges (--all lists them, --json for scripts)", ranges.len());
 }
 
 async fn wait_for_signal() {

@@ -1,65 +1,223 @@
-//! Who is in the cluster, and the ring that follows from it.
+//! Who is in the cluster, in which state, and the rings that follow.
 //!
-//! This is the simple form the core cluster needs: members are learned from
-//! the seeds and spread by periodic gossip of the whole member list (newer
-//! incarnation of a member wins). Failure detection, leave and removal come
-//! later and plug in here.
+//! The member list is a map from node id to [`MemberInfo`]; entries merge by
+//! version (higher wins, ties broken by [`newer`] on the content), so it is a
+//! convergent structure: any two nodes that exchanged gossip hold the same
+//! list. A node changes only its own entry, except that `kvorum admin
+//! remove` marks a dead node `Leaving`, and any node marks a `Leaving` node
+//! `Removed` once its ranges are held elsewhere (every node computes the
+//! same entry for it, so those writes agree).
+//!
+//! Two rings follow from the list: the **read ring** (members `Up` or
+//! `Leaving`: they hold their ranges and serve them) and the **write ring**
+//! (members `Up` or `Joining`: who will own the ranges once the change
+//! settles). When they differ, a topology change is in progress: writes go
+//! to both preference lists, and each node that *gains* ranges (is in a
+//! key's write list but not its read list) streams them in
+//! ([`crate::transfer`]). The pair of rings is named by [`View::hash`].
 
-use crate::peer::MemberInfo;
+use crate::peer::{MemberInfo, MemberState};
 use kvorum_ring::{Member, NodeId, Ring};
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     sync::{Arc, RwLock},
 };
 
-/// The member list and the ring computed from it.
-#[derive(Debug)]
-pub struct Membership {
-    me: MemberInfo,
-    vnodes: u32,
-    view: RwLock<View>,
+/// Whether entry `b` supersedes entry `a` of the same member: a higher
+/// version, or the same version and a greater content (so that two nodes
+/// that wrote the same version concurrently still agree on one entry).
+pub fn newer(a: &MemberInfo, b: &MemberInfo) -> bool {
+    let key = |m: &MemberInfo| {
+        (
+            m.version,
+            m.state,
+            m.seen_view,
+            m.synced_view,
+            m.addr,
+            m.zone.clone(),
+        )
+    };
+    key(b) > key(a)
 }
 
+/// The member list and the rings computed from it.
 #[derive(Debug)]
-struct View {
-    members: BTreeMap<NodeId, MemberInfo>,
-    ring: Arc<Ring>,
-    /// Bumped on every change, whichever path it came by (own gossip round
-    /// or a peer's), so the node can tell when to persist the list.
-    version: u64,
+pub struct Membership {
+    me: NodeId,
+    vnodes: u32,
+    /// Started on an empty data directory and not yet up: news that this
+    /// node was removed concerns an earlier life, and is overruled.
+    fresh: std::sync::atomic::AtomicBool,
+    view: RwLock<View>,
+    /// Addresses for first contact (the config's seeds, and the seed of a
+    /// `kvorum admin join`).
+    seeds: RwLock<Vec<SocketAddr>>,
+}
+
+/// One consistent reading of the member list.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Every member ever known, tombstones (`Removed`) included.
+    pub members: BTreeMap<NodeId, MemberInfo>,
+    /// Members `Up` or `Leaving`.
+    pub read_ring: Arc<Ring>,
+    /// Members `Up` or `Joining`.
+    pub write_ring: Arc<Ring>,
+    /// Names the pair of rings: equal on two nodes iff their rings are.
+    pub hash: u64,
+    /// Bumped on every change, whichever path it came by, so the node can
+    /// tell when to persist the list and rebuild what depends on the ring.
+    pub version: u64,
+}
+
+impl View {
+    /// Whether a topology change is in progress (the rings differ).
+    pub fn in_transition(&self) -> bool {
+        self.read_ring.members() != self.write_ring.members()
+    }
+
+    /// Members that are not removed.
+    pub fn live_members(&self) -> impl Iterator<Item = &MemberInfo> {
+        self.members
+            .values()
+            .filter(|m| m.state != MemberState::Removed)
+    }
+
+    /// Whether `node` gains the key `skey` (replication factor `n`): it is
+    /// in the key's write preference list but not its read one.
+    pub fn gains(&self, node: &NodeId, skey: &[u8], n: usize) -> bool {
+        let token = Ring::key_token(skey);
+        self.gains_at(node, token, n)
+    }
+
+    fn gains_at(&self, node: &NodeId, token: u64, n: usize) -> bool {
+        self.write_ring.preference_list_at(token, n).contains(node)
+            && !self.read_ring.preference_list_at(token, n).contains(node)
+    }
+
+    /// The nodes that gain some range, for any of the replication factors
+    /// `ns`, and how many ranges each gains (ranges are the segments between
+    /// consecutive tokens of the two rings).
+    pub fn gainers(&self, ns: &[usize]) -> BTreeMap<NodeId, u64> {
+        let mut out = BTreeMap::new();
+        if !self.in_transition() {
+            return out;
+        }
+        let mut tokens = self.read_ring.tokens();
+        tokens.extend(self.write_ring.tokens());
+        tokens.sort_unstable();
+        tokens.dedup();
+        let candidates: Vec<NodeId> = self
+            .write_ring
+            .members()
+            .iter()
+            .map(|m| m.id.clone())
+            .collect();
+        for t in tokens {
+            for &n in ns {
+                let w = self.write_ring.preference_list_at(t, n);
+                let r = self.read_ring.preference_list_at(t, n);
+                for node in w.iter().filter(|x| !r.contains(x)) {
+                    if candidates.contains(node) {
+                        *out.entry(node.clone()).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 impl Membership {
-    /// A view holding only this node (and whatever `known` adds).
-    pub fn new(me: MemberInfo, known: Vec<MemberInfo>, vnodes: u32) -> Self {
+    /// A view holding this node and whatever `known` adds (the persisted
+    /// list). `fresh`: the data directory was empty.
+    pub fn new(me: MemberInfo, known: Vec<MemberInfo>, vnodes: u32, fresh: bool) -> Self {
         let m = Self {
+            me: me.id.clone(),
+            vnodes,
+            fresh: fresh.into(),
+            seeds: RwLock::new(Vec::new()),
             view: RwLock::new(View {
-                members: BTreeMap::from([(me.id.clone(), me.clone())]),
-                ring: Arc::new(Ring::new([], vnodes)),
+                members: BTreeMap::from([(me.id.clone(), me)]),
+                read_ring: Arc::new(Ring::new([], vnodes)),
+                write_ring: Arc::new(Ring::new([], vnodes)),
+                hash: 0,
                 version: 0,
             }),
-            me,
-            vnodes,
         };
-        m.merge(known);
-        m.rebuild();
+        {
+            let mut view = m.write();
+            for k in known.into_iter().filter(|k| k.id != m.me) {
+                view.members.insert(k.id.clone(), k);
+            }
+            m.rebuild(&mut view);
+        }
         m
     }
 
-    /// This node.
-    pub fn me(&self) -> &MemberInfo {
+    /// Addresses for first contact.
+    pub fn seeds(&self) -> Vec<SocketAddr> {
+        self.seeds.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Adds addresses for first contact.
+    pub fn add_seeds(&self, seeds: impl IntoIterator<Item = SocketAddr>) {
+        let mut s = self.seeds.write().unwrap_or_else(|e| e.into_inner());
+        for a in seeds {
+            if !s.contains(&a) {
+                s.push(a);
+            }
+        }
+    }
+
+    /// This node's id.
+    pub fn me_id(&self) -> &NodeId {
         &self.me
     }
 
-    /// The current ring (a pure function of the member set).
-    pub fn ring(&self) -> Arc<Ring> {
-        self.read().ring.clone()
+    /// This node's current entry.
+    pub fn me(&self) -> MemberInfo {
+        let view = self.read();
+        view.members
+            .get(&self.me)
+            .cloned()
+            .unwrap_or_else(|| unreachable_member(&self.me))
     }
 
-    /// Every known member, sorted by id.
+    /// A snapshot of the whole view.
+    pub fn view(&self) -> View {
+        self.read().clone()
+    }
+
+    /// The read ring: where keys are read, and who coordinates writes.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.read().read_ring.clone()
+    }
+
+    /// The write ring: who owns the ranges once the current change settles.
+    pub fn write_ring(&self) -> Arc<Ring> {
+        self.read().write_ring.clone()
+    }
+
+    /// The hash of the current pair of rings.
+    pub fn view_hash(&self) -> u64 {
+        self.read().hash
+    }
+
+    /// Members that are not removed, sorted by id.
     pub fn members(&self) -> Vec<MemberInfo> {
+        self.read().live_members().cloned().collect()
+    }
+
+    /// Every member entry, tombstones included (what gossip carries).
+    pub fn all_members(&self) -> Vec<MemberInfo> {
         self.read().members.values().cloned().collect()
+    }
+
+    /// One member's entry.
+    pub fn get(&self, id: &NodeId) -> Option<MemberInfo> {
+        self.read().members.get(id).cloned()
     }
 
     /// Changes so far; differs from an earlier reading iff the view changed.
@@ -78,52 +236,147 @@ impl Membership {
         self.read().members.get(id).map(|m| m.addr)
     }
 
-    /// The member at `addr`, if any.
+    /// The (live) member at `addr`, if any.
     pub fn id_at(&self, addr: SocketAddr) -> Option<NodeId> {
         self.read()
-            .members
-            .values()
+            .live_members()
             .find(|m| m.addr == addr)
             .map(|m| m.id.clone())
     }
 
     /// Merges news of members; returns true when the view changed.
     pub fn merge(&self, news: Vec<MemberInfo>) -> bool {
-        let changed = {
-            let mut view = self.write();
-            let mut changed = false;
-            for m in news {
-                if m.id == self.me.id {
-                    continue; // nobody knows this node better than itself
-                }
-                match view.members.get(&m.id) {
-                    Some(old) if old.incarnation >= m.incarnation => {}
-                    _ => {
-                        tracing::info!(node = %m.id, addr = %m.addr, "member learned");
-                        view.members.insert(m.id.clone(), m);
-                        view.version += 1;
-                        changed = true;
-                    }
-                }
+        let mut view = self.write();
+        let mut changed = false;
+        for m in news {
+            let Some(old) = view.members.get(&m.id) else {
+                tracing::info!(node = %m.id, addr = %m.addr, state = m.state.as_str(), "member learned");
+                view.members.insert(m.id.clone(), m);
+                changed = true;
+                continue;
+            };
+            if !newer(old, &m) {
+                continue;
             }
-            changed
-        };
+            if m.id == self.me {
+                // News of this node that is newer than its own entry: an
+                // earlier life of it, or a removal decided elsewhere.
+                let mut mine = old.clone();
+                let fresh = self.fresh.load(std::sync::atomic::Ordering::SeqCst);
+                if matches!(m.state, MemberState::Leaving | MemberState::Removed)
+                    && m.state != mine.state
+                    && !(fresh && m.state == MemberState::Removed)
+                {
+                    tracing::warn!(state = m.state.as_str(), "this node was marked {} by another node", m.state.as_str());
+                    mine.state = m.state;
+                }
+                mine.version = m.version + 1;
+                view.members.insert(m.id.clone(), mine);
+                changed = true;
+                continue;
+            }
+            if old.state != m.state {
+                tracing::info!(node = %m.id, from = old.state.as_str(), to = m.state.as_str(), "member state changed");
+            }
+            view.members.insert(m.id.clone(), m);
+            changed = true;
+        }
         if changed {
-            self.rebuild();
+            self.rebuild(&mut view);
         }
         changed
     }
 
-    fn rebuild(&self) {
+    /// Sets this node's state (a new version of its entry).
+    pub fn set_my_state(&self, state: MemberState) {
         let mut view = self.write();
-        let ring = Ring::new(
-            view.members.values().map(|m| Member {
-                id: m.id.clone(),
-                zone: m.zone.clone(),
-            }),
-            self.vnodes,
-        );
-        view.ring = Arc::new(ring);
+        if let Some(me) = view.members.get_mut(&self.me) {
+            if me.state == state {
+                return;
+            }
+            tracing::info!(from = me.state.as_str(), to = state.as_str(), "this node's state changed");
+            me.state = state;
+            me.version += 1;
+        }
+        if state == MemberState::Up {
+            self.fresh.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.rebuild(&mut view);
+    }
+
+    /// Records that this node holds every range it gains in view `hash`.
+    pub fn set_synced(&self, hash: u64) {
+        let mut view = self.write();
+        if let Some(me) = view.members.get_mut(&self.me) {
+            if me.synced_view != hash {
+                me.synced_view = hash;
+                me.version += 1;
+                view.version += 1;
+            }
+        }
+    }
+
+    /// Sets another member's state (remove, or completing its departure);
+    /// false if the member is unknown. Every node that marks the same entry
+    /// the same way writes the same new entry.
+    pub fn mark(&self, id: &NodeId, state: MemberState) -> bool {
+        let mut view = self.write();
+        let Some(m) = view.members.get_mut(id) else {
+            return false;
+        };
+        if m.state != state {
+            tracing::info!(node = %id, from = m.state.as_str(), to = state.as_str(), "member marked");
+            m.state = state;
+            m.version += 1;
+            self.rebuild(&mut view);
+        }
+        true
+    }
+
+    /// Recomputes the rings and the view hash, and publishes that this node
+    /// has seen the view.
+    fn rebuild(&self, view: &mut View) {
+        let members = |f: fn(MemberState) -> bool| {
+            view.members
+                .values()
+                .filter(|m| f(m.state))
+                .map(|m| Member {
+                    id: m.id.clone(),
+                    zone: m.zone.clone(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let read = members(MemberState::reads);
+        let write = members(MemberState::owns);
+        let hash = {
+            let mut bytes = Vec::new();
+            for (tag, list) in [(b'r', &read), (b'w', &write)] {
+                bytes.push(tag);
+                let mut sorted: Vec<_> = list.iter().collect();
+                sorted.sort();
+                for m in sorted {
+                    bytes.extend_from_slice(m.id.as_str().as_bytes());
+                    bytes.push(0);
+                    bytes.extend_from_slice(m.zone.as_deref().unwrap_or("").as_bytes());
+                    bytes.push(0);
+                }
+            }
+            xxhash_rust::xxh3::xxh3_64(&bytes)
+        };
+        if view.read_ring.members() != read.as_slice() || view.hash != hash {
+            view.read_ring = Arc::new(Ring::new(read, self.vnodes));
+        }
+        if view.write_ring.members() != write.as_slice() || view.hash != hash {
+            view.write_ring = Arc::new(Ring::new(write, self.vnodes));
+        }
+        view.hash = hash;
+        if let Some(me) = view.members.get_mut(&self.me) {
+            if me.seen_view != hash {
+                me.seen_view = hash;
+                me.version += 1;
+            }
+        }
+        view.version += 1;
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
@@ -134,5 +387,128 @@ impl Membership {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, View> {
         self.view.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// This node's entry is inserted at construction and never removed; this
+/// stands in should that ever break, rather than panicking.
+fn unreachable_member(id: &NodeId) -> MemberInfo {
+    MemberInfo {
+        id: id.clone(),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        zone: None,
+        version: 0,
+        state: MemberState::Removed,
+        seen_view: 0,
+        synced_view: 0,
+    }
+}
+
+/// The members a set of ids names, for tests and the admin checks.
+pub fn ids<'a>(members: impl IntoIterator<Item = &'a MemberInfo>) -> BTreeSet<NodeId> {
+    members.into_iter().map(|m| m.id.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, state: MemberState, version: u64) -> MemberInfo {
+        MemberInfo {
+            id: NodeId::new(id),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            zone: None,
+            version,
+            state,
+            seen_view: 0,
+            synced_view: 0,
+        }
+    }
+
+    fn membership(id: &str, state: MemberState, known: Vec<MemberInfo>) -> Membership {
+        Membership::new(info(id, state, 1), known, 64, false)
+    }
+
+    #[test]
+    fn merge_is_order_independent() {
+        let news = vec![
+            info("b", MemberState::Up, 3),
+            info("b", MemberState::Leaving, 4),
+            info("c", MemberState::Joining, 1),
+            info("c", MemberState::Up, 2),
+            info("d", MemberState::Up, 5),
+            info("d", MemberState::Removed, 5), // same version: Removed wins
+        ];
+        let mut orders = vec![news.clone(), news.iter().rev().cloned().collect()];
+        orders.push(vec![news[5].clone(), news[0].clone(), news[3].clone(), news[1].clone(), news[4].clone(), news[2].clone()]);
+        let lists: Vec<Vec<MemberInfo>> = orders
+            .into_iter()
+            .map(|order| {
+                let m = membership("a", MemberState::Up, vec![]);
+                for one in order {
+                    m.merge(vec![one]);
+                }
+                m.all_members()
+                    .into_iter()
+                    .filter(|x| x.id.as_str() != "a")
+                    .collect()
+            })
+            .collect();
+        assert_eq!(lists[0], lists[1]);
+        assert_eq!(lists[0], lists[2]);
+        let states: Vec<_> = lists[0].iter().map(|m| m.state).collect();
+        assert_eq!(
+            states,
+            [MemberState::Leaving, MemberState::Up, MemberState::Removed]
+        );
+    }
+
+    #[test]
+    fn rings_follow_states() {
+        let m = membership(
+            "a",
+            MemberState::Up,
+            vec![
+                info("b", MemberState::Joining, 1),
+                info("c", MemberState::Leaving, 1),
+                info("d", MemberState::Removed, 1),
+            ],
+        );
+        let v = m.view();
+        let ids = |r: &Ring| r.members().iter().map(|x| x.id.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(&v.read_ring), ["a", "c"]);
+        assert_eq!(ids(&v.write_ring), ["a", "b"]);
+        assert!(v.in_transition());
+        let gainers = v.gainers(&[2]);
+        assert!(gainers.contains_key(&NodeId::new("b")), "{gainers:?}");
+        assert!(!gainers.contains_key(&NodeId::new("c")));
+        assert_eq!(m.members().len(), 3, "the removed member is not listed");
+    }
+
+    #[test]
+    fn news_of_this_node_is_overruled_unless_it_removes_it() {
+        let m = membership("a", MemberState::Up, vec![]);
+        m.merge(vec![info("a", MemberState::Up, 9)]);
+        let me = m.me();
+        assert_eq!((me.state, me.version > 9), (MemberState::Up, true));
+        m.merge(vec![info("a", MemberState::Leaving, me.version + 3)]);
+        assert_eq!(m.me().state, MemberState::Leaving);
+
+        let fresh = Membership::new(info("a", MemberState::Joining, 1), vec![], 64, true);
+        fresh.merge(vec![info("a", MemberState::Removed, 7)]);
+        assert_eq!(fresh.me().state, MemberState::Joining, "a wiped node rejoins");
+        assert!(fresh.me().version > 7);
+    }
+
+    #[test]
+    fn the_view_hash_names_the_rings() {
+        let a = membership("a", MemberState::Up, vec![info("b", MemberState::Up, 1)]);
+        let b = membership("b", MemberState::Up, vec![info("a", MemberState::Up, 4)]);
+        assert_eq!(a.view_hash(), b.view_hash());
+        b.mark(&NodeId::new("a"), MemberState::Leaving);
+        assert_ne!(a.view_hash(), b.view_hash());
+        a.merge(b.all_members());
+        assert_eq!(a.view_hash(), b.view_hash());
+        assert_eq!(a.me().state, MemberState::Leaving);
     }
 }

@@ -115,6 +115,20 @@ catalog! {
         "1 if this node's failure detector sees the peer up, else 0.";
     RING_OWNERSHIP = "kvorum_ring_ownership_ratio", Gauge, [],
         "Share of the hash ring whose first replica is this node.";
+    MEMBER_STATES = "kvorum_member_states", Gauge, ["state"],
+        "Members by life-cycle state in this node's view (joining, up, leaving, removed).";
+    RING_TRANSITION = "kvorum_ring_transition", Gauge, [],
+        "1 while a topology change is in progress (the read and write rings differ), else 0.";
+    TRANSFERS_ACTIVE = "kvorum_transfers_active", Gauge, [],
+        "Range streams this node is pulling right now.";
+    TRANSFER_SOURCES = "kvorum_transfer_sources", Gauge, ["status"],
+        "Sources of this node's current range transfer, done or pending.";
+    TRANSFER_KEYS = "kvorum_transfer_keys_total", Counter, ["direction"],
+        "Keys moved by topology changes: in (streamed to this node), out (streamed from it), handoff (pushed to new owners before a drop).";
+    TRANSFER_BYTES = "kvorum_transfer_bytes_total", Counter, ["direction"],
+        "Record bytes moved by topology changes, by direction as for kvorum_transfer_keys_total.";
+    KEYS_DROPPED = "kvorum_handoff_keys_dropped_total", Counter, [],
+        "Keys this node no longer owns, dropped after every new owner was seen to hold them.";
     STORAGE_DISK_BYTES = "kvorum_storage_disk_bytes", Gauge, [],
         "Bytes the storage engine uses on disk.";
     STORAGE_KEYS = "kvorum_storage_keys", Gauge, [],
@@ -346,6 +360,10 @@ pub fn request_op(req: &Request) -> (&'static str, Option<&str>) {
         Request::ListBuckets => ("list_buckets", None),
         Request::Status => ("status", None),
         Request::Repair => ("repair", None),
+        Request::Leave { .. } => ("leave", None),
+        Request::Remove { .. } => ("remove", None),
+        Request::Join { .. } => ("join", None),
+        Request::Ring { .. } => ("ring", None),
     }
 }
 
@@ -365,6 +383,7 @@ pub fn outcome(resp: &Response) -> &'static str {
             ErrorReply::WrongType { .. } => "wrong_type",
             ErrorReply::BucketConflict { .. } => "bucket_conflict",
             ErrorReply::Internal(_) => "internal",
+            ErrorReply::Refused(_) => "refused",
         },
         _ => "ok",
     }

@@ -10,7 +10,8 @@ use crate::liveness::{DetectorConfig, Liveness};
 use crate::membership::Membership;
 use crate::metrics::{self, Metrics};
 use crate::net::{self, Handler, ServeLimits};
-use crate::peer::{MemberInfo, PeerRequest, PeerResponse};
+use crate::peer::{MemberInfo, MemberInfoV1, MemberState, PeerRequest, PeerResponse};
+use crate::transfer::Transfers;
 use crate::register::Actor;
 use crate::repair::AntiEntropy;
 use crate::replica::Replica;
@@ -53,6 +54,12 @@ enum MetaRecord {
         incarnation: u64,
         /// Epoch of the data, part of the actor that issues dots (see
         /// [`crate::register::Actor`]).
+        epoch: u64,
+        members: Vec<MemberInfoV1>,
+    },
+    /// With member states: this node's own entry is among `members`.
+    V2 {
+        /// As in `V1`.
         epoch: u64,
         members: Vec<MemberInfo>,
     },
@@ -221,22 +228,35 @@ pub async fn start_with_faults(
     let engine = Arc::new(FjallEngine::open(&config.data_dir).map_err(storage_err)?);
     let engine = Arc::new(Measured::new(engine, &metrics));
     let (store, store_closed) = Store::start(engine, config.sync);
-    let (incarnation, epoch, known) = match store.get(Space::Meta, META_KEY).map_err(storage_err)? {
-        // A new data directory: a new epoch.
-        None => (0, rand::random::<u64>(), Vec::new()),
-        Some(bytes) => match postcard::from_bytes::<MetaRecord>(&bytes) {
-            Ok(MetaRecord::V1 {
-                incarnation,
-                epoch,
-                members,
-            }) => (incarnation, epoch, members),
-            Err(e) => {
-                return Err(storage_err(StorageError::Corrupt(format!(
-                    "node metadata: {e}"
-                ))))
-            }
-        },
-    };
+    // `known`: the persisted member list; `upgraded`: it came from a data
+    // directory of a build without member states (its node was up).
+    let (epoch, known, fresh, upgraded) =
+        match store.get(Space::Meta, META_KEY).map_err(storage_err)? {
+            // A new data directory: a new epoch, and the node must join.
+            None => (rand::random::<u64>(), Vec::new(), true, false),
+            Some(bytes) => match postcard::from_bytes::<MetaRecord>(&bytes) {
+                Ok(MetaRecord::V1 {
+                    incarnation,
+                    epoch,
+                    members,
+                }) => {
+                    let mut members: Vec<MemberInfo> =
+                        members.into_iter().map(MemberInfo::from).collect();
+                    for m in &mut members {
+                        if m.id.as_str() == config.id {
+                            m.version = m.version.max(incarnation);
+                        }
+                    }
+                    (epoch, members, false, true)
+                }
+                Ok(MetaRecord::V2 { epoch, members }) => (epoch, members, false, false),
+                Err(e) => {
+                    return Err(storage_err(StorageError::Corrupt(format!(
+                        "node metadata: {e}"
+                    ))))
+                }
+            },
+        };
     // Under periodic sync a crash may lose the last writes, and with them the
     // record of dots already issued: start a new epoch so none is reissued.
     let epoch = match config.sync {
@@ -248,13 +268,34 @@ pub async fn start_with_faults(
         .local_addr()
         .map_err(|e| net::NetError::Bind(config.listen, e))?;
     let addr = config.advertise.unwrap_or(local);
-    let me = MemberInfo {
-        id: NodeId::new(config.id.clone()),
-        addr,
-        zone: config.zone.clone(),
-        incarnation: incarnation + 1,
+    let id = NodeId::new(config.id.clone());
+    let me = match known.iter().find(|m| m.id == id) {
+        // A restart: same state, a new version of the entry.
+        Some(old) => MemberInfo {
+            addr,
+            zone: config.zone.clone(),
+            version: old.version + 1,
+            ..old.clone()
+        },
+        None => MemberInfo {
+            id: id.clone(),
+            addr,
+            zone: config.zone.clone(),
+            version: 1,
+            state: if fresh || !upgraded {
+                MemberState::Joining
+            } else {
+                MemberState::Up
+            },
+            seen_view: 0,
+            synced_view: 0,
+        },
     };
-    let membership = Arc::new(Membership::new(me.clone(), known, config.vnodes));
+    if me.state == MemberState::Removed {
+        tracing::warn!(node = %me.id, "this node was removed from the cluster: it holds no ranges; wipe its data directory to join again");
+    }
+    let membership = Arc::new(Membership::new(me.clone(), known, config.vnodes, fresh));
+    membership.add_seeds(config.seeds.iter().copied().filter(|a| *a != addr));
     persist_members(&store, &membership, epoch)
         .await
         .map_err(storage_err)?;
@@ -301,7 +342,17 @@ pub async fn start_with_faults(
     ));
     // Build the trees from storage before serving.
     anti_entropy.refresh().map_err(storage_err)?;
+    let transfers = Transfers::new(
+        membership.clone(),
+        replica.clone(),
+        transport.clone(),
+        liveness.clone(),
+        buckets.clone(),
+        config.transfers,
+        metrics.clone(),
+    );
     let services = Services {
+        transfers: transfers.clone(),
         buckets: buckets.clone(),
         replica,
         membership: membership.clone(),
@@ -316,6 +367,10 @@ pub async fn start_with_faults(
         coordinator,
         metrics: metrics.clone(),
     });
+    {
+        let transfers = transfers.clone();
+        metrics.on_scrape(Box::new(move |m: &Metrics| transfers.collect(m)));
+    }
     metrics.on_scrape(collector(
         store.clone(),
         hints.clone(),
@@ -366,6 +421,7 @@ pub async fn start_with_faults(
         liveness.clone(),
         rx.clone(),
     ));
+    tasks.spawn(transfers.clone().run(rx.clone()));
     tasks.spawn(ping(
         transport.clone(),
         membership.clone(),
@@ -379,11 +435,10 @@ pub async fn start_with_faults(
         buckets,
         store,
         epoch,
-        config.seeds.clone(),
         config.gossip_interval,
         rx,
     ));
-    tracing::info!(node = %me.id, %addr, incarnation = me.incarnation, "node started");
+    tracing::info!(node = %me.id, %addr, state = me.state.as_str(), version = me.version, "node started");
     Ok(RunningNode {
         id: me.id,
         addr,
@@ -652,10 +707,9 @@ async fn persist_members(
     membership: &Membership,
     epoch: u64,
 ) -> Result<(), StorageError> {
-    let record = MetaRecord::V1 {
-        incarnation: membership.me().incarnation,
+    let record = MetaRecord::V2 {
         epoch,
-        members: membership.members(),
+        members: membership.all_members(),
     };
     // Serializing a plain struct into a Vec cannot fail.
     let bytes = postcard::to_stdvec(&record).unwrap_or_default();
@@ -664,8 +718,12 @@ async fn persist_members(
         .await
 }
 
-/// Every interval, exchanges member lists with every seed and one random
-/// known member, so every node learns every member.
+/// Members a node gossips with each round.
+pub const GOSSIP_FANOUT: usize = 3;
+
+/// Every interval, exchanges member lists with [`GOSSIP_FANOUT`] random
+/// known members (with the seeds while it knows no other member), so news
+/// spreads epidemically: in O(log n) rounds to every member.
 ///
 /// Bucket definitions travel along (see [`crate::buckets`]).
 #[allow(clippy::too_many_arguments)] // the task's whole context, passed once
@@ -675,30 +733,35 @@ async fn gossip(
     buckets: Buckets,
     store: Store,
     epoch: u64,
-    seeds: Vec<SocketAddr>,
     every: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut persisted = membership.version();
     let mut ticks = Every::new(every, shutdown.clone());
     while ticks.next().await {
-        let me = membership.me().clone();
-        let mut targets: Vec<SocketAddr> =
-            seeds.iter().copied().filter(|a| *a != me.addr).collect();
-        let others: Vec<MemberInfo> = membership
+        let me = membership.me();
+        let mut others: Vec<MemberInfo> = membership
             .members()
             .into_iter()
             .filter(|m| m.id != me.id)
             .collect();
-        if !others.is_empty() {
-            let pick = rand::random_range(0..others.len());
-            targets.push(others[pick].addr);
-        }
+        // Seeds are for first contact only: once other members are known,
+        // a few random ones each round.
+        let mut targets: Vec<SocketAddr> = if others.is_empty() {
+            membership.seeds()
+        } else {
+            let mut picked = Vec::new();
+            while picked.len() < GOSSIP_FANOUT && !others.is_empty() {
+                let pick = rand::random_range(0..others.len());
+                picked.push(others.swap_remove(pick).addr);
+            }
+            picked
+        };
         targets.sort();
         targets.dedup();
         for addr in targets {
             let req = PeerRequest::Gossip {
-                members: membership.members(),
+                members: membership.all_members(),
                 buckets: buckets.defined(),
             };
             match transport
@@ -724,6 +787,13 @@ async fn gossip(
                 Ok(()) => persisted = version,
                 Err(e) => tracing::warn!(error = %e, "cannot persist the member list"),
             }
+        }
+    }
+    // A clean shutdown keeps the latest state (a node that just came up
+    // must not restart as joining).
+    if membership.version() != persisted {
+        if let Err(e) = persist_members(&store, &membership, epoch).await {
+            tracing::warn!(error = %e, "cannot persist the member list");
         }
     }
 }

@@ -12,10 +12,55 @@ use kvorum_ring::NodeId;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
-/// Version of the peer protocol.
-pub const PEER_PROTOCOL_VERSION: u16 = 2;
+/// Version of the peer protocol (3: member states and range transfers).
+pub const PEER_PROTOCOL_VERSION: u16 = 3;
 
-/// What a node knows of a member.
+/// Where a member stands in the cluster's life cycle.
+///
+/// The read ring holds `Up` and `Leaving` members; the write ring holds
+/// `Up` and `Joining` ones. While the two differ, writes go to both and
+/// the nodes that gain ranges stream them in (see [`crate::transfer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Streaming the ranges it will own; gets writes, serves no reads yet.
+    Joining,
+    /// Owns its ranges.
+    Up,
+    /// Its ranges are being streamed to the nodes that take them over; it
+    /// still serves them.
+    Leaving,
+    /// Gone for good (left or removed); kept as a tombstone so older news
+    /// of the member cannot bring it back.
+    Removed,
+}
+
+impl MemberState {
+    /// Lower-case name, as `kvorum admin status` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Joining => "joining",
+            MemberState::Up => "up",
+            MemberState::Leaving => "leaving",
+            MemberState::Removed => "removed",
+        }
+    }
+
+    /// Whether the member is in the read ring (serves reads, coordinates).
+    pub fn reads(self) -> bool {
+        matches!(self, MemberState::Up | MemberState::Leaving)
+    }
+
+    /// Whether the member is in the write ring (owns ranges once settled).
+    pub fn owns(self) -> bool {
+        matches!(self, MemberState::Up | MemberState::Joining)
+    }
+}
+
+/// What a node knows of a member: one entry of the gossiped member list.
+///
+/// Entries merge by `version` (higher wins; see
+/// [`crate::membership::newer`] for ties), so the list is a convergent map:
+/// two nodes that exchanged gossip hold the same list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
     /// Node id.
@@ -24,8 +69,45 @@ pub struct MemberInfo {
     pub addr: SocketAddr,
     /// Zone, if configured.
     pub zone: Option<String>,
-    /// Bumped on every start of the node: newer news of a member wins.
+    /// Bumped on every change of the entry (and every start of the node).
+    pub version: u64,
+    /// Life-cycle state.
+    pub state: MemberState,
+    /// The ring view (see [`crate::membership::View::hash`]) this member
+    /// has seen: a node streams ranges in only once every live member has
+    /// seen the view, so every coordinator already writes to it.
+    pub seen_view: u64,
+    /// The ring view whose incoming ranges this member holds in full.
+    pub synced_view: u64,
+}
+
+/// A member entry as protocol version 2 and the first on-disk metadata
+/// format held it (read back from old data directories).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfoV1 {
+    /// Node id.
+    pub id: NodeId,
+    /// Address.
+    pub addr: SocketAddr,
+    /// Zone.
+    pub zone: Option<String>,
+    /// Bumped on every start.
     pub incarnation: u64,
+}
+
+impl From<MemberInfoV1> for MemberInfo {
+    /// An old entry: a member that was up.
+    fn from(m: MemberInfoV1) -> Self {
+        MemberInfo {
+            id: m.id,
+            addr: m.addr,
+            zone: m.zone,
+            version: m.incarnation,
+            state: MemberState::Up,
+            seen_view: 0,
+            synced_view: 0,
+        }
+    }
 }
 
 /// A request from one node to another.
@@ -91,6 +173,33 @@ pub enum PeerRequest {
         /// Segment (leaf) numbers.
         segments: Vec<u32>,
     },
+    /// Range streaming: the next records after `after` (storage key order)
+    /// of the keys the asking node gains in ring view `view` (in its write
+    /// preference list, not in its read one). Refused when the receiver's
+    /// view differs.
+    Stream {
+        /// The asking node (the gainer).
+        from: NodeId,
+        /// The view both sides must hold.
+        view: u64,
+        /// Resume after this storage key (`None`: from the start).
+        after: Option<Vec<u8>>,
+        /// Stop after this many bytes of records (at least one record).
+        max_bytes: u32,
+    },
+    /// Ownership handoff, step one: which of these keys (with the sender's
+    /// state hashes) does the receiver hold in a different state or not at
+    /// all?
+    Digest {
+        /// (storage key, state hash).
+        keys: Vec<(Vec<u8>, u64)>,
+    },
+    /// Ownership handoff, step two: merge these states durably (answered
+    /// `Ack` once every one is stored).
+    MergeBatch {
+        /// (storage key, state).
+        records: Vec<(Vec<u8>, State)>,
+    },
     /// Keep a write for `owner`, a replica of the key that is down (sloppy
     /// quorum), and hand it over when the owner is back.
     HintedWrite {
@@ -130,6 +239,21 @@ pub enum PeerResponse {
     /// Answer to `DefineBucket`: the receiver holds the bucket with these
     /// other props.
     Conflict(BucketProps),
+    /// Answer to `Stream`.
+    Records {
+        /// (storage key, state), in key order.
+        records: Vec<(Vec<u8>, State)>,
+        /// Where the next call resumes; `None`: the stream is complete.
+        next: Option<Vec<u8>>,
+        /// Keys of the sender's data space this call scanned (progress).
+        scanned: u64,
+        /// Keys of the sender's data space (approximate; progress).
+        total: u64,
+        /// Stored bytes of the records.
+        bytes: u64,
+    },
+    /// Answer to `Digest`: the positions of the keys whose states differ.
+    Wanted(Vec<u32>),
     /// The request failed at the receiver.
     Error(String),
 }

@@ -313,6 +313,12 @@ impl AntiEntropy {
     /// that misses the removal keeps the tombstone; anti-entropy spreads it
     /// back and a later round removes it again. Returns the keys removed here.
     pub async fn reap(&self) -> usize {
+        // A node streaming in a range could still receive a state older
+        // than the tombstone from a source: no reaping until the change
+        // completes.
+        if self.membership.view().in_transition() {
+            return 0;
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);

@@ -177,24 +177,8 @@ impl Replica {
         // First make the dot floor cover every dot this node issued on the
         // key, durably, so that removing the record can never lead it to
         // issue one of them again.
-        let own = match self.read(&key)? {
-            Some(state) => state.own_counter(&self.me),
-            None => return Ok(false),
-        };
-        if own > self.dot_floor.load(Ordering::SeqCst) {
-            let floor = self.dot_floor.clone();
-            self.store
-                .update(Space::Meta, DOT_FLOOR_KEY.to_vec(), move |current| {
-                    let stored = current
-                        .ok()
-                        .flatten()
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(0, u64::from_le_bytes);
-                    let new = stored.max(own);
-                    floor.fetch_max(new, Ordering::SeqCst);
-                    (Some(new.to_le_bytes().to_vec()), ())
-                })
-                .await?;
+        if !self.raise_floor(&key).await? {
+            return Ok(false);
         }
         let trees = self.trees.clone();
         let k = key.clone();
@@ -214,6 +198,53 @@ impl Replica {
             })
             .await?;
         Ok(removed)
+    }
+
+    /// Removes the key's state if it is still the one whose hash is
+    /// `expected` (ownership handoff: every owner was seen to hold it).
+    /// Returns whether it was removed.
+    pub async fn drop_if(&self, key: Vec<u8>, expected: u64) -> Result<bool, ReplicaError> {
+        if !self.raise_floor(&key).await? {
+            return Ok(false);
+        }
+        let trees = self.trees.clone();
+        let k = key.clone();
+        let removed = self
+            .store
+            .change_then(Space::Data, key, move |current| match current {
+                Ok(Some(bytes)) if aae::state_hash(bytes) == expected => {
+                    let hook: Hook = Box::new(move || lock(&trees).remove(&k));
+                    (Change::Delete, true, Some(hook))
+                }
+                _ => (Change::Keep, false, None),
+            })
+            .await?;
+        Ok(removed)
+    }
+
+    /// Makes the dot floor cover every dot this node issued on `key`,
+    /// durably, before its record is removed; false if there is no record.
+    async fn raise_floor(&self, key: &[u8]) -> Result<bool, ReplicaError> {
+        let own = match self.read(key)? {
+            Some(state) => state.own_counter(&self.me),
+            None => return Ok(false),
+        };
+        if own > self.dot_floor.load(Ordering::SeqCst) {
+            let floor = self.dot_floor.clone();
+            self.store
+                .update(Space::Meta, DOT_FLOOR_KEY.to_vec(), move |current| {
+                    let stored = current
+                        .ok()
+                        .flatten()
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, u64::from_le_bytes);
+                    let new = stored.max(own);
+                    floor.fetch_max(new, Ordering::SeqCst);
+                    (Some(new.to_le_bytes().to_vec()), ())
+                })
+                .await?;
+        }
+        Ok(true)
     }
 }
 

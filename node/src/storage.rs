@@ -76,6 +76,14 @@ pub trait Engine: Send + Sync + 'static {
     /// Up to `limit` (key, value) pairs of a space whose key starts with
     /// `prefix`, in key order.
     fn scan(&self, space: Space, prefix: &[u8], limit: usize) -> Result<Vec<Record>, StorageError>;
+    /// Up to `limit` (key, value) pairs of a space whose key is after
+    /// `after` (from the first key when `None`), in key order.
+    fn scan_after(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError>;
     /// Bytes on disk and (approximate) keys of the data space, if known.
     fn size(&self) -> Option<EngineSize> {
         None
@@ -143,6 +151,15 @@ impl Engine for Measured {
 
     fn scan(&self, space: Space, prefix: &[u8], limit: usize) -> Result<Vec<Record>, StorageError> {
         self.inner.scan(space, prefix, limit)
+    }
+
+    fn scan_after(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        self.inner.scan_after(space, after, limit)
     }
 
     fn size(&self) -> Option<EngineSize> {
@@ -235,6 +252,27 @@ impl Engine for FjallEngine {
     fn scan(&self, space: Space, prefix: &[u8], limit: usize) -> Result<Vec<Record>, StorageError> {
         self.space(space)
             .prefix(prefix)
+            .take(limit)
+            .map(|g| {
+                let (k, v) = g.into_inner().map_err(engine)?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn scan_after(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        use std::ops::Bound;
+        let from = match after {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => Bound::Unbounded,
+        };
+        self.space(space)
+            .range::<Vec<u8>, _>((from, Bound::Unbounded))
             .take(limit)
             .map(|g| {
                 let (k, v) = g.into_inner().map_err(engine)?;
@@ -352,6 +390,16 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Record>, StorageError> {
         self.engine.scan(space, prefix, limit)
+    }
+
+    /// Up to `limit` records of `space` after key `after`, in key order.
+    pub fn scan_after(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        self.engine.scan_after(space, after, limit)
     }
 
     /// Reads one key (no serialization with updates; sees every committed update).
@@ -524,6 +572,22 @@ mod tests {
             let mut v: Vec<_> = d
                 .iter()
                 .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            v.sort();
+            v.truncate(limit);
+            Ok(v)
+        }
+        fn scan_after(
+            &self,
+            _: Space,
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<Record>, StorageError> {
+            let d = self.data.lock().unwrap();
+            let mut v: Vec<_> = d
+                .iter()
+                .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             v.sort();

@@ -547,7 +547,8 @@ async fn handshake_failures_are_counted_by_reason() {
             addr,
             &c.client_tls(),
             kvorum_client::proto::ALPN_CLIENT,
-            b"\x01junk",
+            // The current version (one varint byte), then bytes that are no request.
+            &[&[kvorum_client::proto::PROTOCOL_VERSION as u8][..], b"junk"].concat(),
         )
         .await
         .unwrap();

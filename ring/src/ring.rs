@@ -130,11 +130,27 @@ impl Ring {
     /// Cost: one binary search (`O(log(len × vnodes))`) plus a clockwise walk
     /// until enough distinct nodes (and zones) are found.
     pub fn preference_list(&self, key: &[u8], n: usize) -> Vec<NodeId> {
+        self.preference_list_at(token::key_token(key), n)
+    }
+
+    /// The preference list of every key whose token is `key_token`; see
+    /// [`Ring::preference_list`]. All keys of one range (see
+    /// [`Ring::tokens`]) share it.
+    ///
+    /// ```
+    /// use kvorum_ring::{key_token, Member, Ring};
+    /// let ring = Ring::new(["a", "b", "c"].map(Member::new), 64);
+    /// assert_eq!(
+    ///     ring.preference_list_at(key_token(b"k"), 2),
+    ///     ring.preference_list(b"k", 2)
+    /// );
+    /// ```
+    pub fn preference_list_at(&self, key_token: u64, n: usize) -> Vec<NodeId> {
         let n = n.min(self.members.len());
         if n == 0 {
             return Vec::new();
         }
-        let mut walk = self.walk_indices(key);
+        let mut walk = self.walk_from(key_token);
         let chosen: Vec<usize> = if self.zone_count == 0 {
             walk.take(n).collect()
         } else {
@@ -164,6 +180,25 @@ impl Ring {
             .into_iter()
             .map(|member| self.members[member].id.clone())
             .collect()
+    }
+
+    /// Every token of the ring, in ascending order (duplicates from a hash
+    /// collision appear once). A token `t` ends the range of key tokens
+    /// after the previous token, up to and including `t` (the first token's
+    /// range wraps around from the last): every key of a range has the
+    /// preference list [`Ring::preference_list_at`]`(t, n)`.
+    ///
+    /// ```
+    /// use kvorum_ring::{Member, Ring};
+    /// let ring = Ring::new(["a", "b"].map(Member::new), 8);
+    /// let tokens = ring.tokens();
+    /// assert_eq!(tokens.len(), 16);
+    /// assert!(tokens.windows(2).all(|w| w[0] < w[1]));
+    /// ```
+    pub fn tokens(&self) -> Vec<u64> {
+        let mut t: Vec<u64> = self.tokens.iter().map(|&(t, _)| t).collect();
+        t.dedup();
+        t
     }
 
     /// The share (0 to 1) of the token space whose first replica is `id`:

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use kvorum_client::{Client, TlsMaterial};
+use kvorum_node::peer::MemberState;
 use kvorum_node::{certs, NodeConfig, RunningNode};
 use std::{net::SocketAddr, path::Path, time::Duration};
 
@@ -44,7 +45,8 @@ pub fn config(
     let text = format!(
         "id = \"n{i}\"\nlisten = \"{listen}\"\nseeds = [{}]\ndata_dir = \"data/n{i}\"\n\
          gossip_interval_ms = 100\npeer_connect_timeout_ms = 500\n{extra}\n\
-         [tls]\nca = \"ca.pem\"\ncert = \"n{i}.pem\"\nkey = \"n{i}.key\"\n",
+         [tls]\nca = \"ca.pem\"\ncert = \"n{i}.pem\"\nkey = \"n{i}.key\"\n\
+         [transfers]\ninterval_ms = 100\n",
         seeds.join(", ")
     );
     NodeConfig::parse(&text, dir).expect("test config parses")
@@ -94,11 +96,11 @@ impl TestCluster {
     pub async fn wait_for_members(&self, count: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let done = self
-                .nodes
-                .iter()
-                .flatten()
-                .all(|n| n.members().len() == count);
+            // Every node knows every member, and sees each up (joins done).
+            let done = self.nodes.iter().flatten().all(|n| {
+                let m = n.members();
+                m.len() == count && m.iter().all(|m| m.state == MemberState::Up)
+            });
             if done {
                 return;
             }

@@ -1,0 +1,746 @@
+//! Topology changes: range streaming, completion, and ownership handoff.
+//!
+//! While the read and write rings differ ([`crate::membership`]), every
+//! coordinator writes to both preference lists of a key, and each node that
+//! gains ranges streams them in:
+//!
+//! 1. **Barrier.** A gainer starts only once every live member has seen the
+//!    current view (its gossip entry's `seen_view`), so every write from then
+//!    on already reaches it.
+//! 2. **Stream.** It asks each live member of the read ring for the records
+//!    of the keys it gains ([`PeerRequest::Stream`]), batch by batch in
+//!    storage-key order, merging each batch durably before asking for the
+//!    next and persisting the cursor, so a crash of either side resumes
+//!    where it stopped. The stream reads each key's latest state; together
+//!    with the writes the gainer gets since the barrier it covers everything
+//!    (the snapshot-plus-catch-up of a log follower, without holding a
+//!    snapshot open across crashes: states merge, so reading a key twice or
+//!    late is harmless).
+//! 3. **Completion.** The gainer publishes `synced_view`. Once every gainer
+//!    has, a joining node marks itself up and leaving nodes are marked
+//!    removed (by any node; all write the same entry).
+//! 4. **Handoff.** Once the rings agree again (and every live member has
+//!    seen that), a node holding keys it no longer owns offers each owner
+//!    their hashes ([`PeerRequest::Digest`]), sends the states an owner lacks
+//!    ([`PeerRequest::MergeBatch`]), and drops a key only when every owner
+//!    acknowledged it, and only if it did not change meanwhile.
+//!
+//! Transfers are bounded: at most [`TransferConfig::max_concurrent`]
+//! streams in at once per node, the same number of stream batches served at
+//! once, and batches of [`TransferConfig::batch_bytes`].
+
+use crate::buckets::Buckets;
+use crate::liveness::Liveness;
+use crate::membership::{Membership, View};
+use crate::metrics::{self, Metrics};
+use crate::peer::{MemberState, PeerRequest, PeerResponse};
+use crate::replica::Replica;
+use crate::storage::{Space, StorageError};
+use crate::transport::Transport;
+use crate::value::{self, State};
+use kvorum_ring::NodeId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+/// Range transfer settings (`[transfers]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferConfig {
+    /// Streams a node pulls at once, and stream batches it serves at once.
+    pub max_concurrent: usize,
+    /// Bytes of records per stream batch.
+    pub batch_bytes: u32,
+    /// How often a node checks for work (barrier, completion, handoff).
+    pub interval: Duration,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 2,
+            batch_bytes: 512 * 1024,
+            interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Keys a stream call scans at most before answering (even with an empty
+/// batch), so one call never holds a source for long.
+const SCAN_PER_CALL: u64 = 20_000;
+/// Records read from storage at a time.
+const SCAN_CHUNK: usize = 512;
+/// Keys per handoff digest.
+const HANDOFF_BATCH: usize = 256;
+/// Bound on one peer call of a transfer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Progress of one incoming stream (one source) of the current view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceProgress {
+    /// The node streaming to this one.
+    pub source: NodeId,
+    /// The view the stream is for.
+    pub view: u64,
+    /// Where the next batch resumes (storage key).
+    pub after: Option<Vec<u8>>,
+    /// Keys of the source scanned so far.
+    pub scanned: u64,
+    /// Keys the source holds (approximate).
+    pub total: u64,
+    /// Keys received.
+    pub keys: u64,
+    /// Record bytes received.
+    pub bytes: u64,
+    /// Whether the stream is complete.
+    pub done: bool,
+}
+
+/// Why a transfer step failed (retried at the next interval).
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// Local storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// A peer call failed.
+    #[error("{peer}: {reason}")]
+    Peer {
+        /// The peer.
+        peer: NodeId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The view changed under the transfer.
+    #[error("the ring view changed")]
+    ViewChanged,
+}
+
+/// The node's transfer machinery (cheap to clone).
+#[derive(Clone)]
+pub struct Transfers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: NodeId,
+    membership: Arc<Membership>,
+    replica: Replica,
+    transport: Arc<dyn Transport>,
+    liveness: Arc<Liveness>,
+    buckets: Buckets,
+    config: TransferConfig,
+    serving: Semaphore,
+    progress: Mutex<BTreeMap<NodeId, SourceProgress>>,
+    /// Streams being pulled right now.
+    active: AtomicU64,
+    /// The view whose handoff (drop of keys no longer owned) completed.
+    handed_off: Mutex<Option<u64>>,
+    metrics: Arc<Metrics>,
+}
+
+/// What `kvorum admin status` shows of this node's transfers.
+#[derive(Debug, Clone, Default)]
+pub struct TransferReport {
+    /// Incoming streams of the current view.
+    pub sources: Vec<SourceProgress>,
+    /// Members that must still stream in their ranges before the change
+    /// completes (empty when no change is in progress).
+    pub waiting_for: Vec<NodeId>,
+    /// Ranges each gainer gains.
+    pub ranges: BTreeMap<NodeId, u64>,
+}
+
+impl Transfers {
+    /// The machinery; nothing runs until [`Transfers::run`].
+    pub fn new(
+        membership: Arc<Membership>,
+        replica: Replica,
+        transport: Arc<dyn Transport>,
+        liveness: Arc<Liveness>,
+        buckets: Buckets,
+        config: TransferConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let progress = load_progress(&replica).unwrap_or_default();
+        Self {
+            inner: Arc::new(Inner {
+                me: membership.me_id().clone(),
+                membership,
+                replica,
+                transport,
+                liveness,
+                buckets,
+                serving: Semaphore::new(config.max_concurrent),
+                config,
+                progress: Mutex::new(progress),
+                active: AtomicU64::new(0),
+                handed_off: Mutex::new(None),
+                metrics,
+            }),
+        }
+    }
+
+    /// The replication factors in use (the default and every bucket's).
+    fn ns(&self) -> Vec<usize> {
+        let mut ns: Vec<usize> = self
+            .inner
+            .buckets
+            .all()
+            .into_iter()
+            .map(|(_, p)| p.n.into())
+            .collect();
+        ns.sort_unstable();
+        ns.dedup();
+        ns
+    }
+
+    /// Progress for `kvorum admin status`.
+    pub fn report(&self) -> TransferReport {
+        let view = self.inner.membership.view();
+        let ranges = view.gainers(&self.ns());
+        let waiting_for = ranges
+            .keys()
+            .filter(|g| view.members.get(*g).is_some_and(|m| m.synced_view != view.hash))
+            .cloned()
+            .collect();
+        let sources = lock(&self.inner.progress)
+            .values()
+            .filter(|p| p.view == view.hash)
+            .cloned()
+            .collect();
+        TransferReport {
+            sources,
+            waiting_for,
+            ranges,
+        }
+    }
+
+    /// Runs until shutdown: every interval, one step.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.inner.config.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                r = self.step() => if let Err(e) = r {
+                    tracing::info!(error = %e, "range transfer step failed; retrying");
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// One step: found a cluster, stream in, complete a change, or hand off.
+    pub async fn step(&self) -> Result<(), TransferError> {
+        let m = &self.inner.membership;
+        let view = m.view();
+        let me = m.me();
+        // A node with nobody to stream from founds the cluster: no seeds, or
+        // it has heard of other members and none holds data yet (a whole
+        // cluster starting at once).
+        if me.state == MemberState::Joining
+            && view.read_ring.is_empty()
+            && (m.seeds().is_empty() || view.live_members().count() > 1)
+        {
+            tracing::info!("no member holds data yet: this node is up");
+            m.set_my_state(MemberState::Up);
+            return Ok(());
+        }
+        if view.in_transition() {
+            let gainers = view.gainers(&self.ns());
+            let pending: Vec<&NodeId> = gainers
+                .keys()
+                .filter(|g| view.members.get(*g).is_some_and(|x| x.synced_view != view.hash))
+                .collect();
+            if pending.is_empty() {
+                self.complete(&view);
+                return Ok(());
+            }
+            if pending.contains(&&self.inner.me) && self.barrier(&view) {
+                self.stream_in(&view).await?;
+            }
+            return Ok(());
+        }
+        let done = *lock(&self.inner.handed_off);
+        if done != Some(view.hash) && self.barrier(&view) {
+            self.hand_off(&view).await?;
+            *lock(&self.inner.handed_off) = Some(view.hash);
+        }
+        Ok(())
+    }
+
+    /// Every live member (by the failure detector) has seen the view.
+    fn barrier(&self, view: &View) -> bool {
+        view.live_members().all(|m| {
+            m.seen_view == view.hash || (m.id != self.inner.me && !self.inner.liveness.is_up(&m.id))
+        })
+    }
+
+    /// Every gainer holds its ranges: joining nodes (this one) go up,
+    /// leaving ones are removed.
+    fn complete(&self, view: &View) {
+        let m = &self.inner.membership;
+        for member in view.live_members() {
+            match member.state {
+                MemberState::Joining if member.id == self.inner.me => {
+                    tracing::info!("ranges streamed in: this node is up");
+                    m.set_my_state(MemberState::Up);
+                }
+                MemberState::Leaving => {
+                    tracing::info!(node = %member.id, "its ranges are held by the new owners: removed");
+                    m.mark(&member.id, MemberState::Removed);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Streams in this node's gained ranges from every live reader.
+    async fn stream_in(&self, view: &View) -> Result<(), TransferError> {
+        let sources: Vec<NodeId> = view
+            .read_ring
+            .members()
+            .iter()
+            .map(|m| m.id.clone())
+            .filter(|id| *id != self.inner.me && self.inner.liveness.is_up(id))
+            .collect();
+        {
+            let mut p = lock(&self.inner.progress);
+            p.retain(|_, s| s.view == view.hash);
+            for s in &sources {
+                p.entry(s.clone()).or_insert_with(|| SourceProgress {
+                    source: s.clone(),
+                    view: view.hash,
+                    after: None,
+                    scanned: 0,
+                    total: 0,
+                    keys: 0,
+                    bytes: 0,
+                    done: false,
+                });
+            }
+        }
+        let limit = Arc::new(Semaphore::new(self.inner.config.max_concurrent));
+        let mut streams = tokio::task::JoinSet::new();
+        for source in sources {
+            let (this, limit, hash) = (self.clone(), limit.clone(), view.hash);
+            streams.spawn(async move {
+                let _permit = limit.acquire().await;
+                this.stream_from(&source, hash).await
+            });
+        }
+        let mut result = Ok(());
+        while let Some(r) = streams.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(e) => {
+                    result = Err(TransferError::Peer {
+                        peer: self.inner.me.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        result?;
+        if self.inner.membership.view_hash() != view.hash {
+            return Err(TransferError::ViewChanged);
+        }
+        tracing::info!("every gained range streamed in");
+        self.inner.membership.set_synced(view.hash);
+        Ok(())
+    }
+
+    /// One source's stream, from where it stopped.
+    async fn stream_from(&self, source: &NodeId, hash: u64) -> Result<(), TransferError> {
+        let inner = &self.inner;
+        inner.active.fetch_add(1, Ordering::Relaxed);
+        let _active = scopeguard(|| {
+            inner.active.fetch_sub(1, Ordering::Relaxed);
+        });
+        let keys_in = inner.metrics.counter(metrics::TRANSFER_KEYS, &[("direction", "in")]);
+        let bytes_in = inner.metrics.counter(metrics::TRANSFER_BYTES, &[("direction", "in")]);
+        loop {
+            let Some(mut p) = lock(&inner.progress).get(source).cloned() else {
+                return Ok(());
+            };
+            if p.done {
+                return Ok(());
+            }
+            if inner.membership.view_hash() != hash {
+                return Err(TransferError::ViewChanged);
+            }
+            let req = PeerRequest::Stream {
+                from: inner.me.clone(),
+                view: hash,
+                after: p.after.clone(),
+                max_bytes: inner.config.batch_bytes,
+            };
+            let peer_err = |reason: String| TransferError::Peer {
+                peer: source.clone(),
+                reason,
+            };
+            let (records, next, scanned, total, bytes) =
+                match inner.transport.call(source, req, CALL_TIMEOUT).await {
+                    Ok(PeerResponse::Records {
+                        records,
+                        next,
+                        scanned,
+                        total,
+                        bytes,
+                    }) => (records, next, scanned, total, bytes),
+                    Ok(PeerResponse::Error(e)) => return Err(peer_err(e)),
+                    Ok(other) => return Err(peer_err(format!("unexpected answer {other:?}"))),
+                    Err(e) => return Err(peer_err(e.to_string())),
+                };
+            let n = records.len() as u64;
+            self.merge_all(records).await?;
+            p.after = next.clone();
+            p.done = next.is_none();
+            p.scanned += scanned;
+            p.total = total.max(p.scanned);
+            p.keys += n;
+            p.bytes += bytes;
+            keys_in.increment(n);
+            bytes_in.increment(bytes);
+            save_progress(&inner.replica, &p).await?;
+            lock(&inner.progress).insert(source.clone(), p.clone());
+                if p.done {
+                tracing::info!(%source, keys = p.keys, bytes = p.bytes, "range stream complete");
+                return Ok(());
+            }
+        }
+    }
+
+    /// Merges records durably, all at once (the writes share syncs).
+    async fn merge_all(&self, records: Vec<(Vec<u8>, State)>) -> Result<(), TransferError> {
+        let mut merges = tokio::task::JoinSet::new();
+        for (key, state) in records {
+            let replica = self.inner.replica.clone();
+            merges.spawn(async move { replica.merge(key, state).await });
+        }
+        while let Some(r) = merges.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(TransferError::Peer {
+                        peer: self.inner.me.clone(),
+                        reason: format!("merging a streamed record: {e}"),
+                    })
+                }
+                Err(e) => {
+                    return Err(TransferError::Peer {
+                        peer: self.inner.me.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the transfer gauges (run at each scrape).
+    pub fn collect(&self, m: &Metrics) {
+        let view = self.inner.membership.view();
+        let (done, pending) = lock(&self.inner.progress)
+            .values()
+            .filter(|s| s.view == view.hash && view.in_transition())
+            .fold((0u32, 0u32), |(d, n), s| if s.done { (d + 1, n) } else { (d, n + 1) });
+        m.gauge(metrics::TRANSFER_SOURCES, &[("status", "done")])
+            .set(f64::from(done));
+        m.gauge(metrics::TRANSFER_SOURCES, &[("status", "pending")])
+            .set(f64::from(pending));
+        m.gauge(metrics::TRANSFERS_ACTIVE, &[])
+            .set(self.inner.active.load(Ordering::Relaxed) as f64);
+        m.gauge(metrics::RING_TRANSITION, &[])
+            .set(if view.in_transition() { 1.0 } else { 0.0 });
+        for state in [
+            MemberState::Joining,
+            MemberState::Up,
+            MemberState::Leaving,
+            MemberState::Removed,
+        ] {
+            let n = view.members.values().filter(|x| x.state == state).count();
+            m.gauge(metrics::MEMBER_STATES, &[("state", state.as_str())])
+                .set(n as f64);
+        }
+    }
+
+    /// Serves one batch of a stream to a gainer.
+    pub async fn serve_stream(
+        &self,
+        from: NodeId,
+        view: u64,
+        after: Option<Vec<u8>>,
+        max_bytes: u32,
+    ) -> PeerResponse {
+        let inner = self.inner.clone();
+        let snapshot = inner.membership.view();
+        if snapshot.hash != view {
+            return PeerResponse::Error(
+                "ring view differs from the streaming node's; retry once gossip converges".into(),
+            );
+        }
+        let Ok(_permit) = inner.serving.try_acquire() else {
+            return PeerResponse::Error("busy: too many range transfers at once; retry".into());
+        };
+        let ns = self.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let store = ns.inner.replica.store();
+            let mut records = Vec::new();
+            let (mut bytes, mut scanned) = (0u64, 0u64);
+            let mut cursor = after;
+            loop {
+                let chunk = store.scan_after(Space::Data, cursor.as_deref(), SCAN_CHUNK)?;
+                let end = chunk.len() < SCAN_CHUNK;
+                for (key, record) in chunk {
+                    scanned += 1;
+                    let n = ns.inner.buckets.n_of_key(&key);
+                    if snapshot.gains(&from, &key, n) {
+                        match value::decode_record(&record) {
+                            Ok(state) => {
+                                bytes += record.len() as u64;
+                                records.push((key.clone(), state));
+                            }
+                            Err(e) => tracing::warn!(error = %e, "undecodable record not streamed"),
+                        }
+                    }
+                    cursor = Some(key);
+                    if bytes >= u64::from(max_bytes) || scanned >= SCAN_PER_CALL {
+                        let total = store.size().map_or(0, |s| s.keys);
+                        return Ok::<_, StorageError>((records, cursor, scanned, total, bytes));
+                    }
+                }
+                if end {
+                    let total = store.size().map_or(0, |s| s.keys);
+                    return Ok((records, None, scanned, total, bytes));
+                }
+            }
+        })
+        .await;
+        match answer {
+            Ok(Ok((records, next, scanned, total, bytes))) => {
+                let m = &inner.metrics;
+                m.counter(metrics::TRANSFER_KEYS, &[("direction", "out")])
+                    .increment(records.len() as u64);
+                m.counter(metrics::TRANSFER_BYTES, &[("direction", "out")])
+                    .increment(bytes);
+                PeerResponse::Records {
+                    records,
+                    next,
+                    scanned,
+                    total,
+                    bytes,
+                }
+            }
+            Ok(Err(e)) => PeerResponse::Error(e.to_string()),
+            Err(e) => PeerResponse::Error(e.to_string()),
+        }
+    }
+
+    /// Answers a handoff digest: the positions of keys held differently.
+    pub fn serve_digest(&self, keys: &[(Vec<u8>, u64)]) -> PeerResponse {
+        let store = self.inner.replica.store();
+        let mut wanted = Vec::new();
+        for (i, (key, hash)) in keys.iter().enumerate() {
+            match store.get(Space::Data, key) {
+                Ok(Some(record)) if crate::aae::state_hash(&record) == *hash => {}
+                Ok(_) => wanted.push(i as u32),
+                Err(e) => return PeerResponse::Error(e.to_string()),
+            }
+        }
+        PeerResponse::Wanted(wanted)
+    }
+
+    /// Merges a handoff batch durably.
+    pub async fn serve_merge(&self, records: Vec<(Vec<u8>, State)>) -> PeerResponse {
+        match self.merge_all(records).await {
+            Ok(()) => PeerResponse::Ack,
+            Err(e) => PeerResponse::Error(e.to_string()),
+        }
+    }
+
+    /// Drops the keys this node no longer owns, each once every owner holds
+    /// it. Fails (to be retried) if any owner could not be reached.
+    async fn hand_off(&self, view: &View) -> Result<(), TransferError> {
+        let inner = &self.inner;
+        let store = inner.replica.store().clone();
+        let mut after: Option<Vec<u8>> = None;
+        let mut failed: Option<TransferError> = None;
+        let (mut pushed, mut dropped) = (0u64, 0u64);
+        loop {
+            if inner.membership.view_hash() != view.hash {
+                return Err(TransferError::ViewChanged);
+            }
+            let chunk = store.scan_after(Space::Data, after.as_deref(), HANDOFF_BATCH)?;
+            let end = chunk.len() < HANDOFF_BATCH;
+            after = chunk.last().map(|(k, _)| k.clone());
+            // Per owner: the keys it must confirm.
+            let mut by_owner: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+            let mut moving = Vec::new();
+            for (key, record) in chunk {
+                let n = inner.buckets.n_of_key(&key);
+                let owners = view.read_ring.preference_list(&key, n);
+                if owners.is_empty() || owners.contains(&inner.me) {
+                    continue;
+                }
+                let i = moving.len();
+                for o in &owners {
+                    by_owner.entry(o.clone()).or_default().push(i);
+                }
+                moving.push((key, crate::aae::state_hash(&record), record, true));
+            }
+            for (owner, idx) in by_owner {
+                match self.confirm(&owner, &moving, &idx).await {
+                    Ok(n) => pushed += n,
+                    Err(e) => {
+                        for &i in &idx {
+                            moving[i].3 = false;
+                        }
+                        failed = Some(e);
+                    }
+                }
+            }
+            for (key, hash, _, confirmed) in moving {
+                if confirmed {
+                    match inner.replica.drop_if(key, hash).await {
+                        Ok(true) => dropped += 1,
+                        Ok(false) => {} // changed meanwhile: the next pass
+                        Err(e) => failed = Some(TransferError::Storage(StorageError::Engine(e.to_string()))),
+                    }
+                }
+            }
+            if end {
+                break;
+            }
+        }
+        inner
+            .metrics
+            .counter(metrics::KEYS_DROPPED, &[])
+            .increment(dropped);
+        if pushed + dropped > 0 {
+            tracing::info!(pushed, dropped, "handed off keys this node no longer owns");
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes `owner` hold the states of `moving[idx]`: a digest, then the
+    /// states it lacks. Returns how many were sent.
+    async fn confirm(
+        &self,
+        owner: &NodeId,
+        moving: &[(Vec<u8>, u64, Vec<u8>, bool)],
+        idx: &[usize],
+    ) -> Result<u64, TransferError> {
+        let inner = &self.inner;
+        let err = |reason: String| TransferError::Peer {
+            peer: owner.clone(),
+            reason,
+        };
+        let keys = idx
+            .iter()
+            .map(|&i| (moving[i].0.clone(), moving[i].1))
+            .collect();
+        let wanted = match inner
+            .transport
+            .call(owner, PeerRequest::Digest { keys }, CALL_TIMEOUT)
+            .await
+        {
+            Ok(PeerResponse::Wanted(w)) => w,
+            Ok(PeerResponse::Error(e)) => return Err(err(e)),
+            Ok(other) => return Err(err(format!("unexpected answer {other:?}"))),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let mut records = Vec::new();
+        let mut bytes = 0u64;
+        for w in wanted {
+            let Some(&i) = idx.get(w as usize) else {
+                return Err(err("digest answer out of range".into()));
+            };
+            let (key, _, record, _) = &moving[i];
+            match value::decode_record(record) {
+                Ok(state) => {
+                    bytes += record.len() as u64;
+                    records.push((key.clone(), state));
+                }
+                Err(e) => return Err(err(format!("undecodable local record: {e}"))),
+            }
+        }
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let n = records.len() as u64;
+        match inner
+            .transport
+            .call(owner, PeerRequest::MergeBatch { records }, CALL_TIMEOUT)
+            .await
+        {
+            Ok(PeerResponse::Ack) => {
+                let m = &inner.metrics;
+                m.counter(metrics::TRANSFER_KEYS, &[("direction", "handoff")])
+                    .increment(n);
+                m.counter(metrics::TRANSFER_BYTES, &[("direction", "handoff")])
+                    .increment(bytes);
+                Ok(n)
+            }
+            Ok(PeerResponse::Error(e)) => Err(err(e)),
+            Ok(other) => Err(err(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Meta key prefix of persisted stream cursors.
+const PROGRESS_PREFIX: &[u8] = b"transfer/";
+
+fn load_progress(replica: &Replica) -> Result<BTreeMap<NodeId, SourceProgress>, StorageError> {
+    let mut out = BTreeMap::new();
+    for (_, bytes) in replica
+        .store()
+        .scan(Space::Meta, PROGRESS_PREFIX, usize::MAX)?
+    {
+        match postcard::from_bytes::<SourceProgress>(&bytes) {
+            Ok(p) => {
+                out.insert(p.source.clone(), p);
+            }
+            Err(e) => tracing::warn!(error = %e, "unreadable transfer cursor ignored (the stream restarts)"),
+        }
+    }
+    Ok(out)
+}
+
+async fn save_progress(replica: &Replica, p: &SourceProgress) -> Result<(), StorageError> {
+    let mut key = PROGRESS_PREFIX.to_vec();
+    key.extend_from_slice(p.source.as_str().as_bytes());
+    // Serializing a plain struct into a Vec cannot fail.
+    let bytes = postcard::to_stdvec(p).unwrap_or_default();
+    replica
+        .store()
+        .update(Space::Meta, key, move |_| (Some(bytes), ()))
+        .await
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -2,10 +2,9 @@
 
 use crate::handles::{CounterHandle, Handle, MapHandle, SetHandle};
 use crate::proto::{
-    decode_frame, encode_frame, BucketProps, CausalContext, DataOp, DataValue, ErrorReply,
-    ClusterStatus, MemberStatus, ReadOptions, Request, Response, RingRange, WriteOptions,
-    DEFAULT_MAX_RESPONSE_BYTES,
-    NODE_CERT_NAME, PROTOCOL_VERSION,
+    decode_frame, encode_frame, BucketProps, CausalContext, ClusterStatus, DataOp, DataValue,
+    ErrorReply, MemberStatus, ReadOptions, Request, Response, RingRange, WriteOptions,
+    DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME, PROTOCOL_VERSION,
 };
 use crate::tls::{client_quic_config, TlsError, TlsMaterial};
 use std::{

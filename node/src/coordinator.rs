@@ -6,13 +6,13 @@ use crate::config::{Limits, Replication};
 use crate::hints::Hints;
 use crate::liveness::Liveness;
 use crate::membership::Membership;
-use crate::peer::MemberState;
-use crate::transfer::Transfers;
 use crate::metrics::{self, Metrics};
+use crate::peer::MemberState;
 use crate::peer::{PeerRequest, PeerResponse};
 use crate::register::{self, DotContext, RegValue};
 use crate::repair::AntiEntropy;
 use crate::replica::{storage_key, Replica, ReplicaError};
+use crate::transfer::Transfers;
 use crate::transport::{Transport, TransportError};
 use crate::value::{self, Reading, State, Update, ValueError};
 use kvorum_client::proto::{
@@ -681,7 +681,10 @@ impl Coordinator {
         }
         match self.membership.me().state {
             MemberState::Leaving => {
-                return Ok(Response::Accepted(format!("{} is already leaving", self.me)))
+                return Ok(Response::Accepted(format!(
+                    "{} is already leaving",
+                    self.me
+                )))
             }
             MemberState::Removed => {
                 return Err(ErrorReply::Refused(format!("{} has already left", self.me)))

@@ -861,10 +861,9 @@ impl Conn {
     /// A client of exactly the node a topology command is about.
     fn one_node(&self, what: &str) -> Result<Client, BoxError> {
         if self.nodes.len() != 1 {
-            return Err(format!(
-                "name the node to {what} with --nodes ADDR (exactly one address)"
-            )
-            .into());
+            return Err(
+                format!("name the node to {what} with --nodes ADDR (exactly one address)").into(),
+            );
         }
         self.client()
     }
@@ -915,11 +914,14 @@ async fn wait_removed(client: &Client, node: &str) -> Result<(), BoxError> {
     }
 }
 
-fn print_status(s: &kvorum_client::ClusterStatus, transfers: &[(String, Vec<kvorum_client::TransferStatus>)]) {
+fn print_status(
+    s: &kvorum_client::ClusterStatus,
+    transfers: &[(String, Vec<kvorum_client::TransferStatus>)],
+) {
     println!("as seen by {}:", s.node);
     println!(
-        "{:<16} {:<22} {:<10} {:<8} {:>7}  {}",
-        "NODE", "ADDRESS", "ZONE", "STATE", "RING", "SEEN"
+        "{:<16} {:<22} {:<10} {:<8} {:>7}  SEEN",
+        "NODE", "ADDRESS", "ZONE", "STATE", "RING"
     );
     for m in &s.members {
         println!(
@@ -985,11 +987,17 @@ fn print_ring(ranges: &[kvorum_client::RingRange], all: bool) {
         e.0 += 1;
         e.1 += span(r);
     }
-    println!("{:<40} {:>7} {:>7}", "OWNERS (first replica first)", "RANGES", "SHARE");
+    println!(
+        "{:<40} {:>7} {:>7}",
+        "OWNERS (first replica first)", "RANGES", "SHARE"
+    );
     for (owners, (n, share)) in by_owners {
         println!("{owners:<40} {n:>7} {:>6.1}%", share * 100.0);
     }
-    println!("{} ranges (--all lists them, --json for scripts)", ranges.len());
+    println!(
+        "{} ranges (--all lists them, --json for scripts)",
+        ranges.len()
+    );
 }
 
 async fn wait_for_signal() {

@@ -267,7 +267,11 @@ impl Membership {
                     && m.state != mine.state
                     && !(fresh && m.state == MemberState::Removed)
                 {
-                    tracing::warn!(state = m.state.as_str(), "this node was marked {} by another node", m.state.as_str());
+                    tracing::warn!(
+                        state = m.state.as_str(),
+                        "this node was marked {} by another node",
+                        m.state.as_str()
+                    );
                     mine.state = m.state;
                 }
                 mine.version = m.version + 1;
@@ -294,7 +298,11 @@ impl Membership {
             if me.state == state {
                 return;
             }
-            tracing::info!(from = me.state.as_str(), to = state.as_str(), "this node's state changed");
+            tracing::info!(
+                from = me.state.as_str(),
+                to = state.as_str(),
+                "this node's state changed"
+            );
             me.state = state;
             me.version += 1;
         }
@@ -440,7 +448,14 @@ mod tests {
             info("d", MemberState::Removed, 5), // same version: Removed wins
         ];
         let mut orders = vec![news.clone(), news.iter().rev().cloned().collect()];
-        orders.push(vec![news[5].clone(), news[0].clone(), news[3].clone(), news[1].clone(), news[4].clone(), news[2].clone()]);
+        orders.push(vec![
+            news[5].clone(),
+            news[0].clone(),
+            news[3].clone(),
+            news[1].clone(),
+            news[4].clone(),
+            news[2].clone(),
+        ]);
         let lists: Vec<Vec<MemberInfo>> = orders
             .into_iter()
             .map(|order| {
@@ -475,7 +490,12 @@ mod tests {
             ],
         );
         let v = m.view();
-        let ids = |r: &Ring| r.members().iter().map(|x| x.id.to_string()).collect::<Vec<_>>();
+        let ids = |r: &Ring| {
+            r.members()
+                .iter()
+                .map(|x| x.id.to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids(&v.read_ring), ["a", "c"]);
         assert_eq!(ids(&v.write_ring), ["a", "b"]);
         assert!(v.in_transition());
@@ -496,7 +516,11 @@ mod tests {
 
         let fresh = Membership::new(info("a", MemberState::Joining, 1), vec![], 64, true);
         fresh.merge(vec![info("a", MemberState::Removed, 7)]);
-        assert_eq!(fresh.me().state, MemberState::Joining, "a wiped node rejoins");
+        assert_eq!(
+            fresh.me().state,
+            MemberState::Joining,
+            "a wiped node rejoins"
+        );
         assert!(fresh.me().version > 7);
     }
 

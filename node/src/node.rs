@@ -11,11 +11,11 @@ use crate::membership::Membership;
 use crate::metrics::{self, Metrics};
 use crate::net::{self, Handler, ServeLimits};
 use crate::peer::{MemberInfo, MemberInfoV1, MemberState, PeerRequest, PeerResponse};
-use crate::transfer::Transfers;
 use crate::register::Actor;
 use crate::repair::AntiEntropy;
 use crate::replica::Replica;
 use crate::storage::{Closed, FjallEngine, Measured, Space, StorageError, Store, SyncPolicy};
+use crate::transfer::Transfers;
 use crate::transport::{BoxFuture, QuicTransport, Transport};
 use kvorum_client::proto::{Request, Response};
 use kvorum_client::{TlsError, TlsMaterial};
@@ -81,9 +81,26 @@ pub struct RunningNode {
     anti_entropy: Arc<AntiEntropy>,
     metrics: Arc<Metrics>,
     metrics_addr: Option<SocketAddr>,
+    store: Store,
 }
 
 impl RunningNode {
+    /// The storage keys this node holds data for (tombstones included), in
+    /// key order: what it replicates.
+    pub fn data_keys(&self) -> Result<Vec<Vec<u8>>, StorageError> {
+        Ok(self
+            .store
+            .scan_after(Space::Data, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// The node's view of the member list (tombstones included).
+    pub fn view(&self) -> crate::membership::View {
+        self.membership.view()
+    }
+
     /// The node's metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -151,6 +168,7 @@ impl RunningNode {
             hints,
             anti_entropy,
             metrics,
+            store,
             ..
         } = self;
         metrics.clear_collectors();
@@ -163,6 +181,7 @@ impl RunningNode {
         // store to close.
         drop(hints);
         drop(anti_entropy);
+        drop(store);
         // Requests still in flight finish within their deadlines; then the
         // last store handle drops and the database closes, so the data
         // directory can be opened again (a restart in the same process).
@@ -228,6 +247,7 @@ pub async fn start_with_faults(
     let engine = Arc::new(FjallEngine::open(&config.data_dir).map_err(storage_err)?);
     let engine = Arc::new(Measured::new(engine, &metrics));
     let (store, store_closed) = Store::start(engine, config.sync);
+    let store_handle = store.clone();
     // `known`: the persisted member list; `upgraded`: it came from a data
     // directory of a build without member states (its node was up).
     let (epoch, known, fresh, upgraded) =
@@ -452,6 +472,7 @@ pub async fn start_with_faults(
         anti_entropy,
         metrics,
         metrics_addr,
+        store: store_handle,
     })
 }
 

@@ -202,7 +202,11 @@ impl Transfers {
         let ranges = view.gainers(&self.ns());
         let waiting_for = ranges
             .keys()
-            .filter(|g| view.members.get(*g).is_some_and(|m| m.synced_view != view.hash))
+            .filter(|g| {
+                view.members
+                    .get(*g)
+                    .is_some_and(|m| m.synced_view != view.hash)
+            })
             .cloned()
             .collect();
         let sources = lock(&self.inner.progress)
@@ -255,7 +259,11 @@ impl Transfers {
             let gainers = view.gainers(&self.ns());
             let pending: Vec<&NodeId> = gainers
                 .keys()
-                .filter(|g| view.members.get(*g).is_some_and(|x| x.synced_view != view.hash))
+                .filter(|g| {
+                    view.members
+                        .get(*g)
+                        .is_some_and(|x| x.synced_view != view.hash)
+                })
                 .collect();
             if pending.is_empty() {
                 self.complete(&view);
@@ -363,8 +371,12 @@ impl Transfers {
         let _active = scopeguard(|| {
             inner.active.fetch_sub(1, Ordering::Relaxed);
         });
-        let keys_in = inner.metrics.counter(metrics::TRANSFER_KEYS, &[("direction", "in")]);
-        let bytes_in = inner.metrics.counter(metrics::TRANSFER_BYTES, &[("direction", "in")]);
+        let keys_in = inner
+            .metrics
+            .counter(metrics::TRANSFER_KEYS, &[("direction", "in")]);
+        let bytes_in = inner
+            .metrics
+            .counter(metrics::TRANSFER_BYTES, &[("direction", "in")]);
         loop {
             let Some(mut p) = lock(&inner.progress).get(source).cloned() else {
                 return Ok(());
@@ -410,7 +422,7 @@ impl Transfers {
             bytes_in.increment(bytes);
             save_progress(&inner.replica, &p).await?;
             lock(&inner.progress).insert(source.clone(), p.clone());
-                if p.done {
+            if p.done {
                 tracing::info!(%source, keys = p.keys, bytes = p.bytes, "range stream complete");
                 return Ok(());
             }
@@ -450,7 +462,10 @@ impl Transfers {
         let (done, pending) = lock(&self.inner.progress)
             .values()
             .filter(|s| s.view == view.hash && view.in_transition())
-            .fold((0u32, 0u32), |(d, n), s| if s.done { (d + 1, n) } else { (d, n + 1) });
+            .fold(
+                (0u32, 0u32),
+                |(d, n), s| if s.done { (d + 1, n) } else { (d, n + 1) },
+            );
         m.gauge(metrics::TRANSFER_SOURCES, &[("status", "done")])
             .set(f64::from(done));
         m.gauge(metrics::TRANSFER_SOURCES, &[("status", "pending")])
@@ -611,7 +626,10 @@ impl Transfers {
                     match inner.replica.drop_if(key, hash).await {
                         Ok(true) => dropped += 1,
                         Ok(false) => {} // changed meanwhile: the next pass
-                        Err(e) => failed = Some(TransferError::Storage(StorageError::Engine(e.to_string()))),
+                        Err(e) => {
+                            failed =
+                                Some(TransferError::Storage(StorageError::Engine(e.to_string())))
+                        }
                     }
                 }
             }
@@ -715,7 +733,9 @@ fn load_progress(replica: &Replica) -> Result<BTreeMap<NodeId, SourceProgress>, 
             Ok(p) => {
                 out.insert(p.source.clone(), p);
             }
-            Err(e) => tracing::warn!(error = %e, "unreadable transfer cursor ignored (the stream restarts)"),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable transfer cursor ignored (the stream restarts)")
+            }
         }
     }
     Ok(out)

@@ -145,7 +145,11 @@ async fn a_replica_whose_data_dir_was_wiped_rejoins_and_streams_its_ranges_back(
         c.restart(3).await;
         c.wait_for_members(3).await; // n3 is up again: its join completed
         let probe = PeerProbe::new(&c.node_tls(1));
-        assert_eq!(held(&c, &probe, 3).await, KEYS, "n3 holds every key once up");
+        assert_eq!(
+            held(&c, &probe, 3).await,
+            KEYS,
+            "n3 holds every key once up"
+        );
         let n3 = c.nodes[2].as_ref().unwrap();
         let streamed = metric(n3, "kvorum_transfer_keys_total", &[("direction", "in")]);
         assert!(streamed >= f64::from(KEYS), "streamed {streamed}");

@@ -42,11 +42,16 @@ pub fn config(
     extra: &str,
 ) -> NodeConfig {
     let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    // Quick transfer steps, unless the test sets its own.
+    let transfers = if extra.contains("[transfers]") {
+        ""
+    } else {
+        "[transfers]\ninterval_ms = 100\n"
+    };
     let text = format!(
         "id = \"n{i}\"\nlisten = \"{listen}\"\nseeds = [{}]\ndata_dir = \"data/n{i}\"\n\
          gossip_interval_ms = 100\npeer_connect_timeout_ms = 500\n{extra}\n\
-         [tls]\nca = \"ca.pem\"\ncert = \"n{i}.pem\"\nkey = \"n{i}.key\"\n\
-         [transfers]\ninterval_ms = 100\n",
+         [tls]\nca = \"ca.pem\"\ncert = \"n{i}.pem\"\nkey = \"n{i}.key\"\n{transfers}",
         seeds.join(", ")
     );
     NodeConfig::parse(&text, dir).expect("test config parses")
@@ -91,6 +96,54 @@ impl TestCluster {
         };
         c.wait_for_members(count).await;
         c
+    }
+
+    /// Starts `count` nodes, node i in zone `zones[i % zones.len()]`.
+    pub async fn start_zoned(count: usize, zones: &[&str], extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = make_certs(dir.path(), count);
+        let mut c = Self {
+            dir,
+            nodes: Vec::new(),
+            addrs: Vec::new(),
+            ca,
+            configs: Vec::new(),
+            faults: None,
+        };
+        for i in 0..count {
+            c.add_node(Some(zones[i % zones.len()]), extra).await;
+        }
+        c.wait_for_members(count).await;
+        c
+    }
+
+    /// Starts one more node (n<k>, with a fresh certificate) that joins
+    /// through the first node; returns its 1-based index.
+    pub async fn add_node(&mut self, zone: Option<&str>, extra: &str) -> usize {
+        let k = self.nodes.len() + 1;
+        let id = format!("n{k}");
+        if !self.dir.path().join(format!("{id}.pem")).exists() {
+            certs::write(
+                self.dir.path(),
+                &id,
+                &certs::make_node(&self.ca, &id, &[]).unwrap(),
+            )
+            .unwrap();
+        }
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let zone = zone
+            .map(|z| format!("zone = \"{z}\"\n"))
+            .unwrap_or_default();
+        let seeds: Vec<SocketAddr> = self.addrs.iter().take(1).copied().collect();
+        let mut cfg = config(self.dir.path(), k, any, &seeds, &format!("{zone}{extra}"));
+        let node = kvorum_node::node::start_with_faults(cfg.clone(), self.faults.clone())
+            .await
+            .expect("node starts");
+        self.addrs.push(node.addr());
+        cfg.listen = node.addr();
+        self.configs.push(cfg);
+        self.nodes.push(Some(node));
+        k
     }
 
     pub async fn wait_for_members(&self, count: usize) {

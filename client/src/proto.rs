@@ -135,7 +135,7 @@ pub enum FrameError {
 /// use kvorum_client::ReadOptions;
 /// let req = Request::Get { bucket: "users".into(), key: b"alice".to_vec(), options: ReadOptions::r(2) };
 /// let frame = encode_frame(PROTOCOL_VERSION, &req);
-/// assert_eq!(frame[0], 1); // the version comes first (a postcard varint)
+/// assert_eq!(frame[0], PROTOCOL_VERSION as u8); // the version comes first (a postcard varint)
 /// assert_eq!(decode_frame::<Request>(PROTOCOL_VERSION, &frame), Ok(req));
 /// ```
 pub fn encode_frame<T: Serialize>(version: u16, body: &T) -> Vec<u8> {

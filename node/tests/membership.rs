@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// These tests run clusters of up to twelve nodes: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Fast anti-entropy: it spreads the odd write whose quorum failed after
 /// reaching one replica, so the final placement check can be exact.
 const EXTRA: &str = "[anti_entropy]\ninterval_ms = 500\n";
@@ -174,6 +177,7 @@ async fn until_state(c: &TestCluster, node: &str, state: MemberState, limit: Dur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_grows_from_three_to_five_while_writing() {
+    let _serial = SERIAL.lock().await;
     tokio::time::timeout(Duration::from_secs(240), async {
         let mut c = TestCluster::start(3, EXTRA).await;
         let writer = Writer::start(c.client(), 0);
@@ -211,6 +215,7 @@ async fn a_cluster_grows_from_three_to_five_while_writing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn decommission_one_node_of_five_then_remove_a_killed_one() {
+    let _serial = SERIAL.lock().await;
     tokio::time::timeout(Duration::from_secs(240), async {
         let mut c = TestCluster::start(5, EXTRA).await;
         let writer = Writer::start(c.client_of(&c.addrs[..3]), 0);
@@ -269,6 +274,7 @@ async fn decommission_one_node_of_five_then_remove_a_killed_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_joining_node_killed_mid_stream_resumes_and_completes() {
+    let _serial = SERIAL.lock().await;
     tokio::time::timeout(Duration::from_secs(240), async {
         // Small stream batches and one stream at a time: the join takes
         // many calls, so it can be interrupted halfway.
@@ -347,6 +353,7 @@ async fn a_joining_node_killed_mid_stream_resumes_and_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn preference_lists_span_three_zones_and_a_lost_zone_keeps_quorums() {
+    let _serial = SERIAL.lock().await;
     tokio::time::timeout(Duration::from_secs(180), async {
         let mut c = TestCluster::start_zoned(6, &["a", "b", "c"], EXTRA).await;
         let client = c.client();
@@ -403,6 +410,7 @@ async fn preference_lists_span_three_zones_and_a_lost_zone_keeps_quorums() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gossip_spreads_a_change_to_ten_nodes_within_a_few_rounds() {
+    let _serial = SERIAL.lock().await;
     tokio::time::timeout(Duration::from_secs(180), async {
         // 100 ms gossip rounds (common::config).
         let round = Duration::from_millis(100);

@@ -547,7 +547,7 @@ async fn handshake_failures_are_counted_by_reason() {
             addr,
             &c.client_tls(),
             kvorum_client::proto::ALPN_CLIENT,
-            b"\x01junk",
+            b"\x02junk", // protocol version 2, then garbage
         )
         .await
         .unwrap();

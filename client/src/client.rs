@@ -3,9 +3,10 @@
 use crate::handles::{CounterHandle, Handle, MapHandle, SetHandle};
 use crate::proto::{
     decode_frame, encode_frame, BucketProps, CausalContext, ClusterStatus, DataOp, DataValue,
-    ErrorReply, MemberStatus, ReadOptions, Request, Response, RingRange, WriteOptions,
-    DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME, PROTOCOL_VERSION,
+    ErrorReply, MemberStatus, ReadOptions, ReadReport, Request, Response, RingRange, Version,
+    WriteOptions, DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME, PROTOCOL_VERSION,
 };
+use crate::session::{Session, SessionConfig};
 use crate::tls::{client_quic_config, TlsError, TlsMaterial};
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -104,6 +105,22 @@ pub enum Error {
     /// The client was built without seed addresses.
     #[error("no seed addresses given")]
     NoSeeds,
+    /// A [`Session`] read found no node that could answer with the key's
+    /// state at least as new as what the session wrote or read before,
+    /// within the request timeout. Nothing older was returned; retrying
+    /// later may succeed (the replica holding the session's version may be
+    /// partitioned away or down).
+    #[error("session read of {bucket:?} not served at the session's version within {after:?} ({attempts} attempts; last: {last})")]
+    Stale {
+        /// The bucket of the key.
+        bucket: String,
+        /// Requests sent (each to another node where possible).
+        attempts: u32,
+        /// How long the session tried.
+        after: Duration,
+        /// Why the last attempt failed.
+        last: String,
+    },
 }
 
 fn describe(v: &[(SocketAddr, String)]) -> String {
@@ -123,6 +140,7 @@ fn describe(v: &[(SocketAddr, String)]) -> String {
 ///     1 => println!("value: {:?}", v.siblings[0]),
 ///     n => println!("{n} concurrent values; resolve by writing with v.context"),
 /// }
+/// println!("{}", v.report); // e.g. "2 of 3 replicas answered (R=2), they agreed"
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +150,10 @@ pub struct Versioned {
     pub siblings: Vec<Vec<u8>>,
     /// Pass this to the next `put`/`delete` of the key.
     pub context: CausalContext,
+    /// Version of the merged state the read answered with.
+    pub version: Version,
+    /// How many replicas were asked and answered, and whether they agreed.
+    pub report: ReadReport,
 }
 
 impl Versioned {
@@ -139,7 +161,8 @@ impl Versioned {
     ///
     /// ```
     /// # use kvorum_client::{Versioned, CausalContext};
-    /// let v = Versioned { siblings: vec![], context: CausalContext::empty() };
+    /// let v = Versioned { siblings: vec![], context: CausalContext::empty(),
+    ///     version: Default::default(), report: Default::default() };
     /// assert!(!v.is_found());
     /// ```
     pub fn is_found(&self) -> bool {
@@ -150,7 +173,8 @@ impl Versioned {
     ///
     /// ```
     /// # use kvorum_client::{Versioned, CausalContext};
-    /// let v = Versioned { siblings: vec![b"x".to_vec()], context: CausalContext::empty() };
+    /// let v = Versioned { siblings: vec![b"x".to_vec()], context: CausalContext::empty(),
+    ///     version: Default::default(), report: Default::default() };
     /// assert_eq!(v.single(), Some(&b"x"[..]));
     /// ```
     pub fn single(&self) -> Option<&[u8]> {
@@ -384,19 +408,51 @@ impl Client {
         key: &[u8],
         options: ReadOptions,
     ) -> Result<Versioned, Error> {
+        let options = ReadOptions {
+            timeout_ms: Some(self.timeout_ms(options.timeout_ms)),
+            ..options
+        };
+        self.get_at(bucket, key, options, None, Route::default())
+            .await
+    }
+
+    /// A read of a register-like key that must reach `at_least`, sent as
+    /// `route` says.
+    pub(crate) async fn get_at(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        options: ReadOptions,
+        at_least: Option<Version>,
+        route: Route,
+    ) -> Result<Versioned, Error> {
         let req = Request::Get {
             bucket: bucket.to_string(),
             key: key.to_vec(),
-            options: ReadOptions {
-                timeout_ms: Some(self.timeout_ms(options.timeout_ms)),
-                ..options
-            },
+            options,
+            at_least,
         };
-        match self.call(&req, true).await? {
-            Response::Value { siblings, context } => Ok(Versioned { siblings, context }),
-            Response::NotFound { context } => Ok(Versioned {
+        match self.call_at(&req, true, route).await? {
+            Response::Value {
+                siblings,
+                context,
+                version,
+                report,
+            } => Ok(Versioned {
+                siblings,
+                context,
+                version,
+                report,
+            }),
+            Response::NotFound {
+                context,
+                version,
+                report,
+            } => Ok(Versioned {
                 siblings: Vec::new(),
                 context,
+                version,
+                report,
             }),
             Response::Error(e) => Err(Error::Server(e)),
             other => Err(unexpected(&other)),
@@ -444,6 +500,20 @@ impl Client {
         context: &CausalContext,
         options: WriteOptions,
     ) -> Result<CausalContext, Error> {
+        self.put_full(bucket, key, value, context, options)
+            .await
+            .map(|(context, _)| context)
+    }
+
+    /// [`Client::put_with`], returning the version of the write too.
+    pub(crate) async fn put_full(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        value: &[u8],
+        context: &CausalContext,
+        options: WriteOptions,
+    ) -> Result<(CausalContext, Version), Error> {
         let req = Request::Put {
             bucket: bucket.to_string(),
             key: key.to_vec(),
@@ -493,6 +563,19 @@ impl Client {
         context: &CausalContext,
         options: WriteOptions,
     ) -> Result<CausalContext, Error> {
+        self.delete_full(bucket, key, context, options)
+            .await
+            .map(|(context, _)| context)
+    }
+
+    /// [`Client::delete_with`], returning the version of the write too.
+    pub(crate) async fn delete_full(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        context: &CausalContext,
+        options: WriteOptions,
+    ) -> Result<(CausalContext, Version), Error> {
         let req = Request::Delete {
             bucket: bucket.to_string(),
             key: key.to_vec(),
@@ -721,13 +804,45 @@ impl Client {
         MapHandle(Handle::new(self, bucket, key))
     }
 
-    /// Reads a counter, set or map key; `None` when it has no state.
+    /// A session for this client (see [`Session`]), with the default
+    /// bounds ([`SessionConfig::default`]).
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::{CausalContext, ReadOptions, WriteOptions};
+    /// let session = client.session();
+    /// session.put_with("users", b"alice", b"admin", &CausalContext::empty(), WriteOptions::w(1)).await?;
+    /// // Even at R = 1 through another node: this write, or something newer.
+    /// let read = session.get_with("users", b"alice", ReadOptions::r(1)).await?;
+    /// assert!(read.is_found());
+    /// # Ok(()) }
+    /// ```
+    pub fn session(&self) -> Session {
+        Session::new(self, SessionConfig::default())
+    }
+
+    /// A session with explicit memory bounds.
+    ///
+    /// ```no_run
+    /// # fn f(client: kvorum_client::Client) {
+    /// use kvorum_client::SessionConfig;
+    /// let session = client.session_with(SessionConfig { max_keys: 100, ..SessionConfig::default() });
+    /// # let _ = session; }
+    /// ```
+    pub fn session_with(&self, config: SessionConfig) -> Session {
+        Session::new(self, config)
+    }
+
+    /// Reads a counter, set or map key (`value` is `None` when it has no
+    /// state) that must reach `at_least`, sent as `route` says.
     pub(crate) async fn fetch(
         &self,
         bucket: &str,
         key: &[u8],
         options: ReadOptions,
-    ) -> Result<(Option<DataValue>, CausalContext), Error> {
+        at_least: Option<Version>,
+        route: Route,
+    ) -> Result<Fetched, Error> {
         let req = Request::Fetch {
             bucket: bucket.to_string(),
             key: key.to_vec(),
@@ -735,16 +850,37 @@ impl Client {
                 timeout_ms: Some(self.timeout_ms(options.timeout_ms)),
                 ..options
             },
+            at_least,
         };
-        match self.call(&req, true).await? {
-            Response::Data { value, context } => Ok((Some(value), context)),
-            Response::NotFound { context } => Ok((None, context)),
+        match self.call_at(&req, true, route).await? {
+            Response::Data {
+                value,
+                context,
+                version,
+                report,
+            } => Ok(Fetched {
+                value: Some(value),
+                context,
+                version,
+                report,
+            }),
+            Response::NotFound {
+                context,
+                version,
+                report,
+            } => Ok(Fetched {
+                value: None,
+                context,
+                version,
+                report,
+            }),
             Response::Error(e) => Err(Error::Server(e)),
             other => Err(unexpected(&other)),
         }
     }
 
-    /// Applies an update to a counter, set or map key.
+    /// Applies an update to a counter, set or map key; returns the context
+    /// and the version of the write.
     pub(crate) async fn update(
         &self,
         bucket: &str,
@@ -752,7 +888,7 @@ impl Client {
         op: DataOp,
         context: &CausalContext,
         options: WriteOptions,
-    ) -> Result<CausalContext, Error> {
+    ) -> Result<(CausalContext, Version), Error> {
         let req = Request::Update {
             bucket: bucket.to_string(),
             key: key.to_vec(),
@@ -778,22 +914,45 @@ impl Client {
         self.inner.endpoint.wait_idle().await;
     }
 
-    fn timeout_ms(&self, asked: Option<u32>) -> u32 {
+    /// The timeout a request sends: `asked`, else the client's default.
+    pub(crate) fn timeout_ms(&self, asked: Option<u32>) -> u32 {
         asked.unwrap_or_else(|| {
             u32::try_from(self.inner.request_timeout.as_millis()).unwrap_or(u32::MAX)
         })
     }
 
-    async fn write(&self, req: &Request) -> Result<CausalContext, Error> {
+    /// Sends a write; returns the context and the version of what it wrote.
+    pub(crate) async fn write(&self, req: &Request) -> Result<(CausalContext, Version), Error> {
         match self.call(req, false).await? {
-            Response::Written { context } => Ok(context),
+            Response::Written { context, version } => Ok((context, version)),
             Response::Error(e) => Err(Error::Server(e)),
             other => Err(unexpected(&other)),
         }
     }
 
-    /// Sends `req` to the nodes in turn until one answers.
+    /// The next node in the round robin (an index to pass in a [`Route`]).
+    pub(crate) fn next_node(&self) -> usize {
+        self.inner.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How many nodes the client knows.
+    pub(crate) fn node_count(&self) -> usize {
+        self.inner.nodes.len()
+    }
+
+    /// Sends `req` to the nodes in turn (round robin) until one answers.
     async fn call(&self, req: &Request, idempotent: bool) -> Result<Response, Error> {
+        self.call_at(req, idempotent, Route::default()).await
+    }
+
+    /// Sends `req` to the nodes in turn, from the node `route` names, until
+    /// one answers.
+    async fn call_at(
+        &self,
+        req: &Request,
+        idempotent: bool,
+        route: Route,
+    ) -> Result<Response, Error> {
         let frame = encode_frame(PROTOCOL_VERSION, req);
         let wait = match req {
             Request::Get { options, .. } => options.timeout_ms,
@@ -809,9 +968,9 @@ impl Client {
         }
         .map(|ms| Duration::from_millis(ms.into()))
         .unwrap_or(self.inner.request_timeout)
-            + CLIENT_SLACK;
+            + route.slack.unwrap_or(CLIENT_SLACK);
         let n = self.inner.nodes.len();
-        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let start = route.start.unwrap_or_else(|| self.next_node());
         let mut failures = Vec::new();
         for i in 0..n {
             let slot = &self.inner.nodes[(start + i) % n];
@@ -944,6 +1103,26 @@ impl Client {
             }
         }
     }
+}
+
+/// Where a request goes first, and how long past its timeout the client
+/// waits for the node's answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Route {
+    /// Index of the first node to try (modulo the node count); `None`: the
+    /// next in the round robin.
+    pub(crate) start: Option<usize>,
+    /// Slack past the request's timeout; `None`: the default (2 s).
+    pub(crate) slack: Option<Duration>,
+}
+
+/// A typed read's answer in full.
+#[derive(Debug, Clone)]
+pub(crate) struct Fetched {
+    pub(crate) value: Option<DataValue>,
+    pub(crate) context: CausalContext,
+    pub(crate) version: Version,
+    pub(crate) report: ReadReport,
 }
 
 /// After a failed connect, requests skip that node for this long.

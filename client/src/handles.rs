@@ -4,14 +4,17 @@
 //! read and write options of its requests, so per-request R, W and timeouts
 //! work as for registers.
 
-use crate::client::{Client, Error};
-use crate::proto::{CausalContext, ErrorReply, ReadOptions, WriteOptions};
+use crate::client::{Client, Error, Fetched, Route};
+use crate::proto::{CausalContext, ErrorReply, ReadOptions, ReadReport, Version, WriteOptions};
+use crate::session::Session;
 use crate::types::{BucketType, DataOp, DataValue, FieldKind, MapOp, MapValue};
 
 /// What every handle holds.
 #[derive(Debug, Clone)]
 pub(crate) struct Handle {
     client: Client,
+    /// Reads and updates go through this session, if any.
+    session: Option<Session>,
     bucket: String,
     key: Vec<u8>,
     read: ReadOptions,
@@ -22,6 +25,7 @@ impl Handle {
     pub(crate) fn new(client: &Client, bucket: &str, key: &[u8]) -> Self {
         Self {
             client: client.clone(),
+            session: None,
             bucket: bucket.to_string(),
             key: key.to_vec(),
             read: ReadOptions::default(),
@@ -29,14 +33,33 @@ impl Handle {
         }
     }
 
-    async fn fetch(&self) -> Result<(Option<DataValue>, CausalContext), Error> {
-        self.client.fetch(&self.bucket, &self.key, self.read).await
+    pub(crate) fn with_session(session: &Session, bucket: &str, key: &[u8]) -> Self {
+        Self {
+            session: Some(session.clone()),
+            ..Self::new(session.client(), bucket, key)
+        }
+    }
+
+    async fn fetch(&self) -> Result<Fetched, Error> {
+        match &self.session {
+            Some(s) => s.fetch(&self.bucket, &self.key, self.read).await,
+            None => {
+                self.client
+                    .fetch(&self.bucket, &self.key, self.read, None, Route::default())
+                    .await
+            }
+        }
     }
 
     async fn update(&self, op: DataOp, ctx: &CausalContext) -> Result<CausalContext, Error> {
-        self.client
+        let (context, version) = self
+            .client
             .update(&self.bucket, &self.key, op, ctx, self.write)
-            .await
+            .await?;
+        if let Some(s) = &self.session {
+            s.observe(&self.bucket, &self.key, &version);
+        }
+        Ok(context)
     }
 
     /// The error for a value of another type than the handle's (the node
@@ -117,12 +140,48 @@ impl CounterHandle {
     /// # let _ = n; Ok(()) }
     /// ```
     pub async fn value(&self) -> Result<i64, Error> {
-        match self.0.fetch().await? {
-            (None, _) => Ok(0),
-            (Some(DataValue::Counter(v)), _) => Ok(v),
-            (Some(other), _) => Err(self.0.mismatch(BucketType::Counter, &other)),
-        }
+        self.read().await.map(|c| c.value)
     }
+
+    /// The counter's value at quorum R, with its version and what the
+    /// read's replicas did.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let read = client.counter("stats", b"hits").read().await?;
+    /// println!("{} ({})", read.value, read.report);
+    /// # Ok(()) }
+    /// ```
+    pub async fn read(&self) -> Result<CounterValue, Error> {
+        let f = self.0.fetch().await?;
+        let value = match f.value {
+            None => 0,
+            Some(DataValue::Counter(v)) => v,
+            Some(other) => return Err(self.0.mismatch(BucketType::Counter, &other)),
+        };
+        Ok(CounterValue {
+            value,
+            version: f.version,
+            report: f.report,
+        })
+    }
+}
+
+/// A counter read.
+///
+/// ```
+/// use kvorum_client::CounterValue;
+/// let c = CounterValue { value: 3, version: Default::default(), report: Default::default() };
+/// assert_eq!(c.value, 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterValue {
+    /// The counter's value (0 for a key never incremented).
+    pub value: i64,
+    /// Version of the merged state.
+    pub version: Version,
+    /// How many replicas were asked and answered, and whether they agreed.
+    pub report: ReadReport,
 }
 
 /// A set read: its members (sorted) and the context that lets a later
@@ -130,7 +189,8 @@ impl CounterHandle {
 ///
 /// ```
 /// use kvorum_client::{CausalContext, SetValue};
-/// let s = SetValue { members: vec![b"a".to_vec()], context: CausalContext::empty() };
+/// let s = SetValue { members: vec![b"a".to_vec()], context: CausalContext::empty(),
+///     version: Default::default(), report: Default::default() };
 /// assert!(s.contains(b"a"));
 /// assert!(!s.contains(b"b"));
 /// ```
@@ -140,6 +200,10 @@ pub struct SetValue {
     pub members: Vec<Vec<u8>>,
     /// Pass to [`SetHandle::remove`]: removes only what this read saw.
     pub context: CausalContext,
+    /// Version of the merged state.
+    pub version: Version,
+    /// How many replicas were asked and answered, and whether they agreed.
+    pub report: ReadReport,
 }
 
 impl SetValue {
@@ -147,7 +211,8 @@ impl SetValue {
     ///
     /// ```
     /// use kvorum_client::{CausalContext, SetValue};
-    /// let s = SetValue { members: vec![], context: CausalContext::empty() };
+    /// let s = SetValue { members: vec![], context: CausalContext::empty(),
+    ///     version: Default::default(), report: Default::default() };
     /// assert!(!s.contains(b"x"));
     /// ```
     pub fn contains(&self, member: &[u8]) -> bool {
@@ -267,14 +332,18 @@ impl SetHandle {
     /// # Ok(()) }
     /// ```
     pub async fn members(&self) -> Result<SetValue, Error> {
-        match self.0.fetch().await? {
-            (None, context) => Ok(SetValue {
-                members: Vec::new(),
-                context,
-            }),
-            (Some(DataValue::Set(members)), context) => Ok(SetValue { members, context }),
-            (Some(other), _) => Err(self.0.mismatch(BucketType::Set, &other)),
-        }
+        let f = self.0.fetch().await?;
+        let members = match f.value {
+            None => Vec::new(),
+            Some(DataValue::Set(members)) => members,
+            Some(other) => return Err(self.0.mismatch(BucketType::Set, &other)),
+        };
+        Ok(SetValue {
+            members,
+            context: f.context,
+            version: f.version,
+            report: f.report,
+        })
     }
 }
 
@@ -452,7 +521,8 @@ impl MapUpdate {
 ///
 /// ```
 /// use kvorum_client::{CausalContext, FieldKind, MapValue, TypedMap};
-/// let m = TypedMap { value: MapValue::default(), context: CausalContext::empty() };
+/// let m = TypedMap { value: MapValue::default(), context: CausalContext::empty(),
+///     version: Default::default(), report: Default::default() };
 /// assert!(m.value.get("x", FieldKind::Counter).is_none());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -461,6 +531,10 @@ pub struct TypedMap {
     pub value: MapValue,
     /// Pass to [`MapUpdate::context`] for removes and register writes.
     pub context: CausalContext,
+    /// Version of the merged state.
+    pub version: Version,
+    /// How many replicas were asked and answered, and whether they agreed.
+    pub report: ReadReport,
 }
 
 /// A map key: named fields of counters, sets, flags, LWW and multi-value
@@ -537,13 +611,17 @@ impl MapHandle {
     /// # Ok(()) }
     /// ```
     pub async fn fetch(&self) -> Result<TypedMap, Error> {
-        match self.0.fetch().await? {
-            (None, context) => Ok(TypedMap {
-                value: MapValue::default(),
-                context,
-            }),
-            (Some(DataValue::Map(value)), context) => Ok(TypedMap { value, context }),
-            (Some(other), _) => Err(self.0.mismatch(BucketType::Map, &other)),
-        }
+        let f = self.0.fetch().await?;
+        let value = match f.value {
+            None => MapValue::default(),
+            Some(DataValue::Map(value)) => value,
+            Some(other) => return Err(self.0.mismatch(BucketType::Map, &other)),
+        };
+        Ok(TypedMap {
+            value,
+            context: f.context,
+            version: f.version,
+            report: f.report,
+        })
     }
 }

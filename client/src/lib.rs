@@ -22,29 +22,42 @@
 //! - [`tls`]: PEM loading and the QUIC/TLS 1.3 client configuration (mutual
 //!   authentication against the cluster CA, `ring` provider).
 //! - [`Client`]: the connection pool with failover.
+//! - [`Session`]: read-your-writes and monotonic reads per logical user,
+//!   with bounded memory ([`SessionConfig`]).
+//! - [`Version`], [`ReadReport`]: the version of a read or write (which
+//!   sessions compare), and what a read's replicas did.
 //!
 //! # Invariants
 //! - Every frame carries [`proto::PROTOCOL_VERSION`]; decoding is bounded by
 //!   the size of the frame read.
 //! - A write is retried on another node only if it was never sent, so the
 //!   client never duplicates a write behind the caller's back.
+//! - A session read never returns a state whose version does not dominate
+//!   the session's version of the key; it fails with [`Error::Stale`]
+//!   instead.
 #![warn(missing_docs)]
 
 mod client;
 mod handles;
 pub mod proto;
+mod session;
 pub mod tls;
 mod types;
+mod version;
 
 pub use client::{
     Client, ClientBuilder, Error, Versioned, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
 };
-pub use handles::{CounterHandle, MapHandle, MapUpdate, SetHandle, SetValue, TypedMap};
+pub use handles::{
+    CounterHandle, CounterValue, MapHandle, MapUpdate, SetHandle, SetValue, TypedMap,
+};
 pub use proto::{
     CausalContext, ClusterStatus, ErrorReply, MemberStatus, QuorumFailure, ReadOptions,
-    ReplicaOutcome, RingRange, TransferStatus, WriteOptions,
+    ReplicaOutcome, RingRange, StaleRead, TransferStatus, WriteOptions,
 };
+pub use session::{Session, SessionConfig};
 pub use tls::{TlsError, TlsMaterial};
 pub use types::{
     BucketProps, BucketType, DataOp, DataValue, FieldKind, FieldValue, MapOp, MapValue,
 };
+pub use version::{ActorId, ReadReport, Version};

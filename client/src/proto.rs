@@ -16,13 +16,16 @@
 pub use crate::types::{
     BucketProps, BucketType, DataOp, DataValue, FieldKind, FieldValue, MapOp, MapValue,
 };
+pub use crate::version::{ActorId, ReadReport, Version};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt;
 
 /// The version of the client protocol this crate speaks.
 ///
 /// A node answers a frame of another version with
-/// [`ErrorReply::UnsupportedVersion`].
+/// [`ErrorReply::UnsupportedVersion`]. Version 2 added the version a read
+/// must reach (`at_least`), the version and replica report of reads, and
+/// the version of writes.
 ///
 /// ```
 /// use kvorum_client::proto::{decode_frame, encode_frame, FrameError, Request, PROTOCOL_VERSION};
@@ -133,7 +136,12 @@ pub enum FrameError {
 /// ```
 /// use kvorum_client::proto::{decode_frame, encode_frame, Request, PROTOCOL_VERSION};
 /// use kvorum_client::ReadOptions;
-/// let req = Request::Get { bucket: "users".into(), key: b"alice".to_vec(), options: ReadOptions::r(2) };
+/// let req = Request::Get {
+///     bucket: "users".into(),
+///     key: b"alice".to_vec(),
+///     options: ReadOptions::r(2),
+///     at_least: None,
+/// };
 /// let frame = encode_frame(PROTOCOL_VERSION, &req);
 /// assert_eq!(frame[0], PROTOCOL_VERSION as u8); // the version comes first (a postcard varint)
 /// assert_eq!(decode_frame::<Request>(PROTOCOL_VERSION, &frame), Ok(req));
@@ -158,8 +166,12 @@ struct EnvelopeRef<'a, T> {
 ///
 /// ```
 /// use kvorum_client::proto::{decode_frame, encode_frame, FrameError, Response, PROTOCOL_VERSION};
-/// use kvorum_client::CausalContext;
-/// let answer = Response::NotFound { context: CausalContext::empty() };
+/// use kvorum_client::{CausalContext, ReadReport, Version};
+/// let answer = Response::NotFound {
+///     context: CausalContext::empty(),
+///     version: Version::default(),
+///     report: ReadReport { asked: 3, r: 2, answered: 2, agreed: true },
+/// };
 /// let frame = encode_frame(PROTOCOL_VERSION, &answer);
 /// assert_eq!(decode_frame::<Response>(PROTOCOL_VERSION, &frame), Ok(answer));
 /// // A truncated frame is an error, never a panic.
@@ -405,6 +417,10 @@ pub enum Request {
         key: Vec<u8>,
         /// R and timeout.
         options: ReadOptions,
+        /// Answer only with a state whose version dominates this one (a
+        /// session's): the coordinator waits for more than R replicas if it
+        /// must, and answers [`ErrorReply::Stale`] if none has it in time.
+        at_least: Option<Version>,
     },
     /// Write a value at quorum W.
     Put {
@@ -442,6 +458,8 @@ pub enum Request {
         key: Vec<u8>,
         /// R and timeout.
         options: ReadOptions,
+        /// As for [`Request::Get`]: the version the answer must reach.
+        at_least: Option<Version>,
     },
     /// Update a counter, set or map key at quorum W.
     Update {
@@ -593,12 +611,17 @@ pub struct MemberStatus {
 /// What a node answers.
 ///
 /// ```
-/// use kvorum_client::{proto::Response, CausalContext};
+/// use kvorum_client::{proto::Response, CausalContext, ReadReport, Version};
 /// let siblings = vec![b"a".to_vec(), b"b".to_vec()];
-/// let answer = Response::Value { siblings, context: CausalContext(vec![7]) };
+/// let answer = Response::Value {
+///     siblings,
+///     context: CausalContext(vec![7]),
+///     version: Version::default(),
+///     report: ReadReport { asked: 3, r: 2, answered: 2, agreed: true },
+/// };
 /// match answer {
 ///     // Concurrent writes: merge the values, then write back with `context`.
-///     Response::Value { siblings, context } => {
+///     Response::Value { siblings, context, .. } => {
 ///         assert_eq!(siblings.len(), 2);
 ///         assert_eq!(context.to_hex(), "07");
 ///     }
@@ -613,17 +636,27 @@ pub enum Response {
         siblings: Vec<Vec<u8>>,
         /// Context to pass to the next write of this key.
         context: CausalContext,
+        /// Version of the merged state the values come from.
+        version: Version,
+        /// The replicas the read asked and merged.
+        report: ReadReport,
     },
     /// No live value. The context covers any tombstones the read saw.
     NotFound {
         /// Context to pass to the next write of this key.
         context: CausalContext,
+        /// Version of the merged state (tombstones, or empty).
+        version: Version,
+        /// The replicas the read asked and merged.
+        report: ReadReport,
     },
     /// The write reached W replicas.
     Written {
         /// Context of the written value: a write with it supersedes exactly
         /// this value (and what the request's context covered).
         context: CausalContext,
+        /// Version of the write: every state that holds it dominates this.
+        version: Version,
     },
     /// The node's view of the cluster.
     Status(ClusterStatus),
@@ -646,6 +679,10 @@ pub enum Response {
         value: DataValue,
         /// Context to pass with updates that remove (set members, map fields).
         context: CausalContext,
+        /// Version of the merged state.
+        version: Version,
+        /// The replicas the read asked and merged.
+        report: ReadReport,
     },
     /// Answer to [`Request::CreateBucket`]: every member holds the bucket.
     BucketCreated,
@@ -743,6 +780,54 @@ impl fmt::Display for QuorumFailure {
             f,
             "{} quorum not met: {} of {} needed replicas answered",
             self.op, self.succeeded, self.needed
+        )?;
+        for (i, (node, outcome)) in self.replicas.iter().enumerate() {
+            f.write_str(if i == 0 { " (" } else { ", " })?;
+            write!(f, "{node}: {outcome}")?;
+        }
+        if !self.replicas.is_empty() {
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+/// A read that had to reach a version (a session's) and could not: the
+/// replicas that answered in time, merged, do not hold it. Nothing stale was
+/// returned.
+///
+/// ```
+/// use kvorum_client::{proto::StaleRead, ReplicaOutcome};
+/// let stale = StaleRead {
+///     asked: 3,
+///     answered: 2,
+///     replicas: vec![
+///         ("n1".into(), ReplicaOutcome::Ok),
+///         ("n2".into(), ReplicaOutcome::Ok),
+///         ("n3".into(), ReplicaOutcome::Timeout),
+///     ],
+/// };
+/// assert_eq!(
+///     stale.to_string(),
+///     "no replica that answered holds the required version: 2 of 3 answered (n1: ok, n2: ok, n3: timed out)"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleRead {
+    /// Replicas asked (the key's preference list).
+    pub asked: u8,
+    /// Replicas that answered, all merged.
+    pub answered: u8,
+    /// Each replica of the key and its outcome.
+    pub replicas: Vec<(String, ReplicaOutcome)>,
+}
+
+impl fmt::Display for StaleRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no replica that answered holds the required version: {} of {} answered",
+            self.answered, self.asked
         )?;
         for (i, (node, outcome)) in self.replicas.iter().enumerate() {
             f.write_str(if i == 0 { " (" } else { ", " })?;
@@ -865,6 +950,11 @@ pub enum ErrorReply {
     /// Fewer than R/W replicas answered in time.
     #[error("{0}")]
     Quorum(QuorumFailure),
+    /// R replicas answered, but none of the replicas that answered in time
+    /// holds the version the read required (`at_least`): the read refused
+    /// to answer with older data.
+    #[error("{0}")]
+    Stale(StaleRead),
     /// The node cannot serve requests now (no ring yet, shutting down, overloaded).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -924,6 +1014,7 @@ mod tests {
                 bucket: "bucket".into(),
                 key: vec![1; 64],
                 options: ReadOptions::default(),
+                at_least: None,
             },
         );
         assert!(matches!(
@@ -951,8 +1042,8 @@ mod tests {
 
     #[test]
     fn hostile_length_prefix_does_not_allocate() {
-        // version 1, variant Put (2), bucket length = huge varint.
-        let mut bytes = vec![1u8, 2];
+        // version 2, variant Put (2), bucket length = huge varint.
+        let mut bytes = vec![2u8, 2];
         bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
         assert!(decode_frame::<Request>(PROTOCOL_VERSION, &bytes).is_err());
     }

@@ -17,9 +17,9 @@ use crate::transport::{Transport, TransportError};
 use crate::value::{self, Reading, State, Update, ValueError};
 use kvorum_client::proto::{
     CausalContext, ClusterStatus, ErrorReply, Limit, MemberStatus, OpKind, QuorumFailure,
-    ReplicaOutcome, Request, Response, RingRange, TransferStatus,
+    ReplicaOutcome, Request, Response, RingRange, StaleRead, TransferStatus,
 };
-use kvorum_client::{BucketProps, BucketType, DataOp, MapOp};
+use kvorum_client::{BucketProps, BucketType, DataOp, MapOp, ReadReport, Version};
 use kvorum_ring::NodeId;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
@@ -31,6 +31,11 @@ struct WriteQuorum {
     timeout: Duration,
     strict: bool,
 }
+
+/// Largest causal context (or version to read at) a request may carry. A
+/// context holds about one entry per node that coordinated writes of the
+/// key: a few hundred bytes.
+const MAX_CONTEXT_BYTES: usize = 64 * 1024;
 
 /// Extra time a forwarding node waits beyond the request timeout.
 const FORWARD_SLACK: Duration = Duration::from_secs(1);
@@ -101,6 +106,14 @@ impl QuorumTracker {
     /// What each replica asked did so far (`None`: no answer yet).
     pub fn outcomes(&self) -> impl Iterator<Item = Option<&ReplicaOutcome>> {
         self.replicas.iter().map(|(_, _, o)| o.as_ref())
+    }
+
+    /// The replicas asked that have not answered yet.
+    pub fn pending(&self) -> impl Iterator<Item = &NodeId> {
+        self.replicas
+            .iter()
+            .filter(|(_, _, o)| o.is_none())
+            .map(|(n, _, _)| n)
     }
 
     /// Whether `node` is already among the replicas asked.
@@ -318,8 +331,12 @@ impl Coordinator {
                 bucket,
                 key,
                 options,
+                at_least,
             } => {
-                let (_, state) = self.read_request(&bucket, &key, options, true).await?;
+                let (_, state, report) = self
+                    .read_request(&bucket, &key, options, at_least.as_ref(), true)
+                    .await?;
+                let version = state.version();
                 let reading = state.read();
                 if let Reading::Register(siblings, ctx) = &reading {
                     if !siblings.is_empty() {
@@ -335,16 +352,24 @@ impl Coordinator {
                     Reading::Register(siblings, ctx) if !siblings.is_empty() => Response::Value {
                         siblings,
                         context: CausalContext(register::encode_context(&ctx)),
+                        version,
+                        report,
                     },
                     Reading::Register(_, ctx) => Response::NotFound {
                         context: CausalContext(register::encode_context(&ctx)),
+                        version,
+                        report,
                     },
                     Reading::Lww(Some(v)) => Response::Value {
                         siblings: vec![v],
                         context: CausalContext::empty(),
+                        version,
+                        report,
                     },
                     _ => Response::NotFound {
                         context: CausalContext::empty(),
+                        version,
+                        report,
                     },
                 })
             }
@@ -352,15 +377,23 @@ impl Coordinator {
                 bucket,
                 key,
                 options,
+                at_least,
             } => {
-                let (props, state) = self.read_request(&bucket, &key, options, false).await?;
+                let (props, state, report) = self
+                    .read_request(&bucket, &key, options, at_least.as_ref(), false)
+                    .await?;
+                let version = state.version();
                 Ok(match state.read() {
                     Reading::Data(Some(value), clock) => Response::Data {
                         value,
                         context: CausalContext(value::encode_clock(&clock)),
+                        version,
+                        report,
                     },
                     Reading::Data(None, clock) => Response::NotFound {
                         context: CausalContext(value::encode_clock(&clock)),
+                        version,
+                        report,
                     },
                     _ => {
                         return Err(ErrorReply::Internal(format!(
@@ -443,14 +476,16 @@ impl Coordinator {
     }
 
     /// A `get` (`register_like`) or typed read: checks the bucket and its
-    /// type, then reads at the request's or the bucket's R.
+    /// type (and that of the version the read must reach), then reads at
+    /// the request's or the bucket's R.
     async fn read_request(
         &self,
         bucket: &str,
         key: &[u8],
         options: kvorum_client::ReadOptions,
+        at_least: Option<&Version>,
         register_like: bool,
-    ) -> Result<(BucketProps, State), ErrorReply> {
+    ) -> Result<(BucketProps, State, ReadReport), ErrorReply> {
         let props = self.bucket(bucket, key)?;
         if props.bucket_type.is_register_like() != register_like {
             let op = if register_like {
@@ -462,11 +497,46 @@ impl Coordinator {
         }
         let r = quorum(options.r, props.r, props.n)?;
         let timeout = self.timeout(options.timeout_ms);
+        let at_least = match at_least {
+            Some(v) if !v.is_empty() => {
+                self.check_version(v, props.bucket_type)?;
+                Some(v)
+            }
+            _ => None,
+        };
         let skey = storage_key(bucket, key);
-        let state = self
-            .read(skey, props, r, timeout, options.repair_before_answer)
+        let (state, report) = self
+            .read(
+                skey,
+                props,
+                r,
+                timeout,
+                options.repair_before_answer,
+                at_least,
+            )
             .await?;
-        Ok((props, state))
+        Ok((props, state, report))
+    }
+
+    /// A version a read must reach: bounded like a context, and of the kind
+    /// the bucket type produces.
+    fn check_version(&self, v: &Version, t: BucketType) -> Result<(), ErrorReply> {
+        let size = postcard::to_stdvec(v).map_or(usize::MAX, |b| b.len());
+        self.check_context_size(&CausalContext(vec![0; size.min(MAX_CONTEXT_BYTES + 1)]))?;
+        let fits = matches!(
+            (t, v),
+            (
+                BucketType::Register | BucketType::Set | BucketType::Map,
+                Version::Dots { .. }
+            ) | (BucketType::Counter, Version::Counter { .. })
+                | (BucketType::Lww, Version::Stamp { .. })
+        );
+        if !fits {
+            return Err(ErrorReply::InvalidContext(format!(
+                "the version to read at is not one of a {t} key"
+            )));
+        }
+        Ok(())
     }
 
     /// The props of `bucket` after checking the names' sizes; unknown
@@ -836,9 +906,6 @@ impl Coordinator {
     }
 
     fn check_context_size(&self, ctx: &CausalContext) -> Result<(), ErrorReply> {
-        // A context holds about one entry per node that coordinated writes of
-        // the key: a few hundred bytes.
-        const MAX_CONTEXT_BYTES: usize = 64 * 1024;
         if ctx.0.len() > MAX_CONTEXT_BYTES {
             return Err(too_large(Limit::Context, ctx.0.len(), MAX_CONTEXT_BYTES));
         }
@@ -859,7 +926,14 @@ impl Coordinator {
     }
 
     /// Reads a key at quorum R and returns the merge of the answers
-    /// (repairing stale replicas).
+    /// (repairing stale replicas), with what the replicas did.
+    ///
+    /// With `at_least` (a session's version), R answers are not enough:
+    /// the coordinator keeps merging answers, up to every replica, until
+    /// the merge's version dominates `at_least`; if the replicas that
+    /// answered in time (or every one not suspected down) do not reach it,
+    /// the read fails with [`ErrorReply::Stale`] rather than answer older
+    /// data.
     async fn read(
         &self,
         skey: Vec<u8>,
@@ -867,7 +941,8 @@ impl Coordinator {
         r: usize,
         timeout: Duration,
         repair_before_answer: bool,
-    ) -> Result<State, ErrorReply> {
+        at_least: Option<&Version>,
+    ) -> Result<(State, ReadReport), ErrorReply> {
         let bucket_type = props.bucket_type;
         let pref = self.preference_list(&skey, props.n)?;
         let mut tracker = QuorumTracker::new(r, &pref);
@@ -906,14 +981,26 @@ impl Coordinator {
         drop(tx);
         // The state each replica that answered holds (none: the empty state).
         let mut answers: Vec<(NodeId, State)> = Vec::new();
+        let mut merged = State::empty(bucket_type);
         let deadline = tokio::time::Instant::now() + timeout;
         let usable = move |s: &State| s.validate().is_ok() && s.bucket_type() == bucket_type;
-        while tracker.status() == QuorumStatus::Pending {
+        let reached = |m: &State| at_least.is_none_or(|v| m.version().dominates(v));
+        loop {
+            match tracker.status() {
+                QuorumStatus::Failed => break,
+                QuorumStatus::Met if reached(&merged) => break,
+                // The replicas still silent are all suspected down: waiting
+                // for them would only spend the session's time.
+                QuorumStatus::Met if tracker.pending().all(|n| !self.liveness.is_up(n)) => break,
+                _ => {}
+            }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some((node, Ok(state)))) => {
                     match state.unwrap_or_else(|| State::empty(bucket_type)) {
                         s if usable(&s) => {
                             tracker.record(&node, ReplicaOutcome::Ok);
+                            // Types were checked: the merge cannot fail.
+                            let _ = merged.merge(s.clone());
                             answers.push((node, s));
                         }
                         _ => tracker.record(
@@ -935,10 +1022,18 @@ impl Coordinator {
         if tracker.status() != QuorumStatus::Met {
             return Err(ErrorReply::Quorum(tracker.failure(OpKind::Read)));
         }
-        let mut merged = State::empty(bucket_type);
-        for (_, s) in &answers {
-            // Types were checked on receipt: the merge cannot fail.
-            let _ = merged.merge(s.clone());
+        let report = ReadReport {
+            asked: u8::try_from(pref.len()).unwrap_or(u8::MAX),
+            r: u8::try_from(r).unwrap_or(u8::MAX),
+            answered: u8::try_from(answers.len()).unwrap_or(u8::MAX),
+            agreed: answers.iter().all(|(_, s)| *s == merged),
+        };
+        if !reached(&merged) {
+            return Err(ErrorReply::Stale(StaleRead {
+                asked: report.asked,
+                answered: report.answered,
+                replicas: tracker.failure(OpKind::Read).replicas,
+            }));
         }
         // Read repair (Dynamo §4.7 / §5): replicas whose state differs from
         // the merge get the merge, now if the request asked, else after the
@@ -988,7 +1083,7 @@ impl Coordinator {
             }
             repair.send(&merged, &stale).await;
         });
-        Ok(answer)
+        Ok((answer, report))
     }
 
     async fn write(
@@ -1039,7 +1134,7 @@ impl Coordinator {
             self.replica
                 .coordinate(skey.clone(), props.bucket_type, update, now_ms()),
         );
-        let (state, own) = match local.await {
+        let (state, own, version) = match local.await {
             Err(_) => {
                 return Err(ErrorReply::Internal(
                     "local write timed out (storage stalled)".into(),
@@ -1120,6 +1215,7 @@ impl Coordinator {
         }
         Ok(Response::Written {
             context: CausalContext(own),
+            version,
         })
     }
 

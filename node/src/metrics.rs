@@ -378,6 +378,7 @@ pub fn outcome(resp: &Response) -> &'static str {
             ErrorReply::InvalidQuorum { .. } => "invalid_quorum",
             ErrorReply::InvalidContext(_) => "invalid_context",
             ErrorReply::Quorum(_) => "quorum_failed",
+            ErrorReply::Stale(_) => "stale",
             ErrorReply::Unavailable(_) => "unavailable",
             ErrorReply::UnknownBucket(_) => "unknown_bucket",
             ErrorReply::WrongType { .. } => "wrong_type",

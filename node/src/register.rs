@@ -52,6 +52,16 @@ pub struct Actor {
     pub epoch: u64,
 }
 
+impl Actor {
+    /// This actor as a client-visible version entry.
+    pub fn id(&self) -> kvorum_client::ActorId {
+        kvorum_client::ActorId {
+            node: self.node.to_string(),
+            epoch: self.epoch,
+        }
+    }
+}
+
 /// One event: the `counter`-th write coordinated by `actor`.
 pub type Dot = (Actor, u64);
 
@@ -123,6 +133,14 @@ impl DotContext {
             .range((actor.clone(), 0)..=(actor.clone(), u64::MAX))
             .next_back();
         self.vv.get(actor).max(cloud.map_or(0, |d| d.1))
+    }
+
+    /// The context as a client-visible version (sessions compare them).
+    pub fn version(&self) -> kvorum_client::Version {
+        kvorum_client::Version::Dots {
+            vv: self.vv.dots.iter().map(|(a, n)| (a.id(), *n)).collect(),
+            cloud: self.cloud.iter().map(|(a, n)| (a.id(), *n)).collect(),
+        }
     }
 
     /// Adds one dot.

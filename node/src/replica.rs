@@ -107,14 +107,15 @@ impl Replica {
     /// Coordinates a client update of a key of type `bucket_type`: applies
     /// it to the local state as this node's actor (a register write takes a
     /// fresh dot), stores the result durably, and returns the key's new
-    /// state (to replicate) and the context to hand the client.
+    /// state (to replicate), the context to hand the client and the
+    /// version of the write.
     pub async fn coordinate(
         &self,
         key: Vec<u8>,
         bucket_type: BucketType,
         update: Update,
         now_ms: u64,
-    ) -> Result<(State, Vec<u8>), ReplicaError> {
+    ) -> Result<(State, Vec<u8>, kvorum_client::Version), ReplicaError> {
         let me = self.me.clone();
         let limits = self.limits;
         let trees = self.trees.clone();
@@ -127,13 +128,14 @@ impl Replica {
                     Err(e) => return (Change::Keep, Err(e), None),
                 };
                 let floor = floor.load(Ordering::SeqCst);
-                let ctx = match state.coordinate(&me, update, floor, now_ms, &limits) {
-                    Ok(ctx) => ctx,
-                    Err(e) => return (Change::Keep, Err(e.into()), None),
-                };
+                let (ctx, version) =
+                    match state.coordinate_versioned(&me, update, floor, now_ms, &limits) {
+                        Ok(written) => written,
+                        Err(e) => return (Change::Keep, Err(e.into()), None),
+                    };
                 let record = value::encode_record(&state);
                 let hook = tree_hook(trees, k, &record, state.tombstone_only());
-                (Change::Put(record), Ok((state, ctx)), Some(hook))
+                (Change::Put(record), Ok((state, ctx, version)), Some(hook))
             })
             .await?
     }

@@ -27,8 +27,9 @@ use crdts::{
     ctx::RmCtx, lwwreg::LWWReg, orswot::Orswot, pncounter::PNCounter, CmRDT, CvRDT, VClock,
 };
 use kvorum_client::proto::Limit;
-use kvorum_client::{BucketType, DataOp, DataValue};
+use kvorum_client::{ActorId, BucketType, DataOp, DataValue, Version};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A set of byte strings.
 pub type SetState = Orswot<Vec<u8>, Actor>;
@@ -221,11 +222,31 @@ impl State {
         now_ms: u64,
         limits: &ValueLimits,
     ) -> Result<Vec<u8>, ValueError> {
+        self.coordinate_versioned(me, update, floor, now_ms, limits)
+            .map(|(context, _)| context)
+    }
+
+    /// [`State::coordinate`], returning also the version of the write:
+    /// every state that holds the write has a version that dominates it
+    /// (and, conversely, a state whose version dominates it holds the
+    /// coordinator's state as of the write). Every update takes a fresh
+    /// event of `me` (a dot, a counter total, a stamp), so its version is
+    /// never dominated by a state that lacks it — set updates that only
+    /// remove, and map updates that only remove fields, take a dot that
+    /// nothing else uses.
+    pub fn coordinate_versioned(
+        &mut self,
+        me: &Actor,
+        update: Update,
+        floor: u64,
+        now_ms: u64,
+        limits: &ValueLimits,
+    ) -> Result<(Vec<u8>, Version), ValueError> {
         // Applied to a copy: the bounds are checked on the result.
         let mut next = self.clone();
-        let context = next.apply_update(me, update, floor, now_ms, limits)?;
+        let written = next.apply_update(me, update, floor, now_ms, limits)?;
         *self = next;
-        Ok(context)
+        Ok(written)
     }
 
     fn apply_update(
@@ -235,15 +256,15 @@ impl State {
         floor: u64,
         now_ms: u64,
         limits: &ValueLimits,
-    ) -> Result<Vec<u8>, ValueError> {
-        let context = match (&mut *self, update) {
+    ) -> Result<(Vec<u8>, Version), ValueError> {
+        let written = match (&mut *self, update) {
             (State::Register(reg), Update::Register { ctx, value }) => {
                 let own = reg.write(me, &ctx, value, floor)?;
                 let count = reg.value_count();
                 if count > limits.max_siblings {
                     return Err(too_large(Limit::Siblings, count, limits.max_siblings));
                 }
-                crate::register::encode_context(&own)
+                (crate::register::encode_context(&own), own.version())
             }
             (State::Lww(reg), Update::Lww(value)) => {
                 let ms = now_ms.max(reg.marker.ms.saturating_add(1));
@@ -254,7 +275,11 @@ impl State {
                         actor: Some(me.clone()),
                     },
                 );
-                Vec::new()
+                let version = Version::Stamp {
+                    ms,
+                    actor: Some(me.id()),
+                };
+                (Vec::new(), version)
             }
             (
                 State::Counter(c),
@@ -269,7 +294,18 @@ impl State {
                     c.dec_many(me.clone(), by.unsigned_abs())
                 };
                 c.apply(op);
-                Vec::new()
+                let (inc, dec) = counter_totals(c);
+                let own = |t: &BTreeMap<ActorId, u64>| {
+                    t.iter()
+                        .filter(|(a, _)| **a == me.id())
+                        .map(|(a, n)| (a.clone(), *n))
+                        .collect()
+                };
+                let version = Version::Counter {
+                    inc: own(&inc),
+                    dec: own(&dec),
+                };
+                (Vec::new(), version)
             }
             (
                 State::Set(s),
@@ -281,15 +317,15 @@ impl State {
                 if !remove.is_empty() {
                     s.apply(s.rm_all(remove, RmCtx { clock: ctx }));
                 }
-                if !add.is_empty() {
-                    let add_ctx = s.read_ctx().derive_add_ctx(me.clone());
-                    s.apply(s.add_all(add, add_ctx));
-                }
+                // Adds take a fresh dot; an update that only removes takes
+                // one too (an add of no member), so its version shows it.
+                let add_ctx = s.read_ctx().derive_add_ctx(me.clone());
+                s.apply(s.add_all(add, add_ctx));
                 let count = s.read().val.len();
                 if count > limits.max_set_members {
                     return Err(too_large(Limit::SetMembers, count, limits.max_set_members));
                 }
-                Vec::new()
+                (Vec::new(), own_dots(me, &s.clock()))
             }
             (
                 State::Map(m),
@@ -307,7 +343,7 @@ impl State {
                 if count > limits.max_set_members {
                     return Err(too_large(Limit::SetMembers, count, limits.max_set_members));
                 }
-                Vec::new()
+                (Vec::new(), own_dots(me, m.clock()))
             }
             (state, update) => {
                 return Err(ValueError::WrongOp {
@@ -324,7 +360,26 @@ impl State {
         if size > limits.max_state_bytes {
             return Err(too_large(Limit::State, size, limits.max_state_bytes));
         }
-        Ok(context)
+        Ok(written)
+    }
+
+    /// The version of this state: what it has seen, in the form sessions
+    /// compare (see [`Version`]). Monotone: a merge's version dominates the
+    /// versions of both sides.
+    pub fn version(&self) -> Version {
+        match self {
+            State::Register(r) => r.read().1.version(),
+            State::Counter(c) => {
+                let (inc, dec) = counter_totals(c);
+                Version::Counter { inc, dec }
+            }
+            State::Set(s) => clock_version(&s.clock()),
+            State::Map(m) => clock_version(m.clock()),
+            State::Lww(r) => Version::Stamp {
+                ms: r.marker.ms,
+                actor: r.marker.actor.as_ref().map(Actor::id),
+            },
+        }
     }
 
     /// What a client sees of this state.
@@ -371,6 +426,46 @@ impl State {
             _ => 0,
         }
     }
+}
+
+/// A clock as a version of dots.
+fn clock_version(clock: &VClock<Actor>) -> Version {
+    Version::Dots {
+        vv: clock.dots.iter().map(|(a, n)| (a.id(), *n)).collect(),
+        cloud: Default::default(),
+    }
+}
+
+/// The version of an update of a set or map by `me`: its own latest event.
+/// A state whose clock has it descends from the coordinator's state as of
+/// the update (only `me` issues its events, one after another on its copy).
+fn own_dots(me: &Actor, clock: &VClock<Actor>) -> Version {
+    Version::Dots {
+        vv: [(me.id(), clock.get(me))].into(),
+        cloud: Default::default(),
+    }
+}
+
+/// A counter's per-actor totals of increments and decrements (`crdts`
+/// keeps them private: they are read through the counter's serde form,
+/// which is two version vectors).
+fn counter_totals(c: &PNCounter<Actor>) -> (BTreeMap<ActorId, u64>, BTreeMap<ActorId, u64>) {
+    #[derive(Deserialize)]
+    struct GCounterForm {
+        inner: VClock<Actor>,
+    }
+    #[derive(Deserialize)]
+    struct PNCounterForm {
+        p: GCounterForm,
+        n: GCounterForm,
+    }
+    let ids = |v: VClock<Actor>| v.dots.into_iter().map(|(a, n)| (a.id(), n)).collect();
+    // Both forms are plain data; the round trip is tested to match.
+    postcard::to_stdvec(c)
+        .ok()
+        .and_then(|b| postcard::from_bytes::<PNCounterForm>(&b).ok())
+        .map(|f| (ids(f.p.inner), ids(f.n.inner)))
+        .unwrap_or_default()
 }
 
 fn too_large(what: Limit, size: usize, max: usize) -> ValueError {

@@ -5,7 +5,8 @@
 //! # State
 //! - `clock`: every map dot this state has seen. A map dot `(actor, n)` is
 //!   the `n`-th field operation the actor coordinated on this key; every
-//!   field operation but a whole-field removal takes one.
+//!   field operation takes one (a whole-field removal's is held by no
+//!   field).
 //! - `fields`: per field (name, kind), the dots that still support it and
 //!   its contents, each content tagged with the dot of the operation that
 //!   made it (a set member with the dots of its adds, a register value with
@@ -43,6 +44,9 @@
 //!   value under the new dot.
 //! - *add*, *enable*, *increment*, *lww write*: add their dot (the context
 //!   plays no part).
+//! - *remove field* takes a dot too, that no field holds (as if a field had
+//!   been added and removed): every operation advances the clock, so a
+//!   session can tell from a state's clock whether it has seen an update.
 //!
 //! A removal whose context holds dots the coordinator has not seen yet (the
 //! client read another replica) also records the context under
@@ -481,9 +485,14 @@ impl MapState {
         // Every field operation but a field removal takes a fresh dot that
         // supports the field (a set remove or flag disable too, even of a
         // field this replica does not hold yet: what an operation leaves
-        // must not depend on which replica coordinated it).
+        // must not depend on which replica coordinated it). A field removal
+        // takes a dot that no field holds (as if a field had been added and
+        // removed), so that every update advances the clock and its version
+        // shows it to sessions.
         let mut removals = Vec::new();
         if let MapOp::RemoveField { .. } = op {
+            let counter = self.clock.get(me).saturating_add(1);
+            self.clock.apply(crdts::Dot::new(me.clone(), counter));
             removals.push(target(Scope::Field));
         } else {
             let counter = self.clock.get(me).saturating_add(1);

@@ -294,6 +294,41 @@ struct History {
     snapshots: Vec<State>,
 }
 
+/// What sessions rely on (docs/consistency.md, Sessions): a state whose
+/// version dominates another state's version contains it (their join is
+/// the first), and a state whose version dominates a write's version
+/// contains the coordinator's state as of that write.
+fn check_versions(snapshots: &[State], writes: &[(Version, State)]) -> Result<(), TestCaseError> {
+    let versions: Vec<Version> = snapshots.iter().map(State::version).collect();
+    for (x, vx) in snapshots.iter().zip(&versions) {
+        for (y, vy) in snapshots.iter().zip(&versions) {
+            if vy.dominates(vx) {
+                prop_assert_eq!(
+                    encode_record(&joined(x, y)),
+                    encode_record(y),
+                    "version {:?} dominates {:?} but the state does not contain\n{:?}\nin\n{:?}",
+                    vy,
+                    vx,
+                    x,
+                    y
+                );
+            }
+        }
+        for (wv, after) in writes {
+            if vx.dominates(wv) {
+                prop_assert_eq!(
+                    encode_record(&joined(after, x)),
+                    encode_record(x),
+                    "state of version {:?} dominates write {:?} but lacks it",
+                    vx,
+                    wv
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `steps` on three replicas of type `t`. `update` turns an op and the
 /// read its context comes from into the client's update; `event` sees each
 /// applied update. Checks on the way that every update is an inflation
@@ -309,6 +344,7 @@ fn run<O>(
     let mut reps = vec![State::empty(t); 3];
     let mut reads: Vec<Reading> = Vec::new();
     let mut snapshots = vec![State::empty(t)];
+    let mut writes: Vec<(Version, State)> = Vec::new();
     for s in steps {
         match s {
             Step::Update { at, op, ctx, now } => {
@@ -319,8 +355,8 @@ fn run<O>(
                     Ctx::Past(_) => None,
                 };
                 let before = reps[*at].clone();
-                reps[*at]
-                    .coordinate(
+                let (_, written) = reps[*at]
+                    .coordinate_versioned(
                         &actors[*at],
                         update(op, read.as_ref(), *now),
                         0,
@@ -328,6 +364,21 @@ fn run<O>(
                         &limits(),
                     )
                     .map_err(|e| TestCaseError::fail(format!("update refused: {e}")))?;
+                let after_version = reps[*at].version();
+                prop_assert!(after_version.dominates(&written), "{:?}", written);
+                prop_assert!(
+                    after_version.dominates(&before.version()),
+                    "an update's version grows"
+                );
+                // (An increment by 0 changes nothing: nothing to see.)
+                prop_assert!(
+                    before == reps[*at] || !before.version().dominates(&written),
+                    "every update takes a fresh event: {:?}",
+                    written
+                );
+                if before != reps[*at] {
+                    writes.push((written, reps[*at].clone()));
+                }
                 event(Event {
                     at: *at,
                     op,
@@ -348,6 +399,8 @@ fn run<O>(
                 let before = reps[*to].clone();
                 let src = reps[*from].clone();
                 reps[*to].merge(src.clone()).unwrap();
+                let v = reps[*to].version();
+                prop_assert!(v.dominates(&src.version()) && v.dominates(&before.version()));
                 same(
                     &joined(&src, &reps[*to]),
                     &reps[*to],
@@ -362,6 +415,7 @@ fn run<O>(
             }
         }
     }
+    check_versions(&snapshots, &writes)?;
     Ok(History {
         finals: reps,
         snapshots,
@@ -797,7 +851,9 @@ proptest! {
                     let before = read_clock(&s).get(me);
                     apply(&mut s, me, map_up(vec![op.clone()], ctx.clone()));
                     let after = read_clock(&s).get(me);
-                    log.push((op.clone(), (after > before).then(|| (me.clone(), after)), ctx.clone()));
+                    // A field removal's dot is held by no field.
+                    let holds = after > before && !matches!(op, MapOp::RemoveField { .. });
+                    log.push((op.clone(), holds.then(|| (me.clone(), after)), ctx.clone()));
                 }
                 assert_eq!(read_clock(&s), read_clock(e.after), "the same dots one at a time");
             },
@@ -920,9 +976,14 @@ fn set_remove_with_an_empty_context_removes_nothing() {
     let mut s = State::empty(BucketType::Set);
     apply(&mut s, &actor("a"), set_up(&["x"], &[], VClock::new()));
     let before = encode_record(&s);
+    let clock = read_clock(&s);
     apply(&mut s, &actor("b"), set_up(&[], &["x"], VClock::new()));
     assert_eq!(members(&s), vec!["x"]);
-    assert_eq!(encode_record(&s), before, "nothing at all changed");
+    // Only the clock changed: the update's own dot (held by no member).
+    let mut expected = clock.clone();
+    expected.apply(crdts::Dot::new(actor("b"), 1));
+    assert_eq!(read_clock(&s), expected);
+    assert_ne!(encode_record(&s), before);
     // Removing and adding in one update: the add (fresh dot) stays.
     let seen = read_clock(&s);
     apply(&mut s, &actor("a"), set_up(&["z"], &["z"], seen));
@@ -2118,7 +2179,13 @@ fn map_removal_ahead_of_the_coordinator_keeps_the_other_fields_it_saw() {
         &b_,
         map_up(vec![m_drop("s", FieldKind::Set)], read_clock(&ra)),
     );
-    assert_eq!(read_clock(&rb), VClock::new(), "the removal took no dot");
+    let mut own = VClock::new();
+    own.apply(crdts::Dot::new(b_.clone(), 1));
+    assert_eq!(
+        read_clock(&rb),
+        own,
+        "the removal took one dot, held by no field"
+    );
     for all in [joined(&ra, &rb), joined(&rb, &ra)] {
         assert_eq!(field(&all, "s", FieldKind::Set), None);
         assert_eq!(
@@ -2428,4 +2495,19 @@ fn set_encoding_is_canonical_with_deferred_removes() {
         assert_eq!(set_deferred(&all), 6, "the extra dots are still ahead");
     }
     assert!(plains.len() > 1, "hash map orders never differed");
+}
+
+#[test]
+fn counter_versions_are_per_actor_totals() {
+    let mut s = State::empty(BucketType::Counter);
+    apply(&mut s, &actor("a"), inc(5));
+    apply(&mut s, &actor("b"), inc(-2));
+    let id = |n: &str| actor(n).id();
+    assert_eq!(
+        s.version(),
+        Version::Counter {
+            inc: [(id("a"), 5)].into(),
+            dec: [(id("b"), 2)].into(),
+        }
+    );
 }

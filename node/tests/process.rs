@@ -287,6 +287,32 @@ async fn dev_cluster_serves_the_cli_stops_on_ctrl_c_and_keeps_its_data() {
         let (ok, out) = cli(d, &["get", "demo", "missing"]);
         assert!(!ok && out.starts_with("not found"), "{out}");
 
+        // Topology administration.
+        let (ok, out) = cli(d, &["admin", "status", "--json"]);
+        assert!(ok, "{out}");
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let members = status["status"]["members"].as_array().unwrap();
+        assert_eq!(members.len(), 3, "{out}");
+        assert!(members.iter().all(|m| m["state"] == "up"), "{out}");
+        assert_eq!(status["status"]["in_transition"], false, "{out}");
+        let (ok, out) = cli(d, &["admin", "status"]);
+        assert!(
+            ok && out.contains("no topology change in progress"),
+            "{out}"
+        );
+        let (ok, out) = cli(d, &["admin", "ring", "--json"]);
+        assert!(ok, "{out}");
+        let ranges: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        assert!(ranges
+            .iter()
+            .all(|r| r["owners"].as_array().unwrap().len() == 3));
+        let (ok, out) = cli(d, &["admin", "remove", "n9"]);
+        assert!(!ok && out.contains("no member is called"), "{out}");
+        let (ok, out) = cli(d, &["admin", "remove", "n2"]);
+        assert!(!ok && out.contains("is up"), "{out}");
+        let (ok, out) = cli(d, &["admin", "leave"]);
+        assert!(!ok && out.contains("exactly one address"), "{out}");
+
         let status = dev.interrupt(Duration::from_secs(20));
         assert!(
             status.success(),

@@ -241,7 +241,13 @@ async fn start_cluster(
         nodes.push(kvorum_node::node::start_with_faults(cfg, Some(faults.clone())).await?);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !nodes.iter().all(|n| n.members().len() == NODES) {
+    // Every node knows every member and sees each up (the joins are done).
+    while !nodes.iter().all(|n| {
+        let m = n.members();
+        m.len() == NODES
+            && m.iter()
+                .all(|m| m.state == kvorum_node::peer::MemberState::Up)
+    }) {
         if Instant::now() > deadline {
             return Err("the members did not converge".into());
         }

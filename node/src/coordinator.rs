@@ -211,6 +211,7 @@ pub struct Coordinator {
     hints: Hints,
     anti_entropy: Arc<AntiEntropy>,
     transfers: Transfers,
+    member_store: crate::node::MemberStore,
     replication: Replication,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -236,6 +237,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Range transfers (served to peers; progress for status).
     pub transfers: Transfers,
+    /// Persists the member list after an admin change.
+    pub member_store: crate::node::MemberStore,
 }
 
 impl Coordinator {
@@ -251,8 +254,10 @@ impl Coordinator {
             anti_entropy,
             metrics,
             transfers,
+            member_store,
         } = services;
         Self {
+            member_store,
             me: membership.me_id().clone(),
             transfers,
             buckets,
@@ -317,9 +322,9 @@ impl Coordinator {
     async fn serve(&self, req: Request, forwarded: bool) -> Result<Response, ErrorReply> {
         match req {
             Request::Status => Ok(Response::Status(self.cluster_status())),
-            Request::Leave { node } => self.leave(&node),
-            Request::Remove { node } => self.remove(&node),
-            Request::Join { node, seed } => self.join(&node, &seed),
+            Request::Leave { node } => self.leave(&node).await,
+            Request::Remove { node } => self.remove(&node).await,
+            Request::Join { node, seed } => self.join(&node, &seed).await,
             Request::Ring { n } => self.ring_ranges(n),
             Request::Repair => {
                 let (exchanges, keys) = self.anti_entropy.repair_all().await;
@@ -710,6 +715,14 @@ impl Coordinator {
         }
     }
 
+    /// Persists the member list after an admin change.
+    async fn save(&self) -> Result<(), ErrorReply> {
+        self.member_store
+            .save()
+            .await
+            .map_err(|e| ErrorReply::Internal(format!("cannot persist the member list: {e}")))
+    }
+
     /// The largest N of any bucket: the fewest owners the cluster needs.
     fn max_n(&self) -> usize {
         self.buckets
@@ -742,7 +755,7 @@ impl Coordinator {
         Ok(())
     }
 
-    fn leave(&self, node: &str) -> Result<Response, ErrorReply> {
+    async fn leave(&self, node: &str) -> Result<Response, ErrorReply> {
         if node != self.me.as_str() {
             return Err(ErrorReply::Refused(format!(
                 "this is {}, not {node}: send leave to the node that should leave",
@@ -776,6 +789,7 @@ impl Coordinator {
         }
         self.check_capacity(&self.me, "leave")?;
         self.membership.set_my_state(MemberState::Leaving);
+        self.save().await?;
         Ok(Response::Accepted(format!(
             "{} is leaving: its ranges stream to their new owners, then it is removed \
              (watch kvorum admin status)",
@@ -783,7 +797,7 @@ impl Coordinator {
         )))
     }
 
-    fn remove(&self, node: &str) -> Result<Response, ErrorReply> {
+    async fn remove(&self, node: &str) -> Result<Response, ErrorReply> {
         let id = NodeId::new(node);
         let Some(m) = self.membership.get(&id) else {
             return Err(ErrorReply::Refused(format!("no member is called {node:?}")));
@@ -811,17 +825,26 @@ impl Coordinator {
         // A joining node owns nothing yet: it goes at once.
         if m.state == MemberState::Joining {
             self.membership.mark(&id, MemberState::Removed);
+            self.save().await?;
             return Ok(Response::Accepted(format!("{node} (joining) removed")));
+        }
+        if self.membership.view().in_transition() {
+            return Err(ErrorReply::Refused(
+                "another topology change is in progress; retry once it completes \
+                 (kvorum admin status), or remove the joining node it waits for"
+                    .into(),
+            ));
         }
         self.check_capacity(&id, "be removed")?;
         self.membership.mark(&id, MemberState::Leaving);
+        self.save().await?;
         Ok(Response::Accepted(format!(
             "{node} is being removed: its ranges are re-replicated from the surviving \
              replicas (watch kvorum admin status)"
         )))
     }
 
-    fn join(&self, node: &str, seed: &str) -> Result<Response, ErrorReply> {
+    async fn join(&self, node: &str, seed: &str) -> Result<Response, ErrorReply> {
         if node != self.me.as_str() {
             return Err(ErrorReply::Refused(format!(
                 "this is {}, not {node}: send join to the node that should join",
@@ -846,6 +869,7 @@ impl Coordinator {
         }
         self.membership.add_seeds([seed]);
         self.membership.set_my_state(MemberState::Joining);
+        self.save().await?;
         Ok(Response::Accepted(format!(
             "{} is joining through {seed}: it streams in its ranges, then serves them",
             self.me
@@ -1096,19 +1120,13 @@ impl Coordinator {
         forwarded: bool,
     ) -> Result<Response, ErrorReply> {
         let WriteQuorum { w, timeout, strict } = q;
-        let pref = self.preference_list(&skey, props.n)?;
-        // During a topology change the write also goes to the nodes that
-        // gain the key (its write-ring replicas outside the read list), and
-        // needs W acknowledgements among the key's current replicas *and* W
-        // among its future ones (a joint quorum), so it stays on W replicas
-        // whichever way the change ends.
-        let pending: Vec<NodeId> = self
-            .membership
-            .write_ring()
-            .preference_list(&skey, props.n.into())
-            .into_iter()
-            .filter(|n| !pref.contains(n))
-            .collect();
+        // One reading of the view for the whole request.
+        let view = self.membership.view();
+        let n = usize::from(props.n);
+        let pref = view.read_ring.preference_list(&skey, n);
+        if pref.is_empty() {
+            return Err(ErrorReply::Unavailable("the ring is empty".into()));
+        }
         if !pref.contains(&self.me) {
             if forwarded {
                 return Err(ErrorReply::Unavailable(format!(
@@ -1118,17 +1136,34 @@ impl Coordinator {
             }
             return self.forward(req, &pref, timeout).await;
         }
-        let targets: Vec<NodeId> = pref.iter().chain(&pending).cloned().collect();
-        let mut tracker = if pending.is_empty() {
-            QuorumTracker::new(w, &pref)
-        } else {
-            let future = self
-                .membership
-                .write_ring()
-                .preference_list(&skey, props.n.into());
-            let w_future = w.min(future.len());
-            QuorumTracker::joint(vec![(pref.clone(), w), (future, w_future)])
-        };
+        // A joint quorum while the replicas of the key change: W among its
+        // current replicas, W among its future ones (during a topology
+        // change), and W among its replicas before the last change (until
+        // every live member has seen that change: a coordinator a gossip
+        // round behind still reads there). The write reaches every group,
+        // so it stays on W replicas whichever view a reader holds.
+        let mut groups = vec![(pref.clone(), w)];
+        if view.in_transition() {
+            let future = view.write_ring.preference_list(&skey, n);
+            if future != pref {
+                groups.push((future.clone(), w.min(future.len())));
+            }
+        }
+        if let Some(prev) = &view.prev_read_ring {
+            let before = prev.preference_list(&skey, n);
+            if before != pref && !before.is_empty() {
+                groups.push((before.clone(), w.min(before.len())));
+            }
+        }
+        let mut targets: Vec<NodeId> = Vec::new();
+        for (g, _) in &groups {
+            for node in g {
+                if !targets.contains(node) {
+                    targets.push(node.clone());
+                }
+            }
+        }
+        let mut tracker = QuorumTracker::joint(groups);
         let local = tokio::time::timeout(
             timeout,
             self.replica
@@ -1157,9 +1192,15 @@ impl Coordinator {
         let mut fallbacks: std::collections::VecDeque<NodeId> = if strict {
             Default::default()
         } else {
-            let ring = self.membership.ring();
-            ring.walk(&skey)
-                .filter(|n| !targets.contains(n))
+            // Not a leaving node: it is about to go, with its hints.
+            let leaving = |id: &NodeId| {
+                view.members
+                    .get(id)
+                    .is_some_and(|m| m.state == MemberState::Leaving)
+            };
+            view.read_ring
+                .walk(&skey)
+                .filter(|n| !targets.contains(n) && !leaving(n))
                 .cloned()
                 .collect()
         };

@@ -32,6 +32,7 @@ pub fn newer(a: &MemberInfo, b: &MemberInfo) -> bool {
         (
             m.version,
             m.state,
+            m.state_since,
             m.seen_view,
             m.synced_view,
             m.addr,
@@ -64,8 +65,14 @@ pub struct View {
     pub read_ring: Arc<Ring>,
     /// Members `Up` or `Joining`.
     pub write_ring: Arc<Ring>,
-    /// Names the pair of rings: equal on two nodes iff their rings are.
+    /// Names the pair of rings and the change in progress: equal on two
+    /// nodes iff their rings (and the states that made them) are.
     pub hash: u64,
+    /// The read ring before its last change, until every live member has
+    /// seen the new one ([`Membership::settled`]): writes keep a quorum in
+    /// it meanwhile, so a coordinator a gossip round behind still reads
+    /// them.
+    pub prev_read_ring: Option<Arc<Ring>>,
     /// Bumped on every change, whichever path it came by, so the node can
     /// tell when to persist the list and rebuild what depends on the ring.
     pub version: u64,
@@ -142,6 +149,7 @@ impl Membership {
                 members: BTreeMap::from([(me.id.clone(), me)]),
                 read_ring: Arc::new(Ring::new([], vnodes)),
                 write_ring: Arc::new(Ring::new([], vnodes)),
+                prev_read_ring: None,
                 hash: 0,
                 version: 0,
             }),
@@ -273,6 +281,7 @@ impl Membership {
                         m.state.as_str()
                     );
                     mine.state = m.state;
+                    mine.state_since = m.state_since;
                 }
                 mine.version = m.version + 1;
                 view.members.insert(m.id.clone(), mine);
@@ -305,6 +314,7 @@ impl Membership {
             );
             me.state = state;
             me.version += 1;
+            me.state_since = me.version;
         }
         if state == MemberState::Up {
             self.fresh.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -324,6 +334,15 @@ impl Membership {
         }
     }
 
+    /// Every live member has seen the current view: the previous read ring
+    /// no longer needs writes.
+    pub fn settled(&self, hash: u64) {
+        let mut view = self.write();
+        if view.hash == hash && view.prev_read_ring.is_some() {
+            view.prev_read_ring = None;
+        }
+    }
+
     /// Sets another member's state (remove, or completing its departure);
     /// false if the member is unknown. Every node that marks the same entry
     /// the same way writes the same new entry.
@@ -336,6 +355,7 @@ impl Membership {
             tracing::info!(node = %id, from = m.state.as_str(), to = state.as_str(), "member marked");
             m.state = state;
             m.version += 1;
+            m.state_since = m.version;
             self.rebuild(&mut view);
         }
         true
@@ -358,6 +378,15 @@ impl Membership {
         let write = members(MemberState::owns);
         let hash = {
             let mut bytes = Vec::new();
+            // Which change this is: the same rings reached again later (a
+            // node leaves, rejoins, leaves) is another change.
+            for m in view.members.values() {
+                if matches!(m.state, MemberState::Joining | MemberState::Leaving) {
+                    bytes.extend_from_slice(m.id.as_str().as_bytes());
+                    bytes.push(0);
+                    bytes.extend_from_slice(&m.state_since.to_le_bytes());
+                }
+            }
             for (tag, list) in [(b'r', &read), (b'w', &write)] {
                 bytes.push(tag);
                 let mut sorted: Vec<_> = list.iter().collect();
@@ -371,10 +400,14 @@ impl Membership {
             }
             xxhash_rust::xxh3::xxh3_64(&bytes)
         };
-        if view.read_ring.members() != read.as_slice() || view.hash != hash {
-            view.read_ring = Arc::new(Ring::new(read, self.vnodes));
+        if view.read_ring.members() != read.as_slice() {
+            let old =
+                std::mem::replace(&mut view.read_ring, Arc::new(Ring::new(read, self.vnodes)));
+            if !old.is_empty() {
+                view.prev_read_ring = Some(old);
+            }
         }
-        if view.write_ring.members() != write.as_slice() || view.hash != hash {
+        if view.write_ring.members() != write.as_slice() {
             view.write_ring = Arc::new(Ring::new(write, self.vnodes));
         }
         view.hash = hash;
@@ -407,6 +440,7 @@ fn unreachable_member(id: &NodeId) -> MemberInfo {
         zone: None,
         version: 0,
         state: MemberState::Removed,
+        state_since: 0,
         seen_view: 0,
         synced_view: 0,
     }
@@ -428,6 +462,7 @@ mod tests {
             zone: None,
             version,
             state,
+            state_since: version,
             seen_view: 0,
             synced_view: 0,
         }
@@ -532,7 +567,13 @@ mod tests {
         b.mark(&NodeId::new("a"), MemberState::Leaving);
         assert_ne!(a.view_hash(), b.view_hash());
         a.merge(b.all_members());
-        assert_eq!(a.view_hash(), b.view_hash());
+        assert_eq!(
+            a.view_hash(),
+            b.view_hash(),
+            "{:?}\n{:?}",
+            a.all_members(),
+            b.all_members()
+        );
         assert_eq!(a.me().state, MemberState::Leaving);
     }
 }

@@ -307,6 +307,7 @@ pub async fn start_with_faults(
             } else {
                 MemberState::Up
             },
+            state_since: 1,
             seen_view: 0,
             synced_view: 0,
         },
@@ -362,7 +363,13 @@ pub async fn start_with_faults(
     ));
     // Build the trees from storage before serving.
     anti_entropy.refresh().map_err(storage_err)?;
+    let member_store = MemberStore {
+        store: store.clone(),
+        membership: membership.clone(),
+        replica: replica.clone(),
+    };
     let transfers = Transfers::new(
+        member_store.clone(),
         membership.clone(),
         replica.clone(),
         transport.clone(),
@@ -373,6 +380,7 @@ pub async fn start_with_faults(
     );
     let services = Services {
         transfers: transfers.clone(),
+        member_store: member_store.clone(),
         buckets: buckets.clone(),
         replica,
         membership: membership.clone(),
@@ -453,8 +461,7 @@ pub async fn start_with_faults(
         transport,
         membership.clone(),
         buckets,
-        store,
-        epoch,
+        member_store,
         config.gossip_interval,
         rx,
     ));
@@ -723,6 +730,35 @@ async fn ping(
     }
 }
 
+/// Persists the member list (with this node's entry and data epoch) in
+/// `meta`: after every change of this node's own state, so a crash cannot
+/// bring it back in an older state.
+#[derive(Clone)]
+pub struct MemberStore {
+    store: Store,
+    membership: Arc<Membership>,
+    replica: Replica,
+}
+
+impl MemberStore {
+    /// Writes the current list, durably.
+    pub async fn save(&self) -> Result<(), StorageError> {
+        persist_members(&self.store, &self.membership, self.replica.actor().epoch).await
+    }
+
+    /// Starts a new data epoch (persisted before it is used).
+    pub async fn rotate_epoch(&self) -> Result<(), StorageError> {
+        let epoch = rand::random::<u64>();
+        persist_members(&self.store, &self.membership, epoch).await?;
+        self.replica.set_epoch(epoch);
+        tracing::info!(
+            epoch,
+            "new data epoch (this node dropped keys it handed off)"
+        );
+        Ok(())
+    }
+}
+
 async fn persist_members(
     store: &Store,
     membership: &Membership,
@@ -752,8 +788,7 @@ async fn gossip(
     transport: Arc<dyn Transport>,
     membership: Arc<Membership>,
     buckets: Buckets,
-    store: Store,
-    epoch: u64,
+    member_store: MemberStore,
     every: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -804,7 +839,7 @@ async fn gossip(
         // restarted node finds its peers even when its seeds are down.
         let version = membership.version();
         if version != persisted {
-            match persist_members(&store, &membership, epoch).await {
+            match member_store.save().await {
                 Ok(()) => persisted = version,
                 Err(e) => tracing::warn!(error = %e, "cannot persist the member list"),
             }
@@ -813,7 +848,7 @@ async fn gossip(
     // A clean shutdown keeps the latest state (a node that just came up
     // must not restart as joining).
     if membership.version() != persisted {
-        if let Err(e) = persist_members(&store, &membership, epoch).await {
+        if let Err(e) = member_store.save().await {
             tracing::warn!(error = %e, "cannot persist the member list");
         }
     }

@@ -73,6 +73,9 @@ pub struct MemberInfo {
     pub version: u64,
     /// Life-cycle state.
     pub state: MemberState,
+    /// The entry's version when `state` was last set: two changes of the
+    /// same nodes (leave, rejoin, leave) name different views.
+    pub state_since: u64,
     /// The ring view (see [`crate::membership::View::hash`]) this member
     /// has seen: a node streams ranges in only once every live member has
     /// seen the view, so every coordinator already writes to it.
@@ -104,6 +107,7 @@ impl From<MemberInfoV1> for MemberInfo {
             zone: m.zone,
             version: m.incarnation,
             state: MemberState::Up,
+            state_since: 0,
             seen_view: 0,
             synced_view: 0,
         }

@@ -46,7 +46,9 @@ pub fn bucket_of(skey: &[u8]) -> Option<&str> {
 /// The local replica.
 #[derive(Clone)]
 pub struct Replica {
-    me: Actor,
+    /// The actor that issues this node's dots; its epoch changes when the
+    /// node drops keys it handed off (see [`Replica::set_epoch`]).
+    me: Arc<std::sync::RwLock<Actor>>,
     store: Store,
     limits: ValueLimits,
     trees: Arc<Mutex<Trees>>,
@@ -76,12 +78,26 @@ impl Replica {
             None => 0,
         };
         Ok(Self {
-            me,
+            me: Arc::new(std::sync::RwLock::new(me)),
             store,
             limits,
             trees,
             dot_floor: Arc::new(AtomicU64::new(floor)),
         })
+    }
+
+    /// The actor this node coordinates as now.
+    pub fn actor(&self) -> Actor {
+        self.me.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Coordinates as a new epoch from now on (persist it first). A node
+    /// that drops keys it handed off may own them again later, and would
+    /// then coordinate from an empty state: as a new actor, its counter
+    /// totals and dots start fresh instead of going back below what the
+    /// other replicas hold of its old actor.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.me.write().unwrap_or_else(|e| e.into_inner()).epoch = epoch;
     }
 
     /// The local state of a key.
@@ -116,7 +132,7 @@ impl Replica {
         update: Update,
         now_ms: u64,
     ) -> Result<(State, Vec<u8>, kvorum_client::Version), ReplicaError> {
-        let me = self.me.clone();
+        let me = self.actor();
         let limits = self.limits;
         let trees = self.trees.clone();
         let floor = self.dot_floor.clone();
@@ -228,7 +244,7 @@ impl Replica {
     /// durably, before its record is removed; false if there is no record.
     async fn raise_floor(&self, key: &[u8]) -> Result<bool, ReplicaError> {
         let own = match self.read(key)? {
-            Some(state) => state.own_counter(&self.me),
+            Some(state) => state.own_counter(&self.actor()),
             None => return Ok(false),
         };
         if own > self.dot_floor.load(Ordering::SeqCst) {

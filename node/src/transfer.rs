@@ -74,6 +74,11 @@ const SCAN_PER_CALL: u64 = 20_000;
 const SCAN_CHUNK: usize = 512;
 /// Keys per handoff digest.
 const HANDOFF_BATCH: usize = 256;
+/// How often a settled node checks again for keys it does not own (writes
+/// of a coordinator whose view lagged, hints delivered late).
+const HANDOFF_RECHECK: Duration = Duration::from_secs(60);
+/// How soon a handoff pass that left keys behind is repeated.
+const HANDOFF_RETRY: Duration = Duration::from_secs(2);
 /// Bound on one peer call of a transfer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -125,6 +130,7 @@ pub struct Transfers {
 
 struct Inner {
     me: NodeId,
+    member_store: crate::node::MemberStore,
     membership: Arc<Membership>,
     replica: Replica,
     transport: Arc<dyn Transport>,
@@ -135,8 +141,9 @@ struct Inner {
     progress: Mutex<BTreeMap<NodeId, SourceProgress>>,
     /// Streams being pulled right now.
     active: AtomicU64,
-    /// The view whose handoff (drop of keys no longer owned) completed.
-    handed_off: Mutex<Option<u64>>,
+    /// The view of the last handoff pass (drop of keys no longer owned),
+    /// and when the next one is due.
+    handed_off: Mutex<Option<(u64, std::time::Instant)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -154,7 +161,9 @@ pub struct TransferReport {
 
 impl Transfers {
     /// The machinery; nothing runs until [`Transfers::run`].
+    #[allow(clippy::too_many_arguments)] // the module's whole context, passed once
     pub fn new(
+        member_store: crate::node::MemberStore,
         membership: Arc<Membership>,
         replica: Replica,
         transport: Arc<dyn Transport>,
@@ -167,6 +176,7 @@ impl Transfers {
         Self {
             inner: Arc::new(Inner {
                 me: membership.me_id().clone(),
+                member_store,
                 membership,
                 replica,
                 transport,
@@ -244,6 +254,9 @@ impl Transfers {
         let m = &self.inner.membership;
         let view = m.view();
         let me = m.me();
+        if view.prev_read_ring.is_some() && self.barrier(&view) {
+            m.settled(view.hash);
+        }
         // A node with nobody to stream from founds the cluster: no seeds, or
         // it has heard of other members and none holds data yet (a whole
         // cluster starting at once).
@@ -253,6 +266,7 @@ impl Transfers {
         {
             tracing::info!("no member holds data yet: this node is up");
             m.set_my_state(MemberState::Up);
+            self.inner.member_store.save().await?;
             return Ok(());
         }
         if view.in_transition() {
@@ -266,18 +280,32 @@ impl Transfers {
                 })
                 .collect();
             if pending.is_empty() {
-                self.complete(&view);
+                if self.complete(&view) {
+                    self.inner.member_store.save().await?;
+                }
                 return Ok(());
             }
             if pending.contains(&&self.inner.me) && self.barrier(&view) {
                 self.stream_in(&view).await?;
+                self.inner.member_store.save().await?;
             }
             return Ok(());
         }
-        let done = *lock(&self.inner.handed_off);
-        if done != Some(view.hash) && self.barrier(&view) {
-            self.hand_off(&view).await?;
-            *lock(&self.inner.handed_off) = Some(view.hash);
+        let due = match *lock(&self.inner.handed_off) {
+            Some((hash, next)) => hash != view.hash || std::time::Instant::now() >= next,
+            None => true,
+        };
+        if due && self.barrier(&view) {
+            // A pass that left keys behind (an owner down, a key written
+            // meanwhile) is repeated soon; a clean one is checked again now
+            // and then (keys written late by a coordinator whose view lagged).
+            let result = self.hand_off(&view).await;
+            let again = match result {
+                Ok(true) => HANDOFF_RECHECK,
+                _ => HANDOFF_RETRY,
+            };
+            *lock(&self.inner.handed_off) = Some((view.hash, std::time::Instant::now() + again));
+            result?;
         }
         Ok(())
     }
@@ -290,33 +318,52 @@ impl Transfers {
     }
 
     /// Every gainer holds its ranges: joining nodes (this one) go up,
-    /// leaving ones are removed.
-    fn complete(&self, view: &View) {
+    /// leaving ones are removed. Returns whether this node's view changed.
+    fn complete(&self, view: &View) -> bool {
         let m = &self.inner.membership;
+        let mut changed = false;
         for member in view.live_members() {
             match member.state {
                 MemberState::Joining if member.id == self.inner.me => {
                     tracing::info!("ranges streamed in: this node is up");
                     m.set_my_state(MemberState::Up);
+                    changed = true;
                 }
                 MemberState::Leaving => {
                     tracing::info!(node = %member.id, "its ranges are held by the new owners: removed");
                     m.mark(&member.id, MemberState::Removed);
+                    changed = true;
                 }
                 _ => {}
             }
         }
+        changed
     }
 
-    /// Streams in this node's gained ranges from every live reader.
+    /// Streams in this node's gained ranges from every reader. A reader
+    /// being removed while down is skipped (its ranges come from the
+    /// surviving replicas); any other reader that is down holds the stream
+    /// until it is back or removed: a write acknowledged by few replicas
+    /// (W = 1) may be on that reader alone.
     async fn stream_in(&self, view: &View) -> Result<(), TransferError> {
-        let sources: Vec<NodeId> = view
-            .read_ring
-            .members()
-            .iter()
-            .map(|m| m.id.clone())
-            .filter(|id| *id != self.inner.me && self.inner.liveness.is_up(id))
-            .collect();
+        let mut sources = Vec::new();
+        for m in view.read_ring.members() {
+            if m.id == self.inner.me {
+                continue;
+            }
+            let leaving = view
+                .members
+                .get(&m.id)
+                .is_some_and(|x| x.state == MemberState::Leaving);
+            if self.inner.liveness.is_up(&m.id) {
+                sources.push(m.id.clone());
+            } else if !leaving {
+                return Err(TransferError::Peer {
+                    peer: m.id.clone(),
+                    reason: "down: its ranges stream in when it is back (or remove it)".into(),
+                });
+            }
+        }
         {
             let mut p = lock(&self.inner.progress);
             p.retain(|_, s| s.view == view.hash);
@@ -581,12 +628,21 @@ impl Transfers {
     }
 
     /// Drops the keys this node no longer owns, each once every owner holds
-    /// it. Fails (to be retried) if any owner could not be reached.
-    async fn hand_off(&self, view: &View) -> Result<(), TransferError> {
+    /// it. Returns whether the pass left nothing behind (false: an owner was
+    /// down or failed, or a key changed meanwhile; the next step repeats it).
+    ///
+    /// A removed node pushes nothing: if it left, the new owners streamed
+    /// its ranges from it; if it was removed while down, its data is older
+    /// than the survivors' (pushing it could bring back a deleted value
+    /// whose tombstone was reaped since). It just drops everything.
+    async fn hand_off(&self, view: &View) -> Result<bool, TransferError> {
         let inner = &self.inner;
         let store = inner.replica.store().clone();
+        let removed = inner.membership.me().state == MemberState::Removed;
         let mut after: Option<Vec<u8>> = None;
         let mut failed: Option<TransferError> = None;
+        let mut clean = true;
+        let mut rotated = removed;
         let (mut pushed, mut dropped) = (0u64, 0u64);
         loop {
             if inner.membership.view_hash() != view.hash {
@@ -601,32 +657,51 @@ impl Transfers {
             for (key, record) in chunk {
                 let n = inner.buckets.n_of_key(&key);
                 let owners = view.read_ring.preference_list(&key, n);
-                if owners.is_empty() || owners.contains(&inner.me) {
+                if owners.contains(&inner.me) || (owners.is_empty() && !removed) {
                     continue;
                 }
                 let i = moving.len();
-                for o in &owners {
-                    by_owner.entry(o.clone()).or_default().push(i);
+                if !removed {
+                    for o in &owners {
+                        by_owner.entry(o.clone()).or_default().push(i);
+                    }
                 }
                 moving.push((key, crate::aae::state_hash(&record), record, true));
             }
             for (owner, idx) in by_owner {
-                match self.confirm(&owner, &moving, &idx).await {
+                let result = if inner.liveness.is_up(&owner) {
+                    self.confirm(&owner, &moving, &idx).await
+                } else {
+                    Err(TransferError::Peer {
+                        peer: owner.clone(),
+                        reason: "down".into(),
+                    })
+                };
+                match result {
                     Ok(n) => pushed += n,
                     Err(e) => {
                         for &i in &idx {
                             moving[i].3 = false;
                         }
+                        clean = false;
                         failed = Some(e);
                     }
                 }
+            }
+            if !rotated && moving.iter().any(|m| m.3) {
+                // Before the first drop: this node may own these keys again
+                // one day and must not coordinate them as the same actor
+                // from an empty state.
+                inner.member_store.rotate_epoch().await?;
+                rotated = true;
             }
             for (key, hash, _, confirmed) in moving {
                 if confirmed {
                     match inner.replica.drop_if(key, hash).await {
                         Ok(true) => dropped += 1,
-                        Ok(false) => {} // changed meanwhile: the next pass
+                        Ok(false) => clean = false, // changed meanwhile: the next pass
                         Err(e) => {
+                            clean = false;
                             failed =
                                 Some(TransferError::Storage(StorageError::Engine(e.to_string())))
                         }
@@ -646,7 +721,7 @@ impl Transfers {
         }
         match failed {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(clean),
         }
     }
 

@@ -333,7 +333,9 @@ async fn a_joining_node_killed_mid_stream_resumes_and_completes() {
             "the restarted node resumes from its persisted progress"
         );
         assert!(status.in_transition && status.waiting_for.contains(&format!("n{k}")));
-        c.wait_for_members(k).await;
+        // Small batches, one stream at a time, a sync per batch: slow on
+        // purpose.
+        c.wait_for_members_within(k, Duration::from_secs(120)).await;
         let after = metric(
             c.nodes[k - 1].as_ref().unwrap(),
             "kvorum_transfer_keys_total",
@@ -436,7 +438,7 @@ async fn gossip_spreads_a_change_to_ten_nodes_within_a_few_rounds() {
             let r = took.as_secs_f64() / round.as_secs_f64();
             eprintln!("n{k} known to all ten nodes {took:?} after the seed ({r:.1} rounds)");
             rounds.push(r);
-            c.wait_for_members(k).await;
+            c.wait_for_members_within(k, Duration::from_secs(60)).await;
         }
         let worst = rounds.iter().cloned().fold(0.0, f64::max);
         // Documented bound (docs/operations.md, "Membership"): 10 rounds.

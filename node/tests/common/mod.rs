@@ -94,7 +94,9 @@ impl TestCluster {
             configs,
             faults,
         };
-        c.wait_for_members(count).await;
+        // Nodes join one after another: allow for each.
+        c.wait_for_members_within(count, Duration::from_secs(20 + 4 * count as u64))
+            .await;
         c
     }
 
@@ -113,7 +115,8 @@ impl TestCluster {
         for i in 0..count {
             c.add_node(Some(zones[i % zones.len()]), extra).await;
         }
-        c.wait_for_members(count).await;
+        c.wait_for_members_within(count, Duration::from_secs(20 + 4 * count as u64))
+            .await;
         c
     }
 
@@ -147,7 +150,13 @@ impl TestCluster {
     }
 
     pub async fn wait_for_members(&self, count: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        self.wait_for_members_within(count, Duration::from_secs(20))
+            .await
+    }
+
+    /// [`TestCluster::wait_for_members`] with another bound.
+    pub async fn wait_for_members_within(&self, count: usize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             // Every node knows every member, and sees each up (joins done).
             let done = self.nodes.iter().flatten().all(|n| {

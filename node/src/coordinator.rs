@@ -1328,6 +1328,16 @@ impl Coordinator {
 
     /// Serves a peer's request to this replica.
     pub async fn serve_peer(&self, req: PeerRequest) -> PeerResponse {
+        // A removed node takes no more data: it would hold it for nobody.
+        if matches!(
+            req,
+            PeerRequest::Write { .. }
+                | PeerRequest::HintedWrite { .. }
+                | PeerRequest::MergeBatch { .. }
+        ) && self.membership.me().state == MemberState::Removed
+        {
+            return PeerResponse::Error(format!("{} was removed from the cluster", self.me));
+        }
         match req {
             PeerRequest::Gossip { members, buckets } => {
                 self.membership.merge(members);

@@ -54,13 +54,15 @@ pub struct Membership {
     /// Addresses for first contact (the config's seeds, and the seed of a
     /// `kvorum admin join`).
     seeds: RwLock<Vec<SocketAddr>>,
+    /// Gossip rounds this node started.
+    rounds: std::sync::atomic::AtomicU64,
 }
 
 /// One consistent reading of the member list.
 #[derive(Debug, Clone)]
 pub struct View {
     /// Every member ever known, tombstones (`Removed`) included.
-    pub members: BTreeMap<NodeId, MemberInfo>,
+    pub members: Arc<BTreeMap<NodeId, MemberInfo>>,
     /// Members `Up` or `Leaving`.
     pub read_ring: Arc<Ring>,
     /// Members `Up` or `Joining`.
@@ -145,8 +147,9 @@ impl Membership {
             vnodes,
             fresh: fresh.into(),
             seeds: RwLock::new(Vec::new()),
+            rounds: Default::default(),
             view: RwLock::new(View {
-                members: BTreeMap::from([(me.id.clone(), me)]),
+                members: Arc::new(BTreeMap::from([(me.id.clone(), me)])),
                 read_ring: Arc::new(Ring::new([], vnodes)),
                 write_ring: Arc::new(Ring::new([], vnodes)),
                 prev_read_ring: None,
@@ -157,11 +160,22 @@ impl Membership {
         {
             let mut view = m.write();
             for k in known.into_iter().filter(|k| k.id != m.me) {
-                view.members.insert(k.id.clone(), k);
+                Arc::make_mut(&mut view.members).insert(k.id.clone(), k);
             }
             m.rebuild(&mut view);
         }
         m
+    }
+
+    /// Counts a gossip round (the gossip task, once per round).
+    pub fn count_round(&self) {
+        self.rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Gossip rounds this node started.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Addresses for first contact.
@@ -259,7 +273,7 @@ impl Membership {
         for m in news {
             let Some(old) = view.members.get(&m.id) else {
                 tracing::info!(node = %m.id, addr = %m.addr, state = m.state.as_str(), "member learned");
-                view.members.insert(m.id.clone(), m);
+                Arc::make_mut(&mut view.members).insert(m.id.clone(), m);
                 changed = true;
                 continue;
             };
@@ -284,14 +298,14 @@ impl Membership {
                     mine.state_since = m.state_since;
                 }
                 mine.version = m.version + 1;
-                view.members.insert(m.id.clone(), mine);
+                Arc::make_mut(&mut view.members).insert(m.id.clone(), mine);
                 changed = true;
                 continue;
             }
             if old.state != m.state {
                 tracing::info!(node = %m.id, from = old.state.as_str(), to = m.state.as_str(), "member state changed");
             }
-            view.members.insert(m.id.clone(), m);
+            Arc::make_mut(&mut view.members).insert(m.id.clone(), m);
             changed = true;
         }
         if changed {
@@ -303,7 +317,7 @@ impl Membership {
     /// Sets this node's state (a new version of its entry).
     pub fn set_my_state(&self, state: MemberState) {
         let mut view = self.write();
-        if let Some(me) = view.members.get_mut(&self.me) {
+        if let Some(me) = Arc::make_mut(&mut view.members).get_mut(&self.me) {
             if me.state == state {
                 return;
             }
@@ -325,7 +339,7 @@ impl Membership {
     /// Records that this node holds every range it gains in view `hash`.
     pub fn set_synced(&self, hash: u64) {
         let mut view = self.write();
-        if let Some(me) = view.members.get_mut(&self.me) {
+        if let Some(me) = Arc::make_mut(&mut view.members).get_mut(&self.me) {
             if me.synced_view != hash {
                 me.synced_view = hash;
                 me.version += 1;
@@ -348,7 +362,7 @@ impl Membership {
     /// the same way writes the same new entry.
     pub fn mark(&self, id: &NodeId, state: MemberState) -> bool {
         let mut view = self.write();
-        let Some(m) = view.members.get_mut(id) else {
+        let Some(m) = Arc::make_mut(&mut view.members).get_mut(id) else {
             return false;
         };
         if m.state != state {
@@ -411,7 +425,7 @@ impl Membership {
             view.write_ring = Arc::new(Ring::new(write, self.vnodes));
         }
         view.hash = hash;
-        if let Some(me) = view.members.get_mut(&self.me) {
+        if let Some(me) = Arc::make_mut(&mut view.members).get_mut(&self.me) {
             if me.seen_view != hash {
                 me.seen_view = hash;
                 me.version += 1;

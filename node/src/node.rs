@@ -96,6 +96,11 @@ impl RunningNode {
             .collect())
     }
 
+    /// Gossip rounds this node started.
+    pub fn gossip_rounds(&self) -> u64 {
+        self.membership.rounds()
+    }
+
     /// The node's view of the member list (tombstones included).
     pub fn view(&self) -> crate::membership::View {
         self.membership.view()
@@ -795,6 +800,7 @@ async fn gossip(
     let mut persisted = membership.version();
     let mut ticks = Every::new(every, shutdown.clone());
     while ticks.next().await {
+        membership.count_round();
         let me = membership.me();
         let mut others: Vec<MemberInfo> = membership
             .members()

@@ -141,6 +141,9 @@ struct Inner {
     progress: Mutex<BTreeMap<NodeId, SourceProgress>>,
     /// Streams being pulled right now.
     active: AtomicU64,
+    /// [`Transfers::gainers`] of the last view asked about.
+    #[allow(clippy::type_complexity)]
+    gainers: Mutex<Option<(u64, Vec<usize>, BTreeMap<NodeId, u64>)>>,
     /// The view of the last handoff pass (drop of keys no longer owned),
     /// and when the next one is due.
     handed_off: Mutex<Option<(u64, std::time::Instant)>>,
@@ -186,6 +189,7 @@ impl Transfers {
                 config,
                 progress: Mutex::new(progress),
                 active: AtomicU64::new(0),
+                gainers: Mutex::new(None),
                 handed_off: Mutex::new(None),
                 metrics,
             }),
@@ -206,10 +210,25 @@ impl Transfers {
         ns
     }
 
+    /// The nodes that gain ranges in `view` (computed once per view and
+    /// set of replication factors: it walks every range of both rings).
+    fn gainers(&self, view: &View) -> BTreeMap<NodeId, u64> {
+        let ns = self.ns();
+        let mut cache = lock(&self.inner.gainers);
+        if let Some((hash, cached_ns, g)) = &*cache {
+            if *hash == view.hash && *cached_ns == ns {
+                return g.clone();
+            }
+        }
+        let g = view.gainers(&ns);
+        *cache = Some((view.hash, ns, g.clone()));
+        g
+    }
+
     /// Progress for `kvorum admin status`.
     pub fn report(&self) -> TransferReport {
         let view = self.inner.membership.view();
-        let ranges = view.gainers(&self.ns());
+        let ranges = self.gainers(&view);
         let waiting_for = ranges
             .keys()
             .filter(|g| {
@@ -270,7 +289,7 @@ impl Transfers {
             return Ok(());
         }
         if view.in_transition() {
-            let gainers = view.gainers(&self.ns());
+            let gainers = self.gainers(&view);
             let pending: Vec<&NodeId> = gainers
                 .keys()
                 .filter(|g| {

@@ -273,7 +273,7 @@ async fn decommission_one_node_of_five_then_remove_a_killed_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_joining_node_killed_mid_stream_resumes_and_completes() {
+async fn a_joining_node_and_a_source_killed_mid_stream_resume_and_complete() {
     let _serial = SERIAL.lock().await;
     tokio::time::timeout(Duration::from_secs(240), async {
         // Small stream batches and one stream at a time: the join takes
@@ -333,6 +333,9 @@ async fn a_joining_node_killed_mid_stream_resumes_and_completes() {
             "the restarted node resumes from its persisted progress"
         );
         assert!(status.in_transition && status.waiting_for.contains(&format!("n{k}")));
+        // A source crashes too (stopped and started again mid-stream): the
+        // stream waits for it and resumes.
+        c.restart(1).await;
         // Small batches, one stream at a time, a sync per batch: slow on
         // purpose.
         c.wait_for_members_within(k, Duration::from_secs(120)).await;
@@ -430,19 +433,79 @@ async fn gossip_spreads_a_change_to_ten_nodes_within_a_few_rounds() {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             let t0 = Instant::now();
+            // Rounds as the seed counts them (a loaded machine stretches a
+            // round beyond its 100 ms).
+            let rounds_now = |c: &TestCluster| -> u64 {
+                c.nodes[..10].iter().flatten().map(|n| n.gossip_rounds()).sum()
+            };
+            let r0 = rounds_now(&c);
             while !c.nodes[..10].iter().flatten().all(knows) {
                 assert!(Instant::now() < deadline, "the change did not spread");
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             let took = t0.elapsed();
-            let r = took.as_secs_f64() / round.as_secs_f64();
-            eprintln!("n{k} known to all ten nodes {took:?} after the seed ({r:.1} rounds)");
+            // Rounds per node, on average over the ten (a loaded machine
+            // stretches a round beyond its nominal 100 ms).
+            let r = (rounds_now(&c) - r0) as f64 / 10.0;
+            eprintln!(
+                "n{k} known to all ten nodes {took:?} after the seed: {r:.1} gossip rounds per node \
+                 ({:.1} nominal 100 ms rounds)",
+                took.as_secs_f64() / round.as_secs_f64()
+            );
             rounds.push(r);
             c.wait_for_members_within(k, Duration::from_secs(60)).await;
         }
         let worst = rounds.iter().cloned().fold(0.0, f64::max);
-        // Documented bound (docs/operations.md, "Membership"): 10 rounds.
-        assert!(worst <= 10.0, "took {worst:.1} rounds");
+        // Documented bound (docs/architecture.md, "Gossip"): 5 rounds.
+        assert!(worst <= 5.0, "took {worst:.1} rounds");
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lone_node_joins_a_cluster_by_admin_command() {
+    let _serial = SERIAL.lock().await;
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let mut c = TestCluster::start(3, EXTRA).await;
+        let client = c.client();
+        for i in 0..100u32 {
+            client
+                .put_with(
+                    "default",
+                    format!("w{i}").as_bytes(),
+                    &i.to_be_bytes(),
+                    &CausalContext::empty(),
+                    WriteOptions::w(2),
+                )
+                .await
+                .unwrap();
+        }
+        // n4 starts without seeds: a cluster of its own.
+        let k = c.add_node_with_seeds(None, EXTRA, &[]).await;
+        let n4 = c.client_of(&c.addrs[k - 1..k]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = n4.cluster_status().await.unwrap();
+            if s.members.len() == 1 && s.members[0].state == "up" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "n4 alone never came up: {s:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A member of a cluster cannot be told to join another one.
+        let n1 = c.client_of(&c.addrs[..1]);
+        let err = n1
+            .join("n1", &c.addrs[k - 1].to_string())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("already in a cluster"), "{err}");
+        n4.join("n4", &c.addrs[0].to_string()).await.unwrap();
+        c.wait_for_members_within(k, Duration::from_secs(60)).await;
+        let acked: Vec<u32> = (0..100).collect();
+        check_acked_readable(&c.client(), &acked).await;
+        check_placement(&c, &acked, Duration::from_secs(60)).await;
         c.shutdown().await;
     })
     .await

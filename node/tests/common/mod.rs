@@ -123,6 +123,18 @@ impl TestCluster {
     /// Starts one more node (n<k>, with a fresh certificate) that joins
     /// through the first node; returns its 1-based index.
     pub async fn add_node(&mut self, zone: Option<&str>, extra: &str) -> usize {
+        let seeds: Vec<SocketAddr> = self.addrs.iter().take(1).copied().collect();
+        self.add_node_with_seeds(zone, extra, &seeds).await
+    }
+
+    /// [`TestCluster::add_node`] with these seeds (none: it founds a
+    /// cluster of its own).
+    pub async fn add_node_with_seeds(
+        &mut self,
+        zone: Option<&str>,
+        extra: &str,
+        seeds: &[SocketAddr],
+    ) -> usize {
         let k = self.nodes.len() + 1;
         let id = format!("n{k}");
         if !self.dir.path().join(format!("{id}.pem")).exists() {
@@ -137,8 +149,7 @@ impl TestCluster {
         let zone = zone
             .map(|z| format!("zone = \"{z}\"\n"))
             .unwrap_or_default();
-        let seeds: Vec<SocketAddr> = self.addrs.iter().take(1).copied().collect();
-        let mut cfg = config(self.dir.path(), k, any, &seeds, &format!("{zone}{extra}"));
+        let mut cfg = config(self.dir.path(), k, any, seeds, &format!("{zone}{extra}"));
         let node = kvorum_node::node::start_with_faults(cfg.clone(), self.faults.clone())
             .await
             .expect("node starts");

@@ -100,7 +100,10 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(status.success(), "{text}");
-    assert!(seen_children >= 1, "the bench ran its cluster as child processes");
+    assert!(
+        seen_children >= 1,
+        "the bench ran its cluster as child processes"
+    );
     assert!(children_of(pid).is_empty(), "children outlived the bench");
 
     let report: serde_json::Value =

@@ -64,7 +64,8 @@ impl Latencies {
 
     fn record(&mut self, d: Duration) {
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.0.saturating_record(micros.clamp(1, MAX_LATENCY_MICROS));
+        self.0
+            .saturating_record(micros.clamp(1, MAX_LATENCY_MICROS));
     }
 
     fn add(&mut self, other: &Latencies) {
@@ -317,7 +318,10 @@ pub async fn drive(phase: Phase, label: &str, pids: &[(String, u32)], op: OpFn) 
         .iter()
         .enumerate()
         .map(|(i, (name, _))| {
-            let d = match (from_cpu.get(i).copied().flatten(), to_cpu.get(i).copied().flatten()) {
+            let d = match (
+                from_cpu.get(i).copied().flatten(),
+                to_cpu.get(i).copied().flatten(),
+            ) {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
             };

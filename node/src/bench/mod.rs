@@ -221,7 +221,13 @@ pub async fn serve_echo(config: &Path) -> Result<(), BenchError> {
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics = crate::metrics::Metrics::new("echo");
-    let server = tokio::spawn(net::serve(endpoint, Arc::new(Echo), limits, metrics, stopped));
+    let server = tokio::spawn(net::serve(
+        endpoint,
+        Arc::new(Echo),
+        limits,
+        metrics,
+        stopped,
+    ));
     signal().await;
     let _ = stop.send(true);
     let _ = server.await;
@@ -352,7 +358,11 @@ async fn wait_until_formed(target: &mut Target, n: u8) -> Result<(), BenchError>
             target.check()?;
             match all.create_bucket(name, p).await {
                 Ok(()) => break,
-                Err(e @ kvorum_client::Error::Server(kvorum_client::ErrorReply::BucketConflict { .. })) => {
+                Err(
+                    e @ kvorum_client::Error::Server(kvorum_client::ErrorReply::BucketConflict {
+                        ..
+                    }),
+                ) => {
                     return Err(BenchError::NotReady(format!(
                         "bucket {name} exists with other props (N must be {n}): {e}"
                     )))
@@ -521,7 +531,12 @@ fn echo_fn(client: Client) -> OpFn {
     let ops = Arc::new(client);
     Arc::new(move |_i: u64, _rng: &mut SmallRng| {
         let client = ops.clone();
-        Box::pin(async move { (Op::Echo, client.status().await.map(|_| ()).map_err(op_error)) })
+        Box::pin(async move {
+            (
+                Op::Echo,
+                client.status().await.map(|_| ()).map_err(op_error),
+            )
+        })
     })
 }
 
@@ -589,9 +604,7 @@ impl RunReport {
                 .collect(),
             server_cpu_seconds: o.cpu.iter().cloned().collect(),
             server_cpu_total_seconds: total,
-            server_cpu_us_per_op: total
-                .filter(|_| o.ops > 0)
-                .map(|s| s * 1e6 / o.ops as f64),
+            server_cpu_us_per_op: total.filter(|_| o.ops > 0).map(|s| s * 1e6 / o.ops as f64),
             bench_cpu_seconds: o.bench_cpu,
             bound: None,
             ratio_to_bound: None,
@@ -779,9 +792,10 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
             base_port: args.port.saturating_add(50),
         };
         let cfg = dev::prepare(&opts)?;
-        let addr = cfg.first().map(|c| c.listen).ok_or_else(|| {
-            BenchError::Usage("the baseline config was not made (a bug)".into())
-        })?;
+        let addr = cfg
+            .first()
+            .map(|c| c.listen)
+            .ok_or_else(|| BenchError::Usage("the baseline config was not made (a bug)".into()))?;
         let mut echo = Child::spawn("echo", &["bench", "--serve-echo", "n1.toml"], &dir)?;
         let certs = dir.join("certs");
         let tls = TlsMaterial::from_files(
@@ -973,7 +987,8 @@ fn validate(args: &BenchArgs) -> Result<(), BenchError> {
     if args.concurrency.contains(&0) {
         return usage("--concurrency must be at least 1");
     }
-    if args.n == 0 || args.r.is_some_and(|r| r == 0 || r > args.n)
+    if args.n == 0
+        || args.r.is_some_and(|r| r == 0 || r > args.n)
         || args.w.is_some_and(|w| w == 0 || w > args.n)
     {
         return usage("quorums must be 1 ≤ R, W ≤ N");

@@ -736,13 +736,20 @@ fn print_memory(m: &MemoryReport) {
             None => format!("{n} ?"),
         })
         .collect();
-    let disk: u64 = m.disk_bytes.values().sum();
+    let disk = if m.disk_bytes.is_empty() {
+        "unknown (not the bench's own cluster)".to_string()
+    } else {
+        let all: u64 = m.disk_bytes.values().sum();
+        format!("{:.1} MiB in all", all as f64 / 1048576.0)
+    };
+    let rss = if rss.is_empty() {
+        "unknown (pass --node-pid)".to_string()
+    } else {
+        rss.join(", ")
+    };
     println!(
-        "memory ({}, {} keys): RSS {}; disk {:.1} MiB in all",
-        m.stage,
-        m.keys,
-        rss.join(", "),
-        disk as f64 / 1048576.0
+        "memory ({}, {} keys): RSS {rss}; disk {disk}",
+        m.stage, m.keys
     );
 }
 

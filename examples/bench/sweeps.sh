@@ -8,7 +8,7 @@
 #   100-byte values, with the transport baseline, default sync policy
 # - value-<run>.json: writes of 100 B .. 1 MiB at 64 in flight
 # - aae-<keys>-<run>.txt: anti-entropy exchange cost at 10k .. 1M keys
-# Takes about 15 minutes per run on 2 cores.
+# Takes about 5 minutes per run on 2 cores (plus the build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-bench-results}

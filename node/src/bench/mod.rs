@@ -94,7 +94,8 @@ pub struct BenchArgs {
     /// as a ratio to the bound it implies.
     #[arg(long)]
     pub baseline: bool,
-    /// Write the report as JSON to this file ("-": stdout).
+    /// Also write the report as JSON to this file (the human report goes
+    /// to stdout, progress to stderr).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Target an existing cluster at these addresses (comma-separated)
@@ -191,10 +192,8 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
     }
     let json = args.json.clone();
     let report = run(args).await?;
-    match json {
-        Some(p) if p.as_os_str() == "-" => println!("{}", report.to_json()),
-        Some(p) => std::fs::write(&p, report.to_json()).map_err(io_err(&p))?,
-        None => {}
+    if let Some(p) = json {
+        std::fs::write(&p, report.to_json()).map_err(io_err(&p))?;
     }
     Ok(())
 }

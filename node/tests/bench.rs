@@ -50,12 +50,32 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The bench process, stopped however the test ends: SIGTERM first (the
+/// bench then stops its children), SIGKILL if it does not exit within 10 s.
+struct Bench(std::process::Child);
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn bench_runs_against_its_own_cluster_and_reports_json() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let port = free_ports(3).to_string();
-    let mut child = Command::new(KVORUM)
+    let child = Command::new(KVORUM)
         .args([
             "bench",
             "--workload",
@@ -75,36 +95,39 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
         .arg("--json")
         .arg(&json)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(std::fs::File::create(dir.path().join("bench.out")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("bench.err")).unwrap())
         .spawn()
         .unwrap();
-    let pid = child.id();
+    let mut bench = Bench(child);
+    let pid = bench.0.id();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut seen_children = 0;
+    let mut seen_children = std::collections::BTreeSet::new();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = bench.0.try_wait().unwrap() {
             break s;
         }
-        seen_children = seen_children.max(children_of(pid).len());
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("kvorum bench did not finish within 120 s");
-        }
+        seen_children.extend(children_of(pid));
+        // Dropping `bench` stops it and, through it, its children.
+        assert!(
+            Instant::now() < deadline,
+            "kvorum bench did not finish within 120 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+    let text = format!("{}{}", read("bench.out"), read("bench.err"));
     assert!(status.success(), "{text}");
+    // Three nodes (and the echo server before them).
     assert!(
-        seen_children >= 1,
-        "the bench ran its cluster as child processes"
+        seen_children.len() >= 3,
+        "the bench ran its cluster as child processes: {seen_children:?}"
     );
-    assert!(children_of(pid).is_empty(), "children outlived the bench");
+    let alive: Vec<_> = seen_children
+        .iter()
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    assert!(alive.is_empty(), "children outlived the bench: {alive:?}");
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

@@ -24,6 +24,7 @@
 //! - [`peer`]: the node-to-node protocol.
 //! - [`certs`]: cluster CA and node/client certificates (rcgen).
 //! - [`dev`]: the local development cluster of `kvorum dev`.
+//! - [`bench`]: `kvorum bench`, the load generator and its report.
 //! - [`node`]: wiring; [`node::start`] runs a node from its config.
 //! - [`faults`]: fault injection under the real QUIC path, for tests.
 //!
@@ -37,6 +38,7 @@
 #![warn(missing_docs)]
 
 pub mod aae;
+pub mod bench;
 pub mod buckets;
 pub mod certs;
 pub mod config;

@@ -175,6 +175,9 @@ enum Command {
     /// Operator commands.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Measure throughput, latency and CPU per operation of a cluster (its
+    /// own local one by default); see docs/performance.md.
+    Bench(Box<kvorum_node::bench::BenchArgs>),
 }
 
 #[derive(Subcommand)]
@@ -432,6 +435,7 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             }
         }
         Command::Cert(c) => cert(c)?,
+        Command::Bench(args) => kvorum_node::bench::main(*args).await?,
         Command::Admin(AdminCommand::Repair { conn }) => {
             let client = conn.client()?;
             let (exchanges, keys) = client.repair().await?;

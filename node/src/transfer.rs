@@ -714,16 +714,25 @@ impl Transfers {
                 inner.member_store.rotate_epoch().await?;
                 rotated = true;
             }
+            // The drops of a chunk at once: they share syncs (group commit).
+            let mut drops = tokio::task::JoinSet::new();
             for (key, hash, _, confirmed) in moving {
                 if confirmed {
-                    match inner.replica.drop_if(key, hash).await {
-                        Ok(true) => dropped += 1,
-                        Ok(false) => clean = false, // changed meanwhile: the next pass
-                        Err(e) => {
-                            clean = false;
-                            failed =
-                                Some(TransferError::Storage(StorageError::Engine(e.to_string())))
-                        }
+                    let replica = inner.replica.clone();
+                    drops.spawn(async move { replica.drop_if(key, hash).await });
+                }
+            }
+            while let Some(r) = drops.join_next().await {
+                match r {
+                    Ok(Ok(true)) => dropped += 1,
+                    Ok(Ok(false)) => clean = false, // changed meanwhile: the next pass
+                    Ok(Err(e)) => {
+                        clean = false;
+                        failed = Some(TransferError::Storage(StorageError::Engine(e.to_string())))
+                    }
+                    Err(e) => {
+                        clean = false;
+                        failed = Some(TransferError::Storage(StorageError::Engine(e.to_string())))
                     }
                 }
             }

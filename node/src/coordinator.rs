@@ -1471,7 +1471,10 @@ fn lww_clock_ms() -> u64 {
             .and_then(|v| v.trim().parse::<i64>().ok())
             .unwrap_or(0);
         if offset != 0 {
-            tracing::warn!(offset_ms = offset, "LWW clock skewed for testing ({CLOCK_OFFSET_ENV})");
+            tracing::warn!(
+                offset_ms = offset,
+                "LWW clock skewed for testing ({CLOCK_OFFSET_ENV})"
+            );
         }
         offset
     });

@@ -18,11 +18,11 @@
 //! Each run writes `history.jsonl`, `summary.txt` and the nodes' logs to a
 //! run directory, printed at start; it is kept when the run fails.
 
-mod common;
 #[path = "faults/checker.rs"]
 mod checker;
 #[path = "faults/cluster.rs"]
 mod cluster;
+mod common;
 #[path = "faults/proxy.rs"]
 mod proxy;
 #[path = "faults/workload.rs"]
@@ -175,8 +175,10 @@ impl Run {
         if !p.evidence.is_empty() {
             p.evidence.push_str("; ");
         }
-        p.evidence
-            .push_str(&format!("{}{text}", if ok { "" } else { "NOT EFFECTIVE: " }));
+        p.evidence.push_str(&format!(
+            "{}{text}",
+            if ok { "" } else { "NOT EFFECTIVE: " }
+        ));
         self.history.line(serde_json::json!({
             "time_ms": self.history.now_ms(), "type": "nemesis-check", "ok": ok, "evidence": text,
         }));
@@ -235,7 +237,10 @@ impl Run {
     async fn heal_partition(&mut self) {
         self.net.heal();
         let ok = self.wait_all_up(Duration::from_secs(20)).await;
-        self.evidence(ok, format!("after heal every live member sees every other up: {ok}"));
+        self.evidence(
+            ok,
+            format!("after heal every live member sees every other up: {ok}"),
+        );
     }
 
     async fn sleep(&self, d: Duration) {
@@ -251,12 +256,17 @@ impl Run {
         self.begin("partition-one", format!("isolate {}", self.id(x)));
         let cut = self.net.counts().cut;
         self.net.partition(&[x], &others);
-        let seen = self.wait_sees_down(x, &others, Duration::from_secs(10)).await;
+        let seen = self
+            .wait_sees_down(x, &others, Duration::from_secs(10))
+            .await;
         self.sleep(d).await;
         let dropped = self.net.counts().cut - cut;
         self.evidence(
             seen && dropped > 0,
-            format!("{} saw all peers down (kvorum_peer_up=0): {seen}; proxy cut {dropped} datagrams", self.id(x)),
+            format!(
+                "{} saw all peers down (kvorum_peer_up=0): {seen}; proxy cut {dropped} datagrams",
+                self.id(x)
+            ),
         );
         self.heal_partition().await;
     }
@@ -280,7 +290,10 @@ impl Run {
         let dropped = self.net.counts().cut - cut;
         self.evidence(
             seen && dropped > 0,
-            format!("{} saw the majority down: {seen}; proxy cut {dropped} datagrams", self.id(minority[0])),
+            format!(
+                "{} saw the majority down: {seen}; proxy cut {dropped} datagrams",
+                self.id(minority[0])
+            ),
         );
         self.heal_partition().await;
     }
@@ -346,7 +359,10 @@ impl Run {
 
     async fn kill(&mut self, down: Duration) {
         let x = *self.members().choose(&mut self.rng).unwrap();
-        self.begin("kill", format!("SIGKILL {}, restart after {down:?}", self.id(x)));
+        self.begin(
+            "kill",
+            format!("SIGKILL {}, restart after {down:?}", self.id(x)),
+        );
         let died = self.cluster.kill9(x);
         let silent = !self.answers(x, Duration::from_millis(300)).await;
         self.sleep(down).await;
@@ -368,7 +384,8 @@ impl Run {
         let key = workload::key_name(k);
         let live = self.cluster.live_members();
         let c = self.cluster.client(&live, Duration::from_secs(2));
-        let token = kvorum_ring::Ring::key_token(&kvorum_node::replica::storage_key(w.bucket(), &key));
+        let token =
+            kvorum_ring::Ring::key_token(&kvorum_node::replica::storage_key(w.bucket(), &key));
         let owners: Vec<String> = match c.ring(Some(3)).await {
             Ok(ranges) => ranges
                 .into_iter()
@@ -389,7 +406,11 @@ impl Run {
             .collect();
         self.begin(
             "kill-replicas",
-            format!("SIGKILL all replicas of {}/k{k} at once: {}", w.bucket(), owners.join(",")),
+            format!(
+                "SIGKILL all replicas of {}/k{k} at once: {}",
+                w.bucket(),
+                owners.join(",")
+            ),
         );
         let mut died = idx.len() == 3;
         for &i in &idx {
@@ -423,9 +444,14 @@ impl Run {
         let m = self.members();
         let x = *m.choose(&mut self.rng).unwrap();
         let watcher = *m.iter().find(|&&o| o != x).unwrap();
-        self.begin("pause", format!("SIGSTOP {} for {d:?}, then SIGCONT", self.id(x)));
+        self.begin(
+            "pause",
+            format!("SIGSTOP {} for {d:?}, then SIGCONT", self.id(x)),
+        );
         let stopped = self.cluster.pause(x);
-        let seen = self.wait_sees_down(watcher, &[x], Duration::from_secs(10)).await;
+        let seen = self
+            .wait_sees_down(watcher, &[x], Duration::from_secs(10))
+            .await;
         let silent = !self.answers(x, Duration::from_millis(300)).await;
         self.sleep(d.saturating_sub(Duration::from_secs(2))).await;
         self.cluster.resume(x);
@@ -448,7 +474,11 @@ impl Run {
         let phase = self.phases.len();
         self.begin(
             "clock-skew",
-            format!("{}'s clock {} s behind (restarted with the test clock hook)", self.id(x), -SKEW_MS / 1000),
+            format!(
+                "{}'s clock {} s behind (restarted with the test clock hook)",
+                self.id(x),
+                -SKEW_MS / 1000
+            ),
         );
         self.cluster.kill9(x);
         self.cluster.start(x, SKEW_MS);
@@ -477,7 +507,9 @@ impl Run {
         }
         self.evidence(
             back && skewed > 0,
-            format!("answers: {back}; {skewed} of 12 probe writes carry a stamp over 60 s in the past"),
+            format!(
+                "answers: {back}; {skewed} of 12 probe writes carry a stamp over 60 s in the past"
+            ),
         );
         self.sleep(d).await;
         self.cluster.kill9(x);
@@ -489,28 +521,82 @@ impl Run {
 
     /// Rapid random partitions: a new one every 1-2 s.
     async fn flapping(&mut self, d: Duration) {
-        self.begin("flapping", format!("random partitions every 1-2 s for {d:?}"));
-        let before = self.net.counts().cut;
+        self.begin(
+            "flapping",
+            format!("a new random partition or link fault every 0.3-1 s for {d:?}"),
+        );
+        let before = self.net.counts();
         let end = Instant::now() + d;
         let mut events = 0;
         while Instant::now() < end {
             self.net.heal();
             let mut m = self.members();
             m.shuffle(&mut self.rng);
-            match self.rng.random_range(0..4) {
+            match self.rng.random_range(0..5) {
                 0 => self.net.partition(&m[..1], &m[1..]),
                 1 => self.net.partition(&m[..2], &m[2..]),
                 2 => self.net.partition(&m[..1], &m[1..2]),
-                _ => {}
+                3 => self.net.set_both(
+                    m[0],
+                    m[1],
+                    LinkRule {
+                        loss: 0.5,
+                        delay: Duration::from_millis(50),
+                        duplicate: 0.2,
+                        ..LinkRule::default()
+                    },
+                ),
+                _ => {} // healed for a moment
             }
             events += 1;
-            let ms = self.rng.random_range(1000..2000);
+            let ms = self.rng.random_range(300..1000);
             self.sleep(Duration::from_millis(ms)).await;
         }
         self.phases.last_mut().unwrap().events = events;
-        let dropped = self.net.counts().cut - before;
-        self.evidence(dropped > 0, format!("{events} changes; proxy cut {dropped} datagrams"));
+        let after = self.net.counts();
+        let (cut, lost) = (after.cut - before.cut, after.lost - before.lost);
+        self.evidence(
+            cut > 0 && lost > 0,
+            format!("{events} changes; proxy cut {cut} and lost {lost} datagrams"),
+        );
         self.heal_partition().await;
+    }
+
+    /// The last fault, left in force until the final heal so that the
+    /// convergence bound is measured from a damaged cluster: a
+    /// majority/minority partition with one majority node killed.
+    async fn final_fault(&mut self, d: Duration) {
+        let mut m = self.members();
+        m.shuffle(&mut self.rng);
+        let (minority, majority) = m.split_at(m.len() / 2);
+        let (minority, majority) = (minority.to_vec(), majority.to_vec());
+        let x = majority[0];
+        self.begin(
+            "partition+kill",
+            format!(
+                "{{{}}} | {{{}}}, {} killed; healed only by the final heal",
+                minority
+                    .iter()
+                    .map(|&i| self.id(i))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                majority
+                    .iter()
+                    .map(|&i| self.id(i))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                self.id(x)
+            ),
+        );
+        let cut = self.net.counts().cut;
+        self.net.partition(&minority, &majority);
+        let died = self.cluster.kill9(x);
+        self.sleep(d).await;
+        let dropped = self.net.counts().cut - cut;
+        self.evidence(
+            died && dropped > 0,
+            format!("exit by signal 9: {died}; proxy cut {dropped} datagrams"),
+        );
     }
 
     async fn status_of(&self, at: usize) -> Option<kvorum_client::ClusterStatus> {
@@ -525,33 +611,48 @@ impl Run {
     async fn wait_state(&self, at: usize, node: &str, state: &str, within: Duration) -> bool {
         until(within, || async move {
             self.status_of(at).await.is_some_and(|s| {
-                !s.in_transition
-                    && s.members.iter().any(|m| m.id == node && m.state == state)
+                !s.in_transition && s.members.iter().any(|m| m.id == node && m.state == state)
             })
         })
         .await
     }
 
     async fn join(&mut self) -> Option<usize> {
-        let x = (0..self.cluster.nodes.len()).find(|&i| !self.cluster.nodes[i].member && !self.cluster.running(i))?;
+        let x = (0..self.cluster.nodes.len())
+            .find(|&i| !self.cluster.nodes[i].member && !self.cluster.running(i))?;
         let id = self.id(x);
         self.begin("join", format!("{id} starts and joins (range streaming)"));
         self.cluster.start(x, 0);
         let at = self.cluster.live_members()[0];
-        let up = self.wait_state(at, &id, "up", Duration::from_secs(120)).await;
+        let up = self
+            .wait_state(at, &id, "up", Duration::from_secs(120))
+            .await;
         let owns = self
             .status_of(at)
             .await
             .is_some_and(|s| s.members.iter().any(|m| m.id == id && m.ownership_ppm > 0));
-        self.evidence(up && owns, format!("{id} up in the ring with a share: {}, change complete: {up}", owns));
+        self.evidence(
+            up && owns,
+            format!(
+                "{id} up in the ring with a share: {}, change complete: {up}",
+                owns
+            ),
+        );
         Some(x)
     }
 
     async fn leave(&mut self, not: Option<usize>) {
-        let m: Vec<usize> = self.members().into_iter().filter(|&i| Some(i) != not).collect();
+        let m: Vec<usize> = self
+            .members()
+            .into_iter()
+            .filter(|&i| Some(i) != not)
+            .collect();
         let x = *m.choose(&mut self.rng).unwrap();
         let id = self.id(x);
-        self.begin("leave", format!("{id} leaves (kvorum admin leave), then stops"));
+        self.begin(
+            "leave",
+            format!("{id} leaves (kvorum admin leave), then stops"),
+        );
         let c = self.cluster.client(&[x], Duration::from_secs(5));
         let mut accepted = false;
         for _ in 0..20 {
@@ -567,10 +668,16 @@ impl Run {
             }
         }
         let at = *m.iter().find(|&&o| o != x).unwrap();
-        let removed = accepted && self.wait_state(at, &id, "removed", Duration::from_secs(120)).await;
+        let removed = accepted
+            && self
+                .wait_state(at, &id, "removed", Duration::from_secs(120))
+                .await;
         self.cluster.stop(x);
         self.cluster.nodes[x].member = false;
-        self.evidence(accepted && removed, format!("leave accepted: {accepted}; {id} removed and change complete: {removed}"));
+        self.evidence(
+            accepted && removed,
+            format!("leave accepted: {accepted}; {id} removed and change complete: {removed}"),
+        );
     }
 
     /// Heals everything: links, paused and dead members.
@@ -640,7 +747,10 @@ async fn no_acknowledged_write_is_lost_under_faults() {
     let outcome = tokio::time::timeout(hard, run(plan, seed, dir.path())).await;
     let (ok, summary) = match outcome {
         Ok(r) => r,
-        Err(_) => (false, format!("the run exceeded its hard bound of {hard:?}\n")),
+        Err(_) => (
+            false,
+            format!("the run exceeded its hard bound of {hard:?}\n"),
+        ),
     };
     let summary = format!("{summary}\nseed: {seed}\nreplay: {replay}\n");
     std::fs::write(dir.path().join("summary.txt"), &summary).unwrap();
@@ -689,7 +799,9 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
     if !run.wait_all_up(Duration::from_secs(60)).await {
         return (false, "the cluster did not form (see n*.log)".into());
     }
-    let admin = &run.cluster.client(&(0..NODES).collect::<Vec<_>>(), Duration::from_secs(5));
+    let admin = &run
+        .cluster
+        .client(&(0..NODES).collect::<Vec<_>>(), Duration::from_secs(5));
     for w in Workload::ALL {
         let props = BucketProps::new(w.bucket_type()).n(3).r(2).w(2);
         // Refused until every member confirms it (peers may still be in
@@ -706,7 +818,9 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
         let c = &run.cluster.client(&[i], Duration::from_secs(2));
         let known = until(Duration::from_secs(30), || async move {
             c.buckets().await.is_ok_and(|b| {
-                Workload::ALL.iter().all(|w| b.iter().any(|(n, _)| n == w.bucket()))
+                Workload::ALL
+                    .iter()
+                    .all(|w| b.iter().any(|(n, _)| n == w.bucket()))
             })
         })
         .await;
@@ -723,7 +837,9 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
     for w in Workload::ALL {
         for _ in 0..w.clients() {
             process += 1;
-            let client = run.cluster.client(&(0..slots).collect::<Vec<_>>(), Duration::from_secs(2));
+            let client = run
+                .cluster
+                .client(&(0..slots).collect::<Vec<_>>(), Duration::from_secs(2));
             tasks.push(tokio::spawn(workload::run_client(
                 w,
                 process,
@@ -740,7 +856,6 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
     run.sleep(plan.fault).await;
     let cycle_start = Instant::now();
     let mut cycles = 0;
-    let mut joined = None;
     loop {
         cycles += 1;
         let mut order: Vec<u8> = (0..9).collect();
@@ -755,13 +870,13 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
                 5 => run.kill_replicas(plan.gap * 2).await,
                 6 => run.pause(plan.pause).await,
                 7 => run.clock_skew(plan.fault).await,
-                _ => run.flapping(plan.fault * 3).await,
+                _ => run.flapping(plan.fault * 4).await,
             }
             run.begin("healthy", "gap".into());
             run.sleep(plan.gap).await;
         }
         if cycles == 1 {
-            joined = run.join().await;
+            let joined = run.join().await;
             run.begin("healthy", "gap".into());
             run.sleep(plan.gap).await;
             run.leave(joined).await;
@@ -772,7 +887,7 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
             break;
         }
     }
-    let _ = joined;
+    run.final_fault(plan.fault).await;
 
     // Heal, stop the clients, converge, read everything everywhere.
     run.begin("heal", "heal all; clients stop".into());
@@ -809,7 +924,11 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
     // The summary.
     let mut failures = report.failures.clone();
     failures.extend(read_errors);
-    failures.extend(run.ineffective.iter().map(|e| format!("fault not shown to take effect: {e}")));
+    failures.extend(
+        run.ineffective
+            .iter()
+            .map(|e| format!("fault not shown to take effect: {e}")),
+    );
     match converged {
         Some(_) => {}
         None => failures.push(format!(
@@ -831,7 +950,11 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
     let _ = writeln!(
         s,
         "convergence after heal (hints delivered, trees equal): {}",
-        converged.map_or("not reached".into(), |d| format!("{:.1} s (bound {:?})", d.as_secs_f64(), plan.converge))
+        converged.map_or("not reached".into(), |d| format!(
+            "{:.1} s (bound {:?})",
+            d.as_secs_f64(),
+            plan.converge
+        ))
     );
     let _ = writeln!(s, "\n| workload | fault | acknowledged | lost | unexpected | recovered | stale reads | p99 ms |");
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");

@@ -105,7 +105,9 @@ pub fn check(
             continue;
         };
         let Some((first_node, reference)) = fin.first() else {
-            report.failures.push(format!("{}: no node answered the final read", w.name()));
+            report
+                .failures
+                .push(format!("{}: no node answered the final read", w.name()));
             continue;
         };
         for (node, vals) in fin {
@@ -176,7 +178,11 @@ fn check_set(
     for (key, s) in finals.iter().enumerate() {
         for x in s {
             if attempted.get(x).map(|a| a.0) != Some(key as u32) {
-                report.rows.entry((w, "(final)".into())).or_default().unexpected += 1;
+                report
+                    .rows
+                    .entry((w, "(final)".into()))
+                    .or_default()
+                    .unexpected += 1;
                 report
                     .failures
                     .push(format!("{}: unexpected element {x} in key {key}", w.name()));
@@ -264,7 +270,9 @@ fn check_register(
     }
     let mut closure: HashMap<u32, BTreeSet<u64>> = HashMap::new();
     for (key, v) in reference.iter().enumerate() {
-        let FinalValue::Siblings(sibs) = v else { continue };
+        let FinalValue::Siblings(sibs) = v else {
+            continue;
+        };
         let key = key as u32;
         let set = closure.entry(key).or_default();
         let mut todo: Vec<u64> = Vec::new();
@@ -277,7 +285,11 @@ fn check_register(
                     todo.push(*id);
                 }
                 _ => {
-                    report.rows.entry((w, "(final)".into())).or_default().unexpected += 1;
+                    report
+                        .rows
+                        .entry((w, "(final)".into()))
+                        .or_default()
+                        .unexpected += 1;
                     report.failures.push(format!(
                         "register key {key}: unexpected sibling {id};{covers:?}"
                     ));
@@ -357,7 +369,13 @@ mod tests {
             entry(Workload::Set, 0, Op::Add(1), Outcome::Ok, 0),
             entry(Workload::Set, 0, Op::Add(2), Outcome::Ok, 0),
             entry(Workload::Set, 0, Op::Add(3), Outcome::Info, 0),
-            entry(Workload::Set, 0, Op::Read(Some([1].into())), Outcome::Ok, 10),
+            entry(
+                Workload::Set,
+                0,
+                Op::Read(Some([1].into())),
+                Outcome::Ok,
+                10,
+            ),
             lww_loss(),
         ];
         let f = finals(Workload::Set, vec![FinalValue::Elems([1, 3, 7].into())]);
@@ -372,7 +390,11 @@ mod tests {
         let h = vec![entry(Workload::Lww, 0, Op::Add(1), Outcome::Ok, 0)];
         let f = finals(Workload::Lww, vec![FinalValue::Elems([1].into())]);
         let r = check(&h, &f, &kind);
-        assert!(r.failures.iter().any(|f| f.contains("control")), "{:?}", r.failures);
+        assert!(
+            r.failures.iter().any(|f| f.contains("control")),
+            "{:?}",
+            r.failures
+        );
     }
 
     #[test]
@@ -383,14 +405,19 @@ mod tests {
             lww_loss(),
         ];
         for (v, ok) in [(3, true), (5, true), (2, false), (6, false)] {
-            let r = check(&h, &finals(Workload::Counter, vec![FinalValue::Count(v)]), &kind);
+            let r = check(
+                &h,
+                &finals(Workload::Counter, vec![FinalValue::Count(v)]),
+                &kind,
+            );
             assert_eq!(r.failures.is_empty(), ok, "{v}: {:?}", r.failures);
         }
     }
 
     #[test]
     fn a_register_write_is_lost_unless_a_present_write_covered_it() {
-        let w = |id, covers: Vec<u64>, o| entry(Workload::Register, 0, Op::Write { id, covers }, o, 0);
+        let w =
+            |id, covers: Vec<u64>, o| entry(Workload::Register, 0, Op::Write { id, covers }, o, 0);
         let h = vec![
             w(1, vec![], Outcome::Ok),
             w(2, vec![1], Outcome::Fail),
@@ -399,7 +426,14 @@ mod tests {
             lww_loss(),
         ];
         // 3 covers 2 covers 1; 4 is lost.
-        let r = check(&h, &finals(Workload::Register, vec![FinalValue::Siblings(vec![(3, vec![2])])]), &kind);
+        let r = check(
+            &h,
+            &finals(
+                Workload::Register,
+                vec![FinalValue::Siblings(vec![(3, vec![2])])],
+            ),
+            &kind,
+        );
         assert_eq!(r.total(Workload::Register).lost, 1, "{:?}", r.failures);
         let ok = FinalValue::Siblings(vec![(3, vec![2]), (4, vec![])]);
         let r = check(&h, &finals(Workload::Register, vec![ok]), &kind);
@@ -410,8 +444,15 @@ mod tests {
     fn replicas_that_disagree_fail() {
         let mut f = finals(Workload::Set, vec![FinalValue::Elems([1].into())]);
         f.get_mut(&Workload::Set).unwrap()[1].1 = vec![FinalValue::Elems([].into())];
-        let h = vec![entry(Workload::Set, 0, Op::Add(1), Outcome::Info, 0), lww_loss()];
+        let h = vec![
+            entry(Workload::Set, 0, Op::Add(1), Outcome::Info, 0),
+            lww_loss(),
+        ];
         let r = check(&h, &f, &kind);
-        assert!(r.failures.iter().any(|f| f.contains("differ")), "{:?}", r.failures);
+        assert!(
+            r.failures.iter().any(|f| f.contains("differ")),
+            "{:?}",
+            r.failures
+        );
     }
 }

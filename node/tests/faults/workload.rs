@@ -210,7 +210,9 @@ fn describe(op: &Op) -> serde_json::Value {
     match op {
         Op::Add(e) => serde_json::json!({"f": "add", "value": e}),
         Op::Read(v) => serde_json::json!({"f": "read", "value": v}),
-        Op::Write { id, covers } => serde_json::json!({"f": "write", "value": id, "covers": covers}),
+        Op::Write { id, covers } => {
+            serde_json::json!({"f": "write", "value": id, "covers": covers})
+        }
         Op::Inc(d) => serde_json::json!({"f": "add", "value": d}),
     }
 }
@@ -284,14 +286,27 @@ pub async fn run_client(
                     })
                 };
                 match r {
-                    Ok(s) => history.complete(w, process, k, Op::Read(Some(s)), Outcome::Ok, at, None),
-                    Err(e) => history.complete(w, process, k, Op::Read(None), classify(&e), at, Some(e.to_string())),
+                    Ok(s) => {
+                        history.complete(w, process, k, Op::Read(Some(s)), Outcome::Ok, at, None)
+                    }
+                    Err(e) => history.complete(
+                        w,
+                        process,
+                        k,
+                        Op::Read(None),
+                        classify(&e),
+                        at,
+                        Some(e.to_string()),
+                    ),
                 }
             }
             Workload::Set => {
                 let op = Op::Add(elem);
                 let at = history.invoke(w, process, k, &op);
-                let r = client.set(bucket, &key).add(elem.to_string().as_bytes()).await;
+                let r = client
+                    .set(bucket, &key)
+                    .add(elem.to_string().as_bytes())
+                    .await;
                 finish(&history, w, process, k, op, at, r.map(|_| ()));
             }
             Workload::RegisterUnion | Workload::Lww => {
@@ -302,7 +317,9 @@ pub async fn run_client(
                     let mut s: BTreeSet<u64> =
                         v.siblings.iter().flat_map(|s| decode_elems(s)).collect();
                     s.insert(elem);
-                    client.put(bucket, &key, &encode_elems(&s), &v.context).await?;
+                    client
+                        .put(bucket, &key, &encode_elems(&s), &v.context)
+                        .await?;
                     Ok::<_, kvorum_client::Error>(())
                 }
                 .await;
@@ -329,7 +346,10 @@ pub async fn run_client(
                         }
                     }
                 };
-                let op = Op::Write { id: elem, covers: covers.clone() };
+                let op = Op::Write {
+                    id: elem,
+                    covers: covers.clone(),
+                };
                 let at = history.invoke(w, process, k, &op);
                 let cov: Vec<String> = covers.iter().map(|c| c.to_string()).collect();
                 let value = format!("{elem};{}", cov.join(","));
@@ -386,10 +406,11 @@ pub async fn final_read(w: Workload, client: &Client) -> Result<Vec<FinalValue>,
                 .members()
                 .await
                 .map(|s| FinalValue::Elems(members(&s.members))),
-            Workload::RegisterUnion | Workload::Lww => client
-                .get_with(w.bucket(), &key, all)
-                .await
-                .map(|v| FinalValue::Elems(v.siblings.iter().flat_map(|s| decode_elems(s)).collect())),
+            Workload::RegisterUnion | Workload::Lww => {
+                client.get_with(w.bucket(), &key, all).await.map(|v| {
+                    FinalValue::Elems(v.siblings.iter().flat_map(|s| decode_elems(s)).collect())
+                })
+            }
             Workload::Register => client.get_with(w.bucket(), &key, all).await.map(|v| {
                 let mut s: Vec<(u64, Vec<u64>)> =
                     v.siblings.iter().filter_map(|s| decode_write(s)).collect();

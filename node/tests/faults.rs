@@ -153,7 +153,7 @@ impl Run {
             evidence: String::new(),
             start_ms: now,
             end_ms: now,
-            events: u32::from(kind != "healthy"),
+            events: u32::from(!matches!(kind, "healthy" | "heal" | "final")),
         });
         self.history
             .phase

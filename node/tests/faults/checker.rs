@@ -238,14 +238,15 @@ fn check_counter(ops: &[&Entry], reference: &[FinalValue], report: &mut Report) 
         let FinalValue::Count(v) = *v else { continue };
         let (acked, neg, pos) = bounds.get(&(key as u32)).copied().unwrap_or_default();
         let (lo, hi) = (acked + neg, acked + pos);
-        let row = report.rows.entry((w, "(final)".into())).or_default();
         if v < lo {
+            let row = report.rows.entry((w, "(final)".into())).or_default();
             row.lost += (lo - v) as u64;
             report.failures.push(format!(
                 "counter key {key}: final {v} below {lo} (acked {acked}, unacked negative {neg})"
             ));
         }
         if v > hi {
+            let row = report.rows.entry((w, "(final)".into())).or_default();
             row.unexpected += (v - hi) as u64;
             report.failures.push(format!(
                 "counter key {key}: final {v} above {hi} (acked {acked}, unacked positive {pos})"

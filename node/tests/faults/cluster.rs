@@ -31,19 +31,36 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
 }
 
-/// `count` free UDP ports on 127.0.0.1 that are also free over TCP (metrics).
+/// `count` free ports on 127.0.0.1 (UDP and TCP), below the kernel's
+/// ephemeral range, so that no client socket (bound to port 0) can take a
+/// killed node's port before it restarts.
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let mut socks = Vec::new();
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (from, to) = if low > 12_000 {
+        (10_000, low)
+    } else {
+        (low, 65_000)
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut p = from + (nanos % u32::from(to - from)) as u16;
     let mut ports = Vec::new();
-    while ports.len() < count {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = s.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+    for _ in 0..20_000 {
+        if ports.len() == count {
+            return ports;
+        }
+        p = if p + 1 >= to { from } else { p + 1 };
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        {
             ports.push(p);
         }
-        socks.push(s);
     }
-    ports
+    panic!("no {count} free ports in {from}..{to}");
 }
 
 impl Cluster {

@@ -929,6 +929,23 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
             .iter()
             .map(|e| format!("fault not shown to take effect: {e}")),
     );
+    // A run whose clients got nothing acknowledged, or nothing while a
+    // fault was in force, checks nothing: it fails.
+    for w in Workload::ALL {
+        let total = report.total(w).acknowledged;
+        let under_faults: u64 = report
+            .rows
+            .iter()
+            .filter(|((rw, k), _)| *rw == w && !matches!(k.as_str(), "healthy" | "heal" | "final"))
+            .map(|(_, r)| r.acknowledged)
+            .sum();
+        if total < 100 || under_faults == 0 {
+            failures.push(format!(
+                "{}: only {total} acknowledged operations ({under_faults} under faults): too few to check",
+                w.name()
+            ));
+        }
+    }
     match converged {
         Some(_) => {}
         None => failures.push(format!(

@@ -1167,7 +1167,7 @@ impl Coordinator {
         let local = tokio::time::timeout(
             timeout,
             self.replica
-                .coordinate(skey.clone(), props.bucket_type, update, now_ms()),
+                .coordinate(skey.clone(), props.bucket_type, update, lww_clock_ms()),
         );
         let (state, own, version) = match local.await {
             Err(_) => {
@@ -1504,6 +1504,32 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Test-only clock skew: the environment variable that offsets the clock a
+/// coordinator stamps LWW writes with (signed milliseconds). The fault suite
+/// (`node/tests/faults.rs`) sets it on one node to skew its clock; nothing
+/// else reads it, and unset (the default) it changes nothing.
+pub const CLOCK_OFFSET_ENV: &str = "KVORUM_TEST_CLOCK_OFFSET_MS";
+
+/// The clock of LWW stamps (LWW buckets and map LWW fields): the system
+/// clock, plus [`CLOCK_OFFSET_ENV`] when set.
+fn lww_clock_ms() -> u64 {
+    static OFFSET_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let offset = *OFFSET_MS.get_or_init(|| {
+        let offset = std::env::var(CLOCK_OFFSET_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        if offset != 0 {
+            tracing::warn!(
+                offset_ms = offset,
+                "LWW clock skewed for testing ({CLOCK_OFFSET_ENV})"
+            );
+        }
+        offset
+    });
+    now_ms().saturating_add_signed(offset)
 }
 
 fn too_large(what: Limit, size: usize, max: usize) -> ErrorReply {

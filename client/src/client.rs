@@ -985,10 +985,17 @@ impl Client {
                     })
                 }
                 Err(AttemptError::Timeout(after)) => {
+                    // A node that did not answer in time may be dead or
+                    // paused while its connection still looks open: forget
+                    // the connection and skip the node for a moment, so the
+                    // next requests go to the other nodes instead of each
+                    // waiting out its timeout there.
+                    self.forget(slot, format!("no answer within {after:?}"))
+                        .await;
                     return Err(Error::Timeout {
                         addr: slot.addr,
                         after,
-                    })
+                    });
                 }
                 Err(AttemptError::Protocol(why)) => return Err(Error::Protocol(why)),
             }
@@ -1055,6 +1062,15 @@ impl Client {
             }
         }
         result
+    }
+
+    /// Drops the node's cached connection (requests still in flight on it
+    /// keep it until they end) and skips the node for `RECONNECT_BACKOFF`,
+    /// as after a failed connect.
+    async fn forget(&self, slot: &Slot, why: String) {
+        let mut guard = slot.conn.lock().await;
+        guard.conn = None;
+        guard.failed = Some((tokio::time::Instant::now(), why));
     }
 
     async fn connection(&self, slot: &Slot) -> Result<quinn::Connection, AttemptError> {

@@ -192,36 +192,26 @@ impl Replica {
     /// `expected` and holds only tombstones (reaping, see
     /// [`crate::repair::AntiEntropy::reap`]). Returns whether it was removed.
     pub async fn reap(&self, key: Vec<u8>, expected: u64) -> Result<bool, ReplicaError> {
-        // First make the dot floor cover every dot this node issued on the
-        // key, durably, so that removing the record can never lead it to
-        // issue one of them again.
-        if !self.raise_floor(&key).await? {
-            return Ok(false);
-        }
-        let trees = self.trees.clone();
-        let k = key.clone();
-        let removed = self
-            .store
-            .change_then(Space::Data, key, move |current| match current {
-                Ok(Some(bytes)) if aae::state_hash(bytes) == expected => {
-                    let tombstones_only =
-                        value::decode_record(bytes).is_ok_and(|r| r.tombstone_only().is_some());
-                    if !tombstones_only {
-                        return (Change::Keep, false, None);
-                    }
-                    let hook: Hook = Box::new(move || lock(&trees).remove(&k));
-                    (Change::Delete, true, Some(hook))
-                }
-                _ => (Change::Keep, false, None),
-            })
-            .await?;
-        Ok(removed)
+        self.delete_if(key, expected, true).await
     }
 
     /// Removes the key's state if it is still the one whose hash is
     /// `expected` (ownership handoff: every owner was seen to hold it).
     /// Returns whether it was removed.
     pub async fn drop_if(&self, key: Vec<u8>, expected: u64) -> Result<bool, ReplicaError> {
+        self.delete_if(key, expected, false).await
+    }
+
+    /// Removes the key's state if its hash is still `expected` (and, with
+    /// `tombstones_only`, it holds only tombstones), after making the dot
+    /// floor cover every dot this node issued on it, durably, so that
+    /// removing the record can never lead it to issue one of them again.
+    async fn delete_if(
+        &self,
+        key: Vec<u8>,
+        expected: u64,
+        tombstones_only: bool,
+    ) -> Result<bool, ReplicaError> {
         if !self.raise_floor(&key).await? {
             return Ok(false);
         }
@@ -231,6 +221,11 @@ impl Replica {
             .store
             .change_then(Space::Data, key, move |current| match current {
                 Ok(Some(bytes)) if aae::state_hash(bytes) == expected => {
+                    if tombstones_only
+                        && !value::decode_record(bytes).is_ok_and(|r| r.tombstone_only().is_some())
+                    {
+                        return (Change::Keep, false, None);
+                    }
                     let hook: Hook = Box::new(move || lock(&trees).remove(&k));
                     (Change::Delete, true, Some(hook))
                 }

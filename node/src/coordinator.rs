@@ -762,7 +762,7 @@ impl Coordinator {
                 self.me
             )));
         }
-        match self.membership.me().state {
+        match self.membership.my_state() {
             MemberState::Leaving => {
                 return Ok(Response::Accepted(format!(
                     "{} is already leaving",
@@ -1334,7 +1334,7 @@ impl Coordinator {
             PeerRequest::Write { .. }
                 | PeerRequest::HintedWrite { .. }
                 | PeerRequest::MergeBatch { .. }
-        ) && self.membership.me().state == MemberState::Removed
+        ) && self.membership.my_state() == MemberState::Removed
         {
             return PeerResponse::Error(format!("{} was removed from the cluster", self.me));
         }

@@ -375,7 +375,7 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             let cfg = NodeConfig::load(&config)?;
             let node = kvorum_node::start(cfg).await?;
             println!("node {} serving on {}", node.id(), node.addr());
-            wait_for_signal().await;
+            kvorum_node::node::wait_for_signal().await;
             eprintln!("shutting down");
             node.shutdown().await;
         }
@@ -397,7 +397,7 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
                         eprintln!("warning: the tour buckets were not created: {e}");
                     }
                 }
-                () = wait_for_signal() => {
+                () = kvorum_node::node::wait_for_signal() => {
                     eprintln!("stopping the dev cluster");
                     for n in running {
                         n.shutdown().await;
@@ -428,7 +428,7 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             println!("try:  kvorum put demo hello world && kvorum get demo hello");
             println!("      kvorum counter hits home --incr 1");
             println!("Ctrl-C stops the cluster (data is kept for the next start).");
-            wait_for_signal().await;
+            kvorum_node::node::wait_for_signal().await;
             eprintln!("stopping the dev cluster");
             for n in running {
                 n.shutdown().await;
@@ -1002,21 +1002,6 @@ fn print_ring(ranges: &[kvorum_client::RingRange], all: bool) {
         "{} ranges (--all lists them, --json for scripts)",
         ranges.len()
     );
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

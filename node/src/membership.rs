@@ -19,7 +19,7 @@
 use crate::peer::{MemberInfo, MemberState};
 use kvorum_ring::{Member, NodeId, Ring};
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, RwLock},
 };
@@ -205,6 +205,15 @@ impl Membership {
             .get(&self.me)
             .cloned()
             .unwrap_or_else(|| unreachable_member(&self.me))
+    }
+
+    /// This node's state (without copying its entry: asked on every
+    /// replica write).
+    pub fn my_state(&self) -> MemberState {
+        self.read()
+            .members
+            .get(&self.me)
+            .map_or(MemberState::Removed, |m| m.state)
     }
 
     /// A snapshot of the whole view.
@@ -458,11 +467,6 @@ fn unreachable_member(id: &NodeId) -> MemberInfo {
         seen_view: 0,
         synced_view: 0,
     }
-}
-
-/// The members a set of ids names, for tests and the admin checks.
-pub fn ids<'a>(members: impl IntoIterator<Item = &'a MemberInfo>) -> BTreeSet<NodeId> {
-    members.into_iter().map(|m| m.id.clone()).collect()
 }
 
 #[cfg(test)]

@@ -780,6 +780,23 @@ async fn persist_members(
         .await
 }
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM: how the binary's long-running
+/// commands (`start`, `dev`, `bench`) know to stop.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Members a node gossips with each round.
 pub const GOSSIP_FANOUT: usize = 3;
 

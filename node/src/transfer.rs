@@ -657,7 +657,7 @@ impl Transfers {
     async fn hand_off(&self, view: &View) -> Result<bool, TransferError> {
         let inner = &self.inner;
         let store = inner.replica.store().clone();
-        let removed = inner.membership.me().state == MemberState::Removed;
+        let removed = inner.membership.my_state() == MemberState::Removed;
         let mut after: Option<Vec<u8>> = None;
         let mut failed: Option<TransferError> = None;
         let mut clean = true;

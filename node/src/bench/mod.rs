@@ -203,7 +203,7 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
 pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     tokio::select! {
         r = bench(args) => r,
-        () = signal() => Err(BenchError::Interrupted),
+        () = crate::node::wait_for_signal() => Err(BenchError::Interrupted),
     }
 }
 
@@ -227,7 +227,7 @@ pub async fn serve_echo(config: &Path) -> Result<(), BenchError> {
         metrics,
         stopped,
     ));
-    signal().await;
+    crate::node::wait_for_signal().await;
     let _ = stop.send(true);
     let _ = server.await;
     Ok(())
@@ -246,21 +246,6 @@ impl Handler for Echo {
     fn peer(&self, _req: PeerRequest) -> BoxFuture<'_, PeerResponse> {
         Box::pin(async { PeerResponse::Error("echo server".into()) })
     }
-}
-
-async fn signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The working directory of a run; removed on drop unless kept.

@@ -198,6 +198,11 @@ impl AntiEntropy {
     /// One exchange with `peer`; returns how many keys were merged.
     pub async fn exchange(&self, peer: &NodeId) -> Result<usize, AaeError> {
         use crate::metrics as m;
+        // A removed node owns nothing: merging a peer's keys into it would
+        // only leave data there for nobody.
+        if self.membership.my_state() == crate::peer::MemberState::Removed {
+            return Ok(0);
+        }
         let started = std::time::Instant::now();
         let r = self.exchange_once(peer).await;
         let outcome = if r.is_ok() { "ok" } else { "error" };

@@ -50,7 +50,16 @@ pub fn segment(key: &[u8]) -> u32 {
 }
 
 fn contribution(key: &[u8], hash: u64) -> u64 {
-    let mut buf = Vec::with_capacity(key.len() + 8);
+    // xxh3 of key ++ hash; on the stack for the usual key sizes (this runs
+    // twice on every write).
+    let mut stack = [0u8; 264];
+    let len = key.len() + 8;
+    if len <= stack.len() {
+        stack[..key.len()].copy_from_slice(key);
+        stack[key.len()..len].copy_from_slice(&hash.to_le_bytes());
+        return xxh3_64(&stack[..len]);
+    }
+    let mut buf = Vec::with_capacity(len);
     buf.extend_from_slice(key);
     buf.extend_from_slice(&hash.to_le_bytes());
     xxh3_64(&buf)
@@ -108,19 +117,29 @@ impl Trees {
     /// rebuild racing a commit) changes nothing.
     pub fn update(&mut self, key: &[u8], new: u64, tombstone: Option<u64>) {
         match tombstone {
-            Some(t) => self.tombstones.insert(key.to_vec(), t),
-            None => self.tombstones.remove(key),
-        };
-        let seg = segment(key);
-        let old = self.index.get(&seg).and_then(|m| m.get(key)).copied();
-        if old == Some(new) {
-            return;
+            Some(t) => {
+                self.tombstones.insert(key.to_vec(), t);
+            }
+            None if !self.tombstones.is_empty() => {
+                self.tombstones.remove(key);
+            }
+            None => {}
         }
+        let seg = segment(key);
+        let slot = self.index.entry(seg).or_default();
+        let old = match slot.get_mut(key) {
+            Some(h) if *h == new => return,
+            Some(h) => Some(std::mem::replace(h, new)),
+            None => {
+                slot.insert(key.to_vec(), new);
+                None
+            }
+        };
         self.xor(
             key,
+            seg,
             old.map_or(0, |h| contribution(key, h)) ^ contribution(key, new),
         );
-        self.index.entry(seg).or_default().insert(key.to_vec(), new);
     }
 
     /// Records that `key` was removed.
@@ -128,12 +147,12 @@ impl Trees {
         self.tombstones.remove(key);
         let seg = segment(key);
         if let Some(old) = self.index.get_mut(&seg).and_then(|m| m.remove(key)) {
-            self.xor(key, contribution(key, old));
+            self.xor(key, seg, contribution(key, old));
         }
     }
 
-    fn xor(&mut self, key: &[u8], delta: u64) {
-        let seg = segment(key) as usize;
+    fn xor(&mut self, key: &[u8], seg: u32, delta: u64) {
+        let seg = seg as usize;
         for p in self.peers_of(key) {
             self.trees
                 .entry(p)

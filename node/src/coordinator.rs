@@ -1169,7 +1169,7 @@ impl Coordinator {
             self.replica
                 .coordinate(skey.clone(), props.bucket_type, update, lww_clock_ms()),
         );
-        let (state, own, version) = match local.await {
+        let ((state, own, version), durable) = match local.await {
             Err(_) => {
                 return Err(ErrorReply::Internal(
                     "local write timed out (storage stalled)".into(),
@@ -1184,7 +1184,6 @@ impl Coordinator {
             }
             Ok(Err(e)) => return Err(ErrorReply::Internal(format!("local write failed: {e}"))),
         };
-        tracker.record(&self.me, ReplicaOutcome::Ok);
         // Sloppy quorum (Dynamo §4.6): a replica that is down, or that fails
         // fast, is replaced by the next healthy node clockwise past the
         // preference list, which keeps the write as a hint for it and counts
@@ -1205,6 +1204,17 @@ impl Coordinator {
                 .collect()
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
+        // This replica's copy counts once it is durable; the other replicas
+        // get the state meanwhile (their syncs overlap with this one).
+        let local_done = tx.clone();
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let outcome = match durable.wait().await {
+                Ok(()) => ReplicaOutcome::Ok,
+                Err(e) => ReplicaOutcome::Failed(format!("local write failed: {e}")),
+            };
+            let _ = local_done.send((me, None, outcome));
+        });
         let fan = Fanout {
             key: skey,
             state,
@@ -1229,15 +1239,25 @@ impl Coordinator {
             }
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        while tracker.status() == QuorumStatus::Pending {
+        // A write that fails reports this replica's own outcome too (its
+        // sync takes a moment): the error then names every replica that
+        // holds the write.
+        let mut local_pending = true;
+        while tracker.status() == QuorumStatus::Pending
+            || (tracker.status() == QuorumStatus::Failed && local_pending)
+        {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some((node, owner, outcome))) => {
                     let failed_fast = matches!(
                         outcome,
                         ReplicaOutcome::Unreachable(_) | ReplicaOutcome::Failed(_)
                     );
+                    // This node's own copy has no fallback: a store that
+                    // failed a commit takes no writes (storage::run_batch).
+                    let local = node == self.me;
+                    local_pending &= !local;
                     tracker.record(&node, outcome);
-                    if failed_fast && !strict {
+                    if failed_fast && !strict && !local {
                         let owner = owner.unwrap_or(node);
                         self.hand_to_fallback(&fan, &mut tracker, &mut fallbacks, &owner);
                     }

@@ -56,6 +56,7 @@ pub mod register;
 pub mod repair;
 pub mod replica;
 pub mod storage;
+pub mod tied;
 pub mod transfer;
 pub mod transport;
 pub mod value;

@@ -282,11 +282,20 @@ pub async fn start_with_faults(
                 }
             },
         };
-    // Under periodic sync a crash may lose the last writes, and with them the
-    // record of dots already issued: start a new epoch so none is reissued.
+    // A crash may leave dots this node issued on other replicas and not
+    // here: under periodic sync the last writes may be lost, and under any
+    // policy a coordinated write goes to the other replicas while its local
+    // copy syncs (replica::coordinate). Unless the store was closed cleanly,
+    // start a new epoch so that no dot is issued twice.
+    let clean = store.take_clean_close().await.map_err(storage_err)?;
     let epoch = match config.sync {
-        SyncPolicy::Periodic(_) => rand::random::<u64>(),
-        SyncPolicy::Always => epoch,
+        SyncPolicy::Always if clean => epoch,
+        _ => {
+            if !fresh {
+                tracing::info!(clean, "new data epoch after a restart");
+            }
+            rand::random::<u64>()
+        }
     };
     let endpoint = net::endpoint(config.listen, &tls, faults.as_ref())?;
     let local = endpoint

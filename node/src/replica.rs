@@ -3,7 +3,7 @@
 
 use crate::aae::{self, Trees};
 use crate::register::{Actor, DecodeError};
-use crate::storage::{Change, Hook, Space, StorageError, Store};
+use crate::storage::{Change, Durable, Hook, Space, StorageError, Store};
 use crate::value::{self, State, Update, ValueError, ValueLimits};
 use kvorum_client::BucketType;
 use std::sync::{
@@ -42,6 +42,10 @@ pub fn bucket_of(skey: &[u8]) -> Option<&str> {
     let len = u16::from_be_bytes(skey.get(..2)?.try_into().ok()?) as usize;
     std::str::from_utf8(skey.get(2..2 + len)?).ok()
 }
+
+/// A coordinated update: the key's new state, the context handed to the
+/// client, the version of the write.
+pub type Coordinated = (State, Vec<u8>, kvorum_client::Version);
 
 /// The local replica.
 #[derive(Clone)]
@@ -122,23 +126,30 @@ impl Replica {
 
     /// Coordinates a client update of a key of type `bucket_type`: applies
     /// it to the local state as this node's actor (a register write takes a
-    /// fresh dot), stores the result durably, and returns the key's new
-    /// state (to replicate), the context to hand the client and the
-    /// version of the write.
+    /// fresh dot), and returns the key's new state (to replicate), the
+    /// context to hand the client and the version of the write, as soon as
+    /// the update is applied, with the [`Durable`] that resolves once it is
+    /// stored under the sync policy. The caller may send the state to the
+    /// other replicas meanwhile; it must not count this replica's copy
+    /// before `Durable::wait` returns `Ok`. (Should the node crash first,
+    /// the dot of this write may be on other replicas and not here: the
+    /// node then restarts as a new epoch, see `node::start`, so it never
+    /// issues that dot again for another write.)
     pub async fn coordinate(
         &self,
         key: Vec<u8>,
         bucket_type: BucketType,
         update: Update,
         now_ms: u64,
-    ) -> Result<(State, Vec<u8>, kvorum_client::Version), ReplicaError> {
+    ) -> Result<(Coordinated, Durable), ReplicaError> {
         let me = self.actor();
         let limits = self.limits;
         let trees = self.trees.clone();
         let floor = self.dot_floor.clone();
         let k = key.clone();
-        self.store
-            .change_then(Space::Data, key, move |current| {
+        let (out, durable) = self
+            .store
+            .change_early(Space::Data, key, move |current| {
                 let mut state = match decode_current(current, bucket_type) {
                     Ok(s) => s,
                     Err(e) => return (Change::Keep, Err(e), None),
@@ -153,7 +164,8 @@ impl Replica {
                 let hook = tree_hook(trees, k, &record, state.tombstone_only());
                 (Change::Put(record), Ok((state, ctx, version)), Some(hook))
             })
-            .await?
+            .await?;
+        Ok((out?, durable))
     }
 
     /// Merges a state another node sent into the local one, durably.

@@ -334,7 +334,9 @@ const QUEUE_DEPTH: usize = 8192;
 impl Store {
     /// Starts the writer thread over `engine`. The returned [`Closed`]
     /// resolves once every clone of the store is dropped, the last batch is
-    /// synced and the engine is closed (its files may then be reopened).
+    /// synced, the clean close is recorded (if every commit succeeded; see
+    /// [`Store::take_clean_close`]) and the engine is closed (its files may
+    /// then be reopened).
     pub fn start(engine: Arc<dyn Engine>, policy: SyncPolicy) -> (Self, Closed) {
         let (closed_tx, closed_rx) = oneshot::channel();
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
@@ -359,6 +361,7 @@ impl Store {
         std::thread::Builder::new()
             .name("kvorum-writer".into())
             .spawn(move || {
+                let mut failed = false;
                 while let Some(first) = rx.blocking_recv() {
                     let mut jobs = vec![first];
                     while jobs.len() < MAX_BATCH {
@@ -367,11 +370,23 @@ impl Store {
                             Err(_) => break,
                         }
                     }
-                    run_batch(&*writer_engine, jobs, sync_each);
+                    if !run_batch(&*writer_engine, jobs, sync_each, failed) {
+                        failed = true;
+                    }
                 }
                 running.store(false, Ordering::Relaxed);
-                if let Err(e) = writer_engine.sync() {
-                    tracing::error!(error = %e, "final sync failed");
+                // The close is recorded as clean only if every commit
+                // succeeded and everything is synced: then no state this
+                // store handed out early (change_early) is missing here.
+                match writer_engine.sync() {
+                    Err(e) => tracing::error!(error = %e, "final sync failed"),
+                    Ok(()) if !failed => {
+                        let mark = vec![(Space::Meta, CLEAN_CLOSE_KEY.to_vec(), Some(Vec::new()))];
+                        if let Err(e) = writer_engine.commit(mark, true) {
+                            tracing::error!(error = %e, "recording the clean close failed");
+                        }
+                    }
+                    Ok(()) => {}
                 }
                 // Every Store clone is gone (they hold the job senders), so
                 // this is the last handle of the engine: dropping it closes it.
@@ -475,9 +490,101 @@ impl Store {
         rx.await
             .map_err(|_| StorageError::Engine("update failed (see the node log)".into()))?
     }
+
+    /// Like [`Store::change_then`], but resolves as soon as `f` has run, with
+    /// its result and a [`Durable`] that resolves once the batch holding the
+    /// change is committed under the sync policy. A coordinator uses this to
+    /// send a new state to the other replicas while its own copy syncs.
+    ///
+    /// The result is not durable yet: a caller must not acknowledge anything
+    /// on the strength of this replica until [`Durable::wait`] returned `Ok`
+    /// (a crash before it loses the change here).
+    pub async fn change_early<T, F>(
+        &self,
+        space: Space,
+        key: Vec<u8>,
+        f: F,
+    ) -> Result<(T, Durable), StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Result<Option<&[u8]>, StorageError>) -> (Change, T, Option<Hook>)
+            + Send
+            + 'static,
+    {
+        let (applied_tx, applied_rx) = oneshot::channel();
+        let (durable_tx, durable_rx) = oneshot::channel();
+        let apply: Apply = Box::new(move |current| {
+            let (change, out, hook) = f(current);
+            // Before the commit: the caller goes on while the batch syncs.
+            let _ = applied_tx.send(out);
+            let done: Completion = Box::new(move |res| {
+                if let (Ok(()), Some(hook)) = (&res, hook) {
+                    hook();
+                }
+                let _ = durable_tx.send(res);
+            });
+            (change, done)
+        });
+        self.jobs
+            .send(Job { space, key, apply })
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        let out = applied_rx
+            .await
+            .map_err(|_| StorageError::Engine("update failed (see the node log)".into()))?;
+        Ok((out, Durable(durable_rx)))
+    }
+
+    /// Whether the store was last closed cleanly: every update it accepted
+    /// committed, the last batch synced and the close was recorded (see
+    /// [`Store::start`]). Clears the record, durably, so a crash from now on
+    /// reads as unclean at the next start. Call it once, at start, before
+    /// anything else uses the store.
+    pub async fn take_clean_close(&self) -> Result<bool, StorageError> {
+        let clean = self.get(Space::Meta, CLEAN_CLOSE_KEY)?.is_some();
+        if clean {
+            self.change(Space::Meta, CLEAN_CLOSE_KEY.to_vec(), |_| {
+                (Change::Delete, ())
+            })
+            .await?;
+            // Under a periodic policy the delete is not synced by the commit.
+            let engine = self.engine.clone();
+            tokio::task::spawn_blocking(move || engine.sync())
+                .await
+                .map_err(|e| StorageError::Engine(e.to_string()))??;
+        }
+        Ok(clean)
+    }
 }
 
-fn run_batch(engine: &dyn Engine, jobs: Vec<Job>, sync: bool) {
+/// `Meta` key written when the store closes cleanly (see [`Store::take_clean_close`]).
+const CLEAN_CLOSE_KEY: &[u8] = b"clean-close";
+
+/// Resolves once an update of [`Store::change_early`] is committed.
+pub struct Durable(oneshot::Receiver<Result<(), StorageError>>);
+
+impl Durable {
+    /// Waits for the commit of the batch holding the update.
+    pub async fn wait(self) -> Result<(), StorageError> {
+        self.0
+            .await
+            .map_err(|_| StorageError::Engine("update failed (see the node log)".into()))?
+    }
+}
+
+/// What an update gets after a failed commit (see [`run_batch`]).
+const FAIL_STOP: &str =
+    "an earlier commit failed: this node takes no more writes until it restarts";
+
+/// Applies and commits one batch; false if its commit failed.
+///
+/// After a failed commit (`failed`) every later update fails, until the
+/// node restarts: a coordinated update whose state went out before its
+/// commit failed must not be followed by another one built on the state
+/// without it (it would issue the same dot twice), and a disk that failed
+/// a sync may have lost what it held (fail-stop, as databases do on an
+/// fsync error). Reads go on.
+fn run_batch(engine: &dyn Engine, jobs: Vec<Job>, sync: bool, failed: bool) -> bool {
     // Later updates of a batch must see earlier ones of the same key.
     let mut overlay: HashMap<(Space, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
     let mut writes = Vec::with_capacity(jobs.len());
@@ -485,6 +592,7 @@ fn run_batch(engine: &dyn Engine, jobs: Vec<Job>, sync: bool) {
     for job in jobs {
         let slot = (job.space, job.key);
         let current = match overlay.get(&slot) {
+            _ if failed => Err(StorageError::Engine(FAIL_STOP.into())),
             Some(v) => Ok(v.clone()),
             None => engine.get(slot.0, &slot.1),
         };
@@ -518,17 +626,21 @@ fn run_batch(engine: &dyn Engine, jobs: Vec<Job>, sync: bool) {
         }
         done.push(completion);
     }
-    let res = if writes.is_empty() {
+    let res = if failed {
+        Err(StorageError::Engine(FAIL_STOP.into()))
+    } else if writes.is_empty() {
         Ok(())
     } else {
         engine.commit(writes, sync)
     };
-    if let Err(e) = &res {
+    if let (Err(e), false) = (&res, failed) {
         tracing::error!(error = %e, "batch commit failed");
     }
+    let ok = res.is_ok();
     for c in done {
         c(res.clone());
     }
+    ok
 }
 
 #[cfg(test)]
@@ -626,20 +738,98 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_commit_fails_its_updates_and_the_store_keeps_working() {
+    async fn a_failed_commit_fails_its_updates_and_every_later_one_until_a_restart() {
         let engine = Arc::new(FakeEngine::default());
-        let (store, _closed) = Store::start(engine.clone(), SyncPolicy::Always);
+        let (store, closed) = Store::start(engine.clone(), SyncPolicy::Always);
+        store
+            .update(Space::Data, b"before".to_vec(), |_| {
+                (Some(b"v".to_vec()), ())
+            })
+            .await
+            .unwrap();
         engine.fail.store(true, Ordering::SeqCst);
         let err = store
             .update(Space::Data, b"k".to_vec(), |_| (Some(b"v".to_vec()), ()))
             .await;
         assert!(matches!(err, Err(StorageError::Engine(_))), "{err:?}");
+        // The disk is fine again, but this store takes no more writes: a
+        // state it handed out early may be missing from it (fail-stop).
         engine.fail.store(false, Ordering::SeqCst);
+        let later = store
+            .update(Space::Data, b"k".to_vec(), |cur| {
+                assert!(
+                    cur.is_err(),
+                    "an update after a failed commit sees an error"
+                );
+                (Some(b"v".to_vec()), ())
+            })
+            .await;
+        assert!(later.is_err(), "{later:?}");
+        assert_eq!(store.get(Space::Data, b"k").unwrap(), None);
+        assert_eq!(
+            store.get(Space::Data, b"before").unwrap(),
+            Some(b"v".to_vec()),
+            "reads go on"
+        );
+        // Closed after a failed commit: not a clean close.
+        drop(store);
+        assert!(closed.wait(Duration::from_secs(5)).await);
+        let (store, _closed) = Store::start(engine.clone(), SyncPolicy::Always);
+        assert!(!store.take_clean_close().await.unwrap());
         store
             .update(Space::Data, b"k".to_vec(), |_| (Some(b"v".to_vec()), ()))
             .await
             .unwrap();
         assert_eq!(store.get(Space::Data, b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_early_change_is_handed_out_before_its_commit() {
+        let engine = Arc::new(FakeEngine::default());
+        let (store, _closed) = Store::start(engine.clone(), SyncPolicy::Always);
+        let (out, durable) = store
+            .change_early(Space::Data, b"k".to_vec(), |_| {
+                (Change::Put(b"v".to_vec()), 7u8, None)
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, 7);
+        // The fake engine's commit sleeps 20 ms: the result came first.
+        assert_eq!(store.get(Space::Data, b"k").unwrap(), None);
+        durable.wait().await.unwrap();
+        assert_eq!(store.get(Space::Data, b"k").unwrap(), Some(b"v".to_vec()));
+        assert!(engine.commits.lock().unwrap().iter().all(|(_, sync)| *sync));
+
+        engine.fail.store(true, Ordering::SeqCst);
+        let (_, durable) = store
+            .change_early(Space::Data, b"k2".to_vec(), |_| {
+                (Change::Put(b"v".to_vec()), (), None)
+            })
+            .await
+            .unwrap();
+        assert!(
+            durable.wait().await.is_err(),
+            "a failed commit shows on the durable half"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clean_close_is_recorded_and_a_crash_is_not() {
+        let engine = Arc::new(FakeEngine::default());
+        let (store, closed) = Store::start(engine.clone(), SyncPolicy::Always);
+        assert!(!store.take_clean_close().await.unwrap(), "a new store");
+        drop(store);
+        assert!(closed.wait(Duration::from_secs(5)).await);
+        let (store, _still_open) = Store::start(engine.clone(), SyncPolicy::Always);
+        assert!(store.take_clean_close().await.unwrap(), "closed cleanly");
+        assert!(!store.take_clean_close().await.unwrap(), "taken once");
+        // A restart while this store is still open, as after a crash.
+        let (again, _closed) = Store::start(engine.clone(), SyncPolicy::Always);
+        assert!(
+            !again.take_clean_close().await.unwrap(),
+            "not closed: a crash"
+        );
+        drop(store);
     }
 
     #[tokio::test]

@@ -145,3 +145,68 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
     assert_eq!(report["loads"][0]["ops"].as_u64(), Some(200));
     assert!(text.contains("p99.9"), "{text}");
 }
+
+#[test]
+fn a_sigkilled_bench_takes_its_nodes_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(3).to_string();
+    let child = Command::new(KVORUM)
+        .args([
+            "bench",
+            "--workload",
+            "c",
+            "--keys",
+            "100",
+            "--duration-secs",
+            "120",
+            "--port",
+            &port,
+            "--dir",
+        ])
+        .arg(dir.path().join("cluster"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("bench.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut bench = Bench(child);
+    let pid = bench.0.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let nodes = loop {
+        let c = children_of(pid);
+        if c.len() >= 3 {
+            break c;
+        }
+        assert!(
+            bench.0.try_wait().unwrap().is_none(),
+            "the bench exited early: {}",
+            std::fs::read_to_string(dir.path().join("bench.err")).unwrap_or_default()
+        );
+        assert!(Instant::now() < deadline, "no 3 nodes within 60 s: {c:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // SIGKILL: no handler of the bench runs, no Drop.
+    bench.0.kill().unwrap();
+    bench.0.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alive = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    };
+    while nodes.iter().any(alive) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<_> = nodes.iter().filter(|p| alive(p)).collect();
+    // Clean up before failing, so that a regression leaves no process behind.
+    for p in &left {
+        let _ = Command::new("kill")
+            .args(["-KILL", &p.to_string()])
+            .status();
+    }
+    assert!(
+        left.is_empty(),
+        "nodes outlived the SIGKILLed bench: {left:?}"
+    );
+}

@@ -472,6 +472,36 @@ impl Run {
         self.evidence(up, format!("peers see it up again: {up}"));
     }
 
+    /// SIGSTOP / SIGCONT storms: for `d`, a random node is stopped for
+    /// 0.3-1.5 s, then resumed, again and again (GC-pause-like stalls of a
+    /// replica, shorter than the failure detector's pause bound or not).
+    async fn pause_flapping(&mut self, d: Duration) {
+        self.begin(
+            "pause-flapping",
+            format!("a random node SIGSTOPped for 0.3-1.5 s, then SIGCONT, for {d:?}"),
+        );
+        let end = Instant::now() + d;
+        let (mut events, mut stopped) = (0u32, 0u32);
+        while Instant::now() < end {
+            let x = *self.members().choose(&mut self.rng).unwrap();
+            if self.cluster.pause(x) {
+                stopped += 1;
+            }
+            events += 1;
+            let ms = self.rng.random_range(300..1500);
+            self.sleep(Duration::from_millis(ms)).await;
+            self.cluster.resume(x);
+            let ms = self.rng.random_range(100..500);
+            self.sleep(Duration::from_millis(ms)).await;
+        }
+        self.phases.last_mut().unwrap().events = events;
+        let up = self.wait_all_up(Duration::from_secs(20)).await;
+        self.evidence(
+            events > 0 && stopped == events && up,
+            format!("{events} pauses, {stopped} seen in kernel state T; all answer again: {up}"),
+        );
+    }
+
     /// Restarts one node with its LWW clock 2 minutes behind, for `d`.
     async fn clock_skew(&mut self, d: Duration) {
         const SKEW_MS: i64 = -120_000;
@@ -528,7 +558,7 @@ impl Run {
     async fn flapping(&mut self, d: Duration) {
         self.begin(
             "flapping",
-            format!("a new random partition or link fault every 0.3-1 s for {d:?}"),
+            format!("a new random partition or link fault every 0.1-0.3 s for {d:?}"),
         );
         let before = self.net.counts();
         let end = Instant::now() + d;
@@ -554,7 +584,7 @@ impl Run {
                 _ => {} // healed for a moment
             }
             events += 1;
-            let ms = self.rng.random_range(300..1000);
+            let ms = self.rng.random_range(100..300);
             self.sleep(Duration::from_millis(ms)).await;
         }
         self.phases.last_mut().unwrap().events = events;
@@ -863,7 +893,7 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
     let mut cycles = 0;
     loop {
         cycles += 1;
-        let mut order: Vec<u8> = (0..9).collect();
+        let mut order: Vec<u8> = (0..10).collect();
         order.shuffle(&mut run.rng);
         for f in order {
             match f {
@@ -875,6 +905,7 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
                 5 => run.kill_replicas(plan.gap * 2).await,
                 6 => run.pause(plan.pause).await,
                 7 => run.clock_skew(plan.fault).await,
+                8 => run.pause_flapping(plan.fault * 2).await,
                 _ => run.flapping(plan.fault * 4).await,
             }
             run.begin("healthy", "gap".into());

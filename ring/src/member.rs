@@ -2,23 +2,25 @@
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Stable identity of a physical node, e.g. `"n1"`.
 ///
 /// The id is what placement hashes (see [`vnode_token`](crate::vnode_token)),
 /// so renaming a node moves all its keys: it must stay the same across
 /// restarts. Any string is accepted here; the node's config decides what a
-/// valid name is. Serialized as a plain string.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct NodeId(String);
+/// valid name is. Serialized as a plain string. Cheap to clone (a shared
+/// string): preference lists, quorum trackers and fan-outs copy ids on
+/// every request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(Arc<str>);
 
 impl NodeId {
     /// A node id from its name.
     pub fn new(id: impl Into<String>) -> NodeId {
-        NodeId(id.into())
+        NodeId(Arc::from(id.into()))
     }
 
     /// The name as a string slice.
@@ -41,7 +43,19 @@ impl From<&str> for NodeId {
 
 impl From<String> for NodeId {
     fn from(id: String) -> NodeId {
-        NodeId(id)
+        NodeId::new(id)
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
+        String::deserialize(d).map(NodeId::new)
     }
 }
 

@@ -3,7 +3,8 @@
 //! resident memory.
 //!
 //! Every child is killed when its [`Child`] handle drops, so an error, a
-//! panic or Ctrl-C in the bench stops them all.
+//! panic or Ctrl-C in the bench stops them all; and each is tied to the
+//! bench's life ([`crate::tied`]), so a SIGKILL of the bench stops them too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -68,18 +69,18 @@ impl Child {
             what: name.to_string(),
             source,
         })?;
-        let child = Command::new(exe)
-            .args(args)
+        let mut cmd = Command::new(exe);
+        cmd.args(args)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .map_err(|source| ProcError::Spawn {
-                what: name.to_string(),
-                source,
-            })?;
+            .env("RUST_LOG", "warn");
+        // Tied: killed with the bench, even by SIGKILL.
+        let child = crate::tied::spawn(cmd).map_err(|source| ProcError::Spawn {
+            what: name.to_string(),
+            source,
+        })?;
         Ok(Self {
             name: name.to_string(),
             child,

@@ -130,7 +130,8 @@ impl Cluster {
         if clock_offset_ms != 0 {
             cmd.env("KVORUM_TEST_CLOCK_OFFSET_MS", clock_offset_ms.to_string());
         }
-        n.child = Some(cmd.spawn().expect("kvorum starts"));
+        // Tied to this test process: a SIGKILL of it stops the nodes too.
+        n.child = Some(kvorum_node::tied::spawn(cmd).expect("kvorum starts"));
         n.paused = false;
         n.member = true;
     }

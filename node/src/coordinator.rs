@@ -1239,13 +1239,13 @@ impl Coordinator {
             }
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        // A write that fails reports this replica's own outcome too (its
-        // sync takes a moment): the error then names every replica that
-        // holds the write.
-        let mut local_pending = true;
-        while tracker.status() == QuorumStatus::Pending
-            || (tracker.status() == QuorumStatus::Failed && local_pending)
-        {
+        // The answer waits for this replica's own outcome too (its sync
+        // overlaps the others'): a write is acknowledged only once the
+        // coordinating node holds it durably, so a read through this node
+        // sees it whatever R and W (docs/consistency.md), and an error names
+        // every replica that holds the write.
+        let mut local: Option<ReplicaOutcome> = None;
+        while tracker.status() == QuorumStatus::Pending || local.is_none() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some((node, owner, outcome))) => {
                     let failed_fast = matches!(
@@ -1254,10 +1254,12 @@ impl Coordinator {
                     );
                     // This node's own copy has no fallback: a store that
                     // failed a commit takes no writes (storage::run_batch).
-                    let local = node == self.me;
-                    local_pending &= !local;
+                    let own = node == self.me;
+                    if own {
+                        local = Some(outcome.clone());
+                    }
                     tracker.record(&node, outcome);
-                    if failed_fast && !strict && !local {
+                    if failed_fast && !strict && !own {
                         let owner = owner.unwrap_or(node);
                         self.hand_to_fallback(&fan, &mut tracker, &mut fallbacks, &owner);
                     }
@@ -1271,6 +1273,17 @@ impl Coordinator {
             }
         }
         self.count_replies("write", &tracker);
+        // The coordinator's own write failed or did not finish in time: the
+        // others may hold it; the outcome is unknown, as after a timeout.
+        match local {
+            Some(ReplicaOutcome::Failed(e)) => return Err(ErrorReply::Internal(e)),
+            None => {
+                return Err(ErrorReply::Internal(
+                    "local write timed out (storage stalled)".into(),
+                ))
+            }
+            Some(_) => {}
+        }
         if tracker.status() != QuorumStatus::Met {
             return Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)));
         }

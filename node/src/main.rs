@@ -382,9 +382,18 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             let cfg = NodeConfig::load(&config)?;
             let node = kvorum_node::start(cfg).await?;
             println!("node {} serving on {}", node.id(), node.addr());
-            kvorum_node::node::wait_for_signal().await;
-            eprintln!("shutting down");
-            node.shutdown().await;
+            tokio::select! {
+                () = kvorum_node::node::wait_for_signal() => {
+                    eprintln!("shutting down");
+                    node.shutdown().await;
+                }
+                () = node.storage_failed() => {
+                    // Fail-stop: a supervisor restarts it (as a new epoch).
+                    eprintln!("error: a storage commit failed (see the log); stopping");
+                    node.shutdown().await;
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         Command::Dev { nodes, dir, port } => {
             if nodes == 0 || usize::from(u16::MAX - port) < nodes {

@@ -121,6 +121,12 @@ impl RunningNode {
         &self.id
     }
 
+    /// Resolves if the node's storage failed a commit: the node then takes
+    /// no more writes, and should be shut down and restarted.
+    pub async fn storage_failed(&self) {
+        self.store.failed().await
+    }
+
     /// The address the node serves on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -381,6 +387,7 @@ pub async fn start_with_faults(
         store: store.clone(),
         membership: membership.clone(),
         replica: replica.clone(),
+        saving: Default::default(),
     };
     let transfers = Transfers::new(
         member_store.clone(),
@@ -752,16 +759,22 @@ pub struct MemberStore {
     store: Store,
     membership: Arc<Membership>,
     replica: Replica,
+    /// One save at a time: a save that read the epoch before a rotation
+    /// must not land after it (the stored epoch would go back to the
+    /// retired one, and a restart would issue its dots again).
+    saving: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl MemberStore {
     /// Writes the current list, durably.
     pub async fn save(&self) -> Result<(), StorageError> {
+        let _one = self.saving.lock().await;
         persist_members(&self.store, &self.membership, self.replica.actor().epoch).await
     }
 
     /// Starts a new data epoch (persisted before it is used).
     pub async fn rotate_epoch(&self) -> Result<(), StorageError> {
+        let _one = self.saving.lock().await;
         let epoch = rand::random::<u64>();
         persist_members(&self.store, &self.membership, epoch).await?;
         self.replica.set_epoch(epoch);

@@ -324,6 +324,8 @@ struct Job {
 pub struct Store {
     engine: Arc<dyn Engine>,
     jobs: mpsc::Sender<Job>,
+    /// Turns true when a commit failed (see [`Store::failed`]).
+    failed: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Most updates one batch holds; bounds the latency of the batch's first update.
@@ -342,6 +344,7 @@ impl Store {
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         let writer_engine = engine.clone();
         let running = Arc::new(AtomicBool::new(true));
+        let (failed_tx, failed_rx) = tokio::sync::watch::channel(false);
         if let SyncPolicy::Periodic(every) = policy {
             let engine = engine.clone();
             let running = running.clone();
@@ -370,8 +373,9 @@ impl Store {
                             Err(_) => break,
                         }
                     }
-                    if !run_batch(&*writer_engine, jobs, sync_each, failed) {
+                    if !run_batch(&*writer_engine, jobs, sync_each, failed) && !failed {
                         failed = true;
+                        failed_tx.send_replace(true);
                     }
                 }
                 running.store(false, Ordering::Relaxed);
@@ -394,7 +398,24 @@ impl Store {
                 let _ = closed_tx.send(());
             })
             .ok();
-        (Self { engine, jobs: tx }, Closed(closed_rx))
+        let store = Self {
+            engine,
+            jobs: tx,
+            failed: failed_rx,
+        };
+        (store, Closed(closed_rx))
+    }
+
+    /// Resolves once a commit of this store failed: from then on it takes
+    /// no writes (see [`run_batch`]), and the node should stop (`kvorum
+    /// start` does) so that it is restarted, as a new epoch.
+    pub async fn failed(&self) {
+        let mut rx = self.failed.clone();
+        // An error means the writer thread is gone: the store is closing.
+        let _ = rx.wait_for(|f| *f).await;
+        if !*rx.borrow() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Up to `limit` records of `space` under `prefix`, in key order.
@@ -747,11 +768,18 @@ mod tests {
             })
             .await
             .unwrap();
+        let not_yet = tokio::time::timeout(Duration::from_millis(50), store.failed()).await;
+        assert!(not_yet.is_err(), "no commit failed yet");
         engine.fail.store(true, Ordering::SeqCst);
         let err = store
             .update(Space::Data, b"k".to_vec(), |_| (Some(b"v".to_vec()), ()))
             .await;
         assert!(matches!(err, Err(StorageError::Engine(_))), "{err:?}");
+        let told = tokio::time::timeout(Duration::from_secs(5), store.failed()).await;
+        assert!(
+            told.is_ok(),
+            "the failure is announced (the node stops on it)"
+        );
         // The disk is fine again, but this store takes no more writes: a
         // state it handed out early may be missing from it (fail-stop).
         engine.fail.store(false, Ordering::SeqCst);

@@ -67,7 +67,7 @@ fn tie(cmd: &mut Command) {
             }
             // The parent died before the prctl: nobody would signal us.
             if libc::getppid() as u32 != parent {
-                return Err(io::Error::other("the parent exited during the spawn"));
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

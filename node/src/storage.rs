@@ -493,23 +493,9 @@ impl Store {
             + Send
             + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let apply: Apply = Box::new(move |current| {
-            let (change, out, hook) = f(current);
-            let done: Completion = Box::new(move |res| {
-                if let (Ok(()), Some(hook)) = (&res, hook) {
-                    hook();
-                }
-                let _ = tx.send(res.map(|()| out));
-            });
-            (change, done)
-        });
-        self.jobs
-            .send(Job { space, key, apply })
-            .await
-            .map_err(|_| StorageError::Closed)?;
-        rx.await
-            .map_err(|_| StorageError::Engine("update failed (see the node log)".into()))?
+        let (out, durable) = self.change_early(space, key, f).await?;
+        durable.wait().await?;
+        Ok(out)
     }
 
     /// Like [`Store::change_then`], but resolves as soon as `f` has run, with

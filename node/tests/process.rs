@@ -187,6 +187,18 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
             let v = n1.get_with("default", key.as_bytes(), one).await.unwrap();
             assert_eq!(v.single(), Some(&i.to_be_bytes()[..]), "{key} lost after kill -9");
         }
+        // After the kill -9 n1 coordinates as a new data epoch (a write it
+        // sent out before its own sync may be elsewhere and not on its
+        // disk); after a clean stop it keeps its epoch.
+        let new_epoch = "new data epoch after a restart";
+        let log = std::fs::read_to_string(d.join("n1.err")).unwrap();
+        assert!(log.contains(new_epoch), "no new epoch after kill -9: {log}");
+        assert!(procs[0].interrupt(Duration::from_secs(30)).success());
+        procs[0] = Proc::spawn(&["start", "--config", "n1.toml"], d, "n1-clean");
+        wait_for_members(&client_of(d, &addrs[..1]), 3).await;
+        let log = std::fs::read_to_string(d.join("n1-clean.err")).unwrap();
+        assert!(log.contains("node started"), "{log}");
+        assert!(!log.contains(new_epoch), "a new epoch after a clean stop: {log}");
     })
     .await
     .unwrap();

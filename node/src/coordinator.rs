@@ -1204,17 +1204,6 @@ impl Coordinator {
                 .collect()
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
-        // This replica's copy counts once it is durable; the other replicas
-        // get the state meanwhile (their syncs overlap with this one).
-        let local_done = tx.clone();
-        let me = self.me.clone();
-        tokio::spawn(async move {
-            let outcome = match durable.wait().await {
-                Ok(()) => ReplicaOutcome::Ok,
-                Err(e) => ReplicaOutcome::Failed(format!("local write failed: {e}")),
-            };
-            let _ = local_done.send((me, None, outcome));
-        });
         let fan = Fanout {
             key: skey,
             state,
@@ -1244,22 +1233,33 @@ impl Coordinator {
         // coordinating node holds it durably, so a read through this node
         // sees it whatever R and W (docs/consistency.md), and an error names
         // every replica that holds the write.
+        // This replica's copy counts once it is durable; the other replicas
+        // got the state meanwhile (their syncs overlap with this one). It
+        // has no fallback: a store that failed a commit takes no writes
+        // (storage::run_batch).
+        let mut durable = std::pin::pin!(durable.wait());
         let mut local: Option<ReplicaOutcome> = None;
         while tracker.status() == QuorumStatus::Pending || local.is_none() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+            let answer = tokio::select! {
+                done = &mut durable, if local.is_none() => {
+                    let outcome = match done {
+                        Ok(()) => ReplicaOutcome::Ok,
+                        Err(e) => ReplicaOutcome::Failed(format!("local write failed: {e}")),
+                    };
+                    tracker.record(&self.me, outcome.clone());
+                    local = Some(outcome);
+                    continue;
+                }
+                answer = tokio::time::timeout_at(deadline, rx.recv()) => answer,
+            };
+            match answer {
                 Ok(Some((node, owner, outcome))) => {
                     let failed_fast = matches!(
                         outcome,
                         ReplicaOutcome::Unreachable(_) | ReplicaOutcome::Failed(_)
                     );
-                    // This node's own copy has no fallback: a store that
-                    // failed a commit takes no writes (storage::run_batch).
-                    let own = node == self.me;
-                    if own {
-                        local = Some(outcome.clone());
-                    }
                     tracker.record(&node, outcome);
-                    if failed_fast && !strict && !own {
+                    if failed_fast && !strict {
                         let owner = owner.unwrap_or(node);
                         self.hand_to_fallback(&fan, &mut tracker, &mut fallbacks, &owner);
                     }

@@ -2,13 +2,6 @@
 //! and talk to a cluster from the shell.
 
 use clap::{Args, Parser, Subcommand};
-
-/// mimalloc instead of glibc's malloc: a node allocates and frees small
-/// buffers on every request (frames, states, stream tasks), and glibc's
-/// allocator was 16-19 % of a node's CPU in the profile of a quorum write
-/// (docs/performance.md, "Where the CPU of a quorum write goes").
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use kvorum_client::{
     BucketProps, BucketType, CausalContext, Client, FieldKind, FieldValue, MapUpdate, ReadOptions,
     TlsMaterial, WriteOptions,
@@ -19,6 +12,13 @@ use std::{
     path::{Path, PathBuf},
     process::ExitCode,
 };
+
+/// mimalloc instead of glibc's malloc: a node allocates and frees small
+/// buffers on every request (frames, states, stream tasks), and glibc's
+/// allocator was 16-19 % of a node's CPU in the profile of a quorum write
+/// (docs/performance.md, "Where the CPU of a quorum write goes").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Kvorum: a leaderless, Dynamo-style replicated key-value store.
 #[derive(Parser)]

@@ -88,7 +88,7 @@ pub struct TlsPaths {
 }
 
 /// Replication factor and default quorums (same on every node).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Replication {
     /// Replicas per key (N).
     pub n: u8,
@@ -98,6 +98,12 @@ pub struct Replication {
     pub w: u8,
     /// Default time a coordinator waits for R or W answers.
     pub request_timeout: Duration,
+    /// A read asks R replicas; when they have not all answered after this
+    /// long, it asks one more (a speculative retry), and again after as long.
+    pub read_retry_after: Duration,
+    /// The share of reads (0 to 1) that ask every replica instead of R, so
+    /// that replicas outside the quorum are read-repaired too.
+    pub read_repair_chance: f64,
 }
 
 /// Limits on what a node accepts and does at once.
@@ -170,6 +176,8 @@ impl Replication {
         r: 2,
         w: 2,
         request_timeout: Duration::from_secs(5),
+        read_retry_after: Duration::from_millis(10),
+        read_repair_chance: 0.1,
     };
 }
 
@@ -263,6 +271,8 @@ struct RawReplication {
     r: Option<u8>,
     w: Option<u8>,
     request_timeout_ms: Option<u64>,
+    read_retry_after_ms: Option<u64>,
+    read_repair_chance: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -376,6 +386,20 @@ impl NodeConfig {
                 raw.replication.request_timeout_ms,
                 5000,
             )?,
+            read_retry_after: positive_ms(
+                "replication.read_retry_after_ms",
+                raw.replication.read_retry_after_ms,
+                10,
+            )?,
+            read_repair_chance: match raw.replication.read_repair_chance {
+                None => d.read_repair_chance,
+                Some(c) if (0.0..=1.0).contains(&c) => c,
+                Some(c) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "replication.read_repair_chance = {c}: must be between 0 and 1"
+                    )))
+                }
+            },
         };
         let sync = match raw.storage.sync.as_deref().unwrap_or("always") {
             "always" => crate::storage::SyncPolicy::Always,
@@ -679,6 +703,14 @@ mod tests {
                 "between 1 and n = 3",
             ),
             (format!("{MIN}[replication]\nn = 0\n"), "at least 1"),
+            (
+                format!("{MIN}[replication]\nread_repair_chance = 1.5\n"),
+                "read_repair_chance = 1.5: must be between 0 and 1",
+            ),
+            (
+                format!("{MIN}[replication]\nread_retry_after_ms = 0\n"),
+                "read_retry_after_ms must be at least 1",
+            ),
             (format!("{MIN}bogus = 1\n"), "unknown field"),
             (format!("{MIN}[storage]\nsync = \"sometimes\"\n"), "always"),
             (MIN.replace("n1\"", "bad id\""), "id"),

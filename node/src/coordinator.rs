@@ -85,6 +85,28 @@ impl QuorumTracker {
         Self { groups, replicas }
     }
 
+    /// A quorum of `needed` among `replicas`, none of them asked yet:
+    /// [`QuorumTracker::ask`] adds them as they are asked. Until then a
+    /// replica neither counts as pending nor as failed.
+    pub fn unasked(needed: usize, replicas: &[NodeId]) -> Self {
+        Self {
+            groups: vec![(replicas.to_vec(), needed)],
+            replicas: Vec::new(),
+        }
+    }
+
+    /// Adds a replica of the quorum as asked (see [`QuorumTracker::unasked`]).
+    pub fn ask(&mut self, node: &NodeId) {
+        if !self.asked(node) {
+            self.replicas.push((node.clone(), None, None));
+        }
+    }
+
+    /// How many replicas were asked.
+    pub fn asked_count(&self) -> usize {
+        self.replicas.len()
+    }
+
     /// Adds a node to ask in place of replica `owner` (a fallback of a
     /// sloppy quorum).
     pub fn add(&mut self, node: &NodeId, owner: &NodeId) {
@@ -215,6 +237,9 @@ pub struct Coordinator {
     replication: Replication,
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// Turns of the remote replicas a read asks first (spreads a hot key's
+    /// reads over its replicas).
+    read_turn: std::sync::atomic::AtomicUsize,
 }
 
 /// What a coordinator works with (the node's services).
@@ -270,6 +295,7 @@ impl Coordinator {
             replication,
             limits,
             metrics,
+            read_turn: Default::default(),
         }
     }
 
@@ -969,47 +995,51 @@ impl Coordinator {
     ) -> Result<(State, ReadReport), ErrorReply> {
         let bucket_type = props.bucket_type;
         let pref = self.preference_list(&skey, props.n)?;
-        let mut tracker = QuorumTracker::new(r, &pref);
+        let mut tracker = QuorumTracker::unasked(r, &pref);
         let (tx, mut rx) = mpsc::channel(pref.len());
-        // This node's own answer goes first, so a quorum that fails counts
-        // it whatever order the remote failures arrive in.
-        if pref.contains(&self.me) {
-            let res = self
-                .replica
-                .read(&skey)
-                .map_err(|e| ReplicaOutcome::Failed(e.to_string()));
-            let _ = tx.try_send((self.me.clone(), res));
+        // R replicas are asked first (R answers are what the quorum needs;
+        // asking all N would cost a third more peer calls at N = 3, R = 2),
+        // every replica on a `read_repair_chance` share of reads so that the
+        // others are read-repaired too. Another replica is asked when one
+        // fails, when R have not answered after `read_retry_after` (a
+        // speculative retry: a stalled replica costs that delay, not the
+        // timeout), and when the answers do not reach a session's version.
+        let mut unasked = self.read_order(&pref);
+        let first = if rand::random::<f64>() < self.replication.read_repair_chance {
+            pref.len()
+        } else {
+            r
+        };
+        for node in unasked
+            .drain(..first.min(unasked.len()))
+            .collect::<Vec<_>>()
+        {
+            self.ask_read(&mut tracker, node, &skey, timeout, &tx);
         }
-        for node in &pref {
-            let tx = tx.clone();
-            let node = node.clone();
-            if node != self.me {
-                let transport = self.transport.clone();
-                let key = skey.clone();
-                tokio::spawn(async move {
-                    let res = match transport
-                        .call(&node, PeerRequest::Read { key }, timeout)
-                        .await
-                    {
-                        Ok(PeerResponse::State(s)) => Ok(s),
-                        Ok(PeerResponse::Error(e)) => Err(ReplicaOutcome::Failed(e)),
-                        Ok(other) => Err(ReplicaOutcome::Failed(format!(
-                            "unexpected answer {other:?}"
-                        ))),
-                        Err(e) => Err(outcome_of(&e)),
-                    };
-                    let _ = tx.send((node, res)).await;
-                });
-            }
-        }
-        drop(tx);
         // The state each replica that answered holds (none: the empty state).
         let mut answers: Vec<(NodeId, State)> = Vec::new();
         let mut merged = State::empty(bucket_type);
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut retry_at = tokio::time::Instant::now() + self.replication.read_retry_after;
         let usable = move |s: &State| s.validate().is_ok() && s.bucket_type() == bucket_type;
         let reached = |m: &State| at_least.is_none_or(|v| m.version().dominates(v));
         loop {
+            let (ok, pending) = tracker.group_counts(&pref);
+            // Too few asked to still meet R (some failed): ask as many more.
+            // R met below a session's version: ask every replica left.
+            let more = if ok + pending < r {
+                r - ok - pending
+            } else if ok >= r && !reached(&merged) {
+                unasked.len()
+            } else {
+                0
+            };
+            if more > 0 && !unasked.is_empty() {
+                for node in unasked.drain(..more.min(unasked.len())).collect::<Vec<_>>() {
+                    self.ask_read(&mut tracker, node, &skey, timeout, &tx);
+                }
+                continue;
+            }
             match tracker.status() {
                 QuorumStatus::Failed => break,
                 QuorumStatus::Met if reached(&merged) => break,
@@ -1018,7 +1048,13 @@ impl Coordinator {
                 QuorumStatus::Met if tracker.pending().all(|n| !self.liveness.is_up(n)) => break,
                 _ => {}
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+            let speculate = !unasked.is_empty() && tracker.status() == QuorumStatus::Pending;
+            let until = if speculate {
+                retry_at.min(deadline)
+            } else {
+                deadline
+            };
+            match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some((node, Ok(state)))) => {
                     match state.unwrap_or_else(|| State::empty(bucket_type)) {
                         s if usable(&s) => {
@@ -1034,7 +1070,18 @@ impl Coordinator {
                     }
                 }
                 Ok(Some((node, Err(outcome)))) => tracker.record(&node, outcome),
+                // (This loop holds a sender: not reached.)
                 Ok(None) => break,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    // A speculative retry: R answers are late.
+                    if let Some(node) = unasked.pop_front() {
+                        self.metrics
+                            .counter(metrics::READ_SPECULATIVE_RETRIES, &[])
+                            .increment(1);
+                        self.ask_read(&mut tracker, node, &skey, timeout, &tx);
+                    }
+                    retry_at = tokio::time::Instant::now() + self.replication.read_retry_after;
+                }
                 Err(_) => {
                     // The deadline: whoever has not answered timed out.
                     tracker.expire();
@@ -1042,12 +1089,15 @@ impl Coordinator {
                 }
             }
         }
+        // Late answers go to the repair below, which ends once every replica
+        // asked answered (every sender is gone) or at the deadline.
+        drop(tx);
         self.count_replies("read", &tracker);
         if tracker.status() != QuorumStatus::Met {
             return Err(ErrorReply::Quorum(tracker.failure(OpKind::Read)));
         }
         let report = ReadReport {
-            asked: u8::try_from(pref.len()).unwrap_or(u8::MAX),
+            asked: u8::try_from(tracker.asked_count()).unwrap_or(u8::MAX),
             r: u8::try_from(r).unwrap_or(u8::MAX),
             answered: u8::try_from(answers.len()).unwrap_or(u8::MAX),
             agreed: answers.iter().all(|(_, s)| *s == merged),
@@ -1108,6 +1158,69 @@ impl Coordinator {
             repair.send(&merged, &stale).await;
         });
         Ok((answer, report))
+    }
+
+    /// The replicas of `pref` in the order a read asks them: this node
+    /// first (its answer costs no round trip), then the replicas the failure
+    /// detector sees up, from a turn that moves with every read (so a hot
+    /// key's reads spread over its replicas), then the suspected ones.
+    fn read_order(&self, pref: &[NodeId]) -> std::collections::VecDeque<NodeId> {
+        let mut order = std::collections::VecDeque::with_capacity(pref.len());
+        let (mut up, mut down): (Vec<&NodeId>, Vec<&NodeId>) = pref
+            .iter()
+            .filter(|n| **n != self.me)
+            .partition(|n| self.liveness.is_up(n));
+        if !up.is_empty() {
+            let turn = self
+                .read_turn
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let k = turn % up.len();
+            up.rotate_left(k);
+        }
+        if pref.contains(&self.me) {
+            order.push_back(self.me.clone());
+        }
+        order.extend(up.drain(..).chain(down.drain(..)).cloned());
+        order
+    }
+
+    /// Asks `node` for its state of `skey`; the answer arrives on `tx`
+    /// (this node's own at once).
+    fn ask_read(
+        &self,
+        tracker: &mut QuorumTracker,
+        node: NodeId,
+        skey: &[u8],
+        timeout: Duration,
+        tx: &mpsc::Sender<(NodeId, Result<Option<State>, ReplicaOutcome>)>,
+    ) {
+        tracker.ask(&node);
+        if node == self.me {
+            let res = self
+                .replica
+                .read(skey)
+                .map_err(|e| ReplicaOutcome::Failed(e.to_string()));
+            // The channel holds one answer per replica: this one fits.
+            let _ = tx.try_send((node, res));
+            return;
+        }
+        let tx = tx.clone();
+        let transport = self.transport.clone();
+        let key = skey.to_vec();
+        tokio::spawn(async move {
+            let res = match transport
+                .call(&node, PeerRequest::Read { key }, timeout)
+                .await
+            {
+                Ok(PeerResponse::State(s)) => Ok(s),
+                Ok(PeerResponse::Error(e)) => Err(ReplicaOutcome::Failed(e)),
+                Ok(other) => Err(ReplicaOutcome::Failed(format!(
+                    "unexpected answer {other:?}"
+                ))),
+                Err(e) => Err(outcome_of(&e)),
+            };
+            let _ = tx.send((node, res)).await;
+        });
     }
 
     async fn write(

@@ -89,6 +89,8 @@ catalog! {
         "Replicas sent a read repair (the merged state) by this coordinator.";
     READS_REPAIRED = "kvorum_reads_repaired_total", Counter, [],
         "Quorum reads whose replicas disagreed, so that the read sent a repair (per read, not per replica).";
+    READ_SPECULATIVE_RETRIES = "kvorum_read_speculative_retries_total", Counter, [],
+        "Replicas a read asked beyond the R it asked first because those had not all answered after replication.read_retry_after_ms.";
     HINTS_STORED = "kvorum_hints_stored_total", Counter, [],
         "Hints this node accepted as a fallback for another replica.";
     HINTS_DELIVERED = "kvorum_hints_delivered_total", Counter, [],

@@ -10,8 +10,9 @@ use kvorum_node::register::Register;
 use kvorum_node::replica::storage_key;
 use std::time::{Duration, Instant};
 
-/// Anti-entropy off: only read repair may fix replicas here.
-const NO_AAE: &str = "[anti_entropy]\nenabled = false\n";
+/// Anti-entropy off: only read repair may fix replicas here. Every read asks every replica (not only R), so a
+/// replica outside the quorum is read-repaired too.
+const NO_AAE: &str = "[anti_entropy]\nenabled = false\n[replication]\nread_repair_chance = 1.0\n";
 
 /// What node `i` stores for a key, asked over the peer protocol (which
 /// repairs nothing).

@@ -1485,6 +1485,23 @@ impl Coordinator {
             return PeerResponse::Error(format!("{} was removed from the cluster", self.me));
         }
         match req {
+            PeerRequest::Batch(bodies) => {
+                let answers = bodies.iter().map(|body| {
+                    let req = postcard::from_bytes::<PeerRequest>(body);
+                    async move {
+                        match req {
+                            Ok(
+                                req @ (PeerRequest::Write { .. } | PeerRequest::HintedWrite { .. }),
+                            ) => self.serve_write(req).await,
+                            Ok(_) => PeerResponse::Error(
+                                "a batch holds only writes and hinted writes".into(),
+                            ),
+                            Err(e) => PeerResponse::Error(format!("malformed request: {e}")),
+                        }
+                    }
+                });
+                PeerResponse::Batch(join_all(answers.collect()).await)
+            }
             PeerRequest::Gossip { members, buckets } => {
                 self.membership.merge(members);
                 crate::node::merge_buckets(&self.buckets, &self.membership, buckets).await;
@@ -1504,10 +1521,9 @@ impl Coordinator {
                 Ok(state) => PeerResponse::State(state),
                 Err(e) => PeerResponse::Error(e.to_string()),
             },
-            PeerRequest::Write { key, state } => match self.replica.merge(key, state).await {
-                Ok(()) => PeerResponse::Ack,
-                Err(e) => PeerResponse::Error(e.to_string()),
-            },
+            req @ (PeerRequest::Write { .. } | PeerRequest::HintedWrite { .. }) => {
+                self.serve_write(req).await
+            }
             PeerRequest::Forward(req) => PeerResponse::Forwarded(self.handle(req, true).await),
             PeerRequest::Ping => PeerResponse::Pong,
             PeerRequest::Reap { key, hash } => match self.replica.reap(key, hash).await {
@@ -1532,6 +1548,19 @@ impl Coordinator {
             }
             PeerRequest::Digest { keys } => self.transfers.serve_digest(&keys),
             PeerRequest::MergeBatch { records } => self.transfers.serve_merge(records).await,
+        }
+    }
+
+    /// Serves a `Write` or a `HintedWrite` (alone or in a batch).
+    async fn serve_write(&self, req: PeerRequest) -> PeerResponse {
+        if self.membership.my_state() == MemberState::Removed {
+            return PeerResponse::Error(format!("{} was removed from the cluster", self.me));
+        }
+        match req {
+            PeerRequest::Write { key, state } => match self.replica.merge(key, state).await {
+                Ok(()) => PeerResponse::Ack,
+                Err(e) => PeerResponse::Error(e.to_string()),
+            },
             PeerRequest::HintedWrite { owner, key, state } => match state.validate() {
                 Err(e) => PeerResponse::Error(e.to_string()),
                 Ok(()) => match self.hints.add(&owner, &key, state).await {
@@ -1539,6 +1568,7 @@ impl Coordinator {
                     Err(e) => PeerResponse::Error(e.to_string()),
                 },
             },
+            _ => PeerResponse::Error("not a write".into()),
         }
     }
 }
@@ -1684,6 +1714,32 @@ fn too_large(what: Limit, size: usize, max: usize) -> ErrorReply {
         size: size as u64,
         max: max as u64,
     }
+}
+
+/// Runs `futures` concurrently on this task and returns their outputs in
+/// order (each is polled again on every wake-up of the task: for the small
+/// batches of [`PeerRequest::Batch`]).
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 #[cfg(test)]

@@ -214,6 +214,11 @@ pub enum PeerRequest {
         /// The state to hand over.
         state: State,
     },
+    /// Several `Write`s and `HintedWrite`s (each encoded on its own), served
+    /// at once and answered with a `Batch` of their answers in the same
+    /// order. A node's transport sends one when writes to the same peer
+    /// queue up; anything else in a batch is refused.
+    Batch(Vec<Vec<u8>>),
 }
 
 /// A node's answer to a [`PeerRequest`].
@@ -260,4 +265,6 @@ pub enum PeerResponse {
     Wanted(Vec<u32>),
     /// The request failed at the receiver.
     Error(String),
+    /// Answer to `Batch`: one answer per request, in order.
+    Batch(Vec<PeerResponse>),
 }

@@ -69,14 +69,40 @@ const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 
 /// The QUIC transport: one cached connection per peer address, one stream per
 /// request, mutual TLS with the node certificate on ALPN `kvorum-peer/1`.
+///
+/// Replica writes (`Write`, `HintedWrite`) to one peer that are called
+/// while the runtime is busy share a stream: each call queues its encoded
+/// request, and one task per peer sends what is queued once the runnable
+/// tasks of the moment have run (`tokio::task::yield_now`), as one
+/// `PeerRequest::Batch` when more than one is waiting. An idle node sends a
+/// lone write at once; a busy one pays one stream per batch instead of one
+/// per write (docs/performance.md).
 pub struct QuicTransport {
-    endpoint: quinn::Endpoint,
+    link: Arc<Link>,
     membership: Arc<Membership>,
+}
+
+/// What the calls of a [`QuicTransport`] share (also with its batch senders).
+struct Link {
+    endpoint: quinn::Endpoint,
     conns: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Encoded writes waiting for their peer's batch sender; an entry
+    /// exists exactly while a sender is scheduled for that peer.
+    queued: Mutex<HashMap<SocketAddr, Vec<Queued>>>,
     connect_timeout: Duration,
     max_frame_bytes: usize,
     metrics: Arc<crate::metrics::Metrics>,
 }
+
+/// A write waiting to be sent in a batch.
+struct Queued {
+    body: Vec<u8>,
+    deadline: tokio::time::Instant,
+    answer: tokio::sync::oneshot::Sender<Result<PeerResponse, TransportError>>,
+}
+
+/// Most requests in one batch.
+const MAX_BATCH: usize = 64;
 
 impl QuicTransport {
     /// A transport dialing from `endpoint` (whose default client config must
@@ -89,12 +115,15 @@ impl QuicTransport {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
-            endpoint,
+            link: Arc::new(Link {
+                endpoint,
+                conns: Mutex::new(HashMap::new()),
+                queued: Mutex::new(HashMap::new()),
+                connect_timeout,
+                max_frame_bytes,
+                metrics,
+            }),
             membership,
-            conns: Mutex::new(HashMap::new()),
-            connect_timeout,
-            max_frame_bytes,
-            metrics,
         }
     }
 
@@ -102,6 +131,7 @@ impl QuicTransport {
     /// Connections busy being (re)established at this moment are skipped.
     pub fn open_connections(&self) -> Vec<(SocketAddr, Duration)> {
         let slots: Vec<(SocketAddr, Arc<tokio::sync::Mutex<Slot>>)> = self
+            .link
             .conns
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -117,7 +147,9 @@ impl QuicTransport {
             })
             .collect()
     }
+}
 
+impl Link {
     async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, TransportError> {
         let slot = {
             let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -169,8 +201,16 @@ impl QuicTransport {
         addr: SocketAddr,
         req: PeerRequest,
     ) -> Result<PeerResponse, TransportError> {
+        self.exchange_frame(addr, encode_frame(PEER_PROTOCOL_VERSION, &req))
+            .await
+    }
+
+    async fn exchange_frame(
+        &self,
+        addr: SocketAddr,
+        frame: Vec<u8>,
+    ) -> Result<PeerResponse, TransportError> {
         let conn = self.connection(addr).await?;
-        let frame = encode_frame(PEER_PROTOCOL_VERSION, &req);
         let not_sent = |e: &dyn std::fmt::Display| TransportError::Unreachable(e.to_string());
         let lost = |e: &dyn std::fmt::Display| TransportError::Lost(e.to_string());
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| not_sent(&e))?;
@@ -198,6 +238,126 @@ impl QuicTransport {
         decode_frame(PEER_PROTOCOL_VERSION, &bytes)
             .map_err(|e| TransportError::Protocol(e.to_string()))
     }
+
+    /// Queues a write for `addr`'s batch sender (starting one if none is
+    /// scheduled) and waits for its answer.
+    async fn queue(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<PeerResponse, TransportError> {
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let start_sender = {
+            let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+            let waiting = queued.entry(addr).or_default();
+            waiting.push(Queued {
+                body,
+                deadline,
+                answer,
+            });
+            waiting.len() == 1
+        };
+        if start_sender {
+            tokio::spawn(self.clone().send_queued(addr));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(TransportError::Lost("the batch sender stopped".into())))
+    }
+
+    /// Sends the writes queued for `addr`: after the tasks runnable now have
+    /// run (and queued theirs), in batches of at most [`MAX_BATCH`] writes
+    /// and `max_frame_bytes`, each on its own stream, at once.
+    async fn send_queued(self: Arc<Self>, addr: SocketAddr) {
+        tokio::task::yield_now().await;
+        let waiting = self
+            .queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&addr)
+            .unwrap_or_default();
+        let mut batch: Vec<Queued> = Vec::new();
+        let mut bytes = 0;
+        for q in waiting {
+            if !batch.is_empty()
+                && (batch.len() == MAX_BATCH || bytes + q.body.len() > self.max_frame_bytes)
+            {
+                tokio::spawn(self.clone().send_batch(addr, std::mem::take(&mut batch)));
+                bytes = 0;
+            }
+            bytes += q.body.len();
+            batch.push(q);
+        }
+        if !batch.is_empty() {
+            self.send_batch(addr, batch).await;
+        }
+    }
+
+    async fn send_batch(self: Arc<Self>, addr: SocketAddr, mut batch: Vec<Queued>) {
+        let deadline = batch
+            .iter()
+            .map(|q| q.deadline)
+            .max()
+            .unwrap_or_else(tokio::time::Instant::now);
+        if batch.len() == 1 {
+            let Some(q) = batch.pop() else { return };
+            let frame = frame_of_body(&q.body);
+            let r = tokio::time::timeout_at(deadline, self.exchange_frame(addr, frame))
+                .await
+                .unwrap_or(Err(TransportError::Timeout));
+            let _ = q.answer.send(r);
+            return;
+        }
+        let (bodies, answers): (Vec<Vec<u8>>, Vec<_>) =
+            batch.into_iter().map(|q| (q.body, q.answer)).unzip();
+        let n = bodies.len();
+        self.metrics
+            .counter(crate::metrics::PEER_BATCHES, &[])
+            .increment(1);
+        self.metrics
+            .counter(crate::metrics::PEER_BATCHED_WRITES, &[])
+            .increment(n as u64);
+        let r = tokio::time::timeout_at(deadline, self.exchange(addr, PeerRequest::Batch(bodies)))
+            .await
+            .unwrap_or(Err(TransportError::Timeout));
+        match r {
+            Ok(PeerResponse::Batch(rs)) if rs.len() == n => {
+                for (a, r) in answers.into_iter().zip(rs) {
+                    let _ = a.send(Ok(r));
+                }
+            }
+            Ok(PeerResponse::Batch(rs)) => {
+                let e = TransportError::Protocol(format!(
+                    "{} answers to a batch of {n} requests",
+                    rs.len()
+                ));
+                for a in answers {
+                    let _ = a.send(Err(e.clone()));
+                }
+            }
+            // A peer that refuses the whole batch (an error, or one of an
+            // older version that cannot decode it) refuses each write.
+            Ok(other) => {
+                for a in answers {
+                    let _ = a.send(Ok(other.clone()));
+                }
+            }
+            Err(e) => {
+                for a in answers {
+                    let _ = a.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The frame of one request from its encoded body (the envelope's version,
+/// then the body, as [`encode_frame`] writes it).
+fn frame_of_body(body: &[u8]) -> Vec<u8> {
+    let mut frame = encode_frame(PEER_PROTOCOL_VERSION, &());
+    frame.extend_from_slice(body);
+    frame
 }
 
 impl Transport for QuicTransport {
@@ -213,11 +373,20 @@ impl Transport for QuicTransport {
             let addr = addr
                 .ok_or_else(|| TransportError::Unreachable(format!("no address known for {to}")))?;
             let started = std::time::Instant::now();
-            let r = tokio::time::timeout(timeout, self.exchange(addr, req))
-                .await
-                .unwrap_or(Err(TransportError::Timeout));
+            let r = if matches!(
+                req,
+                PeerRequest::Write { .. } | PeerRequest::HintedWrite { .. }
+            ) {
+                // Encoding plain data into a Vec cannot fail (see encode_frame).
+                let body = postcard::to_stdvec(&req).unwrap_or_default();
+                tokio::time::timeout(timeout, self.link.queue(addr, body, timeout)).await
+            } else {
+                tokio::time::timeout(timeout, self.link.exchange(addr, req)).await
+            }
+            .unwrap_or(Err(TransportError::Timeout));
             if r.is_ok() {
-                self.metrics
+                self.link
+                    .metrics
                     .histogram(
                         crate::metrics::PEER_REQUEST_DURATION,
                         &[("peer", to.as_str())],
@@ -235,7 +404,7 @@ impl Transport for QuicTransport {
         timeout: Duration,
     ) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
         Box::pin(async move {
-            tokio::time::timeout(timeout, self.exchange(addr, req))
+            tokio::time::timeout(timeout, self.link.exchange(addr, req))
                 .await
                 .unwrap_or(Err(TransportError::Timeout))
         })

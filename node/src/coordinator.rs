@@ -1493,8 +1493,9 @@ impl Coordinator {
                             Ok(
                                 req @ (PeerRequest::Write { .. } | PeerRequest::HintedWrite { .. }),
                             ) => self.serve_write(req).await,
+                            Ok(PeerRequest::Read { key }) => self.serve_read(&key),
                             Ok(_) => PeerResponse::Error(
-                                "a batch holds only writes and hinted writes".into(),
+                                "a batch holds only writes, hinted writes and reads".into(),
                             ),
                             Err(e) => PeerResponse::Error(format!("malformed request: {e}")),
                         }
@@ -1517,10 +1518,7 @@ impl Coordinator {
                     Err(e) => PeerResponse::Error(e.to_string()),
                 }
             }
-            PeerRequest::Read { key } => match self.replica.read(&key) {
-                Ok(state) => PeerResponse::State(state),
-                Err(e) => PeerResponse::Error(e.to_string()),
-            },
+            PeerRequest::Read { key } => self.serve_read(&key),
             req @ (PeerRequest::Write { .. } | PeerRequest::HintedWrite { .. }) => {
                 self.serve_write(req).await
             }
@@ -1548,6 +1546,14 @@ impl Coordinator {
             }
             PeerRequest::Digest { keys } => self.transfers.serve_digest(&keys),
             PeerRequest::MergeBatch { records } => self.transfers.serve_merge(records).await,
+        }
+    }
+
+    /// Serves a `Read` (alone or in a batch).
+    fn serve_read(&self, key: &[u8]) -> PeerResponse {
+        match self.replica.read(key) {
+            Ok(state) => PeerResponse::State(state),
+            Err(e) => PeerResponse::Error(e.to_string()),
         }
     }
 

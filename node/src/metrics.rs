@@ -82,9 +82,9 @@ catalog! {
     PEER_REQUEST_DURATION = "kvorum_peer_request_duration_seconds", Histogram, ["peer"],
         "Round trip of a successful request to a peer node.";
     PEER_BATCHES = "kvorum_peer_batches_total", Counter, [],
-        "Batches of replica writes this node sent to peers (writes to one peer queued at once share a stream).";
-    PEER_BATCHED_WRITES = "kvorum_peer_batched_writes_total", Counter, [],
-        "Replica writes this node sent inside batches (divide by kvorum_peer_batches_total for the mean batch size).";
+        "Batches of replica reads and writes this node sent to peers (requests to one peer queued at once share a stream).";
+    PEER_BATCHED_REQUESTS = "kvorum_peer_batched_requests_total", Counter, [],
+        "Replica reads and writes this node sent inside batches (divide by kvorum_peer_batches_total for the mean batch size).";
     READ_SIBLINGS = "kvorum_read_siblings", Histogram, [],
         "Siblings (concurrent versions) returned per register read that found a value.";
     VCLOCK_ENTRIES = "kvorum_vclock_entries", Histogram, [],

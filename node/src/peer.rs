@@ -214,12 +214,18 @@ pub enum PeerRequest {
         /// The state to hand over.
         state: State,
     },
-    /// Several `Write`s and `HintedWrite`s (each encoded on its own), served
-    /// at once and answered with a `Batch` of their answers in the same
-    /// order. A node's transport sends one when writes to the same peer
-    /// queue up; anything else in a batch is refused.
+    /// Several `Write`s, `HintedWrite`s and `Read`s (each encoded on its
+    /// own), served at once and answered with a `Batch` of their answers in
+    /// the same order. A node's transport sends one when such requests to
+    /// the same peer queue up; anything else in a batch is refused. An
+    /// answer that would make the batch's answer too large is replaced by
+    /// [`SEND_ALONE`], and the sender sends that request again on its own.
     Batch(Vec<Vec<u8>>),
 }
+
+/// The error answering a request of a [`PeerRequest::Batch`] whose answer
+/// did not fit in the batch's answer: send the request alone.
+pub const SEND_ALONE: &str = "answer too large for a batch: send the request alone";
 
 /// A node's answer to a [`PeerRequest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]

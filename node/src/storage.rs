@@ -231,7 +231,7 @@ impl Engine for FjallEngine {
             }
         }
         let b = if sync {
-            b.durability(Some(fjall::PersistMode::SyncAll))
+            b.durability(Some(fjall::PersistMode::SyncData))
         } else {
             b.durability(Some(fjall::PersistMode::Buffer))
         };

@@ -5,7 +5,7 @@
 //! in-memory, fault-injecting transport in tests).
 
 use crate::membership::Membership;
-use crate::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
+use crate::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION, SEND_ALONE};
 use kvorum_client::proto::{decode_frame, encode_frame, NODE_CERT_NAME};
 use kvorum_ring::NodeId;
 use std::{
@@ -70,13 +70,13 @@ const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 /// The QUIC transport: one cached connection per peer address, one stream per
 /// request, mutual TLS with the node certificate on ALPN `kvorum-peer/1`.
 ///
-/// Replica writes (`Write`, `HintedWrite`) to one peer that are called
-/// while the runtime is busy share a stream: each call queues its encoded
-/// request, and one task per peer sends what is queued once the runnable
-/// tasks of the moment have run (`tokio::task::yield_now`), as one
-/// `PeerRequest::Batch` when more than one is waiting. An idle node sends a
-/// lone write at once; a busy one pays one stream per batch instead of one
-/// per write (docs/performance.md).
+/// Replica reads and writes (`Read`, `Write`, `HintedWrite`) to one peer
+/// that are called while the runtime is busy share a stream: each call
+/// queues its encoded request, and one task per peer sends what is queued
+/// once the runnable tasks of the moment have run (`tokio::task::yield_now`),
+/// as one `PeerRequest::Batch` when more than one is waiting. An idle node
+/// sends a lone request at once; a busy one pays one stream per batch
+/// instead of one per request (docs/performance.md).
 pub struct QuicTransport {
     link: Arc<Link>,
     membership: Arc<Membership>,
@@ -86,7 +86,7 @@ pub struct QuicTransport {
 struct Link {
     endpoint: quinn::Endpoint,
     conns: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Slot>>>>,
-    /// Encoded writes waiting for their peer's batch sender; an entry
+    /// Encoded requests waiting for their peer's batch sender; an entry
     /// exists exactly while a sender is scheduled for that peer.
     queued: Mutex<HashMap<SocketAddr, Vec<Queued>>>,
     connect_timeout: Duration,
@@ -94,7 +94,7 @@ struct Link {
     metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// A write waiting to be sent in a batch.
+/// A request waiting to be sent in a batch.
 struct Queued {
     body: Vec<u8>,
     deadline: tokio::time::Instant,
@@ -239,7 +239,7 @@ impl Link {
             .map_err(|e| TransportError::Protocol(e.to_string()))
     }
 
-    /// Queues a write for `addr`'s batch sender (starting one if none is
+    /// Queues a request for `addr`'s batch sender (starting one if none is
     /// scheduled) and waits for its answer.
     async fn queue(
         self: &Arc<Self>,
@@ -266,8 +266,8 @@ impl Link {
             .unwrap_or_else(|_| Err(TransportError::Lost("the batch sender stopped".into())))
     }
 
-    /// Sends the writes queued for `addr`: after the tasks runnable now have
-    /// run (and queued theirs), in batches of at most [`MAX_BATCH`] writes
+    /// Sends the requests queued for `addr`: after the tasks runnable now have
+    /// run (and queued theirs), in batches of at most [`MAX_BATCH`] requests
     /// and `max_frame_bytes`, each on its own stream, at once.
     async fn send_queued(self: Arc<Self>, addr: SocketAddr) {
         tokio::task::yield_now().await;
@@ -301,54 +301,57 @@ impl Link {
             .max()
             .unwrap_or_else(tokio::time::Instant::now);
         if batch.len() == 1 {
-            let Some(q) = batch.pop() else { return };
-            let frame = frame_of_body(&q.body);
-            let r = tokio::time::timeout_at(deadline, self.exchange_frame(addr, frame))
-                .await
-                .unwrap_or(Err(TransportError::Timeout));
-            let _ = q.answer.send(r);
+            if let Some(q) = batch.pop() {
+                self.send_alone(addr, q).await;
+            }
             return;
         }
-        let (bodies, answers): (Vec<Vec<u8>>, Vec<_>) =
-            batch.into_iter().map(|q| (q.body, q.answer)).unzip();
-        let n = bodies.len();
+        let n = batch.len();
         self.metrics
             .counter(crate::metrics::PEER_BATCHES, &[])
             .increment(1);
         self.metrics
-            .counter(crate::metrics::PEER_BATCHED_WRITES, &[])
+            .counter(crate::metrics::PEER_BATCHED_REQUESTS, &[])
             .increment(n as u64);
+        // (The bodies are kept: an answer too large for the batch's answer
+        // is asked for again alone.)
+        let bodies = batch.iter().map(|q| q.body.clone()).collect();
         let r = tokio::time::timeout_at(deadline, self.exchange(addr, PeerRequest::Batch(bodies)))
             .await
             .unwrap_or(Err(TransportError::Timeout));
-        match r {
-            Ok(PeerResponse::Batch(rs)) if rs.len() == n => {
-                for (a, r) in answers.into_iter().zip(rs) {
-                    let _ = a.send(Ok(r));
-                }
-            }
+        let answers: Vec<Result<PeerResponse, TransportError>> = match r {
+            Ok(PeerResponse::Batch(rs)) if rs.len() == n => rs.into_iter().map(Ok).collect(),
             Ok(PeerResponse::Batch(rs)) => {
                 let e = TransportError::Protocol(format!(
                     "{} answers to a batch of {n} requests",
                     rs.len()
                 ));
-                for a in answers {
-                    let _ = a.send(Err(e.clone()));
-                }
+                vec![Err(e); n]
             }
             // A peer that refuses the whole batch (an error, or one of an
-            // older version that cannot decode it) refuses each write.
-            Ok(other) => {
-                for a in answers {
-                    let _ = a.send(Ok(other.clone()));
+            // older version that cannot decode it) refuses each request.
+            Ok(other) => vec![Ok(other); n],
+            Err(e) => vec![Err(e); n],
+        };
+        for (q, answer) in batch.into_iter().zip(answers) {
+            match answer {
+                Ok(PeerResponse::Error(e)) if e == SEND_ALONE => {
+                    tokio::spawn(self.clone().send_alone(addr, q));
                 }
-            }
-            Err(e) => {
-                for a in answers {
-                    let _ = a.send(Err(e.clone()));
+                answer => {
+                    let _ = q.answer.send(answer);
                 }
             }
         }
+    }
+
+    /// Sends one queued request on a stream of its own.
+    async fn send_alone(self: Arc<Self>, addr: SocketAddr, q: Queued) {
+        let frame = frame_of_body(&q.body);
+        let r = tokio::time::timeout_at(q.deadline, self.exchange_frame(addr, frame))
+            .await
+            .unwrap_or(Err(TransportError::Timeout));
+        let _ = q.answer.send(r);
     }
 }
 
@@ -375,7 +378,9 @@ impl Transport for QuicTransport {
             let started = std::time::Instant::now();
             let r = if matches!(
                 req,
-                PeerRequest::Write { .. } | PeerRequest::HintedWrite { .. }
+                PeerRequest::Write { .. }
+                    | PeerRequest::HintedWrite { .. }
+                    | PeerRequest::Read { .. }
             ) {
                 // Encoding plain data into a Vec cannot fail (see encode_frame).
                 let body = postcard::to_stdvec(&req).unwrap_or_default();

@@ -1,7 +1,8 @@
-//! Replica writes to one peer that queue up at once share a stream
+//! Replica reads and writes to one peer that queue up at once share a stream
 //! (`PeerRequest::Batch`), on a real cluster (real QUIC on 127.0.0.1, real
-//! fjall): every write of a batch lands and gets its own answer, and a batch
-//! holding anything but writes gets a per-request error, never a crash.
+//! fjall): every write of a batch lands and every request gets its own
+//! answer, and a batch holding anything else gets a per-request error,
+//! never a crash.
 
 mod common;
 
@@ -46,7 +47,7 @@ async fn concurrent_writes_share_batches_and_every_one_lands() {
         }
         let node = c.nodes[0].as_ref().unwrap();
         let batches = metric(node, "kvorum_peer_batches_total", &[]);
-        let batched = metric(node, "kvorum_peer_batched_writes_total", &[]);
+        let batched = metric(node, "kvorum_peer_batched_requests_total", &[]);
         eprintln!("{batches} batches held {batched} of 512 replica writes");
         assert!(batches >= 1.0, "concurrent writes were never batched");
         assert!(batched >= 2.0 * batches);
@@ -74,7 +75,7 @@ async fn concurrent_writes_share_batches_and_every_one_lands() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_answers_each_request_and_refuses_what_is_not_a_write() {
+async fn a_batch_answers_each_request_and_refuses_what_it_cannot_hold() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let c = TestCluster::start(3, NO_AAE).await;
         c.wait_all_reachable().await;
@@ -106,31 +107,38 @@ async fn a_batch_answers_each_request_and_refuses_what_is_not_a_write() {
             key: storage_key("default", b"src"),
         })
         .unwrap();
+        let ping = postcard::to_stdvec(&PeerRequest::Ping).unwrap();
         let nested = postcard::to_stdvec(&PeerRequest::Batch(vec![write(b"x")])).unwrap();
         let batch = PeerRequest::Batch(vec![
             write(b"a"),
             vec![0xff, 0xff, 0xff],
             read,
+            ping,
             nested,
             write(b"b"),
         ]);
         let PeerResponse::Batch(answers) = probe.call(n2, &batch).await else {
             panic!("a batch is answered with a batch");
         };
-        assert_eq!(answers.len(), 5);
+        assert_eq!(answers.len(), 6);
         assert!(matches!(answers[0], PeerResponse::Ack), "{:?}", answers[0]);
         assert!(
             matches!(&answers[1], PeerResponse::Error(e) if e.contains("malformed")),
             "{:?}",
             answers[1]
         );
-        for a in &answers[2..4] {
+        assert!(
+            matches!(&answers[2], PeerResponse::State(Some(s)) if *s == state),
+            "{:?}",
+            answers[2]
+        );
+        for a in &answers[3..5] {
             assert!(
-                matches!(a, PeerResponse::Error(e) if e.contains("only writes")),
+                matches!(a, PeerResponse::Error(e) if e.contains("only writes, hinted writes and reads")),
                 "{a:?}"
             );
         }
-        assert!(matches!(answers[4], PeerResponse::Ack), "{:?}", answers[4]);
+        assert!(matches!(answers[5], PeerResponse::Ack), "{:?}", answers[5]);
         // The two writes landed; the nested batch's did not.
         for (key, present) in [(&b"a"[..], true), (b"b", true), (b"x", false)] {
             let got = probe.stored_state(n2, &storage_key("default", key)).await;

@@ -1020,7 +1020,10 @@ impl Coordinator {
         let mut answers: Vec<(NodeId, State)> = Vec::new();
         let mut merged = State::empty(bucket_type);
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut retry_at = tokio::time::Instant::now() + self.replication.read_retry_after;
+        // (Within half the request's time, so that a short timeout still
+        // leaves room for the retry.)
+        let retry_after = self.replication.read_retry_after.min(timeout / 2);
+        let mut retry_at = tokio::time::Instant::now() + retry_after;
         let usable = move |s: &State| s.validate().is_ok() && s.bucket_type() == bucket_type;
         let reached = |m: &State| at_least.is_none_or(|v| m.version().dominates(v));
         loop {
@@ -1080,7 +1083,7 @@ impl Coordinator {
                             .increment(1);
                         self.ask_read(&mut tracker, node, &skey, timeout, &tx);
                     }
-                    retry_at = tokio::time::Instant::now() + self.replication.read_retry_after;
+                    retry_at = tokio::time::Instant::now() + retry_after;
                 }
                 Err(_) => {
                     // The deadline: whoever has not answered timed out.
@@ -1485,6 +1488,13 @@ impl Coordinator {
             return PeerResponse::Error(format!("{} was removed from the cluster", self.me));
         }
         match req {
+            PeerRequest::Batch(bodies) if bodies.len() > crate::peer::MAX_BATCH => {
+                PeerResponse::Error(format!(
+                    "a batch of {} requests: at most {} are taken",
+                    bodies.len(),
+                    crate::peer::MAX_BATCH
+                ))
+            }
             PeerRequest::Batch(bodies) => {
                 let answers = bodies.iter().map(|body| {
                     let req = postcard::from_bytes::<PeerRequest>(body);
@@ -1501,7 +1511,12 @@ impl Coordinator {
                         }
                     }
                 });
-                PeerResponse::Batch(join_all(answers.collect()).await)
+                // What the asking node reads (transport::Link::exchange_frame).
+                let max = self
+                    .limits
+                    .max_frame_bytes
+                    .saturating_mul(crate::net::PEER_FRAME_FACTOR);
+                crate::peer::batch_answer(join_all(answers.collect()).await, max)
             }
             PeerRequest::Gossip { members, buckets } => {
                 self.membership.merge(members);

@@ -3,7 +3,7 @@
 //! bounded frames. Knows nothing of quorums or storage: requests go to a
 //! [`Handler`].
 
-use crate::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION, SEND_ALONE};
+use crate::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
 use crate::transport::BoxFuture;
 use kvorum_client::proto::{
     decode_frame, encode_frame, ErrorReply, FrameError, Limit, Request, Response, ALPN_CLIENT,
@@ -341,13 +341,7 @@ async fn serve_stream(
     }
     let answer = match read {
         Ok(bytes) if peer => {
-            let answer = peer_answer(handler, &bytes).await;
-            let frame = encode_frame(PEER_PROTOCOL_VERSION, &answer);
-            if frame.len() > max_frame {
-                encode_frame(PEER_PROTOCOL_VERSION, &fit_batch(answer, max_frame))
-            } else {
-                frame
-            }
+            encode_frame(PEER_PROTOCOL_VERSION, &peer_answer(handler, &bytes).await)
         }
         Ok(bytes) => {
             let answer = client_answer(handler, &bytes).await;
@@ -403,61 +397,5 @@ async fn peer_answer(handler: &dyn Handler, bytes: &[u8]) -> PeerResponse {
     match decode_frame::<PeerRequest>(PEER_PROTOCOL_VERSION, bytes) {
         Ok(req) => handler.peer(req).await,
         Err(e) => PeerResponse::Error(e.to_string()),
-    }
-}
-
-/// A batch's answer cut to fit in `max` bytes (what the asking node reads):
-/// answers past the budget become [`SEND_ALONE`] errors, which the asking
-/// node sends again on their own. (Every answer of a batch but a read's is
-/// tiny, and a batch holds at most 64 requests: each one's own answer fits
-/// in a frame of its own.) Anything but a batch is returned as is.
-fn fit_batch(answer: PeerResponse, max: usize) -> PeerResponse {
-    let PeerResponse::Batch(answers) = answer else {
-        return answer;
-    };
-    let alone = PeerResponse::Error(SEND_ALONE.into());
-    let overhead = 16 + answers.len() * postcard::to_stdvec(&alone).map_or(64, |b| b.len());
-    let mut budget = max.saturating_sub(overhead);
-    PeerResponse::Batch(
-        answers
-            .into_iter()
-            .map(|a| {
-                let size = postcard::to_stdvec(&a).map_or(usize::MAX, |b| b.len());
-                if size <= budget {
-                    budget -= size;
-                    a
-                } else {
-                    alone.clone()
-                }
-            })
-            .collect(),
-    )
-}
-
-#[cfg(test)]
-mod batch_tests {
-    use super::*;
-
-    #[test]
-    fn a_batch_answer_too_large_sends_its_biggest_parts_alone() {
-        let big = PeerResponse::Error("x".repeat(10_000));
-        let answer = PeerResponse::Batch(vec![
-            PeerResponse::Ack,
-            big.clone(),
-            big.clone(),
-            PeerResponse::Pong,
-        ]);
-        // Room for one big answer, not two.
-        let PeerResponse::Batch(fit) = fit_batch(answer.clone(), 15_000) else {
-            panic!("a batch stays a batch");
-        };
-        assert_eq!(fit.len(), 4);
-        assert!(matches!(fit[0], PeerResponse::Ack));
-        assert!(matches!(&fit[1], PeerResponse::Error(e) if e.len() == 10_000));
-        assert!(matches!(&fit[2], PeerResponse::Error(e) if e == SEND_ALONE));
-        assert!(matches!(fit[3], PeerResponse::Pong));
-        assert!(encode_frame(PEER_PROTOCOL_VERSION, &PeerResponse::Batch(fit)).len() <= 15_000);
-        // Anything else is left as it is.
-        assert!(matches!(fit_batch(big, 10), PeerResponse::Error(e) if e.len() == 10_000));
     }
 }

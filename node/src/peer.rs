@@ -227,6 +227,36 @@ pub enum PeerRequest {
 /// did not fit in the batch's answer: send the request alone.
 pub const SEND_ALONE: &str = "answer too large for a batch: send the request alone";
 
+/// Most requests in one [`PeerRequest::Batch`]; a node refuses a larger one.
+pub const MAX_BATCH: usize = 64;
+
+/// The answer to a batch: `answers` encoded one by one, in order, within
+/// `max` bytes in all (what the asking node reads). An answer past the
+/// budget becomes [`SEND_ALONE`], and the asking node sends its request
+/// again on its own. (Every answer but a read's is tiny.)
+pub fn batch_answer(answers: Vec<PeerResponse>, max: usize) -> PeerResponse {
+    // Plain data always encodes (see kvorum_client::proto::encode_frame).
+    let alone = postcard::to_stdvec(&PeerResponse::Error(SEND_ALONE.into())).unwrap_or_default();
+    // The envelope, and per answer its length prefix and room to become
+    // SEND_ALONE.
+    let overhead = 16 + answers.len() * (alone.len() + 10);
+    let mut budget = max.saturating_sub(overhead);
+    PeerResponse::Batch(
+        answers
+            .into_iter()
+            .map(|a| {
+                let bytes = postcard::to_stdvec(&a).unwrap_or_default();
+                if bytes.len() <= budget {
+                    budget -= bytes.len();
+                    bytes
+                } else {
+                    alone.clone()
+                }
+            })
+            .collect(),
+    )
+}
+
 /// A node's answer to a [`PeerRequest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PeerResponse {
@@ -271,6 +301,47 @@ pub enum PeerResponse {
     Wanted(Vec<u32>),
     /// The request failed at the receiver.
     Error(String),
-    /// Answer to `Batch`: one answer per request, in order.
-    Batch(Vec<PeerResponse>),
+    /// Answer to `Batch`: one answer per request, in order, each encoded on
+    /// its own (see [`batch_answer`]).
+    Batch(Vec<Vec<u8>>),
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    fn decoded(answer: PeerResponse) -> Vec<PeerResponse> {
+        let PeerResponse::Batch(items) = answer else {
+            panic!("a batch's answer is a batch");
+        };
+        items
+            .iter()
+            .map(|b| postcard::from_bytes(b).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_answer_too_large_sends_its_biggest_parts_alone() {
+        let big = PeerResponse::Error("x".repeat(10_000));
+        let answers = vec![
+            PeerResponse::Ack,
+            big.clone(),
+            big.clone(),
+            PeerResponse::Pong,
+        ];
+        // Room for one big answer, not two.
+        let answer = batch_answer(answers.clone(), 15_000);
+        let frame = kvorum_client::proto::encode_frame(PEER_PROTOCOL_VERSION, &answer);
+        assert!(frame.len() <= 15_000, "{}", frame.len());
+        let items = decoded(answer);
+        assert_eq!(items.len(), 4);
+        assert!(matches!(items[0], PeerResponse::Ack));
+        assert!(matches!(&items[1], PeerResponse::Error(e) if e.len() == 10_000));
+        assert!(matches!(&items[2], PeerResponse::Error(e) if e == SEND_ALONE));
+        assert!(matches!(items[3], PeerResponse::Pong));
+        // With room for everything, everything is kept, in order.
+        let items = decoded(batch_answer(answers, 1 << 20));
+        assert!(matches!(&items[2], PeerResponse::Error(e) if e.len() == 10_000));
+        assert!(matches!(items[3], PeerResponse::Pong));
+    }
 }

@@ -5,7 +5,7 @@
 //! in-memory, fault-injecting transport in tests).
 
 use crate::membership::Membership;
-use crate::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION, SEND_ALONE};
+use crate::peer::{PeerRequest, PeerResponse, MAX_BATCH, PEER_PROTOCOL_VERSION, SEND_ALONE};
 use kvorum_client::proto::{decode_frame, encode_frame, NODE_CERT_NAME};
 use kvorum_ring::NodeId;
 use std::{
@@ -97,12 +97,12 @@ struct Link {
 /// A request waiting to be sent in a batch.
 struct Queued {
     body: Vec<u8>,
+    /// A read (reads and writes go in separate batches: a batch is answered
+    /// once its slowest request is, and a write waits for a sync).
+    read: bool,
     deadline: tokio::time::Instant,
     answer: tokio::sync::oneshot::Sender<Result<PeerResponse, TransportError>>,
 }
-
-/// Most requests in one batch.
-const MAX_BATCH: usize = 64;
 
 impl QuicTransport {
     /// A transport dialing from `endpoint` (whose default client config must
@@ -245,6 +245,7 @@ impl Link {
         self: &Arc<Self>,
         addr: SocketAddr,
         body: Vec<u8>,
+        read: bool,
         timeout: Duration,
     ) -> Result<PeerResponse, TransportError> {
         let (answer, rx) = tokio::sync::oneshot::channel();
@@ -254,6 +255,7 @@ impl Link {
             let waiting = queued.entry(addr).or_default();
             waiting.push(Queued {
                 body,
+                read,
                 deadline,
                 answer,
             });
@@ -268,7 +270,8 @@ impl Link {
 
     /// Sends the requests queued for `addr`: after the tasks runnable now have
     /// run (and queued theirs), in batches of at most [`MAX_BATCH`] requests
-    /// and `max_frame_bytes`, each on its own stream, at once.
+    /// and `max_frame_bytes`, reads apart from writes, each batch on its own
+    /// stream, at once.
     async fn send_queued(self: Arc<Self>, addr: SocketAddr) {
         tokio::task::yield_now().await;
         let waiting = self
@@ -277,6 +280,19 @@ impl Link {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&addr)
             .unwrap_or_default();
+        let (reads, writes): (Vec<Queued>, Vec<Queued>) = waiting.into_iter().partition(|q| q.read);
+        if !reads.is_empty() && !writes.is_empty() {
+            tokio::spawn(self.clone().send_all(addr, reads));
+            self.send_all(addr, writes).await;
+        } else {
+            self.send_all(addr, if reads.is_empty() { writes } else { reads })
+                .await;
+        }
+    }
+
+    /// Sends `waiting` in batches of at most [`MAX_BATCH`] requests and
+    /// `max_frame_bytes`.
+    async fn send_all(self: Arc<Self>, addr: SocketAddr, waiting: Vec<Queued>) {
         let mut batch: Vec<Queued> = Vec::new();
         let mut bytes = 0;
         for q in waiting {
@@ -320,7 +336,13 @@ impl Link {
             .await
             .unwrap_or(Err(TransportError::Timeout));
         let answers: Vec<Result<PeerResponse, TransportError>> = match r {
-            Ok(PeerResponse::Batch(rs)) if rs.len() == n => rs.into_iter().map(Ok).collect(),
+            Ok(PeerResponse::Batch(rs)) if rs.len() == n => rs
+                .iter()
+                .map(|b| {
+                    postcard::from_bytes::<PeerResponse>(b)
+                        .map_err(|e| TransportError::Protocol(format!("a batch's answer: {e}")))
+                })
+                .collect(),
             Ok(PeerResponse::Batch(rs)) => {
                 let e = TransportError::Protocol(format!(
                     "{} answers to a batch of {n} requests",
@@ -328,9 +350,13 @@ impl Link {
                 ));
                 vec![Err(e); n]
             }
-            // A peer that refuses the whole batch (an error, or one of an
-            // older version that cannot decode it) refuses each request.
-            Ok(other) => vec![Ok(other); n],
+            // The whole batch refused (a peer of an older version cannot
+            // decode one): each request goes again on its own.
+            Ok(PeerResponse::Error(_)) => vec![Ok(PeerResponse::Error(SEND_ALONE.into())); n],
+            Ok(other) => {
+                let e = TransportError::Protocol(format!("a batch answered with {other:?}"));
+                vec![Err(e); n]
+            }
             Err(e) => vec![Err(e); n],
         };
         for (q, answer) in batch.into_iter().zip(answers) {
@@ -376,15 +402,15 @@ impl Transport for QuicTransport {
             let addr = addr
                 .ok_or_else(|| TransportError::Unreachable(format!("no address known for {to}")))?;
             let started = std::time::Instant::now();
-            let r = if matches!(
-                req,
-                PeerRequest::Write { .. }
-                    | PeerRequest::HintedWrite { .. }
-                    | PeerRequest::Read { .. }
-            ) {
+            let read = matches!(req, PeerRequest::Read { .. });
+            let r = if read
+                || matches!(
+                    req,
+                    PeerRequest::Write { .. } | PeerRequest::HintedWrite { .. }
+                ) {
                 // Encoding plain data into a Vec cannot fail (see encode_frame).
                 let body = postcard::to_stdvec(&req).unwrap_or_default();
-                tokio::time::timeout(timeout, self.link.queue(addr, body, timeout)).await
+                tokio::time::timeout(timeout, self.link.queue(addr, body, read, timeout)).await
             } else {
                 tokio::time::timeout(timeout, self.link.exchange(addr, req)).await
             }

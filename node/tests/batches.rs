@@ -120,6 +120,10 @@ async fn a_batch_answers_each_request_and_refuses_what_it_cannot_hold() {
         let PeerResponse::Batch(answers) = probe.call(n2, &batch).await else {
             panic!("a batch is answered with a batch");
         };
+        let answers: Vec<PeerResponse> = answers
+            .iter()
+            .map(|b| postcard::from_bytes(b).unwrap())
+            .collect();
         assert_eq!(answers.len(), 6);
         assert!(matches!(answers[0], PeerResponse::Ack), "{:?}", answers[0]);
         assert!(
@@ -139,6 +143,16 @@ async fn a_batch_answers_each_request_and_refuses_what_it_cannot_hold() {
             );
         }
         assert!(matches!(answers[5], PeerResponse::Ack), "{:?}", answers[5]);
+        // More than 64 requests: the whole batch is refused, nothing stored.
+        let many = PeerRequest::Batch((0..65).map(|_| write(b"many")).collect());
+        assert!(
+            matches!(probe.call(n2, &many).await, PeerResponse::Error(e) if e.contains("at most 64")),
+            "an oversized batch is refused"
+        );
+        assert!(probe
+            .stored_state(n2, &storage_key("default", b"many"))
+            .await
+            .is_none());
         // The two writes landed; the nested batch's did not.
         for (key, present) in [(&b"a"[..], true), (b"b", true), (b"x", false)] {
             let got = probe.stored_state(n2, &storage_key("default", key)).await;

@@ -1477,13 +1477,10 @@ impl Coordinator {
 
     /// Serves a peer's request to this replica.
     pub async fn serve_peer(&self, req: PeerRequest) -> PeerResponse {
-        // A removed node takes no more data: it would hold it for nobody.
-        if matches!(
-            req,
-            PeerRequest::Write { .. }
-                | PeerRequest::HintedWrite { .. }
-                | PeerRequest::MergeBatch { .. }
-        ) && self.membership.my_state() == MemberState::Removed
+        // A removed node takes no more data: it would hold it for nobody
+        // (writes are refused in serve_write, alone or in a batch).
+        if matches!(req, PeerRequest::MergeBatch { .. })
+            && self.membership.my_state() == MemberState::Removed
         {
             return PeerResponse::Error(format!("{} was removed from the cluster", self.me));
         }

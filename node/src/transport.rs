@@ -329,18 +329,36 @@ impl Link {
         self.metrics
             .counter(crate::metrics::PEER_BATCHED_REQUESTS, &[])
             .increment(n as u64);
-        // (The bodies are kept: an answer too large for the batch's answer
-        // is asked for again alone.)
-        let bodies = batch.iter().map(|q| q.body.clone()).collect();
-        let r = tokio::time::timeout_at(deadline, self.exchange(addr, PeerRequest::Batch(bodies)))
+        // The bodies go into the request and come back out of it after the
+        // frame is encoded: a request whose answer did not fit is sent again
+        // alone.
+        let req = PeerRequest::Batch(
+            batch
+                .iter_mut()
+                .map(|q| std::mem::take(&mut q.body))
+                .collect(),
+        );
+        let frame = encode_frame(PEER_PROTOCOL_VERSION, &req);
+        if let PeerRequest::Batch(bodies) = req {
+            for (q, body) in batch.iter_mut().zip(bodies) {
+                q.body = body;
+            }
+        }
+        let r = tokio::time::timeout_at(deadline, self.exchange_frame(addr, frame))
             .await
             .unwrap_or(Err(TransportError::Timeout));
-        let answers: Vec<Result<PeerResponse, TransportError>> = match r {
+        // Per request: its answer, or `None` to send it again alone (its
+        // answer did not fit, or the whole batch was refused: a peer of an
+        // older version cannot decode one).
+        let answers: Vec<Option<Result<PeerResponse, TransportError>>> = match r {
             Ok(PeerResponse::Batch(rs)) if rs.len() == n => rs
                 .iter()
-                .map(|b| {
-                    postcard::from_bytes::<PeerResponse>(b)
-                        .map_err(|e| TransportError::Protocol(format!("a batch's answer: {e}")))
+                .map(|b| match postcard::from_bytes::<PeerResponse>(b) {
+                    Ok(PeerResponse::Error(e)) if e == SEND_ALONE => None,
+                    Ok(answer) => Some(Ok(answer)),
+                    Err(e) => Some(Err(TransportError::Protocol(format!(
+                        "a batch's answer: {e}"
+                    )))),
                 })
                 .collect(),
             Ok(PeerResponse::Batch(rs)) => {
@@ -348,23 +366,21 @@ impl Link {
                     "{} answers to a batch of {n} requests",
                     rs.len()
                 ));
-                vec![Err(e); n]
+                vec![Some(Err(e)); n]
             }
-            // The whole batch refused (a peer of an older version cannot
-            // decode one): each request goes again on its own.
-            Ok(PeerResponse::Error(_)) => vec![Ok(PeerResponse::Error(SEND_ALONE.into())); n],
+            Ok(PeerResponse::Error(_)) => vec![None; n],
             Ok(other) => {
                 let e = TransportError::Protocol(format!("a batch answered with {other:?}"));
-                vec![Err(e); n]
+                vec![Some(Err(e)); n]
             }
-            Err(e) => vec![Err(e); n],
+            Err(e) => vec![Some(Err(e)); n],
         };
         for (q, answer) in batch.into_iter().zip(answers) {
             match answer {
-                Ok(PeerResponse::Error(e)) if e == SEND_ALONE => {
+                None => {
                     tokio::spawn(self.clone().send_alone(addr, q));
                 }
-                answer => {
+                Some(answer) => {
                     let _ = q.answer.send(answer);
                 }
             }

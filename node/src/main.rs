@@ -28,6 +28,12 @@ struct Cli {
     /// line, for log shippers). RUST_LOG sets the levels (default: info).
     #[arg(long, global = true, value_enum, env = "KVORUM_LOG_FORMAT", default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Threads of the async runtime (default: one per core). Nodes that
+    /// share a machine run faster with their share of its cores each;
+    /// `kvorum bench` gives its nodes cores / nodes.
+    #[arg(long, global = true, env = "KVORUM_WORKER_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -360,7 +366,12 @@ fn main() -> ExitCode {
         LogFormat::Human => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = cli.worker_threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

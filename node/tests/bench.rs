@@ -50,6 +50,24 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Runtime worker threads of a `kvorum start` process (`None`: not a node).
+fn node_workers(pid: u32) -> Option<usize> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if !cmdline.split(|b| *b == 0).any(|a| a == b"start") {
+        return None;
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "tokio-rt-worker")
+            })
+            .count(),
+    )
+}
+
 /// The bench process, stopped however the test ends: SIGTERM first (the
 /// bench then stops its children), SIGKILL if it does not exit within 10 s.
 struct Bench(std::process::Child);
@@ -87,6 +105,8 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
             "--concurrency",
             "8",
             "--baseline",
+            "--node-threads",
+            "1",
             "--port",
             &port,
             "--dir",
@@ -103,11 +123,20 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
     let pid = bench.0.id();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen_children = std::collections::BTreeSet::new();
+    let mut workers = std::collections::BTreeMap::new();
     let status = loop {
         if let Some(s) = bench.0.try_wait().unwrap() {
             break s;
         }
-        seen_children.extend(children_of(pid));
+        for c in children_of(pid) {
+            seen_children.insert(c);
+            // The fewest seen: blocking-pool threads carry the same name
+            // and come and go.
+            if let Some(w) = node_workers(c).filter(|w| *w > 0) {
+                let min = workers.entry(c).or_insert(w);
+                *min = w.min(*min);
+            }
+        }
         // Dropping `bench` stops it and, through it, its children.
         assert!(
             Instant::now() < deadline,
@@ -128,11 +157,21 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
         .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
         .collect();
     assert!(alive.is_empty(), "children outlived the bench: {alive:?}");
+    // --node-threads 1: each node ran one runtime worker thread (this
+    // machine's default would be one per core).
+    assert_eq!(workers.len(), 3, "node processes seen: {workers:?}");
+    assert!(workers.values().all(|w| *w == 1), "{workers:?}");
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 3, "{report}");
+    assert!(
+        report["cluster"]
+            .as_str()
+            .is_some_and(|c| c.contains("1 runtime threads each")),
+        "{report}"
+    );
     for run in runs {
         assert_eq!(run["ops"].as_u64(), Some(300), "{run}");
         assert_eq!(run["errors"].as_object().map(|e| e.len()), Some(0), "{run}");

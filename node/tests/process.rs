@@ -204,6 +204,34 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
     .unwrap();
 }
 
+#[test]
+fn worker_threads_out_of_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |threads: &str| {
+        cli(
+            dir.path(),
+            &[
+                "--worker-threads",
+                threads,
+                "start",
+                "--config",
+                "missing.toml",
+            ],
+        )
+    };
+    for bad in ["0", "many"] {
+        let (ok, text) = start(bad);
+        assert!(!ok, "--worker-threads {bad} was accepted: {text}");
+        assert!(
+            text.contains("invalid value") && text.contains("--worker-threads"),
+            "{text}"
+        );
+    }
+    // A valid count gets as far as the config.
+    let (ok, text) = start("1");
+    assert!(!ok && text.contains("cannot read config"), "{text}");
+}
+
 fn cli(dir: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(KVORUM)
         .args(args)

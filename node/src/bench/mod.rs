@@ -121,6 +121,11 @@ pub struct BenchArgs {
     /// acknowledgement, concurrent writes share a sync) or periodic.
     #[arg(long, default_value = "always", value_parser = ["always", "periodic"])]
     pub sync: String,
+    /// Runtime threads of each node of the bench's own cluster (default:
+    /// the machine's cores divided among the nodes, at least 1; the nodes
+    /// share the machine with each other and the load generator).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub node_threads: Option<u16>,
     /// Directory of the bench's own cluster (default: a new directory under
     /// the system temp directory, removed at the end).
     #[arg(long)]
@@ -281,6 +286,14 @@ impl Target {
     }
 }
 
+/// Runtime threads of each node of the bench's own cluster.
+fn node_threads(args: &BenchArgs) -> u16 {
+    args.node_threads.unwrap_or_else(|| {
+        let share = Machine::now().cores / args.nodes.max(1);
+        u16::try_from(share.clamp(1, 1024)).unwrap_or(1)
+    })
+}
+
 /// Starts the bench's own cluster: configs and certificates as `kvorum dev`
 /// makes them (plus the sync policy), one `kvorum start` child per node.
 fn start_cluster(args: &BenchArgs, dir: &Path) -> Result<Target, BenchError> {
@@ -298,7 +311,12 @@ fn start_cluster(args: &BenchArgs, dir: &Path) -> Result<Target, BenchError> {
         text.push_str(&format!("\n[storage]\nsync = \"{}\"\n", args.sync));
         std::fs::write(&path, text).map_err(io_err(&path))?;
         let file = format!("{}.toml", cfg.id);
-        let child = Child::spawn(&cfg.id, &["start", "--config", &file], dir)?;
+        let threads = node_threads(args).to_string();
+        let child = Child::spawn(
+            &cfg.id,
+            &["start", "--config", &file, "--worker-threads", &threads],
+            dir,
+        )?;
         pids.push((cfg.id.clone(), child.pid()));
         children.push(child);
     }
@@ -816,10 +834,11 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
 
     let mut target = if args.connect.is_empty() {
         eprintln!(
-            "starting {} nodes on 127.0.0.1:{}.. (sync = {}) in {}",
+            "starting {} nodes on 127.0.0.1:{}.. (sync = {}, {} runtime threads each) in {}",
             args.nodes,
             args.port,
             args.sync,
+            node_threads(&args),
             path.display()
         );
         start_cluster(&args, &path)?
@@ -845,7 +864,12 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
     let cluster = if target.children.is_empty() {
         format!("external: {} seed(s)", target.addrs.len())
     } else {
-        format!("{} nodes, sync = {}", args.nodes, args.sync)
+        format!(
+            "{} nodes, sync = {}, {} runtime threads each",
+            args.nodes,
+            args.sync,
+            node_threads(&args)
+        )
     };
     let mut mem = vec![memory(&target, "idle", 0)];
     if let Some(m) = mem.last() {

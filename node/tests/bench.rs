@@ -106,7 +106,7 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
             "8",
             "--baseline",
             "--node-threads",
-            "1",
+            "3",
             "--port",
             &port,
             "--dir",
@@ -157,10 +157,11 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
         .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
         .collect();
     assert!(alive.is_empty(), "children outlived the bench: {alive:?}");
-    // --node-threads 1: each node ran one runtime worker thread (this
-    // machine's default would be one per core).
+    // --node-threads 3: each node ran three runtime worker threads (neither
+    // the bench's default, cores / nodes, nor a node's, one per core, on a
+    // machine of fewer than 3 cores).
     assert_eq!(workers.len(), 3, "node processes seen: {workers:?}");
-    assert!(workers.values().all(|w| *w == 1), "{workers:?}");
+    assert!(workers.values().all(|w| *w == 3), "{workers:?}");
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -169,7 +170,7 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
     assert!(
         report["cluster"]
             .as_str()
-            .is_some_and(|c| c.contains("1 runtime threads each")),
+            .is_some_and(|c| c.contains("runtime threads per node: 3")),
         "{report}"
     );
     for run in runs {

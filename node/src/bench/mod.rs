@@ -123,7 +123,8 @@ pub struct BenchArgs {
     pub sync: String,
     /// Runtime threads of each node of the bench's own cluster (default:
     /// the machine's cores divided among the nodes, at least 1; the nodes
-    /// share the machine with each other and the load generator).
+    /// share the machine with each other and the load generator). Not with
+    /// --connect.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub node_threads: Option<u16>,
     /// Directory of the bench's own cluster (default: a new directory under
@@ -834,7 +835,7 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
 
     let mut target = if args.connect.is_empty() {
         eprintln!(
-            "starting {} nodes on 127.0.0.1:{}.. (sync = {}, {} runtime threads each) in {}",
+            "starting {} nodes on 127.0.0.1:{}.. (sync = {}, runtime threads per node: {}) in {}",
             args.nodes,
             args.port,
             args.sync,
@@ -865,7 +866,7 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         format!("external: {} seed(s)", target.addrs.len())
     } else {
         format!(
-            "{} nodes, sync = {}, {} runtime threads each",
+            "{} nodes, sync = {}, runtime threads per node: {}",
             args.nodes,
             args.sync,
             node_threads(&args)
@@ -1019,5 +1020,34 @@ fn validate(args: &BenchArgs) -> Result<(), BenchError> {
     {
         return usage("--nodes and --port leave no room for the cluster's ports");
     }
+    if !args.connect.is_empty() && args.node_threads.is_some() {
+        return usage("--node-threads applies to the bench's own cluster, not to --connect");
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn check(args: &[&str]) -> Result<(), String> {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        validate(&cli.bench).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn node_threads_are_for_the_own_cluster_only() {
+        assert_eq!(check(&["--node-threads", "2"]), Ok(()));
+        let e = check(&["--connect", "127.0.0.1:7401", "--node-threads", "2"]).unwrap_err();
+        assert!(e.contains("--node-threads"), "{e}");
+        assert!(check(&["--node-threads", "0"]).is_err());
+    }
 }

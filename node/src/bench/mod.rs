@@ -290,14 +290,14 @@ impl Target {
 /// Runtime threads of each node of the bench's own cluster.
 fn node_threads(args: &BenchArgs) -> u16 {
     args.node_threads.unwrap_or_else(|| {
-        let share = Machine::now().cores / args.nodes.max(1);
-        u16::try_from(share.clamp(1, 1024)).unwrap_or(1)
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        u16::try_from((cores / args.nodes.max(1)).clamp(1, 1024)).unwrap_or(1)
     })
 }
 
 /// Starts the bench's own cluster: configs and certificates as `kvorum dev`
 /// makes them (plus the sync policy), one `kvorum start` child per node.
-fn start_cluster(args: &BenchArgs, dir: &Path) -> Result<Target, BenchError> {
+fn start_cluster(args: &BenchArgs, threads: u16, dir: &Path) -> Result<Target, BenchError> {
     let opts = DevOptions {
         dir: dir.to_path_buf(),
         nodes: args.nodes,
@@ -312,7 +312,7 @@ fn start_cluster(args: &BenchArgs, dir: &Path) -> Result<Target, BenchError> {
         text.push_str(&format!("\n[storage]\nsync = \"{}\"\n", args.sync));
         std::fs::write(&path, text).map_err(io_err(&path))?;
         let file = format!("{}.toml", cfg.id);
-        let threads = node_threads(args).to_string();
+        let threads = threads.to_string();
         let child = Child::spawn(
             &cfg.id,
             &["start", "--config", &file, "--worker-threads", &threads],
@@ -833,16 +833,17 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         drop(echo);
     }
 
+    let threads = node_threads(&args);
     let mut target = if args.connect.is_empty() {
         eprintln!(
             "starting {} nodes on 127.0.0.1:{}.. (sync = {}, runtime threads per node: {}) in {}",
             args.nodes,
             args.port,
             args.sync,
-            node_threads(&args),
+            threads,
             path.display()
         );
-        start_cluster(&args, &path)?
+        start_cluster(&args, threads, &path)?
     } else {
         let tls = TlsMaterial::from_files(
             args.certs.join("ca.pem"),
@@ -867,9 +868,7 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
     } else {
         format!(
             "{} nodes, sync = {}, runtime threads per node: {}",
-            args.nodes,
-            args.sync,
-            node_threads(&args)
+            args.nodes, args.sync, threads
         )
     };
     let mut mem = vec![memory(&target, "idle", 0)];

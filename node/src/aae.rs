@@ -15,8 +15,10 @@
 //! An exchange compares branch hashes, then the leaves of differing
 //! branches, then lists the keys of differing leaves only (from an in-memory
 //! segment → key index), so its cost grows with the differences, not with
-//! the data. The trees are rebuilt from storage at start-up and whenever the
-//! ring changes.
+//! the data. The trees are built from storage at start-up. When the ring
+//! changes, they are redone from the in-memory index, a few segments at a
+//! time ([`Trees::replace`], [`Trees::step`]), so that no write waits for
+//! more than one step; writes meanwhile keep both the old and the new trees.
 
 use kvorum_ring::{NodeId, Ring};
 use std::collections::{BTreeMap, HashMap};
@@ -80,6 +82,34 @@ pub struct Trees {
     /// Keys whose state holds only tombstones, with the latest delete time
     /// (the candidates for reaping).
     tombstones: BTreeMap<Vec<u8>, u64>,
+    /// The trees of a new ring being built, segment by segment.
+    pending: Option<Pending>,
+}
+
+/// Trees for a new ring, built from the index in segment order: segments
+/// below `next` are done (and kept up to date by writes), the rest are not
+/// yet counted.
+#[derive(Clone)]
+struct Pending {
+    ring: Ring,
+    version: u64,
+    next: u32,
+    trees: HashMap<NodeId, Vec<u64>>,
+}
+
+/// The peers that replicate `key` together with `me` on `ring`.
+fn peers_on(ring: &Ring, me: &NodeId, n: &NOf, key: &[u8]) -> Vec<NodeId> {
+    let pref = ring.preference_list(key, n(key));
+    if !pref.contains(me) {
+        return Vec::new();
+    }
+    pref.into_iter().filter(|p| p != me).collect()
+}
+
+fn xor_into(trees: &mut HashMap<NodeId, Vec<u64>>, peers: Vec<NodeId>, seg: u32, delta: u64) {
+    for p in peers {
+        trees.entry(p).or_insert_with(|| vec![0; SEGMENTS as usize])[seg as usize] ^= delta;
+    }
 }
 
 impl Trees {
@@ -94,21 +124,67 @@ impl Trees {
             trees: HashMap::new(),
             index: HashMap::new(),
             tombstones: BTreeMap::new(),
+            pending: None,
         }
     }
 
-    /// The membership version the trees were built for.
+    /// The placement version the trees were built for.
     pub fn version(&self) -> Option<u64> {
         self.version
     }
 
+    /// The placement version of the trees being built, if any.
+    pub fn pending_version(&self) -> Option<u64> {
+        self.pending.as_ref().map(|p| p.version)
+    }
+
     /// The peers that replicate `key` together with this node.
     fn peers_of(&self, key: &[u8]) -> Vec<NodeId> {
-        let pref = self.ring.preference_list(key, (self.n)(key));
-        if !pref.contains(&self.me) {
-            return Vec::new();
+        peers_on(&self.ring, &self.me, &self.n, key)
+    }
+
+    /// Starts building the trees of `ring` (placement `version`) from the
+    /// index; [`Trees::step`] does the work. Until it is done, the current
+    /// trees stay in use. Replaces a build of an older version.
+    pub fn replace(&mut self, ring: Ring, version: u64) {
+        if self.pending_version() == Some(version) {
+            return;
         }
-        pref.into_iter().filter(|p| *p != self.me).collect()
+        self.pending = Some(Pending {
+            ring,
+            version,
+            next: 0,
+            trees: HashMap::new(),
+        });
+    }
+
+    /// Counts up to `segments` more segments into the trees being built;
+    /// when every segment is counted, they become the trees. Returns true
+    /// when no build is left.
+    pub fn step(&mut self, segments: u32) -> bool {
+        let Some(p) = self.pending.as_mut() else {
+            return true;
+        };
+        let end = p.next.saturating_add(segments).min(SEGMENTS);
+        for seg in p.next..end {
+            let Some(keys) = self.index.get(&seg) else {
+                continue;
+            };
+            for (k, h) in keys {
+                let peers = peers_on(&p.ring, &self.me, &self.n, k);
+                xor_into(&mut p.trees, peers, seg, contribution(k, *h));
+            }
+        }
+        p.next = end;
+        if end < SEGMENTS {
+            return false;
+        }
+        if let Some(p) = self.pending.take() {
+            self.ring = p.ring;
+            self.version = Some(p.version);
+            self.trees = p.trees;
+        }
+        true
     }
 
     /// Records that `key`'s state now hashes to `new`, and whether it holds
@@ -152,11 +228,12 @@ impl Trees {
     }
 
     fn xor(&mut self, key: &[u8], seg: u32, delta: u64) {
-        let seg = seg as usize;
-        for p in self.peers_of(key) {
-            self.trees
-                .entry(p)
-                .or_insert_with(|| vec![0; SEGMENTS as usize])[seg] ^= delta;
+        let peers = self.peers_of(key);
+        xor_into(&mut self.trees, peers, seg, delta);
+        // A segment the new trees already counted follows every write too.
+        if let Some(p) = self.pending.as_mut().filter(|p| seg < p.next) {
+            let peers = peers_on(&p.ring, &self.me, &self.n, key);
+            xor_into(&mut p.trees, peers, seg, delta);
         }
     }
 
@@ -185,7 +262,7 @@ impl Trees {
     }
 
     /// Rebuilds everything from `(key, state hash)` of every stored key, for
-    /// `ring` of membership `version`.
+    /// `ring` of placement `version`.
     pub fn rebuild(
         &mut self,
         ring: Ring,
@@ -194,6 +271,7 @@ impl Trees {
     ) {
         self.ring = ring;
         self.version = Some(version);
+        self.pending = None;
         self.trees.clear();
         self.index.clear();
         self.tombstones.clear();
@@ -368,6 +446,55 @@ mod tests {
         t.remove(b"k");
         t.remove(b"k");
         assert!(t.branches(&id("n2")).iter().all(|h| *h == 0));
+    }
+
+    #[test]
+    fn a_new_ring_done_in_steps_equals_a_rebuild_despite_writes_meanwhile() {
+        let ring4 = Ring::new((1..=4).map(|i| Member::new(format!("n{i}"))), 64);
+        let mut t = Trees::new(id("n1"), fixed_n(2), ring());
+        t.rebuild(ring(), 1, std::iter::empty());
+        // What the node holds, as the index should see it.
+        let mut held: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        for i in 0..3000u32 {
+            let k = i.to_be_bytes().to_vec();
+            t.update(&k, u64::from(i), None);
+            held.insert(k, u64::from(i));
+        }
+        let before = t.branches(&id("n2"));
+        t.replace(ring4.clone(), 2);
+        let mut round = 0u32;
+        while !t.step(500) {
+            // The old trees serve until the new ones are complete.
+            assert_eq!(t.version(), Some(1));
+            round += 1;
+            // Writes to segments done and not yet done, removals, new keys.
+            for i in (round * 7..3000).step_by(97) {
+                let k = i.to_be_bytes().to_vec();
+                t.update(&k, u64::from(i) + 10_000 * u64::from(round), None);
+                held.insert(k, u64::from(i) + 10_000 * u64::from(round));
+            }
+            for i in (round * 11..3000).step_by(389) {
+                let k = i.to_be_bytes().to_vec();
+                t.remove(&k);
+                held.remove(&k);
+            }
+            let k = (100_000 + round).to_be_bytes().to_vec();
+            t.update(&k, 5, None);
+            held.insert(k, 5);
+        }
+        assert!(round > 10, "the build took several steps");
+        assert_eq!(t.version(), Some(2));
+        assert_eq!(t.pending_version(), None);
+        let mut fresh = Trees::new(id("n1"), fixed_n(2), ring4.clone());
+        fresh.rebuild(ring4, 2, held.into_iter().map(|(k, h)| (k, h, None)));
+        for p in ["n2", "n3", "n4"] {
+            assert_eq!(t.branches(&id(p)), fresh.branches(&id(p)), "tree with {p}");
+        }
+        assert_ne!(
+            t.branches(&id("n2")),
+            before,
+            "the ring's change moved keys"
+        );
     }
 
     #[test]

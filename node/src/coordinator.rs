@@ -1542,7 +1542,7 @@ impl Coordinator {
             },
             ref aae @ (PeerRequest::AaeBranches { .. }
             | PeerRequest::AaeLeaves { .. }
-            | PeerRequest::AaeKeys { .. }) => match self.anti_entropy.serve(aae) {
+            | PeerRequest::AaeKeys { .. }) => match self.anti_entropy.serve(aae).await {
                 Some(r) => r,
                 None => PeerResponse::Error("anti-entropy not running".into()),
             },

@@ -76,8 +76,13 @@ pub struct View {
     /// them.
     pub prev_read_ring: Option<Arc<Ring>>,
     /// Bumped on every change, whichever path it came by, so the node can
-    /// tell when to persist the list and rebuild what depends on the ring.
+    /// tell when to persist the list.
     pub version: u64,
+    /// Bumped only when where keys are placed may have changed: the read
+    /// ring changed, or a bucket's N became known ([`Membership::touch`]).
+    /// What depends on placement (the anti-entropy trees) is redone then,
+    /// and not on the many changes that move no key (a member's seen view).
+    pub placement: u64,
 }
 
 impl View {
@@ -155,6 +160,7 @@ impl Membership {
                 prev_read_ring: None,
                 hash: 0,
                 version: 0,
+                placement: 0,
             }),
         };
         {
@@ -259,7 +265,16 @@ impl Membership {
     /// Marks the view changed without a member change (e.g. a bucket with
     /// its own N was learned: the anti-entropy trees must be rebuilt).
     pub fn touch(&self) {
-        self.write().version += 1;
+        let mut view = self.write();
+        view.version += 1;
+        view.placement += 1;
+    }
+
+    /// Changes of placement so far (see [`View::placement`]), with the read
+    /// ring of that placement.
+    pub fn placement_ring(&self) -> (u64, Arc<Ring>) {
+        let view = self.read();
+        (view.placement, view.read_ring.clone())
     }
 
     /// Address of a member.
@@ -429,6 +444,7 @@ impl Membership {
             if !old.is_empty() {
                 view.prev_read_ring = Some(old);
             }
+            view.placement += 1;
         }
         if view.write_ring.members() != write.as_slice() {
             view.write_ring = Arc::new(Ring::new(write, self.vnodes));

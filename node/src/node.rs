@@ -382,7 +382,7 @@ pub async fn start_with_faults(
         metrics.clone(),
     ));
     // Build the trees from storage before serving.
-    anti_entropy.refresh().map_err(storage_err)?;
+    anti_entropy.load().map_err(storage_err)?;
     let member_store = MemberStore {
         store: store.clone(),
         membership: membership.clone(),
@@ -465,6 +465,19 @@ pub async fn start_with_faults(
         liveness.clone(),
         rx.clone(),
     ));
+    {
+        // The trees follow a new placement soon after it is learned, while
+        // little has been written under it, not at the next exchange.
+        let (aae, mut ticks) = (
+            anti_entropy.clone(),
+            Every::new(TREES_REFRESH_EVERY, rx.clone()),
+        );
+        tasks.spawn(async move {
+            while ticks.next().await {
+                aae.refresh().await;
+            }
+        });
+    }
     tasks.spawn(run_anti_entropy(
         anti_entropy.clone(),
         liveness.clone(),
@@ -570,6 +583,10 @@ fn collector(
 
 /// Every anti-entropy interval, one exchange with the next peer that is up,
 /// in turn, so each pair of replicas compares its trees regularly.
+/// How often a node checks whether its anti-entropy trees must follow a
+/// new placement (a check is a lock and a comparison).
+const TREES_REFRESH_EVERY: Duration = Duration::from_secs(1);
+
 async fn run_anti_entropy(
     aae: Arc<AntiEntropy>,
     liveness: Arc<Liveness>,

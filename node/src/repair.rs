@@ -39,6 +39,10 @@ pub struct AaeConfig {
 /// Most tombstones one reaping round examines.
 const REAP_BATCH: usize = 256;
 
+/// Segments of the trees redone per hold of their lock when the placement
+/// changes (1/512 of the keys: about 2,000 keys at 1 M).
+pub const REPLACE_STEP: u32 = 32;
+
 /// Most leaf segments one exchange lists keys for (on either side).
 pub const MAX_SEGMENTS_PER_EXCHANGE: usize = 256;
 
@@ -136,22 +140,19 @@ impl AntiEntropy {
         self.replica.trees()
     }
 
-    /// Rebuilds the trees from a full scan of the data when the ring changed
-    /// since they were built (and at start-up).
-    pub fn refresh(&self) -> Result<(), StorageError> {
-        let version = self.membership.version();
-        if replica::lock(self.trees()).version() == Some(version) {
-            return Ok(());
-        }
+    /// Builds the trees from a full scan of the data (at start-up, before
+    /// the node serves).
+    pub fn load(&self) -> Result<(), StorageError> {
         // Hold the lock across the scan so no write slips between the scan
         // and the swap (writes wait; the scan reads only keys and hashes).
         let mut trees = replica::lock(self.trees());
-        let version = self.membership.version();
-        let ring = (*self.membership.ring()).clone();
+        let (placement, ring) = self.membership.placement_ring();
+        let started = std::time::Instant::now();
         let records = self.replica.store().scan(Space::Data, &[], usize::MAX)?;
+        let keys = records.len();
         trees.rebuild(
-            ring,
-            version,
+            (*ring).clone(),
+            placement,
             records.into_iter().map(|(k, v)| {
                 let tomb = value::decode_record(&v)
                     .ok()
@@ -159,15 +160,51 @@ impl AntiEntropy {
                 (k, aae::state_hash(&v), tomb)
             }),
         );
+        tracing::info!(
+            keys,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "anti-entropy trees built from storage"
+        );
         Ok(())
     }
 
-    /// Serves a peer's anti-entropy request (rebuilding the trees first if
-    /// the ring changed: both sides must compare trees of the same ring).
-    pub fn serve(&self, req: &PeerRequest) -> Option<PeerResponse> {
-        if let Err(e) = self.refresh() {
-            return Some(PeerResponse::Error(e.to_string()));
+    /// Redoes the trees for the current placement if it changed since they
+    /// were built (a new ring, or a bucket's N): from the in-memory index,
+    /// on a blocking thread, [`REPLACE_STEP`] segments per hold of the lock,
+    /// so no write and no runtime thread waits for the whole of it.
+    pub async fn refresh(&self) {
+        let (placement, ring) = self.membership.placement_ring();
+        {
+            let mut trees = replica::lock(self.trees());
+            if trees.version() == Some(placement) {
+                return;
+            }
+            trees.replace((*ring).clone(), placement);
         }
+        let trees = self.trees().clone();
+        let started = std::time::Instant::now();
+        let done = tokio::task::spawn_blocking(move || {
+            while !replica::lock(&trees).step(REPLACE_STEP) {
+                // Let the writer thread in between two steps (a mutex is
+                // not fair: relocking at once could keep it out).
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        })
+        .await;
+        match done {
+            Ok(()) => tracing::debug!(
+                placement,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "anti-entropy trees redone for a new placement"
+            ),
+            Err(e) => tracing::error!(error = %e, "redoing the anti-entropy trees failed"),
+        }
+    }
+
+    /// Serves a peer's anti-entropy request (redoing the trees first if the
+    /// placement changed: both sides must compare trees of the same ring).
+    pub async fn serve(&self, req: &PeerRequest) -> Option<PeerResponse> {
+        self.refresh().await;
         let trees = replica::lock(self.trees());
         Some(match req {
             PeerRequest::AaeBranches { from } => PeerResponse::Branches(trees.branches(from)),
@@ -219,7 +256,7 @@ impl AntiEntropy {
         let Ok(_session) = self.sessions.acquire().await else {
             return Ok(0); // closed: the node is stopping
         };
-        self.refresh()?;
+        self.refresh().await;
         let unexpected = || AaeError::Unexpected(peer.clone());
         let from = self.me.clone();
         let PeerResponse::Branches(remote) = self

@@ -75,7 +75,12 @@ impl Child {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .env("RUST_LOG", "warn");
+            // Its nodes log warnings only, unless KVORUM_BENCH_NODE_LOG
+            // names other levels (RUST_LOG syntax) to look into a run.
+            .env(
+                "RUST_LOG",
+                std::env::var("KVORUM_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         // Tied: killed with the bench, even by SIGKILL.
         let child = crate::tied::spawn(cmd).map_err(|source| ProcError::Spawn {
             what: name.to_string(),

@@ -357,6 +357,7 @@ pub fn differing_keys(local: &[(Vec<u8>, u64)], remote: &[(Vec<u8>, u64)]) -> Ve
 mod tests {
     use super::*;
     use kvorum_ring::Member;
+    use std::time::Duration;
 
     fn ring() -> Ring {
         Ring::new((1..=3).map(|i| Member::new(format!("n{i}"))), 64)
@@ -495,6 +496,46 @@ mod tests {
             before,
             "the ring's change moved keys"
         );
+    }
+
+    /// A measurement, not a check of speed (docs/architecture.md quotes
+    /// it): `cargo test --release -p kvorum-node --lib replace_cost --
+    /// --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement at 1 M keys; run it by name"]
+    fn replace_cost_at_a_million_keys() {
+        let members = |n: u32| (1..=n).map(|i| Member::new(format!("n{i}")));
+        let (r3, r4) = (Ring::new(members(3), 1024), Ring::new(members(4), 1024));
+        let records: Vec<(Vec<u8>, u64, Option<u64>)> = (0..1_000_000u32)
+            .map(|i| {
+                let mut k = b"\x00\x05bench".to_vec();
+                k.extend_from_slice(format!("key{i:08}").as_bytes());
+                (k, u64::from(i), None)
+            })
+            .collect();
+        let mut t = Trees::new(id("n1"), fixed_n(3), r3.clone());
+        let started = std::time::Instant::now();
+        t.rebuild(r3, 1, records.clone());
+        eprintln!("built from 1 M records in {:?}", started.elapsed());
+        t.replace(r4.clone(), 2);
+        let (started, mut steps, mut longest) = (std::time::Instant::now(), 0, Duration::ZERO);
+        loop {
+            let step = std::time::Instant::now();
+            let done = t.step(crate::repair::REPLACE_STEP);
+            longest = longest.max(step.elapsed());
+            steps += 1;
+            if done {
+                break;
+            }
+        }
+        eprintln!(
+            "redone for 3 -> 4 nodes in {:?}, {steps} steps, the longest {longest:?}",
+            started.elapsed()
+        );
+        assert_eq!(steps, SEGMENTS.div_ceil(crate::repair::REPLACE_STEP));
+        let mut fresh = Trees::new(id("n1"), fixed_n(3), r4.clone());
+        fresh.rebuild(r4, 2, records);
+        assert_eq!(t.branches(&id("n4")), fresh.branches(&id("n4")));
     }
 
     #[test]

@@ -610,4 +610,27 @@ mod tests {
         );
         assert_eq!(a.me().state, MemberState::Leaving);
     }
+
+    #[test]
+    fn placement_moves_with_the_read_ring_only() {
+        let m = membership("a", MemberState::Up, vec![info("b", MemberState::Up, 1)]);
+        let (p0, v0) = (m.placement_ring().0, m.version());
+        // A member's newer entry that moves no key (its seen view).
+        let mut b = info("b", MemberState::Up, 2);
+        b.seen_view = 42;
+        assert!(m.merge(vec![b]));
+        m.set_synced(7);
+        assert!(m.version() > v0, "the view changed");
+        assert_eq!(m.placement_ring().0, p0, "no key moved");
+        // A joining member is not in the read ring yet; up, it is.
+        m.merge(vec![info("c", MemberState::Joining, 1)]);
+        assert_eq!(m.placement_ring().0, p0);
+        m.merge(vec![info("c", MemberState::Up, 2)]);
+        let (p1, ring) = m.placement_ring();
+        assert!(p1 > p0);
+        assert_eq!(ring.members().len(), 3);
+        // A bucket's N learned by gossip.
+        m.touch();
+        assert!(m.placement_ring().0 > p1);
+    }
 }

@@ -73,7 +73,7 @@ pub struct Trees {
     me: NodeId,
     n: NOf,
     ring: Ring,
-    /// Membership version the ring came from (`None`: never built).
+    /// Placement version the ring came from (`None`: never built).
     version: Option<u64>,
     /// Peer → leaf hashes.
     trees: HashMap<NodeId, Vec<u64>>,
@@ -145,9 +145,10 @@ impl Trees {
 
     /// Starts building the trees of `ring` (placement `version`) from the
     /// index; [`Trees::step`] does the work. Until it is done, the current
-    /// trees stay in use. Replaces a build of an older version.
+    /// trees stay in use. Replaces a build of an older version; a version
+    /// not newer than the trees or the build in progress is ignored.
     pub fn replace(&mut self, ring: Ring, version: u64) {
-        if self.pending_version() == Some(version) {
+        if self.version >= Some(version) || self.pending_version() >= Some(version) {
             return;
         }
         self.pending = Some(Pending {
@@ -156,6 +157,12 @@ impl Trees {
             next: 0,
             trees: HashMap::new(),
         });
+    }
+
+    /// Drops the build in progress (after a failure part-way through a
+    /// segment); the next [`Trees::replace`] starts over.
+    pub fn abandon(&mut self) {
+        self.pending = None;
     }
 
     /// Counts up to `segments` more segments into the trees being built;
@@ -496,6 +503,39 @@ mod tests {
             before,
             "the ring's change moved keys"
         );
+    }
+
+    #[test]
+    fn a_build_for_an_older_placement_never_replaces_a_newer_one() {
+        let ring4 = Ring::new((1..=4).map(|i| Member::new(format!("n{i}"))), 64);
+        let mut t = Trees::new(id("n1"), fixed_n(2), ring());
+        t.rebuild(ring(), 1, std::iter::empty());
+        let keys: Vec<(Vec<u8>, u64, Option<u64>)> = (0..500u32)
+            .map(|i| (i.to_be_bytes().to_vec(), u64::from(i), None))
+            .collect();
+        for (k, h, _) in &keys {
+            t.update(k, *h, None);
+        }
+        t.replace(ring4.clone(), 3);
+        assert!(!t.step(100));
+        t.replace(ring(), 2); // a caller that read an older placement
+        assert_eq!(t.pending_version(), Some(3));
+        t.replace(ring4.clone(), 3); // the same: the build goes on
+        while !t.step(1000) {}
+        assert_eq!(t.version(), Some(3));
+        t.replace(ring(), 2);
+        t.replace(ring4.clone(), 3);
+        assert_eq!(t.pending_version(), None, "not newer than the trees");
+        // An abandoned build starts over from the first segment.
+        t.replace(ring(), 4);
+        assert!(!t.step(4000)); // about a quarter of the keys
+        t.abandon();
+        t.replace(ring(), 4);
+        while !t.step(1000) {}
+        let mut fresh = Trees::new(id("n1"), fixed_n(2), ring());
+        fresh.rebuild(ring(), 4, keys);
+        assert_eq!(t.branches(&id("n2")), fresh.branches(&id("n2")));
+        assert_eq!(t.branches(&id("n3")), fresh.branches(&id("n3")));
     }
 
     /// A measurement, not a check of speed (docs/architecture.md quotes

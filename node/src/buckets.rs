@@ -151,7 +151,8 @@ impl Buckets {
         Ok(changed)
     }
 
-    /// Merges definitions learned by gossip; returns whether any was new.
+    /// Merges definitions learned by gossip; returns whether what this node
+    /// uses changed (a bucket it did not know, or smaller props).
     /// A conflict resolves to the smaller props (the same on every node).
     pub async fn merge(&self, news: Vec<(String, BucketProps)>) -> Result<bool, StorageError> {
         let fresh: Vec<_> = news
@@ -193,17 +194,28 @@ impl Buckets {
                 (put, Ok(map))
             })
             .await??;
-        self.absorb(map);
-        Ok(true)
+        Ok(self.absorb(map))
     }
 
-    /// Joins a stored map into memory (min on conflicts, like the store).
-    fn absorb(&self, stored: BTreeMap<String, BucketProps>) {
+    /// Joins a stored map into memory (min on conflicts, like the store);
+    /// returns whether any entry in memory changed.
+    fn absorb(&self, stored: BTreeMap<String, BucketProps>) -> bool {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut changed = false;
         for (n, p) in stored {
-            let e = map.entry(n).or_insert(p);
-            *e = (*e).min(p);
+            match map.get_mut(&n) {
+                Some(e) if *e <= p => {}
+                Some(e) => {
+                    *e = p;
+                    changed = true;
+                }
+                None => {
+                    map.insert(n, p);
+                    changed = true;
+                }
+            }
         }
+        changed
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, BucketProps>> {
@@ -231,5 +243,33 @@ fn decode(bytes: &[u8]) -> Result<BTreeMap<String, BucketProps>, StorageError> {
     match postcard::from_bytes::<Stored>(bytes) {
         Ok(Stored::V1(list)) => Ok(list.into_iter().collect()),
         Err(e) => Err(StorageError::Corrupt(format!("bucket definitions: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{FjallEngine, SyncPolicy};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn merge_says_changed_only_when_what_the_node_uses_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _closed) = Store::start(
+            Arc::new(FjallEngine::open(dir.path()).unwrap()),
+            SyncPolicy::Always,
+        );
+        let b = Buckets::open(store, default_props(3, 2, 2)).unwrap();
+        let small = default_props(2, 1, 1);
+        let big = default_props(5, 3, 3);
+        assert!(b.merge(vec![("x".into(), small)]).await.unwrap(), "new");
+        assert!(!b.merge(vec![("x".into(), small)]).await.unwrap(), "known");
+        // A conflicting, larger definition loses: nothing changes here.
+        assert!(!b.merge(vec![("x".into(), big)]).await.unwrap());
+        assert_eq!(b.get("x"), Some(small));
+        // A smaller one wins.
+        assert!(b.merge(vec![("y".into(), big)]).await.unwrap());
+        assert!(b.merge(vec![("y".into(), small)]).await.unwrap());
+        assert_eq!(b.get("y"), Some(small));
     }
 }

@@ -658,10 +658,16 @@ impl Coordinator {
             DefineError::Invalid(why) => ErrorReply::BadRequest(why),
             DefineError::Storage(e) => ErrorReply::Internal(e.to_string()),
         };
-        self.buckets
+        if self
+            .buckets
             .define(&name, props)
             .await
-            .map_err(define_err)?;
+            .map_err(define_err)?
+        {
+            // Keys of the bucket may be here already (replica writes of a
+            // coordinator that knew it first): they move to its N.
+            self.membership.touch();
+        }
         let others: Vec<NodeId> = self
             .membership
             .members()
@@ -1525,7 +1531,12 @@ impl Coordinator {
             }
             PeerRequest::DefineBucket { name, props } => {
                 match self.buckets.define(&name, props).await {
-                    Ok(_) => PeerResponse::Ack,
+                    Ok(changed) => {
+                        if changed {
+                            self.membership.touch();
+                        }
+                        PeerResponse::Ack
+                    }
                     Err(DefineError::Conflict { existing, .. }) => PeerResponse::Conflict(existing),
                     Err(e) => PeerResponse::Error(e.to_string()),
                 }

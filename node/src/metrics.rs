@@ -155,6 +155,8 @@ catalog! {
         "Request and response frame bytes (payload, without QUIC and TLS overhead).";
     PEER_RTT = "kvorum_peer_rtt_seconds", Gauge, ["peer"],
         "QUIC's smoothed round-trip time on this node's connection to the peer.";
+    RUNTIME_WORKERS = "kvorum_runtime_worker_threads", Gauge, [],
+        "Worker threads of this node's async runtime (kvorum --worker-threads; blocking threads not counted).";
 }
 
 /// Latency buckets (seconds): 50 µs to 10 s.

@@ -528,7 +528,13 @@ fn collector(
     quic: Arc<QuicTransport>,
 ) -> metrics::Collector {
     use std::sync::atomic::Ordering::Relaxed;
+    // Taken here, in the runtime: a scrape may render on a blocking thread.
+    let runtime = tokio::runtime::Handle::try_current().ok();
     Box::new(move |m: &Metrics| {
+        if let Some(rt) = &runtime {
+            m.gauge(metrics::RUNTIME_WORKERS, &[])
+                .set(rt.metrics().num_workers() as f64);
+        }
         let h = hints.stats();
         m.counter(metrics::HINTS_STORED, &[])
             .absolute(h.stored.load(Relaxed));
@@ -581,12 +587,12 @@ fn collector(
     })
 }
 
-/// Every anti-entropy interval, one exchange with the next peer that is up,
-/// in turn, so each pair of replicas compares its trees regularly.
 /// How often a node checks whether its anti-entropy trees must follow a
 /// new placement (a check is a lock and a comparison).
 const TREES_REFRESH_EVERY: Duration = Duration::from_secs(1);
 
+/// Every anti-entropy interval, one exchange with the next peer that is up,
+/// in turn, so each pair of replicas compares its trees regularly.
 async fn run_anti_entropy(
     aae: Arc<AntiEntropy>,
     liveness: Arc<Liveness>,

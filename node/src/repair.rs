@@ -43,6 +43,10 @@ const REAP_BATCH: usize = 256;
 /// changes (1/512 of the keys: about 2,000 keys at 1 M).
 pub const REPLACE_STEP: u32 = 32;
 
+/// Longest a peer's anti-entropy request waits for this node's trees to
+/// follow a new placement (below the default call timeout of 5 s).
+pub const SERVE_REFRESH_WAIT: Duration = Duration::from_secs(2);
+
 /// Most leaf segments one exchange lists keys for (on either side).
 pub const MAX_SEGMENTS_PER_EXCHANGE: usize = 256;
 
@@ -102,6 +106,8 @@ pub struct AntiEntropy {
     sessions: tokio::sync::Semaphore,
     /// Where the next reaping round starts.
     reap_cursor: Mutex<Option<Vec<u8>>>,
+    /// Held by the one thread that steps a build of the trees.
+    stepping: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AntiEntropy {
@@ -123,6 +129,7 @@ impl AntiEntropy {
             stats: AaeStats::default(),
             sessions: tokio::sync::Semaphore::new(config.sessions_max.max(1)),
             reap_cursor: Mutex::new(None),
+            stepping: Default::default(),
         }
     }
 
@@ -171,40 +178,78 @@ impl AntiEntropy {
     /// Redoes the trees for the current placement if it changed since they
     /// were built (a new ring, or a bucket's N): from the in-memory index,
     /// on a blocking thread, [`REPLACE_STEP`] segments per hold of the lock,
-    /// so no write and no runtime thread waits for the whole of it.
+    /// so no write and no runtime thread waits for the whole of it. One
+    /// thread steps at a time; other callers wait for it to finish.
     pub async fn refresh(&self) {
-        let (placement, ring) = self.membership.placement_ring();
         {
+            // The placement is read under the trees' lock (the order
+            // `load` takes them in), so a caller that read an older one
+            // cannot start its build after a newer one started.
             let mut trees = replica::lock(self.trees());
-            if trees.version() == Some(placement) {
+            let (placement, ring) = self.membership.placement_ring();
+            if trees.version() >= Some(placement) {
                 return;
             }
             trees.replace((*ring).clone(), placement);
         }
+        // The guard goes with the stepper: a caller that stops waiting
+        // (see `serve`) leaves it running, and no second one starts.
+        let one = self.stepping.clone().lock_owned().await;
+        if replica::lock(self.trees()).pending_version().is_none() {
+            return; // another stepper finished it meanwhile
+        }
         let trees = self.trees().clone();
         let started = std::time::Instant::now();
-        let done = tokio::task::spawn_blocking(move || {
-            while !replica::lock(&trees).step(REPLACE_STEP) {
-                // Let the writer thread in between two steps (a mutex is
-                // not fair: relocking at once could keep it out).
-                std::thread::sleep(Duration::from_micros(100));
+        // A thread of its own (placement changes are rare), not the
+        // runtime's blocking pool, whose threads linger after the work.
+        let (tx, done) = tokio::sync::oneshot::channel();
+        let stepper = move || {
+            let _one = one;
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                while !replica::lock(&trees).step(REPLACE_STEP) {
+                    // Let the writer thread in between two steps (a mutex
+                    // is not fair: relocking at once could keep it out).
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }));
+            if run.is_err() {
+                // A half-counted segment must not be counted again.
+                replica::lock(&trees).abandon();
             }
-        })
-        .await;
-        match done {
-            Ok(()) => tracing::debug!(
-                placement,
+            let _ = tx.send(run.is_ok());
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("kvorum-aae-trees".into())
+            .spawn(stepper)
+        {
+            tracing::error!(error = %e, "cannot start a thread to redo the anti-entropy trees");
+            return;
+        }
+        match done.await {
+            Ok(true) => tracing::debug!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "anti-entropy trees redone for a new placement"
             ),
-            Err(e) => tracing::error!(error = %e, "redoing the anti-entropy trees failed"),
+            _ => {
+                tracing::error!("redoing the anti-entropy trees failed; the next check starts over")
+            }
         }
     }
 
     /// Serves a peer's anti-entropy request (redoing the trees first if the
     /// placement changed: both sides must compare trees of the same ring).
+    /// If that takes longer than [`SERVE_REFRESH_WAIT`] (a very large
+    /// store), the request is refused and the peer tries at its next
+    /// exchange.
     pub async fn serve(&self, req: &PeerRequest) -> Option<PeerResponse> {
-        self.refresh().await;
+        if tokio::time::timeout(SERVE_REFRESH_WAIT, self.refresh())
+            .await
+            .is_err()
+        {
+            return Some(PeerResponse::Error(
+                "anti-entropy trees are being redone for a new ring; try again later".into(),
+            ));
+        }
         let trees = replica::lock(self.trees());
         Some(match req {
             PeerRequest::AaeBranches { from } => PeerResponse::Branches(trees.branches(from)),

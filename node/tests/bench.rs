@@ -50,22 +50,32 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Runtime worker threads of a `kvorum start` process (`None`: not a node).
-fn node_workers(pid: u32) -> Option<usize> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    if !cmdline.split(|b| *b == 0).any(|a| a == b"start") {
-        return None;
-    }
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    Some(
-        tasks
-            .flatten()
-            .filter(|t| {
-                std::fs::read_to_string(t.path().join("comm"))
-                    .is_ok_and(|c| c.trim() == "tokio-rt-worker")
-            })
-            .count(),
-    )
+/// Whether a process is a `kvorum start` node.
+fn is_node(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"start"))
+}
+
+/// The runtime's worker threads, as a node's `/metrics` on `port` reports
+/// them (tokio's own count: the threads' names cannot tell workers from
+/// blocking-pool threads); `None` while it does not answer.
+fn runtime_workers(port: u16) -> Option<u64> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kvorum_runtime_worker_threads"))?;
+    line.split_whitespace()
+        .last()?
+        .parse::<f64>()
+        .ok()
+        .map(|v| v as u64)
 }
 
 /// The bench process, stopped however the test ends: SIGTERM first (the
@@ -92,7 +102,8 @@ impl Drop for Bench {
 fn bench_runs_against_its_own_cluster_and_reports_json() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    let port = free_ports(3).to_string();
+    let port_base = free_ports(3);
+    let port = port_base.to_string();
     let child = Command::new(KVORUM)
         .args([
             "bench",
@@ -123,6 +134,8 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
     let pid = bench.0.id();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen_children = std::collections::BTreeSet::new();
+    let mut nodes = std::collections::BTreeSet::new();
+    // Node (by metrics port) → its runtime's worker threads.
     let mut workers = std::collections::BTreeMap::new();
     let status = loop {
         if let Some(s) = bench.0.try_wait().unwrap() {
@@ -130,11 +143,15 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
         }
         for c in children_of(pid) {
             seen_children.insert(c);
-            // The fewest seen: blocking-pool threads carry the same name
-            // and come and go.
-            if let Some(w) = node_workers(c).filter(|w| *w > 0) {
-                let min = workers.entry(c).or_insert(w);
-                *min = w.min(*min);
+            if is_node(c) {
+                nodes.insert(c);
+            }
+        }
+        for p in (0..3).map(|i| port_base + 2000 + i) {
+            if !workers.contains_key(&p) {
+                if let Some(w) = runtime_workers(p) {
+                    workers.insert(p, w);
+                }
             }
         }
         // Dropping `bench` stops it and, through it, its children.
@@ -160,7 +177,12 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
     // --node-threads 3: each node ran three runtime worker threads (neither
     // the bench's default, cores / nodes, nor a node's, one per core, on a
     // machine of fewer than 3 cores).
-    assert_eq!(workers.len(), 3, "node processes seen: {workers:?}");
+    assert_eq!(nodes.len(), 3, "node processes seen: {nodes:?}");
+    assert_eq!(
+        workers.len(),
+        3,
+        "nodes whose metrics answered: {workers:?}"
+    );
     assert!(workers.values().all(|w| *w == 3), "{workers:?}");
 
     let report: serde_json::Value =

@@ -148,9 +148,9 @@ fn bench_runs_against_its_own_cluster_and_reports_json() {
             }
         }
         for p in (0..3).map(|i| port_base + 2000 + i) {
-            if !workers.contains_key(&p) {
+            if let std::collections::btree_map::Entry::Vacant(e) = workers.entry(p) {
                 if let Some(w) = runtime_workers(p) {
-                    workers.insert(p, w);
+                    e.insert(w);
                 }
             }
         }

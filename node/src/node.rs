@@ -847,7 +847,9 @@ pub const GOSSIP_FANOUT: usize = 3;
 
 /// Every interval, exchanges member lists with [`GOSSIP_FANOUT`] random
 /// known members (with the seeds while it knows no other member), so news
-/// spreads epidemically: in O(log n) rounds to every member.
+/// spreads epidemically: in O(log n) rounds to every member; and with one
+/// seed that is no known member's address, so groups that formed apart
+/// merge.
 ///
 /// Bucket definitions travel along (see [`crate::buckets`]).
 #[allow(clippy::too_many_arguments)] // the task's whole context, passed once
@@ -869,8 +871,11 @@ async fn gossip(
             .into_iter()
             .filter(|m| m.id != me.id)
             .collect();
-        // Seeds are for first contact only: once other members are known,
-        // a few random ones each round.
+        // Seeds are for first contact: once other members are known, a few
+        // random ones each round, and one seed that is no known member's
+        // address. Nodes that found only some of their seeds at first (the
+        // others not up yet, or unreachable) form groups apart; the seeds
+        // outside a group are how the groups find each other.
         let mut targets: Vec<SocketAddr> = if others.is_empty() {
             membership.seeds()
         } else {
@@ -879,30 +884,46 @@ async fn gossip(
                 let pick = rand::random_range(0..others.len());
                 picked.push(others.swap_remove(pick).addr);
             }
+            let known: Vec<SocketAddr> = membership.all_members().iter().map(|m| m.addr).collect();
+            let strangers: Vec<SocketAddr> = membership
+                .seeds()
+                .into_iter()
+                .filter(|s| !known.contains(s))
+                .collect();
+            if !strangers.is_empty() {
+                picked.push(strangers[rand::random_range(0..strangers.len())]);
+            }
             picked
         };
         targets.sort();
         targets.dedup();
+        // At once, so a silent seed does not hold up the others.
+        let mut calls = tokio::task::JoinSet::new();
         for addr in targets {
-            let req = PeerRequest::Gossip {
-                members: membership.all_members(),
-                buckets: buckets.defined(),
-            };
-            match transport
-                .call_addr(addr, req, every.max(Duration::from_millis(500)))
-                .await
-            {
-                Ok(PeerResponse::Members {
-                    members,
-                    buckets: defined,
-                }) => {
-                    membership.merge(members);
-                    merge_buckets(&buckets, &membership, defined).await;
+            let (transport, membership, buckets) =
+                (transport.clone(), membership.clone(), buckets.clone());
+            calls.spawn(async move {
+                let req = PeerRequest::Gossip {
+                    members: membership.all_members(),
+                    buckets: buckets.defined(),
+                };
+                match transport
+                    .call_addr(addr, req, every.max(Duration::from_millis(500)))
+                    .await
+                {
+                    Ok(PeerResponse::Members {
+                        members,
+                        buckets: defined,
+                    }) => {
+                        membership.merge(members);
+                        merge_buckets(&buckets, &membership, defined).await;
+                    }
+                    Ok(other) => tracing::debug!(%addr, ?other, "unexpected gossip answer"),
+                    Err(e) => tracing::debug!(%addr, error = %e, "gossip failed"),
                 }
-                Ok(other) => tracing::debug!(%addr, ?other, "unexpected gossip answer"),
-                Err(e) => tracing::debug!(%addr, error = %e, "gossip failed"),
-            }
+            });
         }
+        while calls.join_next().await.is_some() {}
         // Persist what was learned by any path since the last round, so a
         // restarted node finds its peers even when its seeds are down.
         let version = membership.version();

@@ -466,6 +466,29 @@ async fn gossip_spreads_a_change_to_ten_nodes_within_a_few_rounds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn groups_that_formed_apart_merge_through_a_seed_outside_them() {
+    let _serial = SERIAL.lock().await;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        // n1 founds a group; n2 joins it through n1, with a second seed
+        // where nothing listens yet (a node not started, or unreachable).
+        let mut c = TestCluster::start(1, "").await;
+        let later = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .unwrap();
+        let n1 = c.addrs[0];
+        c.add_node_with_seeds(None, "", &[n1, later]).await;
+        c.wait_for_members(2).await;
+        // n3 comes up there with no seeds: a group of its own. Only n2's
+        // seed list links the two groups, and n2 knows members already.
+        c.add_node_on(later, None, "", &[]).await;
+        c.wait_for_members_within(3, Duration::from_secs(30)).await;
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lone_node_joins_a_cluster_by_admin_command() {
     let _serial = SERIAL.lock().await;
     tokio::time::timeout(Duration::from_secs(180), async {

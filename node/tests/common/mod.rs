@@ -135,6 +135,18 @@ impl TestCluster {
         extra: &str,
         seeds: &[SocketAddr],
     ) -> usize {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        self.add_node_on(any, zone, extra, seeds).await
+    }
+
+    /// [`TestCluster::add_node_with_seeds`], listening on `listen`.
+    pub async fn add_node_on(
+        &mut self,
+        listen: SocketAddr,
+        zone: Option<&str>,
+        extra: &str,
+        seeds: &[SocketAddr],
+    ) -> usize {
         let k = self.nodes.len() + 1;
         let id = format!("n{k}");
         if !self.dir.path().join(format!("{id}.pem")).exists() {
@@ -145,11 +157,10 @@ impl TestCluster {
             )
             .unwrap();
         }
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let zone = zone
             .map(|z| format!("zone = \"{z}\"\n"))
             .unwrap_or_default();
-        let mut cfg = config(self.dir.path(), k, any, seeds, &format!("{zone}{extra}"));
+        let mut cfg = config(self.dir.path(), k, listen, seeds, &format!("{zone}{extra}"));
         let node = kvorum_node::node::start_with_faults(cfg.clone(), self.faults.clone())
             .await
             .expect("node starts");

@@ -480,7 +480,9 @@ async fn groups_that_formed_apart_merge_through_a_seed_outside_them() {
         c.wait_for_members(2).await;
         // n3 comes up there with no seeds: a group of its own. Only n2's
         // seed list links the two groups, and n2 knows members already.
-        c.add_node_on(later, None, "", &[]).await;
+        // (No metrics listener: its port would be `later` + 2000.)
+        c.add_node_on(later, None, "[metrics]\nenabled = false\n", &[])
+            .await;
         c.wait_for_members_within(3, Duration::from_secs(30)).await;
         c.shutdown().await;
     })

@@ -177,7 +177,7 @@ impl AntiEntropy {
 
     /// Redoes the trees for the current placement if it changed since they
     /// were built (a new ring, or a bucket's N): from the in-memory index,
-    /// on a blocking thread, [`REPLACE_STEP`] segments per hold of the lock,
+    /// on a thread of its own, [`REPLACE_STEP`] segments per hold of the lock,
     /// so no write and no runtime thread waits for the whole of it. One
     /// thread steps at a time; other callers wait for it to finish.
     pub async fn refresh(&self) {

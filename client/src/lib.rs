@@ -37,6 +37,7 @@
 //!   instead.
 #![warn(missing_docs)]
 
+pub mod bytes;
 mod client;
 mod handles;
 pub mod proto;

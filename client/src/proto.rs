@@ -150,7 +150,7 @@ pub fn encode_frame<T: Serialize>(version: u16, body: &T) -> Vec<u8> {
     let env = EnvelopeRef { version, body };
     // Serializing plain data into a Vec cannot fail: postcard only fails on
     // types serde cannot represent (none here) or on a full fixed buffer.
-    postcard::to_stdvec(&env).unwrap_or_default()
+    crate::bytes::encode(&env)
 }
 
 #[derive(Serialize)]
@@ -208,7 +208,7 @@ pub fn decode_frame<T: DeserializeOwned>(version: u16, bytes: &[u8]) -> Result<T
 /// assert_eq!(CausalContext::from_hex(&ctx.to_hex()), Some(ctx));
 /// ```
 #[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct CausalContext(pub Vec<u8>);
+pub struct CausalContext(#[serde(with = "crate::bytes")] pub Vec<u8>);
 
 impl CausalContext {
     /// The empty context: a write with it supersedes nothing.
@@ -414,6 +414,7 @@ pub enum Request {
         /// Namespace of the key.
         bucket: String,
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// R and timeout.
         options: ReadOptions,
@@ -427,8 +428,10 @@ pub enum Request {
         /// Namespace of the key.
         bucket: String,
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// The value.
+        #[serde(with = "crate::bytes")]
         value: Vec<u8>,
         /// Context of the read this write replaces (empty: replace nothing).
         context: CausalContext,
@@ -440,6 +443,7 @@ pub enum Request {
         /// Namespace of the key.
         bucket: String,
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// Context of the read whose siblings this delete removes.
         context: CausalContext,
@@ -455,6 +459,7 @@ pub enum Request {
         /// Namespace of the key.
         bucket: String,
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// R and timeout.
         options: ReadOptions,
@@ -466,6 +471,7 @@ pub enum Request {
         /// Namespace of the key.
         bucket: String,
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// The update.
         op: DataOp,
@@ -633,6 +639,7 @@ pub enum Response {
     /// The key's live values (siblings, at least one) and their context.
     Value {
         /// Concurrent values; more than one means concurrent writes.
+        #[serde(with = "crate::bytes::list")]
         siblings: Vec<Vec<u8>>,
         /// Context to pass to the next write of this key.
         context: CausalContext,
@@ -1055,5 +1062,37 @@ mod tests {
         assert_eq!(CausalContext::from_hex("0001abff"), Some(c));
         assert_eq!(CausalContext::from_hex("0g"), None);
         assert_eq!(CausalContext::from_hex("abc"), None);
+    }
+}
+
+#[cfg(test)]
+mod measurements {
+    use super::*;
+
+    /// A measurement, not a check of speed (docs/performance.md quotes it):
+    /// `cargo test --release -p kvorum-client --lib encode_cost --
+    /// --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement; run it by name"]
+    fn encode_cost() {
+        let req = Request::Put {
+            bucket: "default".into(),
+            key: b"key00012345".to_vec(),
+            value: vec![7u8; 100],
+            context: CausalContext(vec![1u8; 30]),
+            options: WriteOptions::w(2),
+        };
+        let n = 1_000_000u32;
+        let started = std::time::Instant::now();
+        let mut total = 0usize;
+        for _ in 0..n {
+            let f = encode_frame(PROTOCOL_VERSION, &req);
+            let back: Request = decode_frame(PROTOCOL_VERSION, &f).unwrap();
+            total += f.len() + matches!(back, Request::Put { .. }) as usize;
+        }
+        eprintln!(
+            "put frame encode+decode: {:?} each ({total})",
+            started.elapsed() / n
+        );
     }
 }

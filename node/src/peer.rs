@@ -135,11 +135,13 @@ pub enum PeerRequest {
     /// Read this replica's state of a key.
     Read {
         /// Storage key (bucket and key).
+        #[serde(with = "kvorum_client::bytes")]
         key: Vec<u8>,
     },
     /// Merge a state of a key into this replica (durably, by its sync policy).
     Write {
         /// Storage key.
+        #[serde(with = "kvorum_client::bytes")]
         key: Vec<u8>,
         /// The state to merge.
         state: State,
@@ -166,6 +168,7 @@ pub enum PeerRequest {
     /// (every replica was seen to hold exactly that state).
     Reap {
         /// Storage key.
+        #[serde(with = "kvorum_client::bytes")]
         key: Vec<u8>,
         /// The state hash every replica held.
         hash: u64,
@@ -210,6 +213,7 @@ pub enum PeerRequest {
         /// The replica the write is for.
         owner: NodeId,
         /// Storage key.
+        #[serde(with = "kvorum_client::bytes")]
         key: Vec<u8>,
         /// The state to hand over.
         state: State,
@@ -220,7 +224,7 @@ pub enum PeerRequest {
     /// the same peer queue up; anything else in a batch is refused. An
     /// answer that would make the batch's answer too large is replaced by
     /// [`SEND_ALONE`], and the sender sends that request again on its own.
-    Batch(Vec<Vec<u8>>),
+    Batch(#[serde(with = "kvorum_client::bytes::list")] Vec<Vec<u8>>),
 }
 
 /// The error answering a request of a [`PeerRequest::Batch`] whose answer
@@ -245,7 +249,7 @@ pub fn batch_answer(answers: Vec<PeerResponse>, max: usize) -> PeerResponse {
         answers
             .into_iter()
             .map(|a| {
-                let bytes = postcard::to_stdvec(&a).unwrap_or_default();
+                let bytes = kvorum_client::bytes::encode(&a);
                 if bytes.len() <= budget {
                     budget -= bytes.len();
                     bytes
@@ -303,7 +307,7 @@ pub enum PeerResponse {
     Error(String),
     /// Answer to `Batch`: one answer per request, in order, each encoded on
     /// its own (see [`batch_answer`]).
-    Batch(Vec<Vec<u8>>),
+    Batch(#[serde(with = "kvorum_client::bytes::list")] Vec<Vec<u8>>),
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ pub type Dot = (Actor, u64);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RegValue {
     /// A live value.
-    Data(Vec<u8>),
+    Data(#[serde(with = "kvorum_client::bytes")] Vec<u8>),
     /// A delete, and when its coordinator made it (Unix milliseconds; a
     /// guard for reaping, never its trigger).
     Tombstone {
@@ -299,10 +299,11 @@ pub fn encode_context(ctx: &DotContext) -> Vec<u8> {
     if ctx.is_empty() {
         return Vec::new();
     }
-    let mut out = vec![CONTEXT_VERSION];
+    let size = postcard::experimental::serialized_size(ctx).unwrap_or(0);
+    let mut out = Vec::with_capacity(1 + size);
+    out.push(CONTEXT_VERSION);
     // Appending plain data to a Vec cannot fail.
-    out.extend(postcard::to_stdvec(ctx).unwrap_or_default());
-    out
+    postcard::to_extend(ctx, out).unwrap_or_else(|_| vec![CONTEXT_VERSION])
 }
 
 /// Decodes a client's context; the empty byte string is the empty context.

@@ -425,7 +425,7 @@ impl Transport for QuicTransport {
                     PeerRequest::Write { .. } | PeerRequest::HintedWrite { .. }
                 ) {
                 // Encoding plain data into a Vec cannot fail (see encode_frame).
-                let body = postcard::to_stdvec(&req).unwrap_or_default();
+                let body = kvorum_client::bytes::encode(&req);
                 tokio::time::timeout(timeout, self.link.queue(addr, body, read, timeout)).await
             } else {
                 tokio::time::timeout(timeout, self.link.exchange(addr, req)).await

@@ -557,7 +557,7 @@ fn plain_record(state: &State) -> Vec<u8> {
         _ => StoredRecordRef::V2(state),
     };
     // Serializing plain data into a Vec cannot fail.
-    postcard::to_stdvec(&record).unwrap_or_default()
+    kvorum_client::bytes::encode(&record)
 }
 
 /// Encodes a key's state for storage, canonically: equal states give equal
@@ -605,9 +605,10 @@ pub fn encode_clock(clock: &VClock<Actor>) -> Vec<u8> {
     if clock.is_empty() {
         return Vec::new();
     }
-    let mut out = vec![CLOCK_CONTEXT_VERSION];
-    out.extend(postcard::to_stdvec(clock).unwrap_or_default());
-    out
+    let size = postcard::experimental::serialized_size(clock).unwrap_or(0);
+    let mut out = Vec::with_capacity(1 + size);
+    out.push(CLOCK_CONTEXT_VERSION);
+    postcard::to_extend(clock, out).unwrap_or_else(|_| vec![CLOCK_CONTEXT_VERSION])
 }
 
 /// Decodes a set or map context; the empty byte string is the empty clock.

@@ -118,8 +118,11 @@ fn empty_index() -> Vec<Segment> {
         .collect()
 }
 
-/// Hashes storage keys with xxh3 under a random seed: a tenth of SipHash's
-/// cost on a write's key, and no collisions a client can aim for.
+/// Hashes storage keys with xxh3 under a seed drawn per index: a fraction
+/// of SipHash's cost on a write's key. The seed keeps a client from
+/// computing colliding keys offline as it could against a fixed hash
+/// (xxh3 is not a keyed PRF like SipHash; at worst, keys aimed at one
+/// segment make that segment's lookups slower, nothing else).
 #[derive(Clone, Copy)]
 struct KeyHashing(u64);
 

@@ -493,9 +493,28 @@ impl Store {
             + Send
             + 'static,
     {
-        let (out, durable) = self.change_early(space, key, f).await?;
-        durable.wait().await?;
-        Ok(out)
+        // One wake-up of the caller, at the commit, instead of two (the
+        // result, then the commit, as `change_early` gives them): on a
+        // machine where the caller's thread sleeps between the two, each
+        // costs a context switch.
+        let (done_tx, done_rx) = oneshot::channel();
+        let apply: Apply = Box::new(move |current| {
+            let (change, out, hook) = f(current);
+            let done: Completion = Box::new(move |res| {
+                if let (Ok(()), Some(hook)) = (&res, hook) {
+                    hook();
+                }
+                let _ = done_tx.send(res.map(|()| out));
+            });
+            (change, done)
+        });
+        self.jobs
+            .send(Job { space, key, apply })
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        done_rx
+            .await
+            .map_err(|_| StorageError::Engine("update failed (see the node log)".into()))?
     }
 
     /// Like [`Store::change_then`], but resolves as soon as `f` has run, with
@@ -795,6 +814,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.get(Space::Data, b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_update_resolves_once_its_batch_committed() {
+        let engine = Arc::new(FakeEngine::default());
+        let (store, _closed) = Store::start(engine.clone(), SyncPolicy::Always);
+        let out = store
+            .change_then(Space::Data, b"k".to_vec(), |_| {
+                (Change::Put(b"v".to_vec()), 7u8, None)
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, 7);
+        // The fake engine's commit sleeps 20 ms before it stores anything:
+        // the result came after it.
+        assert_eq!(store.get(Space::Data, b"k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(*engine.commits.lock().unwrap(), vec![(1, true)]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -953,4 +953,84 @@ mod tests {
         let engine = FjallEngine::open(dir.path()).unwrap();
         assert_eq!(engine.get(Space::Data, b"k").unwrap(), Some(b"v".to_vec()));
     }
+
+    /// Context switches of every thread of this process so far.
+    fn context_switches() -> u64 {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+            .flat_map(|s| {
+                s.lines()
+                    .filter(|l| l.contains("ctxt_switches"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    }
+
+    /// A measurement, not a check (run it in release, by hand): one update
+    /// at a time on a fjall store, through `change_then` (one wake-up of
+    /// the caller) and through `change_early` + `Durable::wait` (two: what
+    /// `change_then` did before), alternated. Prints the median time and
+    /// the context switches per update.
+    /// `cargo test --release -p kvorum-node --lib wake_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement; run by hand in release"]
+    fn wake_cost_of_a_plain_update() {
+        const UPDATES: u32 = 2_000;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        for policy in [
+            SyncPolicy::Periodic(Duration::from_secs(1)),
+            SyncPolicy::Always,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = Arc::new(FjallEngine::open(dir.path()).unwrap());
+            let (store, _closed) = runtime.block_on(async { Store::start(engine, policy) });
+            let mut times: [Vec<f64>; 2] = Default::default();
+            let mut switches: [Vec<f64>; 2] = Default::default();
+            for round in 0..8u32 {
+                for (variant, (t, c)) in times.iter_mut().zip(switches.iter_mut()).enumerate() {
+                    let store = store.clone();
+                    let before = context_switches();
+                    let start = std::time::Instant::now();
+                    runtime.block_on(async move {
+                        for i in 0..UPDATES {
+                            let key = [round.to_be_bytes(), i.to_be_bytes()].concat();
+                            let f = |_: Result<Option<&[u8]>, StorageError>| {
+                                (Change::Put(vec![7; 100]), (), None)
+                            };
+                            if variant == 0 {
+                                store.change_then(Space::Data, key, f).await.unwrap();
+                            } else {
+                                let ((), durable) =
+                                    store.change_early(Space::Data, key, f).await.unwrap();
+                                durable.wait().await.unwrap();
+                            }
+                        }
+                    });
+                    t.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(UPDATES));
+                    c.push((context_switches() - before) as f64 / f64::from(UPDATES));
+                }
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            println!(
+                "{policy:?}: change_then {:.1} us, {:.2} switches per update; \
+                 change_early + wait {:.1} us, {:.2} switches (medians of 8 rounds of {UPDATES})",
+                median(&mut times[0]),
+                median(&mut switches[0]),
+                median(&mut times[1]),
+                median(&mut switches[1]),
+            );
+        }
+    }
 }

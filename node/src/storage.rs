@@ -500,21 +500,13 @@ impl Store {
         let (done_tx, done_rx) = oneshot::channel();
         let apply: Apply = Box::new(move |current| {
             let (change, out, hook) = f(current);
-            let done: Completion = Box::new(move |res| {
-                if let (Ok(()), Some(hook)) = (&res, hook) {
-                    hook();
-                }
+            let done = after_commit(hook, move |res| {
                 let _ = done_tx.send(res.map(|()| out));
             });
             (change, done)
         });
-        self.jobs
-            .send(Job { space, key, apply })
-            .await
-            .map_err(|_| StorageError::Closed)?;
-        done_rx
-            .await
-            .map_err(|_| StorageError::Engine("update failed (see the node log)".into()))?
+        self.queue(space, key, apply).await?;
+        done_rx.await.map_err(update_lost)?
     }
 
     /// Like [`Store::change_then`], but resolves as soon as `f` has run, with
@@ -543,22 +535,22 @@ impl Store {
             let (change, out, hook) = f(current);
             // Before the commit: the caller goes on while the batch syncs.
             let _ = applied_tx.send(out);
-            let done: Completion = Box::new(move |res| {
-                if let (Ok(()), Some(hook)) = (&res, hook) {
-                    hook();
-                }
+            let done = after_commit(hook, move |res| {
                 let _ = durable_tx.send(res);
             });
             (change, done)
         });
+        self.queue(space, key, apply).await?;
+        let out = applied_rx.await.map_err(update_lost)?;
+        Ok((out, Durable(durable_rx)))
+    }
+
+    /// Queues an update for the writer thread.
+    async fn queue(&self, space: Space, key: Vec<u8>, apply: Apply) -> Result<(), StorageError> {
         self.jobs
             .send(Job { space, key, apply })
             .await
-            .map_err(|_| StorageError::Closed)?;
-        let out = applied_rx
-            .await
-            .map_err(|_| StorageError::Engine("update failed (see the node log)".into()))?;
-        Ok((out, Durable(durable_rx)))
+            .map_err(|_| StorageError::Closed)
     }
 
     /// Whether the store was last closed cleanly: every update it accepted
@@ -592,10 +584,28 @@ pub struct Durable(oneshot::Receiver<Result<(), StorageError>>);
 impl Durable {
     /// Waits for the commit of the batch holding the update.
     pub async fn wait(self) -> Result<(), StorageError> {
-        self.0
-            .await
-            .map_err(|_| StorageError::Engine("update failed (see the node log)".into()))?
+        self.0.await.map_err(update_lost)?
     }
+}
+
+/// What a caller gets when its update was dropped without an answer (it
+/// panicked, or the writer thread stopped): the node log says why.
+fn update_lost(_: oneshot::error::RecvError) -> StorageError {
+    StorageError::Engine("update failed (see the node log)".into())
+}
+
+/// The completion of an update: runs its hook if the commit succeeded,
+/// then tells the caller.
+fn after_commit(
+    hook: Option<Hook>,
+    tell: impl FnOnce(Result<(), StorageError>) + Send + 'static,
+) -> Completion {
+    Box::new(move |res| {
+        if let (Ok(()), Some(hook)) = (&res, hook) {
+            hook();
+        }
+        tell(res);
+    })
 }
 
 /// What an update gets after a failed commit (see [`run_batch`]).

@@ -1,5 +1,5 @@
 //! Anti-entropy exchange cost: two replicas with 1,000,000 shared keys, with
-//! 0 and with 100 keys differing. Drives the real trees (`kvorum_node::aae`)
+//! 0 and with 100 keys differing. Drives the real trees (`kvorum_node::repair::aae`)
 //! and encodes the real peer messages of an exchange (branch hashes, leaves of
 //! differing branches, keys of differing leaves) with the real framing, so the
 //! byte counts are what goes on the wire; time is the comparison work of both
@@ -11,8 +11,8 @@
 //! ```
 
 use kvorum_client::proto::encode_frame;
-use kvorum_node::aae::{self, Trees, PER_BRANCH};
-use kvorum_node::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
+use kvorum_node::repair::aae::{self, Trees, PER_BRANCH};
+use kvorum_node::rpc::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
 use kvorum_ring::{Member, NodeId, Ring, DEFAULT_VNODES};
 use std::time::Instant;
 
@@ -92,7 +92,7 @@ fn main() {
         DEFAULT_VNODES,
     );
     let build = |me: &str, differ: u64| {
-        let mut t = Trees::new(NodeId::new(me), kvorum_node::aae::fixed_n(3), ring.clone());
+        let mut t = Trees::new(NodeId::new(me), kvorum_node::repair::aae::fixed_n(3), ring.clone());
         let records = (0..keys).map(|i| {
             let key = format!("bucket/key-{i:08}").into_bytes();
             // The state hash; the first `differ` keys hold another state on n2.

@@ -33,7 +33,8 @@
 //! of the trials fail.
 
 use kvorum_client::{CausalContext, Client, ReadOptions, TlsMaterial, WriteOptions};
-use kvorum_node::{certs, faults::Faults, NodeConfig, RunningNode};
+use kvorum_node::net::{certs, faults::Faults};
+use kvorum_node::{NodeConfig, RunningNode};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -239,7 +240,7 @@ async fn start_cluster(
     for i in 1..=NODES {
         let seeds: Vec<SocketAddr> = nodes.first().map(|n| n.addr()).into_iter().collect();
         let cfg = config(dir, i, &seeds)?;
-        nodes.push(kvorum_node::node::start_with_faults(cfg, Some(faults.clone())).await?);
+        nodes.push(kvorum_node::start::start_with_faults(cfg, Some(faults.clone())).await?);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     // Every node knows every member and sees each up (the joins are done).
@@ -247,7 +248,7 @@ async fn start_cluster(
         let m = n.members();
         m.len() == NODES
             && m.iter()
-                .all(|m| m.state == kvorum_node::peer::MemberState::Up)
+                .all(|m| m.state == kvorum_node::rpc::peer::MemberState::Up)
     }) {
         if Instant::now() > deadline {
             return Err("the members did not converge".into());

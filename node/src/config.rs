@@ -65,15 +65,15 @@ pub struct NodeConfig {
     /// Bound on establishing a connection to a peer.
     pub peer_connect_timeout: Duration,
     /// Failure detector settings.
-    pub failure_detector: crate::liveness::DetectorConfig,
+    pub failure_detector: crate::cluster::liveness::DetectorConfig,
     /// Hinted handoff bounds.
-    pub hints: crate::hints::HintConfig,
+    pub hints: crate::repair::hints::HintConfig,
     /// Anti-entropy settings.
-    pub anti_entropy: crate::repair::AaeConfig,
+    pub anti_entropy: crate::repair::exchange::AaeConfig,
     /// Where `/metrics` is served over HTTP (`None`: not served).
     pub metrics_listen: Option<SocketAddr>,
     /// Range transfers on topology changes.
-    pub transfers: crate::transfer::TransferConfig,
+    pub transfers: crate::repair::transfer::TransferConfig,
 }
 
 /// Paths of the node's TLS material.
@@ -140,8 +140,8 @@ pub struct Limits {
 
 impl Limits {
     /// The bounds on one key's state that replicas enforce on updates.
-    pub fn value_limits(&self) -> crate::value::ValueLimits {
-        crate::value::ValueLimits {
+    pub fn value_limits(&self) -> crate::data::value::ValueLimits {
+        crate::data::value::ValueLimits {
             max_siblings: self.max_siblings,
             max_set_members: self.max_set_members,
             max_map_fields: self.max_map_fields,
@@ -496,7 +496,7 @@ impl NodeConfig {
                 "vnodes = {vnodes}: must be between 1 and 4096"
             )));
         }
-        let dd = crate::liveness::DetectorConfig::default();
+        let dd = crate::cluster::liveness::DetectorConfig::default();
         let fd = &raw.failure_detector;
         let phi_threshold = fd.phi_threshold.unwrap_or(dd.phi_threshold);
         if !(1.0..=30.0).contains(&phi_threshold) {
@@ -504,7 +504,7 @@ impl NodeConfig {
                 "failure_detector.phi_threshold = {phi_threshold}: must be between 1 and 30"
             )));
         }
-        let failure_detector = crate::liveness::DetectorConfig {
+        let failure_detector = crate::cluster::liveness::DetectorConfig {
             heartbeat_interval: positive_ms(
                 "failure_detector.heartbeat_interval_ms",
                 fd.heartbeat_interval_ms,
@@ -514,8 +514,8 @@ impl NodeConfig {
             acceptable_pause: Duration::from_millis(fd.acceptable_pause_ms.unwrap_or(3000)),
             min_std_dev: dd.min_std_dev,
         };
-        let dh = crate::hints::HintConfig::default();
-        let hints = crate::hints::HintConfig {
+        let dh = crate::repair::hints::HintConfig::default();
+        let hints = crate::repair::hints::HintConfig {
             max_bytes: raw.hints.max_bytes.unwrap_or(dh.max_bytes),
             ttl: Duration::from_secs(raw.hints.ttl_secs.unwrap_or(dh.ttl.as_secs())),
             delivery_interval: positive_ms(
@@ -525,8 +525,8 @@ impl NodeConfig {
             )?,
             batch: dh.batch,
         };
-        let da = crate::repair::AaeConfig::default();
-        let anti_entropy = crate::repair::AaeConfig {
+        let da = crate::repair::exchange::AaeConfig::default();
+        let anti_entropy = crate::repair::exchange::AaeConfig {
             enabled: raw.anti_entropy.enabled.unwrap_or(da.enabled),
             interval: positive_ms(
                 "anti_entropy.interval_ms",
@@ -554,7 +554,7 @@ impl NodeConfig {
             .ttl
             .saturating_add(limits.max_request_timeout.saturating_mul(2))
             .saturating_add(limits.request_read_timeout.saturating_mul(2));
-        let anti_entropy = crate::repair::AaeConfig {
+        let anti_entropy = crate::repair::exchange::AaeConfig {
             tombstone_grace: match raw.anti_entropy.tombstone_grace_secs.map(Duration::from_secs) {
                 None => min_grace,
                 Some(g) if g >= min_grace => g,
@@ -589,8 +589,8 @@ impl NodeConfig {
                 Some(SocketAddr::new(listen.ip(), port))
             }
         };
-        let dt = crate::transfer::TransferConfig::default();
-        let transfers = crate::transfer::TransferConfig {
+        let dt = crate::repair::transfer::TransferConfig::default();
+        let transfers = crate::repair::transfer::TransferConfig {
             max_concurrent: match raw.transfers.max_concurrent.unwrap_or(dt.max_concurrent) {
                 0 => {
                     return Err(ConfigError::Invalid(

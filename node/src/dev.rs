@@ -3,9 +3,9 @@
 //! config per node there (for reference and for `kvorum start`), and keeps its
 //! data for the next start.
 
-use crate::certs::{self, CertError};
+use crate::net::certs::{self, CertError};
 use crate::config::{ConfigError, NodeConfig};
-use crate::node::{self, NodeError, RunningNode};
+use crate::start::{self, NodeError, RunningNode};
 use kvorum_client::{BucketProps, BucketType, Client, TlsMaterial};
 use std::time::Duration;
 use std::{
@@ -161,7 +161,7 @@ pub async fn start(opts: &DevOptions) -> Result<Vec<RunningNode>, DevError> {
     let mut running = Vec::new();
     for cfg in configs {
         let id = cfg.id.clone();
-        match node::start(cfg).await {
+        match start::start(cfg).await {
             Ok(n) => running.push(n),
             Err(source) => {
                 for n in running {
@@ -180,7 +180,7 @@ pub async fn start(opts: &DevOptions) -> Result<Vec<RunningNode>, DevError> {
             members.len() == running.len()
                 && members
                     .iter()
-                    .all(|m| m.state == crate::peer::MemberState::Up)
+                    .all(|m| m.state == crate::rpc::peer::MemberState::Up)
         })
     {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -6,7 +6,10 @@ use kvorum_client::{
     BucketProps, BucketType, CausalContext, Client, FieldKind, FieldValue, MapUpdate, ReadOptions,
     TlsMaterial, WriteOptions,
 };
-use kvorum_node::{certs, dev, NodeConfig};
+mod cli;
+
+use kvorum_node::net::certs;
+use kvorum_node::{dev, NodeConfig};
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -190,7 +193,7 @@ enum Command {
     Admin(AdminCommand),
     /// Measure throughput, latency and CPU per operation of a cluster (its
     /// own local one by default); see docs/performance.md.
-    Bench(Box<kvorum_node::bench::BenchArgs>),
+    Bench(Box<cli::bench::BenchArgs>),
 }
 
 #[derive(Subcommand)]
@@ -394,7 +397,7 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             let node = kvorum_node::start(cfg).await?;
             println!("node {} serving on {}", node.id(), node.addr());
             tokio::select! {
-                () = kvorum_node::node::wait_for_signal() => {
+                () = kvorum_node::start::wait_for_signal() => {
                     eprintln!("shutting down");
                     node.shutdown().await;
                 }
@@ -424,7 +427,7 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
                         eprintln!("warning: the tour buckets were not created: {e}");
                     }
                 }
-                () = kvorum_node::node::wait_for_signal() => {
+                () = kvorum_node::start::wait_for_signal() => {
                     eprintln!("stopping the dev cluster");
                     for n in running {
                         n.shutdown().await;
@@ -455,14 +458,14 @@ async fn run(cmd: Command) -> Result<ExitCode, BoxError> {
             println!("try:  kvorum put demo hello world && kvorum get demo hello");
             println!("      kvorum counter hits home --incr 1");
             println!("Ctrl-C stops the cluster (data is kept for the next start).");
-            kvorum_node::node::wait_for_signal().await;
+            kvorum_node::start::wait_for_signal().await;
             eprintln!("stopping the dev cluster");
             for n in running {
                 n.shutdown().await;
             }
         }
         Command::Cert(c) => cert(c)?,
-        Command::Bench(args) => kvorum_node::bench::main(*args).await?,
+        Command::Bench(args) => cli::bench::main(*args).await?,
         Command::Admin(AdminCommand::Repair { conn }) => {
             let client = conn.client()?;
             let (exchanges, keys) = client.repair().await?;

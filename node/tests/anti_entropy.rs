@@ -5,7 +5,7 @@ mod common;
 
 use common::{metric, PeerProbe, TestCluster};
 use kvorum_client::{CausalContext, WriteOptions};
-use kvorum_node::replica::storage_key;
+use kvorum_node::replication::replica::storage_key;
 use std::time::{Duration, Instant};
 
 const FAST_AAE: &str = "[anti_entropy]\ninterval_ms = 200\n";

@@ -22,6 +22,9 @@
 mod checker;
 #[path = "faults/cluster.rs"]
 mod cluster;
+// The child-process tie of `kvorum bench` (a module of the binary), shared.
+#[path = "../src/cli/tied.rs"]
+mod tied;
 mod common;
 #[path = "faults/proxy.rs"]
 mod proxy;
@@ -390,7 +393,7 @@ impl Run {
         let live = self.cluster.live_members();
         let c = self.cluster.client(&live, Duration::from_secs(2));
         let token =
-            kvorum_ring::Ring::key_token(&kvorum_node::replica::storage_key(w.bucket(), &key));
+            kvorum_ring::Ring::key_token(&kvorum_node::replication::replica::storage_key(w.bucket(), &key));
         let owners: Vec<String> = match c.ring(Some(3)).await {
             Ok(ranges) => ranges
                 .into_iter()

@@ -5,7 +5,7 @@ mod common;
 
 use common::{metric, until, PeerProbe, TestCluster};
 use kvorum_client::{CausalContext, Error, ErrorReply, ReplicaOutcome, WriteOptions};
-use kvorum_node::replica::storage_key;
+use kvorum_node::replication::replica::storage_key;
 use kvorum_ring::{Member, NodeId, Ring, DEFAULT_VNODES};
 use std::time::{Duration, Instant};
 

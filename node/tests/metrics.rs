@@ -11,7 +11,7 @@ mod common;
 
 use common::{raw_request, sum_of, TestCluster, TEST_TIMEOUT};
 use kvorum_client::{CausalContext, Client, TlsMaterial};
-use kvorum_node::{certs, metrics as m};
+use kvorum_node::{metrics as m, net::certs};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

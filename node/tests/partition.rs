@@ -7,8 +7,8 @@ mod common;
 
 use common::{until, PeerProbe, TestCluster};
 use kvorum_client::{CausalContext, Client, ReadOptions, WriteOptions};
-use kvorum_node::faults::Faults;
-use kvorum_node::replica::storage_key;
+use kvorum_node::net::faults::Faults;
+use kvorum_node::replication::replica::storage_key;
 use kvorum_ring::{Member, NodeId, Ring, DEFAULT_VNODES};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@ mod common;
 
 use common::{metric, TestCluster, TEST_TIMEOUT};
 use kvorum_client::{CausalContext, ReadOptions, WriteOptions};
-use kvorum_node::faults::Faults;
+use kvorum_node::net::faults::Faults;
 
 /// A failure detector too slow to notice the cut during the test (so only
 /// the speculative retry can route around it), no anti-entropy, no reads of

@@ -5,9 +5,9 @@ mod common;
 use common::{metric, raw_request, TestCluster, TEST_TIMEOUT};
 use kvorum_client::proto::{decode_frame, encode_frame, ALPN_PEER};
 use kvorum_client::{CausalContext, ReadOptions, WriteOptions};
-use kvorum_node::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
-use kvorum_node::register::Register;
-use kvorum_node::replica::storage_key;
+use kvorum_node::rpc::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
+use kvorum_node::data::register::Register;
+use kvorum_node::replication::replica::storage_key;
 use std::time::{Duration, Instant};
 
 /// Anti-entropy off: only read repair may fix replicas here. Every read asks every replica (not only R), so a
@@ -28,7 +28,7 @@ async fn stored(c: &TestCluster, i: usize, key: &[u8]) -> Option<Register> {
         .unwrap();
     match decode_frame(PEER_PROTOCOL_VERSION, &bytes).unwrap() {
         PeerResponse::State(None) => None,
-        PeerResponse::State(Some(kvorum_node::value::State::Register(r))) => Some(r),
+        PeerResponse::State(Some(kvorum_node::data::value::State::Register(r))) => Some(r),
         other => panic!("unexpected {other:?}"),
     }
 }

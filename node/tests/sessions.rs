@@ -16,8 +16,8 @@ use kvorum_client::{
     BucketProps, BucketType, CausalContext, Client, Error, FieldKind, MapUpdate, ReadOptions,
     WriteOptions,
 };
-use kvorum_node::faults::Faults;
-use kvorum_node::replica::storage_key;
+use kvorum_node::net::faults::Faults;
+use kvorum_node::replication::replica::storage_key;
 use kvorum_ring::NodeId;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@ use kvorum_client::proto::{
     ALPN_PEER, PROTOCOL_VERSION,
 };
 use kvorum_client::{CausalContext, Client, Error, TlsMaterial};
-use kvorum_node::certs;
+use kvorum_node::net::certs;
 use std::time::Duration;
 
 const LIMITS: &str =
@@ -179,10 +179,10 @@ async fn malformed_truncated_and_oversized_frames_get_errors() {
         let peer = raw_request(addr, &c.node_tls(2), ALPN_PEER, b"\x01garbage")
             .await
             .unwrap();
-        let peer: kvorum_node::peer::PeerResponse =
-            decode_frame(kvorum_node::peer::PEER_PROTOCOL_VERSION, &peer).unwrap();
+        let peer: kvorum_node::rpc::peer::PeerResponse =
+            decode_frame(kvorum_node::rpc::peer::PEER_PROTOCOL_VERSION, &peer).unwrap();
         assert!(
-            matches!(peer, kvorum_node::peer::PeerResponse::Error(_)),
+            matches!(peer, kvorum_node::rpc::peer::PeerResponse::Error(_)),
             "{peer:?}"
         );
         assert_still_serving(&c).await;
@@ -240,8 +240,8 @@ async fn a_client_certificate_cannot_call_the_peer_endpoint() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let c = TestCluster::start(2, "").await;
         let gossip = encode_frame(
-            kvorum_node::peer::PEER_PROTOCOL_VERSION,
-            &kvorum_node::peer::PeerRequest::Gossip {
+            kvorum_node::rpc::peer::PEER_PROTOCOL_VERSION,
+            &kvorum_node::rpc::peer::PeerRequest::Gossip {
                 members: vec![],
                 buckets: vec![],
             },
@@ -253,10 +253,10 @@ async fn a_client_certificate_cannot_call_the_peer_endpoint() {
         let ok = raw_request(c.addrs[0], &c.node_tls(2), ALPN_PEER, &gossip)
             .await
             .unwrap();
-        let resp: kvorum_node::peer::PeerResponse =
-            decode_frame(kvorum_node::peer::PEER_PROTOCOL_VERSION, &ok).unwrap();
+        let resp: kvorum_node::rpc::peer::PeerResponse =
+            decode_frame(kvorum_node::rpc::peer::PEER_PROTOCOL_VERSION, &ok).unwrap();
         assert!(
-            matches!(resp, kvorum_node::peer::PeerResponse::Members { ref members, .. } if members.len() == 2),
+            matches!(resp, kvorum_node::rpc::peer::PeerResponse::Members { ref members, .. } if members.len() == 2),
             "{resp:?}"
         );
         c.shutdown().await;

@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 use kvorum_client::{Client, TlsMaterial};
-use kvorum_node::peer::MemberState;
-use kvorum_node::{certs, NodeConfig, RunningNode};
+use kvorum_node::rpc::peer::MemberState;
+use kvorum_node::net::certs;
+use kvorum_node::{NodeConfig, RunningNode};
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 /// Bound on any one test body.
@@ -18,7 +19,7 @@ pub struct TestCluster {
     /// Each node's config, with its actual listen address (for restarts).
     pub configs: Vec<NodeConfig>,
     /// Faults every node's socket obeys, if the cluster was started with them.
-    pub faults: Option<std::sync::Arc<kvorum_node::faults::Faults>>,
+    pub faults: Option<std::sync::Arc<kvorum_node::net::faults::Faults>>,
 }
 
 /// Writes a CA, a client certificate and node certificates n1..n<count> into `dir`.
@@ -68,7 +69,7 @@ impl TestCluster {
     pub async fn start_with_faults(
         count: usize,
         extra: &str,
-        faults: Option<std::sync::Arc<kvorum_node::faults::Faults>>,
+        faults: Option<std::sync::Arc<kvorum_node::net::faults::Faults>>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = make_certs(dir.path(), count);
@@ -78,7 +79,7 @@ impl TestCluster {
         for i in 1..=count {
             let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
             let mut cfg = config(dir.path(), i, any, &addrs[..addrs.len().min(1)], extra);
-            let node = kvorum_node::node::start_with_faults(cfg.clone(), faults.clone())
+            let node = kvorum_node::start::start_with_faults(cfg.clone(), faults.clone())
                 .await
                 .expect("node starts");
             addrs.push(node.addr());
@@ -161,7 +162,7 @@ impl TestCluster {
             .map(|z| format!("zone = \"{z}\"\n"))
             .unwrap_or_default();
         let mut cfg = config(self.dir.path(), k, listen, seeds, &format!("{zone}{extra}"));
-        let node = kvorum_node::node::start_with_faults(cfg.clone(), self.faults.clone())
+        let node = kvorum_node::start::start_with_faults(cfg.clone(), self.faults.clone())
             .await
             .expect("node starts");
         self.addrs.push(node.addr());
@@ -272,7 +273,7 @@ impl TestCluster {
         // after shutdown (its last handles are in tasks that are ending).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let node = loop {
-            match kvorum_node::node::start_with_faults(
+            match kvorum_node::start::start_with_faults(
                 self.configs[i - 1].clone(),
                 self.faults.clone(),
             )
@@ -375,9 +376,9 @@ impl PeerProbe {
     pub async fn call(
         &self,
         addr: SocketAddr,
-        req: &kvorum_node::peer::PeerRequest,
-    ) -> kvorum_node::peer::PeerResponse {
-        use kvorum_node::peer::PEER_PROTOCOL_VERSION;
+        req: &kvorum_node::rpc::peer::PeerRequest,
+    ) -> kvorum_node::rpc::peer::PeerResponse {
+        use kvorum_node::rpc::peer::PEER_PROTOCOL_VERSION;
         let conn = self.conn(addr).await;
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         let frame = kvorum_client::proto::encode_frame(PEER_PROTOCOL_VERSION, req);
@@ -392,10 +393,10 @@ impl PeerProbe {
         &self,
         addr: SocketAddr,
         key: &[u8],
-    ) -> Option<kvorum_node::register::Register> {
+    ) -> Option<kvorum_node::data::register::Register> {
         match self.stored_state(addr, key).await {
             None => None,
-            Some(kvorum_node::value::State::Register(r)) => Some(r),
+            Some(kvorum_node::data::value::State::Register(r)) => Some(r),
             Some(other) => panic!("not a register: {other:?}"),
         }
     }
@@ -405,8 +406,8 @@ impl PeerProbe {
         &self,
         addr: SocketAddr,
         key: &[u8],
-    ) -> Option<kvorum_node::value::State> {
-        use kvorum_node::peer::{PeerRequest, PeerResponse};
+    ) -> Option<kvorum_node::data::value::State> {
+        use kvorum_node::rpc::peer::{PeerRequest, PeerResponse};
         match self
             .call(addr, &PeerRequest::Read { key: key.to_vec() })
             .await
@@ -418,7 +419,7 @@ impl PeerProbe {
 
     /// The branch hashes of node `addr`'s anti-entropy tree shared with `peer`.
     pub async fn branches(&self, addr: SocketAddr, peer: &str) -> Vec<u64> {
-        use kvorum_node::peer::{PeerRequest, PeerResponse};
+        use kvorum_node::rpc::peer::{PeerRequest, PeerResponse};
         let req = PeerRequest::AaeBranches {
             from: kvorum_ring::NodeId::new(peer),
         };

@@ -131,7 +131,7 @@ impl Cluster {
             cmd.env("KVORUM_TEST_CLOCK_OFFSET_MS", clock_offset_ms.to_string());
         }
         // Tied to this test process: a SIGKILL of it stops the nodes too.
-        n.child = Some(kvorum_node::tied::spawn(cmd).expect("kvorum starts"));
+        n.child = Some(crate::tied::spawn(cmd).expect("kvorum starts"));
         n.paused = false;
         n.member = true;
     }

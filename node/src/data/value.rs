@@ -22,7 +22,7 @@ pub mod map;
 
 pub use map::{FieldKey, MapState};
 
-use crate::register::{Actor, DecodeError, DotContext, RegValue, Register};
+use crate::data::register::{Actor, DecodeError, DotContext, RegValue, Register};
 use crdts::{
     ctx::RmCtx, lwwreg::LWWReg, orswot::Orswot, pncounter::PNCounter, CmRDT, CvRDT, VClock,
 };
@@ -264,7 +264,7 @@ impl State {
                 if count > limits.max_siblings {
                     return Err(too_large(Limit::Siblings, count, limits.max_siblings));
                 }
-                (crate::register::encode_context(&own), own.version())
+                (crate::data::register::encode_context(&own), own.version())
             }
             (State::Lww(reg), Update::Lww(value)) => {
                 let ms = now_ms.max(reg.marker.ms.saturating_add(1));

@@ -12,9 +12,9 @@
 //! a member, is counted in [`HintStats::dropped`]; anti-entropy repairs what
 //! it carried.
 
-use crate::register::Register;
+use crate::data::register::Register;
 use crate::storage::{Change, Space, StorageError, Store};
-use crate::value::{LegacyState, State};
+use crate::data::value::{LegacyState, State};
 use kvorum_ring::NodeId;
 use serde::{Deserialize, Serialize};
 use std::{
@@ -354,7 +354,7 @@ impl Hints {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::register::{Actor, DotContext, RegValue};
+    use crate::data::register::{Actor, DotContext, RegValue};
     use crate::storage::{FjallEngine, SyncPolicy};
 
     fn state(v: &str) -> State {
@@ -389,11 +389,11 @@ mod tests {
         assert_eq!(HintRecord::decode(&bytes), Some((5, State::Register(r))));
         // A map record of format 2 is its tag (1) and then the state; a
         // hint of format 2 its tag (1), its time, then the state.
-        let record = crate::value::tests::unhex(include_str!("value/map_record_v2.hex"));
+        let record = crate::data::value::tests::unhex(include_str!("../data/value/map_record_v2.hex"));
         let mut bytes = vec![1];
         bytes.extend(postcard::to_stdvec(&5u64).unwrap());
         bytes.extend_from_slice(&record[1..]);
-        let map = crate::value::decode_record(&record).unwrap();
+        let map = crate::data::value::decode_record(&record).unwrap();
         assert_eq!(HintRecord::decode(&bytes), Some((5, map.clone())));
         assert_eq!(decode_hint_of(&map), Some((7, map)));
     }

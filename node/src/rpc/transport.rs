@@ -4,8 +4,8 @@
 //! The trait is what lets the replication logic run without sockets (an
 //! in-memory, fault-injecting transport in tests).
 
-use crate::membership::Membership;
-use crate::peer::{PeerRequest, PeerResponse, MAX_BATCH, PEER_PROTOCOL_VERSION, SEND_ALONE};
+use crate::cluster::membership::Membership;
+use crate::rpc::peer::{PeerRequest, PeerResponse, MAX_BATCH, PEER_PROTOCOL_VERSION, SEND_ALONE};
 use kvorum_client::proto::{decode_frame, encode_frame, NODE_CERT_NAME};
 use kvorum_ring::NodeId;
 use std::{

@@ -1,20 +1,20 @@
 //! One client request → fan-out to the key's preference list → wait for R or
 //! W → merge → answer. Reaches peers only through [`Transport`].
 
-use crate::buckets::{Buckets, DefineError};
+use crate::cluster::buckets::{Buckets, DefineError};
 use crate::config::{Limits, Replication};
-use crate::hints::Hints;
-use crate::liveness::Liveness;
-use crate::membership::Membership;
+use crate::repair::hints::Hints;
+use crate::cluster::liveness::Liveness;
+use crate::cluster::membership::Membership;
 use crate::metrics::{self, Metrics};
-use crate::peer::MemberState;
-use crate::peer::{PeerRequest, PeerResponse};
-use crate::register::{self, DotContext, RegValue};
-use crate::repair::AntiEntropy;
-use crate::replica::{storage_key, Replica, ReplicaError};
-use crate::transfer::Transfers;
-use crate::transport::{Transport, TransportError};
-use crate::value::{self, Reading, State, Update, ValueError};
+use crate::rpc::peer::MemberState;
+use crate::rpc::peer::{PeerRequest, PeerResponse};
+use crate::data::register::{self, DotContext, RegValue};
+use crate::repair::exchange::AntiEntropy;
+use crate::replication::replica::{storage_key, Replica, ReplicaError};
+use crate::repair::transfer::Transfers;
+use crate::rpc::transport::{Transport, TransportError};
+use crate::data::value::{self, Reading, State, Update, ValueError};
 use kvorum_client::proto::{
     CausalContext, ClusterStatus, ErrorReply, Limit, MemberStatus, OpKind, QuorumFailure,
     ReplicaOutcome, Request, Response, RingRange, StaleRead, TransferStatus,
@@ -233,7 +233,7 @@ pub struct Coordinator {
     hints: Hints,
     anti_entropy: Arc<AntiEntropy>,
     transfers: Transfers,
-    member_store: crate::node::MemberStore,
+    member_store: crate::start::MemberStore,
     replication: Replication,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -263,7 +263,7 @@ pub struct Services {
     /// Range transfers (served to peers; progress for status).
     pub transfers: Transfers,
     /// Persists the member list after an admin change.
-    pub member_store: crate::node::MemberStore,
+    pub member_store: crate::start::MemberStore,
 }
 
 impl Coordinator {
@@ -1491,11 +1491,11 @@ impl Coordinator {
             return PeerResponse::Error(format!("{} was removed from the cluster", self.me));
         }
         match req {
-            PeerRequest::Batch(bodies) if bodies.len() > crate::peer::MAX_BATCH => {
+            PeerRequest::Batch(bodies) if bodies.len() > crate::rpc::peer::MAX_BATCH => {
                 PeerResponse::Error(format!(
                     "a batch of {} requests: at most {} are taken",
                     bodies.len(),
-                    crate::peer::MAX_BATCH
+                    crate::rpc::peer::MAX_BATCH
                 ))
             }
             PeerRequest::Batch(bodies) => {
@@ -1519,11 +1519,11 @@ impl Coordinator {
                     .limits
                     .max_frame_bytes
                     .saturating_mul(crate::net::PEER_FRAME_FACTOR);
-                crate::peer::batch_answer(join_all(answers.collect()).await, max)
+                crate::rpc::peer::batch_answer(join_all(answers.collect()).await, max)
             }
             PeerRequest::Gossip { members, buckets } => {
                 self.membership.merge(members);
-                crate::node::merge_buckets(&self.buckets, &self.membership, buckets).await;
+                crate::start::merge_buckets(&self.buckets, &self.membership, buckets).await;
                 PeerResponse::Members {
                     members: self.membership.all_members(),
                     buckets: self.buckets.defined(),

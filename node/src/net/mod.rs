@@ -3,8 +3,11 @@
 //! bounded frames. Knows nothing of quorums or storage: requests go to a
 //! [`Handler`].
 
-use crate::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
-use crate::transport::BoxFuture;
+pub mod certs;
+pub mod faults;
+
+use crate::rpc::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
+use crate::rpc::transport::BoxFuture;
 use kvorum_client::proto::{
     decode_frame, encode_frame, ErrorReply, FrameError, Limit, Request, Response, ALPN_CLIENT,
     ALPN_PEER, NODE_CERT_NAME, PROTOCOL_VERSION,
@@ -78,7 +81,7 @@ pub fn server_config(tls: &TlsMaterial) -> Result<quinn::ServerConfig, TlsError>
 pub fn endpoint(
     listen: SocketAddr,
     tls: &TlsMaterial,
-    faults: Option<&Arc<crate::faults::Faults>>,
+    faults: Option<&Arc<crate::net::faults::Faults>>,
 ) -> Result<quinn::Endpoint, NetError> {
     use quinn::Runtime;
     let bind = |e| NetError::Bind(listen, e);

@@ -24,11 +24,11 @@ pub mod driver;
 pub mod procs;
 pub mod workload;
 
-use crate::config::NodeConfig;
-use crate::dev::{self, DevError, DevOptions};
-use crate::net::{self, Handler, ServeLimits};
-use crate::peer::{PeerRequest, PeerResponse};
-use crate::transport::BoxFuture;
+use kvorum_node::config::NodeConfig;
+use kvorum_node::dev::{self, DevError, DevOptions};
+use kvorum_node::net::{self, Handler, ServeLimits};
+use kvorum_node::rpc::peer::{PeerRequest, PeerResponse};
+use kvorum_node::rpc::transport::BoxFuture;
 use driver::{LatencySummary, OpError, OpFn, Outcome, Phase};
 use kvorum_client::proto::{Request, Response};
 use kvorum_client::{
@@ -153,7 +153,7 @@ pub enum BenchError {
     Dev(#[from] DevError),
     /// A config could not be read.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] kvorum_node::config::ConfigError),
     /// A child process failed.
     #[error(transparent)]
     Proc(#[from] procs::ProcError),
@@ -209,7 +209,7 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
 pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     tokio::select! {
         r = bench(args) => r,
-        () = crate::node::wait_for_signal() => Err(BenchError::Interrupted),
+        () = kvorum_node::start::wait_for_signal() => Err(BenchError::Interrupted),
     }
 }
 
@@ -225,7 +225,7 @@ pub async fn serve_echo(config: &Path) -> Result<(), BenchError> {
         read_timeout: cfg.limits.request_read_timeout,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let metrics = crate::metrics::Metrics::new("echo");
+    let metrics = kvorum_node::metrics::Metrics::new("echo");
     let server = tokio::spawn(net::serve(
         endpoint,
         Arc::new(Echo),
@@ -233,7 +233,7 @@ pub async fn serve_echo(config: &Path) -> Result<(), BenchError> {
         metrics,
         stopped,
     ));
-    crate::node::wait_for_signal().await;
+    kvorum_node::start::wait_for_signal().await;
     let _ = stop.send(true);
     let _ = server.await;
     Ok(())

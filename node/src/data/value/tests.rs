@@ -1,5 +1,5 @@
 use super::*;
-use crate::register::{decode_context, Dot, DotContext};
+use crate::data::register::{decode_context, Dot, DotContext};
 use kvorum_client::{FieldKind, FieldValue, MapOp};
 use kvorum_ring::NodeId;
 use proptest::prelude::*;

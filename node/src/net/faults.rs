@@ -1,7 +1,7 @@
 //! Fault injection on the real QUIC path, for tests: a wrapper of quinn's
 //! UDP socket that drops datagrams between chosen addresses (two-way and
 //! one-way partitions) or at random (seeded loss). Nodes started with a
-//! [`Faults`] handle (see [`crate::node::start_with_faults`]) send and receive
+//! [`Faults`] handle (see [`crate::start::start_with_faults`]) send and receive
 //! through it; everything above the socket — QUIC, TLS, the node — is the
 //! production code.
 

@@ -481,7 +481,7 @@ mod tests {
         assert!(bad.validate().is_err());
         assert!(decode_context(&[9, 1, 2]).is_err());
         assert!(decode_context(&[CONTEXT_VERSION, 0xff, 0xff]).is_err());
-        assert!(crate::value::decode_record(&[7, 7, 7]).is_err());
+        assert!(crate::data::value::decode_record(&[7, 7, 7]).is_err());
     }
 
     #[test]
@@ -492,9 +492,9 @@ mod tests {
             .unwrap();
         assert_eq!(decode_context(&encode_context(&own)).unwrap(), own);
         assert_eq!(decode_context(&[]).unwrap(), DotContext::new());
-        let state = crate::value::State::Register(r);
-        let bytes = crate::value::encode_record(&state);
-        assert_eq!(crate::value::decode_record(&bytes).unwrap(), state);
+        let state = crate::data::value::State::Register(r);
+        let bytes = crate::data::value::encode_record(&state);
+        assert_eq!(crate::data::value::decode_record(&bytes).unwrap(), state);
     }
 
     #[test]

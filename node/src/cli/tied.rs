@@ -16,10 +16,10 @@ type Reply = mpsc::Sender<io::Result<Child>>;
 /// Spawns `cmd` so that the child gets SIGKILL when this process dies, by
 /// any means. Elsewhere than on Linux it is a plain spawn.
 ///
-/// ```no_run
+/// ```ignore
 /// let mut sleep = std::process::Command::new("sleep");
 /// sleep.arg("60");
-/// let child = kvorum_node::tied::spawn(sleep)?;
+/// let child = spawn(sleep)?;
 /// # let _ = child;
 /// # Ok::<(), std::io::Error>(())
 /// ```

@@ -610,7 +610,7 @@ mod tests {
         let (started, mut steps, mut longest) = (std::time::Instant::now(), 0, Duration::ZERO);
         loop {
             let step = std::time::Instant::now();
-            let done = t.step(crate::repair::REPLACE_STEP);
+            let done = t.step(crate::repair::exchange::REPLACE_STEP);
             longest = longest.max(step.elapsed());
             steps += 1;
             if done {
@@ -621,7 +621,7 @@ mod tests {
             "redone for 3 -> 4 nodes in {:?}, {steps} steps, the longest {longest:?}",
             started.elapsed()
         );
-        assert_eq!(steps, SEGMENTS.div_ceil(crate::repair::REPLACE_STEP));
+        assert_eq!(steps, SEGMENTS.div_ceil(crate::repair::exchange::REPLACE_STEP));
         let mut fresh = Trees::new(id("n1"), fixed_n(3), r4.clone());
         fresh.rebuild(r4, 2, records);
         assert_eq!(t.branches(&id("n4")), fresh.branches(&id("n4")));

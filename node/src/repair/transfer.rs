@@ -1,6 +1,6 @@
 //! Topology changes: range streaming, completion, and ownership handoff.
 //!
-//! While the read and write rings differ ([`crate::membership`]), every
+//! While the read and write rings differ ([`crate::cluster::membership`]), every
 //! coordinator writes to both preference lists of a key, and each node that
 //! gains ranges streams them in:
 //!
@@ -29,15 +29,15 @@
 //! streams in at once per node, the same number of stream batches served at
 //! once, and batches of [`TransferConfig::batch_bytes`].
 
-use crate::buckets::Buckets;
-use crate::liveness::Liveness;
-use crate::membership::{Membership, View};
+use crate::cluster::buckets::Buckets;
+use crate::cluster::liveness::Liveness;
+use crate::cluster::membership::{Membership, View};
 use crate::metrics::{self, Metrics};
-use crate::peer::{MemberState, PeerRequest, PeerResponse};
-use crate::replica::Replica;
+use crate::rpc::peer::{MemberState, PeerRequest, PeerResponse};
+use crate::replication::replica::Replica;
 use crate::storage::{Space, StorageError};
-use crate::transport::Transport;
-use crate::value::{self, State};
+use crate::rpc::transport::Transport;
+use crate::data::value::{self, State};
 use kvorum_ring::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -130,7 +130,7 @@ pub struct Transfers {
 
 struct Inner {
     me: NodeId,
-    member_store: crate::node::MemberStore,
+    member_store: crate::start::MemberStore,
     membership: Arc<Membership>,
     replica: Replica,
     transport: Arc<dyn Transport>,
@@ -166,7 +166,7 @@ impl Transfers {
     /// The machinery; nothing runs until [`Transfers::run`].
     #[allow(clippy::too_many_arguments)] // the module's whole context, passed once
     pub fn new(
-        member_store: crate::node::MemberStore,
+        member_store: crate::start::MemberStore,
         membership: Arc<Membership>,
         replica: Replica,
         transport: Arc<dyn Transport>,
@@ -630,7 +630,7 @@ impl Transfers {
         let mut wanted = Vec::new();
         for (i, (key, hash)) in keys.iter().enumerate() {
             match store.get(Space::Data, key) {
-                Ok(Some(record)) if crate::aae::state_hash(&record) == *hash => {}
+                Ok(Some(record)) if crate::repair::aae::state_hash(&record) == *hash => {}
                 Ok(_) => wanted.push(i as u32),
                 Err(e) => return PeerResponse::Error(e.to_string()),
             }
@@ -685,7 +685,7 @@ impl Transfers {
                         by_owner.entry(o.clone()).or_default().push(i);
                     }
                 }
-                moving.push((key, crate::aae::state_hash(&record), record, true));
+                moving.push((key, crate::repair::aae::state_hash(&record), record, true));
             }
             for (owner, idx) in by_owner {
                 let result = if inner.liveness.is_up(&owner) {

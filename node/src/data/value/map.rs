@@ -75,7 +75,7 @@
 //! every increment, forever.
 
 use super::{clamp, Stamp};
-use crate::register::{Actor, DecodeError, Dot, RegValue};
+use crate::data::register::{Actor, DecodeError, Dot, RegValue};
 use crdts::{CmRDT, CvRDT, VClock};
 use kvorum_client::{FieldKind, FieldValue, MapOp, MapValue};
 use serde::{Deserialize, Serialize};
@@ -626,7 +626,7 @@ pub(crate) mod legacy {
         value: Vec<u8>,
     }
 
-    /// `crate::register::Register` as serialized: its context (version
+    /// `crate::data::register::Register` as serialized: its context (version
     /// vector and dot cloud) and values.
     #[derive(Debug, Clone, Serialize, Deserialize)]
     struct Register {

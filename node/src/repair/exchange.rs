@@ -1,14 +1,14 @@
 //! Anti-entropy exchanges (Dynamo §4.7): compare the hash trees shared with
 //! a peer top-down and merge the differing keys both ways. The trees
-//! themselves are in [`crate::aae`]; this is the shell that talks to peers.
+//! themselves are in [`crate::repair::aae`]; this is the shell that talks to peers.
 
-use crate::aae::{self, Trees, PER_BRANCH};
-use crate::membership::Membership;
-use crate::peer::{PeerRequest, PeerResponse};
-use crate::replica::{self, Replica};
+use crate::repair::aae::{self, Trees, PER_BRANCH};
+use crate::cluster::membership::Membership;
+use crate::rpc::peer::{PeerRequest, PeerResponse};
+use crate::replication::replica::{self, Replica};
 use crate::storage::{Space, StorageError};
-use crate::transport::{Transport, TransportError};
-use crate::value;
+use crate::rpc::transport::{Transport, TransportError};
+use crate::data::value;
 use kvorum_ring::NodeId;
 use std::{
     sync::{
@@ -60,7 +60,7 @@ impl Default for AaeConfig {
             sessions_max: 1,
             // The default hint TTL plus twice the default request-time cap
             // and twice the default read timeout (see config.rs).
-            tombstone_grace: crate::hints::HintConfig::default().ttl + Duration::from_secs(260),
+            tombstone_grace: crate::repair::hints::HintConfig::default().ttl + Duration::from_secs(260),
         }
     }
 }
@@ -282,7 +282,7 @@ impl AntiEntropy {
         use crate::metrics as m;
         // A removed node owns nothing: merging a peer's keys into it would
         // only leave data there for nobody.
-        if self.membership.my_state() == crate::peer::MemberState::Removed {
+        if self.membership.my_state() == crate::rpc::peer::MemberState::Removed {
             return Ok(0);
         }
         let started = std::time::Instant::now();

@@ -1,7 +1,7 @@
 //! The buckets this node knows: name → type, N and default quorums.
 //!
 //! A bucket is created on every member (see
-//! [`crate::coordinator::Coordinator`]'s `CreateBucket`): each member accepts
+//! [`crate::replication::coordinator::Coordinator`]'s `CreateBucket`): each member accepts
 //! a definition only if it holds none or an equal one, and stores it durably
 //! before acknowledging. So a creation acknowledged by every member can
 //! never meet a conflicting one. Definitions also travel with gossip, to
@@ -97,7 +97,7 @@ impl Buckets {
     /// N of the bucket a storage key belongs to (the default N for a key
     /// whose bucket is unknown here).
     pub fn n_of_key(&self, skey: &[u8]) -> usize {
-        crate::replica::bucket_of(skey)
+        crate::replication::replica::bucket_of(skey)
             .and_then(|b| self.get(b))
             .unwrap_or(self.default)
             .n

@@ -4,7 +4,7 @@
 //! stream direction), its own version and message enum, on ALPN
 //! `kvorum-peer/1` which only node certificates may use.
 
-use crate::value::State;
+use crate::data::value::State;
 use kvorum_client::proto::Request;
 use kvorum_client::proto::Response;
 use kvorum_client::BucketProps;
@@ -19,7 +19,7 @@ pub const PEER_PROTOCOL_VERSION: u16 = 3;
 ///
 /// The read ring holds `Up` and `Leaving` members; the write ring holds
 /// `Up` and `Joining` ones. While the two differ, writes go to both and
-/// the nodes that gain ranges stream them in (see [`crate::transfer`]).
+/// the nodes that gain ranges stream them in (see [`crate::repair::transfer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum MemberState {
     /// Streaming the ranges it will own; gets writes, serves no reads yet.
@@ -59,7 +59,7 @@ impl MemberState {
 /// What a node knows of a member: one entry of the gossiped member list.
 ///
 /// Entries merge by `version` (higher wins; see
-/// [`crate::membership::newer`] for ties), so the list is a convergent map:
+/// [`crate::cluster::membership::newer`] for ties), so the list is a convergent map:
 /// two nodes that exchanged gossip hold the same list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
@@ -76,7 +76,7 @@ pub struct MemberInfo {
     /// The entry's version when `state` was last set: two changes of the
     /// same nodes (leave, rejoin, leave) name different views.
     pub state_since: u64,
-    /// The ring view (see [`crate::membership::View::hash`]) this member
+    /// The ring view (see [`crate::cluster::membership::View::hash`]) this member
     /// has seen: a node streams ranges in only once every live member has
     /// seen the view, so every coordinator already writes to it.
     pub seen_view: u64,

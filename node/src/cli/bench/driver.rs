@@ -5,7 +5,7 @@
 
 use super::procs;
 use super::workload::Op;
-use crate::transport::BoxFuture;
+use kvorum_node::rpc::transport::BoxFuture;
 use hdrhistogram::Histogram;
 use rand::{rngs::SmallRng, SeedableRng};
 use std::collections::BTreeMap;

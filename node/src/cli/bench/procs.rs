@@ -4,7 +4,7 @@
 //!
 //! Every child is killed when its [`Child`] handle drops, so an error, a
 //! panic or Ctrl-C in the bench stops them all; and each is tied to the
-//! bench's life ([`crate::tied`]), so a SIGKILL of the bench stops them too.
+//! bench's life ([`crate::cli::tied`]), so a SIGKILL of the bench stops them too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -82,7 +82,7 @@ impl Child {
                 std::env::var("KVORUM_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()),
             );
         // Tied: killed with the bench, even by SIGKILL.
-        let child = crate::tied::spawn(cmd).map_err(|source| ProcError::Spawn {
+        let child = crate::cli::tied::spawn(cmd).map_err(|source| ProcError::Spawn {
             what: name.to_string(),
             source,
         })?;
@@ -96,11 +96,6 @@ impl Child {
     /// The child's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// The child's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// An error if the child has exited.

@@ -1,10 +1,10 @@
 //! This node as a replica: read a key's state, coordinate a write into it,
 //! merge a state that another node sent. Knows nothing of the network.
 
-use crate::aae::{self, Trees};
-use crate::register::{Actor, DecodeError};
+use crate::repair::aae::{self, Trees};
+use crate::data::register::{Actor, DecodeError};
 use crate::storage::{Change, Durable, Hook, Space, StorageError, Store};
-use crate::value::{self, State, Update, ValueError, ValueLimits};
+use crate::data::value::{self, State, Update, ValueError, ValueLimits};
 use kvorum_client::BucketType;
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -57,7 +57,7 @@ pub struct Replica {
     limits: ValueLimits,
     trees: Arc<Mutex<Trees>>,
     /// Highest counter this node's actor issued on any key whose record was
-    /// since reaped; kept in `Meta` (see [`crate::register::Register::write`]).
+    /// since reaped; kept in `Meta` (see [`crate::data::register::Register::write`]).
     dot_floor: Arc<AtomicU64>,
 }
 
@@ -202,7 +202,7 @@ impl Replica {
 impl Replica {
     /// Removes the key's state if it is still the one whose hash is
     /// `expected` and holds only tombstones (reaping, see
-    /// [`crate::repair::AntiEntropy::reap`]). Returns whether it was removed.
+    /// [`crate::repair::exchange::AntiEntropy::reap`]). Returns whether it was removed.
     pub async fn reap(&self, key: Vec<u8>, expected: u64) -> Result<bool, ReplicaError> {
         self.delete_if(key, expected, true).await
     }

@@ -1,22 +1,22 @@
 //! Wiring: a node is started from its config and runs until shut down.
 
-use crate::aae::Trees;
-use crate::buckets::{self, Buckets};
+use crate::repair::aae::Trees;
+use crate::cluster::buckets::{self, Buckets};
 use crate::config::NodeConfig;
-use crate::coordinator::{Coordinator, Services};
-use crate::faults::Faults;
-use crate::hints::Hints;
-use crate::liveness::{DetectorConfig, Liveness};
-use crate::membership::Membership;
+use crate::replication::coordinator::{Coordinator, Services};
+use crate::net::faults::Faults;
+use crate::repair::hints::Hints;
+use crate::cluster::liveness::{DetectorConfig, Liveness};
+use crate::cluster::membership::Membership;
 use crate::metrics::{self, Metrics};
 use crate::net::{self, Handler, ServeLimits};
-use crate::peer::{MemberInfo, MemberInfoV1, MemberState, PeerRequest, PeerResponse};
-use crate::register::Actor;
-use crate::repair::AntiEntropy;
-use crate::replica::Replica;
+use crate::rpc::peer::{MemberInfo, MemberInfoV1, MemberState, PeerRequest, PeerResponse};
+use crate::data::register::Actor;
+use crate::repair::exchange::AntiEntropy;
+use crate::replication::replica::Replica;
 use crate::storage::{Closed, FjallEngine, Measured, Space, StorageError, Store, SyncPolicy};
-use crate::transfer::Transfers;
-use crate::transport::{BoxFuture, QuicTransport, Transport};
+use crate::repair::transfer::Transfers;
+use crate::rpc::transport::{BoxFuture, QuicTransport, Transport};
 use kvorum_client::proto::{Request, Response};
 use kvorum_client::{TlsError, TlsMaterial};
 use kvorum_ring::NodeId;
@@ -53,7 +53,7 @@ enum MetaRecord {
     V1 {
         incarnation: u64,
         /// Epoch of the data, part of the actor that issues dots (see
-        /// [`crate::register::Actor`]).
+        /// [`crate::data::register::Actor`]).
         epoch: u64,
         members: Vec<MemberInfoV1>,
     },
@@ -102,7 +102,7 @@ impl RunningNode {
     }
 
     /// The node's view of the member list (tombstones included).
-    pub fn view(&self) -> crate::membership::View {
+    pub fn view(&self) -> crate::cluster::membership::View {
         self.membership.view()
     }
 
@@ -362,7 +362,7 @@ pub async fn start_with_faults(
         ),
     )
     .map_err(storage_err)?;
-    let n_of: crate::aae::NOf = {
+    let n_of: crate::repair::aae::NOf = {
         let buckets = buckets.clone();
         Arc::new(move |key: &[u8]| buckets.n_of_key(key))
     };
@@ -851,7 +851,7 @@ pub const GOSSIP_FANOUT: usize = 3;
 /// then with a seed that is no known member's address, so groups that
 /// formed apart merge.
 ///
-/// Bucket definitions travel along (see [`crate::buckets`]).
+/// Bucket definitions travel along (see [`crate::cluster::buckets`]).
 #[allow(clippy::too_many_arguments)] // the task's whole context, passed once
 async fn gossip(
     transport: Arc<dyn Transport>,

@@ -14,9 +14,9 @@
 //! settles). When they differ, a topology change is in progress: writes go
 //! to both preference lists, and each node that *gains* ranges (is in a
 //! key's write list but not its read list) streams them in
-//! ([`crate::transfer`]). The pair of rings is named by [`View::hash`].
+//! ([`crate::repair::transfer`]). The pair of rings is named by [`View::hash`].
 
-use crate::peer::{MemberInfo, MemberState};
+use crate::rpc::peer::{MemberInfo, MemberState};
 use kvorum_ring::{Member, NodeId, Ring};
 use std::{
     collections::BTreeMap,

@@ -1,0 +1,7 @@
+//! Who is in the cluster: the member list and the ring computed from it,
+//! gossip, liveness (failure detector and pings), buckets, and the
+//! membership metadata a node persists.
+
+pub mod buckets;
+pub mod liveness;
+pub mod membership;

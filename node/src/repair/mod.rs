@@ -1,0 +1,7 @@
+//! How replicas heal: hinted handoff, anti-entropy trees and exchanges,
+//! range transfers on a ring change, and tombstone reaping.
+
+pub mod aae;
+pub mod exchange;
+pub mod hints;
+pub mod transfer;

@@ -92,7 +92,11 @@ fn main() {
         DEFAULT_VNODES,
     );
     let build = |me: &str, differ: u64| {
-        let mut t = Trees::new(NodeId::new(me), kvorum_node::repair::aae::fixed_n(3), ring.clone());
+        let mut t = Trees::new(
+            NodeId::new(me),
+            kvorum_node::repair::aae::fixed_n(3),
+            ring.clone(),
+        );
         let records = (0..keys).map(|i| {
             let key = format!("bucket/key-{i:08}").into_bytes();
             // The state hash; the first `differ` keys hold another state on n2.

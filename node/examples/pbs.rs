@@ -34,6 +34,7 @@
 
 use kvorum_client::{CausalContext, Client, ReadOptions, TlsMaterial, WriteOptions};
 use kvorum_node::net::{certs, faults::Faults};
+use kvorum_node::util::LockExt;
 use kvorum_node::{NodeConfig, RunningNode};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use std::net::SocketAddr;
@@ -553,15 +554,12 @@ async fn measure(
                 let (writer, reader) = pair(i);
                 let key = format!("pbs-{run_id}-{point}-{i}");
                 let outcome = trial(&clients, key.as_bytes(), rw, t, (writer, reader)).await;
-                results
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(Trial {
-                        point,
-                        writer,
-                        reader,
-                        outcome,
-                    });
+                results.locked().push(Trial {
+                    point,
+                    writer,
+                    reader,
+                    outcome,
+                });
             }
         });
     }
@@ -576,7 +574,7 @@ async fn measure(
         }
     }
     let took = began.elapsed();
-    let results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
+    let results = std::mem::take(&mut *results.locked());
     Ok((results, took))
 }
 

@@ -3,8 +3,8 @@
 //! config per node there (for reference and for `kvorum start`), and keeps its
 //! data for the next start.
 
-use crate::net::certs::{self, CertError};
 use crate::config::{ConfigError, NodeConfig};
+use crate::net::certs::{self, CertError};
 use crate::start::{self, NodeError, RunningNode};
 use kvorum_client::{BucketProps, BucketType, Client, TlsMaterial};
 use std::time::Duration;

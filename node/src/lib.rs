@@ -13,6 +13,7 @@
 //!   storage/      the Engine trait, the fjall engine, the group-commit store
 //!   repair/       hints, anti-entropy trees and exchanges, range transfers, reaping
 //!   metrics/      the metric catalogue, the HTTP endpoint, the collector
+//!   util/         lock recovery, wall-clock milliseconds, periodic ticks
 //!   config.rs     the TOML config, parsed into typed values
 //!   start.rs      wiring only: start a node from its config
 //!   dev.rs        the local development cluster of `kvorum dev`
@@ -39,6 +40,7 @@ pub mod replication;
 pub mod rpc;
 pub mod start;
 pub mod storage;
+pub mod util;
 
 pub use config::NodeConfig;
 pub use start::{start, NodeError, RunningNode};

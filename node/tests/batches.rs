@@ -8,9 +8,9 @@ mod common;
 
 use common::{metric, PeerProbe, TestCluster, TEST_TIMEOUT};
 use kvorum_client::{CausalContext, WriteOptions};
-use kvorum_node::rpc::peer::{PeerRequest, PeerResponse};
-use kvorum_node::replication::replica::storage_key;
 use kvorum_node::data::value::State;
+use kvorum_node::replication::replica::storage_key;
+use kvorum_node::rpc::peer::{PeerRequest, PeerResponse};
 
 const NO_AAE: &str = "[anti_entropy]\nenabled = false\n";
 

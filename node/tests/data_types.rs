@@ -12,9 +12,9 @@ use kvorum_client::{
     BucketProps, BucketType, CausalContext, Client, Error, ErrorReply, FieldKind, FieldValue,
     MapUpdate, ReadOptions, WriteOptions,
 };
+use kvorum_node::data::value::{Reading, State};
 use kvorum_node::net::faults::Faults;
 use kvorum_node::replication::replica::storage_key;
-use kvorum_node::data::value::{Reading, State};
 use std::collections::BTreeSet;
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},

@@ -23,11 +23,11 @@ mod checker;
 #[path = "faults/cluster.rs"]
 mod cluster;
 // The child-process tie of `kvorum bench` (a module of the binary), shared.
-#[path = "../src/cli/tied.rs"]
-mod tied;
 mod common;
 #[path = "faults/proxy.rs"]
 mod proxy;
+#[path = "../src/cli/tied.rs"]
+mod tied;
 #[path = "faults/workload.rs"]
 mod workload;
 
@@ -392,8 +392,10 @@ impl Run {
         let key = workload::key_name(k);
         let live = self.cluster.live_members();
         let c = self.cluster.client(&live, Duration::from_secs(2));
-        let token =
-            kvorum_ring::Ring::key_token(&kvorum_node::replication::replica::storage_key(w.bucket(), &key));
+        let token = kvorum_ring::Ring::key_token(&kvorum_node::replication::replica::storage_key(
+            w.bucket(),
+            &key,
+        ));
         let owners: Vec<String> = match c.ring(Some(3)).await {
             Ok(ranges) => ranges
                 .into_iter()

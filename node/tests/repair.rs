@@ -5,9 +5,9 @@ mod common;
 use common::{metric, raw_request, TestCluster, TEST_TIMEOUT};
 use kvorum_client::proto::{decode_frame, encode_frame, ALPN_PEER};
 use kvorum_client::{CausalContext, ReadOptions, WriteOptions};
-use kvorum_node::rpc::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
 use kvorum_node::data::register::Register;
 use kvorum_node::replication::replica::storage_key;
+use kvorum_node::rpc::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
 use std::time::{Duration, Instant};
 
 /// Anti-entropy off: only read repair may fix replicas here. Every read asks every replica (not only R), so a

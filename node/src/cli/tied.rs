@@ -7,6 +7,7 @@
 //! spawned from one thread that lives as long as the process: the signal
 //! then arrives exactly when the process dies, whichever thread asked.
 
+use kvorum_node::util::LockExt;
 use std::io;
 use std::process::{Child, Command};
 use std::sync::{mpsc, Mutex, OnceLock};
@@ -41,10 +42,7 @@ pub fn spawn(mut cmd: Command) -> io::Result<Child> {
         Mutex::new(tx)
     });
     let (reply, answer) = mpsc::channel();
-    let sent = spawner
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send((cmd, reply));
+    let sent = spawner.locked().send((cmd, reply));
     match sent {
         Ok(()) => answer
             .recv()

@@ -13,6 +13,8 @@
 //! `[replication]` settings.
 
 use crate::storage::{Space, StorageError, Store};
+use crate::util::lock::ReadExt;
+use crate::util::LockExt;
 use kvorum_client::{BucketProps, BucketType};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -200,7 +202,7 @@ impl Buckets {
     /// Joins a stored map into memory (min on conflicts, like the store);
     /// returns whether any entry in memory changed.
     fn absorb(&self, stored: BTreeMap<String, BucketProps>) -> bool {
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.locked();
         let mut changed = false;
         for (n, p) in stored {
             match map.get_mut(&n) {
@@ -219,7 +221,7 @@ impl Buckets {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, BucketProps>> {
-        self.map.read().unwrap_or_else(|e| e.into_inner())
+        self.map.read_locked()
     }
 }
 

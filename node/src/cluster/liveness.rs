@@ -15,6 +15,8 @@
 //! [`PhiDetector`] is pure (time comes in as an argument); [`Liveness`] is
 //! the shared view the coordinator and hint delivery read.
 
+use crate::util::lock::ReadExt;
+use crate::util::LockExt;
 use kvorum_ring::NodeId;
 use std::{
     collections::{HashMap, VecDeque},
@@ -170,16 +172,13 @@ impl Liveness {
     /// Starts watching `peer` (see [`PhiDetector::watch`]).
     pub fn watch(&self, peer: &NodeId) {
         let now = Instant::now();
-        self.detector
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .watch(peer, now);
+        self.detector.locked().watch(peer, now);
     }
 
     /// Records a ping answer from `peer`.
     pub fn heartbeat(&self, peer: &NodeId) {
         let now = Instant::now();
-        let mut d = self.detector.write().unwrap_or_else(|e| e.into_inner());
+        let mut d = self.detector.locked();
         let was = d.is_up(peer, now);
         d.heartbeat(peer, now);
         if !was {
@@ -191,7 +190,7 @@ impl Liveness {
     /// presumed up: the coordinator tries it, and a fast failure still sends
     /// the write to a fallback.
     pub fn is_up(&self, peer: &NodeId) -> bool {
-        let d = self.detector.read().unwrap_or_else(|e| e.into_inner());
+        let d = self.detector.read_locked();
         *peer == self.me || !d.peers.contains_key(peer) || d.is_up(peer, Instant::now())
     }
 }

@@ -17,6 +17,8 @@
 //! ([`crate::repair::transfer`]). The pair of rings is named by [`View::hash`].
 
 use crate::rpc::peer::{MemberInfo, MemberState};
+use crate::util::lock::ReadExt;
+use crate::util::LockExt;
 use kvorum_ring::{Member, NodeId, Ring};
 use std::{
     collections::BTreeMap,
@@ -186,12 +188,12 @@ impl Membership {
 
     /// Addresses for first contact.
     pub fn seeds(&self) -> Vec<SocketAddr> {
-        self.seeds.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.seeds.read_locked().clone()
     }
 
     /// Adds addresses for first contact.
     pub fn add_seeds(&self, seeds: impl IntoIterator<Item = SocketAddr>) {
-        let mut s = self.seeds.write().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.seeds.locked();
         for a in seeds {
             if !s.contains(&a) {
                 s.push(a);
@@ -462,11 +464,11 @@ impl Membership {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
         // A poisoned lock means a panic while holding it; the view is still a
         // consistent map (every write is a single insert), so keep serving.
-        self.view.read().unwrap_or_else(|e| e.into_inner())
+        self.view.read_locked()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, View> {
-        self.view.write().unwrap_or_else(|e| e.into_inner())
+        self.view.locked()
     }
 }
 

@@ -3,5 +3,8 @@
 //! membership metadata a node persists.
 
 pub mod buckets;
+pub mod gossip;
 pub mod liveness;
 pub mod membership;
+pub mod meta;
+pub mod pings;

@@ -10,6 +10,10 @@
 //! docs/metrics.md lists every metric of [`CATALOG`]; a test checks the two
 //! agree and that the code names no metric outside the catalog.
 
+pub mod collector;
+
+use crate::util::lock::ReadExt;
+use crate::util::LockExt;
 use kvorum_client::proto::{ErrorReply, ReplicaOutcome, Request, Response};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{
@@ -275,15 +279,10 @@ impl Metrics {
         id: u64,
         register: impl FnOnce() -> T,
     ) -> T {
-        if let Some(h) = cache.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        if let Some(h) = cache.read_locked().get(&id) {
             return h.clone();
         }
-        cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(id)
-            .or_insert_with(register)
-            .clone()
+        cache.locked().entry(id).or_insert_with(register).clone()
     }
 
     /// The counter `name` with these label values.
@@ -319,27 +318,21 @@ impl Metrics {
 
     /// Adds a collector, run before each scrape.
     pub fn on_scrape(&self, collector: Collector) {
-        self.collectors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(collector);
+        self.collectors.locked().push(collector);
     }
 
     /// Drops every collector (and what they hold: a node's store, its
     /// transport). Shutdown calls it: the collectors hold handles that hold
     /// this registry, a cycle that would keep the store open.
     pub fn clear_collectors(&self) {
-        self.collectors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.collectors.locked().clear();
     }
 
     /// The Prometheus text exposition of every metric, after running the
     /// collectors.
     pub fn render(&self) -> String {
         {
-            let collectors = self.collectors.lock().unwrap_or_else(|e| e.into_inner());
+            let collectors = self.collectors.locked();
             for c in collectors.iter() {
                 c(self);
             }

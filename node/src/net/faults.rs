@@ -5,6 +5,7 @@
 //! through it; everything above the socket — QUIC, TLS, the node — is the
 //! production code.
 
+use crate::util::LockExt;
 use quinn::{udp::RecvMeta, AsyncUdpSocket, UdpPoller};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::{
@@ -73,7 +74,7 @@ impl Faults {
     }
 
     fn blocked(&self) -> std::sync::MutexGuard<'_, HashSet<(SocketAddr, SocketAddr)>> {
-        self.blocked.lock().unwrap_or_else(|e| e.into_inner())
+        self.blocked.locked()
     }
 
     /// Cuts every link between a node of `a` and a node of `b`, both ways.
@@ -100,19 +101,13 @@ impl Faults {
     /// Delays what `from` sends to `to` by `base` plus a seeded random part
     /// of up to `jitter` (jitter reorders datagrams, which QUIC reads as loss).
     pub fn delay(&self, from: SocketAddr, to: SocketAddr, base: Duration, jitter: Duration) {
-        self.delayed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((from, to), (base, jitter));
+        self.delayed.locked().insert((from, to), (base, jitter));
     }
 
     /// Removes every partition, delay and the random loss.
     pub fn heal(&self) {
         self.blocked().clear();
-        self.delayed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.delayed.locked().clear();
         self.set_loss_ppm(0);
     }
 
@@ -121,26 +116,20 @@ impl Faults {
     /// [`MAX_DELAY_SAMPLES`] each): the drawn delay plus the timer's and the
     /// scheduler's lateness, which a loaded machine adds.
     pub fn record_delays(&self, on: bool) {
-        *self.samples.lock().unwrap_or_else(|e| e.into_inner()) = on.then(HashMap::new);
+        *self.samples.locked() = on.then(HashMap::new);
     }
 
     /// The delays recorded so far for datagrams from `from` to `to`.
     pub fn delay_samples(&self, from: SocketAddr, to: SocketAddr) -> Vec<Duration> {
         self.samples
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .as_ref()
             .and_then(|m| m.get(&(from, to)).cloned())
             .unwrap_or_default()
     }
 
     fn record_delay(&self, from: SocketAddr, to: SocketAddr, held: Duration) {
-        if let Some(m) = self
-            .samples
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
+        if let Some(m) = self.samples.locked().as_mut() {
             let v = m.entry((from, to)).or_default();
             if v.len() < MAX_DELAY_SAMPLES {
                 v.push(held);
@@ -154,21 +143,12 @@ impl Faults {
     }
 
     fn delay_of(&self, from: SocketAddr, to: SocketAddr) -> Option<Duration> {
-        let (base, jitter) = *self
-            .delayed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(from, to))?;
+        let (base, jitter) = *self.delayed.locked().get(&(from, to))?;
         let extra = if jitter.is_zero() {
             Duration::ZERO
         } else {
             let nanos = jitter.as_nanos().min(u128::from(u64::MAX)) as u64;
-            Duration::from_nanos(
-                self.rng
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .random_range(0..nanos),
-            )
+            Duration::from_nanos(self.rng.locked().random_range(0..nanos))
         };
         self.delayed_count.fetch_add(1, Ordering::Relaxed);
         Some(base + extra)
@@ -182,13 +162,7 @@ impl Faults {
     fn drops(&self, from: SocketAddr, to: SocketAddr) -> bool {
         let cut = self.blocked().contains(&(from, to));
         let ppm = self.loss_ppm.load(Ordering::Relaxed);
-        let lost = ppm > 0
-            && self
-                .rng
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .random_range(0..1_000_000)
-                < ppm;
+        let lost = ppm > 0 && self.rng.locked().random_range(0..1_000_000) < ppm;
         if cut || lost {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }

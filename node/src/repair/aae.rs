@@ -621,7 +621,10 @@ mod tests {
             "redone for 3 -> 4 nodes in {:?}, {steps} steps, the longest {longest:?}",
             started.elapsed()
         );
-        assert_eq!(steps, SEGMENTS.div_ceil(crate::repair::exchange::REPLACE_STEP));
+        assert_eq!(
+            steps,
+            SEGMENTS.div_ceil(crate::repair::exchange::REPLACE_STEP)
+        );
         let mut fresh = Trees::new(id("n1"), fixed_n(3), r4.clone());
         fresh.rebuild(r4, 2, records);
         assert_eq!(t.branches(&id("n4")), fresh.branches(&id("n4")));

@@ -2,13 +2,14 @@
 //! a peer top-down and merge the differing keys both ways. The trees
 //! themselves are in [`crate::repair::aae`]; this is the shell that talks to peers.
 
-use crate::repair::aae::{self, Trees, PER_BRANCH};
 use crate::cluster::membership::Membership;
-use crate::rpc::peer::{PeerRequest, PeerResponse};
-use crate::replication::replica::{self, Replica};
-use crate::storage::{Space, StorageError};
-use crate::rpc::transport::{Transport, TransportError};
 use crate::data::value;
+use crate::repair::aae::{self, Trees, PER_BRANCH};
+use crate::replication::replica::{self, Replica};
+use crate::rpc::peer::{PeerRequest, PeerResponse};
+use crate::rpc::transport::{Transport, TransportError};
+use crate::storage::{Space, StorageError};
+use crate::util::LockExt;
 use kvorum_ring::NodeId;
 use std::{
     sync::{
@@ -60,7 +61,8 @@ impl Default for AaeConfig {
             sessions_max: 1,
             // The default hint TTL plus twice the default request-time cap
             // and twice the default read timeout (see config.rs).
-            tombstone_grace: crate::repair::hints::HintConfig::default().ttl + Duration::from_secs(260),
+            tombstone_grace: crate::repair::hints::HintConfig::default().ttl
+                + Duration::from_secs(260),
         }
     }
 }
@@ -406,19 +408,13 @@ impl AntiEntropy {
         if self.membership.view().in_transition() {
             return 0;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let before = now.saturating_sub(self.config.tombstone_grace.as_millis() as u64);
+        let before = crate::util::time::now_ms()
+            .saturating_sub(self.config.tombstone_grace.as_millis() as u64);
         // Rotate through the candidates, so keys that cannot be reaped yet
         // (a replica down) do not hold back the others.
-        let after = self
-            .reap_cursor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let after = self.reap_cursor.locked().take();
         let candidates = replica::lock(self.trees()).reapable(before, REAP_BATCH, after.as_deref());
-        *self.reap_cursor.lock().unwrap_or_else(|e| e.into_inner()) = candidates.last().cloned();
+        *self.reap_cursor.locked() = candidates.last().cloned();
         let mut removed = 0;
         for key in candidates {
             match self.reap_one(&key).await {

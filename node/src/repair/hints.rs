@@ -13,8 +13,10 @@
 //! it carried.
 
 use crate::data::register::Register;
-use crate::storage::{Change, Space, StorageError, Store};
 use crate::data::value::{LegacyState, State};
+use crate::storage::{Change, Space, StorageError, Store};
+use crate::util::time::now_ms;
+use crate::util::LockExt;
 use kvorum_ring::NodeId;
 use serde::{Deserialize, Serialize};
 use std::{
@@ -22,7 +24,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 /// Bounds of the hint store.
@@ -115,7 +117,7 @@ pub struct HintStats {
 
 impl HintStats {
     fn ages(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, u64>> {
-        self.ages.lock().unwrap_or_else(|e| e.into_inner())
+        self.ages.locked()
     }
 
     fn held_since(&self, created_ms: u64) {
@@ -162,12 +164,6 @@ pub struct Hint {
     created_ms: u64,
     raw: Vec<u8>,
     store_key: Vec<u8>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn hint_key(owner: &NodeId, key: &[u8]) -> Vec<u8> {
@@ -389,7 +385,8 @@ mod tests {
         assert_eq!(HintRecord::decode(&bytes), Some((5, State::Register(r))));
         // A map record of format 2 is its tag (1) and then the state; a
         // hint of format 2 its tag (1), its time, then the state.
-        let record = crate::data::value::tests::unhex(include_str!("../data/value/map_record_v2.hex"));
+        let record =
+            crate::data::value::tests::unhex(include_str!("../data/value/map_record_v2.hex"));
         let mut bytes = vec![1];
         bytes.extend(postcard::to_stdvec(&5u64).unwrap());
         bytes.extend_from_slice(&record[1..]);

@@ -32,12 +32,13 @@
 use crate::cluster::buckets::Buckets;
 use crate::cluster::liveness::Liveness;
 use crate::cluster::membership::{Membership, View};
-use crate::metrics::{self, Metrics};
-use crate::rpc::peer::{MemberState, PeerRequest, PeerResponse};
-use crate::replication::replica::Replica;
-use crate::storage::{Space, StorageError};
-use crate::rpc::transport::Transport;
 use crate::data::value::{self, State};
+use crate::metrics::{self, Metrics};
+use crate::replication::replica::Replica;
+use crate::rpc::peer::{MemberState, PeerRequest, PeerResponse};
+use crate::rpc::transport::Transport;
+use crate::storage::{Space, StorageError};
+use crate::util::LockExt;
 use kvorum_ring::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -130,7 +131,7 @@ pub struct Transfers {
 
 struct Inner {
     me: NodeId,
-    member_store: crate::start::MemberStore,
+    member_store: crate::cluster::meta::MemberStore,
     membership: Arc<Membership>,
     replica: Replica,
     transport: Arc<dyn Transport>,
@@ -166,7 +167,7 @@ impl Transfers {
     /// The machinery; nothing runs until [`Transfers::run`].
     #[allow(clippy::too_many_arguments)] // the module's whole context, passed once
     pub fn new(
-        member_store: crate::start::MemberStore,
+        member_store: crate::cluster::meta::MemberStore,
         membership: Arc<Membership>,
         replica: Replica,
         transport: Arc<dyn Transport>,
@@ -820,7 +821,7 @@ impl Transfers {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.locked()
 }
 
 /// Meta key prefix of persisted stream cursors.

@@ -2,19 +2,20 @@
 //! W → merge → answer. Reaches peers only through [`Transport`].
 
 use crate::cluster::buckets::{Buckets, DefineError};
-use crate::config::{Limits, Replication};
-use crate::repair::hints::Hints;
 use crate::cluster::liveness::Liveness;
 use crate::cluster::membership::Membership;
+use crate::data::register::{self, DotContext, RegValue};
+use crate::data::value::{self, Reading, State, Update, ValueError};
 use crate::metrics::{self, Metrics};
+use crate::repair::exchange::AntiEntropy;
+use crate::repair::hints::Hints;
+use crate::repair::transfer::Transfers;
+use crate::replication::replica::{storage_key, Replica, ReplicaError};
+use crate::replication::settings::{Limits, Replication};
 use crate::rpc::peer::MemberState;
 use crate::rpc::peer::{PeerRequest, PeerResponse};
-use crate::data::register::{self, DotContext, RegValue};
-use crate::repair::exchange::AntiEntropy;
-use crate::replication::replica::{storage_key, Replica, ReplicaError};
-use crate::repair::transfer::Transfers;
 use crate::rpc::transport::{Transport, TransportError};
-use crate::data::value::{self, Reading, State, Update, ValueError};
+use crate::util::time::{lww_clock_ms, now_ms};
 use kvorum_client::proto::{
     CausalContext, ClusterStatus, ErrorReply, Limit, MemberStatus, OpKind, QuorumFailure,
     ReplicaOutcome, Request, Response, RingRange, StaleRead, TransferStatus,
@@ -233,7 +234,7 @@ pub struct Coordinator {
     hints: Hints,
     anti_entropy: Arc<AntiEntropy>,
     transfers: Transfers,
-    member_store: crate::start::MemberStore,
+    member_store: crate::cluster::meta::MemberStore,
     replication: Replication,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -263,7 +264,7 @@ pub struct Services {
     /// Range transfers (served to peers; progress for status).
     pub transfers: Transfers,
     /// Persists the member list after an admin change.
-    pub member_store: crate::start::MemberStore,
+    pub member_store: crate::cluster::meta::MemberStore,
 }
 
 impl Coordinator {
@@ -1523,7 +1524,8 @@ impl Coordinator {
             }
             PeerRequest::Gossip { members, buckets } => {
                 self.membership.merge(members);
-                crate::start::merge_buckets(&self.buckets, &self.membership, buckets).await;
+                crate::cluster::gossip::merge_buckets(&self.buckets, &self.membership, buckets)
+                    .await;
                 PeerResponse::Members {
                     members: self.membership.all_members(),
                     buckets: self.buckets.defined(),
@@ -1703,38 +1705,6 @@ fn wrong_type(bucket: &str, props: BucketProps, op: &str) -> ErrorReply {
         bucket_type: props.bucket_type,
         op: op.to_string(),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Test-only clock skew: the environment variable that offsets the clock a
-/// coordinator stamps LWW writes with (signed milliseconds). The fault suite
-/// (`node/tests/faults.rs`) sets it on one node to skew its clock; nothing
-/// else reads it, and unset (the default) it changes nothing.
-pub const CLOCK_OFFSET_ENV: &str = "KVORUM_TEST_CLOCK_OFFSET_MS";
-
-/// The clock of LWW stamps (LWW buckets and map LWW fields): the system
-/// clock, plus [`CLOCK_OFFSET_ENV`] when set.
-fn lww_clock_ms() -> u64 {
-    static OFFSET_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let offset = *OFFSET_MS.get_or_init(|| {
-        let offset = std::env::var(CLOCK_OFFSET_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(0);
-        if offset != 0 {
-            tracing::warn!(
-                offset_ms = offset,
-                "LWW clock skewed for testing ({CLOCK_OFFSET_ENV})"
-            );
-        }
-        offset
-    });
-    now_ms().saturating_add_signed(offset)
 }
 
 fn too_large(what: Limit, size: usize, max: usize) -> ErrorReply {

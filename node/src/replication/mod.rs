@@ -4,3 +4,4 @@
 
 pub mod coordinator;
 pub mod replica;
+pub mod settings;

@@ -1,10 +1,12 @@
 //! This node as a replica: read a key's state, coordinate a write into it,
 //! merge a state that another node sent. Knows nothing of the network.
 
-use crate::repair::aae::{self, Trees};
 use crate::data::register::{Actor, DecodeError};
-use crate::storage::{Change, Durable, Hook, Space, StorageError, Store};
 use crate::data::value::{self, State, Update, ValueError, ValueLimits};
+use crate::repair::aae::{self, Trees};
+use crate::storage::{Change, Durable, Hook, Space, StorageError, Store};
+use crate::util::lock::ReadExt;
+use crate::util::LockExt;
 use kvorum_client::BucketType;
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -92,7 +94,7 @@ impl Replica {
 
     /// The actor this node coordinates as now.
     pub fn actor(&self) -> Actor {
-        self.me.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.me.read_locked().clone()
     }
 
     /// Coordinates as a new epoch from now on (persist it first). A node
@@ -101,7 +103,7 @@ impl Replica {
     /// totals and dots start fresh instead of going back below what the
     /// other replicas hold of its old actor.
     pub fn set_epoch(&self, epoch: u64) {
-        self.me.write().unwrap_or_else(|e| e.into_inner()).epoch = epoch;
+        self.me.locked().epoch = epoch;
     }
 
     /// The local state of a key.
@@ -276,7 +278,7 @@ impl Replica {
 /// Locks the trees; a poisoned lock still holds consistent XOR sums (every
 /// update is a few XORs), so keep using it.
 pub fn lock(trees: &Mutex<Trees>) -> std::sync::MutexGuard<'_, Trees> {
-    trees.lock().unwrap_or_else(|e| e.into_inner())
+    trees.locked()
 }
 
 /// After a commit: the key's new state goes into the anti-entropy trees (in

@@ -6,6 +6,7 @@
 
 use crate::cluster::membership::Membership;
 use crate::rpc::peer::{PeerRequest, PeerResponse, MAX_BATCH, PEER_PROTOCOL_VERSION, SEND_ALONE};
+use crate::util::LockExt;
 use kvorum_client::proto::{decode_frame, encode_frame, NODE_CERT_NAME};
 use kvorum_ring::NodeId;
 use std::{
@@ -133,8 +134,7 @@ impl QuicTransport {
         let slots: Vec<(SocketAddr, Arc<tokio::sync::Mutex<Slot>>)> = self
             .link
             .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .iter()
             .map(|(a, s)| (*a, s.clone()))
             .collect();
@@ -152,7 +152,7 @@ impl QuicTransport {
 impl Link {
     async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, TransportError> {
         let slot = {
-            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            let mut conns = self.conns.locked();
             conns.entry(addr).or_default().clone()
         };
         let mut guard = slot.lock().await;
@@ -251,7 +251,7 @@ impl Link {
         let (answer, rx) = tokio::sync::oneshot::channel();
         let deadline = tokio::time::Instant::now() + timeout;
         let start_sender = {
-            let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queued = self.queued.locked();
             let waiting = queued.entry(addr).or_default();
             waiting.push(Queued {
                 body,
@@ -274,12 +274,7 @@ impl Link {
     /// stream, at once.
     async fn send_queued(self: Arc<Self>, addr: SocketAddr) {
         tokio::task::yield_now().await;
-        let waiting = self
-            .queued
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&addr)
-            .unwrap_or_default();
+        let waiting = self.queued.locked().remove(&addr).unwrap_or_default();
         let (reads, writes): (Vec<Queued>, Vec<Queued>) = waiting.into_iter().partition(|q| q.read);
         if !reads.is_empty() && !writes.is_empty() {
             tokio::spawn(self.clone().send_all(addr, reads));

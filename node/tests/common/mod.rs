@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use kvorum_client::{Client, TlsMaterial};
-use kvorum_node::rpc::peer::MemberState;
 use kvorum_node::net::certs;
+use kvorum_node::rpc::peer::MemberState;
 use kvorum_node::{NodeConfig, RunningNode};
 use std::{net::SocketAddr, path::Path, time::Duration};
 

@@ -5,8 +5,8 @@
 
 use super::procs;
 use super::workload::Op;
-use kvorum_node::rpc::transport::BoxFuture;
 use hdrhistogram::Histogram;
+use kvorum_node::rpc::transport::BoxFuture;
 use rand::{rngs::SmallRng, SeedableRng};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

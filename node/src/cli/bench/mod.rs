@@ -24,16 +24,17 @@ pub mod driver;
 pub mod procs;
 pub mod workload;
 
-use kvorum_node::config::NodeConfig;
-use kvorum_node::dev::{self, DevError, DevOptions};
-use kvorum_node::net::{self, Handler, ServeLimits};
-use kvorum_node::rpc::peer::{PeerRequest, PeerResponse};
-use kvorum_node::rpc::transport::BoxFuture;
 use driver::{LatencySummary, OpError, OpFn, Outcome, Phase};
 use kvorum_client::proto::{Request, Response};
 use kvorum_client::{
     BucketProps, BucketType, CausalContext, Client, ReadOptions, TlsMaterial, WriteOptions,
 };
+use kvorum_node::config::NodeConfig;
+use kvorum_node::dev::{self, DevError, DevOptions};
+use kvorum_node::net::{self, Handler, ServeLimits};
+use kvorum_node::rpc::peer::{PeerRequest, PeerResponse};
+use kvorum_node::rpc::transport::BoxFuture;
+use kvorum_node::util::LockExt;
 use procs::{Child, Machine};
 use rand::rngs::SmallRng;
 use rand::RngCore;
@@ -428,14 +429,14 @@ struct Ops {
 impl Ops {
     fn remember(&self, k: u64, ctx: CausalContext) {
         if let Some(slot) = self.contexts.get(k as usize) {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = ctx;
+            *slot.locked() = ctx;
         }
     }
 
     fn context(&self, k: u64) -> CausalContext {
         self.contexts
             .get(k as usize)
-            .map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .map(|slot| slot.locked().clone())
             .unwrap_or_default()
     }
 

@@ -1,0 +1,82 @@
+//! The scrape-time collector: copies what the node's subsystems keep
+//! (hint and anti-entropy counts, liveness, ring share, storage size, peer
+//! round-trip times) into the registry at each scrape.
+
+use super::{self as metrics, Metrics};
+use crate::cluster::liveness::Liveness;
+use crate::cluster::membership::Membership;
+use crate::repair::exchange::AntiEntropy;
+use crate::repair::hints::Hints;
+use crate::rpc::transport::QuicTransport;
+use crate::storage::Store;
+use std::sync::Arc;
+
+/// Copies what other modules keep (hint and anti-entropy counts, liveness,
+/// ring share, storage size, peer RTT) into the registry at each scrape.
+pub fn collector(
+    store: Store,
+    hints: Hints,
+    aae: Arc<AntiEntropy>,
+    membership: Arc<Membership>,
+    liveness: Arc<Liveness>,
+    quic: Arc<QuicTransport>,
+) -> metrics::Collector {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Taken here, in the runtime: a scrape may render on a blocking thread.
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    Box::new(move |m: &Metrics| {
+        if let Some(rt) = &runtime {
+            m.gauge(metrics::RUNTIME_WORKERS, &[])
+                .set(rt.metrics().num_workers() as f64);
+        }
+        let h = hints.stats();
+        m.counter(metrics::HINTS_STORED, &[])
+            .absolute(h.stored.load(Relaxed));
+        m.counter(metrics::HINTS_DELIVERED, &[])
+            .absolute(h.delivered.load(Relaxed));
+        m.counter(metrics::HINTS_DROPPED, &[])
+            .absolute(h.dropped.load(Relaxed));
+        m.gauge(metrics::HINTS_PENDING, &[])
+            .set(h.pending.load(Relaxed) as f64);
+        m.gauge(metrics::HINTS_BYTES, &[])
+            .set(h.bytes.load(Relaxed) as f64);
+        m.gauge(metrics::HINT_OLDEST_AGE, &[])
+            .set(h.oldest_age().as_secs_f64());
+        m.counter(metrics::AAE_KEYS_REPAIRED, &[])
+            .absolute(aae.stats().keys_repaired.load(Relaxed));
+        let me = membership.me().id.clone();
+        let (mut up, mut down) = (0u32, 0u32);
+        for member in membership.members() {
+            let is_up = liveness.is_up(&member.id);
+            if is_up {
+                up += 1;
+            } else {
+                down += 1;
+            }
+            if member.id != me {
+                m.gauge(metrics::PEER_UP, &[("peer", member.id.as_str())])
+                    .set(if is_up { 1.0 } else { 0.0 });
+            }
+        }
+        m.gauge(metrics::MEMBERS, &[("state", "up")])
+            .set(f64::from(up));
+        m.gauge(metrics::MEMBERS, &[("state", "down")])
+            .set(f64::from(down));
+        m.gauge(metrics::RING_OWNERSHIP, &[])
+            .set(membership.ring().ownership(&me));
+        if let Some(size) = store.size() {
+            m.gauge(metrics::STORAGE_DISK_BYTES, &[])
+                .set(size.disk_bytes as f64);
+            m.gauge(metrics::STORAGE_KEYS, &[]).set(size.keys as f64);
+        }
+        let open = quic.open_connections();
+        m.gauge(metrics::CONNECTIONS, &[("kind", "peer_out")])
+            .set(open.len() as f64);
+        for (addr, rtt) in open {
+            if let Some(peer) = membership.id_at(addr) {
+                m.gauge(metrics::PEER_RTT, &[("peer", peer.as_str())])
+                    .set(rtt.as_secs_f64());
+            }
+        }
+    })
+}

@@ -12,7 +12,9 @@
 
 use kvorum_client::proto::encode_frame;
 use kvorum_node::repair::aae::{self, Trees, PER_BRANCH};
-use kvorum_node::rpc::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
+use kvorum_node::rpc::peer::{
+    AaeRequest, AaeResponse, PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION,
+};
 use kvorum_ring::{Member, NodeId, Ring, DEFAULT_VNODES};
 use std::time::Instant;
 
@@ -37,18 +39,24 @@ fn exchange(a: &Trees, b: &Trees) -> Cost {
         bytes += n;
         messages += 1;
     };
-    send(frame_len(&PeerRequest::AaeBranches { from: n1.clone() }));
+    send(frame_len(&PeerRequest::Aae(AaeRequest::Branches {
+        from: n1.clone(),
+    })));
     let remote = b.branches(&n1);
-    send(frame_len(&PeerResponse::Branches(remote.clone())));
+    send(frame_len(&PeerResponse::Aae(AaeResponse::Branches(
+        remote.clone(),
+    ))));
     let branches = aae::differing(&a.branches(&n2), &remote);
     let mut keys = Vec::new();
     if !branches.is_empty() {
-        send(frame_len(&PeerRequest::AaeLeaves {
+        send(frame_len(&PeerRequest::Aae(AaeRequest::Leaves {
             from: n1.clone(),
             branches: branches.clone(),
-        }));
+        })));
         let remote = b.leaves(&n1, &branches);
-        send(frame_len(&PeerResponse::Leaves(remote.clone())));
+        send(frame_len(&PeerResponse::Aae(AaeResponse::Leaves(
+            remote.clone(),
+        ))));
         let local = a.leaves(&n2, &branches);
         let mut segments = Vec::new();
         for ((br, l), (_, r)) in local.iter().zip(&remote) {
@@ -58,12 +66,14 @@ fn exchange(a: &Trees, b: &Trees) -> Cost {
                     .map(|i| br * PER_BRANCH + i),
             );
         }
-        send(frame_len(&PeerRequest::AaeKeys {
+        send(frame_len(&PeerRequest::Aae(AaeRequest::Keys {
             from: n1.clone(),
             segments: segments.clone(),
-        }));
+        })));
         let remote = b.keys(&n1, &segments);
-        send(frame_len(&PeerResponse::Keys(remote.clone())));
+        send(frame_len(&PeerResponse::Aae(AaeResponse::Keys(
+            remote.clone(),
+        ))));
         keys = aae::differing_keys(&a.keys(&n2, &segments), &remote);
     }
     Cost {
@@ -117,7 +127,7 @@ fn main() {
     let all_segments: Vec<u32> = (0..aae::SEGMENTS).collect();
     let started = Instant::now();
     let listing = a.keys(&NodeId::new("n2"), &all_segments);
-    let naive_bytes = frame_len(&PeerResponse::Keys(listing));
+    let naive_bytes = frame_len(&PeerResponse::Aae(AaeResponse::Keys(listing)));
     println!(
         "baseline (list every key and hash): {naive_bytes} bytes, {} µs",
         started.elapsed().as_micros()

@@ -10,8 +10,8 @@
 //! (defaults 100000 keys, 100-byte values, 3 runs; medians are printed).
 
 use kvorum_client::{CausalContext, Client, TlsMaterial, WriteOptions};
+use kvorum_node::cluster::member::MemberState;
 use kvorum_node::net::certs;
-use kvorum_node::rpc::peer::MemberState;
 use kvorum_node::{NodeConfig, RunningNode};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -249,7 +249,7 @@ async fn start_cluster(
         let m = n.members();
         m.len() == NODES
             && m.iter()
-                .all(|m| m.state == kvorum_node::rpc::peer::MemberState::Up)
+                .all(|m| m.state == kvorum_node::cluster::member::MemberState::Up)
     }) {
         if Instant::now() > deadline {
             return Err("the members did not converge".into());

@@ -381,9 +381,7 @@ impl NodeConfig {
         }
         // A key's whole state travels in one peer frame (and in a client's
         // answer, whose default bound is 72 MiB).
-        let peer_frame = limits
-            .max_frame_bytes
-            .saturating_mul(crate::net::PEER_FRAME_FACTOR);
+        let peer_frame = crate::rpc::peer::max_peer_frame_bytes(limits.max_frame_bytes);
         let mut limits = limits;
         if l.max_state_bytes.is_none() {
             // The default follows a smaller frame limit.
@@ -394,7 +392,7 @@ impl NodeConfig {
         if limits.max_state_bytes.saturating_add(64 * 1024) > peer_frame {
             return Err(ConfigError::Invalid(format!(
                 "limits.max_state_bytes must be below max_frame_bytes * {} - 65536",
-                crate::net::PEER_FRAME_FACTOR
+                crate::rpc::peer::PEER_FRAME_FACTOR
             )));
         }
         let vnodes = raw.vnodes.unwrap_or(kvorum_ring::DEFAULT_VNODES);

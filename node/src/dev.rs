@@ -180,7 +180,7 @@ pub async fn start(opts: &DevOptions) -> Result<Vec<RunningNode>, DevError> {
             members.len() == running.len()
                 && members
                     .iter()
-                    .all(|m| m.state == crate::rpc::peer::MemberState::Up)
+                    .all(|m| m.state == crate::cluster::member::MemberState::Up)
         })
     {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,25 +1,29 @@
 //! Wiring: a node is started from its config and runs until shut down.
 
+use crate::cluster::admin::{Admin, AdminServices};
 use crate::cluster::buckets::{self, Buckets};
 use crate::cluster::liveness::Liveness;
+use crate::cluster::member::{MemberInfo, MemberState};
 use crate::cluster::membership::Membership;
 use crate::cluster::meta::{self, MemberStore, Stored};
 use crate::cluster::{gossip, pings};
 use crate::config::NodeConfig;
 use crate::data::register::Actor;
 use crate::metrics::{self, Metrics};
-use crate::net::faults::Faults;
-use crate::net::{self, Handler, ServeLimits};
+use crate::net::{self, Handler, ServeLimits, SocketHooks};
 use crate::repair::aae::Trees;
 use crate::repair::exchange::AntiEntropy;
 use crate::repair::hints::Hints;
 use crate::repair::transfer::Transfers;
 use crate::repair::{aae_loop, hint_delivery};
 use crate::replication::coordinator::{Coordinator, Services};
+use crate::replication::peer_router::{PeerRouter, RouterServices};
 use crate::replication::replica::Replica;
-use crate::rpc::peer::{MemberInfo, MemberState, PeerRequest, PeerResponse};
-use crate::rpc::transport::{BoxFuture, QuicTransport, Transport};
-use crate::storage::{Closed, FjallEngine, Measured, Space, StorageError, Store, SyncPolicy};
+use crate::rpc::peer::{PeerRequest, PeerResponse};
+use crate::rpc::quic::QuicTransport;
+use crate::rpc::transport::Transport;
+use crate::storage::{Closed, FjallEngine, Measured, StorageError, Store, SyncPolicy};
+use crate::util::BoxFuture;
 use kvorum_client::proto::{Request, Response};
 use kvorum_client::{TlsError, TlsMaterial};
 use kvorum_ring::NodeId;
@@ -50,6 +54,8 @@ pub enum NodeError {
 }
 
 /// A running node. Dropping it does not stop it: call [`RunningNode::shutdown`].
+// `liveness` is read only by the test accessors.
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub struct RunningNode {
     id: NodeId,
     addr: SocketAddr,
@@ -67,32 +73,6 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// The storage keys this node holds data for (tombstones included), in
-    /// key order: what it replicates.
-    pub fn data_keys(&self) -> Result<Vec<Vec<u8>>, StorageError> {
-        Ok(self
-            .store
-            .scan_after(Space::Data, None, usize::MAX)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect())
-    }
-
-    /// Gossip rounds this node started.
-    pub fn gossip_rounds(&self) -> u64 {
-        self.membership.rounds()
-    }
-
-    /// The node's view of the member list (tombstones included).
-    pub fn view(&self) -> crate::cluster::membership::View {
-        self.membership.view()
-    }
-
-    /// The node's metrics registry.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     /// Where `/metrics` is served (`None` if disabled).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
@@ -112,35 +92,6 @@ impl RunningNode {
     /// The address the node serves on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// Keys anti-entropy exchanges started by this node merged, since start.
-    pub fn aae_keys_repaired(&self) -> u64 {
-        self.anti_entropy
-            .stats()
-            .keys_repaired
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Hints this node holds for other replicas.
-    pub fn hints_pending(&self) -> u64 {
-        self.hints
-            .stats()
-            .pending
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Hints dropped by a bound or for a removed node since start.
-    pub fn hints_dropped(&self) -> u64 {
-        self.hints
-            .stats()
-            .dropped
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Whether this node's failure detector sees `peer` as up.
-    pub fn sees_up(&self, peer: &NodeId) -> bool {
-        self.liveness.is_up(peer)
     }
 
     /// Members this node knows.
@@ -184,8 +135,73 @@ impl RunningNode {
     }
 }
 
+/// Test accessors: what the integration tests read of a running node
+/// (a build with the `test-hooks` feature).
+#[cfg(feature = "test-hooks")]
+impl RunningNode {
+    /// The storage keys this node holds data for (tombstones included), in
+    /// key order: what it replicates.
+    pub fn data_keys(&self) -> Result<Vec<Vec<u8>>, StorageError> {
+        Ok(self
+            .store
+            .scan_after(crate::storage::Space::Data, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Gossip rounds this node started.
+    pub fn gossip_rounds(&self) -> u64 {
+        self.membership.rounds()
+    }
+
+    /// The node's view of the member list (tombstones included).
+    pub fn view(&self) -> crate::cluster::membership::View {
+        self.membership.view()
+    }
+
+    /// The node's metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Keys anti-entropy exchanges started by this node merged, since start.
+    pub fn aae_keys_repaired(&self) -> u64 {
+        self.anti_entropy
+            .stats()
+            .keys_repaired
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Hints this node holds for other replicas.
+    pub fn hints_pending(&self) -> u64 {
+        self.hints
+            .stats()
+            .pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Hints dropped by a bound or for a removed node since start.
+    pub fn hints_dropped(&self) -> u64 {
+        self.hints
+            .stats()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether this node's failure detector sees `peer` as up.
+    pub fn sees_up(&self, peer: &NodeId) -> bool {
+        self.liveness.is_up(peer)
+    }
+}
+
+/// The node's entry for decoded requests: client data requests go to the
+/// coordinator, admin requests to the admin service, peer requests to the
+/// router.
 struct NodeHandler {
-    coordinator: Coordinator,
+    coordinator: Arc<Coordinator>,
+    admin: Admin,
+    router: PeerRouter,
     metrics: Arc<Metrics>,
 }
 
@@ -195,26 +211,40 @@ impl Handler for NodeHandler {
             let started = std::time::Instant::now();
             let (op, bucket) = metrics::request_op(&req);
             let bucket_type = bucket.map_or("none", |b| self.coordinator.bucket_type_label(b));
-            let resp = self.coordinator.handle(req, false).await;
+            let resp = if Admin::serves(&req) {
+                self.admin.handle(req).await
+            } else {
+                self.coordinator.handle(req, false).await
+            };
             metrics::record_request(&self.metrics, op, bucket_type, &resp, started.elapsed());
             resp
         })
     }
     fn peer(&self, req: PeerRequest) -> BoxFuture<'_, PeerResponse> {
-        Box::pin(self.coordinator.serve_peer(req))
+        Box::pin(self.router.serve(req))
     }
 }
 
 /// Starts a node: opens its storage, binds its endpoint, joins the cluster
 /// through its seeds, and serves until [`RunningNode::shutdown`].
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
-    start_with_faults(config, None).await
+    start_with_hooks(config, SocketHooks::default()).await
 }
 
-/// [`start`], with the node's UDP socket obeying injected `faults` (tests).
+/// [`start`], with the node's UDP socket obeying injected `faults` (a
+/// build with the `test-hooks` feature: the tests).
+#[cfg(feature = "test-hooks")]
 pub async fn start_with_faults(
     config: NodeConfig,
-    faults: Option<Arc<Faults>>,
+    faults: Option<Arc<crate::net::faults::Faults>>,
+) -> Result<RunningNode, NodeError> {
+    start_with_hooks(config, SocketHooks { faults }).await
+}
+
+/// [`start`], with `hooks` on the node's UDP socket.
+async fn start_with_hooks(
+    config: NodeConfig,
+    hooks: SocketHooks,
 ) -> Result<RunningNode, NodeError> {
     let tls = TlsMaterial::from_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     let storage_err = |source| NodeError::Storage {
@@ -262,7 +292,7 @@ pub async fn start_with_faults(
             rand::random::<u64>()
         }
     };
-    let endpoint = net::endpoint(config.listen, &tls, faults.as_ref())?;
+    let endpoint = net::endpoint(config.listen, &tls, &hooks)?;
     let local = endpoint
         .local_addr()
         .map_err(|e| net::NetError::Bind(config.listen, e))?;
@@ -353,21 +383,47 @@ pub async fn start_with_faults(
         config.transfers,
         metrics.clone(),
     );
-    let services = Services {
-        transfers: transfers.clone(),
-        member_store: member_store.clone(),
-        buckets: buckets.clone(),
-        replica,
-        membership: membership.clone(),
-        transport: transport.clone(),
-        liveness: liveness.clone(),
-        hints: hints.clone(),
-        anti_entropy: anti_entropy.clone(),
-        metrics: metrics.clone(),
-    };
-    let coordinator = Coordinator::new(services, config.replication, config.limits);
+    let coordinator = Arc::new(Coordinator::new(
+        Services {
+            buckets: buckets.clone(),
+            replica: replica.clone(),
+            membership: membership.clone(),
+            transport: transport.clone(),
+            liveness: liveness.clone(),
+            metrics: metrics.clone(),
+        },
+        config.replication,
+        config.limits,
+    ));
+    let admin = Admin::new(
+        AdminServices {
+            membership: membership.clone(),
+            buckets: buckets.clone(),
+            liveness: liveness.clone(),
+            transport: transport.clone(),
+            anti_entropy: anti_entropy.clone(),
+            transfers: transfers.clone(),
+            member_store: member_store.clone(),
+        },
+        config.replication,
+        config.limits,
+    );
+    let router = PeerRouter::new(
+        RouterServices {
+            coordinator: coordinator.clone(),
+            replica,
+            hints: hints.clone(),
+            membership: membership.clone(),
+            buckets: buckets.clone(),
+            anti_entropy: anti_entropy.clone(),
+            transfers: transfers.clone(),
+        },
+        config.limits.max_frame_bytes,
+    );
     let handler: Arc<dyn Handler> = Arc::new(NodeHandler {
         coordinator,
+        admin,
+        router,
         metrics: metrics.clone(),
     });
     {

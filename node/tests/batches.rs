@@ -10,7 +10,9 @@ use common::{metric, PeerProbe, TestCluster, TEST_TIMEOUT};
 use kvorum_client::{CausalContext, WriteOptions};
 use kvorum_node::data::value::State;
 use kvorum_node::replication::replica::storage_key;
-use kvorum_node::rpc::peer::{PeerRequest, PeerResponse};
+use kvorum_node::rpc::peer::{
+    ClusterRequest, PeerError, PeerRequest, PeerResponse, ReplicaRequest, ReplicaResponse,
+};
 
 const NO_AAE: &str = "[anti_entropy]\nenabled = false\n";
 
@@ -97,17 +99,18 @@ async fn a_batch_answers_each_request_and_refuses_what_it_cannot_hold() {
             .await
             .expect("src is stored");
         let write = |key: &[u8]| {
-            postcard::to_stdvec(&PeerRequest::Write {
+            postcard::to_stdvec(&ReplicaRequest::Write {
                 key: storage_key("default", key),
                 state: state.clone(),
             })
             .unwrap()
         };
-        let read = postcard::to_stdvec(&PeerRequest::Read {
+        let read = postcard::to_stdvec(&ReplicaRequest::Read {
             key: storage_key("default", b"src"),
         })
         .unwrap();
-        let ping = postcard::to_stdvec(&PeerRequest::Ping).unwrap();
+        // Requests of other subsystems do not decode as replica requests.
+        let ping = postcard::to_stdvec(&PeerRequest::Cluster(ClusterRequest::Ping)).unwrap();
         let nested = postcard::to_stdvec(&PeerRequest::Batch(vec![write(b"x")])).unwrap();
         let batch = PeerRequest::Batch(vec![
             write(b"a"),
@@ -125,28 +128,32 @@ async fn a_batch_answers_each_request_and_refuses_what_it_cannot_hold() {
             .map(|b| postcard::from_bytes(b).unwrap())
             .collect();
         assert_eq!(answers.len(), 6);
-        assert!(matches!(answers[0], PeerResponse::Ack), "{:?}", answers[0]);
+        let stored = |a: &PeerResponse| matches!(a, PeerResponse::Replica(ReplicaResponse::Stored));
+        assert!(stored(&answers[0]), "{:?}", answers[0]);
         assert!(
-            matches!(&answers[1], PeerResponse::Error(e) if e.contains("malformed")),
+            matches!(&answers[1], PeerResponse::Error(PeerError::Malformed(_))),
             "{:?}",
             answers[1]
         );
         assert!(
-            matches!(&answers[2], PeerResponse::State(Some(s)) if *s == state),
+            matches!(&answers[2], PeerResponse::Replica(ReplicaResponse::State(Some(s))) if *s == state),
             "{:?}",
             answers[2]
         );
         for a in &answers[3..5] {
             assert!(
-                matches!(a, PeerResponse::Error(e) if e.contains("only writes, hinted writes and reads")),
+                matches!(a, PeerResponse::Error(PeerError::Malformed(_))),
                 "{a:?}"
             );
         }
-        assert!(matches!(answers[5], PeerResponse::Ack), "{:?}", answers[5]);
+        assert!(stored(&answers[5]), "{:?}", answers[5]);
         // More than 64 requests: the whole batch is refused, nothing stored.
         let many = PeerRequest::Batch((0..65).map(|_| write(b"many")).collect());
         assert!(
-            matches!(probe.call(n2, &many).await, PeerResponse::Error(e) if e.contains("at most 64")),
+            matches!(
+                probe.call(n2, &many).await,
+                PeerResponse::Error(PeerError::BatchTooLarge { requests: 65, max: 64 })
+            ),
             "an oversized batch is refused"
         );
         assert!(probe

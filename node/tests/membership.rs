@@ -8,8 +8,8 @@ mod common;
 
 use common::{metric, TestCluster};
 use kvorum_client::{CausalContext, Client, ReadOptions, WriteOptions};
+use kvorum_node::cluster::member::MemberState;
 use kvorum_node::replication::replica::storage_key;
-use kvorum_node::rpc::peer::MemberState;
 use kvorum_ring::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,9 @@ use kvorum_client::proto::{decode_frame, encode_frame, ALPN_PEER};
 use kvorum_client::{CausalContext, ReadOptions, WriteOptions};
 use kvorum_node::data::register::Register;
 use kvorum_node::replication::replica::storage_key;
-use kvorum_node::rpc::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
+use kvorum_node::rpc::peer::{
+    PeerRequest, PeerResponse, ReplicaRequest, ReplicaResponse, PEER_PROTOCOL_VERSION,
+};
 use std::time::{Duration, Instant};
 
 /// Anti-entropy off: only read repair may fix replicas here. Every read asks every replica (not only R), so a
@@ -19,16 +21,18 @@ const NO_AAE: &str = "[anti_entropy]\nenabled = false\n[replication]\nread_repai
 async fn stored(c: &TestCluster, i: usize, key: &[u8]) -> Option<Register> {
     let req = encode_frame(
         PEER_PROTOCOL_VERSION,
-        &PeerRequest::Read {
+        &PeerRequest::Replica(ReplicaRequest::Read {
             key: storage_key("default", key),
-        },
+        }),
     );
     let bytes = raw_request(c.addrs[i - 1], &c.node_tls(1), ALPN_PEER, &req)
         .await
         .unwrap();
     match decode_frame(PEER_PROTOCOL_VERSION, &bytes).unwrap() {
-        PeerResponse::State(None) => None,
-        PeerResponse::State(Some(kvorum_node::data::value::State::Register(r))) => Some(r),
+        PeerResponse::Replica(ReplicaResponse::State(None)) => None,
+        PeerResponse::Replica(ReplicaResponse::State(Some(
+            kvorum_node::data::value::State::Register(r),
+        ))) => Some(r),
         other => panic!("unexpected {other:?}"),
     }
 }

@@ -182,7 +182,12 @@ async fn malformed_truncated_and_oversized_frames_get_errors() {
         let peer: kvorum_node::rpc::peer::PeerResponse =
             decode_frame(kvorum_node::rpc::peer::PEER_PROTOCOL_VERSION, &peer).unwrap();
         assert!(
-            matches!(peer, kvorum_node::rpc::peer::PeerResponse::Error(_)),
+            matches!(
+                peer,
+                kvorum_node::rpc::peer::PeerResponse::Error(
+                    kvorum_node::rpc::peer::PeerError::Malformed(_)
+                )
+            ),
             "{peer:?}"
         );
         assert_still_serving(&c).await;
@@ -241,10 +246,12 @@ async fn a_client_certificate_cannot_call_the_peer_endpoint() {
         let c = TestCluster::start(2, "").await;
         let gossip = encode_frame(
             kvorum_node::rpc::peer::PEER_PROTOCOL_VERSION,
-            &kvorum_node::rpc::peer::PeerRequest::Gossip {
-                members: vec![],
-                buckets: vec![],
-            },
+            &kvorum_node::rpc::peer::PeerRequest::Cluster(
+                kvorum_node::rpc::peer::ClusterRequest::Gossip {
+                    members: vec![],
+                    buckets: vec![],
+                },
+            ),
         );
         let refused = raw_request(c.addrs[0], &c.client_tls(), ALPN_PEER, &gossip).await;
         let err = refused.expect_err("a client certificate must not get a peer answer");
@@ -256,7 +263,12 @@ async fn a_client_certificate_cannot_call_the_peer_endpoint() {
         let resp: kvorum_node::rpc::peer::PeerResponse =
             decode_frame(kvorum_node::rpc::peer::PEER_PROTOCOL_VERSION, &ok).unwrap();
         assert!(
-            matches!(resp, kvorum_node::rpc::peer::PeerResponse::Members { ref members, .. } if members.len() == 2),
+            matches!(
+                resp,
+                kvorum_node::rpc::peer::PeerResponse::Cluster(
+                    kvorum_node::rpc::peer::ClusterResponse::Members { ref members, .. }
+                ) if members.len() == 2
+            ),
             "{resp:?}"
         );
         c.shutdown().await;

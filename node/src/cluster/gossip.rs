@@ -2,9 +2,11 @@
 //! definitions with a few others, so news spreads epidemically.
 
 use super::buckets::Buckets;
+use super::member::MemberInfo;
 use super::membership::Membership;
 use super::meta::MemberStore;
-use crate::rpc::peer::{MemberInfo, PeerRequest, PeerResponse};
+use crate::rpc::call::{ask_addr, CallError};
+use crate::rpc::peer::{ClusterRequest, ClusterResponse};
 use crate::rpc::transport::Transport;
 use crate::util::time::Every;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -138,12 +140,12 @@ async fn gossip_with(
     addr: SocketAddr,
     timeout: Duration,
 ) -> bool {
-    let req = PeerRequest::Gossip {
+    let req = ClusterRequest::Gossip {
         members: membership.all_members(),
         buckets: buckets.defined(),
     };
-    match transport.call_addr(addr, req, timeout).await {
-        Ok(PeerResponse::Members {
+    match ask_addr(transport, addr, req, timeout).await {
+        Ok(ClusterResponse::Members {
             members,
             buckets: defined,
         }) => {
@@ -151,13 +153,30 @@ async fn gossip_with(
             merge_buckets(buckets, membership, defined).await || news
         }
         Ok(other) => {
-            tracing::debug!(%addr, ?other, "unexpected gossip answer");
+            let e = CallError::Unexpected(format!("{other:?}"));
+            tracing::debug!(%addr, error = %e, "gossip failed");
             false
         }
         Err(e) => {
             tracing::debug!(%addr, error = %e, "gossip failed");
             false
         }
+    }
+}
+
+/// Serves a peer's gossip: merges what it knows, answers what this node
+/// knows.
+pub async fn serve(
+    membership: &Membership,
+    buckets: &Buckets,
+    members: Vec<MemberInfo>,
+    defined: Vec<(String, kvorum_client::BucketProps)>,
+) -> ClusterResponse {
+    membership.merge(members);
+    merge_buckets(buckets, membership, defined).await;
+    ClusterResponse::Members {
+        members: membership.all_members(),
+        buckets: buckets.defined(),
     }
 }
 

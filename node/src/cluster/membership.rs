@@ -16,7 +16,7 @@
 //! key's write list but not its read list) streams them in
 //! ([`crate::repair::transfer`]). The pair of rings is named by [`View::hash`].
 
-use crate::rpc::peer::{MemberInfo, MemberState};
+use crate::cluster::member::{MemberInfo, MemberState};
 use crate::util::lock::ReadExt;
 use crate::util::LockExt;
 use kvorum_ring::{Member, NodeId, Ring};

@@ -3,8 +3,8 @@
 //! change of this node's own state.
 
 use super::membership::Membership;
+use crate::cluster::member::{MemberInfo, MemberInfoV1};
 use crate::replication::replica::Replica;
-use crate::rpc::peer::{MemberInfo, MemberInfoV1};
 use crate::storage::{Space, StorageError, Store};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

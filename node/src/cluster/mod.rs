@@ -2,9 +2,11 @@
 //! gossip, liveness (failure detector and pings), buckets, and the
 //! membership metadata a node persists.
 
+pub mod admin;
 pub mod buckets;
 pub mod gossip;
 pub mod liveness;
+pub mod member;
 pub mod membership;
 pub mod meta;
 pub mod pings;

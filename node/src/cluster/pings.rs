@@ -3,7 +3,8 @@
 
 use super::liveness::{DetectorConfig, Liveness};
 use super::membership::Membership;
-use crate::rpc::peer::{PeerRequest, PeerResponse};
+use crate::rpc::call::ask;
+use crate::rpc::peer::{ClusterRequest, ClusterResponse};
 use crate::rpc::transport::Transport;
 use crate::util::time::Every;
 use crate::util::LockExt;
@@ -41,8 +42,8 @@ pub async fn ping(
             let (transport, liveness, in_flight) =
                 (transport.clone(), liveness.clone(), in_flight.clone());
             tokio::spawn(async move {
-                if let Ok(PeerResponse::Pong) = transport.call(&m.id, PeerRequest::Ping, wait).await
-                {
+                let pong = ask(&*transport, &m.id, ClusterRequest::Ping, wait).await;
+                if let Ok(ClusterResponse::Pong) = pong {
                     liveness.heartbeat(&m.id);
                 }
                 in_flight.locked().remove(&m.id);

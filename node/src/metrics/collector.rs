@@ -7,7 +7,7 @@ use crate::cluster::liveness::Liveness;
 use crate::cluster::membership::Membership;
 use crate::repair::exchange::AntiEntropy;
 use crate::repair::hints::Hints;
-use crate::rpc::transport::QuicTransport;
+use crate::rpc::quic::QuicTransport;
 use crate::storage::Store;
 use std::sync::Arc;
 

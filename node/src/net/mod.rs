@@ -4,10 +4,13 @@
 //! [`Handler`].
 
 pub mod certs;
+#[cfg(feature = "test-hooks")]
 pub mod faults;
 
-use crate::rpc::peer::{PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION};
-use crate::rpc::transport::BoxFuture;
+use crate::rpc::peer::{
+    max_peer_frame_bytes, PeerError, PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION,
+};
+use crate::util::BoxFuture;
 use kvorum_client::proto::{
     decode_frame, encode_frame, ErrorReply, FrameError, Limit, Request, Response, ALPN_CLIENT,
     ALPN_PEER, NODE_CERT_NAME, PROTOCOL_VERSION,
@@ -26,9 +29,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CLOSE_NOT_A_NODE: u32 = 0x10;
 /// QUIC application error code: the node is shutting down.
 pub const CLOSE_SHUTDOWN: u32 = 0x11;
-
-/// How much larger than a client frame a peer frame may be.
-pub const PEER_FRAME_FACTOR: usize = 64;
 
 /// What serves decoded requests.
 pub trait Handler: Send + Sync + 'static {
@@ -77,11 +77,12 @@ pub fn server_config(tls: &TlsMaterial) -> Result<quinn::ServerConfig, TlsError>
 /// Binds a node endpoint that serves on `listen` and dials peers with the
 /// node certificate.
 ///
-/// With `faults`, the endpoint's UDP socket drops what they say (tests only).
+/// `hooks` may wrap the endpoint's UDP socket (tests only: see
+/// [`SocketHooks`]).
 pub fn endpoint(
     listen: SocketAddr,
     tls: &TlsMaterial,
-    faults: Option<&Arc<crate::net::faults::Faults>>,
+    hooks: &SocketHooks,
 ) -> Result<quinn::Endpoint, NetError> {
     use quinn::Runtime;
     let bind = |e| NetError::Bind(listen, e);
@@ -89,9 +90,7 @@ pub fn endpoint(
     let mut socket = runtime
         .wrap_udp_socket(std::net::UdpSocket::bind(listen).map_err(bind)?)
         .map_err(bind)?;
-    if let Some(f) = faults {
-        socket = f.wrap(socket).map_err(bind)?;
-    }
+    socket = hooks.wrap(socket).map_err(bind)?;
     let mut ep = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         Some(server_config(tls)?),
@@ -101,6 +100,31 @@ pub fn endpoint(
     .map_err(bind)?;
     ep.set_default_client_config(quic_client_config(tls, ALPN_PEER, IDLE_TIMEOUT)?);
     Ok(ep)
+}
+
+/// What tests may do to a node's UDP socket. In a build with the
+/// `test-hooks` feature it can carry injected faults ([`faults::Faults`]);
+/// otherwise it is empty and leaves the socket as it is, so a release
+/// binary has no fault wiring.
+#[derive(Clone, Default)]
+pub struct SocketHooks {
+    /// The faults the socket obeys.
+    #[cfg(feature = "test-hooks")]
+    pub faults: Option<Arc<faults::Faults>>,
+}
+
+impl SocketHooks {
+    /// `socket`, wrapped so that it obeys the injected faults, if any.
+    fn wrap(
+        &self,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+    ) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+        #[cfg(feature = "test-hooks")]
+        if let Some(f) = &self.faults {
+            return f.wrap(socket);
+        }
+        Ok(socket)
+    }
 }
 
 /// Why the network layer could not start.
@@ -328,7 +352,7 @@ async fn serve_stream(
     // Peers are authenticated nodes whose writes carry a key's whole state
     // (up to max_siblings values), so their frames may be larger.
     let max_frame = if peer {
-        max_frame.saturating_mul(PEER_FRAME_FACTOR)
+        max_peer_frame_bytes(max_frame)
     } else {
         max_frame
     };
@@ -363,7 +387,8 @@ async fn serve_stream(
                 max: max_frame as u64,
             };
             if peer {
-                encode_frame(PEER_PROTOCOL_VERSION, &PeerResponse::Error(e.to_string()))
+                let refused = PeerResponse::Error(PeerError::Malformed(e.to_string()));
+                encode_frame(PEER_PROTOCOL_VERSION, &refused)
             } else {
                 let refused = Response::Error(e);
                 crate::metrics::record_request(m, "invalid", "none", &refused, started.elapsed());
@@ -399,6 +424,6 @@ async fn client_answer(handler: &dyn Handler, bytes: &[u8]) -> Result<Response, 
 async fn peer_answer(handler: &dyn Handler, bytes: &[u8]) -> PeerResponse {
     match decode_frame::<PeerRequest>(PEER_PROTOCOL_VERSION, bytes) {
         Ok(req) => handler.peer(req).await,
-        Err(e) => PeerResponse::Error(e.to_string()),
+        Err(e) => PeerResponse::Error(PeerError::Malformed(e.to_string())),
     }
 }

@@ -2,12 +2,17 @@
 //! a peer top-down and merge the differing keys both ways. The trees
 //! themselves are in [`crate::repair::aae`]; this is the shell that talks to peers.
 
+use crate::cluster::member::MemberState;
 use crate::cluster::membership::Membership;
 use crate::data::value;
 use crate::repair::aae::{self, Trees, PER_BRANCH};
 use crate::replication::replica::{self, Replica};
-use crate::rpc::peer::{PeerRequest, PeerResponse};
-use crate::rpc::transport::{Transport, TransportError};
+use crate::rpc::call::{ask, CallError};
+use crate::rpc::peer::{
+    AaeRequest, AaeResponse, Message, PeerError, ReapRequest, ReapResponse, ReplicaRequest,
+    ReplicaResponse,
+};
+use crate::rpc::transport::Transport;
 use crate::storage::{Space, StorageError};
 use crate::util::LockExt;
 use kvorum_ring::NodeId;
@@ -76,7 +81,7 @@ pub enum AaeError {
         /// The peer.
         peer: NodeId,
         /// What failed.
-        source: TransportError,
+        source: CallError,
     },
     /// The peer answered something unexpected.
     #[error("peer {0} answered unexpectedly")]
@@ -243,35 +248,32 @@ impl AntiEntropy {
     /// If that takes longer than [`SERVE_REFRESH_WAIT`] (a very large
     /// store), the request is refused and the peer tries at its next
     /// exchange.
-    pub async fn serve(&self, req: &PeerRequest) -> Option<PeerResponse> {
+    pub async fn serve(&self, req: AaeRequest) -> Result<AaeResponse, PeerError> {
         if tokio::time::timeout(SERVE_REFRESH_WAIT, self.refresh())
             .await
             .is_err()
         {
-            return Some(PeerResponse::Error(
-                "anti-entropy trees are being redone for a new ring; try again later".into(),
+            return Err(PeerError::RetryLater(
+                "anti-entropy trees are being redone for a new ring".into(),
             ));
         }
         let trees = replica::lock(self.trees());
-        Some(match req {
-            PeerRequest::AaeBranches { from } => PeerResponse::Branches(trees.branches(from)),
-            PeerRequest::AaeLeaves { from, branches } => {
-                PeerResponse::Leaves(trees.leaves(from, branches))
+        Ok(match req {
+            AaeRequest::Branches { from } => AaeResponse::Branches(trees.branches(&from)),
+            AaeRequest::Leaves { from, branches } => {
+                AaeResponse::Leaves(trees.leaves(&from, &branches))
             }
-            PeerRequest::AaeKeys { from, segments } => {
-                let mut segments = segments.clone();
+            AaeRequest::Keys { from, mut segments } => {
                 segments.sort_unstable();
                 segments.dedup();
                 segments.truncate(MAX_SEGMENTS_PER_EXCHANGE);
-                PeerResponse::Keys(trees.keys(from, &segments))
+                AaeResponse::Keys(trees.keys(&from, &segments))
             }
-            _ => return None,
         })
     }
 
-    async fn call(&self, peer: &NodeId, req: PeerRequest) -> Result<PeerResponse, AaeError> {
-        self.transport
-            .call(peer, req, self.config.call_timeout)
+    async fn call<M: Message>(&self, peer: &NodeId, req: M) -> Result<M::Answer, AaeError> {
+        ask(&*self.transport, peer, req, self.config.call_timeout)
             .await
             .map_err(|source| AaeError::Peer {
                 peer: peer.clone(),
@@ -284,7 +286,7 @@ impl AntiEntropy {
         use crate::metrics as m;
         // A removed node owns nothing: merging a peer's keys into it would
         // only leave data there for nobody.
-        if self.membership.my_state() == crate::rpc::peer::MemberState::Removed {
+        if self.membership.my_state() == MemberState::Removed {
             return Ok(0);
         }
         let started = std::time::Instant::now();
@@ -306,8 +308,8 @@ impl AntiEntropy {
         self.refresh().await;
         let unexpected = || AaeError::Unexpected(peer.clone());
         let from = self.me.clone();
-        let PeerResponse::Branches(remote) = self
-            .call(peer, PeerRequest::AaeBranches { from: from.clone() })
+        let AaeResponse::Branches(remote) = self
+            .call(peer, AaeRequest::Branches { from: from.clone() })
             .await?
         else {
             return Err(unexpected());
@@ -319,11 +321,11 @@ impl AntiEntropy {
         let branches = aae::differing(&local, &remote);
         let mut repaired = 0;
         if !branches.is_empty() {
-            let req = PeerRequest::AaeLeaves {
+            let req = AaeRequest::Leaves {
                 from: from.clone(),
                 branches: branches.clone(),
             };
-            let PeerResponse::Leaves(remote) = self.call(peer, req).await? else {
+            let AaeResponse::Leaves(remote) = self.call(peer, req).await? else {
                 return Err(unexpected());
             };
             let local = replica::lock(self.trees()).leaves(peer, &branches);
@@ -338,11 +340,11 @@ impl AntiEntropy {
                 .increment(segments.len() as u64);
             // Bound what one exchange lists (the rest waits for the next).
             segments.truncate(MAX_SEGMENTS_PER_EXCHANGE);
-            let req = PeerRequest::AaeKeys {
+            let req = AaeRequest::Keys {
                 from: from.clone(),
                 segments: segments.clone(),
             };
-            let PeerResponse::Keys(remote) = self.call(peer, req).await? else {
+            let AaeResponse::Keys(remote) = self.call(peer, req).await? else {
                 return Err(unexpected());
             };
             let local = replica::lock(self.trees()).keys(peer, &segments);
@@ -366,25 +368,28 @@ impl AntiEntropy {
     /// the merged state back.
     async fn merge_both_ways(&self, peer: &NodeId, key: Vec<u8>) -> Result<usize, AaeError> {
         match self
-            .call(peer, PeerRequest::Read { key: key.clone() })
+            .call(peer, ReplicaRequest::Read { key: key.clone() })
             .await?
         {
-            PeerResponse::State(Some(remote)) => {
+            ReplicaResponse::State(Some(remote)) => {
                 if let Err(e) = self.replica.merge(key.clone(), remote).await {
                     tracing::warn!(%peer, error = %e, "anti-entropy: remote state not merged");
                 }
             }
-            PeerResponse::State(None) => {}
-            _ => return Err(AaeError::Unexpected(peer.clone())),
+            ReplicaResponse::State(None) => {}
+            ReplicaResponse::Stored => return Err(AaeError::Unexpected(peer.clone())),
         }
         let local = self
             .replica
             .read(&key)
             .map_err(|e| StorageError::Engine(e.to_string()))?;
         if let Some(state) = local {
-            match self.call(peer, PeerRequest::Write { key, state }).await? {
-                PeerResponse::Ack => {}
-                _ => return Err(AaeError::Unexpected(peer.clone())),
+            match self
+                .call(peer, ReplicaRequest::Write { key, state })
+                .await?
+            {
+                ReplicaResponse::Stored => {}
+                ReplicaResponse::State(_) => return Err(AaeError::Unexpected(peer.clone())),
             }
         }
         Ok(1)
@@ -443,24 +448,36 @@ impl AntiEntropy {
         let hash = aae::state_hash(&value::encode_record(&local));
         let replicas = replica::lock(self.trees()).replicas(key);
         for node in replicas.iter().filter(|n| **n != self.me) {
-            match self
-                .call(node, PeerRequest::Read { key: key.to_vec() })
-                .await?
-            {
-                PeerResponse::State(Some(s))
+            let read = ReplicaRequest::Read { key: key.to_vec() };
+            match self.call(node, read).await {
+                Ok(ReplicaResponse::State(Some(s)))
                     if aae::state_hash(&value::encode_record(&s)) == hash => {}
+                Err(
+                    e @ AaeError::Peer {
+                        source: CallError::Transport(_),
+                        ..
+                    },
+                ) => return Err(e),
                 _ => return Ok(false), // not every replica holds this exact tombstone yet
             }
         }
         for node in replicas.iter().filter(|n| **n != self.me) {
-            self.call(
-                node,
-                PeerRequest::Reap {
-                    key: key.to_vec(),
-                    hash,
-                },
-            )
-            .await?;
+            let reap = ReapRequest::Reap {
+                key: key.to_vec(),
+                hash,
+            };
+            // A replica that refuses keeps its tombstone: anti-entropy
+            // spreads it back, and a later round removes it again.
+            match self.call(node, reap).await {
+                Ok(ReapResponse::Reaped) => {}
+                Err(
+                    e @ AaeError::Peer {
+                        source: CallError::Transport(_),
+                        ..
+                    },
+                ) => return Err(e),
+                Err(e) => tracing::debug!(%node, error = %e, "tombstone not reaped there"),
+            }
         }
         self.replica
             .reap(key.to_vec(), hash)

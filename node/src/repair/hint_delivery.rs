@@ -4,7 +4,8 @@
 use super::hints::Hints;
 use crate::cluster::liveness::Liveness;
 use crate::cluster::membership::Membership;
-use crate::rpc::peer::{PeerRequest, PeerResponse};
+use crate::rpc::call::ask;
+use crate::rpc::peer::{ReplicaRequest, ReplicaResponse};
 use crate::rpc::transport::Transport;
 use crate::util::time::Every;
 use kvorum_ring::NodeId;
@@ -62,15 +63,13 @@ pub async fn deliver_hints(
             }
             let (hints, transport) = (hints.clone(), transport.clone());
             sends.spawn(async move {
-                let req = PeerRequest::Write {
+                let req = ReplicaRequest::Write {
                     key: hint.key.clone(),
                     state: hint.state.clone(),
                 };
-                match transport
-                    .call(&hint.owner, req, every.max(Duration::from_secs(2)))
-                    .await
-                {
-                    Ok(PeerResponse::Ack) => {
+                let wait = every.max(Duration::from_secs(2));
+                match ask(&*transport, &hint.owner, req, wait).await {
+                    Ok(ReplicaResponse::Stored) => {
                         if let Err(e) = hints.remove(&hint, true).await {
                             tracing::warn!(error = %e, "cannot delete a delivered hint");
                         }

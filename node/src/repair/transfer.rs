@@ -8,7 +8,7 @@
 //!    current view (its gossip entry's `seen_view`), so every write from then
 //!    on already reaches it.
 //! 2. **Stream.** It asks each live member of the read ring for the records
-//!    of the keys it gains ([`PeerRequest::Stream`]), batch by batch in
+//!    of the keys it gains ([`TransferRequest::Stream`]), batch by batch in
 //!    storage-key order, merging each batch durably before asking for the
 //!    next and persisting the cursor, so a crash of either side resumes
 //!    where it stopped. The stream reads each key's latest state; together
@@ -21,8 +21,8 @@
 //!    removed (by any node; all write the same entry).
 //! 4. **Handoff.** Once the rings agree again (and every live member has
 //!    seen that), a node holding keys it no longer owns offers each owner
-//!    their hashes ([`PeerRequest::Digest`]), sends the states an owner lacks
-//!    ([`PeerRequest::MergeBatch`]), and drops a key only when every owner
+//!    their hashes ([`TransferRequest::Digest`]), sends the states an owner lacks
+//!    ([`TransferRequest::MergeBatch`]), and drops a key only when every owner
 //!    acknowledged it, and only if it did not change meanwhile.
 //!
 //! Transfers are bounded: at most [`TransferConfig::max_concurrent`]
@@ -31,11 +31,13 @@
 
 use crate::cluster::buckets::Buckets;
 use crate::cluster::liveness::Liveness;
+use crate::cluster::member::MemberState;
 use crate::cluster::membership::{Membership, View};
 use crate::data::value::{self, State};
 use crate::metrics::{self, Metrics};
-use crate::replication::replica::Replica;
-use crate::rpc::peer::{MemberState, PeerRequest, PeerResponse};
+use crate::replication::replica::{Replica, ReplicaError};
+use crate::rpc::call::ask;
+use crate::rpc::peer::{PeerError, TransferRequest, TransferResponse};
 use crate::rpc::transport::Transport;
 use crate::storage::{Space, StorageError};
 use crate::util::LockExt;
@@ -121,6 +123,12 @@ pub enum TransferError {
     /// The view changed under the transfer.
     #[error("the ring view changed")]
     ViewChanged,
+    /// A record could not be merged into the local replica.
+    #[error("merging a record: {0}")]
+    Merge(#[from] ReplicaError),
+    /// A merge task stopped before it finished (the node is stopping).
+    #[error("a merge stopped: {0}")]
+    Aborted(String),
 }
 
 /// The node's transfer machinery (cheap to clone).
@@ -454,7 +462,7 @@ impl Transfers {
             if inner.membership.view_hash() != hash {
                 return Err(TransferError::ViewChanged);
             }
-            let req = PeerRequest::Stream {
+            let req = TransferRequest::Stream {
                 from: inner.me.clone(),
                 view: hash,
                 after: p.after.clone(),
@@ -465,15 +473,14 @@ impl Transfers {
                 reason,
             };
             let (records, next, scanned, total, bytes) =
-                match inner.transport.call(source, req, CALL_TIMEOUT).await {
-                    Ok(PeerResponse::Records {
+                match ask(&*inner.transport, source, req, CALL_TIMEOUT).await {
+                    Ok(TransferResponse::Records {
                         records,
                         next,
                         scanned,
                         total,
                         bytes,
                     }) => (records, next, scanned, total, bytes),
-                    Ok(PeerResponse::Error(e)) => return Err(peer_err(e)),
                     Ok(other) => return Err(peer_err(format!("unexpected answer {other:?}"))),
                     Err(e) => return Err(peer_err(e.to_string())),
                 };
@@ -506,18 +513,8 @@ impl Transfers {
         while let Some(r) = merges.join_next().await {
             match r {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return Err(TransferError::Peer {
-                        peer: self.inner.me.clone(),
-                        reason: format!("merging a streamed record: {e}"),
-                    })
-                }
-                Err(e) => {
-                    return Err(TransferError::Peer {
-                        peer: self.inner.me.clone(),
-                        reason: e.to_string(),
-                    })
-                }
+                Ok(Err(e)) => return Err(TransferError::Merge(e)),
+                Err(e) => return Err(TransferError::Aborted(e.to_string())),
             }
         }
         Ok(())
@@ -553,6 +550,20 @@ impl Transfers {
         }
     }
 
+    /// Serves a peer's transfer request.
+    pub async fn serve(&self, req: TransferRequest) -> Result<TransferResponse, PeerError> {
+        match req {
+            TransferRequest::Stream {
+                from,
+                view,
+                after,
+                max_bytes,
+            } => self.serve_stream(from, view, after, max_bytes).await,
+            TransferRequest::Digest { keys } => self.serve_digest(&keys),
+            TransferRequest::MergeBatch { records } => self.serve_merge(records).await,
+        }
+    }
+
     /// Serves one batch of a stream to a gainer.
     pub async fn serve_stream(
         &self,
@@ -560,16 +571,18 @@ impl Transfers {
         view: u64,
         after: Option<Vec<u8>>,
         max_bytes: u32,
-    ) -> PeerResponse {
+    ) -> Result<TransferResponse, PeerError> {
         let inner = self.inner.clone();
         let snapshot = inner.membership.view();
         if snapshot.hash != view {
-            return PeerResponse::Error(
+            return Err(PeerError::RetryLater(
                 "ring view differs from the streaming node's; retry once gossip converges".into(),
-            );
+            ));
         }
         let Ok(_permit) = inner.serving.try_acquire() else {
-            return PeerResponse::Error("busy: too many range transfers at once; retry".into());
+            return Err(PeerError::RetryLater(
+                "busy: too many range transfers at once".into(),
+            ));
         };
         let ns = self.clone();
         let answer = tokio::task::spawn_blocking(move || {
@@ -612,38 +625,42 @@ impl Transfers {
                     .increment(records.len() as u64);
                 m.counter(metrics::TRANSFER_BYTES, &[("direction", "out")])
                     .increment(bytes);
-                PeerResponse::Records {
+                Ok(TransferResponse::Records {
                     records,
                     next,
                     scanned,
                     total,
                     bytes,
-                }
+                })
             }
-            Ok(Err(e)) => PeerResponse::Error(e.to_string()),
-            Err(e) => PeerResponse::Error(e.to_string()),
+            Ok(Err(e)) => Err(PeerError::Storage(e.to_string())),
+            Err(e) => Err(PeerError::Storage(format!("the scan stopped: {e}"))),
         }
     }
 
     /// Answers a handoff digest: the positions of keys held differently.
-    pub fn serve_digest(&self, keys: &[(Vec<u8>, u64)]) -> PeerResponse {
+    pub fn serve_digest(&self, keys: &[(Vec<u8>, u64)]) -> Result<TransferResponse, PeerError> {
         let store = self.inner.replica.store();
         let mut wanted = Vec::new();
         for (i, (key, hash)) in keys.iter().enumerate() {
             match store.get(Space::Data, key) {
                 Ok(Some(record)) if crate::repair::aae::state_hash(&record) == *hash => {}
                 Ok(_) => wanted.push(i as u32),
-                Err(e) => return PeerResponse::Error(e.to_string()),
+                Err(e) => return Err(PeerError::Storage(e.to_string())),
             }
         }
-        PeerResponse::Wanted(wanted)
+        Ok(TransferResponse::Wanted(wanted))
     }
 
     /// Merges a handoff batch durably.
-    pub async fn serve_merge(&self, records: Vec<(Vec<u8>, State)>) -> PeerResponse {
+    pub async fn serve_merge(
+        &self,
+        records: Vec<(Vec<u8>, State)>,
+    ) -> Result<TransferResponse, PeerError> {
         match self.merge_all(records).await {
-            Ok(()) => PeerResponse::Ack,
-            Err(e) => PeerResponse::Error(e.to_string()),
+            Ok(()) => Ok(TransferResponse::Merged),
+            Err(TransferError::Merge(e)) => Err(e.into()),
+            Err(e) => Err(PeerError::Storage(e.to_string())),
         }
     }
 
@@ -771,13 +788,9 @@ impl Transfers {
             .iter()
             .map(|&i| (moving[i].0.clone(), moving[i].1))
             .collect();
-        let wanted = match inner
-            .transport
-            .call(owner, PeerRequest::Digest { keys }, CALL_TIMEOUT)
-            .await
-        {
-            Ok(PeerResponse::Wanted(w)) => w,
-            Ok(PeerResponse::Error(e)) => return Err(err(e)),
+        let digest = TransferRequest::Digest { keys };
+        let wanted = match ask(&*inner.transport, owner, digest, CALL_TIMEOUT).await {
+            Ok(TransferResponse::Wanted(w)) => w,
             Ok(other) => return Err(err(format!("unexpected answer {other:?}"))),
             Err(e) => return Err(err(e.to_string())),
         };
@@ -800,12 +813,9 @@ impl Transfers {
             return Ok(0);
         }
         let n = records.len() as u64;
-        match inner
-            .transport
-            .call(owner, PeerRequest::MergeBatch { records }, CALL_TIMEOUT)
-            .await
-        {
-            Ok(PeerResponse::Ack) => {
+        let merge = TransferRequest::MergeBatch { records };
+        match ask(&*inner.transport, owner, merge, CALL_TIMEOUT).await {
+            Ok(TransferResponse::Merged) => {
                 let m = &inner.metrics;
                 m.counter(metrics::TRANSFER_KEYS, &[("direction", "handoff")])
                     .increment(n);
@@ -813,7 +823,6 @@ impl Transfers {
                     .increment(bytes);
                 Ok(n)
             }
-            Ok(PeerResponse::Error(e)) => Err(err(e)),
             Ok(other) => Err(err(format!("unexpected answer {other:?}"))),
             Err(e) => Err(err(e.to_string())),
         }

@@ -1,7 +1,23 @@
-//! One request, many replicas: the coordinator that turns a client request
-//! into a fan-out to the key's preference list and a quorum-checked answer,
-//! and this node's own part as a replica of a key.
+//! One request, many replicas: the coordinator that turns a client data
+//! request into a fan-out to the key's preference list and a quorum-checked
+//! answer, this node's own part as a replica of a key, and the router of
+//! the requests peers send it.
+//!
+//! - [`coordinator`]: dispatch of a client data request.
+//! - [`checks`]: bounds and types, checked before any replica is asked.
+//! - [`read`]: the read path; [`read_repair`]: repairing stale replicas.
+//! - [`write`]: the write path (sloppy quorum, hints, forwarding).
+//! - [`quorum`]: the pure quorum tracker.
+//! - [`replica`]: this node as a replica of a key.
+//! - [`peer_router`]: peer requests to the services that serve them.
+//! - [`settings`]: replication factor, default quorums, limits.
 
+pub mod checks;
 pub mod coordinator;
+pub mod peer_router;
+pub mod quorum;
+pub mod read;
+pub mod read_repair;
 pub mod replica;
 pub mod settings;
+pub mod write;

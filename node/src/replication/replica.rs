@@ -4,6 +4,7 @@
 use crate::data::register::{Actor, DecodeError};
 use crate::data::value::{self, State, Update, ValueError, ValueLimits};
 use crate::repair::aae::{self, Trees};
+use crate::rpc::peer::PeerError;
 use crate::storage::{Change, Durable, Hook, Space, StorageError, Store};
 use crate::util::lock::ReadExt;
 use crate::util::LockExt;
@@ -25,6 +26,18 @@ pub enum ReplicaError {
     /// The update or merge was refused (wrong type, bad context, too large).
     #[error(transparent)]
     Value(#[from] ValueError),
+}
+
+impl From<ReplicaError> for PeerError {
+    /// A replica's failure as a peer's answer says it.
+    fn from(e: ReplicaError) -> Self {
+        match e {
+            ReplicaError::Storage(e) => PeerError::Storage(e.to_string()),
+            e @ (ReplicaError::Invalid(_) | ReplicaError::Value(_)) => {
+                PeerError::InvalidState(e.to_string())
+            }
+        }
+    }
 }
 
 /// The storage key of (bucket, key): a length-prefixed bucket then the key, so

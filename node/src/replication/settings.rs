@@ -3,6 +3,7 @@
 //! node accepts and does at once ([`Limits`]). Parsed from the TOML config
 //! by [`crate::config`].
 
+use kvorum_client::proto::{ErrorReply, Limit};
 use std::time::Duration;
 
 /// Replication factor and default quorums (same on every node).
@@ -57,6 +58,24 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Checks a bucket name and a key against these limits.
+    pub fn check_key(&self, bucket: &str, key: &[u8]) -> Result<(), ErrorReply> {
+        if bucket.is_empty() {
+            return Err(ErrorReply::BadRequest("empty bucket name".into()));
+        }
+        if bucket.len() > self.max_bucket_bytes {
+            return Err(too_large(
+                Limit::Bucket,
+                bucket.len(),
+                self.max_bucket_bytes,
+            ));
+        }
+        if key.len() > self.max_key_bytes {
+            return Err(too_large(Limit::Key, key.len(), self.max_key_bytes));
+        }
+        Ok(())
+    }
+
     /// The bounds on one key's state that replicas enforce on updates.
     pub fn value_limits(&self) -> crate::data::value::ValueLimits {
         crate::data::value::ValueLimits {
@@ -97,4 +116,13 @@ impl Replication {
         read_retry_after: Duration::from_millis(10),
         read_repair_chance: 0.1,
     };
+}
+
+/// The error of a request part over its limit.
+pub fn too_large(what: Limit, size: usize, max: usize) -> ErrorReply {
+    ErrorReply::TooLarge {
+        what,
+        size: size as u64,
+        max: max as u64,
+    }
 }

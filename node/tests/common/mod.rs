@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use kvorum_client::{Client, TlsMaterial};
+use kvorum_node::cluster::member::MemberState;
 use kvorum_node::net::certs;
-use kvorum_node::rpc::peer::MemberState;
 use kvorum_node::{NodeConfig, RunningNode};
 use std::{net::SocketAddr, path::Path, time::Duration};
 
@@ -407,24 +407,22 @@ impl PeerProbe {
         addr: SocketAddr,
         key: &[u8],
     ) -> Option<kvorum_node::data::value::State> {
-        use kvorum_node::rpc::peer::{PeerRequest, PeerResponse};
-        match self
-            .call(addr, &PeerRequest::Read { key: key.to_vec() })
-            .await
-        {
-            PeerResponse::State(s) => s,
+        use kvorum_node::rpc::peer::{PeerRequest, PeerResponse, ReplicaRequest, ReplicaResponse};
+        let read = PeerRequest::Replica(ReplicaRequest::Read { key: key.to_vec() });
+        match self.call(addr, &read).await {
+            PeerResponse::Replica(ReplicaResponse::State(s)) => s,
             other => panic!("unexpected {other:?}"),
         }
     }
 
     /// The branch hashes of node `addr`'s anti-entropy tree shared with `peer`.
     pub async fn branches(&self, addr: SocketAddr, peer: &str) -> Vec<u64> {
-        use kvorum_node::rpc::peer::{PeerRequest, PeerResponse};
-        let req = PeerRequest::AaeBranches {
+        use kvorum_node::rpc::peer::{AaeRequest, AaeResponse, PeerRequest, PeerResponse};
+        let req = PeerRequest::Aae(AaeRequest::Branches {
             from: kvorum_ring::NodeId::new(peer),
-        };
+        });
         match self.call(addr, &req).await {
-            PeerResponse::Branches(b) => b,
+            PeerResponse::Aae(AaeResponse::Branches(b)) => b,
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -32,7 +32,7 @@ use kvorum_client::{
 use kvorum_node::config::NodeConfig;
 use kvorum_node::dev::{self, DevError, DevOptions};
 use kvorum_node::net::{self, Handler, ServeLimits};
-use kvorum_node::rpc::peer::{PeerRequest, PeerResponse};
+use kvorum_node::rpc::peer::{PeerError, PeerRequest, PeerResponse};
 use kvorum_node::rpc::transport::BoxFuture;
 use kvorum_node::util::LockExt;
 use procs::{Child, Machine};
@@ -218,7 +218,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
 pub async fn serve_echo(config: &Path) -> Result<(), BenchError> {
     let cfg = NodeConfig::load(config)?;
     let tls = TlsMaterial::from_files(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
-    let endpoint = net::endpoint(cfg.listen, &tls, None)?;
+    let endpoint = net::endpoint(cfg.listen, &tls, &net::SocketHooks::default())?;
     let limits = ServeLimits {
         max_frame_bytes: cfg.limits.max_frame_bytes,
         max_connections: cfg.limits.max_connections,
@@ -251,7 +251,7 @@ impl Handler for Echo {
     }
 
     fn peer(&self, _req: PeerRequest) -> BoxFuture<'_, PeerResponse> {
-        Box::pin(async { PeerResponse::Error("echo server".into()) })
+        Box::pin(async { PeerResponse::Error(PeerError::Refused("echo server".into())) })
     }
 }
 

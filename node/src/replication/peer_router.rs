@@ -1,0 +1,163 @@
+//! The peer-request router: each subsystem's message goes to the service
+//! that serves it, and internal errors become the wire's [`PeerError`].
+
+use super::coordinator::Coordinator;
+use super::replica::Replica;
+use crate::cluster::admin::define_bucket;
+use crate::cluster::buckets::Buckets;
+use crate::cluster::gossip;
+use crate::cluster::member::MemberState;
+use crate::cluster::membership::Membership;
+use crate::repair::exchange::AntiEntropy;
+use crate::repair::hints::Hints;
+use crate::repair::transfer::Transfers;
+use crate::rpc::batch;
+use crate::rpc::peer::{
+    ClusterRequest, ClusterResponse, PeerError, PeerRequest, PeerResponse, ReapRequest,
+    ReapResponse, ReplicaRequest, ReplicaResponse, TransferRequest,
+};
+use kvorum_client::proto::ErrorReply;
+use kvorum_client::proto::Response;
+use kvorum_ring::NodeId;
+use std::sync::Arc;
+
+/// Serves the peer requests this node receives.
+pub struct PeerRouter {
+    me: NodeId,
+    coordinator: Arc<Coordinator>,
+    replica: Replica,
+    hints: Hints,
+    membership: Arc<Membership>,
+    buckets: Buckets,
+    anti_entropy: Arc<AntiEntropy>,
+    transfers: Transfers,
+    /// The node's client frame bound (a batch's answer is sized from it).
+    max_frame_bytes: usize,
+}
+
+/// What the router hands requests to.
+pub struct RouterServices {
+    /// Coordinates forwarded client writes.
+    pub coordinator: Arc<Coordinator>,
+    /// The local replica.
+    pub replica: Replica,
+    /// The hint store (this node as a fallback).
+    pub hints: Hints,
+    /// Members and ring.
+    pub membership: Arc<Membership>,
+    /// The buckets this node knows.
+    pub buckets: Buckets,
+    /// Anti-entropy.
+    pub anti_entropy: Arc<AntiEntropy>,
+    /// Range transfers.
+    pub transfers: Transfers,
+}
+
+impl PeerRouter {
+    /// A router over the node's services.
+    pub fn new(services: RouterServices, max_frame_bytes: usize) -> Self {
+        let RouterServices {
+            coordinator,
+            replica,
+            hints,
+            membership,
+            buckets,
+            anti_entropy,
+            transfers,
+        } = services;
+        Self {
+            me: membership.me_id().clone(),
+            coordinator,
+            replica,
+            hints,
+            membership,
+            buckets,
+            anti_entropy,
+            transfers,
+            max_frame_bytes,
+        }
+    }
+
+    /// Serves one peer request.
+    pub async fn serve(&self, req: PeerRequest) -> PeerResponse {
+        match req {
+            PeerRequest::Replica(req) => self.replica_request(req).await.into(),
+            PeerRequest::Batch(bodies) => {
+                batch::serve(&bodies, self.max_frame_bytes, |req| {
+                    self.replica_request(req)
+                })
+                .await
+            }
+            PeerRequest::Forward(req) => {
+                if crate::cluster::admin::Admin::serves(&req) {
+                    let refused = ErrorReply::BadRequest("admin requests are not forwarded".into());
+                    return PeerResponse::Forwarded(Response::Error(refused));
+                }
+                PeerResponse::Forwarded(self.coordinator.handle(req, true).await)
+            }
+            PeerRequest::Cluster(req) => self.cluster_request(req).await.into(),
+            PeerRequest::Aae(req) => self.anti_entropy.serve(req).await.into(),
+            PeerRequest::Transfer(req) => {
+                // A removed node takes no more data: it would hold it for
+                // nobody (it still answers streams and digests).
+                if matches!(req, TransferRequest::MergeBatch { .. }) {
+                    if let Err(e) = self.check_not_removed() {
+                        return e.into();
+                    }
+                }
+                self.transfers.serve(req).await.into()
+            }
+            PeerRequest::Reap(ReapRequest::Reap { key, hash }) => {
+                match self.replica.reap(key, hash).await {
+                    Ok(_) => PeerResponse::Reap(ReapResponse::Reaped),
+                    Err(e) => PeerError::from(e).into(),
+                }
+            }
+        }
+    }
+
+    /// Serves a replica request (alone or in a batch).
+    async fn replica_request(&self, req: ReplicaRequest) -> Result<ReplicaResponse, PeerError> {
+        match req {
+            ReplicaRequest::Read { key } => Ok(ReplicaResponse::State(self.replica.read(&key)?)),
+            ReplicaRequest::Write { key, state } => {
+                self.check_not_removed()?;
+                self.replica.merge(key, state).await?;
+                Ok(ReplicaResponse::Stored)
+            }
+            ReplicaRequest::HintedWrite { owner, key, state } => {
+                self.check_not_removed()?;
+                state
+                    .validate()
+                    .map_err(|e| PeerError::InvalidState(e.to_string()))?;
+                self.hints
+                    .add(&owner, &key, state)
+                    .await
+                    .map_err(|e| PeerError::Storage(e.to_string()))?;
+                Ok(ReplicaResponse::Stored)
+            }
+        }
+    }
+
+    async fn cluster_request(&self, req: ClusterRequest) -> Result<ClusterResponse, PeerError> {
+        match req {
+            ClusterRequest::Gossip { members, buckets } => {
+                Ok(gossip::serve(&self.membership, &self.buckets, members, buckets).await)
+            }
+            ClusterRequest::DefineBucket { name, props } => {
+                define_bucket(&self.buckets, &self.membership, &name, props).await
+            }
+            ClusterRequest::Ping => Ok(ClusterResponse::Pong),
+        }
+    }
+
+    /// Refuses data on a node that was removed from the cluster.
+    fn check_not_removed(&self) -> Result<(), PeerError> {
+        if self.membership.my_state() == MemberState::Removed {
+            return Err(PeerError::Removed {
+                node: self.me.to_string(),
+            });
+        }
+        Ok(())
+    }
+}

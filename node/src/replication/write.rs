@@ -1,0 +1,305 @@
+//! The write path: the coordinator (a replica of the key) applies the
+//! update locally, sends the new state to the key's other replicas (and to
+//! fallbacks holding hints for those that are down), and answers once W of
+//! them (of every replica group during a ring change) stored it. A node
+//! that is not a replica forwards the write to one that is.
+
+use super::coordinator::{Coordinator, WriteQuorum, FORWARD_SLACK};
+use super::quorum::{outcome_of, QuorumStatus, QuorumTracker};
+use crate::cluster::member::MemberState;
+use crate::data::value::{State, Update, ValueError};
+use crate::replication::replica::ReplicaError;
+use crate::rpc::call::ask;
+use crate::rpc::peer::{ReplicaRequest, ReplicaResponse};
+use crate::rpc::transport::Transport;
+use crate::util::time::lww_clock_ms;
+use kvorum_client::proto::{CausalContext, ErrorReply, OpKind, ReplicaOutcome, Request, Response};
+use kvorum_client::BucketProps;
+use kvorum_ring::NodeId;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::mpsc;
+
+impl Coordinator {
+    pub(super) async fn write(
+        &self,
+        req: Request,
+        skey: Vec<u8>,
+        props: BucketProps,
+        update: Update,
+        q: WriteQuorum,
+        forwarded: bool,
+    ) -> Result<Response, ErrorReply> {
+        let WriteQuorum { w, timeout, strict } = q;
+        // One reading of the view for the whole request.
+        let view = self.membership.view();
+        let n = usize::from(props.n);
+        let pref = view.read_ring.preference_list(&skey, n);
+        if pref.is_empty() {
+            return Err(ErrorReply::Unavailable("the ring is empty".into()));
+        }
+        if !pref.contains(&self.me) {
+            if forwarded {
+                return Err(ErrorReply::Unavailable(format!(
+                    "{} is not a replica of the key (ring views differ); retry",
+                    self.me
+                )));
+            }
+            return self.forward(req, &pref, timeout).await;
+        }
+        // A joint quorum while the replicas of the key change: W among its
+        // current replicas, W among its future ones (during a topology
+        // change), and W among its replicas before the last change (until
+        // every live member has seen that change: a coordinator a gossip
+        // round behind still reads there). The write reaches every group,
+        // so it stays on W replicas whichever view a reader holds.
+        let mut groups = vec![(pref.clone(), w)];
+        if view.in_transition() {
+            let future = view.write_ring.preference_list(&skey, n);
+            if future != pref {
+                groups.push((future.clone(), w.min(future.len())));
+            }
+        }
+        if let Some(prev) = &view.prev_read_ring {
+            let before = prev.preference_list(&skey, n);
+            if before != pref && !before.is_empty() {
+                groups.push((before.clone(), w.min(before.len())));
+            }
+        }
+        let mut targets: Vec<NodeId> = Vec::new();
+        for (g, _) in &groups {
+            for node in g {
+                if !targets.contains(node) {
+                    targets.push(node.clone());
+                }
+            }
+        }
+        let mut tracker = QuorumTracker::joint(groups);
+        let local = tokio::time::timeout(
+            timeout,
+            self.replica
+                .coordinate(skey.clone(), props.bucket_type, update, lww_clock_ms()),
+        );
+        let ((state, own, version), durable) = match local.await {
+            Err(_) => {
+                return Err(ErrorReply::Internal(
+                    "local write timed out (storage stalled)".into(),
+                ))
+            }
+            Ok(Ok(x)) => x,
+            Ok(Err(ReplicaError::Value(ValueError::TooLarge { what, size, max }))) => {
+                return Err(ErrorReply::TooLarge { what, size, max });
+            }
+            Ok(Err(ReplicaError::Value(ValueError::Context(e)))) => {
+                return Err(ErrorReply::InvalidContext(e.to_string()))
+            }
+            Ok(Err(e)) => return Err(ErrorReply::Internal(format!("local write failed: {e}"))),
+        };
+        // Sloppy quorum (Dynamo §4.6): a replica that is down, or that fails
+        // fast, is replaced by the next healthy node clockwise past the
+        // preference list, which keeps the write as a hint for it and counts
+        // toward W. Strict requests use the preference list only.
+        let mut fallbacks: std::collections::VecDeque<NodeId> = if strict {
+            Default::default()
+        } else {
+            // Not a leaving node: it is about to go, with its hints.
+            let leaving = |id: &NodeId| {
+                view.members
+                    .get(id)
+                    .is_some_and(|m| m.state == MemberState::Leaving)
+            };
+            view.read_ring
+                .walk(&skey)
+                .filter(|n| !targets.contains(n) && !leaving(n))
+                .cloned()
+                .collect()
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let fan = Fanout {
+            key: skey,
+            state,
+            timeout,
+            transport: self.transport.clone(),
+            tx,
+        };
+        for node in targets.iter().filter(|n| **n != self.me) {
+            // A suspected replica is replaced by a fallback; with no
+            // fallback left it is still tried, since a suspicion can be
+            // false (a starved heartbeat) and trying costs one timeout.
+            if !strict
+                && !self.liveness.is_up(node)
+                && self.hand_to_fallback(&fan, &mut tracker, &mut fallbacks, node)
+            {
+                tracker.record(
+                    node,
+                    ReplicaOutcome::Unreachable("down (failure detector)".into()),
+                );
+            } else {
+                fan.direct(node.clone());
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        // The answer waits for this replica's own outcome too (its sync
+        // overlaps the others'): a write is acknowledged only once the
+        // coordinating node holds it durably, so a read through this node
+        // sees it whatever R and W (docs/consistency.md), and an error names
+        // every replica that holds the write.
+        // This replica's copy counts once it is durable; the other replicas
+        // got the state meanwhile (their syncs overlap with this one). It
+        // has no fallback: a store that failed a commit takes no writes
+        // (storage::run_batch).
+        let mut durable = std::pin::pin!(durable.wait());
+        let mut local: Option<ReplicaOutcome> = None;
+        while tracker.status() == QuorumStatus::Pending || local.is_none() {
+            let answer = tokio::select! {
+                done = &mut durable, if local.is_none() => {
+                    let outcome = match done {
+                        Ok(()) => ReplicaOutcome::Ok,
+                        Err(e) => ReplicaOutcome::Failed(format!("local write failed: {e}")),
+                    };
+                    tracker.record(&self.me, outcome.clone());
+                    local = Some(outcome);
+                    continue;
+                }
+                answer = tokio::time::timeout_at(deadline, rx.recv()) => answer,
+            };
+            match answer {
+                Ok(Some((node, owner, outcome))) => {
+                    let failed_fast = matches!(
+                        outcome,
+                        ReplicaOutcome::Unreachable(_) | ReplicaOutcome::Failed(_)
+                    );
+                    tracker.record(&node, outcome);
+                    if failed_fast && !strict {
+                        let owner = owner.unwrap_or(node);
+                        self.hand_to_fallback(&fan, &mut tracker, &mut fallbacks, &owner);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // The deadline: whoever has not answered timed out.
+                    tracker.expire();
+                    break;
+                }
+            }
+        }
+        self.count_replies("write", &tracker);
+        // The coordinator's own write failed or did not finish in time: the
+        // others may hold it; the outcome is unknown, as after a timeout.
+        match local {
+            Some(ReplicaOutcome::Failed(e)) => return Err(ErrorReply::Internal(e)),
+            None => {
+                return Err(ErrorReply::Internal(
+                    "local write timed out (storage stalled)".into(),
+                ))
+            }
+            Some(_) => {}
+        }
+        if tracker.status() != QuorumStatus::Met {
+            return Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)));
+        }
+        Ok(Response::Written {
+            context: CausalContext(own),
+            version,
+        })
+    }
+
+    /// Sends the write for `owner` to the next fallback, as a hint: the
+    /// first one the failure detector sees up, or, if every one left is
+    /// suspected, the first of those (a suspicion may be false, and failing
+    /// the write without trying is worse than one more timeout). Returns
+    /// whether a fallback was found.
+    fn hand_to_fallback(
+        &self,
+        fan: &Fanout,
+        tracker: &mut QuorumTracker,
+        fallbacks: &mut std::collections::VecDeque<NodeId>,
+        owner: &NodeId,
+    ) -> bool {
+        fallbacks.retain(|f| *f != self.me && !tracker.asked(f));
+        let pick = fallbacks
+            .iter()
+            .position(|f| self.liveness.is_up(f))
+            .or((!fallbacks.is_empty()).then_some(0));
+        match pick.and_then(|i| fallbacks.remove(i)) {
+            Some(f) => {
+                tracker.add(&f, owner);
+                fan.hinted(f, owner.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hands a write to a replica of its key, trying them in preference order.
+    async fn forward(
+        &self,
+        req: Request,
+        pref: &[NodeId],
+        timeout: Duration,
+    ) -> Result<Response, ErrorReply> {
+        let mut tracker = QuorumTracker::new(1, pref);
+        // The replica runs its own quorum with `timeout`: wait a little longer
+        // so its typed answer (success or quorum error) arrives first.
+        let wait = timeout + FORWARD_SLACK;
+        let mut order: Vec<&NodeId> = pref.iter().collect();
+        order.sort_by_key(|n| !self.liveness.is_up(n)); // stable: up nodes first
+        for node in order {
+            match ask(&*self.transport, node, req.clone(), wait).await {
+                Ok(resp) => return Ok(resp),
+                // Only a forward that was never sent may go to another
+                // replica: one that was sent may have been applied, and a
+                // second copy would be a spurious sibling.
+                Err(e) if e.not_sent() => tracker.record(node, outcome_of(&e)),
+                Err(e) => {
+                    tracker.record(node, outcome_of(&e));
+                    break;
+                }
+            }
+        }
+        self.count_replies("write", &tracker);
+        Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)))
+    }
+}
+
+/// The replica writes of one coordinated write; each answer comes back on
+/// `tx` as (node, owner if it was a hint, outcome). Detached tasks: a replica
+/// that answers after the quorum still gets the write (each task ends at the
+/// deadline either way).
+pub(super) struct Fanout {
+    key: Vec<u8>,
+    state: State,
+    timeout: Duration,
+    transport: Arc<dyn Transport>,
+    tx: mpsc::UnboundedSender<(NodeId, Option<NodeId>, ReplicaOutcome)>,
+}
+
+impl Fanout {
+    fn direct(&self, node: NodeId) {
+        let req = ReplicaRequest::Write {
+            key: self.key.clone(),
+            state: self.state.clone(),
+        };
+        self.send(node, None, req);
+    }
+
+    fn hinted(&self, fallback: NodeId, owner: NodeId) {
+        let req = ReplicaRequest::HintedWrite {
+            owner: owner.clone(),
+            key: self.key.clone(),
+            state: self.state.clone(),
+        };
+        self.send(fallback, Some(owner), req);
+    }
+
+    fn send(&self, node: NodeId, owner: Option<NodeId>, req: ReplicaRequest) {
+        let (tx, transport, timeout) = (self.tx.clone(), self.transport.clone(), self.timeout);
+        tokio::spawn(async move {
+            let outcome = match ask(&*transport, &node, req, timeout).await {
+                Ok(ReplicaResponse::Stored) => ReplicaOutcome::Ok,
+                Ok(other) => ReplicaOutcome::Failed(format!("unexpected answer {other:?}")),
+                Err(e) => outcome_of(&e),
+            };
+            let _ = tx.send((node, owner, outcome));
+        });
+    }
+}

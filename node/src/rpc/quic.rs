@@ -1,0 +1,429 @@
+//! The QUIC [`Transport`]: one cached connection per peer, one stream per
+//! request (or per batch of replica requests), mutual TLS with the node
+//! certificate on ALPN `kvorum-peer/1`.
+
+use crate::cluster::membership::Membership;
+use crate::rpc::peer::{
+    max_peer_frame_bytes, PeerError, PeerRequest, PeerResponse, ReplicaRequest, MAX_BATCH,
+    PEER_PROTOCOL_VERSION,
+};
+use crate::rpc::transport::{BoxFuture, Transport, TransportError};
+use crate::util::LockExt;
+use kvorum_client::proto::{decode_frame, encode_frame, NODE_CERT_NAME};
+use kvorum_ring::NodeId;
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+/// A peer's cached connection, and when connecting to it last failed.
+#[derive(Default)]
+struct Slot {
+    conn: Option<quinn::Connection>,
+    failed_at: Option<tokio::time::Instant>,
+}
+
+/// After a failed connect, calls to that peer fail at once for this long
+/// instead of queueing behind fresh connect attempts.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The QUIC transport: one cached connection per peer address, one stream per
+/// request, mutual TLS with the node certificate on ALPN `kvorum-peer/1`.
+///
+/// Replica requests ([`ReplicaRequest`]: reads, writes, hinted writes) to one peer
+/// that are called while the runtime is busy share a stream: each call
+/// queues its encoded request, and one task per peer sends what is queued
+/// once the runnable tasks of the moment have run (`tokio::task::yield_now`),
+/// as one `PeerRequest::Batch` when more than one is waiting. An idle node
+/// sends a lone request at once; a busy one pays one stream per batch
+/// instead of one per request (docs/performance.md).
+pub struct QuicTransport {
+    link: Arc<Link>,
+    membership: Arc<Membership>,
+}
+
+/// What the calls of a [`QuicTransport`] share (also with its batch senders).
+struct Link {
+    endpoint: quinn::Endpoint,
+    conns: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Encoded requests waiting for their peer's batch sender; an entry
+    /// exists exactly while a sender is scheduled for that peer.
+    queued: Mutex<HashMap<SocketAddr, Vec<Queued>>>,
+    connect_timeout: Duration,
+    max_frame_bytes: usize,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// A request waiting to be sent in a batch.
+struct Queued {
+    body: Vec<u8>,
+    /// A read (reads and writes go in separate batches: a batch is answered
+    /// once its slowest request is, and a write waits for a sync).
+    read: bool,
+    deadline: tokio::time::Instant,
+    answer: tokio::sync::oneshot::Sender<Result<PeerResponse, TransportError>>,
+}
+
+impl QuicTransport {
+    /// A transport dialing from `endpoint` (whose default client config must
+    /// be the peer configuration).
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        membership: Arc<Membership>,
+        connect_timeout: Duration,
+        max_frame_bytes: usize,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        Self {
+            link: Arc::new(Link {
+                endpoint,
+                conns: Mutex::new(HashMap::new()),
+                queued: Mutex::new(HashMap::new()),
+                connect_timeout,
+                max_frame_bytes,
+                metrics,
+            }),
+            membership,
+        }
+    }
+
+    /// The open connections this node dialled, with their smoothed RTT.
+    /// Connections busy being (re)established at this moment are skipped.
+    pub fn open_connections(&self) -> Vec<(SocketAddr, Duration)> {
+        let slots: Vec<(SocketAddr, Arc<tokio::sync::Mutex<Slot>>)> = self
+            .link
+            .conns
+            .locked()
+            .iter()
+            .map(|(a, s)| (*a, s.clone()))
+            .collect();
+        slots
+            .into_iter()
+            .filter_map(|(addr, slot)| {
+                let guard = slot.try_lock().ok()?;
+                let conn = guard.conn.as_ref()?;
+                conn.close_reason().is_none().then(|| (addr, conn.rtt()))
+            })
+            .collect()
+    }
+}
+
+impl Link {
+    async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, TransportError> {
+        let slot = {
+            let mut conns = self.conns.locked();
+            conns.entry(addr).or_default().clone()
+        };
+        let mut guard = slot.lock().await;
+        if let Some(c) = guard.conn.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        if let Some(at) = guard.failed_at {
+            if at.elapsed() < RECONNECT_BACKOFF {
+                return Err(TransportError::Unreachable(format!(
+                    "{addr} unreachable moments ago"
+                )));
+            }
+        }
+        let attempt = async {
+            let connecting = self
+                .endpoint
+                .connect(addr, NODE_CERT_NAME)
+                .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+            tokio::time::timeout(self.connect_timeout, connecting)
+                .await
+                .map_err(|_| TransportError::Unreachable(format!("connect to {addr} timed out")))?
+                .map_err(|e| TransportError::Unreachable(e.to_string()))
+        };
+        match attempt.await {
+            Ok(conn) => {
+                *guard = Slot {
+                    conn: Some(conn.clone()),
+                    failed_at: None,
+                };
+                Ok(conn)
+            }
+            Err(e) => {
+                *guard = Slot {
+                    conn: None,
+                    failed_at: Some(tokio::time::Instant::now()),
+                };
+                Err(e)
+            }
+        }
+    }
+
+    async fn exchange(
+        &self,
+        addr: SocketAddr,
+        req: PeerRequest,
+    ) -> Result<PeerResponse, TransportError> {
+        self.exchange_frame(addr, encode_frame(PEER_PROTOCOL_VERSION, &req))
+            .await
+    }
+
+    async fn exchange_frame(
+        &self,
+        addr: SocketAddr,
+        frame: Vec<u8>,
+    ) -> Result<PeerResponse, TransportError> {
+        let conn = self.connection(addr).await?;
+        let not_sent = |e: &dyn std::fmt::Display| TransportError::Unreachable(e.to_string());
+        let lost = |e: &dyn std::fmt::Display| TransportError::Lost(e.to_string());
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| not_sent(&e))?;
+        let m = &self.metrics;
+        m.counter(
+            crate::metrics::NETWORK_BYTES,
+            &[("direction", "sent"), ("kind", "peer")],
+        )
+        .increment(frame.len() as u64);
+        send.write_all(&frame).await.map_err(|e| lost(&e))?;
+        send.finish().map_err(|e| lost(&e))?;
+        // Answers can hold a key's whole state: several siblings of max size.
+        let bytes = recv
+            .read_to_end(max_peer_frame_bytes(self.max_frame_bytes))
+            .await
+            .map_err(|e| lost(&e))?;
+        m.counter(
+            crate::metrics::NETWORK_BYTES,
+            &[("direction", "received"), ("kind", "peer")],
+        )
+        .increment(bytes.len() as u64);
+        decode_frame(PEER_PROTOCOL_VERSION, &bytes)
+            .map_err(|e| TransportError::Protocol(e.to_string()))
+    }
+
+    /// Queues a request for `addr`'s batch sender (starting one if none is
+    /// scheduled) and waits for its answer.
+    async fn queue(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        body: Vec<u8>,
+        read: bool,
+        timeout: Duration,
+    ) -> Result<PeerResponse, TransportError> {
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let start_sender = {
+            let mut queued = self.queued.locked();
+            let waiting = queued.entry(addr).or_default();
+            waiting.push(Queued {
+                body,
+                read,
+                deadline,
+                answer,
+            });
+            waiting.len() == 1
+        };
+        if start_sender {
+            tokio::spawn(self.clone().send_queued(addr));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(TransportError::Lost("the batch sender stopped".into())))
+    }
+
+    /// Sends the requests queued for `addr`: after the tasks runnable now have
+    /// run (and queued theirs), in batches of at most [`MAX_BATCH`] requests
+    /// and `max_frame_bytes`, reads apart from writes, each batch on its own
+    /// stream, at once.
+    async fn send_queued(self: Arc<Self>, addr: SocketAddr) {
+        tokio::task::yield_now().await;
+        let waiting = self.queued.locked().remove(&addr).unwrap_or_default();
+        let (reads, writes): (Vec<Queued>, Vec<Queued>) = waiting.into_iter().partition(|q| q.read);
+        if !reads.is_empty() && !writes.is_empty() {
+            tokio::spawn(self.clone().send_all(addr, reads));
+            self.send_all(addr, writes).await;
+        } else {
+            self.send_all(addr, if reads.is_empty() { writes } else { reads })
+                .await;
+        }
+    }
+
+    /// Sends `waiting` in batches of at most [`MAX_BATCH`] requests and
+    /// `max_frame_bytes`.
+    async fn send_all(self: Arc<Self>, addr: SocketAddr, waiting: Vec<Queued>) {
+        let mut batch: Vec<Queued> = Vec::new();
+        let mut bytes = 0;
+        for q in waiting {
+            if !batch.is_empty()
+                && (batch.len() == MAX_BATCH || bytes + q.body.len() > self.max_frame_bytes)
+            {
+                tokio::spawn(self.clone().send_batch(addr, std::mem::take(&mut batch)));
+                bytes = 0;
+            }
+            bytes += q.body.len();
+            batch.push(q);
+        }
+        if !batch.is_empty() {
+            self.send_batch(addr, batch).await;
+        }
+    }
+
+    async fn send_batch(self: Arc<Self>, addr: SocketAddr, mut batch: Vec<Queued>) {
+        let deadline = batch
+            .iter()
+            .map(|q| q.deadline)
+            .max()
+            .unwrap_or_else(tokio::time::Instant::now);
+        if batch.len() == 1 {
+            if let Some(q) = batch.pop() {
+                self.send_alone(addr, q).await;
+            }
+            return;
+        }
+        let n = batch.len();
+        self.metrics
+            .counter(crate::metrics::PEER_BATCHES, &[])
+            .increment(1);
+        self.metrics
+            .counter(crate::metrics::PEER_BATCHED_REQUESTS, &[])
+            .increment(n as u64);
+        // The bodies go into the request and come back out of it after the
+        // frame is encoded: a request whose answer did not fit is sent again
+        // alone.
+        let req = PeerRequest::Batch(
+            batch
+                .iter_mut()
+                .map(|q| std::mem::take(&mut q.body))
+                .collect(),
+        );
+        let frame = encode_frame(PEER_PROTOCOL_VERSION, &req);
+        if let PeerRequest::Batch(bodies) = req {
+            for (q, body) in batch.iter_mut().zip(bodies) {
+                q.body = body;
+            }
+        }
+        let r = tokio::time::timeout_at(deadline, self.exchange_frame(addr, frame))
+            .await
+            .unwrap_or(Err(TransportError::Timeout));
+        // Per request: its answer, or `None` to send it again alone (its
+        // answer did not fit, or the whole batch was refused: a peer of an
+        // older version cannot decode one).
+        let answers: Vec<Option<Result<PeerResponse, TransportError>>> = match r {
+            Ok(PeerResponse::Batch(rs)) if rs.len() == n => rs
+                .iter()
+                .map(|b| match postcard::from_bytes::<PeerResponse>(b) {
+                    Ok(PeerResponse::Error(PeerError::AnswerTooLarge)) => None,
+                    Ok(answer) => Some(Ok(answer)),
+                    Err(e) => Some(Err(TransportError::Protocol(format!(
+                        "a batch's answer: {e}"
+                    )))),
+                })
+                .collect(),
+            Ok(PeerResponse::Batch(rs)) => {
+                let e = TransportError::Protocol(format!(
+                    "{} answers to a batch of {n} requests",
+                    rs.len()
+                ));
+                vec![Some(Err(e)); n]
+            }
+            Ok(PeerResponse::Error(_)) => vec![None; n],
+            Ok(other) => {
+                let e = TransportError::Protocol(format!("a batch answered with {other:?}"));
+                vec![Some(Err(e)); n]
+            }
+            Err(e) => vec![Some(Err(e)); n],
+        };
+        for (q, answer) in batch.into_iter().zip(answers) {
+            match answer {
+                None => {
+                    tokio::spawn(self.clone().send_alone(addr, q));
+                }
+                Some(answer) => {
+                    let _ = q.answer.send(answer);
+                }
+            }
+        }
+    }
+
+    /// Sends one queued request on a stream of its own.
+    async fn send_alone(self: Arc<Self>, addr: SocketAddr, q: Queued) {
+        let frame = frame_of_body(&q.body);
+        let r = tokio::time::timeout_at(q.deadline, self.exchange_frame(addr, frame))
+            .await
+            .unwrap_or(Err(TransportError::Timeout));
+        let _ = q.answer.send(r);
+    }
+}
+
+/// postcard writes an enum's variant as its index (a varint):
+/// [`PeerRequest::Replica`] is the first variant.
+const REPLICA_TAG: u8 = 0;
+
+/// The frame of one replica request from its encoded body (the envelope's
+/// version, then `PeerRequest::Replica` of the body, as [`encode_frame`]
+/// writes it).
+fn frame_of_body(body: &[u8]) -> Vec<u8> {
+    let mut frame = encode_frame(PEER_PROTOCOL_VERSION, &());
+    frame.push(REPLICA_TAG);
+    frame.extend_from_slice(body);
+    frame
+}
+
+impl Transport for QuicTransport {
+    fn call(
+        &self,
+        to: &NodeId,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
+        let addr = self.membership.addr_of(to);
+        let to = to.clone();
+        Box::pin(async move {
+            let addr = addr
+                .ok_or_else(|| TransportError::Unreachable(format!("no address known for {to}")))?;
+            let started = std::time::Instant::now();
+            let r = match req {
+                PeerRequest::Replica(req) => {
+                    let read = matches!(req, ReplicaRequest::Read { .. });
+                    let body = kvorum_client::bytes::encode(&req);
+                    tokio::time::timeout(timeout, self.link.queue(addr, body, read, timeout)).await
+                }
+                req => tokio::time::timeout(timeout, self.link.exchange(addr, req)).await,
+            }
+            .unwrap_or(Err(TransportError::Timeout));
+            if r.is_ok() {
+                self.link
+                    .metrics
+                    .histogram(
+                        crate::metrics::PEER_REQUEST_DURATION,
+                        &[("peer", to.as_str())],
+                    )
+                    .record(started.elapsed());
+            }
+            r
+        })
+    }
+
+    fn call_addr(
+        &self,
+        addr: SocketAddr,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
+        Box::pin(async move {
+            tokio::time::timeout(timeout, self.link.exchange(addr, req))
+                .await
+                .unwrap_or(Err(TransportError::Timeout))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_body_sent_alone_is_the_frame_of_its_replica_request() {
+        let req = ReplicaRequest::Read { key: b"k".to_vec() };
+        let body = kvorum_client::bytes::encode(&req);
+        assert_eq!(
+            frame_of_body(&body),
+            encode_frame(PEER_PROTOCOL_VERSION, &PeerRequest::Replica(req))
+        );
+    }
+}

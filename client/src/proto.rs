@@ -788,14 +788,7 @@ impl fmt::Display for QuorumFailure {
             "{} quorum not met: {} of {} needed replicas answered",
             self.op, self.succeeded, self.needed
         )?;
-        for (i, (node, outcome)) in self.replicas.iter().enumerate() {
-            f.write_str(if i == 0 { " (" } else { ", " })?;
-            write!(f, "{node}: {outcome}")?;
-        }
-        if !self.replicas.is_empty() {
-            f.write_str(")")?;
-        }
-        Ok(())
+        write_replicas(f, &self.replicas)
     }
 }
 
@@ -836,15 +829,23 @@ impl fmt::Display for StaleRead {
             "no replica that answered holds the required version: {} of {} answered",
             self.answered, self.asked
         )?;
-        for (i, (node, outcome)) in self.replicas.iter().enumerate() {
-            f.write_str(if i == 0 { " (" } else { ", " })?;
-            write!(f, "{node}: {outcome}")?;
-        }
-        if !self.replicas.is_empty() {
-            f.write_str(")")?;
-        }
-        Ok(())
+        write_replicas(f, &self.replicas)
     }
+}
+
+/// Writes ` (n1: ok, n2: timed out)`, or nothing for no replicas.
+fn write_replicas(
+    f: &mut fmt::Formatter<'_>,
+    replicas: &[(String, ReplicaOutcome)],
+) -> fmt::Result {
+    for (i, (node, outcome)) in replicas.iter().enumerate() {
+        f.write_str(if i == 0 { " (" } else { ", " })?;
+        write!(f, "{node}: {outcome}")?;
+    }
+    if !replicas.is_empty() {
+        f.write_str(")")?;
+    }
+    Ok(())
 }
 
 /// Which bounded quantity a request exceeded.

@@ -7,9 +7,11 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 /// The version of the client protocol this crate speaks.
 ///
 /// A node answers a frame of another version with
-/// [`ErrorReply::UnsupportedVersion`](crate::proto::ErrorReply::UnsupportedVersion). Version 2 added the version a read
+/// [`ErrorReply::UnsupportedVersion`]. Version 2 added the version a read
 /// must reach (`at_least`), the version and replica report of reads, and
 /// the version of writes.
+///
+/// [`ErrorReply::UnsupportedVersion`]: crate::proto::ErrorReply::UnsupportedVersion
 ///
 /// ```
 /// use kvorum_client::proto::{decode_frame, encode_frame, FrameError, Request, PROTOCOL_VERSION};

@@ -219,7 +219,9 @@ pub enum Request {
         options: ReadOptions,
         /// Answer only with a state whose version dominates this one (a
         /// session's): the coordinator waits for more than R replicas if it
-        /// must, and answers [`ErrorReply::Stale`](crate::proto::ErrorReply::Stale) if none has it in time.
+        /// must, and answers [`ErrorReply::Stale`] if none has it in time.
+        ///
+        /// [`ErrorReply::Stale`]: crate::proto::ErrorReply::Stale
         at_least: Option<Version>,
     },
     /// Write a value at quorum W.

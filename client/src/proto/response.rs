@@ -63,8 +63,10 @@ pub enum Response {
     /// A topology request was accepted; the change proceeds in the
     /// background (watch it with `Request::Status`).
     Accepted(String),
-    /// Answer to [`Request::Ring`](crate::proto::Request::Ring): adjacent ranges with the same owners
-    /// are merged.
+    /// Answer to [`Request::Ring`]: adjacent ranges with the same owners are
+    /// merged.
+    ///
+    /// [`Request::Ring`]: crate::proto::Request::Ring
     Ring(Vec<RingRange>),
     /// Answer to [`Request::Repair`](crate::proto::Request::Repair).
     Repaired {
@@ -73,7 +75,9 @@ pub enum Response {
         /// Keys found different and merged both ways.
         keys: u64,
     },
-    /// Answer to [`Request::Fetch`](crate::proto::Request::Fetch) of a key that has a value.
+    /// Answer to [`Request::Fetch`] of a key that has a value.
+    ///
+    /// [`Request::Fetch`]: crate::proto::Request::Fetch
     Data {
         /// The merged value.
         value: DataValue,
@@ -84,9 +88,13 @@ pub enum Response {
         /// The replicas the read asked and merged.
         report: ReadReport,
     },
-    /// Answer to [`Request::CreateBucket`](crate::proto::Request::CreateBucket): every member holds the bucket.
+    /// Answer to [`Request::CreateBucket`]: every member holds the bucket.
+    ///
+    /// [`Request::CreateBucket`]: crate::proto::Request::CreateBucket
     BucketCreated,
-    /// Answer to [`Request::ListBuckets`](crate::proto::Request::ListBuckets), sorted by name.
+    /// Answer to [`Request::ListBuckets`], sorted by name.
+    ///
+    /// [`Request::ListBuckets`]: crate::proto::Request::ListBuckets
     Buckets(Vec<(String, BucketProps)>),
     /// The request failed; nothing was acknowledged.
     Error(ErrorReply),

@@ -21,6 +21,8 @@
 //!   (versioned postcard frames, one request per QUIC stream).
 //! - [`tls`]: PEM loading and the QUIC/TLS 1.3 client configuration (mutual
 //!   authentication against the cluster CA, `ring` provider).
+//! - [`conn`]: one cached QUIC connection per address, with a connect timeout
+//!   and reconnect backoff ([`conn::Connections`]; nodes dial peers with it).
 //! - [`Client`]: the connection pool with failover.
 //! - [`Session`]: read-your-writes and monotonic reads per logical user,
 //!   with bounded memory ([`SessionConfig`]).
@@ -39,6 +41,7 @@
 
 pub mod bytes;
 mod client;
+pub mod conn;
 mod handles;
 pub mod proto;
 mod session;

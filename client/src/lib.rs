@@ -23,11 +23,23 @@
 //!   authentication against the cluster CA, `ring` provider).
 //! - [`conn`]: one cached QUIC connection per address, with a connect timeout
 //!   and reconnect backoff ([`conn::Connections`]; nodes dial peers with it).
-//! - [`Client`]: the connection pool with failover.
-//! - [`Session`]: read-your-writes and monotonic reads per logical user,
-//!   with bounded memory ([`SessionConfig`]).
-//! - [`Version`], [`ReadReport`]: the version of a read or write (which
-//!   sessions compare), and what a read's replicas did.
+//! - `pool`: the round robin over the seed nodes and failover (what is
+//!   retried where).
+//! - `error`: [`Error`], what every call of this crate fails with.
+//! - `client`: [`Client`], the handle on a pool, and [`ClientBuilder`], the
+//!   settings it is built from.
+//! - `kv`: the key-value API of [`Client`] (`get`, `put`, `delete` and their
+//!   `_with` variants) and [`Versioned`].
+//! - `handles`: typed handles on counter, set and map keys
+//!   ([`CounterHandle`], [`SetHandle`], [`MapHandle`]).
+//! - `session`: [`Session`], read-your-writes and monotonic reads per logical
+//!   user, with bounded memory ([`SessionConfig`]).
+//! - `admin`: the operator calls of [`Client`] (status, topology changes,
+//!   ring, repair, buckets).
+//! - `types`, `version`: bucket types, typed values and operations; the
+//!   [`Version`] of a read or write (which sessions compare) and
+//!   [`ReadReport`], what a read's replicas did.
+//! - [`bytes`]: compact serde encoding of byte strings.
 //!
 //! # Invariants
 //! - Every frame carries [`proto::PROTOCOL_VERSION`]; decoding is bounded by
@@ -39,22 +51,26 @@
 //!   instead.
 #![warn(missing_docs)]
 
+mod admin;
 pub mod bytes;
 mod client;
 pub mod conn;
+mod error;
 mod handles;
+mod kv;
+mod pool;
 pub mod proto;
 mod session;
 pub mod tls;
 mod types;
 mod version;
 
-pub use client::{
-    Client, ClientBuilder, Error, Versioned, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
-};
+pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+pub use error::Error;
 pub use handles::{
     CounterHandle, CounterValue, MapHandle, MapUpdate, SetHandle, SetValue, TypedMap,
 };
+pub use kv::Versioned;
 pub use proto::{
     CausalContext, ClusterStatus, ErrorReply, MemberStatus, QuorumFailure, ReadOptions,
     ReplicaOutcome, RingRange, StaleRead, TransferStatus, WriteOptions,

@@ -1,5 +1,5 @@
-//! The client, [`Client`], and the settings it is built from
-//! ([`ClientBuilder`]).
+//! The data-plane client, [`Client`], and the settings it is built from
+//! ([`ClientBuilder`], which builds an [`Admin`](crate::Admin) the same way).
 
 use crate::conn::Connections;
 use crate::error::Error;
@@ -7,6 +7,7 @@ use crate::pool::Pool;
 use crate::proto::{DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME};
 use crate::tls::{client_quic_config, TlsMaterial};
 use std::{
+    marker::PhantomData,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
@@ -43,8 +44,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The client of a Kvorum cluster: reads and writes, typed handles,
-/// sessions and operator calls. Cheap to clone; share one per process.
+/// The data-plane client of a Kvorum cluster: reads and writes, typed
+/// handles and sessions (operator calls are on [`Admin`](crate::Admin)).
+/// Cheap to clone; share one per process.
 ///
 /// Requests go to the nodes round-robin; a node that cannot be reached is
 /// skipped and the request goes to the next one. Reads are retried on another
@@ -75,13 +77,7 @@ impl Client {
     /// # let _ = b; }
     /// ```
     pub fn builder(seeds: impl IntoIterator<Item = SocketAddr>, tls: TlsMaterial) -> ClientBuilder {
-        ClientBuilder {
-            seeds: seeds.into_iter().collect(),
-            tls,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-        }
+        ClientBuilder::new(seeds, tls)
     }
 
     /// A client with default settings (see [`Client::builder`]).
@@ -110,7 +106,23 @@ impl Client {
     }
 }
 
-/// Settings of a [`Client`]; start from [`Client::builder`].
+impl FromPool for Client {
+    fn from_pool(pool: Pool) -> Self {
+        Self { pool }
+    }
+}
+
+/// What a [`ClientBuilder`] builds: [`Client`] or [`Admin`](crate::Admin).
+/// Sealed: the trait cannot be named outside this crate.
+pub trait FromPool {
+    /// Wraps the built pool.
+    #[doc(hidden)]
+    fn from_pool(pool: Pool) -> Self;
+}
+
+/// Settings of a [`Client`] or, as `ClientBuilder<Admin>`
+/// ([`AdminBuilder`](crate::AdminBuilder)), of an [`Admin`](crate::Admin);
+/// start from [`Client::builder`] or [`Admin::builder`](crate::Admin::builder).
 ///
 /// ```no_run
 /// # async fn f(tls: kvorum_client::TlsMaterial) -> Result<(), kvorum_client::Error> {
@@ -122,15 +134,37 @@ impl Client {
 /// # let _ = client; Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
-pub struct ClientBuilder {
+pub struct ClientBuilder<T = Client> {
     seeds: Vec<SocketAddr>,
     tls: TlsMaterial,
     connect_timeout: Duration,
     request_timeout: Duration,
     max_response_bytes: usize,
+    /// What [`ClientBuilder::build`] makes.
+    built: PhantomData<fn() -> T>,
 }
 
-impl ClientBuilder {
+impl<T: FromPool> ClientBuilder<T> {
+    /// A builder with the default timeouts (what [`Client::builder`] and
+    /// [`Admin::builder`](crate::Admin::builder) return).
+    ///
+    /// ```no_run
+    /// # fn f(tls: kvorum_client::TlsMaterial) {
+    /// use kvorum_client::{Client, ClientBuilder};
+    /// let b: ClientBuilder<Client> = ClientBuilder::new(["127.0.0.1:7401".parse().unwrap()], tls);
+    /// # let _ = b; }
+    /// ```
+    pub fn new(seeds: impl IntoIterator<Item = SocketAddr>, tls: TlsMaterial) -> Self {
+        Self {
+            seeds: seeds.into_iter().collect(),
+            tls,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            built: PhantomData,
+        }
+    }
+
     /// Bound on establishing a connection to one node (default 2 s).
     ///
     /// ```no_run
@@ -168,15 +202,15 @@ impl ClientBuilder {
         self
     }
 
-    /// Creates the client. Connections are opened lazily, on first use, so
-    /// building succeeds even while nodes are down.
+    /// Creates the client (or admin handle). Connections are opened lazily,
+    /// on first use, so building succeeds even while nodes are down.
     ///
     /// ```no_run
     /// # fn f(b: kvorum_client::ClientBuilder) -> Result<(), kvorum_client::Error> {
     /// let client = b.build()?;
     /// # let _ = client; Ok(()) }
     /// ```
-    pub fn build(self) -> Result<Client, Error> {
+    pub fn build(self) -> Result<T, Error> {
         if self.seeds.is_empty() {
             return Err(Error::NoSeeds);
         }
@@ -184,14 +218,12 @@ impl ClientBuilder {
             quinn::Endpoint::client(bind_addr(&self.seeds)).map_err(Error::Endpoint)?;
         endpoint.set_default_client_config(client_quic_config(&self.tls)?);
         let conns = Connections::new(endpoint, NODE_CERT_NAME, self.connect_timeout);
-        Ok(Client {
-            pool: Pool::new(
-                conns,
-                self.seeds,
-                self.request_timeout,
-                self.max_response_bytes,
-            ),
-        })
+        Ok(T::from_pool(Pool::new(
+            conns,
+            self.seeds,
+            self.request_timeout,
+            self.max_response_bytes,
+        )))
     }
 }
 

@@ -4,8 +4,8 @@ use crate::proto::{ErrorReply, Response};
 use crate::tls::TlsError;
 use std::{net::SocketAddr, time::Duration};
 
-/// Errors of [`Client`](crate::Client) and [`Session`](crate::Session)
-/// calls.
+/// Errors of [`Client`](crate::Client), [`Admin`](crate::Admin) and
+/// [`Session`](crate::Session) calls.
 ///
 /// ```
 /// use kvorum_client::{Client, Error, ErrorReply};

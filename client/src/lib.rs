@@ -24,18 +24,18 @@
 //! - [`conn`]: one cached QUIC connection per address, with a connect timeout
 //!   and reconnect backoff ([`conn::Connections`]; nodes dial peers with it).
 //! - `pool`: the round robin over the seed nodes and failover (what is
-//!   retried where).
+//!   retried where), shared by [`Client`] and [`Admin`].
 //! - `error`: [`Error`], what every call of this crate fails with.
-//! - `client`: [`Client`], the handle on a pool, and [`ClientBuilder`], the
-//!   settings it is built from.
+//! - `client`: [`Client`], the data-plane handle on a pool, and
+//!   [`ClientBuilder`], the settings it (and an [`Admin`]) is built from.
 //! - `kv`: the key-value API of [`Client`] (`get`, `put`, `delete` and their
 //!   `_with` variants) and [`Versioned`].
 //! - `handles`: typed handles on counter, set and map keys
 //!   ([`CounterHandle`], [`SetHandle`], [`MapHandle`]).
 //! - `session`: [`Session`], read-your-writes and monotonic reads per logical
 //!   user, with bounded memory ([`SessionConfig`]).
-//! - `admin`: the operator calls of [`Client`] (status, topology changes,
-//!   ring, repair, buckets).
+//! - `admin`: [`Admin`], the operator calls (status, topology changes, ring,
+//!   repair, buckets).
 //! - `types`, `version`: bucket types, typed values and operations; the
 //!   [`Version`] of a read or write (which sessions compare) and
 //!   [`ReadReport`], what a read's replicas did.
@@ -65,6 +65,7 @@ pub mod tls;
 mod types;
 mod version;
 
+pub use admin::{Admin, AdminBuilder};
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use error::Error;
 pub use handles::{

@@ -1,5 +1,5 @@
-//! The connection pool and failover that [`Client`](crate::Client) sends
-//! its requests through.
+//! The connection pool and failover that [`Client`](crate::Client) and
+//! [`Admin`](crate::Admin) send their requests through.
 //!
 //! Requests go to the nodes round-robin, one request per QUIC stream; a node
 //! that cannot be reached is skipped and the request goes to the next one.
@@ -24,8 +24,12 @@ const CLIENT_SLACK: Duration = Duration::from_secs(2);
 
 /// The nodes, their connections, and the round robin over them. Cheap to
 /// clone (clones share everything).
+///
+/// `pub` only so that the sealed `FromPool` trait (reachable through
+/// `ClientBuilder::build`'s bound) may name it; this module is private, so
+/// nothing outside the crate can.
 #[derive(Clone, Debug)]
-pub(crate) struct Pool {
+pub struct Pool {
     inner: Arc<Inner>,
 }
 

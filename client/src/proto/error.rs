@@ -271,7 +271,7 @@ pub enum ErrorReply {
     /// The node cannot serve requests now (no ring yet, shutting down, overloaded).
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// The bucket was never created (see `Client::create_bucket`).
+    /// The bucket was never created (see `Admin::create_bucket`).
     #[error("unknown bucket {0:?}: create it first (kvorum admin bucket create)")]
     UnknownBucket(String),
     /// The operation does not apply to the bucket's type.

@@ -285,35 +285,28 @@ const RESPONSES: &[&str] = &[
     "020a0c0172",
 ];
 
+/// Each of `messages` encodes as `pinned` says and decodes back to itself.
+fn check<T>(what: &str, messages: Vec<T>, pinned: &[&str])
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let got: Vec<String> = messages
+        .iter()
+        .map(|m| hex(&encode_frame(PROTOCOL_VERSION, m)))
+        .collect();
+    assert_eq!(got, pinned, "{what} frames changed; got:\n{got:#?}");
+    for m in messages {
+        let frame = encode_frame(PROTOCOL_VERSION, &m);
+        assert_eq!(decode_frame::<T>(PROTOCOL_VERSION, &frame), Ok(m));
+    }
+}
+
 #[test]
-fn every_frame_encodes_as_pinned_and_decodes_back() {
-    let check = |what: &str, frames: Vec<Vec<u8>>, pinned: &[&str]| {
-        let got: Vec<String> = frames.iter().map(|f| hex(f)).collect();
-        assert_eq!(got, pinned, "{what} frames changed; got:\n{got:#?}");
-    };
-    let reqs = requests();
-    check(
-        "request",
-        reqs.iter()
-            .map(|r| encode_frame(PROTOCOL_VERSION, r))
-            .collect(),
-        REQUESTS,
-    );
-    for r in reqs {
-        let frame = encode_frame(PROTOCOL_VERSION, &r);
-        assert_eq!(decode_frame::<Request>(PROTOCOL_VERSION, &frame), Ok(r));
-    }
-    let resps = responses();
-    check(
-        "answer",
-        resps
-            .iter()
-            .map(|r| encode_frame(PROTOCOL_VERSION, r))
-            .collect(),
-        RESPONSES,
-    );
-    for r in resps {
-        let frame = encode_frame(PROTOCOL_VERSION, &r);
-        assert_eq!(decode_frame::<Response>(PROTOCOL_VERSION, &frame), Ok(r));
-    }
+fn every_request_encodes_as_pinned_and_decodes_back() {
+    check("request", requests(), REQUESTS);
+}
+
+#[test]
+fn every_answer_encodes_as_pinned_and_decodes_back() {
+    check("answer", responses(), RESPONSES);
 }

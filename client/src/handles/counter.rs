@@ -64,16 +64,17 @@ impl CounterHandle {
     /// # Ok(()) }
     /// ```
     pub async fn read(&self) -> Result<CounterValue, Error> {
-        let f = self.0.fetch().await?;
-        let value = match f.value {
-            None => 0,
-            Some(DataValue::Counter(v)) => v,
-            Some(other) => return Err(self.0.mismatch(BucketType::Counter, &other)),
-        };
+        let read = self
+            .0
+            .fetch_as(BucketType::Counter, |v| match v {
+                DataValue::Counter(n) => Ok(n),
+                other => Err(other),
+            })
+            .await?;
         Ok(CounterValue {
-            value,
-            version: f.version,
-            report: f.report,
+            value: read.value,
+            version: read.version,
+            report: read.report,
         })
     }
 }

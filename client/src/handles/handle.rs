@@ -4,7 +4,7 @@ use crate::client::Client;
 use crate::error::Error;
 use crate::kv::Fetched;
 use crate::pool::Route;
-use crate::proto::{CausalContext, ReadOptions, WriteOptions};
+use crate::proto::{CausalContext, ReadOptions, ReadReport, Version, WriteOptions};
 use crate::session::Session;
 use crate::types::{BucketType, DataOp, DataValue};
 
@@ -39,7 +39,29 @@ impl Handle {
         }
     }
 
-    pub(super) async fn fetch(&self) -> Result<Fetched, Error> {
+    /// A read of the key whose value must be of the handle's type `want`:
+    /// `take` takes it out of the value, or gives the value back when it is
+    /// of another type. A key with no state reads as `T::default()`.
+    pub(super) async fn fetch_as<T: Default>(
+        &self,
+        want: BucketType,
+        take: fn(DataValue) -> Result<T, DataValue>,
+    ) -> Result<Read<T>, Error> {
+        let f = self.fetch().await?;
+        let value = match f.value.map(take) {
+            None => T::default(),
+            Some(Ok(value)) => value,
+            Some(Err(other)) => return Err(self.mismatch(want, &other)),
+        };
+        Ok(Read {
+            value,
+            context: f.context,
+            version: f.version,
+            report: f.report,
+        })
+    }
+
+    async fn fetch(&self) -> Result<Fetched, Error> {
         match &self.session {
             Some(s) => s.read(&self.bucket, &self.key, self.read).await,
             None => {
@@ -67,12 +89,20 @@ impl Handle {
 
     /// The error for a value of another type than the handle's (the node
     /// checks types, so this only shows a node answering out of protocol).
-    pub(super) fn mismatch(&self, want: BucketType, got: &DataValue) -> Error {
+    fn mismatch(&self, want: BucketType, got: &DataValue) -> Error {
         Error::Protocol(format!(
             "bucket {:?}: expected a {want} value, got {got:?}",
             self.bucket
         ))
     }
+}
+
+/// A typed read: the value, and the read's context, version and report.
+pub(super) struct Read<T> {
+    pub(super) value: T,
+    pub(super) context: CausalContext,
+    pub(super) version: Version,
+    pub(super) report: ReadReport,
 }
 
 /// The read and write option setters of a handle type: `$handle` holds a

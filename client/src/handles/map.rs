@@ -248,17 +248,18 @@ impl MapHandle {
     /// # Ok(()) }
     /// ```
     pub async fn fetch(&self) -> Result<TypedMap, Error> {
-        let f = self.0.fetch().await?;
-        let value = match f.value {
-            None => MapValue::default(),
-            Some(DataValue::Map(value)) => value,
-            Some(other) => return Err(self.0.mismatch(BucketType::Map, &other)),
-        };
+        let read = self
+            .0
+            .fetch_as(BucketType::Map, |v| match v {
+                DataValue::Map(value) => Ok(value),
+                other => Err(other),
+            })
+            .await?;
         Ok(TypedMap {
-            value,
-            context: f.context,
-            version: f.version,
-            report: f.report,
+            value: read.value,
+            context: read.context,
+            version: read.version,
+            report: read.report,
         })
     }
 }

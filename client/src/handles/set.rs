@@ -131,17 +131,18 @@ impl SetHandle {
     /// # Ok(()) }
     /// ```
     pub async fn members(&self) -> Result<SetValue, Error> {
-        let f = self.0.fetch().await?;
-        let members = match f.value {
-            None => Vec::new(),
-            Some(DataValue::Set(members)) => members,
-            Some(other) => return Err(self.0.mismatch(BucketType::Set, &other)),
-        };
+        let read = self
+            .0
+            .fetch_as(BucketType::Set, |v| match v {
+                DataValue::Set(members) => Ok(members),
+                other => Err(other),
+            })
+            .await?;
         Ok(SetValue {
-            members,
-            context: f.context,
-            version: f.version,
-            report: f.report,
+            members: read.value,
+            context: read.context,
+            version: read.version,
+            report: read.report,
         })
     }
 }

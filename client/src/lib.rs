@@ -17,28 +17,18 @@
 //! ```
 //!
 //! # Layout
-//! - [`proto`]: requests, responses, errors and framing of the client protocol
-//!   (versioned postcard frames, one request per QUIC stream).
-//! - [`tls`]: PEM loading and the QUIC/TLS 1.3 client configuration (mutual
-//!   authentication against the cluster CA, `ring` provider).
-//! - [`conn`]: one cached QUIC connection per address, with a connect timeout
-//!   and reconnect backoff ([`conn::Connections`]; nodes dial peers with it).
-//! - `pool`: the round robin over the seed nodes and failover (what is
-//!   retried where), shared by [`Client`] and [`Admin`].
+//! - [`proto`]: the wire protocol: framing, requests, answers, error replies, admin answers.
+//! - [`tls`]: PEM loading and the QUIC/TLS 1.3 client configuration (mutual auth, `ring`).
+//! - [`conn`]: one cached QUIC connection per address, connect timeout, reconnect backoff.
+//! - `pool`: round robin over the seed nodes and failover, shared by [`Client`] and [`Admin`].
 //! - `error`: [`Error`], what every call of this crate fails with.
-//! - `client`: [`Client`], the data-plane handle on a pool, and
-//!   [`ClientBuilder`], the settings it (and an [`Admin`]) is built from.
-//! - `kv`: the key-value API of [`Client`] (`get`, `put`, `delete` and their
-//!   `_with` variants) and [`Versioned`].
-//! - `handles`: typed handles on counter, set and map keys
-//!   ([`CounterHandle`], [`SetHandle`], [`MapHandle`]).
-//! - `session`: [`Session`], read-your-writes and monotonic reads per logical
-//!   user, with bounded memory ([`SessionConfig`]).
-//! - `admin`: [`Admin`], the operator calls (status, topology changes, ring,
-//!   repair, buckets).
-//! - `types`, `version`: bucket types, typed values and operations; the
-//!   [`Version`] of a read or write (which sessions compare) and
-//!   [`ReadReport`], what a read's replicas did.
+//! - `client`: [`Client`], the data-plane handle, and [`ClientBuilder`] (which builds both).
+//! - `kv`: `get`, `put`, `delete` of [`Client`] and their `_with` variants; [`Versioned`].
+//! - `handles`: typed handles on counter, set and map keys ([`CounterHandle`] and the others).
+//! - `session`: [`Session`], read-your-writes and monotonic reads with bounded memory.
+//! - `admin`: [`Admin`], the operator calls: status, topology changes, ring, repair, buckets.
+//! - `types`: bucket types, typed values and their operations ([`BucketType`], [`DataOp`]).
+//! - `version`: the [`Version`] of a read or write (which sessions compare), [`ReadReport`].
 //! - [`bytes`]: compact serde encoding of byte strings.
 //!
 //! # Invariants

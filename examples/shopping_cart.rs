@@ -9,17 +9,18 @@
 //! ```
 
 use kvorum_client::{
-    BucketProps, BucketType, Client, FieldKind, FieldValue, MapUpdate, ReadOptions, TlsMaterial,
-    WriteOptions,
+    Admin, BucketProps, BucketType, Client, FieldKind, FieldValue, MapUpdate, ReadOptions,
+    TlsMaterial, WriteOptions,
 };
 use std::{error::Error, net::SocketAddr, path::Path};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
-/// The walk-through; `phone` and `laptop` should reach different nodes.
-pub async fn run(phone: &Client, laptop: &Client) -> Result<(), BoxError> {
+/// The walk-through; `phone` and `laptop` should reach different nodes
+/// (`admin` creates the bucket).
+pub async fn run(admin: &Admin, phone: &Client, laptop: &Client) -> Result<(), BoxError> {
     // A map bucket (idempotent: creating it again with equal props is fine).
-    phone
+    admin
         .create_bucket("carts", BucketProps::new(BucketType::Map))
         .await?;
     let (on_phone, on_laptop) = (
@@ -113,11 +114,13 @@ async fn main() -> Result<(), BoxError> {
     // Each device talks to its own node first.
     let mut other = nodes.clone();
     other.rotate_left(1);
+    let admin = Admin::connect(nodes.clone(), tls()?)?;
     let (phone, laptop) = (
         Client::connect(nodes, tls()?)?,
         Client::connect(other, tls()?)?,
     );
-    run(&phone, &laptop).await?;
+    run(&admin, &phone, &laptop).await?;
+    admin.close().await;
     phone.close().await;
     laptop.close().await;
     Ok(())

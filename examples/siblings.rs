@@ -10,17 +10,19 @@
 //! It uses the dev cluster's client certificate and node list in `kvorum-dev/`
 //! (pass another directory as the first argument).
 
-use kvorum_client::{BucketProps, BucketType, CausalContext, Client, TlsMaterial, WriteOptions};
+use kvorum_client::{
+    Admin, BucketProps, BucketType, CausalContext, Client, TlsMaterial, WriteOptions,
+};
 use std::{error::Error, net::SocketAddr, path::Path};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
-/// The walk-through, on any client.
-pub async fn run(client: &Client) -> Result<(), BoxError> {
+/// The walk-through, on any client (`admin` creates the bucket).
+pub async fn run(admin: &Admin, client: &Client) -> Result<(), BoxError> {
     let (bucket, key) = ("example", b"cart:alice".as_slice());
 
     // 0. A register bucket (idempotent: creating it again is fine).
-    client
+    admin
         .create_bucket(bucket, BucketProps::new(BucketType::Register))
         .await?;
 
@@ -113,8 +115,10 @@ async fn main() -> Result<(), BoxError> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| l.trim().parse())
         .collect::<Result<_, _>>()?;
+    let admin = Admin::connect(nodes.clone(), tls.clone())?;
     let client = Client::connect(nodes, tls)?;
-    run(&client).await?;
+    run(&admin, &client).await?;
+    admin.close().await;
     client.close().await;
     Ok(())
 }

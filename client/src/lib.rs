@@ -17,15 +17,19 @@
 //! ```
 //!
 //! # Layout
-//! - [`proto`]: requests, responses, errors and framing of the client protocol
-//!   (versioned postcard frames, one request per QUIC stream).
-//! - [`tls`]: PEM loading and the QUIC/TLS 1.3 client configuration (mutual
-//!   authentication against the cluster CA, `ring` provider).
-//! - [`Client`]: the connection pool with failover.
-//! - [`Session`]: read-your-writes and monotonic reads per logical user,
-//!   with bounded memory ([`SessionConfig`]).
-//! - [`Version`], [`ReadReport`]: the version of a read or write (which
-//!   sessions compare), and what a read's replicas did.
+//! - [`proto`]: the wire protocol: framing, requests, answers, error replies, admin answers.
+//! - [`tls`]: PEM loading and the QUIC/TLS 1.3 client configuration (mutual auth, `ring`).
+//! - [`conn`]: one cached QUIC connection per address, connect timeout, reconnect backoff.
+//! - `pool`: round robin over the seed nodes and failover, shared by [`Client`] and [`Admin`].
+//! - `error`: [`Error`], what every call of this crate fails with.
+//! - `client`: [`Client`], the data-plane handle, and [`ClientBuilder`] (which builds both).
+//! - `kv`: `get`, `put`, `delete` of [`Client`] and their `_with` variants; [`Versioned`].
+//! - `handles`: typed handles on counter, set and map keys ([`CounterHandle`] and the others).
+//! - `session`: [`Session`], read-your-writes and monotonic reads with bounded memory.
+//! - `admin`: [`Admin`], the operator calls: status, topology changes, ring, repair, buckets.
+//! - `types`: bucket types, typed values and their operations ([`BucketType`], [`DataOp`]).
+//! - `version`: the [`Version`] of a read or write (which sessions compare), [`ReadReport`].
+//! - [`bytes`]: compact serde encoding of byte strings.
 //!
 //! # Invariants
 //! - Every frame carries [`proto::PROTOCOL_VERSION`]; decoding is bounded by
@@ -37,21 +41,27 @@
 //!   instead.
 #![warn(missing_docs)]
 
+mod admin;
 pub mod bytes;
 mod client;
+pub mod conn;
+mod error;
 mod handles;
+mod kv;
+mod pool;
 pub mod proto;
 mod session;
 pub mod tls;
 mod types;
 mod version;
 
-pub use client::{
-    Client, ClientBuilder, Error, Versioned, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
-};
+pub use admin::{Admin, AdminBuilder};
+pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+pub use error::Error;
 pub use handles::{
     CounterHandle, CounterValue, MapHandle, MapUpdate, SetHandle, SetValue, TypedMap,
 };
+pub use kv::Versioned;
 pub use proto::{
     CausalContext, ClusterStatus, ErrorReply, MemberStatus, QuorumFailure, ReadOptions,
     ReplicaOutcome, RingRange, StaleRead, TransferStatus, WriteOptions,

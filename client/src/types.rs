@@ -2,7 +2,7 @@
 //! they travel between client and node.
 //!
 //! A bucket's type is fixed when it is created (see
-//! [`crate::Client::create_bucket`]); every key of the bucket holds a value
+//! [`crate::Admin::create_bucket`]); every key of the bucket holds a value
 //! of that type. Register buckets use `get` / `put` / `delete`; counter, set
 //! and map buckets use [`DataOp`] updates and typed reads ([`DataValue`]);
 //! `lww` buckets use `get` / `put` / `delete` with last-writer-wins

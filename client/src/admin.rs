@@ -1,0 +1,268 @@
+//! Operator calls: [`Admin`], a handle on the same kind of connection pool
+//! as [`Client`](crate::Client), for the cluster's status, topology changes,
+//! the ring, repairs and buckets.
+
+use crate::client::{ClientBuilder, FromPool};
+use crate::error::Error;
+use crate::pool::Pool;
+use crate::proto::{BucketProps, ClusterStatus, MemberStatus, Request, Response, RingRange};
+use crate::tls::TlsMaterial;
+use std::net::SocketAddr;
+
+/// The builder of an [`Admin`]: the same settings as a
+/// [`Client`](crate::Client)'s.
+///
+/// ```no_run
+/// # fn f(tls: kvorum_client::TlsMaterial) -> Result<(), kvorum_client::Error> {
+/// use kvorum_client::{Admin, AdminBuilder};
+/// let b: AdminBuilder = Admin::builder(["127.0.0.1:7401".parse().unwrap()], tls);
+/// let admin = b.connect_timeout(std::time::Duration::from_secs(1)).build()?;
+/// # let _ = admin; Ok(()) }
+/// ```
+pub type AdminBuilder = ClientBuilder<Admin>;
+
+/// The operator's handle on a Kvorum cluster: status, topology changes
+/// (leave, remove, join), the ring, repair, and buckets. Cheap to clone.
+///
+/// It sends through a pool like a [`Client`](crate::Client)'s, with the same
+/// settings ([`AdminBuilder`]) and failover: every call here is idempotent
+/// (a node refuses a topology request meant for another node), so it is
+/// retried on the next node after any connection failure.
+///
+/// ```no_run
+/// # async fn f(tls: kvorum_client::TlsMaterial) -> Result<(), kvorum_client::Error> {
+/// use kvorum_client::{Admin, BucketProps, BucketType};
+/// let admin = Admin::connect(["127.0.0.1:7401".parse().unwrap()], tls)?;
+/// admin.create_bucket("carts", BucketProps::new(BucketType::Map)).await?;
+/// let (node, members) = admin.status().await?;
+/// println!("{node} sees {} members", members.len());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Admin {
+    pool: Pool,
+}
+
+impl Admin {
+    /// A builder with the default timeouts (the same settings as
+    /// [`Client::builder`](crate::Client::builder)).
+    ///
+    /// ```no_run
+    /// # fn f(tls: kvorum_client::TlsMaterial) -> Result<(), kvorum_client::Error> {
+    /// use std::time::Duration;
+    /// let admin = kvorum_client::Admin::builder(["127.0.0.1:7401".parse().unwrap()], tls)
+    ///     .request_timeout(Duration::from_secs(30))
+    ///     .build()?;
+    /// # let _ = admin; Ok(()) }
+    /// ```
+    pub fn builder(seeds: impl IntoIterator<Item = SocketAddr>, tls: TlsMaterial) -> AdminBuilder {
+        AdminBuilder::new(seeds, tls)
+    }
+
+    /// An admin handle with default settings (see [`Admin::builder`]).
+    ///
+    /// ```no_run
+    /// # fn f(tls: kvorum_client::TlsMaterial) -> Result<(), kvorum_client::Error> {
+    /// let admin = kvorum_client::Admin::connect(["127.0.0.1:7401".parse().unwrap()], tls)?;
+    /// # let _ = admin; Ok(()) }
+    /// ```
+    pub fn connect(
+        seeds: impl IntoIterator<Item = SocketAddr>,
+        tls: TlsMaterial,
+    ) -> Result<Admin, Error> {
+        Self::builder(seeds, tls).build()
+    }
+
+    /// Closes every connection; in-flight calls fail.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) {
+    /// admin.close().await;
+    /// # }
+    /// ```
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The cluster members as the answering node sees them: `(node id, members)`.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// let (node, members) = admin.status().await?;
+    /// println!("{node} sees {} members", members.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn status(&self) -> Result<(String, Vec<MemberStatus>), Error> {
+        let s = self.cluster_status().await?;
+        let members = s
+            .members
+            .into_iter()
+            .filter(|m| m.state != "removed")
+            .collect();
+        Ok((s.node, members))
+    }
+
+    /// The answering node's whole view: members with their states (removed
+    /// ones included), whether a topology change is in progress, who it
+    /// waits for, and the node's incoming range streams.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// let s = admin.cluster_status().await?;
+    /// for m in &s.members {
+    ///     println!("{} {} {}", m.id, m.state, if m.reachable { "reachable" } else { "down" });
+    /// }
+    /// if s.in_transition {
+    ///     println!("waiting for {:?}", s.waiting_for);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, Error> {
+        match self.pool.call(&Request::Status, true).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// Decommissions node `node`: it streams its ranges to the nodes that
+    /// take them over, then leaves. Only `node` itself accepts this (an admin
+    /// handle of several nodes tries them in turn until one answers, and
+    /// every other node refuses), so build the admin handle with that node's
+    /// address. Returns once the node accepted; the transfer runs in the
+    /// background (see [`Admin::cluster_status`]). Refused
+    /// ([`ErrorReply::Refused`]) when the remaining nodes could not hold N
+    /// replicas.
+    ///
+    /// [`ErrorReply::Refused`]: crate::proto::ErrorReply::Refused
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// println!("{}", admin.leave("n3").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn leave(&self, node: &str) -> Result<String, Error> {
+        self.accepted(&Request::Leave {
+            node: node.to_string(),
+        })
+        .await
+    }
+
+    /// Removes a dead node: its ranges are re-replicated from the surviving
+    /// replicas. Refused for a node that is up (use [`Admin::leave`] on it),
+    /// an unknown node, or the last node.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// println!("{}", admin.remove_node("n4").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove_node(&self, node: &str) -> Result<String, Error> {
+        self.accepted(&Request::Remove {
+            node: node.to_string(),
+        })
+        .await
+    }
+
+    /// Makes node `node`, which must be alone in its own cluster, join the
+    /// cluster of the node at `seed`: it streams in the ranges it will own,
+    /// then serves them. As for [`Admin::leave`], only `node` accepts this.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// println!("{}", admin.join("n4", "127.0.0.1:7401").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn join(&self, node: &str, seed: &str) -> Result<String, Error> {
+        self.accepted(&Request::Join {
+            node: node.to_string(),
+            seed: seed.to_string(),
+        })
+        .await
+    }
+
+    /// The ring's ranges and their `n` replicas (default: the default
+    /// bucket's N); adjacent ranges with the same replicas come merged.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// for r in admin.ring(None).await? {
+    ///     println!("({:016x}, {:016x}] {}", r.start, r.end, r.owners.join(","));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn ring(&self, n: Option<u8>) -> Result<Vec<RingRange>, Error> {
+        match self.pool.call(&Request::Ring { n }, true).await? {
+            Response::Ring(r) => Ok(r),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// Asks the node to run an anti-entropy exchange with every peer now;
+    /// returns (exchanges completed, keys repaired).
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// let (exchanges, keys) = admin.repair().await?;
+    /// println!("{exchanges} exchanges repaired {keys} keys");
+    /// # Ok(()) }
+    /// ```
+    pub async fn repair(&self) -> Result<(u32, u64), Error> {
+        match self.pool.call(&Request::Repair, true).await? {
+            Response::Repaired { exchanges, keys } => Ok((exchanges, keys)),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// Creates a bucket on every member of the cluster. Idempotent: creating
+    /// a bucket again with the same props succeeds; with other props it fails
+    /// with [`ErrorReply::BucketConflict`] (a bucket's type is fixed for life).
+    ///
+    /// [`ErrorReply::BucketConflict`]: crate::proto::ErrorReply::BucketConflict
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::{BucketProps, BucketType};
+    /// admin.create_bucket("carts", BucketProps::new(BucketType::Map)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_bucket(&self, name: &str, props: BucketProps) -> Result<(), Error> {
+        let req = Request::CreateBucket {
+            name: name.to_string(),
+            props,
+        };
+        match self.pool.call(&req, true).await? {
+            Response::BucketCreated => Ok(()),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// The buckets the answering node knows, sorted by name.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// for (name, props) in admin.buckets().await? {
+    ///     println!("{name}: {} N={}", props.bucket_type, props.n);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn buckets(&self) -> Result<Vec<(String, BucketProps)>, Error> {
+        match self.pool.call(&Request::ListBuckets, true).await? {
+            Response::Buckets(b) => Ok(b),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// Sends a topology request; returns the node's acceptance message.
+    async fn accepted(&self, req: &Request) -> Result<String, Error> {
+        match self.pool.call(req, true).await? {
+            Response::Accepted(m) => Ok(m),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+}
+
+impl FromPool for Admin {
+    fn from_pool(pool: Pool) -> Self {
+        Self { pool }
+    }
+}

@@ -1,0 +1,227 @@
+//! The connection pool and failover that [`Client`](crate::Client) and
+//! [`Admin`](crate::Admin) send their requests through.
+//!
+//! Requests go to the nodes round-robin, one request per QUIC stream; a node
+//! that cannot be reached is skipped and the request goes to the next one.
+//! An idempotent request is retried on another node after any connection
+//! failure; any other only when the failure came before the request was sent
+//! (else [`Error::OutcomeUnknown`]).
+
+use crate::conn::{handshake_rejected, ConnectError, Connections};
+use crate::error::Error;
+use crate::proto::{decode_frame, encode_frame, Request, Response, PROTOCOL_VERSION};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+/// Slack the client adds to a request's timeout before it stops waiting.
+const CLIENT_SLACK: Duration = Duration::from_secs(2);
+
+/// The nodes, their connections, and the round robin over them. Cheap to
+/// clone (clones share everything).
+///
+/// `pub` only so that the sealed `FromPool` trait (reachable through
+/// `ClientBuilder::build`'s bound) may name it; this module is private, so
+/// nothing outside the crate can.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    conns: Connections,
+    /// The seeds, in the order given (the round robin's order).
+    nodes: Vec<SocketAddr>,
+    next: AtomicUsize,
+    request_timeout: Duration,
+    max_response_bytes: usize,
+}
+
+/// Where a request goes first, and how long past its timeout the client
+/// waits for the node's answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Route {
+    /// Index of the first node to try (modulo the node count); `None`: the
+    /// next in the round robin.
+    pub(crate) start: Option<usize>,
+    /// Slack past the request's timeout; `None`: the default (2 s).
+    pub(crate) slack: Option<Duration>,
+}
+
+/// How one attempt at one node failed.
+enum AttemptError {
+    /// Nothing was sent: safe to try another node.
+    NotSent(String),
+    /// The request was sent, the answer did not come.
+    Lost(String),
+    Timeout(Duration),
+    Protocol(String),
+}
+
+impl Pool {
+    /// A pool over `nodes` (at least one), dialled through `conns`.
+    pub(crate) fn new(
+        conns: Connections,
+        nodes: Vec<SocketAddr>,
+        request_timeout: Duration,
+        max_response_bytes: usize,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                conns,
+                nodes,
+                next: AtomicUsize::new(0),
+                request_timeout,
+                max_response_bytes,
+            }),
+        }
+    }
+
+    /// Closes every connection; in-flight requests fail.
+    pub(crate) async fn close(&self) {
+        let endpoint = self.inner.conns.endpoint();
+        endpoint.close(0u32.into(), b"client closed");
+        endpoint.wait_idle().await;
+    }
+
+    /// The timeout a request sends: `asked`, else the pool's default.
+    pub(crate) fn timeout_ms(&self, asked: Option<u32>) -> u32 {
+        asked.unwrap_or_else(|| {
+            u32::try_from(self.inner.request_timeout.as_millis()).unwrap_or(u32::MAX)
+        })
+    }
+
+    /// The next node in the round robin (an index to pass in a [`Route`]).
+    pub(crate) fn next_node(&self) -> usize {
+        self.inner.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How many nodes the pool knows.
+    pub(crate) fn node_count(&self) -> usize {
+        self.inner.nodes.len()
+    }
+
+    /// Sends `req` to the nodes in turn (round robin) until one answers.
+    pub(crate) async fn call(&self, req: &Request, idempotent: bool) -> Result<Response, Error> {
+        self.call_at(req, idempotent, Route::default()).await
+    }
+
+    /// Sends `req` to the nodes in turn, from the node `route` names, until
+    /// one answers.
+    pub(crate) async fn call_at(
+        &self,
+        req: &Request,
+        idempotent: bool,
+        route: Route,
+    ) -> Result<Response, Error> {
+        let frame = encode_frame(PROTOCOL_VERSION, req);
+        let wait = match req {
+            Request::Get { options, .. } => options.timeout_ms,
+            Request::Put { options, .. } | Request::Delete { options, .. } => options.timeout_ms,
+            Request::Fetch { options, .. } => options.timeout_ms,
+            Request::Update { options, .. } => options.timeout_ms,
+            Request::Status | Request::ListBuckets | Request::Ring { .. } => None,
+            Request::Leave { .. } | Request::Remove { .. } | Request::Join { .. } => None,
+            // Creation waits for every member (each with the request timeout).
+            Request::CreateBucket { .. } => None,
+            // A repair compares trees with every peer: allow it a minute.
+            Request::Repair => Some(60_000),
+        }
+        .map(|ms| Duration::from_millis(ms.into()))
+        .unwrap_or(self.inner.request_timeout)
+            + route.slack.unwrap_or(CLIENT_SLACK);
+        let n = self.inner.nodes.len();
+        let start = route.start.unwrap_or_else(|| self.next_node());
+        let mut failures = Vec::new();
+        for i in 0..n {
+            let addr = self.inner.nodes[(start + i) % n];
+            match self.attempt(addr, &frame, wait).await {
+                Ok(resp) => return Ok(resp),
+                Err(AttemptError::NotSent(why)) => failures.push((addr, why)),
+                Err(AttemptError::Lost(why)) if idempotent => failures.push((addr, why)),
+                Err(AttemptError::Lost(reason)) => {
+                    return Err(Error::OutcomeUnknown { addr, reason })
+                }
+                Err(AttemptError::Timeout(after)) => {
+                    // A node that did not answer in time may be dead or
+                    // paused while its connection still looks open: forget
+                    // the connection and skip the node for a moment, so the
+                    // next requests go to the other nodes instead of each
+                    // waiting out its timeout there.
+                    self.inner
+                        .conns
+                        .forget(addr, format!("no answer within {after:?}"))
+                        .await;
+                    return Err(Error::Timeout { addr, after });
+                }
+                Err(AttemptError::Protocol(why)) => return Err(Error::Protocol(why)),
+            }
+        }
+        Err(Error::NoNodeAvailable(failures))
+    }
+
+    async fn attempt(
+        &self,
+        addr: SocketAddr,
+        frame: &[u8],
+        wait: Duration,
+    ) -> Result<Response, AttemptError> {
+        let conn = self
+            .inner
+            .conns
+            .get(addr)
+            .await
+            .map_err(|e| AttemptError::NotSent(e.to_string()))?;
+        let result = tokio::time::timeout(wait, async {
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| AttemptError::NotSent(e.to_string()))?;
+            send.write_all(frame)
+                .await
+                .map_err(|e| AttemptError::Lost(e.to_string()))?;
+            send.finish()
+                .map_err(|e| AttemptError::Lost(e.to_string()))?;
+            let bytes = recv
+                .read_to_end(self.inner.max_response_bytes)
+                .await
+                .map_err(|e| match e {
+                    quinn::ReadToEndError::TooLong => AttemptError::Protocol(format!(
+                        "answer larger than max_response_bytes ({})",
+                        self.inner.max_response_bytes
+                    )),
+                    e => AttemptError::Lost(e.to_string()),
+                })?;
+            decode_frame::<Response>(PROTOCOL_VERSION, &bytes)
+                .map_err(|e| AttemptError::Protocol(e.to_string()))
+        })
+        .await
+        .unwrap_or(Err(AttemptError::Timeout(wait)));
+        // TLS 1.3 lets the client finish its handshake first: a node that
+        // refuses our certificate closes the connection only afterwards, with
+        // a crypto error. It never read the request, so it was not sent.
+        let result = match (result, conn.close_reason()) {
+            (Err(AttemptError::NotSent(_) | AttemptError::Lost(_)), Some(e))
+                if handshake_rejected(&e) =>
+            {
+                Err(AttemptError::NotSent(ConnectError::from(e).to_string()))
+            }
+            (r, _) => r,
+        };
+        if matches!(
+            result,
+            Err(AttemptError::NotSent(_) | AttemptError::Lost(_))
+        ) {
+            // The connection is probably dead: forget it so the next request
+            // to this node reconnects.
+            self.inner.conns.discard(addr, &conn).await;
+        }
+        result
+    }
+}

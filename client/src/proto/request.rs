@@ -1,0 +1,335 @@
+//! What a client sends: [`Request`], its read and write options, and the
+//! causal context that a write hands back.
+
+use crate::types::{BucketProps, DataOp};
+use crate::version::Version;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Opaque causal context: the version vector of the values a read returned.
+///
+/// Hand it back unchanged on the next `put` or `delete` of the same key: the
+/// write then supersedes exactly the siblings that read saw, and stays a
+/// sibling of anything written concurrently.
+///
+/// ```
+/// use kvorum_client::CausalContext;
+/// let ctx = CausalContext(vec![0x01, 0xab]);
+/// assert_eq!(format!("{ctx:?}"), "CausalContext(01ab)");
+/// assert_eq!(CausalContext::from_hex(&ctx.to_hex()), Some(ctx));
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CausalContext(#[serde(with = "crate::bytes")] pub Vec<u8>);
+
+impl CausalContext {
+    /// The empty context: a write with it supersedes nothing.
+    ///
+    /// ```
+    /// use kvorum_client::CausalContext;
+    /// assert_eq!(CausalContext::empty(), CausalContext::default());
+    /// assert_eq!(CausalContext::empty().to_hex(), "");
+    /// ```
+    pub fn empty() -> Self {
+        Self(Vec::new())
+    }
+
+    /// True for the empty context.
+    ///
+    /// ```
+    /// use kvorum_client::CausalContext;
+    /// assert!(CausalContext::empty().is_empty());
+    /// assert!(!CausalContext(vec![1]).is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The context as printable lowercase hex (what the CLI shows).
+    ///
+    /// ```
+    /// let ctx = kvorum_client::CausalContext(vec![0x00, 0x0f, 0xff]);
+    /// assert_eq!(ctx.to_hex(), "000fff");
+    /// ```
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses the hex form printed by [`CausalContext::to_hex`].
+    ///
+    /// ```
+    /// use kvorum_client::CausalContext;
+    /// let ctx = CausalContext(vec![0xde, 0xad]);
+    /// assert_eq!(CausalContext::from_hex(&ctx.to_hex()), Some(ctx.clone()));
+    /// assert_eq!(CausalContext::from_hex(" DEAD\n"), Some(ctx)); // trimmed, any case
+    /// assert_eq!(CausalContext::from_hex("abc"), None); // odd length
+    /// assert_eq!(CausalContext::from_hex("zz"), None); // not hex
+    /// ```
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if s.len() % 2 != 0 {
+            return None;
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()
+            .map(Self)
+    }
+}
+
+impl fmt::Debug for CausalContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CausalContext({})", self.to_hex())
+    }
+}
+
+/// Per-request read options. `None` fields take the cluster's defaults.
+///
+/// ```
+/// use kvorum_client::ReadOptions;
+/// let all = ReadOptions::r(3).timeout_ms(500).repair_before_answer();
+/// assert_eq!(all.r, Some(3));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOptions {
+    /// How many replicas must answer before the read returns (1..=N).
+    pub r: Option<u8>,
+    /// How long the coordinator waits for R answers, in milliseconds.
+    pub timeout_ms: Option<u32>,
+    /// Count only the key's preference-list replicas toward R (Riak's PR).
+    /// Reads never use fallback nodes today, so this changes nothing yet.
+    pub strict: bool,
+    /// Send the merged value to stale replicas before answering (default:
+    /// in the background, after answering).
+    pub repair_before_answer: bool,
+}
+
+impl ReadOptions {
+    /// Options with read quorum `r`.
+    ///
+    /// ```
+    /// assert_eq!(kvorum_client::ReadOptions::r(1).r, Some(1));
+    /// ```
+    pub fn r(r: u8) -> Self {
+        Self {
+            r: Some(r),
+            ..Self::default()
+        }
+    }
+
+    /// Repairs stale replicas before answering.
+    ///
+    /// ```
+    /// assert!(kvorum_client::ReadOptions::r(2).repair_before_answer().repair_before_answer);
+    /// ```
+    pub fn repair_before_answer(mut self) -> Self {
+        self.repair_before_answer = true;
+        self
+    }
+}
+
+/// Per-request write options. `None` fields take the cluster's defaults.
+///
+/// ```
+/// use kvorum_client::WriteOptions;
+/// let o = WriteOptions::w(3).timeout_ms(1000).strict();
+/// assert_eq!((o.w, o.strict), (Some(3), true));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOptions {
+    /// How many replicas must acknowledge (durably, by their sync policy)
+    /// before the write returns (1..=N).
+    pub w: Option<u8>,
+    /// How long the coordinator waits for W acknowledgements, in milliseconds.
+    pub timeout_ms: Option<u32>,
+    /// Count only the key's preference-list replicas toward W (Riak's PW),
+    /// never fallback nodes holding hints.
+    pub strict: bool,
+}
+
+impl WriteOptions {
+    /// Options with write quorum `w`.
+    ///
+    /// ```
+    /// assert_eq!(kvorum_client::WriteOptions::w(2).w, Some(2));
+    /// ```
+    pub fn w(w: u8) -> Self {
+        Self {
+            w: Some(w),
+            ..Self::default()
+        }
+    }
+}
+
+/// The setters [`ReadOptions`] and [`WriteOptions`] share; `$q` names the
+/// quorum in the docs.
+macro_rules! timeout_and_strict {
+    ($options:ident, $q:literal) => {
+        impl $options {
+            /// Sets the coordinator's timeout.
+            ///
+            #[doc = concat!("```\nlet o = kvorum_client::", stringify!($options), "::default().timeout_ms(250);")]
+            /// assert_eq!(o.timeout_ms, Some(250));
+            /// ```
+            pub fn timeout_ms(mut self, ms: u32) -> Self {
+                self.timeout_ms = Some(ms);
+                self
+            }
+
+            #[doc = concat!("Counts only preference-list replicas toward ", $q, ".")]
+            ///
+            #[doc = concat!("```\nassert!(kvorum_client::", stringify!($options), "::default().strict().strict);")]
+            /// ```
+            pub fn strict(mut self) -> Self {
+                self.strict = true;
+                self
+            }
+        }
+    };
+}
+
+timeout_and_strict!(ReadOptions, "R");
+timeout_and_strict!(WriteOptions, "W");
+
+/// What a client asks of a node.
+///
+/// ```
+/// use kvorum_client::proto::{decode_frame, encode_frame, Request, PROTOCOL_VERSION};
+/// use kvorum_client::{CausalContext, WriteOptions};
+/// let req = Request::Put {
+///     bucket: "users".into(),
+///     key: b"alice".to_vec(),
+///     value: b"admin".to_vec(),
+///     context: CausalContext::empty(),
+///     options: WriteOptions::w(2),
+/// };
+/// let frame = encode_frame(PROTOCOL_VERSION, &req);
+/// assert_eq!(decode_frame::<Request>(PROTOCOL_VERSION, &frame), Ok(req));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Read a key at quorum R.
+    Get {
+        /// Namespace of the key.
+        bucket: String,
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// R and timeout.
+        options: ReadOptions,
+        /// Answer only with a state whose version dominates this one (a
+        /// session's): the coordinator waits for more than R replicas if it
+        /// must, and answers [`ErrorReply::Stale`] if none has it in time.
+        ///
+        /// [`ErrorReply::Stale`]: crate::proto::ErrorReply::Stale
+        at_least: Option<Version>,
+    },
+    /// Write a value at quorum W.
+    Put {
+        /// Namespace of the key.
+        bucket: String,
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// The value.
+        #[serde(with = "crate::bytes")]
+        value: Vec<u8>,
+        /// Context of the read this write replaces (empty: replace nothing).
+        context: CausalContext,
+        /// W and timeout.
+        options: WriteOptions,
+    },
+    /// Delete (write a tombstone) at quorum W.
+    Delete {
+        /// Namespace of the key.
+        bucket: String,
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// Context of the read whose siblings this delete removes.
+        context: CausalContext,
+        /// W and timeout.
+        options: WriteOptions,
+    },
+    /// Ask the node for its view of the cluster.
+    Status,
+    /// Run an anti-entropy exchange with every peer now (`kvorum admin repair`).
+    Repair,
+    /// Read a counter, set or map key at quorum R.
+    Fetch {
+        /// Namespace of the key.
+        bucket: String,
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// R and timeout.
+        options: ReadOptions,
+        /// As for [`Request::Get`]: the version the answer must reach.
+        at_least: Option<Version>,
+    },
+    /// Update a counter, set or map key at quorum W.
+    Update {
+        /// Namespace of the key.
+        bucket: String,
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// The update.
+        op: DataOp,
+        /// Context of an earlier read: what removes may remove (empty:
+        /// removes remove nothing).
+        context: CausalContext,
+        /// W and timeout.
+        options: WriteOptions,
+    },
+    /// Create a bucket on every member (idempotent for equal props).
+    CreateBucket {
+        /// The bucket's name.
+        name: String,
+        /// Its type, N and default quorums.
+        props: BucketProps,
+    },
+    /// List the buckets this node knows.
+    ListBuckets,
+    /// Decommission the answering node, which must be `node` (so a retry
+    /// that reaches another node cannot make that one leave): stream its
+    /// ranges to the nodes that take them over, then leave (`kvorum admin
+    /// leave`).
+    Leave {
+        /// The answering node's id.
+        node: String,
+    },
+    /// Remove a dead node: re-replicate its ranges from the surviving
+    /// replicas (`kvorum admin remove`).
+    Remove {
+        /// The node's id.
+        node: String,
+    },
+    /// Make the answering node (alone in its own cluster) join the cluster
+    /// that the node at `seed` belongs to (`kvorum admin join`).
+    Join {
+        /// The answering node's id (as for `Leave`).
+        node: String,
+        /// Address of a member of the cluster to join.
+        seed: String,
+    },
+    /// The ring's ranges and their owners (`kvorum admin ring`).
+    Ring {
+        /// Replicas per range to list (default: the default bucket's N).
+        n: Option<u8>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_hex_round_trip() {
+        let c = CausalContext(vec![0, 1, 0xab, 0xff]);
+        assert_eq!(c.to_hex(), "0001abff");
+        assert_eq!(CausalContext::from_hex("0001abff"), Some(c));
+        assert_eq!(CausalContext::from_hex("0g"), None);
+        assert_eq!(CausalContext::from_hex("abc"), None);
+    }
+}

@@ -1,0 +1,312 @@
+//! The client protocol's bytes are pinned: one frame of every request and
+//! every answer (each error reply included) must encode exactly as below.
+//! A change here is a wire-format change: it needs a new
+//! `PROTOCOL_VERSION`, not a new expected string. The test also pins the
+//! public paths the node crate imports these types by.
+
+use kvorum_client::proto::{
+    decode_frame, encode_frame, ClusterStatus, ErrorReply, Limit, MemberStatus, OpKind,
+    QuorumFailure, ReplicaOutcome, Request, Response, RingRange, StaleRead, TransferStatus,
+    PROTOCOL_VERSION,
+};
+use kvorum_client::{
+    ActorId, BucketProps, BucketType, CausalContext, DataOp, DataValue, FieldKind, FieldValue,
+    MapOp, MapValue, ReadOptions, ReadReport, Version, WriteOptions,
+};
+
+fn version() -> Version {
+    let a = ActorId {
+        node: "n1".into(),
+        epoch: 7,
+    };
+    Version::Dots {
+        vv: [(a.clone(), 3)].into(),
+        cloud: [(a, 5)].into(),
+    }
+}
+
+fn report() -> ReadReport {
+    ReadReport {
+        asked: 3,
+        r: 2,
+        answered: 2,
+        agreed: false,
+    }
+}
+
+fn requests() -> Vec<Request> {
+    let (bucket, key) = ("b".to_string(), b"k".to_vec());
+    let ctx = CausalContext(vec![1, 2]);
+    vec![
+        Request::Get {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            options: ReadOptions::r(2).timeout_ms(300).repair_before_answer(),
+            at_least: Some(version()),
+        },
+        Request::Put {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            value: b"v".to_vec(),
+            context: ctx.clone(),
+            options: WriteOptions::w(3).timeout_ms(1000).strict(),
+        },
+        Request::Delete {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            context: ctx.clone(),
+            options: WriteOptions::default(),
+        },
+        Request::Status,
+        Request::Repair,
+        Request::Fetch {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            options: ReadOptions::default(),
+            at_least: None,
+        },
+        Request::Update {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            op: DataOp::MapUpdate(vec![
+                MapOp::Increment {
+                    field: "c".into(),
+                    by: -2,
+                },
+                MapOp::RemoveField {
+                    field: "s".into(),
+                    kind: FieldKind::Set,
+                },
+            ]),
+            context: ctx,
+            options: WriteOptions::w(1),
+        },
+        Request::CreateBucket {
+            name: bucket,
+            props: BucketProps::new(BucketType::Map).n(5).r(3).w(3),
+        },
+        Request::ListBuckets,
+        Request::Leave { node: "n3".into() },
+        Request::Remove { node: "n4".into() },
+        Request::Join {
+            node: "n5".into(),
+            seed: "127.0.0.1:7401".into(),
+        },
+        Request::Ring { n: Some(3) },
+    ]
+}
+
+fn errors() -> Vec<ErrorReply> {
+    let replicas = vec![
+        ("n1".to_string(), ReplicaOutcome::Ok),
+        ("n2".to_string(), ReplicaOutcome::Timeout),
+        (
+            "n3".to_string(),
+            ReplicaOutcome::Unreachable("refused".into()),
+        ),
+        ("n4".to_string(), ReplicaOutcome::Failed("disk".into())),
+    ];
+    vec![
+        ErrorReply::BadRequest("x".into()),
+        ErrorReply::UnsupportedVersion {
+            got: 9,
+            supported: 2,
+        },
+        ErrorReply::TooLarge {
+            what: Limit::MapFields,
+            size: 300,
+            max: 256,
+        },
+        ErrorReply::InvalidQuorum { requested: 4, n: 3 },
+        ErrorReply::InvalidContext("y".into()),
+        ErrorReply::Quorum(QuorumFailure {
+            op: OpKind::Write,
+            needed: 2,
+            succeeded: 1,
+            replicas: replicas.clone(),
+        }),
+        ErrorReply::Stale(StaleRead {
+            asked: 3,
+            answered: 2,
+            replicas,
+        }),
+        ErrorReply::Unavailable("z".into()),
+        ErrorReply::UnknownBucket("b".into()),
+        ErrorReply::WrongType {
+            bucket: "b".into(),
+            bucket_type: BucketType::Counter,
+            op: "put".into(),
+        },
+        ErrorReply::BucketConflict {
+            bucket: "b".into(),
+            existing: BucketProps::new(BucketType::Lww),
+        },
+        ErrorReply::Internal("i".into()),
+        ErrorReply::Refused("r".into()),
+    ]
+}
+
+fn responses() -> Vec<Response> {
+    let ctx = CausalContext(vec![9]);
+    let mut all = vec![
+        Response::Value {
+            siblings: vec![b"a".to_vec(), b"bc".to_vec()],
+            context: ctx.clone(),
+            version: version(),
+            report: report(),
+        },
+        Response::NotFound {
+            context: ctx.clone(),
+            version: Version::Stamp {
+                ms: 12,
+                actor: None,
+            },
+            report: report(),
+        },
+        Response::Written {
+            context: ctx.clone(),
+            version: Version::Counter {
+                inc: [(
+                    ActorId {
+                        node: "n2".into(),
+                        epoch: 1,
+                    },
+                    4,
+                )]
+                .into(),
+                dec: Default::default(),
+            },
+        },
+        Response::Status(ClusterStatus {
+            node: "n1".into(),
+            members: vec![MemberStatus {
+                id: "n1".into(),
+                addr: "10.0.0.1:7401".into(),
+                zone: Some("z1".into()),
+                state: "up".into(),
+                reachable: true,
+                ownership_ppm: 333_333,
+            }],
+            in_transition: true,
+            waiting_for: vec!["n2".into()],
+            transfers: vec![TransferStatus {
+                source: "n2".into(),
+                scanned: 50,
+                total: 200,
+                keys: 12,
+                bytes: 4096,
+                done: false,
+            }],
+        }),
+        Response::Accepted("ok".into()),
+        Response::Ring(vec![RingRange {
+            start: 10,
+            end: u64::MAX,
+            owners: vec!["n1".into(), "n2".into()],
+        }]),
+        Response::Repaired {
+            exchanges: 2,
+            keys: 70_000,
+        },
+        Response::Data {
+            value: DataValue::Map(MapValue {
+                fields: vec![
+                    ("f".into(), FieldKind::Flag, FieldValue::Flag(true)),
+                    (
+                        "r".into(),
+                        FieldKind::Register,
+                        FieldValue::Register(vec![b"x".to_vec()]),
+                    ),
+                ],
+            }),
+            context: ctx,
+            version: version(),
+            report: report(),
+        },
+        Response::Data {
+            value: DataValue::Counter(-5),
+            context: CausalContext::empty(),
+            version: Version::default(),
+            report: report(),
+        },
+        Response::BucketCreated,
+        Response::Buckets(vec![("carts".into(), BucketProps::new(BucketType::Map))]),
+    ];
+    all.extend(errors().into_iter().map(Response::Error));
+    all
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every request frame, in hex, in the order of [`requests`].
+const REQUESTS: &[&str] = &[
+    "02000162016b010201ac020001010001026e31070301026e310705",
+    "02010162016b0176020102010301e80701",
+    "02020162016b020102000000",
+    "0203",
+    "0204",
+    "02050162016b0000000000",
+    "02060162016b0202000163030601730102010201010000",
+    "0207016203050303",
+    "0208",
+    "0209026e33",
+    "020a026e34",
+    "020b026e350e3132372e302e302e313a37343031",
+    "020c0103",
+];
+
+/// Every answer frame, in hex, in the order of [`responses`].
+const RESPONSES: &[&str] = &[
+    "020002016102626301090001026e31070301026e31070503020200",
+    "02010109020c0003020200",
+    "020201090101026e32010400",
+    "0203026e3101026e310d31302e302e302e313a3734303101027a310275700195ac140101026e3201026e3232c8010c802000",
+    "0204026f6b",
+    "0205010affffffffffffffffff0102026e31026e32",
+    "020602f0a204",
+    "0207020201660202010172040401017801090001026e31070301026e31070503020200",
+    "020700090000000003020200",
+    "0208",
+    "02090105636172747303030202",
+    "020a000178",
+    "020a010902",
+    "020a0207ac028002",
+    "020a030403",
+    "020a040179",
+    "020a0501020104026e3100026e3201026e33020772656675736564026e3403046469736b",
+    "020a06030204026e3100026e3201026e33020772656675736564026e3403046469736b",
+    "020a07017a",
+    "020a080162",
+    "020a0901620103707574",
+    "020a0a016204030202",
+    "020a0b0169",
+    "020a0c0172",
+];
+
+/// Each of `messages` encodes as `pinned` says and decodes back to itself.
+fn check<T>(what: &str, messages: Vec<T>, pinned: &[&str])
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let got: Vec<String> = messages
+        .iter()
+        .map(|m| hex(&encode_frame(PROTOCOL_VERSION, m)))
+        .collect();
+    assert_eq!(got, pinned, "{what} frames changed; got:\n{got:#?}");
+    for m in messages {
+        let frame = encode_frame(PROTOCOL_VERSION, &m);
+        assert_eq!(decode_frame::<T>(PROTOCOL_VERSION, &frame), Ok(m));
+    }
+}
+
+#[test]
+fn every_request_encodes_as_pinned_and_decodes_back() {
+    check("request", requests(), REQUESTS);
+}
+
+#[test]
+fn every_answer_encodes_as_pinned_and_decodes_back() {
+    check("answer", responses(), RESPONSES);
+}

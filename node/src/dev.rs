@@ -6,7 +6,7 @@
 use crate::config::{ConfigError, NodeConfig};
 use crate::net::certs::{self, CertError};
 use crate::start::{self, NodeError, RunningNode};
-use kvorum_client::{BucketProps, BucketType, Client, TlsMaterial};
+use kvorum_client::{Admin, BucketProps, BucketType, TlsMaterial};
 use std::time::Duration;
 use std::{
     net::SocketAddr,
@@ -122,7 +122,7 @@ pub const TOUR_BUCKETS: [(&str, BucketType); 5] = [
 ];
 
 /// Creates [`TOUR_BUCKETS`] (N = 3 or fewer on a smaller cluster, majority
-/// quorums) through a client, retrying while the members still meet each
+/// quorums) through an admin handle, retrying while the members still meet each
 /// other (creation needs every member). Idempotent.
 pub async fn create_tour_buckets(
     opts: &DevOptions,
@@ -135,7 +135,7 @@ pub async fn create_tour_buckets(
         certs_dir.join("client.key"),
     )
     .map_err(|e| e.to_string())?;
-    let client = Client::connect(addrs, tls).map_err(|e| e.to_string())?;
+    let client = Admin::connect(addrs, tls).map_err(|e| e.to_string())?;
     let n = u8::try_from(opts.nodes.min(3)).unwrap_or(3);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for (name, t) in TOUR_BUCKETS {

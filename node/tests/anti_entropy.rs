@@ -174,7 +174,7 @@ async fn admin_repair_runs_an_exchange_on_demand() {
             before < KEYS,
             "periodic anti-entropy is off: n3 still misses keys"
         );
-        let n3 = c.client_of(&c.addrs[2..3]);
+        let n3 = c.admin_of(&c.addrs[2..3]);
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut repaired = 0;
         while held(&c, &probe, 3).await < KEYS {

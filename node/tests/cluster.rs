@@ -294,7 +294,9 @@ async fn a_non_replica_forwards_writes_to_a_replica() {
 async fn the_client_example_runs_against_a_cluster() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let c = TestCluster::start(3, "").await;
-        siblings_example::run(&c.client()).await.unwrap();
+        siblings_example::run(&c.admin(), &c.client())
+            .await
+            .unwrap();
         c.shutdown().await;
     })
     .await

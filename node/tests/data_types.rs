@@ -9,7 +9,7 @@ use common::{PeerProbe, TestCluster, TEST_TIMEOUT};
 use kvorum_client::proto::Limit;
 use kvorum_client::DataValue;
 use kvorum_client::{
-    BucketProps, BucketType, CausalContext, Client, Error, ErrorReply, FieldKind, FieldValue,
+    Admin, BucketProps, BucketType, CausalContext, Error, ErrorReply, FieldKind, FieldValue,
     MapUpdate, ReadOptions, WriteOptions,
 };
 use kvorum_node::data::value::{Reading, State};
@@ -33,8 +33,8 @@ fn server_error(r: Result<impl std::fmt::Debug, Error>) -> ErrorReply {
     }
 }
 
-async fn create(client: &Client, name: &str, t: BucketType) {
-    client
+async fn create(admin: &Admin, name: &str, t: BucketType) {
+    admin
         .create_bucket(name, BucketProps::new(t).n(3).r(2).w(2))
         .await
         .unwrap();
@@ -46,11 +46,12 @@ async fn buckets_are_cluster_wide_typed_and_survive_restarts() {
         let mut c = TestCluster::start(3, "").await;
         c.wait_all_reachable().await;
         let client = c.client_of(&c.addrs[..1]);
-        create(&client, "hits", BucketType::Counter).await;
+        let admin = c.admin_of(&c.addrs[..1]);
+        create(&admin, "hits", BucketType::Counter).await;
         // Idempotent with equal props; a conflict with other props.
-        create(&client, "hits", BucketType::Counter).await;
+        create(&admin, "hits", BucketType::Counter).await;
         let e = server_error(
-            client
+            admin
                 .create_bucket("hits", BucketProps::new(BucketType::Set))
                 .await,
         );
@@ -59,14 +60,14 @@ async fn buckets_are_cluster_wide_typed_and_survive_restarts() {
             "{e:?}"
         );
         let e = server_error(
-            client
+            admin
                 .create_bucket("bad", BucketProps::new(BucketType::Set).n(2).w(3))
                 .await,
         );
         assert!(matches!(e, ErrorReply::BadRequest(_)), "{e:?}");
         // Every node knows it at once (creation waits for every member).
         for addr in &c.addrs {
-            let list = c.client_of(&[*addr]).buckets().await.unwrap();
+            let list = c.admin_of(&[*addr]).buckets().await.unwrap();
             assert!(
                 list.contains(&("hits".into(), BucketProps::new(BucketType::Counter))),
                 "{addr}: {list:?}"
@@ -106,7 +107,7 @@ async fn buckets_are_cluster_wide_typed_and_survive_restarts() {
                 .await,
         );
         assert_eq!(e, ErrorReply::UnknownBucket("sets".into()));
-        create(&client, "sets", BucketType::Set).await;
+        create(&c.admin(), "sets", BucketType::Set).await;
         let e = server_error(
             client
                 .set("sets", b"k")
@@ -120,7 +121,8 @@ async fn buckets_are_cluster_wide_typed_and_survive_restarts() {
         c.restart(2).await;
         c.wait_all_reachable().await;
         let via2 = c.client_of(&c.addrs[1..2]);
-        assert!(via2
+        assert!(c
+            .admin_of(&c.addrs[1..2])
             .buckets()
             .await
             .unwrap()
@@ -156,7 +158,7 @@ async fn each_type_behaves_through_different_coordinators_and_is_bounded() {
             ("carts", BucketType::Map),
             ("names", BucketType::Lww),
         ] {
-            create(&a, name, t).await;
+            create(&c.admin_of(&c.addrs[..1]), name, t).await;
         }
         let all = WriteOptions::w(3);
         let r3 = ReadOptions::r(3);
@@ -372,7 +374,7 @@ async fn converge(c: &TestCluster) {
     for _ in 0..10 {
         let mut repaired = 0;
         for addr in &c.addrs {
-            let (_, keys) = c.client_of(&[*addr]).repair().await.unwrap();
+            let (_, keys) = c.admin_of(&[*addr]).repair().await.unwrap();
             repaired += keys;
         }
         if repaired == 0 {
@@ -387,7 +389,7 @@ async fn counter_increments_under_partitions_are_counted_once() {
         let faults = Faults::new(7);
         let c = TestCluster::start_with_faults(4, FAST, Some(faults.clone())).await;
         c.wait_all_reachable().await;
-        create(&c.client(), "hits", BucketType::Counter).await;
+        create(&c.admin(), "hits", BucketType::Counter).await;
         let acked = Arc::new(AtomicU64::new(0));
         let attempted = Arc::new(AtomicU64::new(0));
         let run = Arc::new(AtomicBool::new(true));
@@ -474,7 +476,7 @@ async fn set_adds_and_removes_under_partitions_converge_without_resurrection() {
         let faults = Faults::new(11);
         let c = TestCluster::start_with_faults(3, FAST, Some(faults.clone())).await;
         c.wait_all_reachable().await;
-        create(&c.client(), "tags", BucketType::Set).await;
+        create(&c.admin(), "tags", BucketType::Set).await;
         let run = Arc::new(AtomicBool::new(true));
         let mut workers = Vec::new();
         for i in 0..3usize {
@@ -568,7 +570,9 @@ async fn the_shopping_cart_example_runs_against_a_cluster() {
         let c = TestCluster::start(3, "").await;
         c.wait_all_reachable().await;
         let (phone, laptop) = (c.client_of(&c.addrs[..1]), c.client_of(&c.addrs[1..2]));
-        cart_example::run(&phone, &laptop).await.unwrap();
+        cart_example::run(&c.admin_of(&c.addrs[..1]), &phone, &laptop)
+            .await
+            .unwrap();
         c.shutdown().await;
     })
     .await

@@ -233,7 +233,7 @@ impl Run {
     }
 
     async fn answers(&self, i: usize, within: Duration) -> bool {
-        let c = &self.cluster.client(&[i], Duration::from_secs(1));
+        let c = &self.cluster.admin(&[i], Duration::from_secs(1));
         until(within, || async move { c.status().await.is_ok() }).await
     }
 
@@ -391,7 +391,7 @@ impl Run {
         let k = self.rng.random_range(0..w.keys());
         let key = workload::key_name(k);
         let live = self.cluster.live_members();
-        let c = self.cluster.client(&live, Duration::from_secs(2));
+        let c = self.cluster.admin(&live, Duration::from_secs(2));
         let token = kvorum_ring::Ring::key_token(&kvorum_node::replication::replica::storage_key(
             w.bucket(),
             &key,
@@ -641,7 +641,7 @@ impl Run {
 
     async fn status_of(&self, at: usize) -> Option<kvorum_client::ClusterStatus> {
         self.cluster
-            .client(&[at], Duration::from_secs(2))
+            .admin(&[at], Duration::from_secs(2))
             .cluster_status()
             .await
             .ok()
@@ -693,7 +693,7 @@ impl Run {
             "leave",
             format!("{id} leaves (kvorum admin leave), then stops"),
         );
-        let c = self.cluster.client(&[x], Duration::from_secs(5));
+        let c = self.cluster.admin(&[x], Duration::from_secs(5));
         let mut accepted = false;
         for _ in 0..20 {
             match c.leave(&id).await {
@@ -752,7 +752,7 @@ impl Run {
                 }
             }
             for &i in live {
-                let c = self.cluster.client(&[i], Duration::from_secs(30));
+                let c = self.cluster.admin(&[i], Duration::from_secs(30));
                 match c.repair().await {
                     Ok((exchanges, 0)) if exchanges as usize + 1 >= live.len() => {}
                     _ => return false,
@@ -841,7 +841,7 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
     }
     let admin = &run
         .cluster
-        .client(&(0..NODES).collect::<Vec<_>>(), Duration::from_secs(5));
+        .admin(&(0..NODES).collect::<Vec<_>>(), Duration::from_secs(5));
     for w in Workload::ALL {
         let props = BucketProps::new(w.bucket_type()).n(3).r(2).w(2);
         // Refused until every member confirms it (peers may still be in
@@ -855,7 +855,7 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
         }
     }
     for i in 0..NODES {
-        let c = &run.cluster.client(&[i], Duration::from_secs(2));
+        let c = &run.cluster.admin(&[i], Duration::from_secs(2));
         let known = until(Duration::from_secs(30), || async move {
             c.buckets().await.is_ok_and(|b| {
                 Workload::ALL

@@ -222,10 +222,10 @@ async fn decommission_one_node_of_five_then_remove_a_killed_one() {
         let_writes_land(&writer, 200).await;
 
         // Decommission n5: only n5 itself accepts it.
-        let n1 = c.client_of(&c.addrs[..1]);
+        let n1 = c.admin_of(&c.addrs[..1]);
         let refused = n1.leave("n5").await.unwrap_err();
         assert!(refused.to_string().contains("not n5"), "{refused}");
-        let n5 = c.client_of(&c.addrs[4..5]);
+        let n5 = c.admin_of(&c.addrs[4..5]);
         n5.leave("n5").await.unwrap();
         until_state(&c, "n5", MemberState::Removed, Duration::from_secs(60)).await;
         let_writes_land(&writer, 100).await;
@@ -320,7 +320,7 @@ async fn a_joining_node_and_a_source_killed_mid_stream_resume_and_complete() {
                             // Right after the restart it reports the streams it resumes: their
                             // cursors were persisted with every batch.
         let status = c
-            .client_of(&c.addrs[k - 1..k])
+            .admin_of(&c.addrs[k - 1..k])
             .cluster_status()
             .await
             .unwrap();
@@ -363,12 +363,13 @@ async fn preference_lists_span_three_zones_and_a_lost_zone_keeps_quorums() {
     tokio::time::timeout(Duration::from_secs(180), async {
         let mut c = TestCluster::start_zoned(6, &["a", "b", "c"], EXTRA).await;
         let client = c.client();
-        let (_, members) = client.status().await.unwrap();
+        let admin = c.admin();
+        let (_, members) = admin.status().await.unwrap();
         let zone: BTreeMap<String, String> = members
             .iter()
             .map(|m| (m.id.clone(), m.zone.clone().unwrap()))
             .collect();
-        let ranges = client.ring(Some(3)).await.unwrap();
+        let ranges = admin.ring(Some(3)).await.unwrap();
         assert!(ranges.len() > 100, "{} ranges", ranges.len());
         for r in &ranges {
             let zones: BTreeSet<&String> = r.owners.iter().map(|o| &zone[o]).collect();
@@ -510,7 +511,7 @@ async fn a_lone_node_joins_a_cluster_by_admin_command() {
         }
         // n4 starts without seeds: a cluster of its own.
         let k = c.add_node_with_seeds(None, EXTRA, &[]).await;
-        let n4 = c.client_of(&c.addrs[k - 1..k]);
+        let n4 = c.admin_of(&c.addrs[k - 1..k]);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let s = n4.cluster_status().await.unwrap();
@@ -521,7 +522,7 @@ async fn a_lone_node_joins_a_cluster_by_admin_command() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // A member of a cluster cannot be told to join another one.
-        let n1 = c.client_of(&c.addrs[..1]);
+        let n1 = c.admin_of(&c.addrs[..1]);
         let err = n1
             .join("n1", &c.addrs[k - 1].to_string())
             .await

@@ -273,7 +273,7 @@ async fn no_acknowledged_write_is_lost_across_partitions() {
         let deadline = Instant::now() + Duration::from_secs(120);
         let finals: HashMap<u32, BTreeSet<Vec<u8>>> = loop {
             for addr in &c.addrs {
-                let _ = c.client_of(&[*addr]).repair().await;
+                let _ = c.admin_of(&[*addr]).repair().await;
             }
             let mut finals = HashMap::new();
             let mut agree = true;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use kvorum_client::{CausalContext, Client, ReadOptions, TlsMaterial, WriteOptions};
+use kvorum_client::{Admin, CausalContext, Client, ReadOptions, TlsMaterial, WriteOptions};
 use std::{
     net::{SocketAddr, UdpSocket},
     path::Path,
@@ -88,21 +88,25 @@ fn free_ports(count: u16) -> u16 {
     panic!("no free ports");
 }
 
-fn client_of(dir: &Path, addrs: &[SocketAddr]) -> Client {
-    let tls = TlsMaterial::from_files(
+fn tls_of(dir: &Path) -> TlsMaterial {
+    TlsMaterial::from_files(
         dir.join("ca.pem"),
         dir.join("client.pem"),
         dir.join("client.key"),
     )
-    .unwrap();
-    Client::builder(addrs.iter().copied(), tls)
+    .unwrap()
+}
+
+fn client_of(dir: &Path, addrs: &[SocketAddr]) -> Client {
+    Client::builder(addrs.iter().copied(), tls_of(dir))
         .connect_timeout(Duration::from_millis(500))
         .request_timeout(Duration::from_secs(2))
         .build()
         .unwrap()
 }
 
-async fn wait_for_members(client: &Client, count: usize) {
+async fn wait_for_members(dir: &Path, addrs: &[SocketAddr], count: usize) {
+    let client = &Admin::connect(addrs.iter().copied(), tls_of(dir)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok((_, members)) = client.status().await {
@@ -148,7 +152,7 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
         };
         let mut procs: Vec<Proc> = (1..=3).map(start).collect();
         for a in &addrs {
-            wait_for_members(&client_of(d, &[*a]), 3).await;
+            wait_for_members(d, &[*a], 3).await;
         }
                 let client = client_of(d, &addrs);
         let all = WriteOptions::w(3);
@@ -180,7 +184,7 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
         let said = |msg: &str| events.iter().any(|e| e["fields"]["message"] == msg && e["level"] == "INFO");
         assert!(said("node started") && said("member learned"), "{log}");
         let n1 = client_of(d, &addrs[..1]);
-        wait_for_members(&n1, 3).await;
+        wait_for_members(d, &addrs[..1], 3).await;
         let one = ReadOptions::r(1);
         for i in 0..50u32 {
             let key = format!("key-{i}");
@@ -195,7 +199,7 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
         assert!(log.contains(new_epoch), "no new epoch after kill -9: {log}");
         assert!(procs[0].interrupt(Duration::from_secs(30)).success());
         procs[0] = Proc::spawn(&["start", "--config", "n1.toml"], d, "n1-clean");
-        wait_for_members(&client_of(d, &addrs[..1]), 3).await;
+        wait_for_members(d, &addrs[..1], 3).await;
         let log = std::fs::read_to_string(d.join("n1-clean.err")).unwrap();
         assert!(log.contains("node started"), "{log}");
         assert!(!log.contains(new_epoch), "a new epoch after a clean stop: {log}");

@@ -258,7 +258,10 @@ async fn sessions_read_their_writes_for_every_data_type() {
             ("maps", BucketType::Map),
             ("lwws", BucketType::Lww),
         ] {
-            all.create_bucket(name, BucketProps::new(t)).await.unwrap();
+            c.admin()
+                .create_bucket(name, BucketProps::new(t))
+                .await
+                .unwrap();
         }
         let w3 = WriteOptions::w(3);
         all.counter("counters", b"c")

@@ -2,7 +2,7 @@
 //! ports), real fjall databases in a temp dir, certificates made fresh.
 #![allow(dead_code)]
 
-use kvorum_client::{Client, TlsMaterial};
+use kvorum_client::{Admin, Client, TlsMaterial};
 use kvorum_node::cluster::member::MemberState;
 use kvorum_node::net::certs;
 use kvorum_node::{NodeConfig, RunningNode};
@@ -253,6 +253,20 @@ impl TestCluster {
 
     pub fn client_of(&self, addrs: &[SocketAddr]) -> Client {
         Client::builder(addrs.iter().copied(), self.client_tls())
+            .connect_timeout(Duration::from_millis(500))
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+    }
+
+    /// An admin handle on every node (operator calls).
+    pub fn admin(&self) -> Admin {
+        self.admin_of(&self.addrs)
+    }
+
+    /// An admin handle on the nodes at `addrs`.
+    pub fn admin_of(&self, addrs: &[SocketAddr]) -> Admin {
+        Admin::builder(addrs.iter().copied(), self.client_tls())
             .connect_timeout(Duration::from_millis(500))
             .request_timeout(Duration::from_secs(2))
             .build()

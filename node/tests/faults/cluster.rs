@@ -1,7 +1,7 @@
 //! Real `kvorum` processes on 127.0.0.1 behind the proxies, and the probes
 //! the nemesis uses to check that a fault took effect.
 
-use kvorum_client::{Client, TlsMaterial};
+use kvorum_client::{Admin, Client, TlsMaterial};
 use std::{
     net::{SocketAddr, UdpSocket},
     os::unix::process::ExitStatusExt,
@@ -218,6 +218,17 @@ impl Cluster {
     /// A client of exactly the nodes `idx` (real ports, no proxy).
     pub fn client(&self, idx: &[usize], timeout: Duration) -> Client {
         Client::builder(idx.iter().map(|&i| self.nodes[i].listen), self.tls())
+            .connect_timeout(Duration::from_millis(500))
+            .request_timeout(timeout)
+            .build()
+            .unwrap()
+    }
+}
+
+impl Cluster {
+    /// An admin handle on the nodes `idx` (operator calls).
+    pub fn admin(&self, idx: &[usize], timeout: Duration) -> Admin {
+        Admin::builder(idx.iter().map(|&i| self.nodes[i].listen), self.tls())
             .connect_timeout(Duration::from_millis(500))
             .request_timeout(timeout)
             .build()

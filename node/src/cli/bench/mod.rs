@@ -27,7 +27,7 @@ pub mod workload;
 use driver::{LatencySummary, OpError, OpFn, Outcome, Phase};
 use kvorum_client::proto::{Request, Response};
 use kvorum_client::{
-    BucketProps, BucketType, CausalContext, Client, ReadOptions, TlsMaterial, WriteOptions,
+    Admin, BucketProps, BucketType, CausalContext, Client, ReadOptions, TlsMaterial, WriteOptions,
 };
 use kvorum_node::config::NodeConfig;
 use kvorum_node::dev::{self, DevError, DevOptions};
@@ -348,7 +348,7 @@ async fn wait_until_formed(target: &mut Target, n: u8) -> Result<(), BenchError>
         .n(n)
         .r(n / 2 + 1)
         .w(n / 2 + 1);
-    let all = Client::builder(target.addrs.clone(), target.tls.clone())
+    let all = Admin::builder(target.addrs.clone(), target.tls.clone())
         .connect_timeout(Duration::from_millis(500))
         .request_timeout(Duration::from_secs(2))
         .build()?;
@@ -475,7 +475,14 @@ impl Ops {
                     .await
                     .map_err(op_error)?;
             }
-            Op::Echo => echo_request(&self.client).await.map_err(op_error)?,
+            // The echo is the baseline's request (an admin request, to the
+            // echo server), never one of a workload's.
+            Op::Echo => {
+                return Err(OpError {
+                    kind: "not_a_workload_op".into(),
+                    message: "echo runs only in the baseline".into(),
+                })
+            }
         }
         Ok(())
     }
@@ -527,13 +534,13 @@ fn op_fn(ops: &Arc<Ops>, workload: Option<Workload>) -> OpFn {
 
 /// The baseline's request: a bucket creation with an empty name (a few
 /// bytes), which the echo server answers with its one-byte reply.
-async fn echo_request(client: &Client) -> Result<(), kvorum_client::Error> {
+async fn echo_request(client: &Admin) -> Result<(), kvorum_client::Error> {
     client
         .create_bucket("", BucketProps::new(BucketType::Register))
         .await
 }
 
-fn echo_fn(client: Client) -> OpFn {
+fn echo_fn(client: Admin) -> OpFn {
     let ops = Arc::new(client);
     Arc::new(move |_i: u64, _rng: &mut SmallRng| {
         let client = ops.clone();
@@ -811,7 +818,7 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
             certs.join("client.pem"),
             certs.join("client.key"),
         )?;
-        let client = Client::builder([addr], tls).build()?;
+        let client = Admin::builder([addr], tls).build()?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while let Err(e) = echo_request(&client).await {
             echo.check_running()?;

@@ -1,0 +1,356 @@
+//! The command line: every verb, its arguments and their defaults (clap).
+
+use clap::{Args, Parser, Subcommand};
+use kvorum_client::BucketType;
+use std::{net::SocketAddr, path::PathBuf};
+
+/// Kvorum: a leaderless, Dynamo-style replicated key-value store.
+#[derive(Parser)]
+#[command(name = "kvorum", version, about)]
+pub struct Cli {
+    /// Log format on stderr: `human` (default) or `json` (one object per
+    /// line, for log shippers). RUST_LOG sets the levels (default: info).
+    #[arg(long, global = true, value_enum, env = "KVORUM_LOG_FORMAT", default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// Threads of the async runtime (default: one per core). Nodes that
+    /// share a machine run faster with their share of its cores each;
+    /// `kvorum bench` gives its nodes cores / nodes.
+    #[arg(long, global = true, env = "KVORUM_WORKER_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run one node from its TOML config.
+    Start {
+        /// The node's config file (see examples/node.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a local cluster on 127.0.0.1 with embedded defaults (certificates
+    /// and configs are made in --dir on first start; data is kept there).
+    Dev {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Directory for certificates, configs and data.
+        #[arg(long, default_value = "kvorum-dev")]
+        dir: PathBuf,
+        /// UDP port of the first node; the others take the next ports.
+        #[arg(long, default_value_t = 7401)]
+        port: u16,
+    },
+    /// Make certificates (PEM) for a cluster.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Data commands: get, put, delete, counter, set, map.
+    #[command(flatten)]
+    Data(Box<DataCommand>),
+    /// Show the members a node knows.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Operator commands.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Measure throughput, latency and CPU per operation of a cluster (its
+    /// own local one by default); see docs/performance.md.
+    Bench(Box<super::bench::BenchArgs>),
+}
+
+/// The data commands (flattened into [`Command`]: `kvorum get ...`).
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Read a key.
+    Get {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Read quorum (default: the cluster's R).
+        #[arg(long)]
+        r: Option<u8>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Write a value. Without --context it becomes a sibling of any existing value.
+    Put {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Value (UTF-8).
+        value: String,
+        /// Causal context printed by `get` (hex).
+        #[arg(long)]
+        context: Option<String>,
+        /// Write quorum (default: the cluster's W).
+        #[arg(long)]
+        w: Option<u8>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete the values a read returned.
+    Delete {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Causal context printed by `get` (hex).
+        #[arg(long)]
+        context: Option<String>,
+        /// Write quorum (default: the cluster's W).
+        #[arg(long)]
+        w: Option<u8>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Read a counter, and optionally increment it first.
+    Counter {
+        /// Bucket (of type counter).
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Add this amount (negative: subtract) before reading.
+        #[arg(long, allow_hyphen_values = true)]
+        incr: Option<i64>,
+        #[command(flatten)]
+        q: Quorums,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Read a set, and optionally add or remove members first (a remove
+    /// removes what a read just before it saw).
+    Set {
+        /// Bucket (of type set).
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Members to add (UTF-8).
+        #[arg(long)]
+        add: Vec<String>,
+        /// Members to remove.
+        #[arg(long)]
+        remove: Vec<String>,
+        #[command(flatten)]
+        q: Quorums,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Read a map, and optionally update fields first (removes act on what
+    /// a read just before it saw).
+    Map {
+        /// Bucket (of type map).
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Counter field increments: FIELD=N.
+        #[arg(long, allow_hyphen_values = true)]
+        incr: Vec<String>,
+        /// Set field additions: FIELD=MEMBER.
+        #[arg(long)]
+        add: Vec<String>,
+        /// Set field removals: FIELD=MEMBER.
+        #[arg(long)]
+        remove: Vec<String>,
+        /// Flags to enable.
+        #[arg(long)]
+        enable: Vec<String>,
+        /// Flags to disable.
+        #[arg(long)]
+        disable: Vec<String>,
+        /// LWW register fields: FIELD=VALUE.
+        #[arg(long)]
+        lww: Vec<String>,
+        /// Multi-value register fields: FIELD=VALUE.
+        #[arg(long)]
+        reg: Vec<String>,
+        /// Fields to remove: KIND:FIELD (kind: counter, set, flag, lww, register).
+        #[arg(long)]
+        remove_field: Vec<String>,
+        #[command(flatten)]
+        q: Quorums,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Run an anti-entropy exchange between the node and each of its peers now.
+    Repair {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Create or list buckets.
+    #[command(subcommand)]
+    Bucket(BucketCommand),
+    /// Members (state, zone, ring share, up/down), and topology changes in
+    /// progress with their transfers.
+    Status {
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The ring's ranges and their owners.
+    Ring {
+        /// Replicas per range (default: the default bucket's N).
+        #[arg(long)]
+        n: Option<u8>,
+        /// List every range (default: a summary per owner list).
+        #[arg(long)]
+        all: bool,
+        /// Print JSON (every range).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Make the node at --nodes (alone in its own cluster) join the cluster
+    /// of SEED.
+    Join {
+        /// Address of a member of the cluster to join.
+        seed: SocketAddr,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Decommission the node at --nodes: stream its ranges to the nodes that
+    /// take them over, then leave.
+    Leave {
+        /// Wait until the node has left, printing progress.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove a dead node: re-replicate its ranges from the surviving replicas.
+    Remove {
+        /// The node's id.
+        node: String,
+        /// Wait until the removal completed, printing progress.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BucketCommand {
+    /// Create a bucket on every member (its type and N are fixed for life).
+    Create {
+        /// Bucket name.
+        name: String,
+        /// Value type: register, counter, set, map or lww.
+        #[arg(long = "type")]
+        bucket_type: BucketType,
+        /// Replicas per key.
+        #[arg(long, default_value_t = 3)]
+        n: u8,
+        /// Default read quorum (default: a majority of N).
+        #[arg(long)]
+        r: Option<u8>,
+        /// Default write quorum (default: a majority of N).
+        #[arg(long)]
+        w: Option<u8>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List the buckets a node knows.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// Per-request quorums of the typed commands.
+#[derive(Args)]
+pub struct Quorums {
+    /// Read quorum (default: the bucket's R).
+    #[arg(long)]
+    pub r: Option<u8>,
+    /// Write quorum (default: the bucket's W).
+    #[arg(long)]
+    pub w: Option<u8>,
+}
+
+#[derive(Subcommand)]
+pub enum CertCommand {
+    /// Make a cluster CA: <out>/ca.pem and <out>/ca.key.
+    Ca {
+        /// Output directory.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Cluster name (in the CA's common name).
+        #[arg(long, default_value = "kvorum")]
+        cluster: String,
+    },
+    /// Make a node certificate: <out>/<id>.pem and <out>/<id>.key.
+    Node {
+        /// Node id.
+        id: String,
+        /// Directory holding ca.pem and ca.key; also the output directory.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Extra DNS names or IPs the certificate should carry.
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+    /// Make a client certificate: <out>/<name>.pem and <out>/<name>.key.
+    Client {
+        /// Client name.
+        name: String,
+        /// Directory holding ca.pem and ca.key; also the output directory.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
+}
+
+/// How the CLI reaches a cluster; defaults to the dev cluster.
+#[derive(Args)]
+pub struct Conn {
+    /// Node addresses (comma-separated); default: those of the dev cluster.
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Vec<SocketAddr>,
+    /// Dev cluster directory whose certificates and node list are the defaults.
+    #[arg(long, default_value = "kvorum-dev")]
+    pub dev_dir: PathBuf,
+    /// CA certificate (default: <dev-dir>/certs/ca.pem).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (default: <dev-dir>/certs/client.pem).
+    #[arg(long = "client-cert")]
+    pub client_cert: Option<PathBuf>,
+    /// Client key (default: <dev-dir>/certs/client.key).
+    #[arg(long = "client-key")]
+    pub client_key: Option<PathBuf>,
+    /// Request timeout in milliseconds.
+    #[arg(long)]
+    pub timeout_ms: Option<u32>,
+    /// Count only the key's own replicas toward R/W (no fallback nodes).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,86 @@
+//! `kvorum start` (one node from its config) and `kvorum dev` (a local
+//! cluster with embedded defaults).
+
+use super::BoxError;
+use kvorum_node::{dev, NodeConfig};
+use std::{path::Path, path::PathBuf, process::ExitCode};
+
+/// `kvorum start --config FILE`: serves until Ctrl-C / SIGTERM, or stops
+/// with a failure when a storage commit fails (fail-stop).
+pub async fn start(config: &Path) -> Result<ExitCode, BoxError> {
+    let cfg = NodeConfig::load(config)?;
+    let node = kvorum_node::start(cfg).await?;
+    println!("node {} serving on {}", node.id(), node.addr());
+    tokio::select! {
+        () = kvorum_node::start::wait_for_signal() => {
+            eprintln!("shutting down");
+            node.shutdown().await;
+        }
+        () = node.storage_failed() => {
+            // Fail-stop: a supervisor restarts it (as a new epoch).
+            eprintln!("error: a storage commit failed (see the log); stopping");
+            node.shutdown().await;
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kvorum dev`: `nodes` nodes on 127.0.0.1 from `port`, their data and
+/// certificates in `dir`.
+pub async fn dev(nodes: usize, dir: PathBuf, port: u16) -> Result<ExitCode, BoxError> {
+    if nodes == 0 || usize::from(u16::MAX - port) < nodes {
+        return Err(format!("cannot place {nodes} nodes from port {port}").into());
+    }
+    let opts = dev::DevOptions {
+        dir: dir.clone(),
+        nodes,
+        base_port: port,
+    };
+    let running = dev::start(&opts).await?;
+    let addrs = running.iter().map(|n| n.addr()).collect();
+    // Ctrl-C while the buckets are being created still stops cleanly.
+    tokio::select! {
+        created = dev::create_tour_buckets(&opts, addrs) => {
+            if let Err(e) = created {
+                eprintln!("warning: the tour buckets were not created: {e}");
+            }
+        }
+        () = kvorum_node::start::wait_for_signal() => {
+            eprintln!("stopping the dev cluster");
+            for n in running {
+                n.shutdown().await;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let certs = dir.join("certs");
+    println!("Kvorum dev cluster: {} nodes on 127.0.0.1", running.len());
+    for n in &running {
+        match n.metrics_addr() {
+            Some(m) => println!("  {}  {}  metrics: http://{m}/metrics", n.id(), n.addr()),
+            None => println!("  {}  {}", n.id(), n.addr()),
+        }
+    }
+    println!("data, configs and certificates: {}", dir.display());
+    println!("client certificate: {}", certs.join("client.pem").display());
+    println!("client key:         {}", certs.join("client.key").display());
+    println!("cluster CA:         {}", certs.join("ca.pem").display());
+    println!(
+        "buckets: {}",
+        dev::TOUR_BUCKETS
+            .iter()
+            .map(|(n, t)| format!("{n} ({t})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("try:  kvorum put demo hello world && kvorum get demo hello");
+    println!("      kvorum counter hits home --incr 1");
+    println!("Ctrl-C stops the cluster (data is kept for the next start).");
+    kvorum_node::start::wait_for_signal().await;
+    eprintln!("stopping the dev cluster");
+    for n in running {
+        n.shutdown().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,87 @@
+//! Human-readable output of the admin commands.
+
+pub fn print_status(
+    s: &kvorum_client::ClusterStatus,
+    transfers: &[(String, Vec<kvorum_client::TransferStatus>)],
+) {
+    println!("as seen by {}:", s.node);
+    println!(
+        "{:<16} {:<22} {:<10} {:<8} {:>7}  SEEN",
+        "NODE", "ADDRESS", "ZONE", "STATE", "RING"
+    );
+    for m in &s.members {
+        println!(
+            "{:<16} {:<22} {:<10} {:<8} {:>6.1}%  {}",
+            m.id,
+            m.addr,
+            m.zone.as_deref().unwrap_or("-"),
+            m.state,
+            f64::from(m.ownership_ppm) / 10_000.0,
+            if m.state == "removed" {
+                "-"
+            } else if m.reachable {
+                "up"
+            } else {
+                "down"
+            }
+        );
+    }
+    if !s.in_transition {
+        println!("no topology change in progress");
+        return;
+    }
+    println!(
+        "topology change in progress; waiting for: {}",
+        if s.waiting_for.is_empty() {
+            "completion (gossip)".to_string()
+        } else {
+            s.waiting_for.join(", ")
+        }
+    );
+    for (node, list) in transfers {
+        for t in list {
+            let pct = if t.total == 0 {
+                100.0
+            } else {
+                (t.scanned as f64 / t.total as f64 * 100.0).min(100.0)
+            };
+            println!(
+                "  {} <- {}: {} ({:.0}% scanned, {} keys, {} bytes)",
+                node,
+                t.source,
+                if t.done { "done" } else { "streaming" },
+                pct,
+                t.keys,
+                t.bytes
+            );
+        }
+    }
+}
+
+pub fn print_ring(ranges: &[kvorum_client::RingRange], all: bool) {
+    let span = |r: &kvorum_client::RingRange| r.end.wrapping_sub(r.start) as f64 / 2f64.powi(64);
+    if all {
+        println!("{:<18} {:<18} OWNERS", "START (excl.)", "END (incl.)");
+        for r in ranges {
+            println!("{:016x}   {:016x}   {}", r.start, r.end, r.owners.join(","));
+        }
+        return;
+    }
+    let mut by_owners: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for r in ranges {
+        let e = by_owners.entry(r.owners.join(",")).or_default();
+        e.0 += 1;
+        e.1 += span(r);
+    }
+    println!(
+        "{:<40} {:>7} {:>7}",
+        "OWNERS (first replica first)", "RANGES", "SHARE"
+    );
+    for (owners, (n, share)) in by_owners {
+        println!("{owners:<40} {n:>7} {:>6.1}%", share * 100.0);
+    }
+    println!(
+        "{} ranges (--all lists them, --json for scripts)",
+        ranges.len()
+    );
+}

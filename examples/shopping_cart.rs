@@ -99,13 +99,7 @@ async fn main() -> Result<(), BoxError> {
         .unwrap_or_else(|| "kvorum-dev".into());
     let dir = Path::new(&dir);
     let certs = dir.join("certs");
-    let tls = || {
-        TlsMaterial::from_files(
-            certs.join("ca.pem"),
-            certs.join("client.pem"),
-            certs.join("client.key"),
-        )
-    };
+    let tls = TlsMaterial::from_dir(&certs, "client")?;
     let nodes: Vec<SocketAddr> = std::fs::read_to_string(dir.join("nodes"))?
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -114,10 +108,10 @@ async fn main() -> Result<(), BoxError> {
     // Each device talks to its own node first.
     let mut other = nodes.clone();
     other.rotate_left(1);
-    let admin = Admin::connect(nodes.clone(), tls()?)?;
+    let admin = Admin::connect(nodes.clone(), tls.clone())?;
     let (phone, laptop) = (
-        Client::connect(nodes, tls()?)?,
-        Client::connect(other, tls()?)?,
+        Client::connect(nodes, tls.clone())?,
+        Client::connect(other, tls)?,
     );
     run(&admin, &phone, &laptop).await?;
     admin.close().await;

@@ -105,11 +105,7 @@ async fn main() -> Result<(), BoxError> {
         .unwrap_or_else(|| "kvorum-dev".into());
     let dir = Path::new(&dir);
     let certs = dir.join("certs");
-    let tls = TlsMaterial::from_files(
-        certs.join("ca.pem"),
-        certs.join("client.pem"),
-        certs.join("client.key"),
-    )?;
+    let tls = TlsMaterial::from_dir(certs, "client")?;
     let nodes: Vec<SocketAddr> = std::fs::read_to_string(dir.join("nodes"))?
         .lines()
         .filter(|l| !l.trim().is_empty())

@@ -85,6 +85,22 @@ impl std::fmt::Debug for TlsMaterial {
 }
 
 impl TlsMaterial {
+    /// Loads `DIR/ca.pem`, `DIR/NAME.pem` and `DIR/NAME.key`: the layout
+    /// `kvorum cert` and `kvorum dev` write (`kvorum-dev/certs/client.pem`).
+    ///
+    /// ```no_run
+    /// let tls = kvorum_client::TlsMaterial::from_dir("kvorum-dev/certs", "client")?;
+    /// # Ok::<(), kvorum_client::TlsError>(())
+    /// ```
+    pub fn from_dir(dir: impl AsRef<Path>, name: &str) -> Result<Self, TlsError> {
+        let dir = dir.as_ref();
+        Self::from_files(
+            dir.join("ca.pem"),
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        )
+    }
+
     /// Loads the CA certificate, this party's certificate chain and its key
     /// from PEM files.
     ///

@@ -85,11 +85,7 @@ async fn one_run(keys: u32, value_bytes: usize) -> Result<Run, BoxError> {
         all_up(&nodes, 3)
     })
     .await?;
-    let tls = TlsMaterial::from_files(
-        dir.join("ca.pem"),
-        dir.join("client.pem"),
-        dir.join("client.key"),
-    )?;
+    let tls = TlsMaterial::from_dir(dir, "client")?;
     let client = Client::connect(nodes.iter().map(|n| n.addr()), tls)?;
     // Load: 64 writers at W = 2.
     let value = vec![b'v'; value_bytes];

@@ -41,11 +41,7 @@ async fn main() -> Result<(), BoxError> {
     };
     let nodes = dev::start(&opts).await?;
     let certs = dir.path().join("certs");
-    let tls = TlsMaterial::from_files(
-        certs.join("ca.pem"),
-        certs.join("client.pem"),
-        certs.join("client.key"),
-    )?;
+    let tls = TlsMaterial::from_dir(certs, "client")?;
     let client = Client::builder([nodes[0].addr()], tls).build()?;
     // Wait for the cluster to form (a write at W=3 succeeds).
     let deadline = Instant::now() + Duration::from_secs(30);

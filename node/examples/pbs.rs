@@ -435,11 +435,7 @@ async fn run(
             }
         }
     }
-    let tls = TlsMaterial::from_files(
-        dir.join("ca.pem"),
-        dir.join("client.pem"),
-        dir.join("client.key"),
-    )?;
+    let tls = TlsMaterial::from_dir(dir, "client")?;
     // One client per node, each pinned to it (a single seed).
     let clients: Vec<Client> = addrs
         .iter()

@@ -129,12 +129,7 @@ pub async fn create_tour_buckets(
     addrs: Vec<std::net::SocketAddr>,
 ) -> Result<(), String> {
     let certs_dir = opts.dir.join("certs");
-    let tls = TlsMaterial::from_files(
-        certs_dir.join("ca.pem"),
-        certs_dir.join("client.pem"),
-        certs_dir.join("client.key"),
-    )
-    .map_err(|e| e.to_string())?;
+    let tls = TlsMaterial::from_dir(certs_dir, "client").map_err(|e| e.to_string())?;
     let client = Admin::connect(addrs, tls).map_err(|e| e.to_string())?;
     let n = u8::try_from(opts.nodes.min(3)).unwrap_or(3);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

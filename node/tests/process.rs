@@ -89,12 +89,7 @@ fn free_ports(count: u16) -> u16 {
 }
 
 fn tls_of(dir: &Path) -> TlsMaterial {
-    TlsMaterial::from_files(
-        dir.join("ca.pem"),
-        dir.join("client.pem"),
-        dir.join("client.key"),
-    )
-    .unwrap()
+    TlsMaterial::from_dir(dir, "client").unwrap()
 }
 
 fn client_of(dir: &Path, addrs: &[SocketAddr]) -> Client {

@@ -105,12 +105,7 @@ async fn lww_stamp_of(binary: &Path) -> u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let certs = dev.join("certs");
-    let tls = TlsMaterial::from_files(
-        certs.join("ca.pem"),
-        certs.join("client.pem"),
-        certs.join("client.key"),
-    )
-    .unwrap();
+    let tls = TlsMaterial::from_dir(certs, "client").unwrap();
     let client = Client::connect([([127, 0, 0, 1], port).into()], tls).unwrap();
     client
         .put("names", b"k", b"v", &CausalContext::empty())

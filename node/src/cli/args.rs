@@ -91,14 +91,8 @@ pub enum DataCommand {
         key: String,
         /// Value (UTF-8).
         value: String,
-        /// Causal context printed by `get` (hex).
-        #[arg(long)]
-        context: Option<String>,
-        /// Write quorum (default: the cluster's W).
-        #[arg(long)]
-        w: Option<u8>,
         #[command(flatten)]
-        conn: Conn,
+        write: WriteArgs,
     },
     /// Delete the values a read returned.
     Delete {
@@ -106,14 +100,8 @@ pub enum DataCommand {
         bucket: String,
         /// Key.
         key: String,
-        /// Causal context printed by `get` (hex).
-        #[arg(long)]
-        context: Option<String>,
-        /// Write quorum (default: the cluster's W).
-        #[arg(long)]
-        w: Option<u8>,
         #[command(flatten)]
-        conn: Conn,
+        write: WriteArgs,
     },
     /// Read a counter, and optionally increment it first.
     Counter {
@@ -273,6 +261,19 @@ pub enum BucketCommand {
         #[command(flatten)]
         conn: Conn,
     },
+}
+
+/// What a `put` or `delete` takes besides its key.
+#[derive(Args)]
+pub struct WriteArgs {
+    /// Causal context printed by `get` (hex).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Write quorum (default: the cluster's W).
+    #[arg(long)]
+    pub w: Option<u8>,
+    #[command(flatten)]
+    pub conn: Conn,
 }
 
 /// Per-request quorums of the typed commands.

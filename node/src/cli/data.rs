@@ -1,9 +1,9 @@
 //! The data commands: `get`, `put`, `delete`, and the typed `counter`,
 //! `set` and `map`.
 
-use super::args::DataCommand;
+use super::args::{DataCommand, WriteArgs};
 use super::BoxError;
-use kvorum_client::{CausalContext, FieldKind, FieldValue, MapUpdate, ReadOptions, WriteOptions};
+use kvorum_client::{CausalContext, FieldKind, FieldValue, MapUpdate};
 use std::process::ExitCode;
 
 /// Runs one data command.
@@ -134,16 +134,7 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
         } => {
             let client = conn.client()?;
             let v = client
-                .get_with(
-                    &bucket,
-                    key.as_bytes(),
-                    ReadOptions {
-                        r,
-                        timeout_ms: conn.timeout_ms,
-                        strict: conn.strict,
-                        repair_before_answer: false,
-                    },
-                )
+                .get_with(&bucket, key.as_bytes(), conn.read_options(r))
                 .await?;
             if v.siblings.is_empty() {
                 println!("not found");
@@ -166,17 +157,11 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
             bucket,
             key,
             value,
-            context,
-            w,
-            conn,
+            write: WriteArgs { context, w, conn },
         } => {
             let client = conn.client()?;
             let ctx = parse_context(context)?;
-            let opts = WriteOptions {
-                w,
-                timeout_ms: conn.timeout_ms,
-                strict: conn.strict,
-            };
+            let opts = conn.write_options(w);
             let new = client
                 .put_with(&bucket, key.as_bytes(), value.as_bytes(), &ctx, opts)
                 .await?;
@@ -186,19 +171,12 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
         DataCommand::Delete {
             bucket,
             key,
-            context,
-            w,
-            conn,
+            write: WriteArgs { context, w, conn },
         } => {
             let client = conn.client()?;
             let ctx = parse_context(context)?;
-            let opts = WriteOptions {
-                w,
-                timeout_ms: conn.timeout_ms,
-                strict: conn.strict,
-            };
             client
-                .delete_with(&bucket, key.as_bytes(), &ctx, opts)
+                .delete_with(&bucket, key.as_bytes(), &ctx, conn.write_options(w))
                 .await?;
             println!("deleted");
             client.close().await;

@@ -23,13 +23,7 @@ use std::sync::Arc;
 /// Serves the admin requests of the client protocol on this node.
 pub struct Admin {
     me: NodeId,
-    membership: Arc<Membership>,
-    buckets: Buckets,
-    liveness: Arc<Liveness>,
-    transport: Arc<dyn Transport>,
-    anti_entropy: Arc<AntiEntropy>,
-    transfers: Transfers,
-    member_store: MemberStore,
+    s: AdminServices,
     replication: Replication,
     limits: Limits,
 }
@@ -55,24 +49,9 @@ pub struct AdminServices {
 impl Admin {
     /// The admin service over the node's services.
     pub fn new(services: AdminServices, replication: Replication, limits: Limits) -> Self {
-        let AdminServices {
-            membership,
-            buckets,
-            liveness,
-            transport,
-            anti_entropy,
-            transfers,
-            member_store,
-        } = services;
         Self {
-            me: membership.me_id().clone(),
-            membership,
-            buckets,
-            liveness,
-            transport,
-            anti_entropy,
-            transfers,
-            member_store,
+            me: services.membership.me_id().clone(),
+            s: services,
             replication,
             limits,
         }
@@ -102,10 +81,10 @@ impl Admin {
             Request::Join { node, seed } => self.join(&node, &seed).await,
             Request::Ring { n } => self.ring_ranges(n),
             Request::Repair => {
-                let (exchanges, keys) = self.anti_entropy.repair_all().await;
+                let (exchanges, keys) = self.s.anti_entropy.repair_all().await;
                 Ok(Response::Repaired { exchanges, keys })
             }
-            Request::ListBuckets => Ok(Response::Buckets(self.buckets.all())),
+            Request::ListBuckets => Ok(Response::Buckets(self.s.buckets.all())),
             Request::CreateBucket { name, props } => self.create_bucket(name, props).await,
             _ => Err(ErrorReply::BadRequest("not an admin request".into())),
         };
@@ -130,6 +109,7 @@ impl Admin {
             DefineError::Storage(e) => ErrorReply::Internal(e.to_string()),
         };
         if self
+            .s
             .buckets
             .define(&name, props)
             .await
@@ -137,9 +117,10 @@ impl Admin {
         {
             // Keys of the bucket may be here already (replica writes of a
             // coordinator that knew it first): they move to its N.
-            self.membership.touch();
+            self.s.membership.touch();
         }
         let others: Vec<NodeId> = self
+            .s
             .membership
             .members()
             .into_iter()
@@ -148,7 +129,7 @@ impl Admin {
             .collect();
         let mut calls = tokio::task::JoinSet::new();
         for node in &others {
-            let (transport, node) = (self.transport.clone(), node.clone());
+            let (transport, node) = (self.s.transport.clone(), node.clone());
             let req = ClusterRequest::DefineBucket {
                 name: name.clone(),
                 props,
@@ -185,8 +166,8 @@ impl Admin {
     }
 
     fn cluster_status(&self) -> ClusterStatus {
-        let view = self.membership.view();
-        let report = self.transfers.report();
+        let view = self.s.membership.view();
+        let report = self.s.transfers.report();
         ClusterStatus {
             node: self.me.to_string(),
             members: view
@@ -197,7 +178,7 @@ impl Admin {
                     addr: m.addr.to_string(),
                     zone: m.zone.clone(),
                     state: m.state.as_str().to_string(),
-                    reachable: m.state != MemberState::Removed && self.liveness.is_up(&m.id),
+                    reachable: m.state != MemberState::Removed && self.s.liveness.is_up(&m.id),
                     ownership_ppm: (view.write_ring.ownership(&m.id) * 1e6).round() as u32,
                 })
                 .collect(),
@@ -220,7 +201,8 @@ impl Admin {
 
     /// Persists the member list after an admin change.
     async fn save(&self) -> Result<(), ErrorReply> {
-        self.member_store
+        self.s
+            .member_store
             .save()
             .await
             .map_err(|e| ErrorReply::Internal(format!("cannot persist the member list: {e}")))
@@ -228,7 +210,8 @@ impl Admin {
 
     /// The largest N of any bucket: the fewest owners the cluster needs.
     fn max_n(&self) -> usize {
-        self.buckets
+        self.s
+            .buckets
             .all()
             .into_iter()
             .map(|(_, p)| usize::from(p.n))
@@ -238,7 +221,7 @@ impl Admin {
 
     /// Refuses a change that would leave fewer owners than `max_n`.
     fn check_capacity(&self, without: &NodeId, what: &str) -> Result<(), ErrorReply> {
-        let view = self.membership.view();
+        let view = self.s.membership.view();
         let remaining = view
             .live_members()
             .filter(|m| m.state.owns() && m.id != *without)
@@ -265,7 +248,7 @@ impl Admin {
                 self.me
             )));
         }
-        match self.membership.my_state() {
+        match self.s.membership.my_state() {
             MemberState::Leaving => {
                 return Ok(Response::Accepted(format!(
                     "{} is already leaving",
@@ -283,7 +266,7 @@ impl Admin {
             }
             MemberState::Up => {}
         }
-        if self.membership.view().in_transition() {
+        if self.s.membership.view().in_transition() {
             return Err(ErrorReply::Refused(
                 "another topology change is in progress; retry once it completes \
                  (kvorum admin status)"
@@ -291,7 +274,7 @@ impl Admin {
             ));
         }
         self.check_capacity(&self.me, "leave")?;
-        self.membership.set_my_state(MemberState::Leaving);
+        self.s.membership.set_my_state(MemberState::Leaving);
         self.save().await?;
         Ok(Response::Accepted(format!(
             "{} is leaving: its ranges stream to their new owners, then it is removed \
@@ -302,7 +285,7 @@ impl Admin {
 
     async fn remove(&self, node: &str) -> Result<Response, ErrorReply> {
         let id = NodeId::new(node);
-        let Some(m) = self.membership.get(&id) else {
+        let Some(m) = self.s.membership.get(&id) else {
             return Err(ErrorReply::Refused(format!("no member is called {node:?}")));
         };
         if id == self.me {
@@ -319,7 +302,7 @@ impl Admin {
             }
             _ => {}
         }
-        if self.liveness.is_up(&id) {
+        if self.s.liveness.is_up(&id) {
             return Err(ErrorReply::Refused(format!(
                 "{node} is up as this node sees it: decommission it with kvorum admin leave \
                  on that node, or stop it first"
@@ -327,11 +310,11 @@ impl Admin {
         }
         // A joining node owns nothing yet: it goes at once.
         if m.state == MemberState::Joining {
-            self.membership.mark(&id, MemberState::Removed);
+            self.s.membership.mark(&id, MemberState::Removed);
             self.save().await?;
             return Ok(Response::Accepted(format!("{node} (joining) removed")));
         }
-        if self.membership.view().in_transition() {
+        if self.s.membership.view().in_transition() {
             return Err(ErrorReply::Refused(
                 "another topology change is in progress; retry once it completes \
                  (kvorum admin status), or remove the joining node it waits for"
@@ -339,7 +322,7 @@ impl Admin {
             ));
         }
         self.check_capacity(&id, "be removed")?;
-        self.membership.mark(&id, MemberState::Leaving);
+        self.s.membership.mark(&id, MemberState::Leaving);
         self.save().await?;
         Ok(Response::Accepted(format!(
             "{node} is being removed: its ranges are re-replicated from the surviving \
@@ -358,6 +341,7 @@ impl Admin {
             .parse()
             .map_err(|e| ErrorReply::BadRequest(format!("seed {seed:?}: {e}")))?;
         let others = self
+            .s
             .membership
             .members()
             .into_iter()
@@ -370,8 +354,8 @@ impl Admin {
                 others + 1
             )));
         }
-        self.membership.add_seeds([seed]);
-        self.membership.set_my_state(MemberState::Joining);
+        self.s.membership.add_seeds([seed]);
+        self.s.membership.set_my_state(MemberState::Joining);
         self.save().await?;
         Ok(Response::Accepted(format!(
             "{} is joining through {seed}: it streams in its ranges, then serves them",
@@ -380,7 +364,7 @@ impl Admin {
     }
 
     fn ring_ranges(&self, n: Option<u8>) -> Result<Response, ErrorReply> {
-        let ring = self.membership.ring();
+        let ring = self.s.membership.ring();
         let n = usize::from(n.unwrap_or(self.replication.n));
         if n == 0 {
             return Err(ErrorReply::BadRequest("n must be at least 1".into()));

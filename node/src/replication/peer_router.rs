@@ -24,13 +24,7 @@ use std::sync::Arc;
 /// Serves the peer requests this node receives.
 pub struct PeerRouter {
     me: NodeId,
-    coordinator: Arc<Coordinator>,
-    replica: Replica,
-    hints: Hints,
-    membership: Arc<Membership>,
-    buckets: Buckets,
-    anti_entropy: Arc<AntiEntropy>,
-    transfers: Transfers,
+    s: RouterServices,
     /// The node's client frame bound (a batch's answer is sized from it).
     max_frame_bytes: usize,
 }
@@ -56,24 +50,9 @@ pub struct RouterServices {
 impl PeerRouter {
     /// A router over the node's services.
     pub fn new(services: RouterServices, max_frame_bytes: usize) -> Self {
-        let RouterServices {
-            coordinator,
-            replica,
-            hints,
-            membership,
-            buckets,
-            anti_entropy,
-            transfers,
-        } = services;
         Self {
-            me: membership.me_id().clone(),
-            coordinator,
-            replica,
-            hints,
-            membership,
-            buckets,
-            anti_entropy,
-            transfers,
+            me: services.membership.me_id().clone(),
+            s: services,
             max_frame_bytes,
         }
     }
@@ -93,10 +72,10 @@ impl PeerRouter {
                     let refused = ErrorReply::BadRequest("admin requests are not forwarded".into());
                     return PeerResponse::Forwarded(Response::Error(refused));
                 }
-                PeerResponse::Forwarded(self.coordinator.handle(req, true).await)
+                PeerResponse::Forwarded(self.s.coordinator.handle(req, true).await)
             }
             PeerRequest::Cluster(req) => self.cluster_request(req).await.into(),
-            PeerRequest::Aae(req) => self.anti_entropy.serve(req).await.into(),
+            PeerRequest::Aae(req) => self.s.anti_entropy.serve(req).await.into(),
             PeerRequest::Transfer(req) => {
                 // A removed node takes no more data: it would hold it for
                 // nobody (it still answers streams and digests).
@@ -105,10 +84,10 @@ impl PeerRouter {
                         return e.into();
                     }
                 }
-                self.transfers.serve(req).await.into()
+                self.s.transfers.serve(req).await.into()
             }
             PeerRequest::Reap(ReapRequest::Reap { key, hash }) => {
-                match self.replica.reap(key, hash).await {
+                match self.s.replica.reap(key, hash).await {
                     Ok(_) => PeerResponse::Reap(ReapResponse::Reaped),
                     Err(e) => PeerError::from(e).into(),
                 }
@@ -119,10 +98,10 @@ impl PeerRouter {
     /// Serves a replica request (alone or in a batch).
     async fn replica_request(&self, req: ReplicaRequest) -> Result<ReplicaResponse, PeerError> {
         match req {
-            ReplicaRequest::Read { key } => Ok(ReplicaResponse::State(self.replica.read(&key)?)),
+            ReplicaRequest::Read { key } => Ok(ReplicaResponse::State(self.s.replica.read(&key)?)),
             ReplicaRequest::Write { key, state } => {
                 self.check_not_removed()?;
-                self.replica.merge(key, state).await?;
+                self.s.replica.merge(key, state).await?;
                 Ok(ReplicaResponse::Stored)
             }
             ReplicaRequest::HintedWrite { owner, key, state } => {
@@ -130,7 +109,8 @@ impl PeerRouter {
                 state
                     .validate()
                     .map_err(|e| PeerError::InvalidState(e.to_string()))?;
-                self.hints
+                self.s
+                    .hints
                     .add(&owner, &key, state)
                     .await
                     .map_err(|e| PeerError::Storage(e.to_string()))?;
@@ -142,10 +122,10 @@ impl PeerRouter {
     async fn cluster_request(&self, req: ClusterRequest) -> Result<ClusterResponse, PeerError> {
         match req {
             ClusterRequest::Gossip { members, buckets } => {
-                Ok(gossip::serve(&self.membership, &self.buckets, members, buckets).await)
+                Ok(gossip::serve(&self.s.membership, &self.s.buckets, members, buckets).await)
             }
             ClusterRequest::DefineBucket { name, props } => {
-                define_bucket(&self.buckets, &self.membership, &name, props).await
+                define_bucket(&self.s.buckets, &self.s.membership, &name, props).await
             }
             ClusterRequest::Ping => Ok(ClusterResponse::Pong),
         }
@@ -153,7 +133,7 @@ impl PeerRouter {
 
     /// Refuses data on a node that was removed from the cluster.
     fn check_not_removed(&self) -> Result<(), PeerError> {
-        if self.membership.my_state() == MemberState::Removed {
+        if self.s.membership.my_state() == MemberState::Removed {
             return Err(PeerError::Removed {
                 node: self.me.to_string(),
             });

@@ -9,6 +9,7 @@ use crate::rpc::peer::{
 };
 use crate::rpc::transport::{BoxFuture, Transport, TransportError};
 use crate::util::LockExt;
+use kvorum_client::conn::{ConnectError, Connections};
 use kvorum_client::proto::{decode_frame, encode_frame, NODE_CERT_NAME};
 use kvorum_ring::NodeId;
 use std::{
@@ -17,17 +18,6 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
-
-/// A peer's cached connection, and when connecting to it last failed.
-#[derive(Default)]
-struct Slot {
-    conn: Option<quinn::Connection>,
-    failed_at: Option<tokio::time::Instant>,
-}
-
-/// After a failed connect, calls to that peer fail at once for this long
-/// instead of queueing behind fresh connect attempts.
-const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 
 /// The QUIC transport: one cached connection per peer address, one stream per
 /// request, mutual TLS with the node certificate on ALPN `kvorum-peer/1`.
@@ -46,12 +36,12 @@ pub struct QuicTransport {
 
 /// What the calls of a [`QuicTransport`] share (also with its batch senders).
 struct Link {
-    endpoint: quinn::Endpoint,
-    conns: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// The cached connections, with reconnect backoff (shared with the
+    /// client crate).
+    conns: Connections,
     /// Encoded requests waiting for their peer's batch sender; an entry
     /// exists exactly while a sender is scheduled for that peer.
     queued: Mutex<HashMap<SocketAddr, Vec<Queued>>>,
-    connect_timeout: Duration,
     max_frame_bytes: usize,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -78,10 +68,8 @@ impl QuicTransport {
     ) -> Self {
         Self {
             link: Arc::new(Link {
-                endpoint,
-                conns: Mutex::new(HashMap::new()),
+                conns: Connections::new(endpoint, NODE_CERT_NAME, connect_timeout),
                 queued: Mutex::new(HashMap::new()),
-                connect_timeout,
                 max_frame_bytes,
                 metrics,
             }),
@@ -92,69 +80,26 @@ impl QuicTransport {
     /// The open connections this node dialled, with their smoothed RTT.
     /// Connections busy being (re)established at this moment are skipped.
     pub fn open_connections(&self) -> Vec<(SocketAddr, Duration)> {
-        let slots: Vec<(SocketAddr, Arc<tokio::sync::Mutex<Slot>>)> = self
-            .link
+        self.link
             .conns
-            .locked()
-            .iter()
-            .map(|(a, s)| (*a, s.clone()))
-            .collect();
-        slots
+            .open()
             .into_iter()
-            .filter_map(|(addr, slot)| {
-                let guard = slot.try_lock().ok()?;
-                let conn = guard.conn.as_ref()?;
-                conn.close_reason().is_none().then(|| (addr, conn.rtt()))
-            })
+            .map(|(addr, conn)| (addr, conn.rtt()))
             .collect()
     }
 }
 
 impl Link {
     async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, TransportError> {
-        let slot = {
-            let mut conns = self.conns.locked();
-            conns.entry(addr).or_default().clone()
-        };
-        let mut guard = slot.lock().await;
-        if let Some(c) = guard.conn.as_ref() {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
+        self.conns.get(addr).await.map_err(|e| match e {
+            ConnectError::Backoff(_) => {
+                TransportError::Unreachable(format!("{addr} unreachable moments ago"))
             }
-        }
-        if let Some(at) = guard.failed_at {
-            if at.elapsed() < RECONNECT_BACKOFF {
-                return Err(TransportError::Unreachable(format!(
-                    "{addr} unreachable moments ago"
-                )));
+            ConnectError::Timeout(_) => {
+                TransportError::Unreachable(format!("connect to {addr} timed out"))
             }
-        }
-        let attempt = async {
-            let connecting = self
-                .endpoint
-                .connect(addr, NODE_CERT_NAME)
-                .map_err(|e| TransportError::Unreachable(e.to_string()))?;
-            tokio::time::timeout(self.connect_timeout, connecting)
-                .await
-                .map_err(|_| TransportError::Unreachable(format!("connect to {addr} timed out")))?
-                .map_err(|e| TransportError::Unreachable(e.to_string()))
-        };
-        match attempt.await {
-            Ok(conn) => {
-                *guard = Slot {
-                    conn: Some(conn.clone()),
-                    failed_at: None,
-                };
-                Ok(conn)
-            }
-            Err(e) => {
-                *guard = Slot {
-                    conn: None,
-                    failed_at: Some(tokio::time::Instant::now()),
-                };
-                Err(e)
-            }
-        }
+            e => TransportError::Unreachable(e.to_string()),
+        })
     }
 
     async fn exchange(

@@ -232,8 +232,7 @@ impl TestCluster {
 
     pub fn client_tls(&self) -> TlsMaterial {
         let d = self.dir.path();
-        TlsMaterial::from_files(d.join("ca.pem"), d.join("client.pem"), d.join("client.key"))
-            .unwrap()
+        TlsMaterial::from_dir(d, "client").unwrap()
     }
 
     pub fn node_tls(&self, i: usize) -> TlsMaterial {

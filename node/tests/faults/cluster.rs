@@ -207,12 +207,7 @@ impl Cluster {
     }
 
     pub fn tls(&self) -> TlsMaterial {
-        TlsMaterial::from_files(
-            self.dir.join("ca.pem"),
-            self.dir.join("client.pem"),
-            self.dir.join("client.key"),
-        )
-        .unwrap()
+        TlsMaterial::from_dir(&self.dir, "client").unwrap()
     }
 
     /// A client of exactly the nodes `idx` (real ports, no proxy).

@@ -193,7 +193,7 @@ impl Store {
         };
         let before = joined.clone();
         joined.join(version);
-        let encoded = postcard::to_stdvec(&joined).unwrap_or_default();
+        let encoded = crate::bytes::encode(&joined);
         if encoded.len() > self.config.max_version_bytes {
             // Too large to keep: the key loses the session's guarantees.
             self.remove(key);

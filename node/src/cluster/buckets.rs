@@ -237,8 +237,7 @@ pub fn default_props(n: u8, r: u8, w: u8) -> BucketProps {
 
 fn encode(map: &BTreeMap<String, BucketProps>) -> Vec<u8> {
     let list = map.iter().map(|(n, p)| (n.clone(), *p)).collect();
-    // Serializing plain data into a Vec cannot fail.
-    postcard::to_stdvec(&Stored::V1(list)).unwrap_or_default()
+    kvorum_client::bytes::encode(&Stored::V1(list))
 }
 
 fn decode(bytes: &[u8]) -> Result<BTreeMap<String, BucketProps>, StorageError> {

@@ -183,12 +183,10 @@ fn parse_hint_key(k: &[u8]) -> Option<(NodeId, Vec<u8>)> {
 }
 
 fn encode(created_ms: u64, state: &State) -> Vec<u8> {
-    // Serializing plain data into a Vec cannot fail.
-    postcard::to_stdvec(&HintRecord::V3 {
+    kvorum_client::bytes::encode(&HintRecord::V3 {
         created_ms,
         state: state.clone(),
     })
-    .unwrap_or_default()
 }
 
 impl Hint {

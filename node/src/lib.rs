@@ -10,7 +10,7 @@
 //!   cluster/      member list, gossip, liveness, buckets, admin operations, persisted metadata
 //!   replication/  quorum tracker, coordinator, read path, write path, read repair, replica
 //!   data/         the value types (register, counter, set, map, lww) and their record formats
-//!   storage/      the Engine trait, the fjall engine, the group-commit store
+//!   storage/      the Engine trait, the fjall and in-memory engines, the group-commit store
 //!   repair/       hints, anti-entropy trees and exchanges, range transfers, reaping
 //!   metrics/      the metric catalogue, the HTTP endpoint, the collector
 //!   util/         lock recovery, wall-clock milliseconds, periodic ticks

@@ -1,0 +1,275 @@
+//! The [`Engine`] contract (see the module doc of `storage`), written once
+//! and run against every engine: [`FjallEngine`] on a real directory and
+//! [`MemoryEngine`]. A simulation on the memory engine then tells the truth
+//! about a node on fjall.
+
+use super::{BatchItem, Engine, FjallEngine, MemoryEngine, Record, Space};
+use Space::{Data, Hints, Meta};
+
+/// An engine under test, and how to stop and open it again.
+trait Fixture: Sized {
+    /// A new, empty engine.
+    fn open() -> Self;
+    /// The engine.
+    fn engine(&self) -> &dyn Engine;
+    /// Stops the engine and opens what it left on its disk: fjall drops
+    /// its database and opens the directory again; memory loses power.
+    fn reopen(self) -> Self;
+    /// A new engine holding `records`, synced.
+    fn holding(records: Vec<BatchItem>) -> Self {
+        let f = Self::open();
+        f.engine().commit(records, true).unwrap();
+        f
+    }
+}
+
+struct Fjall {
+    // Declared first: the database closes before its directory goes.
+    engine: FjallEngine,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture for Fjall {
+    fn open() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = FjallEngine::open(dir.path()).unwrap();
+        Fjall { engine, dir }
+    }
+    fn engine(&self) -> &dyn Engine {
+        &self.engine
+    }
+    fn reopen(self) -> Self {
+        let Fjall { engine, dir } = self;
+        drop(engine);
+        let engine = FjallEngine::open(dir.path()).unwrap();
+        Fjall { engine, dir }
+    }
+}
+
+struct Memory(MemoryEngine);
+
+impl Fixture for Memory {
+    fn open() -> Self {
+        Memory(MemoryEngine::new())
+    }
+    fn engine(&self) -> &dyn Engine {
+        &self.0
+    }
+    fn reopen(self) -> Self {
+        Memory(self.0.crash())
+    }
+}
+
+fn put(space: Space, key: &[u8], value: &[u8]) -> BatchItem {
+    (space, key.to_vec(), Some(value.to_vec()))
+}
+
+fn delete(space: Space, key: &[u8]) -> BatchItem {
+    (space, key.to_vec(), None)
+}
+
+fn get(e: &dyn Engine, space: Space, key: &[u8]) -> Option<Vec<u8>> {
+    e.get(space, key).unwrap()
+}
+
+/// The keys of some records.
+fn keys(records: Vec<Record>) -> Vec<Vec<u8>> {
+    records.into_iter().map(|(k, _)| k).collect()
+}
+
+fn byte_strings(keys: &[&[u8]]) -> Vec<Vec<u8>> {
+    keys.iter().map(|k| k.to_vec()).collect()
+}
+
+/// A commit is read back by `get`; a later one overwrites it.
+fn a_committed_write_reads_back<F: Fixture>() {
+    let f = F::open();
+    let e = f.engine();
+    assert_eq!(get(e, Data, b"k"), None);
+    e.commit(vec![put(Data, b"k", b"v1")], false).unwrap();
+    assert_eq!(get(e, Data, b"k"), Some(b"v1".to_vec()));
+    e.commit(vec![put(Data, b"k", b"v2")], true).unwrap();
+    assert_eq!(get(e, Data, b"k"), Some(b"v2".to_vec()));
+}
+
+/// Every write and delete of a batch, across spaces, is applied by one commit.
+fn a_batch_applies_all_its_writes_and_deletes<F: Fixture>() {
+    let f = F::holding(vec![put(Data, b"a", b"1"), put(Hints, b"h", b"1")]);
+    let e = f.engine();
+    let batch = vec![
+        delete(Data, b"a"),
+        put(Data, b"b", b"2"),
+        put(Meta, b"m", b"2"),
+        delete(Hints, b"h"),
+        put(Data, b"c", b"2"),
+    ];
+    e.commit(batch, false).unwrap();
+    assert_eq!(get(e, Data, b"a"), None);
+    assert_eq!(get(e, Data, b"b"), Some(b"2".to_vec()));
+    assert_eq!(get(e, Data, b"c"), Some(b"2".to_vec()));
+    assert_eq!(get(e, Meta, b"m"), Some(b"2".to_vec()));
+    assert_eq!(get(e, Hints, b"h"), None);
+}
+
+/// When a batch names a key twice, its later item wins (the store's group
+/// commit puts two updates of one key in one batch).
+fn a_later_item_of_a_batch_wins<F: Fixture>() {
+    let f = F::holding(vec![put(Data, b"gone", b"old")]);
+    let e = f.engine();
+    let batch = vec![
+        put(Data, b"twice", b"1"),
+        put(Data, b"twice", b"2"),
+        put(Data, b"gone", b"new"),
+        delete(Data, b"gone"),
+        delete(Data, b"back"),
+        put(Data, b"back", b"3"),
+    ];
+    e.commit(batch, true).unwrap();
+    assert_eq!(get(e, Data, b"twice"), Some(b"2".to_vec()));
+    assert_eq!(get(e, Data, b"gone"), None);
+    assert_eq!(get(e, Data, b"back"), Some(b"3".to_vec()));
+}
+
+/// One key in two spaces is two records.
+fn spaces_are_separate<F: Fixture>() {
+    let f = F::holding(vec![put(Data, b"k", b"data"), put(Meta, b"k", b"meta")]);
+    let e = f.engine();
+    assert_eq!(get(e, Data, b"k"), Some(b"data".to_vec()));
+    assert_eq!(get(e, Meta, b"k"), Some(b"meta".to_vec()));
+    assert_eq!(get(e, Hints, b"k"), None);
+    assert!(e.scan(Hints, b"", 10).unwrap().is_empty());
+    assert!(e.scan_after(Hints, None, 10).unwrap().is_empty());
+    e.commit(vec![delete(Meta, b"k")], true).unwrap();
+    assert_eq!(get(e, Data, b"k"), Some(b"data".to_vec()));
+    assert_eq!(keys(e.scan(Data, b"", 10).unwrap()), [b"k"]);
+}
+
+/// The keys the scan tests store, written out of order.
+const SCAN_KEYS: [&[u8]; 8] = [
+    b"p/b", b"q/a", b"p/\xff", b"p", b"o/z", b"p/a", b"p0", b"p/c",
+];
+
+fn with_scan_keys<F: Fixture>() -> F {
+    F::holding(SCAN_KEYS.iter().map(|k| put(Data, k, k)).collect())
+}
+
+/// A scan returns the records under a prefix, in key order, the first
+/// `limit` of them.
+fn scan_returns_a_prefix_in_key_order_up_to_the_limit<F: Fixture>() {
+    let f = with_scan_keys::<F>();
+    let e = f.engine();
+    let scan = |prefix: &[u8], limit| keys(e.scan(Data, prefix, limit).unwrap());
+    let under_p: [&[u8]; 4] = [b"p/a", b"p/b", b"p/c", b"p/\xff"];
+    assert_eq!(scan(b"p/", 10), byte_strings(&under_p));
+    assert_eq!(scan(b"p/", 2), byte_strings(&under_p[..2]));
+    assert_eq!(scan(b"p/", 0), byte_strings(&[]));
+    assert_eq!(scan(b"r", 10), byte_strings(&[]));
+    let mut all = SCAN_KEYS.to_vec();
+    all.sort();
+    assert_eq!(scan(b"", 100), byte_strings(&all));
+    let records = e.scan(Data, b"p/b", 10).unwrap();
+    assert_eq!(records, [(b"p/b".to_vec(), b"p/b".to_vec())], "values too");
+}
+
+/// A scan after a key starts just past it (present or not), from the first
+/// key when there is none, in key order, the first `limit` records; pages
+/// of it walk the whole space.
+fn scan_after_resumes_past_a_key_in_key_order<F: Fixture>() {
+    let f = with_scan_keys::<F>();
+    let e = f.engine();
+    let after = |key: Option<&[u8]>, limit| keys(e.scan_after(Data, key, limit).unwrap());
+    let mut all = SCAN_KEYS.to_vec();
+    all.sort();
+    assert_eq!(after(None, 3), byte_strings(&all[..3]));
+    assert_eq!(after(Some(b"p"), 2), byte_strings(&[b"p/a", b"p/b"]));
+    assert_eq!(after(Some(b"p/bb"), 2), byte_strings(&[b"p/c", b"p/\xff"]));
+    assert_eq!(after(Some(b"q/a"), 5), byte_strings(&[]));
+    assert_eq!(after(Some(b"p"), 0), byte_strings(&[]));
+    let mut walked = Vec::new();
+    let mut last: Option<Vec<u8>> = None;
+    loop {
+        let page = after(last.as_deref(), 2);
+        let Some(end) = page.last().cloned() else {
+            break;
+        };
+        walked.extend(page);
+        last = Some(end);
+    }
+    assert_eq!(walked, byte_strings(&all));
+}
+
+/// A deleted key is gone from reads and scans; deleting a missing key is
+/// no error.
+fn a_deleted_key_is_gone<F: Fixture>() {
+    let f = F::holding(vec![put(Data, b"a", b"1"), put(Data, b"b", b"1")]);
+    let e = f.engine();
+    e.commit(vec![delete(Data, b"a")], true).unwrap();
+    e.commit(vec![delete(Data, b"never")], true).unwrap();
+    assert_eq!(get(e, Data, b"a"), None);
+    assert_eq!(keys(e.scan(Data, b"", 10).unwrap()), [b"b"]);
+    assert_eq!(keys(e.scan_after(Data, None, 10).unwrap()), [b"b"]);
+}
+
+/// What a sync or a synced commit covered is there after a reopen (for
+/// memory, after a power loss): puts and deletes alike.
+fn synced_writes_survive_a_reopen<F: Fixture>() {
+    let f = F::holding(vec![put(Data, b"a", b"1"), put(Meta, b"gone", b"1")]);
+    let e = f.engine();
+    e.commit(vec![put(Data, b"b", b"2")], false).unwrap();
+    e.commit(vec![delete(Meta, b"gone")], false).unwrap();
+    e.sync().unwrap();
+    let f = f.reopen();
+    let e = f.engine();
+    assert_eq!(get(e, Data, b"a"), Some(b"1".to_vec()));
+    assert_eq!(get(e, Data, b"b"), Some(b"2".to_vec()), "synced by sync()");
+    assert_eq!(get(e, Meta, b"gone"), None, "a delete synced by sync()");
+    e.commit(vec![put(Hints, b"c", b"3")], false).unwrap();
+    e.commit(vec![put(Data, b"d", b"4")], true).unwrap();
+    let f = f.reopen();
+    let e = f.engine();
+    let covered = "a synced commit covers the commits before it";
+    assert_eq!(get(e, Hints, b"c"), Some(b"3".to_vec()), "{covered}");
+    assert_eq!(keys(e.scan(Data, b"", 10).unwrap()), [b"a", b"b", b"d"]);
+}
+
+/// Memory only (a real power loss cannot be had in a test): a power loss
+/// loses the commits since the last sync, puts and deletes, and keeps the
+/// rest.
+#[test]
+fn memory_a_power_loss_loses_unsynced_commits() {
+    let f = Memory::holding(vec![put(Data, b"a", b"1"), put(Data, b"c", b"1")]);
+    let e = f.engine();
+    e.commit(vec![put(Data, b"a", b"2")], false).unwrap();
+    e.commit(vec![put(Meta, b"b", b"2")], false).unwrap();
+    e.commit(vec![delete(Data, b"c")], false).unwrap();
+    assert_eq!(get(e, Data, b"a"), Some(b"2".to_vec()), "read back");
+    let f = f.reopen();
+    let e = f.engine();
+    assert_eq!(get(e, Data, b"a"), Some(b"1".to_vec()));
+    assert_eq!(get(e, Meta, b"b"), None);
+    assert_eq!(get(e, Data, b"c"), Some(b"1".to_vec()));
+}
+
+/// Runs each contract test against each engine: `fjall::<test>` and
+/// `memory::<test>`.
+macro_rules! contract {
+    ($($test:ident),* $(,)?) => {
+        mod fjall {
+            $(#[test] fn $test() { super::$test::<super::Fjall>() })*
+        }
+        mod memory {
+            $(#[test] fn $test() { super::$test::<super::Memory>() })*
+        }
+    };
+}
+
+contract!(
+    a_committed_write_reads_back,
+    a_batch_applies_all_its_writes_and_deletes,
+    a_later_item_of_a_batch_wins,
+    spaces_are_separate,
+    scan_returns_a_prefix_in_key_order_up_to_the_limit,
+    scan_after_resumes_past_a_key_in_key_order,
+    a_deleted_key_is_gone,
+    synced_writes_survive_a_reopen,
+);

@@ -211,7 +211,7 @@ impl Handler for NodeHandler {
             let started = std::time::Instant::now();
             let (op, bucket) = metrics::request_op(&req);
             let bucket_type = bucket.map_or("none", |b| self.coordinator.bucket_type_label(b));
-            let resp = if Admin::serves(&req) {
+            let resp = if req.is_admin() {
                 self.admin.handle(req).await
             } else {
                 self.coordinator.handle(req, false).await

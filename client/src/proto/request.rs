@@ -320,6 +320,37 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether this is an operator request (status, ring, leave, remove,
+    /// join, repair, bucket listing and creation), which a node serves
+    /// itself rather than coordinating across replicas.
+    ///
+    /// ```
+    /// use kvorum_client::proto::Request;
+    /// assert!(Request::Status.is_admin());
+    /// assert!(!Request::Get {
+    ///     bucket: "b".into(),
+    ///     key: b"k".to_vec(),
+    ///     options: Default::default(),
+    ///     at_least: None,
+    /// }
+    /// .is_admin());
+    /// ```
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Request::Status
+                | Request::Leave { .. }
+                | Request::Remove { .. }
+                | Request::Join { .. }
+                | Request::Ring { .. }
+                | Request::Repair
+                | Request::ListBuckets
+                | Request::CreateBucket { .. }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,21 +57,6 @@ impl Admin {
         }
     }
 
-    /// Whether `req` is an admin request (served here, not coordinated).
-    pub fn serves(req: &Request) -> bool {
-        matches!(
-            req,
-            Request::Status
-                | Request::Leave { .. }
-                | Request::Remove { .. }
-                | Request::Join { .. }
-                | Request::Ring { .. }
-                | Request::Repair
-                | Request::ListBuckets
-                | Request::CreateBucket { .. }
-        )
-    }
-
     /// Serves one admin request (anything else is refused).
     pub async fn handle(&self, req: Request) -> Response {
         let served = match req {

@@ -142,17 +142,6 @@ impl Coordinator {
 
     async fn serve(&self, req: Request, forwarded: bool) -> Result<Response, ErrorReply> {
         match req {
-            Request::Status
-            | Request::Leave { .. }
-            | Request::Remove { .. }
-            | Request::Join { .. }
-            | Request::Ring { .. }
-            | Request::Repair
-            | Request::ListBuckets
-            | Request::CreateBucket { .. } => Err(ErrorReply::BadRequest(
-                "an admin request is not coordinated (it is served by the node's admin service)"
-                    .into(),
-            )),
             Request::Get {
                 bucket,
                 key,
@@ -298,6 +287,12 @@ impl Coordinator {
                 self.write(req.clone(), skey, props, update, q, forwarded)
                     .await
             }
+            // Admin requests (`Request::is_admin`) are served by the
+            // node's admin service, never coordinated.
+            _ => Err(ErrorReply::BadRequest(
+                "an admin request is not coordinated (it is served by the node's admin service)"
+                    .into(),
+            )),
         }
     }
 

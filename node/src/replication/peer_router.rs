@@ -68,7 +68,7 @@ impl PeerRouter {
                 .await
             }
             PeerRequest::Forward(req) => {
-                if crate::cluster::admin::Admin::serves(&req) {
+                if req.is_admin() {
                     let refused = ErrorReply::BadRequest("admin requests are not forwarded".into());
                     return PeerResponse::Forwarded(Response::Error(refused));
                 }

@@ -17,10 +17,21 @@
 //! order varies, and are re-sorted; maps hold only ordered collections):
 //! equal states give equal bytes, so anti-entropy compares hashes of stored
 //! bytes.
+//!
+//! # Layout
+//! - this file: [`State`], its updates, merges and reads, and the bounds
+//!   and errors of an update.
+//! - [`map`]: the `map` type's state, [`MapState`].
+//! - `record`: the stored record of a state (versions, migrations,
+//!   canonical bytes) and the clock contexts of set and map reads; its
+//!   functions are re-exported here.
 
 pub mod map;
+mod record;
 
 pub use map::{FieldKey, MapState};
+pub(crate) use record::LegacyState;
+pub use record::{decode_clock, decode_record, encode_clock, encode_record, record_is_current};
 
 use crate::data::register::{Actor, DecodeError, DotContext, RegValue, Register};
 use crdts::{
@@ -495,166 +506,6 @@ fn sorted_members(s: &SetState) -> Vec<Vec<u8>> {
     let mut m: Vec<Vec<u8>> = s.read().val.into_iter().collect();
     m.sort();
     m
-}
-
-// ---------------------------------------------------------------------------
-// Records and contexts
-
-/// Persisted form of a key's state. The enum tag is the format version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum StoredRecord {
-    /// Register-only records (before bucket types).
-    V1(Register),
-    /// Any bucket type, maps as `crdts::Map`s (converted when read).
-    V2(LegacyState),
-    /// Any bucket type, maps as [`MapState`]s. Written for maps only: the
-    /// other types are laid out as in `V2` and still written as `V2`, so
-    /// their stored bytes (and anti-entropy hashes) did not change.
-    V3(State),
-}
-
-/// [`StoredRecord`] by reference, so encoding does not copy the state
-/// (serde writes a reference exactly like the value).
-#[derive(Serialize)]
-enum StoredRecordRef<'a> {
-    #[allow(dead_code)] // only here to give `V2` and `V3` their tags
-    V1(&'a Register),
-    V2(&'a State),
-    V3(&'a State),
-}
-
-/// A state in the layout of record format 2, whose `Map` variant was a
-/// `crdts::Map`; the other variants are laid out as in [`State`]. Other
-/// persisted forms that embedded a [`State`] (hints) decode their old
-/// records with it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum LegacyState {
-    Register(Register),
-    Counter(PNCounter<Actor>),
-    Set(SetState),
-    Map(map::legacy::Map),
-    Lww(LwwState),
-}
-
-impl LegacyState {
-    /// The same state, a map converted to a [`MapState`] (see
-    /// `map::legacy::Map::convert`).
-    pub(crate) fn into_state(self) -> State {
-        match self {
-            LegacyState::Register(r) => State::Register(r),
-            LegacyState::Counter(c) => State::Counter(c),
-            LegacyState::Set(s) => State::Set(s),
-            LegacyState::Map(m) => State::Map(m.convert()),
-            LegacyState::Lww(r) => State::Lww(r),
-        }
-    }
-}
-
-/// The record of a state without canonicalization (sets hold `HashMap`s).
-fn plain_record(state: &State) -> Vec<u8> {
-    let record = match state {
-        State::Map(_) => StoredRecordRef::V3(state),
-        _ => StoredRecordRef::V2(state),
-    };
-    // Serializing plain data into a Vec cannot fail.
-    kvorum_client::bytes::encode(&record)
-}
-
-/// Encodes a key's state for storage, canonically: equal states give equal
-/// bytes whatever order their `HashMap`s iterate in.
-pub fn encode_record(state: &State) -> Vec<u8> {
-    let plain = plain_record(state);
-    match state {
-        // No hash maps inside: already canonical.
-        State::Register(_) | State::Counter(_) | State::Map(_) | State::Lww(_) => plain,
-        State::Set(_) => match postcard::from_bytes::<canon::Record>(&plain) {
-            Ok(mut mirror) => {
-                mirror.sort();
-                postcard::to_stdvec(&mirror).unwrap_or(plain)
-            }
-            // The mirror types are tested to match; fall back to the plain form.
-            Err(_) => plain,
-        },
-    }
-}
-
-/// Decodes a stored record; a map record of format 2 is converted.
-pub fn decode_record(bytes: &[u8]) -> Result<State, DecodeError> {
-    match postcard::from_bytes::<StoredRecord>(bytes) {
-        Ok(StoredRecord::V1(r)) => Ok(State::Register(r)),
-        Ok(StoredRecord::V2(s)) => Ok(s.into_state()),
-        Ok(StoredRecord::V3(s)) => Ok(s),
-        Err(e) => Err(DecodeError::Malformed(e.to_string())),
-    }
-}
-
-/// Whether a stored record is in the format [`encode_record`] writes for
-/// its state. Only map records of format 2 are not (they are converted when
-/// read); the replica rewrites them when it next merges into them, so that
-/// replicas holding equal maps hold equal bytes again.
-pub fn record_is_current(bytes: &[u8]) -> bool {
-    // Postcard enum tags: `StoredRecord::V2` is 1, `State::Map` is 3.
-    !matches!(bytes, [1, 3, ..])
-}
-
-/// Version byte of a set or map context (register contexts start with 1).
-const CLOCK_CONTEXT_VERSION: u8 = 2;
-
-/// Encodes a set or map read's clock as the opaque bytes clients hold.
-pub fn encode_clock(clock: &VClock<Actor>) -> Vec<u8> {
-    if clock.is_empty() {
-        return Vec::new();
-    }
-    let size = postcard::experimental::serialized_size(clock).unwrap_or(0);
-    let mut out = Vec::with_capacity(1 + size);
-    out.push(CLOCK_CONTEXT_VERSION);
-    postcard::to_extend(clock, out).unwrap_or_else(|_| vec![CLOCK_CONTEXT_VERSION])
-}
-
-/// Decodes a set or map context; the empty byte string is the empty clock.
-pub fn decode_clock(bytes: &[u8]) -> Result<VClock<Actor>, DecodeError> {
-    match bytes.split_first() {
-        None => Ok(VClock::new()),
-        Some((&CLOCK_CONTEXT_VERSION, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| DecodeError::Malformed(e.to_string()))
-        }
-        Some((&v, _)) => Err(DecodeError::ContextVersion(v)),
-    }
-}
-
-/// Mirrors of the stored records with every hash map (those of `crdts`
-/// sets) as a sortable list. They serialize exactly like the originals
-/// (postcard writes a map as a length and its pairs, a list of pairs the
-/// same way), so sorting them gives the canonical bytes of the original.
-mod canon {
-    use super::map::legacy::{Map as LegacyMap, Orswot};
-    use super::{Actor, Register, Stamp};
-    use crdts::{lwwreg::LWWReg, pncounter::PNCounter};
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Serialize, Deserialize)]
-    pub(super) enum Record {
-        V1(Register),
-        V2(State),
-        V3(super::State),
-    }
-
-    #[derive(Serialize, Deserialize)]
-    pub(super) enum State {
-        Register(Register),
-        Counter(PNCounter<Actor>),
-        Set(Orswot<Vec<u8>>),
-        Map(LegacyMap),
-        Lww(LWWReg<Option<Vec<u8>>, Stamp>),
-    }
-
-    impl Record {
-        pub(super) fn sort(&mut self) {
-            if let Record::V2(State::Set(s)) = self {
-                s.sort();
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,15 @@
 //! Transfers are bounded: at most [`TransferConfig::max_concurrent`]
 //! streams in at once per node, the same number of stream batches served at
 //! once, and batches of [`TransferConfig::batch_bytes`].
+//!
+//! # Layout
+//! - this file: the [`Transfers`] service (config, errors, the step loop),
+//!   barrier and completion, the gainer's streaming loop and the source's
+//!   side of a stream, and the dispatch of a peer's [`TransferRequest`].
+//! - `handoff`: step 4, both sides (the losing node's digest, merge batch and
+//!   drop of unowned keys; the owner's answers).
+//! - `progress`: the persisted stream cursors ([`SourceProgress`]), the
+//!   admin status report ([`TransferReport`]) and the transfer gauges.
 
 use crate::cluster::buckets::Buckets;
 use crate::cluster::liveness::Liveness;
@@ -42,12 +51,17 @@ use crate::rpc::transport::Transport;
 use crate::storage::{Space, StorageError};
 use crate::util::LockExt;
 use kvorum_ring::NodeId;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
+
+mod handoff;
+mod progress;
+
+use progress::{load_progress, save_progress};
+pub use progress::{SourceProgress, TransferReport};
 
 /// Range transfer settings (`[transfers]` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +89,6 @@ impl Default for TransferConfig {
 const SCAN_PER_CALL: u64 = 20_000;
 /// Records read from storage at a time.
 const SCAN_CHUNK: usize = 512;
-/// Keys per handoff digest.
-const HANDOFF_BATCH: usize = 256;
 /// How often a settled node checks again for keys it does not own (writes
 /// of a coordinator whose view lagged, hints delivered late).
 const HANDOFF_RECHECK: Duration = Duration::from_secs(60);
@@ -84,27 +96,6 @@ const HANDOFF_RECHECK: Duration = Duration::from_secs(60);
 const HANDOFF_RETRY: Duration = Duration::from_secs(2);
 /// Bound on one peer call of a transfer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Progress of one incoming stream (one source) of the current view.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceProgress {
-    /// The node streaming to this one.
-    pub source: NodeId,
-    /// The view the stream is for.
-    pub view: u64,
-    /// Where the next batch resumes (storage key).
-    pub after: Option<Vec<u8>>,
-    /// Keys of the source scanned so far.
-    pub scanned: u64,
-    /// Keys the source holds (approximate).
-    pub total: u64,
-    /// Keys received.
-    pub keys: u64,
-    /// Record bytes received.
-    pub bytes: u64,
-    /// Whether the stream is complete.
-    pub done: bool,
-}
 
 /// Why a transfer step failed (retried at the next interval).
 #[derive(Debug, thiserror::Error)]
@@ -157,18 +148,6 @@ struct Inner {
     /// and when the next one is due.
     handed_off: Mutex<Option<(u64, std::time::Instant)>>,
     metrics: Arc<Metrics>,
-}
-
-/// What `kvorum admin status` shows of this node's transfers.
-#[derive(Debug, Clone, Default)]
-pub struct TransferReport {
-    /// Incoming streams of the current view.
-    pub sources: Vec<SourceProgress>,
-    /// Members that must still stream in their ranges before the change
-    /// completes (empty when no change is in progress).
-    pub waiting_for: Vec<NodeId>,
-    /// Ranges each gainer gains.
-    pub ranges: BTreeMap<NodeId, u64>,
 }
 
 impl Transfers {
@@ -232,31 +211,6 @@ impl Transfers {
         let g = view.gainers(&ns);
         *cache = Some((view.hash, ns, g.clone()));
         g
-    }
-
-    /// Progress for `kvorum admin status`.
-    pub fn report(&self) -> TransferReport {
-        let view = self.inner.membership.view();
-        let ranges = self.gainers(&view);
-        let waiting_for = ranges
-            .keys()
-            .filter(|g| {
-                view.members
-                    .get(*g)
-                    .is_some_and(|m| m.synced_view != view.hash)
-            })
-            .cloned()
-            .collect();
-        let sources = lock(&self.inner.progress)
-            .values()
-            .filter(|p| p.view == view.hash)
-            .cloned()
-            .collect();
-        TransferReport {
-            sources,
-            waiting_for,
-            ranges,
-        }
     }
 
     /// Runs until shutdown: every interval, one step.
@@ -520,36 +474,6 @@ impl Transfers {
         Ok(())
     }
 
-    /// Sets the transfer gauges (run at each scrape).
-    pub fn collect(&self, m: &Metrics) {
-        let view = self.inner.membership.view();
-        let (done, pending) = lock(&self.inner.progress)
-            .values()
-            .filter(|s| s.view == view.hash && view.in_transition())
-            .fold(
-                (0u32, 0u32),
-                |(d, n), s| if s.done { (d + 1, n) } else { (d, n + 1) },
-            );
-        m.gauge(metrics::TRANSFER_SOURCES, &[("status", "done")])
-            .set(f64::from(done));
-        m.gauge(metrics::TRANSFER_SOURCES, &[("status", "pending")])
-            .set(f64::from(pending));
-        m.gauge(metrics::TRANSFERS_ACTIVE, &[])
-            .set(self.inner.active.load(Ordering::Relaxed) as f64);
-        m.gauge(metrics::RING_TRANSITION, &[])
-            .set(if view.in_transition() { 1.0 } else { 0.0 });
-        for state in [
-            MemberState::Joining,
-            MemberState::Up,
-            MemberState::Leaving,
-            MemberState::Removed,
-        ] {
-            let n = view.members.values().filter(|x| x.state == state).count();
-            m.gauge(metrics::MEMBER_STATES, &[("state", state.as_str())])
-                .set(n as f64);
-        }
-    }
-
     /// Serves a peer's transfer request.
     pub async fn serve(&self, req: TransferRequest) -> Result<TransferResponse, PeerError> {
         match req {
@@ -637,232 +561,10 @@ impl Transfers {
             Err(e) => Err(PeerError::Storage(format!("the scan stopped: {e}"))),
         }
     }
-
-    /// Answers a handoff digest: the positions of keys held differently.
-    pub fn serve_digest(&self, keys: &[(Vec<u8>, u64)]) -> Result<TransferResponse, PeerError> {
-        let store = self.inner.replica.store();
-        let mut wanted = Vec::new();
-        for (i, (key, hash)) in keys.iter().enumerate() {
-            match store.get(Space::Data, key) {
-                Ok(Some(record)) if crate::repair::aae::state_hash(&record) == *hash => {}
-                Ok(_) => wanted.push(i as u32),
-                Err(e) => return Err(PeerError::Storage(e.to_string())),
-            }
-        }
-        Ok(TransferResponse::Wanted(wanted))
-    }
-
-    /// Merges a handoff batch durably.
-    pub async fn serve_merge(
-        &self,
-        records: Vec<(Vec<u8>, State)>,
-    ) -> Result<TransferResponse, PeerError> {
-        match self.merge_all(records).await {
-            Ok(()) => Ok(TransferResponse::Merged),
-            Err(TransferError::Merge(e)) => Err(e.into()),
-            Err(e) => Err(PeerError::Storage(e.to_string())),
-        }
-    }
-
-    /// Drops the keys this node no longer owns, each once every owner holds
-    /// it. Returns whether the pass left nothing behind (false: an owner was
-    /// down or failed, or a key changed meanwhile; the next step repeats it).
-    ///
-    /// A removed node pushes nothing: if it left, the new owners streamed
-    /// its ranges from it; if it was removed while down, its data is older
-    /// than the survivors' (pushing it could bring back a deleted value
-    /// whose tombstone was reaped since). It just drops everything.
-    async fn hand_off(&self, view: &View) -> Result<bool, TransferError> {
-        let inner = &self.inner;
-        let store = inner.replica.store().clone();
-        let removed = inner.membership.my_state() == MemberState::Removed;
-        let mut after: Option<Vec<u8>> = None;
-        let mut failed: Option<TransferError> = None;
-        let mut clean = true;
-        let mut rotated = removed;
-        let (mut pushed, mut dropped) = (0u64, 0u64);
-        loop {
-            if inner.membership.view_hash() != view.hash {
-                return Err(TransferError::ViewChanged);
-            }
-            let chunk = store.scan_after(Space::Data, after.as_deref(), HANDOFF_BATCH)?;
-            let end = chunk.len() < HANDOFF_BATCH;
-            after = chunk.last().map(|(k, _)| k.clone());
-            // Per owner: the keys it must confirm.
-            let mut by_owner: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
-            let mut moving = Vec::new();
-            for (key, record) in chunk {
-                let n = inner.buckets.n_of_key(&key);
-                let owners = view.read_ring.preference_list(&key, n);
-                if owners.contains(&inner.me) || (owners.is_empty() && !removed) {
-                    continue;
-                }
-                let i = moving.len();
-                if !removed {
-                    for o in &owners {
-                        by_owner.entry(o.clone()).or_default().push(i);
-                    }
-                }
-                moving.push((key, crate::repair::aae::state_hash(&record), record, true));
-            }
-            for (owner, idx) in by_owner {
-                let result = if inner.liveness.is_up(&owner) {
-                    self.confirm(&owner, &moving, &idx).await
-                } else {
-                    Err(TransferError::Peer {
-                        peer: owner.clone(),
-                        reason: "down".into(),
-                    })
-                };
-                match result {
-                    Ok(n) => pushed += n,
-                    Err(e) => {
-                        for &i in &idx {
-                            moving[i].3 = false;
-                        }
-                        clean = false;
-                        failed = Some(e);
-                    }
-                }
-            }
-            if !rotated && moving.iter().any(|m| m.3) {
-                // Before the first drop: this node may own these keys again
-                // one day and must not coordinate them as the same actor
-                // from an empty state.
-                inner.member_store.rotate_epoch().await?;
-                rotated = true;
-            }
-            // The drops of a chunk at once: they share syncs (group commit).
-            let mut drops = tokio::task::JoinSet::new();
-            for (key, hash, _, confirmed) in moving {
-                if confirmed {
-                    let replica = inner.replica.clone();
-                    drops.spawn(async move { replica.drop_if(key, hash).await });
-                }
-            }
-            while let Some(r) = drops.join_next().await {
-                match r {
-                    Ok(Ok(true)) => dropped += 1,
-                    Ok(Ok(false)) => clean = false, // changed meanwhile: the next pass
-                    Ok(Err(e)) => {
-                        clean = false;
-                        failed = Some(TransferError::Storage(StorageError::Engine(e.to_string())))
-                    }
-                    Err(e) => {
-                        clean = false;
-                        failed = Some(TransferError::Storage(StorageError::Engine(e.to_string())))
-                    }
-                }
-            }
-            if end {
-                break;
-            }
-        }
-        inner
-            .metrics
-            .counter(metrics::KEYS_DROPPED, &[])
-            .increment(dropped);
-        if pushed + dropped > 0 {
-            tracing::info!(pushed, dropped, "handed off keys this node no longer owns");
-        }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(clean),
-        }
-    }
-
-    /// Makes `owner` hold the states of `moving[idx]`: a digest, then the
-    /// states it lacks. Returns how many were sent.
-    async fn confirm(
-        &self,
-        owner: &NodeId,
-        moving: &[(Vec<u8>, u64, Vec<u8>, bool)],
-        idx: &[usize],
-    ) -> Result<u64, TransferError> {
-        let inner = &self.inner;
-        let err = |reason: String| TransferError::Peer {
-            peer: owner.clone(),
-            reason,
-        };
-        let keys = idx
-            .iter()
-            .map(|&i| (moving[i].0.clone(), moving[i].1))
-            .collect();
-        let digest = TransferRequest::Digest { keys };
-        let wanted = match ask(&*inner.transport, owner, digest, CALL_TIMEOUT).await {
-            Ok(TransferResponse::Wanted(w)) => w,
-            Ok(other) => return Err(err(format!("unexpected answer {other:?}"))),
-            Err(e) => return Err(err(e.to_string())),
-        };
-        let mut records = Vec::new();
-        let mut bytes = 0u64;
-        for w in wanted {
-            let Some(&i) = idx.get(w as usize) else {
-                return Err(err("digest answer out of range".into()));
-            };
-            let (key, _, record, _) = &moving[i];
-            match value::decode_record(record) {
-                Ok(state) => {
-                    bytes += record.len() as u64;
-                    records.push((key.clone(), state));
-                }
-                Err(e) => return Err(err(format!("undecodable local record: {e}"))),
-            }
-        }
-        if records.is_empty() {
-            return Ok(0);
-        }
-        let n = records.len() as u64;
-        let merge = TransferRequest::MergeBatch { records };
-        match ask(&*inner.transport, owner, merge, CALL_TIMEOUT).await {
-            Ok(TransferResponse::Merged) => {
-                let m = &inner.metrics;
-                m.counter(metrics::TRANSFER_KEYS, &[("direction", "handoff")])
-                    .increment(n);
-                m.counter(metrics::TRANSFER_BYTES, &[("direction", "handoff")])
-                    .increment(bytes);
-                Ok(n)
-            }
-            Ok(other) => Err(err(format!("unexpected answer {other:?}"))),
-            Err(e) => Err(err(e.to_string())),
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.locked()
-}
-
-/// Meta key prefix of persisted stream cursors.
-const PROGRESS_PREFIX: &[u8] = b"transfer/";
-
-fn load_progress(replica: &Replica) -> Result<BTreeMap<NodeId, SourceProgress>, StorageError> {
-    let mut out = BTreeMap::new();
-    for (_, bytes) in replica
-        .store()
-        .scan(Space::Meta, PROGRESS_PREFIX, usize::MAX)?
-    {
-        match postcard::from_bytes::<SourceProgress>(&bytes) {
-            Ok(p) => {
-                out.insert(p.source.clone(), p);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable transfer cursor ignored (the stream restarts)")
-            }
-        }
-    }
-    Ok(out)
-}
-
-async fn save_progress(replica: &Replica, p: &SourceProgress) -> Result<(), StorageError> {
-    let mut key = PROGRESS_PREFIX.to_vec();
-    key.extend_from_slice(p.source.as_str().as_bytes());
-    // Serializing a plain struct into a Vec cannot fail.
-    let bytes = postcard::to_stdvec(p).unwrap_or_default();
-    replica
-        .store()
-        .update(Space::Meta, key, move |_| (Some(bytes), ()))
-        .await
 }
 
 /// Runs `f` when dropped.

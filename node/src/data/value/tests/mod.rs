@@ -6,6 +6,7 @@
 //! `records.rs`: record formats, canonical encodings, clock contexts, migrations;
 //! `refusals.rs`: wrong ops, type mismatches, size limits, invalid peer states.
 
+use super::record::{canon, plain_record, CLOCK_CONTEXT_VERSION};
 use super::*;
 use crate::data::register::{decode_context, Dot, DotContext};
 use kvorum_client::{FieldKind, FieldValue, MapOp};

@@ -132,11 +132,7 @@ pub(super) fn start_cluster(
         children.push(child);
     }
     let certs = dir.join("certs");
-    let tls = TlsMaterial::from_files(
-        certs.join("ca.pem"),
-        certs.join("client.pem"),
-        certs.join("client.key"),
-    )?;
+    let tls = TlsMaterial::from_dir(&certs, "client")?;
     Ok(Target {
         addrs: configs.iter().map(|c| c.listen).collect(),
         tls,

@@ -181,11 +181,7 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
             .ok_or_else(|| BenchError::Usage("the baseline config was not made (a bug)".into()))?;
         let mut echo = Child::spawn("echo", &["bench", "--serve-echo", "n1.toml"], &dir)?;
         let certs = dir.join("certs");
-        let tls = TlsMaterial::from_files(
-            certs.join("ca.pem"),
-            certs.join("client.pem"),
-            certs.join("client.key"),
-        )?;
+        let tls = TlsMaterial::from_dir(&certs, "client")?;
         let client = Admin::builder([addr], tls).build()?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while let Err(e) = echo_request(&client).await {
@@ -221,11 +217,7 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         );
         start_cluster(&args, threads, &path)?
     } else {
-        let tls = TlsMaterial::from_files(
-            args.certs.join("ca.pem"),
-            args.certs.join("client.pem"),
-            args.certs.join("client.key"),
-        )?;
+        let tls = TlsMaterial::from_dir(&args.certs, "client")?;
         Target {
             addrs: args.connect.clone(),
             tls,

@@ -276,3 +276,73 @@ async fn a_client_certificate_cannot_call_the_peer_endpoint() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_does_not_keep_the_request_slots() {
+    // Issue 23: answers were written without a deadline, so a client that
+    // never read them held its request slots for good.
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let c = TestCluster::start(
+            1,
+            "[replication]\nn = 1\nr = 1\nw = 1\n\
+             [limits]\nmax_inflight_requests = 2\nrequest_read_timeout_ms = 1000\n",
+        )
+        .await;
+        let client = c.client_of(&c.addrs);
+        // Three siblings of 1 MiB: an answer larger than a stream's
+        // receive window, so the node's write blocks on an unread stream.
+        for _ in 0..3 {
+            client
+                .put(
+                    "default",
+                    b"big",
+                    &vec![7u8; 1 << 20],
+                    &CausalContext::empty(),
+                )
+                .await
+                .unwrap();
+        }
+        let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let cfg = kvorum_client::tls::quic_client_config(
+            &c.client_tls(),
+            ALPN_CLIENT,
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let conn = ep
+            .connect_with(cfg, c.addrs[0], kvorum_client::proto::NODE_CERT_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let get = encode_frame(
+            PROTOCOL_VERSION,
+            &Request::Get {
+                bucket: "default".into(),
+                key: b"big".to_vec(),
+                options: Default::default(),
+                at_least: None,
+            },
+        );
+        // Both client slots, taken by requests whose answers are never read.
+        let mut unread = Vec::new();
+        for _ in 0..2 {
+            let (mut send, recv) = conn.open_bi().await.unwrap();
+            send.write_all(&get).await.unwrap();
+            send.finish().unwrap();
+            unread.push((send, recv));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The slots come back once the answers' deadline passed.
+        let started = std::time::Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(10), client.get("default", b"small"))
+            .await
+            .expect("a request slot is free again");
+        assert!(read.is_ok(), "{read:?}");
+        eprintln!("served after {:?}", started.elapsed());
+        drop(unread);
+        conn.close(0u32.into(), b"done");
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

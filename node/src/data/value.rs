@@ -106,6 +106,16 @@ pub enum ValueError {
     /// The client's context is malformed.
     #[error(transparent)]
     Context(#[from] DecodeError),
+    /// An increment (or decrement) would take this replica's running total
+    /// of the counter past what it can count (2^64 - 1 in each direction).
+    #[error("the counter's total here is {total}: an increment by {by} would overflow it")]
+    CounterOverflow {
+        /// The coordinating replica's running total in the increment's
+        /// direction.
+        total: u64,
+        /// The increment asked for.
+        by: i64,
+    },
     /// The result would exceed a configured bound.
     #[error("{what} too large: {size}{unit} (max {max})", unit = what.unit())]
     TooLarge {
@@ -299,6 +309,15 @@ impl State {
                     ..
                 },
             ) => {
+                // The actor's running total is a u64 dot counter: one that
+                // would wrap makes an op the counter ignores, acknowledged
+                // but lost. Refused instead.
+                let (inc, dec) = counter_totals(c);
+                let held = if by >= 0 { &inc } else { &dec };
+                let total = held.get(&me.id()).copied().unwrap_or(0);
+                if total.checked_add(by.unsigned_abs()).is_none() {
+                    return Err(ValueError::CounterOverflow { total, by });
+                }
                 let op = if by >= 0 {
                     c.inc_many(me.clone(), by.unsigned_abs())
                 } else {

@@ -48,7 +48,7 @@ pub struct ServeLimits {
     /// Most concurrent client requests; as many again are kept for peer
     /// requests, so clients cannot starve replication.
     pub max_inflight_requests: usize,
-    /// Bound on receiving one request frame.
+    /// Bound on receiving one request frame, and on delivering its answer.
     pub read_timeout: Duration,
 }
 
@@ -397,13 +397,25 @@ async fn serve_stream(
         }
         Err(e) => return Err(e.into()),
     };
-    send.write_all(&answer).await?;
-    sent.increment(answer.len() as u64);
-    send.finish()?;
-    // Wait until the peer has the answer (or the stream is gone) so dropping
-    // the stream does not cut it off.
-    let _ = send.stopped().await;
-    Ok(())
+    // A receiver that does not take its answer must not hold the request
+    // slot: the answer gets as long as the request frame had to arrive.
+    let delivered = tokio::time::timeout(limits.read_timeout, async {
+        send.write_all(&answer).await?;
+        sent.increment(answer.len() as u64);
+        send.finish()?;
+        // Wait until the peer has the answer (or the stream is gone) so
+        // dropping the stream does not cut it off.
+        let _ = send.stopped().await;
+        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    })
+    .await;
+    match delivered {
+        Ok(done) => done,
+        Err(_) => {
+            let _ = send.reset(0u32.into());
+            Err("answer not taken in time".into())
+        }
+    }
 }
 
 /// The handler's answer, or `Err` with the answer to a frame that could

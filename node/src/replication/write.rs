@@ -92,6 +92,9 @@ impl Coordinator {
             Ok(Err(ReplicaError::Value(ValueError::Context(e)))) => {
                 return Err(ErrorReply::InvalidContext(e.to_string()))
             }
+            Ok(Err(ReplicaError::Value(e @ ValueError::CounterOverflow { .. }))) => {
+                return Err(ErrorReply::BadRequest(e.to_string()))
+            }
             Ok(Err(e)) => return Err(ErrorReply::Internal(format!("local write failed: {e}"))),
         };
         // Sloppy quorum (Dynamo §4.6): a replica that is down, or that fails

@@ -43,6 +43,33 @@ fn counter_value_saturates_at_the_i64_bounds() {
 }
 
 #[test]
+fn an_increment_that_would_overflow_a_replicas_total_is_refused_and_changes_nothing() {
+    // Issue 23: three increments by i64::MAX through one replica wrapped its
+    // running total; the third was acknowledged and the value did not move.
+    let a = actor("a");
+    let mut s = State::empty(BucketType::Counter);
+    apply(&mut s, &a, inc(i64::MAX));
+    apply(&mut s, &a, inc(i64::MAX)); // 2^64 - 2: still counted
+    let before = s.clone();
+    let refused = s.coordinate(&a, inc(i64::MAX), 0, 1, &limits());
+    assert!(
+        matches!(
+            refused,
+            Err(ValueError::CounterOverflow { by: i64::MAX, .. })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(s, before, "a refused increment changes nothing");
+    // Decrements have a total of their own.
+    apply(&mut s, &a, inc(-1));
+    assert_eq!(
+        counter(&s),
+        Some(i64::MAX),
+        "the value saturates, the totals do not wrap"
+    );
+}
+
+#[test]
 fn counter_versions_are_per_actor_totals() {
     let mut s = State::empty(BucketType::Counter);
     apply(&mut s, &actor("a"), inc(5));

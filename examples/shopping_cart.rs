@@ -108,7 +108,8 @@ async fn main() -> Result<(), BoxError> {
     // Each device talks to its own node first.
     let mut other = nodes.clone();
     other.rotate_left(1);
-    let admin = Admin::connect(nodes.clone(), tls.clone())?;
+    // Bucket creation is an admin request: it needs the admin certificate.
+    let admin = Admin::connect(nodes.clone(), TlsMaterial::from_dir(&certs, "admin")?)?;
     let (phone, laptop) = (
         Client::connect(nodes, tls.clone())?,
         Client::connect(other, tls)?,

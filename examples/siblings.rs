@@ -105,13 +105,14 @@ async fn main() -> Result<(), BoxError> {
         .unwrap_or_else(|| "kvorum-dev".into());
     let dir = Path::new(&dir);
     let certs = dir.join("certs");
-    let tls = TlsMaterial::from_dir(certs, "client")?;
+    let tls = TlsMaterial::from_dir(&certs, "client")?;
     let nodes: Vec<SocketAddr> = std::fs::read_to_string(dir.join("nodes"))?
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| l.trim().parse())
         .collect::<Result<_, _>>()?;
-    let admin = Admin::connect(nodes.clone(), tls.clone())?;
+    // Bucket creation is an admin request: it needs the admin certificate.
+    let admin = Admin::connect(nodes.clone(), TlsMaterial::from_dir(&certs, "admin")?)?;
     let client = Client::connect(nodes, tls)?;
     run(&admin, &client).await?;
     admin.close().await;

@@ -5,7 +5,10 @@
 use crate::client::{ClientBuilder, FromPool};
 use crate::error::Error;
 use crate::pool::Pool;
-use crate::proto::{BucketProps, ClusterStatus, MemberStatus, Request, Response, RingRange};
+use crate::proto::{
+    AccessList, BucketProps, CertificateStatus, ClusterStatus, Grant, MemberStatus,
+    QuarantinedRecord, Request, Response, Revocation, RingRange,
+};
 use crate::tls::TlsMaterial;
 use std::net::SocketAddr;
 
@@ -119,7 +122,7 @@ impl Admin {
     /// ```
     pub async fn cluster_status(&self) -> Result<ClusterStatus, Error> {
         match self.pool.call(&Request::Status, true).await? {
-            Response::Status(s) => Ok(s),
+            Response::Status(s) => Ok(*s),
             other => Err(Error::of_answer(other)),
         }
     }
@@ -248,6 +251,99 @@ impl Admin {
     pub async fn buckets(&self) -> Result<Vec<(String, BucketProps)>, Error> {
         match self.pool.call(&Request::ListBuckets, true).await? {
             Response::Buckets(b) => Ok(b),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// Sets a grant of the cluster's access list: what the client
+    /// certificate named `grant.client` (`*`: every one) may do on the
+    /// buckets of `grant.scope`. A grant with neither read nor write
+    /// removes that client's grant for the scope. The answering node sends
+    /// it to every member and gossip carries it to any that missed it; the
+    /// newest change of a (client, scope) wins everywhere. Returns the
+    /// access list after the change.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::{Grant, GrantScope};
+    /// admin.grant(Grant {
+    ///     client: "shop".into(),
+    ///     scope: GrantScope::Prefix("shop-".into()),
+    ///     read: true,
+    ///     write: true,
+    /// }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn grant(&self, grant: Grant) -> Result<AccessList, Error> {
+        self.access_call(&Request::Grant(grant)).await
+    }
+
+    /// Revokes a certificate, by serial number or by role and name: within
+    /// a gossip round every node refuses it new connections and closes the
+    /// ones it has. Returns the access list after the change.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::Revocation;
+    /// admin.revoke(Revocation::Name { role: "client".into(), name: "laptop".into() }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn revoke(&self, revocation: Revocation) -> Result<AccessList, Error> {
+        self.access_call(&Request::Revoke(revocation)).await
+    }
+
+    /// The access list as the answering node holds it.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// for g in admin.access().await?.grants {
+    ///     println!("{} {:?} read={} write={}", g.client, g.scope, g.read, g.write);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn access(&self) -> Result<AccessList, Error> {
+        self.access_call(&Request::Access).await
+    }
+
+    /// Makes the answering node read its certificate, key and CA bundle
+    /// again (as SIGHUP does): new connections use them, open ones are
+    /// kept. Build the handle with exactly the node to reload. Returns the
+    /// certificate it now serves with.
+    ///
+    /// ```no_run
+    /// # async fn f(tls: kvorum_client::TlsMaterial) -> Result<(), kvorum_client::Error> {
+    /// let one = kvorum_client::Admin::connect(["10.0.0.1:7401".parse().unwrap()], tls)?;
+    /// let cert = one.reload_certificates().await?;
+    /// println!("{} now serves certificate {} (until {})", cert.node, cert.serial, cert.not_after);
+    /// # Ok(()) }
+    /// ```
+    pub async fn reload_certificates(&self) -> Result<CertificateStatus, Error> {
+        match self.pool.call(&Request::ReloadCertificates, true).await? {
+            Response::Reloaded(c) => Ok(c),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// The stored records the answering node could not decode and moved
+    /// aside. Build the handle with exactly the node to ask.
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// for q in admin.quarantined().await? {
+    ///     println!("{} {:?}: {} bytes, {}", q.bucket, q.key, q.bytes, q.why);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn quarantined(&self) -> Result<Vec<QuarantinedRecord>, Error> {
+        match self.pool.call(&Request::Quarantined, true).await? {
+            Response::Quarantined(q) => Ok(q),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    async fn access_call(&self, req: &Request) -> Result<AccessList, Error> {
+        match self.pool.call(req, true).await? {
+            Response::Access(a) => Ok(a),
             other => Err(Error::of_answer(other)),
         }
     }

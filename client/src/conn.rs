@@ -128,6 +128,9 @@ pub struct Connections {
     /// One slot per address ever asked for; its lock is held while
     /// connecting, so calls to one address wait for one connect.
     slots: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Replaces the endpoint's default client configuration for new
+    /// connections (certificates reloaded).
+    config: Mutex<Option<quinn::ClientConfig>>,
 }
 
 /// An address's cached connection, and when and why connecting to it last
@@ -161,7 +164,20 @@ impl Connections {
             connect_timeout,
             backoff: RECONNECT_BACKOFF,
             slots: Mutex::new(HashMap::new()),
+            config: Mutex::new(None),
         }
+    }
+
+    /// Dials new connections with `config` from now on (a node whose
+    /// certificates were reloaded); open connections are kept.
+    ///
+    /// ```no_run
+    /// # fn f(conns: kvorum_client::conn::Connections, cfg: quinn::ClientConfig) {
+    /// conns.set_client_config(cfg);
+    /// # }
+    /// ```
+    pub fn set_client_config(&self, config: quinn::ClientConfig) {
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(config);
     }
 
     /// Sets how long an address that failed is skipped.
@@ -316,10 +332,16 @@ impl Connections {
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<quinn::Connection, ConnectError> {
-        let connecting = self
-            .endpoint
-            .connect(addr, &self.server_name)
-            .map_err(ConnectError::Start)?;
+        let config = self
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let connecting = match config {
+            Some(c) => self.endpoint.connect_with(c, addr, &self.server_name),
+            None => self.endpoint.connect(addr, &self.server_name),
+        }
+        .map_err(ConnectError::Start)?;
         match tokio::time::timeout(self.connect_timeout, connecting).await {
             Err(_) => Err(ConnectError::Timeout(self.connect_timeout)),
             Ok(Err(e)) => Err(e.into()),

@@ -63,8 +63,9 @@ pub use handles::{
 };
 pub use kv::Versioned;
 pub use proto::{
-    CausalContext, ClusterStatus, ErrorReply, MemberStatus, QuorumFailure, ReadOptions,
-    ReplicaOutcome, RingRange, StaleRead, TransferStatus, WriteOptions,
+    AccessList, CausalContext, CertificateStatus, ClusterStatus, ErrorReply, Grant, GrantScope,
+    MemberStatus, QuarantinedRecord, QuorumFailure, ReadOptions, ReplicaOutcome, Revocation,
+    RingRange, StaleRead, TransferStatus, WriteOptions,
 };
 pub use session::{Session, SessionConfig};
 pub use tls::{TlsError, TlsMaterial};

@@ -132,6 +132,9 @@ impl Pool {
             Request::CreateBucket { .. } => None,
             // A repair compares trees with every peer: allow it a minute.
             Request::Repair => Some(60_000),
+            // Access changes are sent to every member, as bucket creation.
+            Request::Grant(_) | Request::Revoke(_) | Request::Access => None,
+            Request::ReloadCertificates | Request::Quarantined => None,
         }
         .map(|ms| Duration::from_millis(ms.into()))
         .unwrap_or(self.inner.request_timeout)

@@ -10,6 +10,9 @@ use kvorum_client::proto::{
     PROTOCOL_VERSION,
 };
 use kvorum_client::{
+    AccessList, CertificateStatus, Grant, GrantScope, QuarantinedRecord, Revocation,
+};
+use kvorum_client::{
     ActorId, BucketProps, BucketType, CausalContext, DataOp, DataValue, FieldKind, FieldValue,
     MapOp, MapValue, ReadOptions, ReadReport, Version, WriteOptions,
 };
@@ -93,6 +96,20 @@ fn requests() -> Vec<Request> {
             seed: "127.0.0.1:7401".into(),
         },
         Request::Ring { n: Some(3) },
+        Request::Grant(Grant {
+            client: "shop".into(),
+            scope: GrantScope::Prefix("shop-".into()),
+            read: true,
+            write: false,
+        }),
+        Request::Revoke(Revocation::Name {
+            role: "client".into(),
+            name: "laptop".into(),
+        }),
+        Request::Revoke(Revocation::Serial("0a".into())),
+        Request::Access,
+        Request::ReloadCertificates,
+        Request::Quarantined,
     ]
 }
 
@@ -143,6 +160,7 @@ fn errors() -> Vec<ErrorReply> {
         },
         ErrorReply::Internal("i".into()),
         ErrorReply::Refused("r".into()),
+        ErrorReply::Forbidden("f".into()),
     ]
 }
 
@@ -177,7 +195,8 @@ fn responses() -> Vec<Response> {
                 dec: Default::default(),
             },
         },
-        Response::Status(ClusterStatus {
+        Response::Status(Box::new(ClusterStatus {
+            certificates: vec![],
             node: "n1".into(),
             members: vec![MemberStatus {
                 id: "n1".into(),
@@ -197,7 +216,7 @@ fn responses() -> Vec<Response> {
                 bytes: 4096,
                 done: false,
             }],
-        }),
+        })),
         Response::Accepted("ok".into()),
         Response::Ring(vec![RingRange {
             start: 10,
@@ -231,6 +250,27 @@ fn responses() -> Vec<Response> {
         },
         Response::BucketCreated,
         Response::Buckets(vec![("carts".into(), BucketProps::new(BucketType::Map))]),
+        Response::Access(AccessList {
+            grants: vec![Grant {
+                client: "*".into(),
+                scope: GrantScope::Bucket("b".into()),
+                read: true,
+                write: true,
+            }],
+            revoked: vec![Revocation::Serial("0a".into())],
+        }),
+        Response::Reloaded(CertificateStatus {
+            node: "n1".into(),
+            serial: "0a".into(),
+            not_after: 1_900_000_000,
+        }),
+        Response::Quarantined(vec![QuarantinedRecord {
+            bucket: "b".into(),
+            key: b"k".to_vec(),
+            bytes: 5,
+            why: "w".into(),
+            at_ms: 1,
+        }]),
     ];
     all.extend(errors().into_iter().map(Response::Error));
     all
@@ -242,47 +282,57 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Every request frame, in hex, in the order of [`requests`].
 const REQUESTS: &[&str] = &[
-    "02000162016b010201ac020001010001026e31070301026e310705",
-    "02010162016b0176020102010301e80701",
-    "02020162016b020102000000",
-    "0203",
-    "0204",
-    "02050162016b0000000000",
-    "02060162016b0202000163030601730102010201010000",
-    "0207016203050303",
-    "0208",
-    "0209026e33",
-    "020a026e34",
-    "020b026e350e3132372e302e302e313a37343031",
-    "020c0103",
+    "03000162016b010201ac020001010001026e31070301026e310705",
+    "03010162016b0176020102010301e80701",
+    "03020162016b020102000000",
+    "0303",
+    "0304",
+    "03050162016b0000000000",
+    "03060162016b0202000163030601730102010201010000",
+    "0307016203050303",
+    "0308",
+    "0309026e33",
+    "030a026e34",
+    "030b026e350e3132372e302e302e313a37343031",
+    "030c0103",
+    "030d0473686f70010573686f702d0100",
+    "030e0106636c69656e74066c6170746f70",
+    "030e00023061",
+    "030f",
+    "0310",
+    "0311",
 ];
 
 /// Every answer frame, in hex, in the order of [`responses`].
 const RESPONSES: &[&str] = &[
-    "020002016102626301090001026e31070301026e31070503020200",
-    "02010109020c0003020200",
-    "020201090101026e32010400",
-    "0203026e3101026e310d31302e302e302e313a3734303101027a310275700195ac140101026e3201026e3232c8010c802000",
-    "0204026f6b",
-    "0205010affffffffffffffffff0102026e31026e32",
-    "020602f0a204",
-    "0207020201660202010172040401017801090001026e31070301026e31070503020200",
-    "020700090000000003020200",
-    "0208",
-    "02090105636172747303030202",
-    "020a000178",
-    "020a010902",
-    "020a0207ac028002",
-    "020a030403",
-    "020a040179",
-    "020a0501020104026e3100026e3201026e33020772656675736564026e3403046469736b",
-    "020a06030204026e3100026e3201026e33020772656675736564026e3403046469736b",
-    "020a07017a",
-    "020a080162",
-    "020a0901620103707574",
-    "020a0a016204030202",
-    "020a0b0169",
-    "020a0c0172",
+    "030002016102626301090001026e31070301026e31070503020200",
+    "03010109020c0003020200",
+    "030201090101026e32010400",
+    "0303026e3101026e310d31302e302e302e313a3734303101027a310275700195ac140101026e3201026e3232c8010c80200000",
+    "0304026f6b",
+    "0305010affffffffffffffffff0102026e31026e32",
+    "030602f0a204",
+    "0307020201660202010172040401017801090001026e31070301026e31070503020200",
+    "030700090000000003020200",
+    "0308",
+    "03090105636172747303030202",
+    "030b01012a00016201010100023061",
+    "030c026e3102306180ccfd930e",
+    "030d010162016b05017701",
+    "030a000178",
+    "030a010902",
+    "030a0207ac028002",
+    "030a030403",
+    "030a040179",
+    "030a0501020104026e3100026e3201026e33020772656675736564026e3403046469736b",
+    "030a06030204026e3100026e3201026e33020772656675736564026e3403046469736b",
+    "030a07017a",
+    "030a080162",
+    "030a0901620103707574",
+    "030a0a016204030202",
+    "030a0b0169",
+    "030a0c0172",
+    "030a0d0166",
 ];
 
 /// Each of `messages` encodes as `pinned` says and decodes back to itself.

@@ -73,6 +73,9 @@ pub struct NodeConfig {
     pub anti_entropy: crate::repair::exchange::AaeConfig,
     /// Where `/metrics` is served over HTTP (`None`: not served).
     pub metrics_listen: Option<SocketAddr>,
+    /// The token a scrape must present (`Authorization: Bearer ...`), read
+    /// from `[metrics] bearer_token_file`; `None`: no token needed.
+    pub metrics_token: Option<String>,
     /// Range transfers on topology changes.
     pub transfers: crate::repair::transfer::TransferConfig,
 }
@@ -135,6 +138,7 @@ struct RawTransfers {
 struct RawMetrics {
     enabled: Option<bool>,
     listen: Option<SocketAddr>,
+    bearer_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +208,10 @@ struct RawLimits {
     max_inflight_requests: Option<usize>,
     request_read_timeout_ms: Option<u64>,
     max_request_timeout_ms: Option<u64>,
+    max_connections_per_source: Option<usize>,
+    max_handshakes: Option<usize>,
+    handshake_timeout_ms: Option<u64>,
+    max_inflight_request_bytes: Option<usize>,
 }
 
 /// Upper bound of `limits.max_bucket_bytes` (bucket names are length-prefixed
@@ -344,6 +352,18 @@ impl NodeConfig {
                 l.request_read_timeout_ms,
                 10_000,
             )?,
+            max_connections_per_source: l
+                .max_connections_per_source
+                .unwrap_or(dl.max_connections_per_source),
+            max_handshakes: l.max_handshakes.unwrap_or(dl.max_handshakes),
+            handshake_timeout: positive_ms(
+                "limits.handshake_timeout_ms",
+                l.handshake_timeout_ms,
+                5_000,
+            )?,
+            max_inflight_request_bytes: l
+                .max_inflight_request_bytes
+                .unwrap_or(dl.max_inflight_request_bytes),
         };
         if limits.max_bucket_bytes > MAX_BUCKET_BYTES {
             return Err(ConfigError::Invalid(format!(
@@ -362,12 +382,24 @@ impl NodeConfig {
             ("max_state_bytes", limits.max_state_bytes),
             ("max_connections", limits.max_connections),
             ("max_inflight_requests", limits.max_inflight_requests),
+            (
+                "max_connections_per_source",
+                limits.max_connections_per_source,
+            ),
+            ("max_handshakes", limits.max_handshakes),
         ] {
             if v == 0 {
                 return Err(ConfigError::Invalid(format!(
                     "limits.{name} must be at least 1"
                 )));
             }
+        }
+        if limits.max_inflight_request_bytes < limits.max_frame_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_inflight_request_bytes = {} must be at least max_frame_bytes ({}): \
+                 a request of the largest size must fit",
+                limits.max_inflight_request_bytes, limits.max_frame_bytes
+            )));
         }
         let needed = limits
             .max_value_bytes
@@ -494,6 +526,24 @@ impl NodeConfig {
                 Some(SocketAddr::new(listen.ip(), port))
             }
         };
+        let metrics_token = match &raw.metrics.bearer_token_file {
+            None => None,
+            Some(p) => {
+                let path = resolve(p.clone());
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let token = text.trim().to_string();
+                if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{}: a metrics bearer token is at least 16 printable characters",
+                        path.display()
+                    )));
+                }
+                Some(token)
+            }
+        };
         let dt = crate::repair::transfer::TransferConfig::default();
         let transfers = crate::repair::transfer::TransferConfig {
             max_concurrent: match raw.transfers.max_concurrent.unwrap_or(dt.max_concurrent) {
@@ -521,6 +571,7 @@ impl NodeConfig {
             hints,
             anti_entropy,
             metrics_listen,
+            metrics_token,
             listen,
             advertise: raw.advertise,
             zone: raw.zone.filter(|z| !z.is_empty()),

@@ -70,6 +70,9 @@ pub fn prepare(opts: &DevOptions) -> Result<Vec<NodeConfig>, DevError> {
     if certs::read(&certs_dir, "client").is_err() {
         certs::write(&certs_dir, "client", &certs::make_client(&ca, "dev")?)?;
     }
+    if certs::read(&certs_dir, "admin").is_err() {
+        certs::write(&certs_dir, "admin", &certs::make_admin(&ca, "dev")?)?;
+    }
     let addrs: Vec<SocketAddr> = (0..opts.nodes)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], opts.base_port + i as u16)))
         .collect();
@@ -121,18 +124,37 @@ pub const TOUR_BUCKETS: [(&str, BucketType); 5] = [
     ("names", BucketType::Lww),
 ];
 
-/// Creates [`TOUR_BUCKETS`] (N = 3 or fewer on a smaller cluster, majority
-/// quorums) through an admin handle, retrying while the members still meet each
-/// other (creation needs every member). Idempotent.
+/// Grants the dev cluster's client certificates every bucket, and creates
+/// [`TOUR_BUCKETS`] (N = 3 or fewer on a smaller cluster, majority
+/// quorums) through an admin handle, retrying while the members still meet
+/// each other (creation needs every member). Idempotent.
 pub async fn create_tour_buckets(
     opts: &DevOptions,
     addrs: Vec<std::net::SocketAddr>,
 ) -> Result<(), String> {
     let certs_dir = opts.dir.join("certs");
-    let tls = TlsMaterial::from_dir(certs_dir, "client").map_err(|e| e.to_string())?;
+    let tls = TlsMaterial::from_dir(certs_dir, "admin").map_err(|e| e.to_string())?;
     let client = Admin::connect(addrs, tls).map_err(|e| e.to_string())?;
     let n = u8::try_from(opts.nodes.min(3)).unwrap_or(3);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // A new cluster grants client certificates nothing; the dev cluster's
+    // client may read and write every bucket.
+    let all = kvorum_client::Grant {
+        client: crate::access::list::ANY_CLIENT.into(),
+        scope: kvorum_client::GrantScope::Prefix(String::new()),
+        read: true,
+        write: true,
+    };
+    loop {
+        match client.grant(all.clone()).await {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                client.close().await;
+                return Err(format!("granting the dev client every bucket: {e}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
     for (name, t) in TOUR_BUCKETS {
         let props = BucketProps::new(t).n(n).r(n / 2 + 1).w(n / 2 + 1);
         loop {

@@ -5,7 +5,8 @@
 //! # Layout
 //! ```text
 //! node/src/
-//!   net/          QUIC endpoint, TLS and certificates, the serving loop, framing limits
+//!   net/          QUIC endpoint, TLS, certificates and their roles, the serving loop
+//!   access/       who may make which request: roles, the access list
 //!   rpc/          the Transport trait, its QUIC implementation, the peer protocol
 //!   cluster/      member list, gossip, liveness, buckets, admin operations, persisted metadata
 //!   replication/  quorum tracker, coordinator, read path, write path, read repair, replica
@@ -29,6 +30,7 @@
 //!   size-bounded and decoded into a typed error.
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod cluster;
 pub mod config;
 pub mod data;

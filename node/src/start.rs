@@ -1,5 +1,9 @@
 //! Wiring: a node is started from its config and runs until shut down.
 
+use crate::access;
+use crate::access::contexts::ContextKeys;
+use crate::access::gate::Gatekeeper;
+use crate::access::list::Access;
 use crate::cluster::admin::{Admin, AdminServices};
 use crate::cluster::buckets::{self, Buckets};
 use crate::cluster::liveness::Liveness;
@@ -10,6 +14,8 @@ use crate::cluster::{gossip, pings};
 use crate::config::NodeConfig;
 use crate::data::register::Actor;
 use crate::metrics::{self, Metrics};
+use crate::net::identity::Caller;
+use crate::net::reload::{ReloadError, Reloader};
 use crate::net::{self, Handler, ServeLimits, SocketHooks};
 use crate::repair::aae::Trees;
 use crate::repair::exchange::AntiEntropy;
@@ -18,6 +24,7 @@ use crate::repair::transfer::Transfers;
 use crate::repair::{aae_loop, hint_delivery};
 use crate::replication::coordinator::{Coordinator, Services};
 use crate::replication::peer_router::{PeerRouter, RouterServices};
+use crate::replication::quarantine::QuarantineHooks;
 use crate::replication::replica::Replica;
 use crate::rpc::peer::{PeerRequest, PeerResponse};
 use crate::rpc::quic::QuicTransport;
@@ -25,6 +32,7 @@ use crate::rpc::transport::Transport;
 use crate::storage::{Closed, FjallEngine, Measured, StorageError, Store, SyncPolicy};
 use crate::util::BoxFuture;
 use kvorum_client::proto::{Request, Response};
+use kvorum_client::CertificateStatus;
 use kvorum_client::{TlsError, TlsMaterial};
 use kvorum_ring::NodeId;
 use kvorum_ring::Ring;
@@ -48,6 +56,9 @@ pub enum NodeError {
     /// The endpoint could not be set up.
     #[error(transparent)]
     Net(#[from] net::NetError),
+    /// The node's certificate is not a node certificate of this node.
+    #[error("node certificate: {0}")]
+    Certificate(#[from] ReloadError),
     /// The metrics endpoint could not bind its address.
     #[error("metrics endpoint: cannot bind {0}: {1} (set [metrics] listen, or enabled = false)")]
     Metrics(SocketAddr, std::io::Error),
@@ -70,9 +81,17 @@ pub struct RunningNode {
     metrics: Arc<Metrics>,
     metrics_addr: Option<SocketAddr>,
     store: Store,
+    reloader: Arc<Reloader>,
 }
 
 impl RunningNode {
+    /// Reads the node's certificate, key and CA bundle again (as SIGHUP
+    /// does): new connections use them; open ones are kept. On an error
+    /// the node keeps what it had.
+    pub fn reload_certificates(&self) -> Result<Caller, ReloadError> {
+        self.reloader.reload()
+    }
+
     /// Where `/metrics` is served (`None` if disabled).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
@@ -113,6 +132,7 @@ impl RunningNode {
             anti_entropy,
             metrics,
             store,
+            reloader,
             ..
         } = self;
         metrics.clear_collectors();
@@ -125,6 +145,7 @@ impl RunningNode {
         // store to close.
         drop(hints);
         drop(anti_entropy);
+        drop(reloader);
         drop(store);
         // Requests still in flight finish within their deadlines; then the
         // last store handle drops and the database closes, so the data
@@ -202,16 +223,25 @@ struct NodeHandler {
     coordinator: Arc<Coordinator>,
     admin: Admin,
     router: PeerRouter,
+    access: Access,
     metrics: Arc<Metrics>,
 }
 
 impl Handler for NodeHandler {
-    fn client(&self, req: Request) -> BoxFuture<'_, Response> {
+    fn client<'a>(&'a self, caller: &'a Caller, req: Request) -> BoxFuture<'a, Response> {
         Box::pin(async move {
             let started = std::time::Instant::now();
             let (op, bucket) = metrics::request_op(&req);
             let bucket_type = bucket.map_or("none", |b| self.coordinator.bucket_type_label(b));
-            let resp = if req.is_admin() {
+            let resp = if let Err(refused) = access::authorize(caller, &req, &self.access) {
+                self.metrics
+                    .counter(
+                        metrics::FORBIDDEN,
+                        &[("op", op), ("role", caller.role.as_str())],
+                    )
+                    .increment(1);
+                Response::Error(refused)
+            } else if req.is_admin() {
                 self.admin.handle(req).await
             } else {
                 self.coordinator.handle(req, false).await
@@ -220,8 +250,8 @@ impl Handler for NodeHandler {
             resp
         })
     }
-    fn peer(&self, req: PeerRequest) -> BoxFuture<'_, PeerResponse> {
-        Box::pin(self.router.serve(req))
+    fn peer<'a>(&'a self, caller: &'a Caller, req: PeerRequest) -> BoxFuture<'a, PeerResponse> {
+        Box::pin(self.router.serve(caller, req))
     }
 }
 
@@ -247,6 +277,9 @@ async fn start_with_hooks(
     hooks: SocketHooks,
 ) -> Result<RunningNode, NodeError> {
     let tls = TlsMaterial::from_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    // The node's certificate must be its own: a node certificate naming
+    // this node's id (peers refuse one that claims another).
+    let own_cert = net::reload::own_certificate(&tls, &config.id)?;
     let storage_err = |source| NodeError::Storage {
         dir: config.data_dir.display().to_string(),
         source,
@@ -342,6 +375,36 @@ async fn start_with_hooks(
         epoch,
     };
     let liveness = Arc::new(Liveness::new(me.id.clone(), config.failure_detector));
+    let contexts = ContextKeys::load(store.clone())
+        .await
+        .map_err(storage_err)?;
+    let access = Access::load(store.clone(), &config.id, fresh)
+        .await
+        .map_err(storage_err)?;
+    let gate = Gatekeeper::new(
+        access.clone(),
+        CertificateStatus {
+            node: config.id.clone(),
+            serial: own_cert.serial.clone(),
+            not_after: own_cert.not_after,
+        },
+    );
+    let reloader = {
+        let (gate, quic) = (gate.clone(), quic.clone());
+        Arc::new(Reloader::new(
+            config.tls.clone(),
+            config.id.clone(),
+            endpoint.clone(),
+            Box::new(move |cfg| quic.set_client_config(cfg)),
+            Box::new(move |c: &Caller| {
+                gate.set_own(CertificateStatus {
+                    node: c.name_or_dash().to_string(),
+                    serial: c.serial.clone(),
+                    not_after: c.not_after,
+                })
+            }),
+        ))
+    };
     let buckets = Buckets::open(
         store.clone(),
         buckets::default_props(
@@ -373,6 +436,19 @@ async fn start_with_hooks(
     // Build the trees from storage before serving.
     anti_entropy.load().map_err(storage_err)?;
     let member_store = MemberStore::new(store.clone(), membership.clone(), replica.clone());
+    {
+        let rotator = member_store.epoch_rotator();
+        replica.set_quarantine(QuarantineHooks {
+            rotate_epoch: Arc::new(move |replica| {
+                let rotator = rotator.clone();
+                Box::pin(async move {
+                    let why = "a record was quarantined";
+                    rotator.rotate(&replica, why).await
+                })
+            }),
+            counter: metrics.counter(metrics::QUARANTINED, &[]),
+        });
+    }
     let transfers = Transfers::new(
         member_store.clone(),
         membership.clone(),
@@ -383,6 +459,11 @@ async fn start_with_hooks(
         config.transfers,
         metrics.clone(),
     );
+    let spread = gossip::Spread {
+        buckets: buckets.clone(),
+        contexts: contexts.clone(),
+        access: access.clone(),
+    };
     let coordinator = Arc::new(Coordinator::new(
         Services {
             buckets: buckets.clone(),
@@ -391,6 +472,7 @@ async fn start_with_hooks(
             transport: transport.clone(),
             liveness: liveness.clone(),
             metrics: metrics.clone(),
+            contexts: contexts.clone(),
         },
         config.replication,
         config.limits,
@@ -404,6 +486,10 @@ async fn start_with_hooks(
             anti_entropy: anti_entropy.clone(),
             transfers: transfers.clone(),
             member_store: member_store.clone(),
+            access: access.clone(),
+            gate: gate.clone(),
+            reloader: reloader.clone(),
+            replica: replica.clone(),
         },
         config.replication,
         config.limits,
@@ -414,7 +500,7 @@ async fn start_with_hooks(
             replica,
             hints: hints.clone(),
             membership: membership.clone(),
-            buckets: buckets.clone(),
+            spread: spread.clone(),
             anti_entropy: anti_entropy.clone(),
             transfers: transfers.clone(),
         },
@@ -424,8 +510,18 @@ async fn start_with_hooks(
         coordinator,
         admin,
         router,
+        access,
         metrics: metrics.clone(),
     });
+    {
+        let gate = gate.clone();
+        metrics.on_scrape(Box::new(move |m: &Metrics| {
+            for c in gate.certificates() {
+                m.gauge(metrics::CERTIFICATE_EXPIRY, &[("holder", c.node.as_str())])
+                    .set(c.not_after as f64);
+            }
+        }));
+    }
     {
         let transfers = transfers.clone();
         metrics.on_scrape(Box::new(move |m: &Metrics| transfers.collect(m)));
@@ -440,21 +536,18 @@ async fn start_with_hooks(
     ));
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    let limits = ServeLimits {
-        max_frame_bytes: config.limits.max_frame_bytes,
-        max_connections: config.limits.max_connections,
-        max_inflight_requests: config.limits.max_inflight_requests,
-        read_timeout: config.limits.request_read_timeout,
-    };
+    let limits = ServeLimits::of(&config.limits);
     tasks.spawn(net::serve(
         endpoint.clone(),
         handler,
+        Arc::new(gate),
         limits,
         metrics.clone(),
         rx.clone(),
     ));
     if let Some(l) = metrics_listener {
-        tasks.spawn(metrics::serve(l, metrics.clone(), rx.clone()));
+        let token = config.metrics_token.clone();
+        tasks.spawn(metrics::serve(l, metrics.clone(), token, rx.clone()));
     }
     {
         // Histogram samples are folded into buckets here, scraped or not.
@@ -492,7 +585,7 @@ async fn start_with_hooks(
     tasks.spawn(gossip::gossip(
         transport,
         membership.clone(),
-        buckets,
+        spread,
         member_store,
         config.gossip_interval,
         rx,
@@ -512,6 +605,7 @@ async fn start_with_hooks(
         metrics,
         metrics_addr,
         store: store_handle,
+        reloader,
     })
 }
 

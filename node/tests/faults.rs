@@ -854,6 +854,22 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
             return (false, format!("bucket {} could not be created", w.bucket()));
         }
     }
+    // A new cluster grants client certificates nothing: the workload's
+    // client may use every bucket.
+    let all = kvorum_client::Grant {
+        client: "*".into(),
+        scope: kvorum_client::GrantScope::Prefix(String::new()),
+        read: true,
+        write: true,
+    };
+    let granted = until(Duration::from_secs(60), || {
+        let all = all.clone();
+        async move { admin.grant(all).await.is_ok() }
+    })
+    .await;
+    if !granted {
+        return (false, "the client could not be granted the buckets".into());
+    }
     for i in 0..NODES {
         let c = &run.cluster.admin(&[i], Duration::from_secs(2));
         let known = until(Duration::from_secs(30), || async move {

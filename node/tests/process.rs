@@ -92,6 +92,10 @@ fn tls_of(dir: &Path) -> TlsMaterial {
     TlsMaterial::from_dir(dir, "client").unwrap()
 }
 
+fn admin_tls_of(dir: &Path) -> TlsMaterial {
+    TlsMaterial::from_dir(dir, "admin").unwrap()
+}
+
 fn client_of(dir: &Path, addrs: &[SocketAddr]) -> Client {
     Client::builder(addrs.iter().copied(), tls_of(dir))
         .connect_timeout(Duration::from_millis(500))
@@ -101,7 +105,7 @@ fn client_of(dir: &Path, addrs: &[SocketAddr]) -> Client {
 }
 
 async fn wait_for_members(dir: &Path, addrs: &[SocketAddr], count: usize) {
-    let client = &Admin::connect(addrs.iter().copied(), tls_of(dir)).unwrap();
+    let client = &Admin::connect(addrs.iter().copied(), admin_tls_of(dir)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok((_, members)) = client.status().await {
@@ -114,6 +118,23 @@ async fn wait_for_members(dir: &Path, addrs: &[SocketAddr], count: usize) {
             "cluster did not form: {:?}",
             client.status().await
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Grants every client certificate every bucket (a new cluster grants
+/// nothing), confirmed by every member.
+async fn grant_every_bucket(dir: &Path, addrs: &[SocketAddr]) {
+    let admin = Admin::connect(addrs.iter().copied(), admin_tls_of(dir)).unwrap();
+    let all = kvorum_client::Grant {
+        client: "*".into(),
+        scope: kvorum_client::GrantScope::Prefix(String::new()),
+        read: true,
+        write: true,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = admin.grant(all.clone()).await {
+        assert!(Instant::now() < deadline, "grant: {e}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -149,6 +170,7 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
         for a in &addrs {
             wait_for_members(d, &[*a], 3).await;
         }
+        grant_every_bucket(d, &addrs).await;
                 let client = client_of(d, &addrs);
         let all = WriteOptions::w(3);
         // Every node reaches every other (reconnect backoffs from the
@@ -376,6 +398,58 @@ async fn dev_cluster_serves_the_cli_stops_on_ctrl_c_and_keeps_its_data() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert!(dev.interrupt(Duration::from_secs(20)).success());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_makes_a_node_reload_its_certificate() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ca = common::make_certs(d, 1);
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_ports(1)));
+        std::fs::write(
+            d.join("n1.toml"),
+            format!(
+                "id = \"n1\"\nlisten = \"{addr}\"\n[replication]\nn = 1\nr = 1\nw = 1\n\
+                 [tls]\nca = \"ca.pem\"\ncert = \"n1.pem\"\nkey = \"n1.key\"\n"
+            ),
+        )
+        .unwrap();
+        let mut node = Proc::spawn(&["start", "--config", "n1.toml"], d, "n1");
+        wait_for_members(d, &[addr], 1).await;
+        let admin = Admin::connect([addr], admin_tls_of(d)).unwrap();
+        let before = admin.cluster_status().await.unwrap().certificates[0].clone();
+        // A new certificate in place, then SIGHUP.
+        let pem = kvorum_node::net::certs::make_node(&ca, "n1", &[]).unwrap();
+        std::fs::write(d.join("n1.pem"), &pem.cert).unwrap();
+        std::fs::write(d.join("n1.key"), &pem.key).unwrap();
+        let status = Command::new("kill")
+            .args(["-HUP", &node.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let after = loop {
+            let now = admin.cluster_status().await.unwrap().certificates[0].clone();
+            if now.serial != before.serial {
+                break now;
+            }
+            assert!(Instant::now() < deadline, "no reload after SIGHUP");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(after.node, "n1");
+        // New connections get the new certificate; the node still serves.
+        let fresh = Admin::connect([addr], admin_tls_of(d)).unwrap();
+        assert_eq!(
+            fresh.cluster_status().await.unwrap().certificates[0].serial,
+            after.serial
+        );
+        let log = std::fs::read_to_string(d.join("n1.err")).unwrap();
+        assert!(log.contains("certificates reloaded"), "{log}");
+        assert!(node.interrupt(Duration::from_secs(20)).success());
     })
     .await
     .unwrap();

@@ -248,8 +248,12 @@ async fn a_client_certificate_cannot_call_the_peer_endpoint() {
             kvorum_node::rpc::peer::PEER_PROTOCOL_VERSION,
             &kvorum_node::rpc::peer::PeerRequest::Cluster(
                 kvorum_node::rpc::peer::ClusterRequest::Gossip {
+                    // The control below speaks with n2's certificate.
+                    from: kvorum_ring::NodeId::new("n2"),
                     members: vec![],
                     buckets: vec![],
+                    secrets: vec![],
+                    access: Default::default(),
                 },
             ),
         );

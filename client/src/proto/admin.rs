@@ -1,5 +1,5 @@
 //! What operator calls answer: the cluster's status, its members, the ring's
-//! ranges and range transfers.
+//! ranges and range transfers; the access list and certificates.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +30,10 @@ pub struct TransferStatus {
 ///
 /// ```
 /// use kvorum_client::ClusterStatus;
-/// let s = ClusterStatus { node: "n1".into(), members: vec![], in_transition: false, waiting_for: vec![], transfers: vec![] };
+/// let s = ClusterStatus {
+///     node: "n1".into(), members: vec![], in_transition: false,
+///     waiting_for: vec![], transfers: vec![], certificates: vec![],
+/// };
 /// assert!(!s.in_transition && s.waiting_for.is_empty());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +48,9 @@ pub struct ClusterStatus {
     pub waiting_for: Vec<String>,
     /// The answering node's incoming range streams.
     pub transfers: Vec<TransferStatus>,
+    /// When node certificates expire: the answering node's own, and those
+    /// of the peers that connected to it.
+    pub certificates: Vec<CertificateStatus>,
 }
 
 /// A range of the ring: the keys whose token is in `(start, end]`
@@ -96,4 +102,141 @@ pub struct MemberStatus {
     /// Its share of the ring it will own (as first replica, once any change
     /// in progress completes), in millionths.
     pub ownership_ppm: u32,
+}
+
+/// Which buckets a [`Grant`] covers.
+///
+/// ```
+/// use kvorum_client::GrantScope;
+/// assert!(GrantScope::Bucket("orders".into()).covers("orders"));
+/// assert!(!GrantScope::Bucket("orders".into()).covers("orders-eu"));
+/// assert!(GrantScope::Prefix("shop-".into()).covers("shop-carts"));
+/// assert!(GrantScope::Prefix(String::new()).covers("anything"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum GrantScope {
+    /// Exactly this bucket.
+    Bucket(String),
+    /// Every bucket whose name starts with this (the empty prefix: every
+    /// bucket).
+    Prefix(String),
+}
+
+impl GrantScope {
+    /// Whether the scope covers `bucket`.
+    pub fn covers(&self, bucket: &str) -> bool {
+        match self {
+            GrantScope::Bucket(b) => b == bucket,
+            GrantScope::Prefix(p) => bucket.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// One entry of the access list: what a client certificate may do on some
+/// buckets. Setting a grant with neither `read` nor `write` removes the
+/// client's grant for that scope.
+///
+/// ```
+/// use kvorum_client::{Grant, GrantScope};
+/// let all = Grant { client: "*".into(), scope: GrantScope::Prefix(String::new()), read: true, write: true };
+/// assert_eq!(all.client, "*"); // every client certificate
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The client certificate's name (`NAME` of `NAME.client.kvorum`), or
+    /// `*` for every client certificate.
+    pub client: String,
+    /// The buckets.
+    pub scope: GrantScope,
+    /// May read (get, fetch).
+    pub read: bool,
+    /// May write (put, delete, update).
+    pub write: bool,
+}
+
+/// A revoked certificate: by serial number, or by role and name (every
+/// certificate of that name).
+///
+/// ```
+/// use kvorum_client::Revocation;
+/// let r = Revocation::Name { role: "client".into(), name: "laptop".into() };
+/// assert_eq!(r.to_string(), "client laptop");
+/// assert_eq!(Revocation::Serial("0a1b".into()).to_string(), "serial 0a1b");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Revocation {
+    /// The certificate with this serial number (lower-case hex, as `kvorum
+    /// admin status` and the node's logs print it).
+    Serial(String),
+    /// Every certificate of this role (`node`, `admin` or `client`) and name.
+    Name {
+        /// The role.
+        role: String,
+        /// The name.
+        name: String,
+    },
+}
+
+impl std::fmt::Display for Revocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Revocation::Serial(s) => write!(f, "serial {s}"),
+            Revocation::Name { role, name } => write!(f, "{role} {name}"),
+        }
+    }
+}
+
+/// The cluster's access list as the answering node holds it.
+///
+/// ```
+/// use kvorum_client::AccessList;
+/// let a = AccessList { grants: vec![], revoked: vec![] };
+/// assert!(a.grants.is_empty()); // no client certificate may read or write
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessList {
+    /// The grants.
+    pub grants: Vec<Grant>,
+    /// The revoked certificates.
+    pub revoked: Vec<Revocation>,
+}
+
+/// When a node's certificate expires.
+///
+/// ```
+/// use kvorum_client::CertificateStatus;
+/// let c = CertificateStatus { node: "n1".into(), serial: "0a".into(), not_after: 1_900_000_000 };
+/// assert!(c.not_after > 0);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// The node.
+    pub node: String,
+    /// Its certificate's serial number (hex).
+    pub serial: String,
+    /// When it expires, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// A stored record a node could not decode and moved aside (`kvorum admin
+/// quarantine`); read repair or anti-entropy writes a good copy in its
+/// place from the other replicas.
+///
+/// ```
+/// use kvorum_client::QuarantinedRecord;
+/// let q = QuarantinedRecord { bucket: "default".into(), key: b"k".to_vec(), bytes: 12, why: "malformed".into(), at_ms: 0 };
+/// assert_eq!(q.key, b"k");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedRecord {
+    /// The key's bucket.
+    pub bucket: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// Size of the record kept aside.
+    pub bytes: u64,
+    /// Why it could not be decoded.
+    pub why: String,
+    /// When it was moved aside (Unix milliseconds).
+    pub at_ms: u64,
 }

@@ -299,4 +299,10 @@ pub enum ErrorReply {
     /// node, an unknown node, leaving too few nodes for N replicas).
     #[error("refused: {0}")]
     Refused(String),
+    /// The caller's certificate may not make this request: an admin request
+    /// from a certificate without the admin role, or a read or write of a
+    /// bucket the cluster's access list does not grant its identity.
+    /// Nothing was read or written.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }

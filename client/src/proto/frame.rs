@@ -9,7 +9,11 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 /// A node answers a frame of another version with
 /// [`ErrorReply::UnsupportedVersion`]. Version 2 added the version a read
 /// must reach (`at_least`), the version and replica report of reads, and
-/// the version of writes.
+/// the version of writes. Version 3 added certificate roles and the
+/// access list: the `Forbidden` error, the admin requests `Grant`,
+/// `Revoke`, `Access`, `ReloadCertificates` and `Quarantined`, node
+/// certificates in `Status`; and causal contexts are sealed (a context
+/// of version 2 is refused: read again).
 ///
 /// [`ErrorReply::UnsupportedVersion`]: crate::proto::ErrorReply::UnsupportedVersion
 ///
@@ -21,7 +25,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 ///     Err(FrameError::UnsupportedVersion { got: PROTOCOL_VERSION + 1, supported: PROTOCOL_VERSION }),
 /// );
 /// ```
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// ALPN of client-to-node connections.
 ///
@@ -50,7 +54,9 @@ pub const ALPN_PEER: &[u8] = b"kvorum-peer/1";
 /// ```
 pub const NODE_CERT_NAME: &str = "node.kvorum";
 
-/// DNS subject alternative name that client certificates carry.
+/// DNS subject alternative name that application (client-role)
+/// certificates carry. Their identity is a second name,
+/// `NAME.client.kvorum`.
 ///
 /// ```
 /// use kvorum_client::proto::{CLIENT_CERT_NAME, NODE_CERT_NAME};
@@ -58,6 +64,17 @@ pub const NODE_CERT_NAME: &str = "node.kvorum";
 /// assert_ne!(CLIENT_CERT_NAME, NODE_CERT_NAME);
 /// ```
 pub const CLIENT_CERT_NAME: &str = "client.kvorum";
+
+/// DNS subject alternative name that operator (admin-role) certificates
+/// carry; nodes serve admin requests only to them. Their identity is a
+/// second name, `NAME.admin.kvorum`.
+///
+/// ```
+/// use kvorum_client::proto::{ADMIN_CERT_NAME, CLIENT_CERT_NAME};
+/// assert_eq!(ADMIN_CERT_NAME, "admin.kvorum");
+/// assert_ne!(ADMIN_CERT_NAME, CLIENT_CERT_NAME);
+/// ```
+pub const ADMIN_CERT_NAME: &str = "admin.kvorum";
 
 /// Largest frame a client accepts from a node by default: a read answer may
 /// carry every sibling of a key, up to the node's default `max_siblings` (64)
@@ -236,8 +253,8 @@ mod tests {
 
     #[test]
     fn hostile_length_prefix_does_not_allocate() {
-        // version 2, variant Put (2), bucket length = huge varint.
-        let mut bytes = vec![2u8, 2];
+        // version 3, variant Put (2), bucket length = huge varint.
+        let mut bytes = vec![3u8, 2];
         bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
         assert!(decode_frame::<Request>(PROTOCOL_VERSION, &bytes).is_err());
     }

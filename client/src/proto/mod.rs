@@ -36,11 +36,14 @@ pub use crate::types::{
     BucketProps, BucketType, DataOp, DataValue, FieldKind, FieldValue, MapOp, MapValue,
 };
 pub use crate::version::{ActorId, ReadReport, Version};
-pub use admin::{ClusterStatus, MemberStatus, RingRange, TransferStatus};
+pub use admin::{
+    AccessList, CertificateStatus, ClusterStatus, Grant, GrantScope, MemberStatus,
+    QuarantinedRecord, Revocation, RingRange, TransferStatus,
+};
 pub use error::{ErrorReply, Limit, OpKind, QuorumFailure, ReplicaOutcome, StaleRead};
 pub use frame::{
-    decode_frame, encode_frame, Envelope, FrameError, ALPN_CLIENT, ALPN_PEER, CLIENT_CERT_NAME,
-    DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME, PROTOCOL_VERSION,
+    decode_frame, encode_frame, Envelope, FrameError, ADMIN_CERT_NAME, ALPN_CLIENT, ALPN_PEER,
+    CLIENT_CERT_NAME, DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME, PROTOCOL_VERSION,
 };
 pub use request::{CausalContext, ReadOptions, Request, WriteOptions};
 pub use response::Response;

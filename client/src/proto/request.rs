@@ -1,6 +1,7 @@
 //! What a client sends: [`Request`], its read and write options, and the
 //! causal context that a write hands back.
 
+use crate::proto::admin::{Grant, Revocation};
 use crate::types::{BucketProps, DataOp};
 use crate::version::Version;
 use serde::{Deserialize, Serialize};
@@ -318,6 +319,22 @@ pub enum Request {
         /// Replicas per range to list (default: the default bucket's N).
         n: Option<u8>,
     },
+    /// Set a grant of the cluster's access list (`kvorum admin grant`); a
+    /// grant with neither read nor write removes one. The newest change of
+    /// a (client, scope) wins on every node.
+    Grant(Grant),
+    /// Revoke a certificate (`kvorum admin revoke`): every node refuses it
+    /// new connections and closes the ones it has.
+    Revoke(Revocation),
+    /// The access list: grants and revoked certificates (`kvorum admin
+    /// access`).
+    Access,
+    /// Make the answering node read its certificate, key and CA bundle
+    /// again (`kvorum admin reload-certs`), as SIGHUP does.
+    ReloadCertificates,
+    /// The records the answering node quarantined (`kvorum admin
+    /// quarantine`).
+    Quarantined,
 }
 
 impl Request {
@@ -347,6 +364,11 @@ impl Request {
                 | Request::Repair
                 | Request::ListBuckets
                 | Request::CreateBucket { .. }
+                | Request::Grant(_)
+                | Request::Revoke(_)
+                | Request::Access
+                | Request::ReloadCertificates
+                | Request::Quarantined
         )
     }
 }

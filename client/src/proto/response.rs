@@ -1,6 +1,8 @@
 //! What a node answers: [`Response`].
 
-use crate::proto::admin::{ClusterStatus, RingRange};
+use crate::proto::admin::{
+    AccessList, CertificateStatus, ClusterStatus, QuarantinedRecord, RingRange,
+};
 use crate::proto::error::ErrorReply;
 use crate::proto::request::CausalContext;
 use crate::types::{BucketProps, DataValue};
@@ -59,7 +61,7 @@ pub enum Response {
         version: Version,
     },
     /// The node's view of the cluster.
-    Status(ClusterStatus),
+    Status(Box<ClusterStatus>),
     /// A topology request was accepted; the change proceeds in the
     /// background (watch it with `Request::Status`).
     Accepted(String),
@@ -98,4 +100,12 @@ pub enum Response {
     Buckets(Vec<(String, BucketProps)>),
     /// The request failed; nothing was acknowledged.
     Error(ErrorReply),
+    /// Answer to `Request::Grant`, `Request::Revoke` and `Request::Access`:
+    /// the access list as the answering node holds it after the change.
+    Access(AccessList),
+    /// Answer to `Request::ReloadCertificates`: the certificate the node
+    /// now serves with.
+    Reloaded(CertificateStatus),
+    /// Answer to `Request::Quarantined`.
+    Quarantined(Vec<QuarantinedRecord>),
 }

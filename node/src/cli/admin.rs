@@ -114,6 +114,28 @@ pub async fn run(cmd: AdminCommand) -> Result<ExitCode, BoxError> {
             );
             client.close().await;
         }
+        cmd @ (AdminCommand::Grant { .. }
+        | AdminCommand::Revoke { .. }
+        | AdminCommand::Access { .. }
+        | AdminCommand::ReloadCerts { .. }) => return super::access::run(cmd).await,
+        AdminCommand::Quarantine { conn } => {
+            let admin = conn.one_admin("ask")?;
+            let list = admin.quarantined().await?;
+            admin.close().await;
+            if list.is_empty() {
+                println!("no quarantined records");
+            }
+            for q in list {
+                println!(
+                    "{} {} ({} bytes, at {} ms): {}",
+                    q.bucket,
+                    String::from_utf8_lossy(&q.key),
+                    q.bytes,
+                    q.at_ms,
+                    q.why
+                );
+            }
+        }
         AdminCommand::Bucket(BucketCommand::List { conn }) => {
             let client = conn.admin()?;
             println!(

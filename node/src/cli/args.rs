@@ -223,6 +223,65 @@ pub enum AdminCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Grant a client certificate read and/or write access to a bucket, or
+    /// to every bucket whose name starts with a prefix. Without --read and
+    /// --write, remove its grant for that scope.
+    Grant {
+        /// The client certificate's name (`kvorum cert client NAME`), or '*'
+        /// for every client certificate.
+        client: String,
+        /// Exactly this bucket.
+        #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
+        bucket: Option<String>,
+        /// Every bucket whose name starts with this ('' for every bucket).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// May read (get, fetch).
+        #[arg(long)]
+        read: bool,
+        /// May write (put, delete, counter/set/map updates).
+        #[arg(long)]
+        write: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke a certificate by serial number, or every certificate of a role
+    /// and name: every node refuses it new connections and closes its open
+    /// ones within a gossip round.
+    Revoke {
+        /// The certificate's serial number (hex, as `admin status` and the
+        /// node's logs print it).
+        #[arg(long, conflicts_with_all = ["role", "name"], required_unless_present = "name")]
+        serial: Option<String>,
+        /// The role of the certificates to revoke: node, admin or client.
+        #[arg(long, requires = "name")]
+        role: Option<String>,
+        /// Their name.
+        #[arg(long, requires = "role")]
+        name: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The access list: grants and revoked certificates.
+    Access {
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The stored records the node at --nodes could not decode and moved
+    /// aside (read repair or anti-entropy writes good copies in their place).
+    Quarantine {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Make the node at --nodes read its certificate, key and CA bundle
+    /// again (as SIGHUP does).
+    ReloadCerts {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Remove a dead node: re-replicate its ranges from the surviving replicas.
     Remove {
         /// The node's id.
@@ -308,14 +367,34 @@ pub enum CertCommand {
         /// Extra DNS names or IPs the certificate should carry.
         #[arg(long = "name")]
         names: Vec<String>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = kvorum_node::net::certs::DEFAULT_LEAF_DAYS)]
+        days: u32,
     },
-    /// Make a client certificate: <out>/<name>.pem and <out>/<name>.key.
+    /// Make an application (client-role) certificate: <out>/<name>.pem and
+    /// <out>/<name>.key. It may read and write what the access list grants
+    /// NAME, and make no admin request.
     Client {
-        /// Client name.
+        /// Client name (1 to 63 lower-case letters, digits and '-').
         name: String,
         /// Directory holding ca.pem and ca.key; also the output directory.
         #[arg(long, default_value = "certs")]
         out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = kvorum_node::net::certs::DEFAULT_LEAF_DAYS)]
+        days: u32,
+    },
+    /// Make an operator (admin-role) certificate: <out>/<name>.pem and
+    /// <out>/<name>.key. Admin verbs need one.
+    Admin {
+        /// Operator name (1 to 63 lower-case letters, digits and '-').
+        name: String,
+        /// Directory holding ca.pem and ca.key; also the output directory.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = kvorum_node::net::certs::DEFAULT_LEAF_DAYS)]
+        days: u32,
     },
 }
 
@@ -331,11 +410,12 @@ pub struct Conn {
     /// CA certificate (default: <dev-dir>/certs/ca.pem).
     #[arg(long)]
     pub ca: Option<PathBuf>,
-    /// Client certificate (default: <dev-dir>/certs/client.pem).
-    #[arg(long = "client-cert")]
+    /// Certificate to connect with (default: <dev-dir>/certs/admin.pem for
+    /// admin verbs and `status`, <dev-dir>/certs/client.pem otherwise).
+    #[arg(long = "cert", alias = "client-cert")]
     pub client_cert: Option<PathBuf>,
-    /// Client key (default: <dev-dir>/certs/client.key).
-    #[arg(long = "client-key")]
+    /// Its key (default: admin.key or client.key beside it, as for --cert).
+    #[arg(long = "key", alias = "client-key")]
     pub client_key: Option<PathBuf>,
     /// Request timeout in milliseconds.
     #[arg(long)]

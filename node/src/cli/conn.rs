@@ -27,20 +27,26 @@ impl Conn {
         }
     }
 
-    /// The TLS material and node addresses this command uses.
-    fn reach(&self) -> Result<(TlsMaterial, Vec<SocketAddr>), BoxError> {
+    /// The TLS material and node addresses this command uses: the dev
+    /// cluster's admin certificate for `admin`, its client certificate
+    /// otherwise, unless --cert names one.
+    fn reach(&self, admin: bool) -> Result<(TlsMaterial, Vec<SocketAddr>), BoxError> {
         let certs = self.dev_dir.join("certs");
         let ca = self.ca.clone().unwrap_or_else(|| certs.join("ca.pem"));
+        let role = if admin { "admin" } else { "client" };
         let cert = self
             .client_cert
             .clone()
-            .unwrap_or_else(|| certs.join("client.pem"));
+            .unwrap_or_else(|| certs.join(format!("{role}.pem")));
         let key = self
             .client_key
             .clone()
-            .unwrap_or_else(|| certs.join("client.key"));
+            .unwrap_or_else(|| match &self.client_cert {
+                Some(c) => c.with_extension("key"),
+                None => certs.join(format!("{role}.key")),
+            });
         let tls = TlsMaterial::from_files(&ca, &cert, &key).map_err(|e| {
-            format!("{e}\n(start a dev cluster with `kvorum dev`, or pass --ca/--client-cert/--client-key and --nodes)")
+            format!("{e}\n(start a dev cluster with `kvorum dev`, or pass --ca/--cert/--key and --nodes; admin verbs need a certificate of `kvorum cert admin`)")
         })?;
         let nodes = if self.nodes.is_empty() {
             let path = self.dev_dir.join(dev::NODES_FILE);
@@ -66,13 +72,13 @@ impl Conn {
 
     /// A data-plane client.
     pub fn client(&self) -> Result<Client, BoxError> {
-        let (tls, nodes) = self.reach()?;
+        let (tls, nodes) = self.reach(false)?;
         Ok(Client::connect(nodes, tls)?)
     }
 
     /// An admin handle (operator calls).
     pub fn admin(&self) -> Result<Admin, BoxError> {
-        let (tls, nodes) = self.reach()?;
+        let (tls, nodes) = self.reach(true)?;
         Ok(Admin::connect(nodes, tls)?)
     }
 

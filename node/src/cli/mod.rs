@@ -10,6 +10,7 @@
 //! - [`print`]: tables of the admin commands.
 //! - [`bench`]: `kvorum bench`, with [`tied`] child processes.
 
+pub mod access;
 pub mod admin;
 pub mod args;
 pub mod bench;

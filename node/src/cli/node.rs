@@ -11,19 +11,39 @@ pub async fn start(config: &Path) -> Result<ExitCode, BoxError> {
     let cfg = NodeConfig::load(config)?;
     let node = kvorum_node::start(cfg).await?;
     println!("node {} serving on {}", node.id(), node.addr());
-    tokio::select! {
-        () = kvorum_node::start::wait_for_signal() => {
-            eprintln!("shutting down");
-            node.shutdown().await;
-        }
-        () = node.storage_failed() => {
-            // Fail-stop: a supervisor restarts it (as a new epoch).
-            eprintln!("error: a storage commit failed (see the log); stopping");
-            node.shutdown().await;
-            return Ok(ExitCode::FAILURE);
+    // SIGHUP reloads the certificate, key and CA bundle.
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        tokio::select! {
+            () = kvorum_node::start::wait_for_signal() => {
+                eprintln!("shutting down");
+                node.shutdown().await;
+                return Ok(ExitCode::SUCCESS);
+            }
+            () = node.storage_failed() => {
+                // Fail-stop: a supervisor restarts it (as a new epoch).
+                eprintln!("error: a storage commit failed (see the log); stopping");
+                node.shutdown().await;
+                return Ok(ExitCode::FAILURE);
+            }
+            () = hangup => match node.reload_certificates() {
+                Ok(c) => eprintln!("certificates reloaded: serial {}", c.serial),
+                Err(e) => eprintln!("error: certificates not reloaded (keeping the old ones): {e}"),
+            },
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `kvorum dev`: `nodes` nodes on 127.0.0.1 from `port`, their data and
@@ -64,6 +84,10 @@ pub async fn dev(nodes: usize, dir: PathBuf, port: u16) -> Result<ExitCode, BoxE
     }
     println!("data, configs and certificates: {}", dir.display());
     println!("client certificate: {}", certs.join("client.pem").display());
+    println!(
+        "admin certificate:  {} (admin verbs use it)",
+        certs.join("admin.pem").display()
+    );
     println!("client key:         {}", certs.join("client.key").display());
     println!("cluster CA:         {}", certs.join("ca.pem").display());
     println!(

@@ -26,6 +26,7 @@ pub fn print_status(
             }
         );
     }
+    print_certificates(&s.certificates);
     if !s.in_transition {
         println!("no topology change in progress");
         return;
@@ -84,4 +85,28 @@ pub fn print_ring(ranges: &[kvorum_client::RingRange], all: bool) {
         "{} ranges (--all lists them, --json for scripts)",
         ranges.len()
     );
+}
+
+/// When node certificates expire, soonest first.
+fn print_certificates(certs: &[kvorum_client::CertificateStatus]) {
+    if certs.is_empty() {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut certs = certs.to_vec();
+    certs.sort_by_key(|c| c.not_after);
+    println!("{:<16} {:<34} EXPIRES", "CERTIFICATE", "SERIAL");
+    for c in certs {
+        let days = (c.not_after - now) / 86_400;
+        let when = if c.not_after <= now {
+            "EXPIRED".to_string()
+        } else if days < 30 {
+            format!("in {days} days (renew now)")
+        } else {
+            format!("in {days} days")
+        };
+        println!("{:<16} {:<34} {when}", c.node, c.serial);
+    }
 }

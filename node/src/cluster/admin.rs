@@ -1,14 +1,20 @@
 //! The admin service: the operator requests of the client protocol
 //! (status, ring, leave, remove, join, repair, bucket listing and
-//! creation), served by the node that receives them.
+//! creation; access requests go to [`crate::access::admin`]), served by
+//! the node that receives them.
 
 use super::buckets::{Buckets, DefineError};
 use super::liveness::Liveness;
 use super::member::MemberState;
 use super::membership::Membership;
 use super::meta::MemberStore;
+use crate::access::admin::AccessAdmin;
+use crate::access::gate::Gatekeeper;
+use crate::access::list::Access;
+use crate::net::reload::Reloader;
 use crate::repair::exchange::AntiEntropy;
 use crate::repair::transfer::Transfers;
+use crate::replication::replica::{bucket_of, Replica};
 use crate::replication::settings::{Limits, Replication};
 use crate::rpc::call::ask;
 use crate::rpc::peer::{ClusterRequest, ClusterResponse, PeerError};
@@ -17,6 +23,7 @@ use kvorum_client::proto::{
     ClusterStatus, ErrorReply, MemberStatus, Request, Response, RingRange, TransferStatus,
 };
 use kvorum_client::BucketProps;
+use kvorum_client::QuarantinedRecord;
 use kvorum_ring::NodeId;
 use std::sync::Arc;
 
@@ -44,6 +51,14 @@ pub struct AdminServices {
     pub transfers: Transfers,
     /// Persists the member list after an admin change.
     pub member_store: MemberStore,
+    /// The access list.
+    pub access: Access,
+    /// When node certificates expire (status).
+    pub gate: Gatekeeper,
+    /// Reloads this node's certificates.
+    pub reloader: Arc<Reloader>,
+    /// The local replica (quarantined records).
+    pub replica: Replica,
 }
 
 impl Admin {
@@ -60,7 +75,7 @@ impl Admin {
     /// Serves one admin request (anything else is refused).
     pub async fn handle(&self, req: Request) -> Response {
         let served = match req {
-            Request::Status => Ok(Response::Status(self.cluster_status())),
+            Request::Status => Ok(Response::Status(Box::new(self.cluster_status()))),
             Request::Leave { node } => self.leave(&node).await,
             Request::Remove { node } => self.remove(&node).await,
             Request::Join { node, seed } => self.join(&node, &seed).await,
@@ -71,6 +86,20 @@ impl Admin {
             }
             Request::ListBuckets => Ok(Response::Buckets(self.s.buckets.all())),
             Request::CreateBucket { name, props } => self.create_bucket(name, props).await,
+            req @ (Request::Grant(_)
+            | Request::Revoke(_)
+            | Request::Access
+            | Request::ReloadCertificates) => {
+                let access = AccessAdmin {
+                    access: self.s.access.clone(),
+                    membership: self.s.membership.clone(),
+                    transport: self.s.transport.clone(),
+                    timeout: self.replication.request_timeout,
+                    reloader: self.s.reloader.clone(),
+                };
+                access.handle(req).await
+            }
+            Request::Quarantined => self.quarantined(),
             _ => Err(ErrorReply::BadRequest("not an admin request".into())),
         };
         served.unwrap_or_else(Response::Error)
@@ -150,6 +179,29 @@ impl Admin {
         }
     }
 
+    fn quarantined(&self) -> Result<Response, ErrorReply> {
+        let list = self
+            .s
+            .replica
+            .quarantined()
+            .map_err(|e| ErrorReply::Internal(e.to_string()))?;
+        Ok(Response::Quarantined(
+            list.into_iter()
+                .map(|q| {
+                    let bucket = bucket_of(&q.key).unwrap_or("?").to_string();
+                    let key = q.key.get(2 + bucket.len()..).unwrap_or(&[]).to_vec();
+                    QuarantinedRecord {
+                        bucket,
+                        key,
+                        bytes: q.bytes.len() as u64,
+                        why: q.why,
+                        at_ms: q.at_ms,
+                    }
+                })
+                .collect(),
+        ))
+    }
+
     fn cluster_status(&self) -> ClusterStatus {
         let view = self.s.membership.view();
         let report = self.s.transfers.report();
@@ -181,6 +233,7 @@ impl Admin {
                     done: p.done,
                 })
                 .collect(),
+            certificates: self.s.gate.certificates(),
         }
     }
 

@@ -5,12 +5,25 @@ use super::buckets::Buckets;
 use super::member::MemberInfo;
 use super::membership::Membership;
 use super::meta::MemberStore;
+use crate::access::contexts::ContextKeys;
+use crate::access::list::{Access, Entries};
 use crate::rpc::call::{ask_addr, CallError};
 use crate::rpc::peer::{ClusterRequest, ClusterResponse};
 use crate::rpc::transport::Transport;
 use crate::util::time::Every;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::sync::watch;
+
+/// What gossip spreads besides the member list (cheap to clone).
+#[derive(Clone)]
+pub struct Spread {
+    /// Bucket definitions.
+    pub buckets: Buckets,
+    /// The secrets that seal causal contexts.
+    pub contexts: ContextKeys,
+    /// The access list.
+    pub access: Access,
+}
 
 /// Members a node gossips with each round.
 pub const GOSSIP_FANOUT: usize = 3;
@@ -21,12 +34,12 @@ pub const GOSSIP_FANOUT: usize = 3;
 /// then with a seed that is no known member's address, so groups that
 /// formed apart merge.
 ///
-/// Bucket definitions travel along (see [`crate::cluster::buckets`]).
-#[allow(clippy::too_many_arguments)] // the task's whole context, passed once
+/// Bucket definitions and context secrets travel along (see
+/// [`crate::cluster::buckets`], [`crate::access::contexts`]).
 pub async fn gossip(
     transport: Arc<dyn Transport>,
     membership: Arc<Membership>,
-    buckets: Buckets,
+    spread: Spread,
     member_store: MemberStore,
     every: Duration,
     shutdown: watch::Receiver<bool>,
@@ -83,7 +96,7 @@ pub async fn gossip(
                         .collect();
                     if !strangers.is_empty() {
                         let addr = strangers[rand::random_range(0..strangers.len())];
-                        let (t, m, b) = (transport.clone(), membership.clone(), buckets.clone());
+                        let (t, m, b) = (transport.clone(), membership.clone(), spread.clone());
                         stranger = Some(tokio::spawn(async move {
                             gossip_with(t.as_ref(), &m, &b, addr, timeout).await
                         }));
@@ -97,7 +110,7 @@ pub async fn gossip(
         // At once, so a slow member does not hold up the others.
         let mut calls = tokio::task::JoinSet::new();
         for addr in targets {
-            let (t, m, b) = (transport.clone(), membership.clone(), buckets.clone());
+            let (t, m, b) = (transport.clone(), membership.clone(), spread.clone());
             calls.spawn(async move { gossip_with(t.as_ref(), &m, &b, addr, timeout).await });
         }
         while let Some(done) = calls.join_next().await {
@@ -136,21 +149,31 @@ const STRANGER_BACKOFF_ROUNDS: u32 = 8;
 async fn gossip_with(
     transport: &dyn Transport,
     membership: &Membership,
-    buckets: &Buckets,
+    spread: &Spread,
     addr: SocketAddr,
     timeout: Duration,
 ) -> bool {
     let req = ClusterRequest::Gossip {
+        from: membership.me_id().clone(),
         members: membership.all_members(),
-        buckets: buckets.defined(),
+        buckets: spread.buckets.defined(),
+        secrets: spread.contexts.secrets(),
+        access: spread.access.entries(),
     };
     match ask_addr(transport, addr, req, timeout).await {
         Ok(ClusterResponse::Members {
             members,
             buckets: defined,
+            secrets,
+            access,
         }) => {
+            // Secrets and the access list first: a node that knows a member
+            // also knows what the member's contexts are sealed with and
+            // what clients may do.
+            let secrets = merge_secrets(&spread.contexts, secrets).await;
+            let secrets = merge_access(&spread.access, access).await || secrets;
             let news = membership.merge(members);
-            merge_buckets(buckets, membership, defined).await || news
+            merge_buckets(&spread.buckets, membership, defined).await || news || secrets
         }
         Ok(other) => {
             let e = CallError::Unexpected(format!("{other:?}"));
@@ -168,15 +191,48 @@ async fn gossip_with(
 /// knows.
 pub async fn serve(
     membership: &Membership,
-    buckets: &Buckets,
+    spread: &Spread,
     members: Vec<MemberInfo>,
     defined: Vec<(String, kvorum_client::BucketProps)>,
+    secrets: Vec<crate::access::contexts::Secret>,
+    access: Entries,
 ) -> ClusterResponse {
+    merge_secrets(&spread.contexts, secrets).await;
+    merge_access(&spread.access, access).await;
     membership.merge(members);
-    merge_buckets(buckets, membership, defined).await;
+    merge_buckets(&spread.buckets, membership, defined).await;
     ClusterResponse::Members {
         members: membership.all_members(),
-        buckets: buckets.defined(),
+        buckets: spread.buckets.defined(),
+        secrets: spread.contexts.secrets(),
+        access: spread.access.entries(),
+    }
+}
+
+/// Stores the access-list entries learned by gossip; returns whether any
+/// was new.
+async fn merge_access(access: &Access, entries: Entries) -> bool {
+    match access.merge(entries).await {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot store the access list learned by gossip");
+            false
+        }
+    }
+}
+
+/// Stores the context secrets learned by gossip; returns whether any was
+/// new.
+async fn merge_secrets(
+    contexts: &ContextKeys,
+    secrets: Vec<crate::access::contexts::Secret>,
+) -> bool {
+    match contexts.merge(secrets).await {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot store the context secrets learned by gossip");
+            false
+        }
     }
 }
 

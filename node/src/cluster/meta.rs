@@ -61,6 +61,16 @@ impl MemberStore {
         persist_members(&self.store, &self.membership, self.replica.actor().epoch).await
     }
 
+    /// What rotates the epoch of a replica passed in, without holding one
+    /// (a replica may keep it: no reference cycle).
+    pub fn epoch_rotator(&self) -> EpochRotator {
+        EpochRotator {
+            store: self.store.clone(),
+            membership: self.membership.clone(),
+            saving: self.saving.clone(),
+        }
+    }
+
     /// Starts a new data epoch (persisted before it is used).
     pub async fn rotate_epoch(&self) -> Result<(), StorageError> {
         let _one = self.saving.lock().await;
@@ -71,6 +81,26 @@ impl MemberStore {
             epoch,
             "new data epoch (this node dropped keys it handed off)"
         );
+        Ok(())
+    }
+}
+
+/// Starts new data epochs, in turn with the member store's saves.
+#[derive(Clone)]
+pub struct EpochRotator {
+    store: Store,
+    membership: Arc<Membership>,
+    saving: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl EpochRotator {
+    /// Starts a new data epoch of `replica` (persisted before it is used).
+    pub async fn rotate(&self, replica: &Replica, why: &str) -> Result<(), StorageError> {
+        let _one = self.saving.lock().await;
+        let epoch = rand::random::<u64>();
+        persist_members(&self.store, &self.membership, epoch).await?;
+        replica.set_epoch(epoch);
+        tracing::info!(epoch, why, "new data epoch");
         Ok(())
     }
 }

@@ -128,9 +128,8 @@ pub enum ValueError {
     },
 }
 
-/// Bounds on one key's state, checked when a client update is applied
-/// (never when merging a peer's state: refusing that would stop
-/// convergence).
+/// Bounds on one key's state, checked when a client update is applied,
+/// and (scaled by [`PEER_BOUND_FACTOR`]) on every state a peer sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ValueLimits {
     /// Values (siblings) of a register.
@@ -141,6 +140,29 @@ pub struct ValueLimits {
     pub max_map_fields: usize,
     /// Bytes of the encoded state.
     pub max_state_bytes: usize,
+}
+
+/// How far beyond the client bounds a state from a peer may be. Client
+/// updates through different coordinators can each reach a bound before
+/// their states merge, so an honest merged state may exceed it; a peer
+/// merge is refused only beyond this factor (a node certificate cannot make
+/// a replica store arbitrarily large states, and an honest cluster never
+/// reaches it: it would take that many coordinators each filling the bound
+/// with different values concurrently).
+pub const PEER_BOUND_FACTOR: usize = 4;
+
+impl ValueLimits {
+    /// The bounds a state from a peer is held to: these, times
+    /// [`PEER_BOUND_FACTOR`].
+    pub fn for_peers(&self) -> ValueLimits {
+        let f = |v: usize| v.saturating_mul(PEER_BOUND_FACTOR);
+        ValueLimits {
+            max_siblings: f(self.max_siblings),
+            max_set_members: f(self.max_set_members),
+            max_map_fields: f(self.max_map_fields),
+            max_state_bytes: f(self.max_state_bytes),
+        }
+    }
 }
 
 /// A client update, as the coordinating replica applies it.
@@ -281,10 +303,6 @@ impl State {
         let written = match (&mut *self, update) {
             (State::Register(reg), Update::Register { ctx, value }) => {
                 let own = reg.write(me, &ctx, value, floor)?;
-                let count = reg.value_count();
-                if count > limits.max_siblings {
-                    return Err(too_large(Limit::Siblings, count, limits.max_siblings));
-                }
                 (crate::data::register::encode_context(&own), own.version())
             }
             (State::Lww(reg), Update::Lww(value)) => {
@@ -351,10 +369,6 @@ impl State {
                 // one too (an add of no member), so its version shows it.
                 let add_ctx = s.read_ctx().derive_add_ctx(me.clone());
                 s.apply(s.add_all(add, add_ctx));
-                let count = s.read().val.len();
-                if count > limits.max_set_members {
-                    return Err(too_large(Limit::SetMembers, count, limits.max_set_members));
-                }
                 (Vec::new(), own_dots(me, &s.clock()))
             }
             (
@@ -365,14 +379,6 @@ impl State {
                 },
             ) => {
                 m.update(me, ops, ctx, now_ms);
-                let fields = m.field_count();
-                if fields > limits.max_map_fields {
-                    return Err(too_large(Limit::MapFields, fields, limits.max_map_fields));
-                }
-                let count = m.max_set_members();
-                if count > limits.max_set_members {
-                    return Err(too_large(Limit::SetMembers, count, limits.max_set_members));
-                }
                 (Vec::new(), own_dots(me, m.clock()))
             }
             (state, update) => {
@@ -386,11 +392,47 @@ impl State {
                 })
             }
         };
-        let size = encode_record(self).len();
+        self.check_bounds(limits)?;
+        Ok(written)
+    }
+
+    /// Checks this state against `limits`: siblings, set members, map
+    /// fields, encoded bytes. Client updates are checked with the node's
+    /// limits, states from peers with [`ValueLimits::for_peers`].
+    pub fn check_bounds(&self, limits: &ValueLimits) -> Result<(), ValueError> {
+        match self {
+            State::Register(reg) => {
+                let count = reg.value_count();
+                if count > limits.max_siblings {
+                    return Err(too_large(Limit::Siblings, count, limits.max_siblings));
+                }
+            }
+            State::Set(s) => {
+                let count = s.read().val.len();
+                if count > limits.max_set_members {
+                    return Err(too_large(Limit::SetMembers, count, limits.max_set_members));
+                }
+            }
+            State::Map(m) => {
+                let fields = m.field_count();
+                if fields > limits.max_map_fields {
+                    return Err(too_large(Limit::MapFields, fields, limits.max_map_fields));
+                }
+                let count = m.max_set_members();
+                if count > limits.max_set_members {
+                    return Err(too_large(Limit::SetMembers, count, limits.max_set_members));
+                }
+            }
+            State::Counter(_) | State::Lww(_) => {}
+        }
+        // The record is this encoding behind a one-byte format tag; sized
+        // without building it (a peer merge checks every incoming state).
+        let size = postcard::experimental::serialized_size(self)
+            .map_or(usize::MAX, |s| s.saturating_add(1));
         if size > limits.max_state_bytes {
             return Err(too_large(Limit::State, size, limits.max_state_bytes));
         }
-        Ok(written)
+        Ok(())
     }
 
     /// The version of this state: what it has seen, in the form sessions

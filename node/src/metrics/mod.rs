@@ -139,6 +139,8 @@ catalog! {
         "Record bytes moved by topology changes, by direction as for kvorum_transfer_keys_total.";
     KEYS_DROPPED = "kvorum_handoff_keys_dropped_total", Counter, [],
         "Keys this node no longer owns, dropped after every new owner was seen to hold them.";
+    QUARANTINED = "kvorum_quarantined_records_total", Counter, [],
+        "Stored records that could not be decoded, moved aside (kvorum admin quarantine lists them) to be repaired from the other replicas.";
     STORAGE_DISK_BYTES = "kvorum_storage_disk_bytes", Gauge, [],
         "Bytes the storage engine uses on disk.";
     STORAGE_KEYS = "kvorum_storage_keys", Gauge, [],
@@ -155,6 +157,12 @@ catalog! {
         "Open QUIC connections: client and peer_in (accepted), peer_out (dialled).";
     HANDSHAKE_FAILURES = "kvorum_handshake_failures_total", Counter, ["reason"],
         "Incoming QUIC handshakes that failed, by reason.";
+    CERTIFICATE_EXPIRY = "kvorum_certificate_expiry_timestamp_seconds", Gauge, ["holder"],
+        "When a node certificate expires (Unix seconds), by the node that holds it: this node's own, and each peer's that connected to it.";
+    CONNECTIONS_REFUSED = "kvorum_connections_refused_total", Counter, ["reason"],
+        "Incoming connections refused before they were served: per_source, handshakes (too many in progress), max_connections, retry_failed.";
+    FORBIDDEN = "kvorum_forbidden_total", Counter, ["op", "role"],
+        "Requests refused because the caller's certificate may not make them (its role, or the access list), by operation and role.";
     NETWORK_BYTES = "kvorum_network_bytes_total", Counter, ["direction", "kind"],
         "Request and response frame bytes (payload, without QUIC and TLS overhead).";
     PEER_RTT = "kvorum_peer_rtt_seconds", Gauge, ["peer"],
@@ -365,6 +373,11 @@ pub fn request_op(req: &Request) -> (&'static str, Option<&str>) {
         Request::Remove { .. } => ("remove", None),
         Request::Join { .. } => ("join", None),
         Request::Ring { .. } => ("ring", None),
+        Request::Grant(_) => ("grant", None),
+        Request::Revoke(_) => ("revoke", None),
+        Request::Access => ("access", None),
+        Request::ReloadCertificates => ("reload_certificates", None),
+        Request::Quarantined => ("quarantined", None),
     }
 }
 
@@ -386,6 +399,7 @@ pub fn outcome(resp: &Response) -> &'static str {
             ErrorReply::BucketConflict { .. } => "bucket_conflict",
             ErrorReply::Internal(_) => "internal",
             ErrorReply::Refused(_) => "refused",
+            ErrorReply::Forbidden(_) => "forbidden",
         },
         _ => "ok",
     }
@@ -445,17 +459,26 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
+/// Scrapes one source address may have in progress at once.
+pub const MAX_SCRAPES_PER_SOURCE: usize = 2;
+
 /// Serves `GET /metrics` (HTTP/1.1, one request per connection) until
-/// shutdown. Any other path is 404, any other method 405.
+/// shutdown. Any other path is 404, any other method 405. With a `token`,
+/// a request without `Authorization: Bearer <token>` is 401. At most
+/// [`MAX_SCRAPES_PER_SOURCE`] of the scrape slots go to one source address.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    token: Option<String>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    let per_source: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Default::default();
+    let token: Option<Arc<str>> = token.map(Arc::from);
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(e) => {
@@ -466,14 +489,23 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
-        let metrics = metrics.clone();
-        // Busy (slow or idle scrapers hold every slot): refuse at once
-        // rather than queue, so the loop keeps accepting and stopping.
-        let permit = slots.clone().try_acquire_owned().ok();
+        let (metrics, token) = (metrics.clone(), token.clone());
+        // Busy (slow or idle scrapers hold every slot, or this source its
+        // share): refuse at once rather than queue, so the loop keeps
+        // accepting and stopping.
+        let share = SourceShare::take(&per_source, peer.ip());
+        let permit = share
+            .is_some()
+            .then(|| slots.clone().try_acquire_owned().ok())
+            .flatten();
         conns.spawn(async move {
-            // The permit (if any) is held until this task ends.
+            // The permit and share (if any) are held until this task ends.
+            let _share = share;
             let r = match &permit {
-                Some(_) => tokio::time::timeout(ANSWER_TIMEOUT, answer(stream, metrics)).await,
+                Some(_) => {
+                    let answering = answer(stream, metrics, token.as_deref());
+                    tokio::time::timeout(ANSWER_TIMEOUT, answering).await
+                }
                 None => tokio::time::timeout(READ_TIMEOUT, busy(stream)).await,
             };
             match r {
@@ -488,6 +520,58 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
 }
 
+/// A source's scrape in progress, counted while it lives.
+struct SourceShare(
+    Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    std::net::IpAddr,
+);
+
+impl SourceShare {
+    fn take(
+        map: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+    ) -> Option<Self> {
+        let mut m = map.locked();
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_SCRAPES_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(Self(map.clone(), ip))
+    }
+}
+
+impl Drop for SourceShare {
+    fn drop(&mut self) {
+        let mut m = self.0.locked();
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Whether the request head carries `Authorization: Bearer <token>`
+/// (compared in constant time).
+fn authorized(head: &[u8], token: &str) -> bool {
+    let text = String::from_utf8_lossy(head);
+    text.split("\r\n").skip(1).any(|line| {
+        let Some((name, value)) = line.split_once(':') else {
+            return false;
+        };
+        if !name.trim().eq_ignore_ascii_case("authorization") {
+            return false;
+        }
+        let Some(given) = value.trim().strip_prefix("Bearer ") else {
+            return false;
+        };
+        let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    })
+}
+
 async fn busy(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
     let body = "too many scrapes at once\n";
     let response = format!(
@@ -498,7 +582,11 @@ async fn busy(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
     stream.shutdown().await
 }
 
-async fn answer(mut stream: tokio::net::TcpStream, metrics: Arc<Metrics>) -> std::io::Result<()> {
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    metrics: Arc<Metrics>,
+    token: Option<&str>,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let read = async {
         let mut buf = [0u8; 1024];
@@ -522,7 +610,13 @@ async fn answer(mut stream: tokio::net::TcpStream, metrics: Arc<Metrics>) -> std
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    let allowed = token.is_none_or(|t| authorized(&head, t));
     let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") if !allowed => (
+            "401 Unauthorized",
+            "text/plain",
+            "a bearer token is required ([metrics] bearer_token_file)\n".to_string(),
+        ),
         ("GET", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",

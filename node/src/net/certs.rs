@@ -1,11 +1,18 @@
-//! Certificates of a cluster (rcgen): one CA, node certificates that serve and
-//! dial peers, client certificates that can only call the client ALPN.
+//! Certificates of a cluster (rcgen): one CA; node certificates that serve
+//! and dial peers; admin certificates for operators; client certificates
+//! for applications.
 //!
-//! Roles are carried in DNS subject alternative names: every node certificate
-//! names [`NODE_CERT_NAME`] (clients verify nodes against it, nodes require it
-//! of peers), client certificates name [`CLIENT_CERT_NAME`] only.
+//! Roles and names are carried in DNS subject alternative names (see
+//! [`crate::net::identity`]): a node certificate names `node.kvorum`
+//! and `ID.node.kvorum`, an admin certificate `admin.kvorum` and
+//! `NAME.admin.kvorum`, a client certificate `client.kvorum` and
+//! `NAME.client.kvorum`.
+//!
+//! Leaves are valid for [`DEFAULT_LEAF_DAYS`] unless told otherwise, the CA
+//! for [`DEFAULT_CA_DAYS`]; both start an hour in the past, so a peer whose
+//! clock is a little behind accepts a certificate made just now.
 
-use kvorum_client::proto::{CLIENT_CERT_NAME, NODE_CERT_NAME};
+use crate::net::identity::{is_label, Role};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -26,6 +33,12 @@ pub enum CertError {
         /// The IO error.
         source: std::io::Error,
     },
+    /// A name that a certificate cannot carry.
+    #[error("{0:?} cannot name a certificate: use 1 to 63 lower-case letters, digits and '-'")]
+    BadName(String),
+    /// A validity of zero days, or of more than 100 years.
+    #[error("a certificate's validity must be 1 to 36500 days, not {0}")]
+    BadValidity(u32),
     /// A file to write already exists.
     #[error("{0} already exists; remove it first or choose another name")]
     Exists(PathBuf),
@@ -40,8 +53,29 @@ pub struct Pem {
     pub key: String,
 }
 
-/// Makes a new cluster CA.
+/// Days a leaf (node, admin or client) certificate is valid by default.
+pub const DEFAULT_LEAF_DAYS: u32 = 365;
+/// Days a cluster CA is valid by default.
+pub const DEFAULT_CA_DAYS: u32 = 3650;
+
+/// Sets `params` valid from an hour ago for `days`.
+fn validity(params: &mut CertificateParams, days: u32) -> Result<(), CertError> {
+    if days == 0 || days > 36_500 {
+        return Err(CertError::BadValidity(days));
+    }
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    Ok(())
+}
+
+/// Makes a new cluster CA, valid for [`DEFAULT_CA_DAYS`].
 pub fn make_ca(cluster: &str) -> Result<Pem, CertError> {
+    make_ca_for(cluster, DEFAULT_CA_DAYS)
+}
+
+/// Makes a new cluster CA valid for `days`.
+pub fn make_ca_for(cluster: &str, days: u32) -> Result<Pem, CertError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("Kvorum cluster CA ({cluster})"));
@@ -52,7 +86,7 @@ pub fn make_ca(cluster: &str) -> Result<Pem, CertError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    validity(&mut params, days)?;
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     Ok(Pem {
@@ -61,11 +95,29 @@ pub fn make_ca(cluster: &str) -> Result<Pem, CertError> {
     })
 }
 
-/// Makes a node certificate for node `id`, signed by `ca`. Extra names (host
-/// names or IPs the node is reached at) may be added.
+/// Makes a node certificate for node `id`, signed by `ca`, valid for
+/// [`DEFAULT_LEAF_DAYS`]. Extra names (host names or IPs the node is
+/// reached at) may be added.
 pub fn make_node(ca: &Pem, id: &str, extra_names: &[String]) -> Result<Pem, CertError> {
-    let mut names = vec![NODE_CERT_NAME.to_string(), format!("{id}.{NODE_CERT_NAME}")];
-    names.extend(extra_names.iter().cloned());
+    make_node_for(ca, id, extra_names, DEFAULT_LEAF_DAYS)
+}
+
+/// [`make_node`], valid for `days`.
+pub fn make_node_for(
+    ca: &Pem,
+    id: &str,
+    extra_names: &[String],
+    days: u32,
+) -> Result<Pem, CertError> {
+    let mut names = role_names(Role::Node, id)?;
+    for n in extra_names {
+        // An extra name must not smuggle in a role or another identity.
+        let lower = n.to_ascii_lowercase();
+        if lower == "kvorum" || lower.ends_with(".kvorum") {
+            return Err(CertError::BadName(n.clone()));
+        }
+        names.push(n.clone());
+    }
     leaf(
         ca,
         &format!("kvorum node {id}"),
@@ -74,16 +126,53 @@ pub fn make_node(ca: &Pem, id: &str, extra_names: &[String]) -> Result<Pem, Cert
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
+        days,
     )
 }
 
-/// Makes a client certificate named `name`, signed by `ca`.
+/// Makes a client (application) certificate named `name`, signed by `ca`,
+/// valid for [`DEFAULT_LEAF_DAYS`].
 pub fn make_client(ca: &Pem, name: &str) -> Result<Pem, CertError> {
+    make_user(ca, Role::Client, name, DEFAULT_LEAF_DAYS)
+}
+
+/// Makes an admin (operator) certificate named `name`, signed by `ca`,
+/// valid for [`DEFAULT_LEAF_DAYS`].
+pub fn make_admin(ca: &Pem, name: &str) -> Result<Pem, CertError> {
+    make_user(ca, Role::Admin, name, DEFAULT_LEAF_DAYS)
+}
+
+/// Makes a client or admin certificate named `name`, valid for `days`.
+pub fn make_user(ca: &Pem, role: Role, name: &str, days: u32) -> Result<Pem, CertError> {
     leaf(
         ca,
-        &format!("kvorum client {name}"),
-        vec![CLIENT_CERT_NAME.to_string()],
+        &format!("kvorum {role} {name}"),
+        role_names(role, name)?,
         &[ExtendedKeyUsagePurpose::ClientAuth],
+        days,
+    )
+}
+
+/// The DNS names of `role` for `name`.
+fn role_names(role: Role, name: &str) -> Result<Vec<String>, CertError> {
+    if !is_label(name) {
+        return Err(CertError::BadName(name.to_string()));
+    }
+    Ok(vec![
+        role.cert_name().to_string(),
+        format!("{name}.{}", role.cert_name()),
+    ])
+}
+
+/// A client-auth leaf with exactly `names`, however they break the role
+/// rules (no role, two roles): for tests of the verifier.
+pub fn make_leaf_with_names(ca: &Pem, names: &[&str]) -> Result<Pem, CertError> {
+    leaf(
+        ca,
+        "kvorum test",
+        names.iter().map(|n| n.to_string()).collect(),
+        &[ExtendedKeyUsagePurpose::ClientAuth],
+        DEFAULT_LEAF_DAYS,
     )
 }
 
@@ -92,6 +181,7 @@ fn leaf(
     cn: &str,
     names: Vec<String>,
     eku: &[ExtendedKeyUsagePurpose],
+    days: u32,
 ) -> Result<Pem, CertError> {
     let ca_key = KeyPair::from_pem(&ca.key)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key)?;
@@ -101,7 +191,7 @@ fn leaf(
     params.distinguished_name = dn;
     params.extended_key_usages = eku.to_vec();
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    validity(&mut params, days)?;
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
     Ok(Pem {

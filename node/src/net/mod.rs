@@ -6,19 +6,21 @@
 pub mod certs;
 #[cfg(feature = "test-hooks")]
 pub mod faults;
+pub mod identity;
+pub mod reload;
 
 use crate::rpc::peer::{
     max_peer_frame_bytes, PeerError, PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION,
 };
 use crate::util::BoxFuture;
+use identity::{Caller, Role};
 use kvorum_client::proto::{
     decode_frame, encode_frame, ErrorReply, FrameError, Limit, Request, Response, ALPN_CLIENT,
-    ALPN_PEER, NODE_CERT_NAME, PROTOCOL_VERSION,
+    ALPN_PEER, PROTOCOL_VERSION,
 };
 use kvorum_client::tls::{
     crypto_provider, quic_client_config, transport_config, TlsError, TlsMaterial,
 };
-use rustls::pki_types::{CertificateDer, ServerName};
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::sync::{watch, Semaphore};
 
@@ -30,13 +32,50 @@ pub const CLOSE_NOT_A_NODE: u32 = 0x10;
 /// QUIC application error code: the node is shutting down.
 pub const CLOSE_SHUTDOWN: u32 = 0x11;
 
+/// QUIC application error code: the certificate carries no role, or more
+/// than one (see [`identity`]).
+pub const CLOSE_NO_ROLE: u32 = 0x12;
+
 /// What serves decoded requests.
 pub trait Handler: Send + Sync + 'static {
-    /// Serves a client request.
-    fn client(&self, req: Request) -> BoxFuture<'_, Response>;
-    /// Serves a peer request.
-    fn peer(&self, req: PeerRequest) -> BoxFuture<'_, PeerResponse>;
+    /// Serves a client request from `caller` (an admin or client
+    /// certificate, or a node's).
+    fn client<'a>(&'a self, caller: &'a Caller, req: Request) -> BoxFuture<'a, Response>;
+    /// Serves a peer request from `caller` (always a node certificate).
+    fn peer<'a>(&'a self, caller: &'a Caller, req: PeerRequest) -> BoxFuture<'a, PeerResponse>;
 }
+
+/// What the serving loop asks about each connection's caller: whether it
+/// is admitted (not revoked), when it connects and again whenever
+/// `changes` moves.
+pub trait Gate: Send + Sync + 'static {
+    /// Whether `caller` may hold a connection.
+    fn admits(&self, caller: &Caller) -> bool;
+    /// Moves whenever what `admits` answers may have changed.
+    fn changes(&self) -> watch::Receiver<u64>;
+}
+
+/// A gate that admits every verified caller (tools such as the bench's
+/// echo server).
+pub struct OpenGate(watch::Sender<u64>);
+
+impl Default for OpenGate {
+    fn default() -> Self {
+        Self(watch::channel(0).0)
+    }
+}
+
+impl Gate for OpenGate {
+    fn admits(&self, _: &Caller) -> bool {
+        true
+    }
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
+/// QUIC application error code: the certificate is revoked.
+pub const CLOSE_REVOKED: u32 = 0x14;
 
 /// Limits the serving loop enforces.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +89,42 @@ pub struct ServeLimits {
     pub max_inflight_requests: usize,
     /// Bound on receiving one request frame, and on delivering its answer.
     pub read_timeout: Duration,
+    /// Most connections (and handshakes) from one source address; a source
+    /// may also hold at most 1/[`SOURCE_SHARE_DIVISOR`] of
+    /// `max_inflight_request_bytes`.
+    pub max_connections_per_source: usize,
+    /// Most handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// Bound on a handshake.
+    pub handshake_timeout: Duration,
+    /// Bytes of client request frames held at once, node-wide.
+    pub max_inflight_request_bytes: usize,
 }
+
+impl ServeLimits {
+    /// The serving limits of a node's `[limits]`.
+    pub fn of(l: &crate::replication::settings::Limits) -> Self {
+        Self {
+            max_frame_bytes: l.max_frame_bytes,
+            max_connections: l.max_connections,
+            max_inflight_requests: l.max_inflight_requests,
+            read_timeout: l.request_read_timeout,
+            max_connections_per_source: l.max_connections_per_source,
+            max_handshakes: l.max_handshakes,
+            handshake_timeout: l.handshake_timeout,
+            max_inflight_request_bytes: l.max_inflight_request_bytes,
+        }
+    }
+}
+
+/// Bytes one connection may have in flight to a node, unread, across all its
+/// streams (QUIC's connection receive window). With at most
+/// `max_connections_per_source` connections per source, one source can make
+/// a node buffer at most that many times this.
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// QUIC application error code: the node holds its most connections.
+pub const CLOSE_BUSY: u32 = 0x13;
 
 /// The server side of a node's endpoint: requires a client certificate from
 /// the cluster CA and offers both ALPNs.
@@ -70,7 +144,10 @@ pub fn server_config(tls: &TlsMaterial) -> Result<quinn::ServerConfig, TlsError>
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(cfg)
         .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    server.transport_config(Arc::new(transport_config(IDLE_TIMEOUT)));
+    let mut transport = transport_config(IDLE_TIMEOUT);
+    transport.receive_window(CONNECTION_RECEIVE_WINDOW.into());
+    transport.stream_receive_window((CONNECTION_RECEIVE_WINDOW / 2).into());
+    server.transport_config(Arc::new(transport));
     Ok(server)
 }
 
@@ -138,26 +215,6 @@ pub enum NetError {
     Bind(SocketAddr, std::io::Error),
 }
 
-/// True when the connection's client certificate carries the node role.
-fn is_node_certificate(conn: &quinn::Connection) -> bool {
-    let Some(identity) = conn.peer_identity() else {
-        return false;
-    };
-    let Ok(chain) = identity.downcast::<Vec<CertificateDer<'static>>>() else {
-        return false;
-    };
-    let Some(leaf) = chain.first() else {
-        return false;
-    };
-    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
-        return false;
-    };
-    let Ok(name) = ServerName::try_from(NODE_CERT_NAME) else {
-        return false;
-    };
-    cert.verify_is_valid_for_subject_name(&name).is_ok()
-}
-
 /// Why an incoming handshake failed, as a bounded metric label.
 pub fn handshake_failure_reason(e: &quinn::ConnectionError) -> &'static str {
     match e {
@@ -203,36 +260,146 @@ impl Drop for Open {
     }
 }
 
+/// What each source address holds: its connections (and handshakes), and
+/// its share of the node's budget of client request bytes.
+struct Sources {
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Source>>,
+    cap: usize,
+    /// KiB one source may hold of client request frames.
+    share_kib: usize,
+    /// Client request slots one source may hold.
+    share_slots: usize,
+}
+
+struct Source {
+    count: usize,
+    bytes: Arc<Semaphore>,
+    slots: Arc<Semaphore>,
+}
+
+/// One source's share, held by a connection (or handshake) while it lives:
+/// its byte and slot budgets.
+struct SourceSlot(
+    Arc<Sources>,
+    std::net::IpAddr,
+    Arc<Semaphore>,
+    Arc<Semaphore>,
+);
+
+impl Sources {
+    /// A slot for `ip`, or `None` if it holds `cap` already.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<SourceSlot> {
+        use crate::util::LockExt;
+        let mut open = self.open.locked();
+        let (kib, slots) = (self.share_kib, self.share_slots);
+        let source = open.entry(ip).or_insert_with(|| Source {
+            count: 0,
+            bytes: Arc::new(Semaphore::new(kib)),
+            slots: Arc::new(Semaphore::new(slots)),
+        });
+        if source.count >= self.cap {
+            return None;
+        }
+        source.count += 1;
+        let (bytes, slots) = (source.bytes.clone(), source.slots.clone());
+        Some(SourceSlot(self.clone(), ip, bytes, slots))
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        use crate::util::LockExt;
+        let mut open = self.0.open.locked();
+        if let Some(source) = open.get_mut(&self.1) {
+            source.count -= 1;
+            if source.count == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Share of `max_inflight_request_bytes` and of `max_inflight_requests`
+/// one source address may hold for client requests: a quarter, so a client
+/// at another address is still served while one attacker holds all it can.
+pub const SOURCE_SHARE_DIVISOR: usize = 4;
+
 /// Accepts connections until `shutdown` turns true, then closes the endpoint.
+///
+/// Admission, in order, so that no state is held for a source that has not
+/// proven its address and no connection slot for a handshake:
+/// 1. a source address QUIC has not validated gets a Retry (stateless: a
+///    spoofed source never sees it, so it costs the node nothing);
+/// 2. a source that holds `max_connections_per_source` connections (or
+///    handshakes) is refused;
+/// 3. a handshake needs one of `max_handshakes` slots and must finish
+///    within `handshake_timeout`;
+/// 4. only then does the connection take one of `max_connections` slots.
 pub async fn serve(
     endpoint: quinn::Endpoint,
     handler: Arc<dyn Handler>,
+    gate: Arc<dyn Gate>,
     limits: ServeLimits,
     metrics: Arc<crate::metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let conns = Arc::new(Semaphore::new(limits.max_connections));
-    let client_budget = Arc::new(Semaphore::new(limits.max_inflight_requests));
-    let peer_budget = Arc::new(Semaphore::new(limits.max_inflight_requests));
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
+    let sources = Arc::new(Sources {
+        open: Default::default(),
+        cap: limits.max_connections_per_source,
+        share_kib: kib(limits.max_inflight_request_bytes / SOURCE_SHARE_DIVISOR)
+            .max(kib(limits.max_frame_bytes)),
+        share_slots: (limits.max_inflight_requests / SOURCE_SHARE_DIVISOR).max(1),
+    });
+    let budgets = Budgets {
+        client: Arc::new(Semaphore::new(limits.max_inflight_requests)),
+        peer: Arc::new(Semaphore::new(limits.max_inflight_requests)),
+        client_bytes: Arc::new(Semaphore::new(kib(limits.max_inflight_request_bytes))),
+        source_bytes: None,
+        source_slots: None,
+    };
+    let refused = |reason: &'static str| {
+        metrics
+            .counter(crate::metrics::CONNECTIONS_REFUSED, &[("reason", reason)])
+            .increment(1);
+    };
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
             _ = shutdown.changed() => break,
         };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            tracing::warn!(remote = %incoming.remote_address(), "connection limit reached; refusing");
+        let remote = incoming.remote_address();
+        if !incoming.remote_address_validated() && incoming.may_retry() {
+            // Costs one round trip per new connection; clients keep theirs.
+            if incoming.retry().is_err() {
+                refused("retry_failed");
+            }
+            continue;
+        }
+        let Some(source) = sources.take(remote.ip()) else {
+            refused("per_source");
+            tracing::debug!(%remote, "per-source connection limit reached; refusing");
             incoming.refuse();
             continue;
         };
-        let (handler, shutdown) = (handler.clone(), shutdown.clone());
-        let budgets = (client_budget.clone(), peer_budget.clone());
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            refused("handshakes");
+            tracing::warn!(%remote, "handshake limit reached; refusing");
+            incoming.refuse();
+            continue;
+        };
+        let (handler, shutdown, gate) = (handler.clone(), shutdown.clone(), gate.clone());
+        let (budgets, conns) = (budgets.clone(), conns.clone());
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let remote = incoming.remote_address();
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
+            let (source_bytes, source_slots) = (source.2.clone(), source.3.clone());
+            let _source = source;
+            let shaken = tokio::time::timeout(limits.handshake_timeout, incoming).await;
+            drop(handshake);
+            let conn = match shaken {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
                     let reason = handshake_failure_reason(&e);
                     tracing::debug!(%remote, error = %e, reason, "handshake failed");
                     metrics
@@ -240,18 +407,61 @@ pub async fn serve(
                         .increment(1);
                     return;
                 }
+                Err(_) => {
+                    // Dropping the connecting future abandons the handshake.
+                    metrics
+                        .counter(crate::metrics::HANDSHAKE_FAILURES, &[("reason", "timeout")])
+                        .increment(1);
+                    return;
+                }
             };
-            serve_connection(conn, handler, limits, budgets, metrics, shutdown).await;
+            let Ok(_permit) = conns.try_acquire_owned() else {
+                metrics
+                    .counter(
+                        crate::metrics::CONNECTIONS_REFUSED,
+                        &[("reason", "max_connections")],
+                    )
+                    .increment(1);
+                tracing::warn!(%remote, "connection limit reached; closing");
+                conn.close(CLOSE_BUSY.into(), b"connection limit reached");
+                return;
+            };
+            let budgets = Budgets {
+                source_bytes: Some(source_bytes),
+                source_slots: Some(source_slots),
+                ..budgets
+            };
+            let to = (handler, gate);
+            serve_connection(conn, to, limits, budgets, metrics, shutdown).await;
         });
     }
     endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
 }
 
+/// What requests in flight may hold: request slots for clients and for
+/// peers, and bytes of client request frames being received or served.
+#[derive(Clone)]
+struct Budgets {
+    client: Arc<Semaphore>,
+    peer: Arc<Semaphore>,
+    /// In KiB.
+    client_bytes: Arc<Semaphore>,
+    /// The connection's source's share of `client_bytes`, in KiB.
+    source_bytes: Option<Arc<Semaphore>>,
+    /// The connection's source's share of `client`.
+    source_slots: Option<Arc<Semaphore>>,
+}
+
+/// `bytes` in whole KiB, at least 1.
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024).max(1)
+}
+
 async fn serve_connection(
     conn: quinn::Connection,
-    handler: Arc<dyn Handler>,
+    (handler, gate): (Arc<dyn Handler>, Arc<dyn Gate>),
     limits: ServeLimits,
-    (client_budget, peer_budget): (Arc<Semaphore>, Arc<Semaphore>),
+    budgets: Budgets,
     metrics: Arc<crate::metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -259,9 +469,30 @@ async fn serve_connection(
         .handshake_data()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|d| d.protocol);
+    let caller = match identity::of_connection(&conn) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            metrics
+                .counter(crate::metrics::HANDSHAKE_FAILURES, &[("reason", "no_role")])
+                .increment(1);
+            tracing::warn!(remote = %conn.remote_address(), error = %e, "certificate without one role; closing");
+            conn.close(CLOSE_NO_ROLE.into(), e.to_string().as_bytes());
+            return;
+        }
+    };
+    let mut changes = gate.changes();
+    let mut gate_live = true;
+    if !gate.admits(&caller) {
+        metrics
+            .counter(crate::metrics::HANDSHAKE_FAILURES, &[("reason", "revoked")])
+            .increment(1);
+        tracing::warn!(remote = %conn.remote_address(), role = %caller.role, name = caller.name_or_dash(), serial = %caller.serial, "revoked certificate; closing");
+        conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
+        return;
+    }
     let peer = match alpn.as_deref() {
         Some(p) if p == ALPN_PEER => {
-            if !is_node_certificate(&conn) {
+            if caller.role != Role::Node {
                 metrics
                     .counter(
                         crate::metrics::HANDSHAKE_FAILURES,
@@ -279,7 +510,22 @@ async fn serve_connection(
         }
         _ => false,
     };
-    let inflight = if peer { peer_budget } else { client_budget };
+    let inflight = if peer {
+        budgets.peer.clone()
+    } else {
+        budgets.client.clone()
+    };
+    // Peers are authenticated nodes; client frames are held against their
+    // source's share and the node's budget.
+    let bytes_budget = match (&budgets.source_bytes, peer) {
+        (Some(source), false) => Some((source.clone(), budgets.client_bytes.clone())),
+        _ => None,
+    };
+    let source_slots = if peer {
+        None
+    } else {
+        budgets.source_slots.clone()
+    };
     let kind = if peer { "peer" } else { "client" };
     let _open = Open::new(metrics.clone(), peer);
     let bytes = (
@@ -301,36 +547,61 @@ async fn serve_connection(
         ],
     );
     loop {
+        // Biased: a revocation is seen before the next request is served.
         let (send, recv) = tokio::select! {
-            s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
+            biased;
+            changed = changes.changed(), if gate_live => {
+                // A gate that is gone never changes again.
+                gate_live = changed.is_ok();
+                if !gate.admits(&caller) {
+                    tracing::warn!(remote = %conn.remote_address(), role = %caller.role, name = caller.name_or_dash(), "certificate revoked; closing its connection");
+                    conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
+                    return;
+                }
+                continue;
+            }
             _ = shutdown.changed() => return,
+            s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
         };
         // A request waits for a slot at most the read timeout: one that
         // waited longer is reset, so no request (a replica write, say) is
         // applied arbitrarily late (tombstone reaping relies on that bound).
         let (mut send, mut recv) = (send, recv);
-        let permit =
-            match tokio::time::timeout(limits.read_timeout, inflight.clone().acquire_owned()).await
-            {
-                Ok(Ok(p)) => p,
-                Ok(Err(_)) => return, // closed: shutting down
-                Err(_) => {
-                    // Counted, not logged per request.
-                    overloaded.increment(1);
-                    tracing::debug!(
-                        "request not admitted within the read timeout (overloaded); reset"
-                    );
-                    let _ = recv.stop(0u32.into());
-                    let _ = send.reset(0u32.into());
-                    continue;
-                }
+        let admitted = async {
+            // A client's source's share of the slots first, then the node's.
+            let share = match &source_slots {
+                Some(s) => Some(s.clone().acquire_owned().await?),
+                None => None,
             };
+            let node = inflight.clone().acquire_owned().await?;
+            Ok::<_, tokio::sync::AcquireError>((share, node))
+        };
+        let permit = match tokio::time::timeout(limits.read_timeout, admitted).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return, // closed: shutting down
+            Err(_) => {
+                // Counted, not logged per request.
+                overloaded.increment(1);
+                tracing::debug!("request not admitted within the read timeout (overloaded); reset");
+                let _ = recv.stop(0u32.into());
+                let _ = send.reset(0u32.into());
+                continue;
+            }
+        };
         let handler = handler.clone();
         let bytes = bytes.clone();
         let metrics = metrics.clone();
+        let caller = caller.clone();
+        let bytes_budget = bytes_budget.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let stream = serve_stream(send, recv, &*handler, peer, limits, bytes, &metrics);
+            let to = Served {
+                handler: &*handler,
+                caller: &caller,
+                peer,
+                bytes_budget: bytes_budget.as_ref(),
+            };
+            let stream = serve_stream(send, recv, to, limits, bytes, &metrics);
             if let Err(e) = stream.await {
                 tracing::debug!(error = %e, "stream failed");
             }
@@ -338,11 +609,26 @@ async fn serve_connection(
     }
 }
 
+/// Who serves a stream's request, and for whom.
+#[derive(Clone, Copy)]
+struct Served<'a> {
+    handler: &'a dyn Handler,
+    caller: &'a Caller,
+    peer: bool,
+    /// The budgets (the source's share, the node's) the frame's bytes are
+    /// held against.
+    bytes_budget: Option<&'a (Arc<Semaphore>, Arc<Semaphore>)>,
+}
+
 async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    handler: &dyn Handler,
-    peer: bool,
+    Served {
+        handler,
+        caller,
+        peer,
+        bytes_budget,
+    }: Served<'_>,
     limits: ServeLimits,
     (received, sent): (metrics::Counter, metrics::Counter),
     m: &crate::metrics::Metrics,
@@ -357,8 +643,11 @@ async fn serve_stream(
         max_frame
     };
     // A sender that never finishes its frame must not hold a request slot.
-    let Ok(read) = tokio::time::timeout(limits.read_timeout, recv.read_to_end(max_frame)).await
-    else {
+    // The frame's bytes are held against the budget until the answer is
+    // delivered.
+    let mut held = Vec::new();
+    let reading = read_frame(&mut recv, max_frame, bytes_budget, &mut held);
+    let Ok(read) = tokio::time::timeout(limits.read_timeout, reading).await else {
         let _ = recv.stop(0u32.into());
         let _ = send.reset(0u32.into());
         return Err("request frame not received in time".into());
@@ -367,11 +656,12 @@ async fn serve_stream(
         received.increment(bytes.len() as u64);
     }
     let answer = match read {
-        Ok(bytes) if peer => {
-            encode_frame(PEER_PROTOCOL_VERSION, &peer_answer(handler, &bytes).await)
-        }
+        Ok(bytes) if peer => encode_frame(
+            PEER_PROTOCOL_VERSION,
+            &peer_answer(handler, caller, &bytes).await,
+        ),
         Ok(bytes) => {
-            let answer = client_answer(handler, &bytes).await;
+            let answer = client_answer(handler, caller, &bytes).await;
             if let Err(refused) = &answer {
                 crate::metrics::record_request(m, "invalid", "none", refused, started.elapsed());
             }
@@ -418,11 +708,50 @@ async fn serve_stream(
     }
 }
 
+/// Reads a whole frame of at most `max` bytes, taking each chunk's bytes
+/// from the budgets (if any: the source's share first, then the node's)
+/// into `held` before keeping them: when a budget is spent, reading waits,
+/// and QUIC flow control stops the sender.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+    budget: Option<&(Arc<Semaphore>, Arc<Semaphore>)>,
+    held: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<Vec<u8>, quinn::ReadToEndError> {
+    let mut buf = Vec::new();
+    loop {
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.bytes.len() > max {
+                    return Err(quinn::ReadToEndError::TooLong);
+                }
+                if let Some((source, node)) = budget {
+                    let units = u32::try_from(kib(chunk.bytes.len())).unwrap_or(u32::MAX);
+                    for budget in [source, node] {
+                        let Ok(p) = budget.clone().acquire_many_owned(units).await else {
+                            let closed = quinn::ReadError::ClosedStream;
+                            return Err(quinn::ReadToEndError::Read(closed));
+                        };
+                        held.push(p);
+                    }
+                }
+                buf.extend_from_slice(&chunk.bytes);
+            }
+            Ok(None) => return Ok(buf),
+            Err(e) => return Err(quinn::ReadToEndError::Read(e)),
+        }
+    }
+}
+
 /// The handler's answer, or `Err` with the answer to a frame that could
 /// not be decoded (which the handler never sees).
-async fn client_answer(handler: &dyn Handler, bytes: &[u8]) -> Result<Response, Response> {
+async fn client_answer(
+    handler: &dyn Handler,
+    caller: &Caller,
+    bytes: &[u8],
+) -> Result<Response, Response> {
     match decode_frame::<Request>(PROTOCOL_VERSION, bytes) {
-        Ok(req) => Ok(handler.client(req).await),
+        Ok(req) => Ok(handler.client(caller, req).await),
         Err(FrameError::UnsupportedVersion { got, supported }) => {
             Err(Response::Error(ErrorReply::UnsupportedVersion {
                 got,
@@ -433,9 +762,9 @@ async fn client_answer(handler: &dyn Handler, bytes: &[u8]) -> Result<Response, 
     }
 }
 
-async fn peer_answer(handler: &dyn Handler, bytes: &[u8]) -> PeerResponse {
+async fn peer_answer(handler: &dyn Handler, caller: &Caller, bytes: &[u8]) -> PeerResponse {
     match decode_frame::<PeerRequest>(PEER_PROTOCOL_VERSION, bytes) {
-        Ok(req) => handler.peer(req).await,
+        Ok(req) => handler.peer(caller, req).await,
         Err(e) => PeerResponse::Error(PeerError::Malformed(e.to_string())),
     }
 }

@@ -6,6 +6,7 @@
 
 use super::checks::wrong_type;
 use super::quorum::{quorum, QuorumStatus, QuorumTracker};
+use crate::access::contexts::ContextKeys;
 use crate::cluster::buckets::Buckets;
 use crate::cluster::liveness::Liveness;
 use crate::cluster::membership::Membership;
@@ -48,6 +49,8 @@ pub struct Coordinator {
     pub(super) replication: Replication,
     pub(super) limits: Limits,
     pub(super) metrics: Arc<Metrics>,
+    /// Seals the contexts handed to clients and opens those they return.
+    pub(super) contexts: ContextKeys,
     /// Turns of the remote replicas a read asks first (spreads a hot key's
     /// reads over its replicas).
     pub(super) read_turn: std::sync::atomic::AtomicUsize,
@@ -67,6 +70,8 @@ pub struct Services {
     pub liveness: Arc<Liveness>,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
+    /// The cluster's context secrets.
+    pub contexts: ContextKeys,
 }
 
 impl Coordinator {
@@ -79,6 +84,7 @@ impl Coordinator {
             transport,
             liveness,
             metrics,
+            contexts,
         } = services;
         Self {
             me: membership.me_id().clone(),
@@ -90,6 +96,7 @@ impl Coordinator {
             replication,
             limits,
             metrics,
+            contexts,
             read_turn: Default::default(),
         }
     }
@@ -153,6 +160,8 @@ impl Coordinator {
                     .await?;
                 let version = state.version();
                 let reading = state.read();
+                let skey = storage_key(&bucket, &key);
+                let seal = |raw| self.contexts.seal(&skey, raw);
                 if let Reading::Register(siblings, ctx) = &reading {
                     if !siblings.is_empty() {
                         self.metrics
@@ -166,12 +175,12 @@ impl Coordinator {
                 Ok(match reading {
                     Reading::Register(siblings, ctx) if !siblings.is_empty() => Response::Value {
                         siblings,
-                        context: CausalContext(register::encode_context(&ctx)),
+                        context: seal(register::encode_context(&ctx)),
                         version,
                         report,
                     },
                     Reading::Register(_, ctx) => Response::NotFound {
-                        context: CausalContext(register::encode_context(&ctx)),
+                        context: seal(register::encode_context(&ctx)),
                         version,
                         report,
                     },
@@ -198,15 +207,17 @@ impl Coordinator {
                     .read_request(&bucket, &key, options, at_least.as_ref(), false)
                     .await?;
                 let version = state.version();
+                let skey = storage_key(&bucket, &key);
+                let seal = |raw| self.contexts.seal(&skey, raw);
                 Ok(match state.read() {
                     Reading::Data(Some(value), clock) => Response::Data {
                         value,
-                        context: CausalContext(value::encode_clock(&clock)),
+                        context: seal(value::encode_clock(&clock)),
                         version,
                         report,
                     },
                     Reading::Data(None, clock) => Response::NotFound {
-                        context: CausalContext(value::encode_clock(&clock)),
+                        context: seal(value::encode_clock(&clock)),
                         version,
                         report,
                     },
@@ -229,7 +240,7 @@ impl Coordinator {
                 self.check_value(value)?;
                 let update = match props.bucket_type {
                     BucketType::Register => Update::Register {
-                        ctx: self.context(context)?,
+                        ctx: self.context(bucket, key, context)?,
                         value: RegValue::Data(value.clone()),
                     },
                     BucketType::Lww => Update::Lww(Some(value.clone())),
@@ -249,7 +260,7 @@ impl Coordinator {
                 let props = self.bucket(bucket, key)?;
                 let update = match props.bucket_type {
                     BucketType::Register => Update::Register {
-                        ctx: self.context(context)?,
+                        ctx: self.context(bucket, key, context)?,
                         value: RegValue::Tombstone {
                             deleted_ms: now_ms(),
                         },
@@ -275,8 +286,8 @@ impl Coordinator {
                 }
                 self.check_op(op)?;
                 let ctx = self.check_context_size(context).and_then(|()| {
-                    value::decode_clock(&context.0)
-                        .map_err(|e| ErrorReply::InvalidContext(e.to_string()))
+                    let raw = self.open_context(bucket, key, context)?;
+                    value::decode_clock(raw).map_err(|e| ErrorReply::InvalidContext(e.to_string()))
                 })?;
                 let update = Update::Data {
                     op: op.clone(),
@@ -359,9 +370,28 @@ impl Coordinator {
         }
     }
 
-    fn context(&self, ctx: &CausalContext) -> Result<DotContext, ErrorReply> {
+    fn context(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        ctx: &CausalContext,
+    ) -> Result<DotContext, ErrorReply> {
         self.check_context_size(ctx)?;
-        register::decode_context(&ctx.0).map_err(|e| ErrorReply::InvalidContext(e.to_string()))
+        let raw = self.open_context(bucket, key, ctx)?;
+        register::decode_context(raw).map_err(|e| ErrorReply::InvalidContext(e.to_string()))
+    }
+
+    /// The raw context of `ctx`, if this cluster sealed it for the key
+    /// (see [`crate::access::contexts`]).
+    fn open_context<'a>(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        ctx: &'a CausalContext,
+    ) -> Result<&'a [u8], ErrorReply> {
+        self.contexts
+            .open(&storage_key(bucket, key), ctx)
+            .map_err(|e| ErrorReply::InvalidContext(e.to_string()))
     }
 
     pub(super) fn preference_list(&self, skey: &[u8], n: u8) -> Result<Vec<NodeId>, ErrorReply> {

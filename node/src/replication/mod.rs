@@ -8,13 +8,15 @@
 //! - [`read`]: the read path; [`read_repair`]: repairing stale replicas.
 //! - [`write`]: the write path (sloppy quorum, hints, forwarding).
 //! - [`quorum`]: the pure quorum tracker.
-//! - [`replica`]: this node as a replica of a key.
+//! - [`replica`]: this node as a replica of a key; [`quarantine`]:
+//!   undecodable records moved aside.
 //! - [`peer_router`]: peer requests to the services that serve them.
 //! - [`settings`]: replication factor, default quorums, limits.
 
 pub mod checks;
 pub mod coordinator;
 pub mod peer_router;
+pub mod quarantine;
 pub mod quorum;
 pub mod read;
 pub mod read_repair;

@@ -4,10 +4,11 @@
 use super::coordinator::Coordinator;
 use super::replica::Replica;
 use crate::cluster::admin::define_bucket;
-use crate::cluster::buckets::Buckets;
 use crate::cluster::gossip;
+use crate::cluster::gossip::Spread;
 use crate::cluster::member::MemberState;
 use crate::cluster::membership::Membership;
+use crate::net::identity::Caller;
 use crate::repair::exchange::AntiEntropy;
 use crate::repair::hints::Hints;
 use crate::repair::transfer::Transfers;
@@ -39,8 +40,8 @@ pub struct RouterServices {
     pub hints: Hints,
     /// Members and ring.
     pub membership: Arc<Membership>,
-    /// The buckets this node knows.
-    pub buckets: Buckets,
+    /// What gossip spreads: buckets and context secrets.
+    pub spread: Spread,
     /// Anti-entropy.
     pub anti_entropy: Arc<AntiEntropy>,
     /// Range transfers.
@@ -57,8 +58,20 @@ impl PeerRouter {
         }
     }
 
-    /// Serves one peer request.
-    pub async fn serve(&self, req: PeerRequest) -> PeerResponse {
+    /// Serves one peer request from `caller` (a node certificate). A
+    /// request that says it comes from another node than the certificate
+    /// names is refused.
+    pub async fn serve(&self, caller: &Caller, req: PeerRequest) -> PeerResponse {
+        if let Some(claimed) = req.claimed_sender() {
+            if caller.name.as_deref() != Some(claimed.as_str()) {
+                tracing::warn!(certificate = caller.name_or_dash(), %claimed, "a peer claims another node's id; refused");
+                return PeerError::Refused(format!(
+                    "the certificate of {} cannot speak for {claimed}",
+                    caller.name_or_dash()
+                ))
+                .into();
+            }
+        }
         match req {
             PeerRequest::Replica(req) => self.replica_request(req).await.into(),
             PeerRequest::Batch(bodies) => {
@@ -109,6 +122,9 @@ impl PeerRouter {
                 state
                     .validate()
                     .map_err(|e| PeerError::InvalidState(e.to_string()))?;
+                state
+                    .check_bounds(&self.s.replica.peer_limits())
+                    .map_err(|e| PeerError::InvalidState(e.to_string()))?;
                 self.s
                     .hints
                     .add(&owner, &key, state)
@@ -121,11 +137,21 @@ impl PeerRouter {
 
     async fn cluster_request(&self, req: ClusterRequest) -> Result<ClusterResponse, PeerError> {
         match req {
-            ClusterRequest::Gossip { members, buckets } => {
-                Ok(gossip::serve(&self.s.membership, &self.s.buckets, members, buckets).await)
+            ClusterRequest::Gossip {
+                from: _,
+                members,
+                buckets,
+                secrets,
+                access,
+            } => {
+                let (spread, membership) = (&self.s.spread, &self.s.membership);
+                Ok(gossip::serve(membership, spread, members, buckets, secrets, access).await)
+            }
+            ClusterRequest::Access(entries) => {
+                crate::access::admin::store_pushed(&self.s.spread.access, entries).await
             }
             ClusterRequest::DefineBucket { name, props } => {
-                define_bucket(&self.s.buckets, &self.s.membership, &name, props).await
+                define_bucket(&self.s.spread.buckets, &self.s.membership, &name, props).await
             }
             ClusterRequest::Ping => Ok(ClusterResponse::Pong),
         }

@@ -4,6 +4,7 @@
 use crate::data::register::{Actor, DecodeError};
 use crate::data::value::{self, State, Update, ValueError, ValueLimits};
 use crate::repair::aae::{self, Trees};
+use crate::replication::quarantine::QuarantineHooks;
 use crate::rpc::peer::PeerError;
 use crate::storage::{Change, Durable, Hook, Space, StorageError, Store};
 use crate::util::lock::ReadExt;
@@ -26,6 +27,10 @@ pub enum ReplicaError {
     /// The update or merge was refused (wrong type, bad context, too large).
     #[error(transparent)]
     Value(#[from] ValueError),
+    /// The stored record of the key cannot be decoded; it is being
+    /// quarantined (see [`crate::replication::quarantine`]).
+    #[error("stored record cannot be decoded (quarantined; it will be repaired): {0}")]
+    Undecodable(String),
 }
 
 impl From<ReplicaError> for PeerError {
@@ -33,6 +38,7 @@ impl From<ReplicaError> for PeerError {
     fn from(e: ReplicaError) -> Self {
         match e {
             ReplicaError::Storage(e) => PeerError::Storage(e.to_string()),
+            e @ ReplicaError::Undecodable(_) => PeerError::Storage(e.to_string()),
             e @ (ReplicaError::Invalid(_) | ReplicaError::Value(_)) => {
                 PeerError::InvalidState(e.to_string())
             }
@@ -74,6 +80,8 @@ pub struct Replica {
     /// Highest counter this node's actor issued on any key whose record was
     /// since reaped; kept in `Meta` (see [`crate::data::register::Register::write`]).
     dot_floor: Arc<AtomicU64>,
+    /// What quarantining an undecodable record needs (set once wired).
+    quarantine: Arc<std::sync::OnceLock<QuarantineHooks>>,
 }
 
 /// `Meta` key of the dot floor.
@@ -102,7 +110,19 @@ impl Replica {
             limits,
             trees,
             dot_floor: Arc::new(AtomicU64::new(floor)),
+            quarantine: Default::default(),
         })
+    }
+
+    /// Wires quarantine of undecodable records (see
+    /// [`crate::replication::quarantine`]); until then such a record stays
+    /// and its key fails.
+    pub fn set_quarantine(&self, hooks: QuarantineHooks) {
+        let _ = self.quarantine.set(hooks);
+    }
+
+    pub(super) fn quarantine_hooks(&self) -> Option<&QuarantineHooks> {
+        self.quarantine.get()
     }
 
     /// The actor this node coordinates as now.
@@ -119,13 +139,20 @@ impl Replica {
         self.me.locked().epoch = epoch;
     }
 
-    /// The local state of a key.
+    /// The bounds a state from a peer is held to.
+    pub fn peer_limits(&self) -> ValueLimits {
+        self.limits.for_peers()
+    }
+
+    /// The local state of a key. An undecodable record fails the read and
+    /// is quarantined in the background.
     pub fn read(&self, key: &[u8]) -> Result<Option<State>, ReplicaError> {
         match self.store.get(Space::Data, key)? {
             None => Ok(None),
-            Some(bytes) => value::decode_record(&bytes)
-                .map(Some)
-                .map_err(|e| StorageError::Corrupt(e.to_string()).into()),
+            Some(bytes) => value::decode_record(&bytes).map(Some).map_err(|e| {
+                self.quarantine_later(key, e.to_string());
+                ReplicaError::Undecodable(e.to_string())
+            }),
         }
     }
 
@@ -161,7 +188,7 @@ impl Replica {
         let limits = self.limits;
         let trees = self.trees.clone();
         let floor = self.dot_floor.clone();
-        let k = key.clone();
+        let (k, k2) = (key.clone(), key.clone());
         let (out, durable) = self
             .store
             .change_early(Space::Data, key, move |current| {
@@ -180,12 +207,34 @@ impl Replica {
                 (Change::Put(record), Ok((state, ctx, version)), Some(hook))
             })
             .await?;
+        if let Err(ReplicaError::Undecodable(why)) = &out {
+            self.quarantine_later(&k2, why.clone());
+        }
         Ok((out?, durable))
     }
 
     /// Merges a state another node sent into the local one, durably.
     pub async fn merge(&self, key: Vec<u8>, incoming: State) -> Result<(), ReplicaError> {
         incoming.validate()?;
+        // A peer's state is held to the client bounds (with room for
+        // concurrent updates through several coordinators).
+        incoming.check_bounds(&self.peer_limits())?;
+        match self.merge_once(key.clone(), incoming).await {
+            // The local record cannot be decoded: move it aside and take
+            // the incoming state in its place (the repair).
+            Err(Unmerged::Undecodable(why, incoming)) => {
+                if !self.quarantine(&key, &why).await? {
+                    return Err(ReplicaError::Undecodable(why));
+                }
+                self.merge_once(key, *incoming)
+                    .await
+                    .map_err(Unmerged::into_error)
+            }
+            done => done.map_err(Unmerged::into_error),
+        }
+    }
+
+    async fn merge_once(&self, key: Vec<u8>, incoming: State) -> Result<(), Unmerged> {
         let trees = self.trees.clone();
         let k = key.clone();
         self.store
@@ -196,11 +245,15 @@ impl Replica {
                 let outdated = matches!(&current, Ok(Some(b)) if !value::record_is_current(b));
                 let mut local = match decode_current(current, incoming.bucket_type()) {
                     Ok(r) => r,
-                    Err(e) => return (Change::Keep, Err(e), None),
+                    Err(ReplicaError::Undecodable(why)) => {
+                        let back = Unmerged::Undecodable(why, Box::new(incoming));
+                        return (Change::Keep, Err(back), None);
+                    }
+                    Err(e) => return (Change::Keep, Err(Unmerged::Failed(e)), None),
                 };
                 let before = local.clone();
                 if let Err(e) = local.merge(incoming) {
-                    return (Change::Keep, Err(e.into()), None);
+                    return (Change::Keep, Err(Unmerged::Failed(e.into())), None);
                 }
                 if local == before && !outdated {
                     (Change::Keep, Ok(()), None) // nothing new: no write, no sync
@@ -210,7 +263,25 @@ impl Replica {
                     (Change::Put(record), Ok(()), Some(hook))
                 }
             })
-            .await?
+            .await
+            .map_err(|e| Unmerged::Failed(e.into()))?
+    }
+}
+
+/// Why a merge did not happen.
+enum Unmerged {
+    /// The local record cannot be decoded; the incoming state comes back.
+    Undecodable(String, Box<State>),
+    /// Anything else.
+    Failed(ReplicaError),
+}
+
+impl Unmerged {
+    fn into_error(self) -> ReplicaError {
+        match self {
+            Unmerged::Undecodable(why, _) => ReplicaError::Undecodable(why),
+            Unmerged::Failed(e) => e,
+        }
     }
 }
 
@@ -314,7 +385,7 @@ fn decode_current(
     match current? {
         None => Ok(State::empty(bucket_type)),
         Some(bytes) => {
-            value::decode_record(bytes).map_err(|e| StorageError::Corrupt(e.to_string()).into())
+            value::decode_record(bytes).map_err(|e| ReplicaError::Undecodable(e.to_string()))
         }
     }
 }

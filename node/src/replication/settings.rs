@@ -55,6 +55,15 @@ pub struct Limits {
     pub request_read_timeout: Duration,
     /// The longest a request may run, whatever the client asks.
     pub max_request_timeout: Duration,
+    /// Most connections (and handshakes in progress) from one source address.
+    pub max_connections_per_source: usize,
+    /// Most handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// Bound on a handshake; a source that takes longer is dropped.
+    pub handshake_timeout: Duration,
+    /// Bytes of client request frames the node holds at once (being
+    /// received or served); more wait, and flow control stops their senders.
+    pub max_inflight_request_bytes: usize,
 }
 
 impl Limits {
@@ -102,6 +111,10 @@ impl Default for Limits {
             max_inflight_requests: 4096,
             request_read_timeout: Duration::from_secs(10),
             max_request_timeout: Duration::from_secs(120),
+            max_connections_per_source: 64,
+            max_handshakes: 256,
+            handshake_timeout: Duration::from_secs(5),
+            max_inflight_request_bytes: 256 * 1024 * 1024,
         }
     }
 }

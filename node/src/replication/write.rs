@@ -13,7 +13,7 @@ use crate::rpc::call::ask;
 use crate::rpc::peer::{ReplicaRequest, ReplicaResponse};
 use crate::rpc::transport::Transport;
 use crate::util::time::lww_clock_ms;
-use kvorum_client::proto::{CausalContext, ErrorReply, OpKind, ReplicaOutcome, Request, Response};
+use kvorum_client::proto::{ErrorReply, OpKind, ReplicaOutcome, Request, Response};
 use kvorum_client::BucketProps;
 use kvorum_ring::NodeId;
 use std::{sync::Arc, time::Duration};
@@ -97,6 +97,8 @@ impl Coordinator {
             }
             Ok(Err(e)) => return Err(ErrorReply::Internal(format!("local write failed: {e}"))),
         };
+        // The client gets its write's context sealed for this key.
+        let own = self.contexts.seal(&skey, own);
         // Sloppy quorum (Dynamo §4.6): a replica that is down, or that fails
         // fast, is replaced by the next healthy node clockwise past the
         // preference list, which keeps the write as a hint for it and counts
@@ -201,7 +203,7 @@ impl Coordinator {
             return Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)));
         }
         Ok(Response::Written {
-            context: CausalContext(own),
+            context: own,
             version,
         })
     }

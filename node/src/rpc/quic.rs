@@ -77,6 +77,11 @@ impl QuicTransport {
         }
     }
 
+    /// Dials peers with `config` from now on (certificates reloaded).
+    pub fn set_client_config(&self, config: quinn::ClientConfig) {
+        self.link.conns.set_client_config(config);
+    }
+
     /// The open connections this node dialled, with their smoothed RTT.
     /// Connections busy being (re)established at this moment are skipped.
     pub fn open_connections(&self) -> Vec<(SocketAddr, Duration)> {

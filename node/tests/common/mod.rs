@@ -22,11 +22,13 @@ pub struct TestCluster {
     pub faults: Option<std::sync::Arc<kvorum_node::net::faults::Faults>>,
 }
 
-/// Writes a CA, a client certificate and node certificates n1..n<count> into `dir`.
+/// Writes a CA, a client and an admin certificate and node certificates
+/// n1..n<count> into `dir`.
 pub fn make_certs(dir: &Path, count: usize) -> certs::Pem {
     let ca = certs::make_ca("test").unwrap();
     certs::write(dir, "ca", &ca).unwrap();
     certs::write(dir, "client", &certs::make_client(&ca, "test").unwrap()).unwrap();
+    certs::write(dir, "admin", &certs::make_admin(&ca, "test").unwrap()).unwrap();
     for i in 1..=count {
         let id = format!("n{i}");
         certs::write(dir, &id, &certs::make_node(&ca, &id, &[]).unwrap()).unwrap();
@@ -98,7 +100,26 @@ impl TestCluster {
         // Nodes join one after another: allow for each.
         c.wait_for_members_within(count, Duration::from_secs(20 + 4 * count as u64))
             .await;
+        c.grant_every_bucket().await;
         c
+    }
+
+    /// Grants every client certificate read and write on every bucket (a
+    /// new cluster grants nothing), confirmed by every member.
+    pub async fn grant_every_bucket(&self) {
+        let admin = self.admin();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let all = kvorum_client::Grant {
+            client: "*".into(),
+            scope: kvorum_client::GrantScope::Prefix(String::new()),
+            read: true,
+            write: true,
+        };
+        while let Err(e) = admin.grant(all.clone()).await {
+            assert!(tokio::time::Instant::now() < deadline, "grant: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        admin.close().await;
     }
 
     /// Starts `count` nodes, node i in zone `zones[i % zones.len()]`.
@@ -118,6 +139,7 @@ impl TestCluster {
         }
         c.wait_for_members_within(count, Duration::from_secs(20 + 4 * count as u64))
             .await;
+        c.grant_every_bucket().await;
         c
     }
 
@@ -235,6 +257,11 @@ impl TestCluster {
         TlsMaterial::from_dir(d, "client").unwrap()
     }
 
+    pub fn admin_tls(&self) -> TlsMaterial {
+        let d = self.dir.path();
+        TlsMaterial::from_dir(d, "admin").unwrap()
+    }
+
     pub fn node_tls(&self, i: usize) -> TlsMaterial {
         let d = self.dir.path();
         TlsMaterial::from_files(
@@ -265,7 +292,7 @@ impl TestCluster {
 
     /// An admin handle on the nodes at `addrs`.
     pub fn admin_of(&self, addrs: &[SocketAddr]) -> Admin {
-        Admin::builder(addrs.iter().copied(), self.client_tls())
+        Admin::builder(addrs.iter().copied(), self.admin_tls())
             .connect_timeout(Duration::from_millis(500))
             .request_timeout(Duration::from_secs(2))
             .build()

@@ -223,7 +223,8 @@ impl Cluster {
 impl Cluster {
     /// An admin handle on the nodes `idx` (operator calls).
     pub fn admin(&self, idx: &[usize], timeout: Duration) -> Admin {
-        Admin::builder(idx.iter().map(|&i| self.nodes[i].listen), self.tls())
+        let admin = TlsMaterial::from_dir(&self.dir, "admin").unwrap();
+        Admin::builder(idx.iter().map(|&i| self.nodes[i].listen), admin)
             .connect_timeout(Duration::from_millis(500))
             .request_timeout(timeout)
             .build()

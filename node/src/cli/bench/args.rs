@@ -57,7 +57,8 @@ pub struct BenchArgs {
     /// instead of starting one.
     #[arg(long, value_delimiter = ',')]
     pub connect: Vec<SocketAddr>,
-    /// With --connect: directory holding ca.pem, client.pem and client.key.
+    /// With --connect: directory holding ca.pem, client.pem/.key and
+    /// admin.pem/.key (bucket creation needs the admin role).
     #[arg(long, default_value = "kvorum-dev/certs")]
     pub certs: PathBuf,
     /// With --connect: pids of the node processes, for CPU per operation

@@ -11,6 +11,7 @@ use kvorum_client::{
 };
 use kvorum_node::config::NodeConfig;
 use kvorum_node::dev::{self, DevOptions};
+use kvorum_node::net::identity::Caller;
 use kvorum_node::net::{self, Handler, ServeLimits};
 use kvorum_node::rpc::peer::{PeerError, PeerRequest, PeerResponse};
 use kvorum_node::rpc::transport::BoxFuture;
@@ -24,17 +25,14 @@ pub async fn serve_echo(config: &Path) -> Result<(), BenchError> {
     let cfg = NodeConfig::load(config)?;
     let tls = TlsMaterial::from_files(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
     let endpoint = net::endpoint(cfg.listen, &tls, &net::SocketHooks::default())?;
-    let limits = ServeLimits {
-        max_frame_bytes: cfg.limits.max_frame_bytes,
-        max_connections: cfg.limits.max_connections,
-        max_inflight_requests: cfg.limits.max_inflight_requests,
-        read_timeout: cfg.limits.request_read_timeout,
-    };
+    let limits = ServeLimits::of(&cfg.limits);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics = kvorum_node::metrics::Metrics::new("echo");
+    let gate: Arc<dyn net::Gate> = Arc::new(net::OpenGate::default());
     let server = tokio::spawn(net::serve(
         endpoint,
         Arc::new(Echo),
+        gate,
         limits,
         metrics,
         stopped,
@@ -51,11 +49,11 @@ pub async fn serve_echo(config: &Path) -> Result<(), BenchError> {
 struct Echo;
 
 impl Handler for Echo {
-    fn client(&self, _req: Request) -> BoxFuture<'_, Response> {
+    fn client<'a>(&'a self, _: &'a Caller, _req: Request) -> BoxFuture<'a, Response> {
         Box::pin(async { Response::BucketCreated })
     }
 
-    fn peer(&self, _req: PeerRequest) -> BoxFuture<'_, PeerResponse> {
+    fn peer<'a>(&'a self, _: &'a Caller, _req: PeerRequest) -> BoxFuture<'a, PeerResponse> {
         Box::pin(async { PeerResponse::Error(PeerError::Refused("echo server".into())) })
     }
 }
@@ -78,6 +76,8 @@ impl Drop for WorkDir {
 pub(super) struct Target {
     pub(super) addrs: Vec<SocketAddr>,
     pub(super) tls: TlsMaterial,
+    /// The admin certificate (bucket creation).
+    pub(super) admin_tls: TlsMaterial,
     pub(super) pids: Vec<(String, u32)>,
     pub(super) data_dirs: Vec<PathBuf>,
     /// Owned nodes (killed on drop); empty for --connect.
@@ -136,6 +136,7 @@ pub(super) fn start_cluster(
     Ok(Target {
         addrs: configs.iter().map(|c| c.listen).collect(),
         tls,
+        admin_tls: TlsMaterial::from_dir(&certs, "admin")?,
         pids,
         data_dirs: configs.iter().map(|c| c.data_dir.clone()).collect(),
         children,
@@ -153,7 +154,7 @@ pub(super) async fn wait_until_formed(target: &mut Target, n: u8) -> Result<(), 
         .n(n)
         .r(n / 2 + 1)
         .w(n / 2 + 1);
-    let all = Admin::builder(target.addrs.clone(), target.tls.clone())
+    let all = Admin::builder(target.addrs.clone(), target.admin_tls.clone())
         .connect_timeout(Duration::from_millis(500))
         .request_timeout(Duration::from_secs(2))
         .build()?;
@@ -178,6 +179,26 @@ pub(super) async fn wait_until_formed(target: &mut Target, n: u8) -> Result<(), 
                 all.close().await;
                 return Err(BenchError::NotReady(format!(
                     "cannot create bucket {name}: {last}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // A cluster of its own grants its client every bucket (a new cluster
+    // grants nothing); an existing one (--connect) must have granted it.
+    if !target.children.is_empty() {
+        let every = kvorum_client::Grant {
+            client: "*".into(),
+            scope: kvorum_client::GrantScope::Prefix(String::new()),
+            read: true,
+            write: true,
+        };
+        while let Err(e) = all.grant(every.clone()).await {
+            target.check()?;
+            if Instant::now() > deadline {
+                all.close().await;
+                return Err(BenchError::NotReady(format!(
+                    "cannot grant the client: {e}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -221,6 +221,7 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         Target {
             addrs: args.connect.clone(),
             tls,
+            admin_tls: TlsMaterial::from_dir(&args.certs, "admin")?,
             pids: args
                 .node_pid
                 .iter()

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the peer protocol (3: member states and range transfers;
 /// 4: one message enum per subsystem, typed errors).
-pub const PEER_PROTOCOL_VERSION: u16 = 4;
+pub const PEER_PROTOCOL_VERSION: u16 = 5;
 
 /// How much larger than a client frame a peer frame (a request or an
 /// answer) may be: a peer's write or read answer carries a key's whole
@@ -172,6 +172,24 @@ impl<T: Into<PeerResponse>> From<Result<T, PeerError>> for PeerResponse {
         match r {
             Ok(a) => a.into(),
             Err(e) => PeerResponse::Error(e),
+        }
+    }
+}
+
+impl PeerRequest {
+    /// The node this request says sent it, where it says so (gossip,
+    /// anti-entropy, range streams): the caller's node certificate must
+    /// name that node.
+    pub fn claimed_sender(&self) -> Option<&kvorum_ring::NodeId> {
+        match self {
+            PeerRequest::Cluster(ClusterRequest::Gossip { from, .. }) => Some(from),
+            PeerRequest::Aae(
+                AaeRequest::Branches { from }
+                | AaeRequest::Leaves { from, .. }
+                | AaeRequest::Keys { from, .. },
+            ) => Some(from),
+            PeerRequest::Transfer(TransferRequest::Stream { from, .. }) => Some(from),
+            _ => None,
         }
     }
 }

@@ -1,0 +1,114 @@
+//! The admin requests about access: grants, revocations, the list, and
+//! certificate reloads. A change is made on the answering node, then sent
+//! to every other member at once; gossip carries it to any that missed it.
+
+use super::list::{Access, AccessError, Entries};
+use crate::cluster::membership::Membership;
+use crate::net::reload::Reloader;
+use crate::rpc::call::ask;
+use crate::rpc::peer::{ClusterRequest, ClusterResponse, PeerError};
+use crate::rpc::transport::Transport;
+use kvorum_client::proto::{ErrorReply, Request, Response};
+use kvorum_client::CertificateStatus;
+use kvorum_ring::NodeId;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the access requests work with.
+pub struct AccessAdmin {
+    /// The node's access list.
+    pub access: Access,
+    /// The members a change is sent to.
+    pub membership: Arc<Membership>,
+    /// How they are reached.
+    pub transport: Arc<dyn Transport>,
+    /// How long each may take to answer.
+    pub timeout: Duration,
+    /// Reloads this node's certificates.
+    pub reloader: Arc<Reloader>,
+}
+
+impl AccessAdmin {
+    /// Serves `Grant`, `Revoke`, `Access` and `ReloadCertificates`.
+    pub async fn handle(&self, req: Request) -> Result<Response, ErrorReply> {
+        let invalid = |e: AccessError| match e {
+            AccessError::Invalid(why) => ErrorReply::BadRequest(why),
+            AccessError::Storage(e) => ErrorReply::Internal(e.to_string()),
+        };
+        match req {
+            Request::Grant(g) => {
+                self.access.grant(g).await.map_err(invalid)?;
+                self.push().await?;
+            }
+            Request::Revoke(r) => {
+                self.access.revoke(r).await.map_err(invalid)?;
+                self.push().await?;
+            }
+            Request::Access => {}
+            Request::ReloadCertificates => {
+                let own = self
+                    .reloader
+                    .reload()
+                    .map_err(|e| ErrorReply::Refused(e.to_string()))?;
+                return Ok(Response::Reloaded(CertificateStatus {
+                    node: own.name_or_dash().to_string(),
+                    serial: own.serial,
+                    not_after: own.not_after,
+                }));
+            }
+            _ => return Err(ErrorReply::BadRequest("not an access request".into())),
+        }
+        Ok(Response::Access(self.access.view()))
+    }
+
+    /// Sends the whole list to every other member; fails (after storing
+    /// the change here) if one did not confirm, naming it: gossip will
+    /// still carry the change there.
+    async fn push(&self) -> Result<(), ErrorReply> {
+        let me = self.membership.me_id().clone();
+        let others: Vec<NodeId> = self
+            .membership
+            .members()
+            .into_iter()
+            .map(|m| m.id)
+            .filter(|id| *id != me)
+            .collect();
+        let entries = self.access.entries();
+        let mut calls = tokio::task::JoinSet::new();
+        for node in &others {
+            let (transport, node) = (self.transport.clone(), node.clone());
+            let req = ClusterRequest::Access(entries.clone());
+            let timeout = self.timeout;
+            calls.spawn(async move { (node.clone(), ask(&*transport, &node, req, timeout).await) });
+        }
+        let mut missing = Vec::new();
+        while let Some(joined) = calls.join_next().await {
+            let Ok((node, answer)) = joined else { continue };
+            match answer {
+                Ok(ClusterResponse::AccessStored) => {}
+                Ok(other) => missing.push(format!("{node} ({other:?})")),
+                Err(e) => missing.push(format!("{node} ({e})")),
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ErrorReply::Unavailable(format!(
+                "the change is stored on {} of {} members; not confirmed by {}. \
+                 It spreads by gossip; make it again to confirm",
+                1 + others.len() - missing.len(),
+                1 + others.len(),
+                missing.join(", ")
+            )))
+        }
+    }
+}
+
+/// Serves a member's push of the access list.
+pub async fn store_pushed(access: &Access, entries: Entries) -> Result<ClusterResponse, PeerError> {
+    access
+        .merge(entries)
+        .await
+        .map_err(|e| PeerError::Storage(e.to_string()))?;
+    Ok(ClusterResponse::AccessStored)
+}

@@ -1,0 +1,64 @@
+//! Who may make which request.
+//!
+//! - [`contexts`]: causal contexts are sealed, so clients return only what
+//!   the cluster issued.
+//! - [`list`]: the cluster's access list: grants and revoked certificates.
+//!
+//! A certificate's role (see [`crate::net::identity`]) decides first:
+//! - admin requests (`Request::is_admin`: topology, buckets, repair,
+//!   status, ring, the access list, certificate reloads) need the admin
+//!   role;
+//! - data requests from an admin or a node certificate may touch every
+//!   bucket;
+//! - data requests from a client certificate need a grant of the access
+//!   list for the bucket: read for get and fetch, write for put, delete
+//!   and update.
+//!
+//! Status and ring need the admin role too: they name every member, its
+//! address and the buckets, which an application does not need (clients
+//! route with their seed list) and a tenant should not enumerate.
+
+pub mod admin;
+pub mod contexts;
+pub mod gate;
+pub mod list;
+
+use crate::net::identity::{Caller, Role};
+use kvorum_client::proto::{ErrorReply, Request};
+use list::Access;
+
+/// `Ok` if `caller` may make `req`, else the `Forbidden` answer.
+pub fn authorize(caller: &Caller, req: &Request, access: &Access) -> Result<(), ErrorReply> {
+    if req.is_admin() {
+        if caller.role != Role::Admin {
+            return Err(ErrorReply::Forbidden(format!(
+                "admin requests need an admin certificate; this one ({}) has the {} role \
+                 (make one with `kvorum cert admin NAME`)",
+                caller.name_or_dash(),
+                caller.role
+            )));
+        }
+        return Ok(());
+    }
+    if !list::bound_by_list(caller.role) {
+        return Ok(());
+    }
+    let (bucket, write) = match req {
+        Request::Get { bucket, .. } | Request::Fetch { bucket, .. } => (bucket, false),
+        Request::Put { bucket, .. }
+        | Request::Delete { bucket, .. }
+        | Request::Update { bucket, .. } => (bucket, true),
+        // Every other request is an admin request (handled above).
+        _ => return Ok(()),
+    };
+    if access.allows(caller, bucket, write) {
+        return Ok(());
+    }
+    Err(ErrorReply::Forbidden(format!(
+        "client {} may not {} bucket {bucket:?}: the access list grants it no {} \
+         (kvorum admin grant)",
+        caller.name_or_dash(),
+        if write { "write" } else { "read" },
+        if write { "write" } else { "read" },
+    )))
+}

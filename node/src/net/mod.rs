@@ -3,6 +3,7 @@
 //! bounded frames. Knows nothing of quorums or storage: requests go to a
 //! [`Handler`].
 
+mod admission;
 pub mod certs;
 #[cfg(feature = "test-hooks")]
 pub mod faults;
@@ -13,6 +14,8 @@ use crate::rpc::peer::{
     max_peer_frame_bytes, PeerError, PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION,
 };
 use crate::util::BoxFuture;
+pub use admission::SOURCE_SHARE_DIVISOR;
+use admission::{kib, read_frame, Budgets, Sources};
 use identity::{Caller, Role};
 use kvorum_client::proto::{
     decode_frame, encode_frame, ErrorReply, FrameError, Limit, Request, Response, ALPN_CLIENT,
@@ -260,70 +263,6 @@ impl Drop for Open {
     }
 }
 
-/// What each source address holds: its connections (and handshakes), and
-/// its share of the node's budget of client request bytes.
-struct Sources {
-    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Source>>,
-    cap: usize,
-    /// KiB one source may hold of client request frames.
-    share_kib: usize,
-    /// Client request slots one source may hold.
-    share_slots: usize,
-}
-
-struct Source {
-    count: usize,
-    bytes: Arc<Semaphore>,
-    slots: Arc<Semaphore>,
-}
-
-/// One source's share, held by a connection (or handshake) while it lives:
-/// its byte and slot budgets.
-struct SourceSlot(
-    Arc<Sources>,
-    std::net::IpAddr,
-    Arc<Semaphore>,
-    Arc<Semaphore>,
-);
-
-impl Sources {
-    /// A slot for `ip`, or `None` if it holds `cap` already.
-    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<SourceSlot> {
-        use crate::util::LockExt;
-        let mut open = self.open.locked();
-        let (kib, slots) = (self.share_kib, self.share_slots);
-        let source = open.entry(ip).or_insert_with(|| Source {
-            count: 0,
-            bytes: Arc::new(Semaphore::new(kib)),
-            slots: Arc::new(Semaphore::new(slots)),
-        });
-        if source.count >= self.cap {
-            return None;
-        }
-        source.count += 1;
-        let (bytes, slots) = (source.bytes.clone(), source.slots.clone());
-        Some(SourceSlot(self.clone(), ip, bytes, slots))
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        use crate::util::LockExt;
-        let mut open = self.0.open.locked();
-        if let Some(source) = open.get_mut(&self.1) {
-            source.count -= 1;
-            if source.count == 0 {
-                open.remove(&self.1);
-            }
-        }
-    }
-}
-
-/// Share of `max_inflight_request_bytes` and of `max_inflight_requests`
-/// one source address may hold for client requests: a quarter, so a client
-/// at another address is still served while one attacker holds all it can.
-pub const SOURCE_SHARE_DIVISOR: usize = 4;
-
 /// Accepts connections until `shutdown` turns true, then closes the endpoint.
 ///
 /// Admission, in order, so that no state is held for a source that has not
@@ -345,13 +284,12 @@ pub async fn serve(
 ) {
     let conns = Arc::new(Semaphore::new(limits.max_connections));
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
-    let sources = Arc::new(Sources {
-        open: Default::default(),
-        cap: limits.max_connections_per_source,
-        share_kib: kib(limits.max_inflight_request_bytes / SOURCE_SHARE_DIVISOR)
+    let sources = Arc::new(Sources::new(
+        limits.max_connections_per_source,
+        kib(limits.max_inflight_request_bytes / SOURCE_SHARE_DIVISOR)
             .max(kib(limits.max_frame_bytes)),
-        share_slots: (limits.max_inflight_requests / SOURCE_SHARE_DIVISOR).max(1),
-    });
+        (limits.max_inflight_requests / SOURCE_SHARE_DIVISOR).max(1),
+    ));
     let budgets = Budgets {
         client: Arc::new(Semaphore::new(limits.max_inflight_requests)),
         peer: Arc::new(Semaphore::new(limits.max_inflight_requests)),
@@ -436,25 +374,6 @@ pub async fn serve(
         });
     }
     endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
-}
-
-/// What requests in flight may hold: request slots for clients and for
-/// peers, and bytes of client request frames being received or served.
-#[derive(Clone)]
-struct Budgets {
-    client: Arc<Semaphore>,
-    peer: Arc<Semaphore>,
-    /// In KiB.
-    client_bytes: Arc<Semaphore>,
-    /// The connection's source's share of `client_bytes`, in KiB.
-    source_bytes: Option<Arc<Semaphore>>,
-    /// The connection's source's share of `client`.
-    source_slots: Option<Arc<Semaphore>>,
-}
-
-/// `bytes` in whole KiB, at least 1.
-fn kib(bytes: usize) -> usize {
-    bytes.div_ceil(1024).max(1)
 }
 
 async fn serve_connection(
@@ -704,41 +623,6 @@ async fn serve_stream(
         Err(_) => {
             let _ = send.reset(0u32.into());
             Err("answer not taken in time".into())
-        }
-    }
-}
-
-/// Reads a whole frame of at most `max` bytes, taking each chunk's bytes
-/// from the budgets (if any: the source's share first, then the node's)
-/// into `held` before keeping them: when a budget is spent, reading waits,
-/// and QUIC flow control stops the sender.
-async fn read_frame(
-    recv: &mut quinn::RecvStream,
-    max: usize,
-    budget: Option<&(Arc<Semaphore>, Arc<Semaphore>)>,
-    held: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
-) -> Result<Vec<u8>, quinn::ReadToEndError> {
-    let mut buf = Vec::new();
-    loop {
-        match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => {
-                if buf.len() + chunk.bytes.len() > max {
-                    return Err(quinn::ReadToEndError::TooLong);
-                }
-                if let Some((source, node)) = budget {
-                    let units = u32::try_from(kib(chunk.bytes.len())).unwrap_or(u32::MAX);
-                    for budget in [source, node] {
-                        let Ok(p) = budget.clone().acquire_many_owned(units).await else {
-                            let closed = quinn::ReadError::ClosedStream;
-                            return Err(quinn::ReadToEndError::Read(closed));
-                        };
-                        held.push(p);
-                    }
-                }
-                buf.extend_from_slice(&chunk.bytes);
-            }
-            Ok(None) => return Ok(buf),
-            Err(e) => return Err(quinn::ReadToEndError::Read(e)),
         }
     }
 }

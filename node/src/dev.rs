@@ -139,12 +139,7 @@ pub async fn create_tour_buckets(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     // A new cluster grants client certificates nothing; the dev cluster's
     // client may read and write every bucket.
-    let all = kvorum_client::Grant {
-        client: crate::access::list::ANY_CLIENT.into(),
-        scope: kvorum_client::GrantScope::Prefix(String::new()),
-        read: true,
-        write: true,
-    };
+    let all = kvorum_client::Grant::every_bucket(crate::access::list::ANY_CLIENT);
     loop {
         match client.grant(all.clone()).await {
             Ok(_) => break,

@@ -856,12 +856,7 @@ async fn run(plan: Plan, seed: u64, dir: &std::path::Path) -> (bool, String) {
     }
     // A new cluster grants client certificates nothing: the workload's
     // client may use every bucket.
-    let all = kvorum_client::Grant {
-        client: "*".into(),
-        scope: kvorum_client::GrantScope::Prefix(String::new()),
-        read: true,
-        write: true,
-    };
+    let all = kvorum_client::Grant::every_bucket("*");
     let granted = until(Duration::from_secs(60), || {
         let all = all.clone();
         async move { admin.grant(all).await.is_ok() }

@@ -126,12 +126,7 @@ async fn wait_for_members(dir: &Path, addrs: &[SocketAddr], count: usize) {
 /// nothing), confirmed by every member.
 async fn grant_every_bucket(dir: &Path, addrs: &[SocketAddr]) {
     let admin = Admin::connect(addrs.iter().copied(), admin_tls_of(dir)).unwrap();
-    let all = kvorum_client::Grant {
-        client: "*".into(),
-        scope: kvorum_client::GrantScope::Prefix(String::new()),
-        read: true,
-        write: true,
-    };
+    let all = kvorum_client::Grant::every_bucket("*");
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Err(e) = admin.grant(all.clone()).await {
         assert!(Instant::now() < deadline, "grant: {e}");

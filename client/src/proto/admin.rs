@@ -154,6 +154,26 @@ pub struct Grant {
     pub write: bool,
 }
 
+impl Grant {
+    /// Read and write on every bucket, for the client certificate named
+    /// `client` (`*`: every client certificate). What `kvorum dev` grants
+    /// its client.
+    ///
+    /// ```
+    /// use kvorum_client::{Grant, GrantScope};
+    /// let g = Grant::every_bucket("*");
+    /// assert!(g.read && g.write && g.scope == GrantScope::Prefix(String::new()));
+    /// ```
+    pub fn every_bucket(client: impl Into<String>) -> Grant {
+        Grant {
+            client: client.into(),
+            scope: GrantScope::Prefix(String::new()),
+            read: true,
+            write: true,
+        }
+    }
+}
+
 /// A revoked certificate: by serial number, or by role and name (every
 /// certificate of that name).
 ///

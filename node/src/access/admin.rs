@@ -3,14 +3,13 @@
 //! to every other member at once; gossip carries it to any that missed it.
 
 use super::list::{Access, AccessError, Entries};
+use crate::cluster::fanout::ask_every_other;
 use crate::cluster::membership::Membership;
 use crate::net::reload::Reloader;
-use crate::rpc::call::ask;
 use crate::rpc::peer::{ClusterRequest, ClusterResponse, PeerError};
 use crate::rpc::transport::Transport;
 use kvorum_client::proto::{ErrorReply, Request, Response};
 use kvorum_client::CertificateStatus;
-use kvorum_ring::NodeId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,42 +64,10 @@ impl AccessAdmin {
     /// the change here) if one did not confirm, naming it: gossip will
     /// still carry the change there.
     async fn push(&self) -> Result<(), ErrorReply> {
-        let me = self.membership.me_id().clone();
-        let others: Vec<NodeId> = self
-            .membership
-            .members()
-            .into_iter()
-            .map(|m| m.id)
-            .filter(|id| *id != me)
-            .collect();
-        let entries = self.access.entries();
-        let mut calls = tokio::task::JoinSet::new();
-        for node in &others {
-            let (transport, node) = (self.transport.clone(), node.clone());
-            let req = ClusterRequest::Access(entries.clone());
-            let timeout = self.timeout;
-            calls.spawn(async move { (node.clone(), ask(&*transport, &node, req, timeout).await) });
-        }
-        let mut missing = Vec::new();
-        while let Some(joined) = calls.join_next().await {
-            let Ok((node, answer)) = joined else { continue };
-            match answer {
-                Ok(ClusterResponse::AccessStored) => {}
-                Ok(other) => missing.push(format!("{node} ({other:?})")),
-                Err(e) => missing.push(format!("{node} ({e})")),
-            }
-        }
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(ErrorReply::Unavailable(format!(
-                "the change is stored on {} of {} members; not confirmed by {}. \
-                 It spreads by gossip; make it again to confirm",
-                1 + others.len() - missing.len(),
-                1 + others.len(),
-                missing.join(", ")
-            )))
-        }
+        let req = ClusterRequest::Access(self.access.entries());
+        ask_every_other(&self.transport, &self.membership, req, self.timeout)
+            .await
+            .all_confirmed("the change", |r| matches!(r, ClusterResponse::AccessStored))
     }
 }
 

@@ -4,6 +4,7 @@
 //! the node that receives them.
 
 use super::buckets::{Buckets, DefineError};
+use super::fanout::ask_every_other;
 use super::liveness::Liveness;
 use super::member::MemberState;
 use super::membership::Membership;
@@ -16,7 +17,6 @@ use crate::repair::exchange::AntiEntropy;
 use crate::repair::transfer::Transfers;
 use crate::replication::replica::{bucket_of, Replica};
 use crate::replication::settings::{Limits, Replication};
-use crate::rpc::call::ask;
 use crate::rpc::peer::{ClusterRequest, ClusterResponse, PeerError};
 use crate::rpc::transport::Transport;
 use kvorum_client::proto::{
@@ -133,50 +133,25 @@ impl Admin {
             // coordinator that knew it first): they move to its N.
             self.s.membership.touch();
         }
-        let others: Vec<NodeId> = self
-            .s
-            .membership
-            .members()
-            .into_iter()
-            .map(|m| m.id)
-            .filter(|id| *id != self.me)
-            .collect();
-        let mut calls = tokio::task::JoinSet::new();
-        for node in &others {
-            let (transport, node) = (self.s.transport.clone(), node.clone());
-            let req = ClusterRequest::DefineBucket {
-                name: name.clone(),
-                props,
-            };
-            let timeout = self.replication.request_timeout;
-            calls.spawn(async move { (node.clone(), ask(&*transport, &node, req, timeout).await) });
-        }
-        let mut missing = Vec::new();
-        while let Some(joined) = calls.join_next().await {
-            let Ok((node, answer)) = joined else { continue };
-            match answer {
-                Ok(ClusterResponse::BucketDefined) => {}
-                Ok(ClusterResponse::Conflict(existing)) => {
-                    return Err(ErrorReply::BucketConflict {
-                        bucket: name,
-                        existing,
-                    })
-                }
-                Ok(other) => missing.push(format!("{node} ({other:?})")),
-                Err(e) => missing.push(format!("{node} ({e})")),
+        let req = ClusterRequest::DefineBucket {
+            name: name.clone(),
+            props,
+        };
+        let timeout = self.replication.request_timeout;
+        let answers = ask_every_other(&self.s.transport, &self.s.membership, req, timeout).await;
+        // A member that holds the bucket with other props: a conflict.
+        for (_, answer) in &answers.answers {
+            if let Ok(ClusterResponse::Conflict(existing)) = answer {
+                return Err(ErrorReply::BucketConflict {
+                    bucket: name,
+                    existing: *existing,
+                });
             }
         }
-        if missing.is_empty() {
-            Ok(Response::BucketCreated)
-        } else {
-            Err(ErrorReply::Unavailable(format!(
-                "bucket {name:?} is stored on {} of {} members; not confirmed by {}. \
-                 It spreads by gossip; create it again to confirm",
-                1 + others.len() - missing.len(),
-                1 + others.len(),
-                missing.join(", ")
-            )))
-        }
+        answers.all_confirmed(&format!("bucket {name:?}"), |r| {
+            matches!(r, ClusterResponse::BucketDefined)
+        })?;
+        Ok(Response::BucketCreated)
     }
 
     fn quarantined(&self) -> Result<Response, ErrorReply> {

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod buckets;
+pub mod fanout;
 pub mod gossip;
 pub mod liveness;
 pub mod member;

@@ -109,12 +109,7 @@ impl TestCluster {
     pub async fn grant_every_bucket(&self) {
         let admin = self.admin();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        let all = kvorum_client::Grant {
-            client: "*".into(),
-            scope: kvorum_client::GrantScope::Prefix(String::new()),
-            read: true,
-            write: true,
-        };
+        let all = kvorum_client::Grant::every_bucket("*");
         while let Err(e) = admin.grant(all.clone()).await {
             assert!(tokio::time::Instant::now() < deadline, "grant: {e}");
             tokio::time::sleep(Duration::from_millis(100)).await;

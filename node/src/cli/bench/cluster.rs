@@ -187,12 +187,7 @@ pub(super) async fn wait_until_formed(target: &mut Target, n: u8) -> Result<(), 
     // A cluster of its own grants its client every bucket (a new cluster
     // grants nothing); an existing one (--connect) must have granted it.
     if !target.children.is_empty() {
-        let every = kvorum_client::Grant {
-            client: "*".into(),
-            scope: kvorum_client::GrantScope::Prefix(String::new()),
-            read: true,
-            write: true,
-        };
+        let every = kvorum_client::Grant::every_bucket("*");
         while let Err(e) = all.grant(every.clone()).await {
             target.check()?;
             if Instant::now() > deadline {

@@ -1023,3 +1023,61 @@ async fn the_access_example_runs() {
 #[path = "../../examples/access.rs"]
 #[allow(dead_code)]
 mod access_example;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_removal_with_a_forged_clock_cannot_drop_later_adds() {
+    use kvorum_client::{FieldKind, FieldValue, MapUpdate};
+    use kvorum_node::access::contexts::SEAL_BYTES;
+    use kvorum_node::data::value::{decode_clock, encode_clock};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let c = TestCluster::start(3, "").await;
+        c.admin()
+            .create_bucket("carts", BucketProps::new(BucketType::Map))
+            .await
+            .unwrap();
+        let client = c.client_of(&c.addrs[..1]);
+        let cart = client.map("carts", b"alice");
+        cart.update(MapUpdate::new().add("items", b"x"))
+            .await
+            .unwrap();
+        let read = cart.fetch().await.unwrap();
+        let raw = &read.context.0[..read.context.0.len() - SEAL_BYTES];
+        let mut clock = decode_clock(raw).unwrap();
+        let actors: Vec<_> = clock.dots.keys().cloned().collect();
+        for a in actors {
+            clock.dots.insert(a, u64::MAX / 2);
+        }
+        let forged = CausalContext(encode_clock(&clock));
+        for update in [
+            MapUpdate::new().context(&forged).remove("items", b"x"),
+            MapUpdate::new()
+                .context(&forged)
+                .remove_field("items", FieldKind::Set),
+        ] {
+            let e = cart.update(update).await.unwrap_err();
+            assert!(
+                matches!(e, Error::Server(ErrorReply::InvalidContext(_))),
+                "{e}"
+            );
+        }
+        // A genuine removal of the field, then a later add: the add stays.
+        cart.update(
+            MapUpdate::new()
+                .context(&read.context)
+                .remove_field("items", FieldKind::Set),
+        )
+        .await
+        .unwrap();
+        cart.update(MapUpdate::new().add("items", b"y"))
+            .await
+            .unwrap();
+        let now = cart.fetch().await.unwrap();
+        assert_eq!(
+            now.value.get("items", FieldKind::Set),
+            Some(&FieldValue::Set(vec![b"y".to_vec()]))
+        );
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

@@ -99,6 +99,13 @@ pub(super) fn kib(bytes: usize) -> usize {
     bytes.div_ceil(1024).max(1)
 }
 
+/// The bytes a request holds of its source's share and of the node's
+/// budget, released when dropped.
+pub(super) type Held = (
+    Option<tokio::sync::OwnedSemaphorePermit>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
+
 /// Reads a whole frame of at most `max` bytes, taking each chunk's bytes
 /// from the budgets (if any: the source's share first, then the node's)
 /// into `held` before keeping them: when a budget is spent, reading waits,
@@ -107,7 +114,7 @@ pub(super) async fn read_frame(
     recv: &mut quinn::RecvStream,
     max: usize,
     budget: Option<&(Arc<Semaphore>, Arc<Semaphore>)>,
-    held: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
+    held: &mut Held,
 ) -> Result<Vec<u8>, quinn::ReadToEndError> {
     let mut buf = Vec::new();
     loop {
@@ -118,12 +125,17 @@ pub(super) async fn read_frame(
                 }
                 if let Some((source, node)) = budget {
                     let units = u32::try_from(kib(chunk.bytes.len())).unwrap_or(u32::MAX);
-                    for budget in [source, node] {
+                    for (budget, slot) in [(source, &mut held.0), (node, &mut held.1)] {
                         let Ok(p) = budget.clone().acquire_many_owned(units).await else {
                             let closed = quinn::ReadError::ClosedStream;
                             return Err(quinn::ReadToEndError::Read(closed));
                         };
-                        held.push(p);
+                        // One permit per budget, grown chunk by chunk: no
+                        // allocation per request.
+                        match slot {
+                            Some(h) => h.merge(p),
+                            None => *slot = Some(p),
+                        }
                     }
                 }
                 buf.extend_from_slice(&chunk.bytes);

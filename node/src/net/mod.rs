@@ -564,7 +564,7 @@ async fn serve_stream(
     // A sender that never finishes its frame must not hold a request slot.
     // The frame's bytes are held against the budget until the answer is
     // delivered.
-    let mut held = Vec::new();
+    let mut held: admission::Held = (None, None);
     let reading = read_frame(&mut recv, max_frame, bytes_budget, &mut held);
     let Ok(read) = tokio::time::timeout(limits.read_timeout, reading).await else {
         let _ = recv.stop(0u32.into());

@@ -14,9 +14,10 @@
 //!   storage/      the Engine trait, the fjall and in-memory engines, the group-commit store
 //!   repair/       hints, anti-entropy trees and exchanges, range transfers, reaping
 //!   metrics/      the metric catalogue, the HTTP endpoint, the collector
-//!   util/         lock recovery, wall-clock milliseconds, periodic ticks
+//!   util/         lock recovery, the clock seam, the node's RNG, workers, periodic ticks
 //!   config.rs     the TOML config, parsed into typed values
-//!   start.rs      wiring only: start a node from its config
+//!   wiring.rs     a node assembled from its parts: config, engine, transport, clock, RNG
+//!   start.rs      a real node: fjall and QUIC, wired by wiring.rs
 //!   dev.rs        the local development cluster of `kvorum dev`
 //!   main.rs, cli/ the `kvorum` binary (not part of this library)
 //! ```
@@ -43,6 +44,7 @@ pub mod rpc;
 pub mod start;
 pub mod storage;
 pub mod util;
+pub mod wiring;
 
 pub use config::NodeConfig;
 pub use start::{start, NodeError, RunningNode};

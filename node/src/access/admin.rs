@@ -5,7 +5,7 @@
 use super::list::{Access, AccessError, Entries};
 use crate::cluster::fanout::ask_every_other;
 use crate::cluster::membership::Membership;
-use crate::net::reload::Reloader;
+use crate::net::reload::ReloaderSlot;
 use crate::rpc::peer::{ClusterRequest, ClusterResponse, PeerError};
 use crate::rpc::transport::Transport;
 use kvorum_client::proto::{ErrorReply, Request, Response};
@@ -23,8 +23,8 @@ pub struct AccessAdmin {
     pub transport: Arc<dyn Transport>,
     /// How long each may take to answer.
     pub timeout: Duration,
-    /// Reloads this node's certificates.
-    pub reloader: Arc<Reloader>,
+    /// Reloads this node's certificates (if it has any).
+    pub reloader: ReloaderSlot,
 }
 
 impl AccessAdmin {
@@ -45,8 +45,10 @@ impl AccessAdmin {
             }
             Request::Access => {}
             Request::ReloadCertificates => {
-                let own = self
-                    .reloader
+                let reloader = self.reloader.get().ok_or_else(|| {
+                    ErrorReply::Refused("this node has no certificates to reload".into())
+                })?;
+                let own = reloader
                     .reload()
                     .map_err(|e| ErrorReply::Refused(e.to_string()))?;
                 return Ok(Response::Reloaded(CertificateStatus {

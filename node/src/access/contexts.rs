@@ -32,7 +32,7 @@
 
 use crate::storage::{Space, StorageError, Store};
 use crate::util::lock::ReadExt;
-use crate::util::LockExt;
+use crate::util::{LockExt, NodeEnv};
 use kvorum_client::CausalContext;
 use ring::hmac;
 use std::collections::BTreeMap;
@@ -73,7 +73,9 @@ pub struct ContextKeys {
 
 impl ContextKeys {
     /// Loads the stored secrets; makes and stores one if there is none.
-    pub async fn load(store: Store) -> Result<Self, StorageError> {
+    /// A new secret is drawn from the node's generator and named by its
+    /// wall clock.
+    pub async fn load(store: Store, env: &NodeEnv) -> Result<Self, StorageError> {
         let raw = match store.get(Space::Meta, SECRETS_KEY)? {
             None => BTreeMap::new(),
             Some(b) => decode(&b)?,
@@ -85,8 +87,8 @@ impl ContextKeys {
         };
         if raw.is_empty() {
             let mut secret = [0u8; 32];
-            rand::fill(&mut secret);
-            let id = (crate::util::time::now_ms() << 16) | u64::from(rand::random::<u16>());
+            env.rng.fill(&mut secret);
+            let id = (env.clock.wall_ms() << 16) | (env.rng.u64() & 0xffff);
             this.merge(vec![(id, secret)]).await?;
         } else {
             this.install(raw.into_iter().collect());
@@ -219,7 +221,9 @@ mod tests {
 
     async fn keys() -> ContextKeys {
         let (store, _closed) = Store::start(Arc::new(MemoryEngine::new()), SyncPolicy::Always);
-        ContextKeys::load(store).await.unwrap()
+        ContextKeys::load(store, &crate::util::NodeEnv::real())
+            .await
+            .unwrap()
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@
 
 use crate::net::identity::{Caller, Role};
 use crate::storage::{Space, StorageError, Store};
+use crate::util::clock::SharedClock;
 use crate::util::lock::ReadExt;
 use crate::util::LockExt;
 use kvorum_client::{AccessList as AccessView, Grant, GrantScope, Revocation};
@@ -94,6 +95,7 @@ pub struct Access {
     entries: Arc<RwLock<Entries>>,
     store: Store,
     me: String,
+    clock: SharedClock,
     /// Bumped whenever a revocation changes.
     revocations: watch::Sender<u64>,
 }
@@ -103,7 +105,13 @@ impl Access {
     /// the list starts empty) or predates access lists (it starts with the
     /// upgrade grant; see the module documentation); either way the list
     /// is stored at once, so the next start finds it.
-    pub async fn load(store: Store, me: &str, fresh: bool) -> Result<Self, StorageError> {
+    /// Entries made here are stamped by `clock`.
+    pub async fn load(
+        store: Store,
+        me: &str,
+        fresh: bool,
+        clock: SharedClock,
+    ) -> Result<Self, StorageError> {
         let stored = store.get(Space::Meta, ACCESS_KEY)?;
         let missing = stored.is_none();
         let entries = match stored {
@@ -141,6 +149,7 @@ impl Access {
             entries: Arc::new(RwLock::new(entries)),
             store,
             me: me.to_string(),
+            clock,
             revocations: watch::channel(0).0,
         })
     }
@@ -259,7 +268,7 @@ impl Access {
     fn stamp(&self) -> Stamp {
         let newest = self.entries.read_locked().newest_ms();
         Stamp {
-            ms: crate::util::time::now_ms().max(newest + 1),
+            ms: self.clock.wall_ms().max(newest + 1),
             node: self.me.clone(),
         }
     }
@@ -316,6 +325,7 @@ pub fn bound_by_list(role: Role) -> bool {
 mod tests {
     use super::*;
     use crate::storage::{MemoryEngine, SyncPolicy};
+    use crate::util::clock::SystemClock;
     use proptest::prelude::*;
 
     fn stamp(ms: u64, node: &str) -> Stamp {
@@ -377,7 +387,9 @@ mod tests {
     #[tokio::test]
     async fn grants_match_name_scope_and_permission_and_removal_wins_when_newer() {
         let (store, _closed) = Store::start(Arc::new(MemoryEngine::new()), SyncPolicy::Always);
-        let access = Access::load(store, "n1", true).await.unwrap();
+        let access = Access::load(store, "n1", true, SystemClock::shared())
+            .await
+            .unwrap();
         let shop = Caller {
             role: Role::Client,
             name: Some("shop".into()),
@@ -430,7 +442,9 @@ mod tests {
     #[tokio::test]
     async fn revocation_by_serial_or_name() {
         let (store, _closed) = Store::start(Arc::new(MemoryEngine::new()), SyncPolicy::Always);
-        let access = Access::load(store, "n1", true).await.unwrap();
+        let access = Access::load(store, "n1", true, SystemClock::shared())
+            .await
+            .unwrap();
         let laptop = Caller {
             role: Role::Client,
             name: Some("laptop".into()),

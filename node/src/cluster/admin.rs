@@ -12,7 +12,7 @@ use super::meta::MemberStore;
 use crate::access::admin::AccessAdmin;
 use crate::access::gate::Gatekeeper;
 use crate::access::list::Access;
-use crate::net::reload::Reloader;
+use crate::net::reload::ReloaderSlot;
 use crate::repair::exchange::AntiEntropy;
 use crate::repair::transfer::Transfers;
 use crate::replication::replica::{bucket_of, Replica};
@@ -56,7 +56,7 @@ pub struct AdminServices {
     /// When node certificates expire (status).
     pub gate: Gatekeeper,
     /// Reloads this node's certificates.
-    pub reloader: Arc<Reloader>,
+    pub reloader: ReloaderSlot,
     /// The local replica (quarantined records).
     pub replica: Replica,
 }

@@ -1,6 +1,7 @@
 //! Gossip: every interval a node exchanges its member list and bucket
 //! definitions with a few others, so news spreads epidemically.
 
+use crate::util::rng::NodeRng;
 use super::buckets::Buckets;
 use super::member::MemberInfo;
 use super::membership::Membership;
@@ -42,6 +43,7 @@ pub async fn gossip(
     spread: Spread,
     member_store: MemberStore,
     every: Duration,
+    rng: NodeRng,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut persisted = membership.version();
@@ -80,7 +82,7 @@ pub async fn gossip(
         } else {
             let mut picked = Vec::new();
             while picked.len() < GOSSIP_FANOUT && !others.is_empty() {
-                let pick = rand::random_range(0..others.len());
+                let pick = rng.below(others.len());
                 picked.push(others.swap_remove(pick).addr);
             }
             if stranger.is_none() {
@@ -95,7 +97,7 @@ pub async fn gossip(
                         .filter(|s| !known.contains(s))
                         .collect();
                     if !strangers.is_empty() {
-                        let addr = strangers[rand::random_range(0..strangers.len())];
+                        let addr = strangers[rng.below(strangers.len())];
                         let (t, m, b) = (transport.clone(), membership.clone(), spread.clone());
                         stranger = Some(tokio::spawn(async move {
                             gossip_with(t.as_ref(), &m, &b, addr, timeout).await

@@ -15,14 +15,16 @@
 //! [`PhiDetector`] is pure (time comes in as an argument); [`Liveness`] is
 //! the shared view the coordinator and hint delivery read.
 
+use crate::util::clock::SharedClock;
 use crate::util::lock::ReadExt;
 use crate::util::LockExt;
 use kvorum_ring::NodeId;
 use std::{
     collections::{HashMap, VecDeque},
     sync::RwLock,
-    time::{Duration, Instant},
+    time::Duration,
 };
+use tokio::time::Instant;
 
 /// Settings of the detector.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,30 +156,31 @@ impl PhiDetector {
 }
 
 /// The node's shared view of which peers are up.
-#[derive(Debug)]
 pub struct Liveness {
     me: NodeId,
     detector: RwLock<PhiDetector>,
+    clock: SharedClock,
 }
 
 impl Liveness {
     /// A view for node `me` (always up to itself).
-    pub fn new(me: NodeId, config: DetectorConfig) -> Self {
+    pub fn new(me: NodeId, config: DetectorConfig, clock: SharedClock) -> Self {
         Self {
             me,
             detector: RwLock::new(PhiDetector::new(config)),
+            clock,
         }
     }
 
     /// Starts watching `peer` (see [`PhiDetector::watch`]).
     pub fn watch(&self, peer: &NodeId) {
-        let now = Instant::now();
+        let now = self.clock.now();
         self.detector.locked().watch(peer, now);
     }
 
     /// Records a ping answer from `peer`.
     pub fn heartbeat(&self, peer: &NodeId) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut d = self.detector.locked();
         let was = d.is_up(peer, now);
         d.heartbeat(peer, now);
@@ -191,7 +194,7 @@ impl Liveness {
     /// the write to a fallback.
     pub fn is_up(&self, peer: &NodeId) -> bool {
         let d = self.detector.read_locked();
-        *peer == self.me || !d.peers.contains_key(peer) || d.is_up(peer, Instant::now())
+        *peer == self.me || !d.peers.contains_key(peer) || d.is_up(peer, self.clock.now())
     }
 }
 

@@ -2,6 +2,7 @@
 //! (a versioned record in the storage's meta space), saved after every
 //! change of this node's own state.
 
+use crate::util::rng::NodeRng;
 use super::membership::Membership;
 use crate::cluster::member::{MemberInfo, MemberInfoV1};
 use crate::replication::replica::Replica;
@@ -38,6 +39,7 @@ pub struct MemberStore {
     store: Store,
     membership: Arc<Membership>,
     replica: Replica,
+    rng: NodeRng,
     /// One save at a time: a save that read the epoch before a rotation
     /// must not land after it (the stored epoch would go back to the
     /// retired one, and a restart would issue its dots again).
@@ -45,12 +47,14 @@ pub struct MemberStore {
 }
 
 impl MemberStore {
-    /// Persists `membership` in `store`, with the data epoch of `replica`.
-    pub fn new(store: Store, membership: Arc<Membership>, replica: Replica) -> Self {
+    /// Persists `membership` in `store`, with the data epoch of `replica`;
+    /// new epochs are drawn from `rng`.
+    pub fn new(store: Store, membership: Arc<Membership>, replica: Replica, rng: NodeRng) -> Self {
         Self {
             store,
             membership,
             replica,
+            rng,
             saving: Default::default(),
         }
     }
@@ -67,6 +71,7 @@ impl MemberStore {
         EpochRotator {
             store: self.store.clone(),
             membership: self.membership.clone(),
+            rng: self.rng.clone(),
             saving: self.saving.clone(),
         }
     }
@@ -74,7 +79,7 @@ impl MemberStore {
     /// Starts a new data epoch (persisted before it is used).
     pub async fn rotate_epoch(&self) -> Result<(), StorageError> {
         let _one = self.saving.lock().await;
-        let epoch = rand::random::<u64>();
+        let epoch = self.rng.u64();
         persist_members(&self.store, &self.membership, epoch).await?;
         self.replica.set_epoch(epoch);
         tracing::info!(
@@ -90,6 +95,7 @@ impl MemberStore {
 pub struct EpochRotator {
     store: Store,
     membership: Arc<Membership>,
+    rng: NodeRng,
     saving: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -97,7 +103,7 @@ impl EpochRotator {
     /// Starts a new data epoch of `replica` (persisted before it is used).
     pub async fn rotate(&self, replica: &Replica, why: &str) -> Result<(), StorageError> {
         let _one = self.saving.lock().await;
-        let epoch = rand::random::<u64>();
+        let epoch = self.rng.u64();
         persist_members(&self.store, &self.membership, epoch).await?;
         replica.set_epoch(epoch);
         tracing::info!(epoch, why, "new data epoch");
@@ -136,10 +142,10 @@ pub struct Stored {
 
 /// Reads the persisted membership of node `id` (a new epoch and no members
 /// for a new data directory).
-pub fn load(store: &Store, id: &str) -> Result<Stored, StorageError> {
+pub fn load(store: &Store, id: &str, rng: &NodeRng) -> Result<Stored, StorageError> {
     let Some(bytes) = store.get(Space::Meta, META_KEY)? else {
         return Ok(Stored {
-            epoch: rand::random::<u64>(),
+            epoch: rng.u64(),
             members: Vec::new(),
             fresh: true,
             upgraded: false,

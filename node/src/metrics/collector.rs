@@ -1,6 +1,6 @@
-//! The scrape-time collector: copies what the node's subsystems keep
-//! (hint and anti-entropy counts, liveness, ring share, storage size, peer
-//! round-trip times) into the registry at each scrape.
+//! The scrape-time collectors: copy what the node's subsystems keep
+//! (hint and anti-entropy counts, liveness, ring share, storage size; the
+//! QUIC transport's peer round-trip times) into the registry at each scrape.
 
 use super::{self as metrics, Metrics};
 use crate::cluster::liveness::Liveness;
@@ -12,14 +12,13 @@ use crate::storage::Store;
 use std::sync::Arc;
 
 /// Copies what other modules keep (hint and anti-entropy counts, liveness,
-/// ring share, storage size, peer RTT) into the registry at each scrape.
+/// ring share, storage size) into the registry at each scrape.
 pub fn collector(
     store: Store,
     hints: Hints,
     aae: Arc<AntiEntropy>,
     membership: Arc<Membership>,
     liveness: Arc<Liveness>,
-    quic: Arc<QuicTransport>,
 ) -> metrics::Collector {
     use std::sync::atomic::Ordering::Relaxed;
     // Taken here, in the runtime: a scrape may render on a blocking thread.
@@ -41,7 +40,7 @@ pub fn collector(
         m.gauge(metrics::HINTS_BYTES, &[])
             .set(h.bytes.load(Relaxed) as f64);
         m.gauge(metrics::HINT_OLDEST_AGE, &[])
-            .set(h.oldest_age().as_secs_f64());
+            .set(hints.oldest_age().as_secs_f64());
         m.counter(metrics::AAE_KEYS_REPAIRED, &[])
             .absolute(aae.stats().keys_repaired.load(Relaxed));
         let me = membership.me().id.clone();
@@ -69,6 +68,13 @@ pub fn collector(
                 .set(size.disk_bytes as f64);
             m.gauge(metrics::STORAGE_KEYS, &[]).set(size.keys as f64);
         }
+    })
+}
+
+/// Copies the QUIC transport's open peer connections and their round-trip
+/// times into the registry at each scrape.
+pub fn peer_connections(quic: Arc<QuicTransport>, membership: Arc<Membership>) -> metrics::Collector {
+    Box::new(move |m: &Metrics| {
         let open = quic.open_connections();
         m.gauge(metrics::CONNECTIONS, &[("kind", "peer_out")])
             .set(open.len() as f64);

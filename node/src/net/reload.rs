@@ -91,3 +91,8 @@ pub fn own_certificate(tls: &TlsMaterial, node: &str) -> Result<Caller, ReloadEr
     }
     Ok(own)
 }
+
+/// Where a node's [`Reloader`] is found once its endpoint is up: empty in a
+/// node without certificates (the simulator's), which then refuses
+/// `ReloadCertificates`.
+pub type ReloaderSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<Reloader>>>;

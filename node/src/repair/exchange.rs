@@ -14,7 +14,8 @@ use crate::rpc::peer::{
 };
 use crate::rpc::transport::Transport;
 use crate::storage::{Space, StorageError};
-use crate::util::LockExt;
+use crate::util::workers::Workers;
+use crate::util::{LockExt, NodeEnv};
 use kvorum_ring::NodeId;
 use std::{
     sync::{
@@ -115,6 +116,8 @@ pub struct AntiEntropy {
     reap_cursor: Mutex<Option<Vec<u8>>>,
     /// Held by the one thread that steps a build of the trees.
     stepping: Arc<tokio::sync::Mutex<()>>,
+    /// The node's clocks, and where the tree stepper runs.
+    env: NodeEnv,
 }
 
 impl AntiEntropy {
@@ -125,8 +128,10 @@ impl AntiEntropy {
         membership: Arc<Membership>,
         config: AaeConfig,
         metrics: Arc<crate::metrics::Metrics>,
+        env: NodeEnv,
     ) -> Self {
         Self {
+            env,
             metrics,
             me: membership.me().id.clone(),
             replica,
@@ -161,7 +166,7 @@ impl AntiEntropy {
         // and the swap (writes wait; the scan reads only keys and hashes).
         let mut trees = replica::lock(self.trees());
         let (placement, ring) = self.membership.placement_ring();
-        let started = std::time::Instant::now();
+        let started = self.env.clock.now();
         let records = self.replica.store().scan(Space::Data, &[], usize::MAX)?;
         let keys = records.len();
         trees.rebuild(
@@ -176,7 +181,7 @@ impl AntiEntropy {
         );
         tracing::info!(
             keys,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = self.env.clock.since(started).as_millis() as u64,
             "anti-entropy trees built from storage"
         );
         Ok(())
@@ -206,35 +211,51 @@ impl AntiEntropy {
             return; // another stepper finished it meanwhile
         }
         let trees = self.trees().clone();
-        let started = std::time::Instant::now();
+        let started = self.env.clock.now();
         // A thread of its own (placement changes are rare), not the
         // runtime's blocking pool, whose threads linger after the work.
         let (tx, done) = tokio::sync::oneshot::channel();
-        let stepper = move || {
-            let _one = one;
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                while !replica::lock(&trees).step(REPLACE_STEP) {
-                    // Let the writer thread in between two steps (a mutex
-                    // is not fair: relocking at once could keep it out).
-                    std::thread::sleep(Duration::from_micros(100));
+        match self.env.workers {
+            Workers::Threads => {
+                let stepper = move || {
+                    let _one = one;
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        while !replica::lock(&trees).step(REPLACE_STEP) {
+                            // Let the writer thread in between two steps (a
+                            // mutex is not fair: relocking at once could
+                            // keep it out).
+                            std::thread::sleep(Duration::from_micros(100));
+                        }
+                    }));
+                    if run.is_err() {
+                        // A half-counted segment must not be counted again.
+                        replica::lock(&trees).abandon();
+                    }
+                    let _ = tx.send(run.is_ok());
+                };
+                if let Err(e) = std::thread::Builder::new()
+                    .name("kvorum-aae-trees".into())
+                    .spawn(stepper)
+                {
+                    tracing::error!(error = %e, "cannot start a thread to redo the anti-entropy trees");
+                    return;
                 }
-            }));
-            if run.is_err() {
-                // A half-counted segment must not be counted again.
-                replica::lock(&trees).abandon();
             }
-            let _ = tx.send(run.is_ok());
-        };
-        if let Err(e) = std::thread::Builder::new()
-            .name("kvorum-aae-trees".into())
-            .spawn(stepper)
-        {
-            tracing::error!(error = %e, "cannot start a thread to redo the anti-entropy trees");
-            return;
+            Workers::Tasks => {
+                // A task that yields between steps (the simulator: one
+                // thread, so the writer task runs between two steps).
+                tokio::spawn(async move {
+                    let _one = one;
+                    while !replica::lock(&trees).step(REPLACE_STEP) {
+                        tokio::task::yield_now().await;
+                    }
+                    let _ = tx.send(true);
+                });
+            }
         }
         match done.await {
             Ok(true) => tracing::debug!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = self.env.clock.since(started).as_millis() as u64,
                 "anti-entropy trees redone for a new placement"
             ),
             _ => {
@@ -289,7 +310,7 @@ impl AntiEntropy {
         if self.membership.my_state() == MemberState::Removed {
             return Ok(0);
         }
-        let started = std::time::Instant::now();
+        let started = self.env.clock.now();
         let r = self.exchange_once(peer).await;
         let outcome = if r.is_ok() { "ok" } else { "error" };
         self.metrics
@@ -297,7 +318,7 @@ impl AntiEntropy {
             .increment(1);
         self.metrics
             .histogram(m::AAE_EXCHANGE_DURATION, &[])
-            .record(started.elapsed());
+            .record(self.env.clock.since(started));
         r
     }
 
@@ -413,7 +434,7 @@ impl AntiEntropy {
         if self.membership.view().in_transition() {
             return 0;
         }
-        let before = crate::util::time::now_ms()
+        let before = self.env.clock.wall_ms()
             .saturating_sub(self.config.tombstone_grace.as_millis() as u64);
         // Rotate through the candidates, so keys that cannot be reaped yet
         // (a replica down) do not hold back the others.
@@ -493,6 +514,21 @@ impl AntiEntropy {
             .into_iter()
             .map(|m| m.id)
             .filter(|id| *id != self.me)
+            .collect()
+    }
+
+    /// The root of the tree this node shares with each peer: two replicas
+    /// hold the same states in their shared ranges when their roots for
+    /// each other are equal (the simulator's convergence check).
+    pub fn roots(&self) -> Vec<(NodeId, u64)> {
+        let peers = self.peers();
+        let trees = replica::lock(self.trees());
+        peers
+            .into_iter()
+            .map(|p| {
+                let root = trees.root(&p);
+                (p, root)
+            })
             .collect()
     }
 

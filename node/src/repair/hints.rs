@@ -15,7 +15,7 @@
 use crate::data::register::Register;
 use crate::data::value::{LegacyState, State};
 use crate::storage::{Change, Space, StorageError, Store};
-use crate::util::time::now_ms;
+use crate::util::clock::{SharedClock, SystemClock};
 use crate::util::LockExt;
 use kvorum_ring::NodeId;
 use serde::{Deserialize, Serialize};
@@ -135,10 +135,11 @@ impl HintStats {
         }
     }
 
-    /// Age of the oldest hint held (to the second); zero when none is held.
-    pub fn oldest_age(&self) -> Duration {
+    /// Age at `now_ms` of the oldest hint held (to the second); zero when
+    /// none is held.
+    pub fn oldest_age(&self, now_ms: u64) -> Duration {
         match self.ages().keys().next() {
-            Some(s) => Duration::from_secs((now_ms() / 1000).saturating_sub(*s)),
+            Some(s) => Duration::from_secs((now_ms / 1000).saturating_sub(*s)),
             None => Duration::ZERO,
         }
     }
@@ -150,6 +151,7 @@ pub struct Hints {
     store: Store,
     config: HintConfig,
     stats: Arc<HintStats>,
+    clock: SharedClock,
 }
 
 /// One hint, as delivery sees it.
@@ -197,8 +199,18 @@ impl Hint {
 }
 
 impl Hints {
-    /// Opens the hint store and counts what it holds.
+    /// Opens the hint store and counts what it holds; hints are stamped
+    /// and aged by the system clock.
     pub fn open(store: Store, config: HintConfig) -> Result<Self, StorageError> {
+        Self::open_with(store, config, SystemClock::shared())
+    }
+
+    /// [`Hints::open`], with hints stamped and aged by `clock`.
+    pub fn open_with(
+        store: Store,
+        config: HintConfig,
+        clock: SharedClock,
+    ) -> Result<Self, StorageError> {
         let stats = Arc::new(HintStats::default());
         for (_, v) in store.scan(Space::Hints, &[], usize::MAX)? {
             if let Some((created_ms, _)) = HintRecord::decode(&v) {
@@ -211,6 +223,7 @@ impl Hints {
             store,
             config,
             stats,
+            clock,
         })
     }
 
@@ -219,9 +232,15 @@ impl Hints {
         &self.stats
     }
 
+    /// Age of the oldest hint held (to the second), by this store's clock.
+    pub fn oldest_age(&self) -> Duration {
+        self.stats.oldest_age(self.clock.wall_ms())
+    }
+
     /// Durably stores (merges) a hint of `state` for `owner`.
     pub async fn add(&self, owner: &NodeId, key: &[u8], state: State) -> Result<(), HintError> {
         let (stats, max) = (self.stats.clone(), self.config.max_bytes);
+        let now_ms = self.clock.wall_ms();
         let k = hint_key(owner, key);
         let result = self
             .store
@@ -230,7 +249,7 @@ impl Hints {
                 // whether an unreadable hint is replaced)
                 let (old_len, created, mut merged, new, replaced) = match current {
                     Err(e) => return (Change::Keep, Err(HintError::Storage(e)), None),
-                    Ok(None) => (0, now_ms(), State::empty(state.bucket_type()), true, false),
+                    Ok(None) => (0, now_ms, State::empty(state.bucket_type()), true, false),
                     Ok(Some(bytes)) => match HintRecord::decode(bytes) {
                         Some((created_ms, state)) => {
                             (bytes.len() as u64, created_ms, state, false, false)
@@ -238,7 +257,7 @@ impl Hints {
                         // An unreadable hint is replaced (and counted as dropped).
                         None => (
                             bytes.len() as u64,
-                            now_ms(),
+                            now_ms,
                             State::empty(state.bucket_type()),
                             true,
                             true,
@@ -305,7 +324,7 @@ impl Hints {
 
     /// Whether a hint is past its age bound.
     pub fn expired(&self, hint: &Hint) -> bool {
-        now_ms().saturating_sub(hint.created_ms) > self.config.ttl.as_millis() as u64
+        self.clock.wall_ms().saturating_sub(hint.created_ms) > self.config.ttl.as_millis() as u64
     }
 
     /// Deletes a hint if it is still exactly what was read (it was delivered,

@@ -38,6 +38,7 @@
 //! - `progress`: the persisted stream cursors ([`SourceProgress`]), the
 //!   admin status report ([`TransferReport`]) and the transfer gauges.
 
+use crate::util::clock::SharedClock;
 use crate::cluster::buckets::Buckets;
 use crate::cluster::liveness::Liveness;
 use crate::cluster::member::MemberState;
@@ -146,8 +147,9 @@ struct Inner {
     gainers: Mutex<Option<(u64, Vec<usize>, BTreeMap<NodeId, u64>)>>,
     /// The view of the last handoff pass (drop of keys no longer owned),
     /// and when the next one is due.
-    handed_off: Mutex<Option<(u64, std::time::Instant)>>,
+    handed_off: Mutex<Option<(u64, tokio::time::Instant)>>,
     metrics: Arc<Metrics>,
+    clock: SharedClock,
 }
 
 impl Transfers {
@@ -162,6 +164,7 @@ impl Transfers {
         buckets: Buckets,
         config: TransferConfig,
         metrics: Arc<Metrics>,
+        clock: SharedClock,
     ) -> Self {
         let progress = load_progress(&replica).unwrap_or_default();
         Self {
@@ -180,6 +183,7 @@ impl Transfers {
                 gainers: Mutex::new(None),
                 handed_off: Mutex::new(None),
                 metrics,
+                clock,
             }),
         }
     }
@@ -274,7 +278,7 @@ impl Transfers {
             return Ok(());
         }
         let due = match *lock(&self.inner.handed_off) {
-            Some((hash, next)) => hash != view.hash || std::time::Instant::now() >= next,
+            Some((hash, next)) => hash != view.hash || self.inner.clock.now() >= next,
             None => true,
         };
         if due && self.barrier(&view) {
@@ -286,7 +290,7 @@ impl Transfers {
                 Ok(true) => HANDOFF_RECHECK,
                 _ => HANDOFF_RETRY,
             };
-            *lock(&self.inner.handed_off) = Some((view.hash, std::time::Instant::now() + again));
+            *lock(&self.inner.handed_off) = Some((view.hash, self.inner.clock.now() + again));
             result?;
         }
         Ok(())
@@ -509,7 +513,8 @@ impl Transfers {
             ));
         };
         let ns = self.clone();
-        let answer = tokio::task::spawn_blocking(move || {
+        let workers = inner.replica.store().workers();
+        let answer = workers.run_blocking(move || {
             let store = ns.inner.replica.store();
             let mut records = Vec::new();
             let (mut bytes, mut scanned) = (0u64, 0u64);

@@ -16,10 +16,10 @@ use crate::metrics::{self, Metrics};
 use crate::replication::replica::{storage_key, Replica};
 use crate::replication::settings::{Limits, Replication};
 use crate::rpc::transport::Transport;
-use crate::util::time::now_ms;
 use kvorum_client::proto::{CausalContext, ErrorReply, ReplicaOutcome, Request, Response};
 use kvorum_client::{BucketProps, BucketType, ReadReport, Version};
 use kvorum_ring::NodeId;
+use crate::util::NodeEnv;
 use std::{sync::Arc, time::Duration};
 
 /// W, timeout and strictness of one write.
@@ -51,6 +51,9 @@ pub struct Coordinator {
     pub(super) metrics: Arc<Metrics>,
     /// Seals the contexts handed to clients and opens those they return.
     pub(super) contexts: ContextKeys,
+    /// The node's clocks (LWW stamps, tombstones) and randomness (which
+    /// reads ask every replica).
+    pub(super) env: NodeEnv,
     /// Turns of the remote replicas a read asks first (spreads a hot key's
     /// reads over its replicas).
     pub(super) read_turn: std::sync::atomic::AtomicUsize,
@@ -72,6 +75,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// The cluster's context secrets.
     pub contexts: ContextKeys,
+    /// The node's clocks and randomness.
+    pub env: NodeEnv,
 }
 
 impl Coordinator {
@@ -85,6 +90,7 @@ impl Coordinator {
             liveness,
             metrics,
             contexts,
+            env,
         } = services;
         Self {
             me: membership.me_id().clone(),
@@ -97,6 +103,7 @@ impl Coordinator {
             limits,
             metrics,
             contexts,
+            env,
             read_turn: Default::default(),
         }
     }
@@ -262,7 +269,7 @@ impl Coordinator {
                     BucketType::Register => Update::Register {
                         ctx: self.context(bucket, key, context)?,
                         value: RegValue::Tombstone {
-                            deleted_ms: now_ms(),
+                            deleted_ms: self.env.clock.wall_ms(),
                         },
                     },
                     BucketType::Lww => Update::Lww(None),

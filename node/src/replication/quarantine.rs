@@ -31,6 +31,8 @@ pub struct QuarantineHooks {
         Arc<dyn Fn(Replica) -> BoxFuture<'static, Result<(), StorageError>> + Send + Sync>,
     /// Counts quarantined records.
     pub counter: metrics::Counter,
+    /// Stamps quarantined records.
+    pub clock: crate::util::clock::SharedClock,
 }
 
 /// A record kept aside.
@@ -66,7 +68,7 @@ impl Replica {
         let kept = Quarantined {
             key: key.to_vec(),
             why: why.to_string(),
-            at_ms: crate::util::time::now_ms(),
+            at_ms: hooks.clock.wall_ms(),
             bytes: bytes.clone(),
         };
         let encoded = postcard::to_stdvec(&kept)

@@ -45,7 +45,7 @@ impl Coordinator {
         // speculative retry: a stalled replica costs that delay, not the
         // timeout), and when the answers do not reach a session's version.
         let mut unasked = self.read_order(&pref);
-        let first = if rand::random::<f64>() < self.replication.read_repair_chance {
+        let first = if self.env.rng.chance(self.replication.read_repair_chance) {
             pref.len()
         } else {
             r
@@ -59,11 +59,11 @@ impl Coordinator {
         // The state each replica that answered holds (none: the empty state).
         let mut answers: Vec<(NodeId, State)> = Vec::new();
         let mut merged = State::empty(bucket_type);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = self.env.clock.now() + timeout;
         // (Within half the request's time, so that a short timeout still
         // leaves room for the retry.)
         let retry_after = self.replication.read_retry_after.min(timeout / 2);
-        let mut retry_at = tokio::time::Instant::now() + retry_after;
+        let mut retry_at = self.env.clock.now() + retry_after;
         let usable = move |s: &State| s.validate().is_ok() && s.bucket_type() == bucket_type;
         let reached = |m: &State| at_least.is_none_or(|v| m.version().dominates(v));
         loop {
@@ -115,7 +115,7 @@ impl Coordinator {
                 Ok(Some((node, Err(outcome)))) => tracker.record(&node, outcome),
                 // (This loop holds a sender: not reached.)
                 Ok(None) => break,
-                Err(_) if tokio::time::Instant::now() < deadline => {
+                Err(_) if self.env.clock.now() < deadline => {
                     // A speculative retry: R answers are late.
                     if let Some(node) = unasked.pop_front() {
                         self.metrics
@@ -123,7 +123,7 @@ impl Coordinator {
                             .increment(1);
                         self.ask_read(&mut tracker, node, &skey, timeout, &tx);
                     }
-                    retry_at = tokio::time::Instant::now() + retry_after;
+                    retry_at = self.env.clock.now() + retry_after;
                 }
                 Err(_) => {
                     // The deadline: whoever has not answered timed out.

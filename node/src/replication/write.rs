@@ -12,7 +12,6 @@ use crate::replication::replica::ReplicaError;
 use crate::rpc::call::ask;
 use crate::rpc::peer::{ReplicaRequest, ReplicaResponse};
 use crate::rpc::transport::Transport;
-use crate::util::time::lww_clock_ms;
 use kvorum_client::proto::{ErrorReply, OpKind, ReplicaOutcome, Request, Response};
 use kvorum_client::BucketProps;
 use kvorum_ring::NodeId;
@@ -77,7 +76,7 @@ impl Coordinator {
         let local = tokio::time::timeout(
             timeout,
             self.replica
-                .coordinate(skey.clone(), props.bucket_type, update, lww_clock_ms()),
+                .coordinate(skey.clone(), props.bucket_type, update, self.env.clock.lww_ms()),
         );
         let ((state, own, version), durable) = match local.await {
             Err(_) => {
@@ -142,7 +141,7 @@ impl Coordinator {
                 fan.direct(node.clone());
             }
         }
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = self.env.clock.now() + timeout;
         // The answer waits for this replica's own outcome too (its sync
         // overlaps the others'): a write is acknowledged only once the
         // coordinating node holds it durably, so a read through this node

@@ -16,6 +16,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Engine, EngineSize, Record, Space, StorageError, SyncPolicy};
+use crate::util::workers::Workers;
 
 /// Resolves when a [`Store`] has shut down (see [`Store::start`]).
 pub struct Closed(oneshot::Receiver<()>);
@@ -61,6 +62,8 @@ pub struct Store {
     jobs: mpsc::Sender<Job>,
     /// Turns true when a commit failed (see [`Store::failed`]).
     failed: tokio::sync::watch::Receiver<bool>,
+    /// Where blocking engine calls run.
+    workers: Workers,
 }
 
 /// Most updates one batch holds; bounds the latency of the batch's first update.
@@ -75,68 +78,79 @@ impl Store {
     /// [`Store::take_clean_close`]) and the engine is closed (its files may
     /// then be reopened).
     pub fn start(engine: Arc<dyn Engine>, policy: SyncPolicy) -> (Self, Closed) {
+        Self::start_on(engine, policy, Workers::Threads)
+    }
+
+    /// [`Store::start`], with the writer and the periodic sync run by
+    /// `workers`: threads of their own, or tasks of the current runtime
+    /// (the simulator, whose engine never blocks).
+    pub fn start_on(engine: Arc<dyn Engine>, policy: SyncPolicy, workers: Workers) -> (Self, Closed) {
         let (closed_tx, closed_rx) = oneshot::channel();
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
-        let writer_engine = engine.clone();
         let running = Arc::new(AtomicBool::new(true));
         let (failed_tx, failed_rx) = tokio::sync::watch::channel(false);
         if let SyncPolicy::Periodic(every) = policy {
             let engine = engine.clone();
             let running = running.clone();
-            std::thread::Builder::new()
-                .name("kvorum-sync".into())
-                .spawn(move || {
-                    while running.load(Ordering::Relaxed) {
-                        std::thread::sleep(every);
-                        if let Err(e) = engine.sync() {
-                            tracing::error!(error = %e, "periodic sync failed");
+            let sync = move || {
+                if let Err(e) = engine.sync() {
+                    tracing::error!(error = %e, "periodic sync failed");
+                }
+            };
+            match workers {
+                Workers::Threads => {
+                    let _ = std::thread::Builder::new()
+                        .name("kvorum-sync".into())
+                        .spawn(move || {
+                            while running.load(Ordering::Relaxed) {
+                                std::thread::sleep(every);
+                                sync();
+                            }
+                        });
+                }
+                Workers::Tasks => {
+                    tokio::spawn(async move {
+                        while running.load(Ordering::Relaxed) {
+                            tokio::time::sleep(every).await;
+                            sync();
                         }
-                    }
-                })
-                .ok();
+                    });
+                }
+            }
         }
-        let sync_each = policy == SyncPolicy::Always;
-        std::thread::Builder::new()
-            .name("kvorum-writer".into())
-            .spawn(move || {
-                let mut failed = false;
-                while let Some(first) = rx.blocking_recv() {
-                    let mut jobs = vec![first];
-                    while jobs.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(j) => jobs.push(j),
-                            Err(_) => break,
+        let mut writer = Writer {
+            engine: engine.clone(),
+            sync_each: policy == SyncPolicy::Always,
+            failed: false,
+            failed_tx,
+            running,
+            closed_tx,
+        };
+        match workers {
+            Workers::Threads => {
+                let _ = std::thread::Builder::new()
+                    .name("kvorum-writer".into())
+                    .spawn(move || {
+                        while let Some(first) = rx.blocking_recv() {
+                            writer.batch(first, &mut rx);
                         }
+                        writer.finish();
+                    });
+            }
+            Workers::Tasks => {
+                tokio::spawn(async move {
+                    while let Some(first) = rx.recv().await {
+                        writer.batch(first, &mut rx);
                     }
-                    if !run_batch(&*writer_engine, jobs, sync_each, failed) && !failed {
-                        failed = true;
-                        failed_tx.send_replace(true);
-                    }
-                }
-                running.store(false, Ordering::Relaxed);
-                // The close is recorded as clean only if every commit
-                // succeeded and everything is synced: then no state this
-                // store handed out early (change_early) is missing here.
-                match writer_engine.sync() {
-                    Err(e) => tracing::error!(error = %e, "final sync failed"),
-                    Ok(()) if !failed => {
-                        let mark = vec![(Space::Meta, CLEAN_CLOSE_KEY.to_vec(), Some(Vec::new()))];
-                        if let Err(e) = writer_engine.commit(mark, true) {
-                            tracing::error!(error = %e, "recording the clean close failed");
-                        }
-                    }
-                    Ok(()) => {}
-                }
-                // Every Store clone is gone (they hold the job senders), so
-                // this is the last handle of the engine: dropping it closes it.
-                drop(writer_engine);
-                let _ = closed_tx.send(());
-            })
-            .ok();
+                    writer.finish();
+                });
+            }
+        }
         let store = Self {
             engine,
             jobs: tx,
             failed: failed_rx,
+            workers,
         };
         (store, Closed(closed_rx))
     }
@@ -176,6 +190,11 @@ impl Store {
     /// Reads one key (no serialization with updates; sees every committed update).
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.engine.get(space, key)
+    }
+
+    /// Where this store runs its blocking work (threads or tasks).
+    pub fn workers(&self) -> Workers {
+        self.workers
     }
 
     /// The engine's size, if it knows it.
@@ -302,9 +321,10 @@ impl Store {
             .await?;
             // Under a periodic policy the delete is not synced by the commit.
             let engine = self.engine.clone();
-            tokio::task::spawn_blocking(move || engine.sync())
+            self.workers
+                .run_blocking(move || engine.sync())
                 .await
-                .map_err(|e| StorageError::Engine(e.to_string()))??;
+                .map_err(StorageError::Engine)??;
         }
         Ok(clean)
     }
@@ -346,6 +366,57 @@ fn after_commit(
 /// What an update gets after a failed commit (see [`run_batch`]).
 const FAIL_STOP: &str =
     "an earlier commit failed: this node takes no more writes until it restarts";
+
+/// The store's writer: runs batches (group commit) and, once every store
+/// handle is gone, the clean close.
+struct Writer {
+    engine: Arc<dyn Engine>,
+    sync_each: bool,
+    failed: bool,
+    failed_tx: tokio::sync::watch::Sender<bool>,
+    running: Arc<AtomicBool>,
+    closed_tx: oneshot::Sender<()>,
+}
+
+impl Writer {
+    /// Runs `first` and whatever is queued behind it as one batch.
+    fn batch(&mut self, first: Job, rx: &mut mpsc::Receiver<Job>) {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        if !run_batch(&*self.engine, jobs, self.sync_each, self.failed) && !self.failed {
+            self.failed = true;
+            self.failed_tx.send_replace(true);
+        }
+    }
+
+    /// Every store handle is gone: sync, record the clean close, close.
+    fn finish(self) {
+        self.running.store(false, Ordering::Relaxed);
+        // The close is recorded as clean only if every commit
+        // succeeded and everything is synced: then no state this
+        // store handed out early (change_early) is missing here.
+        match self.engine.sync() {
+            Err(e) => tracing::error!(error = %e, "final sync failed"),
+            Ok(()) if !self.failed => {
+                let mark = vec![(Space::Meta, CLEAN_CLOSE_KEY.to_vec(), Some(Vec::new()))];
+                if let Err(e) = self.engine.commit(mark, true) {
+                    tracing::error!(error = %e, "recording the clean close failed");
+                }
+            }
+            Ok(()) => {}
+        }
+        // Every Store clone is gone (they hold the job senders), so
+        // this is the last handle of the engine: dropping it closes it.
+        let Writer { engine, closed_tx, .. } = self;
+        drop(engine);
+        let _ = closed_tx.send(());
+    }
+}
 
 /// Applies and commits one batch; false if its commit failed.
 ///

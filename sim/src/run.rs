@@ -1,0 +1,348 @@
+//! One simulation run, from its seed: a cluster, clients and a nemesis on
+//! a paused current-thread runtime; then healing, quiescence, final reads
+//! and the checkers.
+
+use crate::check::{self, Final};
+use crate::cluster::{Shape, SimCluster};
+use crate::history::{History, Workload};
+use crate::nemesis::{Fault, Nemesis};
+use crate::net::{FaultCounts, SimNet};
+use crate::workload::{decode_elems, decode_write, key_name, Client};
+use kvorum_client::proto::{ReadOptions, Request, Response};
+use kvorum_client::{BucketProps, DataValue};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What a run does, drawn from its seed ([`Plan::of_seed`]) or set by a
+/// scenario.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Cluster size and quorums.
+    pub shape: Shape,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Keys per workload.
+    pub keys: u32,
+    /// The workloads mixed.
+    pub workloads: Vec<Workload>,
+    /// Longest pause of a client between operations.
+    pub think: Duration,
+    /// The faults the nemesis draws from (none: a quiet run).
+    pub faults: Vec<Fault>,
+    /// Time between two nemesis steps.
+    pub nemesis_every: Duration,
+    /// How long clients and nemesis run (virtual time).
+    pub duration: Duration,
+}
+
+impl Plan {
+    /// The swarm's plan for `seed`: 3 to 7 nodes, 2 to 6 clients, 2 to 8
+    /// keys, a random non-empty subset of the faults, 20 to 60 virtual
+    /// seconds.
+    pub fn of_seed(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+        let nodes = rng.random_range(3..=7);
+        let w = if rng.random_bool(0.8) { 2 } else { 3 };
+        let r = if w == 3 { 1 } else { 2 };
+        let mut faults: Vec<Fault> = Fault::ALL
+            .iter()
+            .copied()
+            .filter(|_| rng.random_bool(0.5))
+            .collect();
+        if faults.is_empty() {
+            faults.push(Fault::ALL[rng.random_range(0..Fault::ALL.len())]);
+        }
+        Self {
+            shape: Shape { nodes, n: 3, r, w },
+            clients: rng.random_range(2..=6),
+            keys: rng.random_range(2..=8),
+            workloads: Workload::ALL.to_vec(),
+            think: Duration::from_millis(rng.random_range(5..=100)),
+            faults,
+            nemesis_every: Duration::from_millis(rng.random_range(500..=4000)),
+            duration: Duration::from_secs(rng.random_range(20..=60)),
+        }
+    }
+}
+
+/// What one run found.
+#[derive(Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// The plan it ran.
+    pub plan: Plan,
+    /// The hash of its history.
+    pub hash: u64,
+    /// Operations completed, and acknowledged.
+    pub ops: u64,
+    /// Operations acknowledged.
+    pub acked: u64,
+    /// Faults the nemesis injected.
+    pub faults: u64,
+    /// What the network injected.
+    pub net: FaultCounts,
+    /// Virtual time the run took.
+    pub virtual_time: Duration,
+    /// Violations (empty: the run passed).
+    pub failures: Vec<String>,
+    /// The whole history, as text.
+    pub history: String,
+}
+
+/// Longest a cluster may take to form, and to converge after healing.
+const FORM_LIMIT: Duration = Duration::from_secs(120);
+const CONVERGE_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `seed` with its swarm plan.
+pub fn run_seed(seed: u64) -> Report {
+    run(seed, Plan::of_seed(seed))
+}
+
+/// Runs `plan` with randomness from `seed`, on a new paused runtime.
+pub fn run(seed: u64, plan: Plan) -> Report {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime builds");
+    rt.block_on(run_async(seed, plan))
+}
+
+async fn run_async(seed: u64, plan: Plan) -> Report {
+    let started = Instant::now();
+    let history = History::new();
+    let net = SimNet::new(seed ^ 0x6e65_7477_6f72_6b21);
+    let mut cluster = SimCluster::new(plan.shape, seed, net.clone());
+    let mut failures = Vec::new();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for i in 0..cluster.machines.len() {
+        if let Err(e) = cluster.start(i).await {
+            failures.push(format!("n{} did not start: {e}", i + 1));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if !cluster.settle(FORM_LIMIT).await {
+        failures.push("the cluster did not form".into());
+    }
+    if failures.is_empty() {
+        create_buckets(&cluster, &plan, &mut failures).await;
+    }
+    if failures.is_empty() {
+        exercise(&mut cluster, &plan, &history, &mut rng).await;
+        converge(&cluster, &history, &mut failures).await;
+        final_reads(&cluster, &plan, &history, &mut failures).await;
+    }
+    let entries = history.entries();
+    let report = Report {
+        seed,
+        hash: history.hash(),
+        ops: entries.len() as u64,
+        acked: entries.iter().filter(|e| e.ok).count() as u64,
+        faults: history.faults(),
+        net: net.counts(),
+        virtual_time: Instant::now() - started,
+        failures,
+        history: history.text(),
+        plan,
+    };
+    for i in 0..cluster.machines.len() {
+        cluster.crash(i, false);
+    }
+    report
+}
+
+async fn create_buckets(cluster: &SimCluster, plan: &Plan, failures: &mut Vec<String>) {
+    let n1 = cluster.machines[0].id.clone();
+    for w in &plan.workloads {
+        let props = BucketProps {
+            bucket_type: match w {
+                Workload::Register => kvorum_client::BucketType::Register,
+                Workload::Counter => kvorum_client::BucketType::Counter,
+                Workload::Set => kvorum_client::BucketType::Set,
+            },
+            n: plan.shape.n,
+            r: plan.shape.r,
+            w: plan.shape.w,
+        };
+        let req = Request::CreateBucket {
+            name: w.bucket().into(),
+            props,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match cluster.net.client_call(&n1, req.clone(), Duration::from_secs(5)).await {
+                Some(Response::BucketCreated) => break,
+                other if Instant::now() > deadline => {
+                    failures.push(format!("bucket {} not created: {other:?}", w.bucket()));
+                    return;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+}
+
+/// Clients and nemesis for the plan's duration; then every fault healed.
+async fn exercise(cluster: &mut SimCluster, plan: &Plan, history: &History, rng: &mut StdRng) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ids = Arc::new(AtomicU64::new(0));
+    let nodes: Vec<_> = cluster.machines.iter().map(|m| m.id.clone()).collect();
+    let mut clients = Vec::new();
+    for id in 0..plan.clients {
+        let client = Client {
+            id,
+            net: cluster.net.clone(),
+            nodes: nodes.clone(),
+            keys: plan.keys,
+            workloads: plan.workloads.clone(),
+            rng: Client::seeded(rng.random()),
+            history: history.clone(),
+            ids: ids.clone(),
+            stop: stop.clone(),
+            think: plan.think,
+        };
+        clients.push(tokio::spawn(client.run()));
+    }
+    let mut nemesis = Nemesis::new(
+        plan.faults.clone(),
+        StdRng::seed_from_u64(rng.random()),
+        history.clone(),
+    );
+    let end = Instant::now() + plan.duration;
+    while Instant::now() < end {
+        tokio::time::sleep(plan.nemesis_every).await;
+        nemesis.step(cluster).await;
+    }
+    nemesis.heal(cluster).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+}
+
+/// Waits until the replicas converged: equal trees between every pair and
+/// no hint left.
+async fn converge(cluster: &SimCluster, history: &History, failures: &mut Vec<String>) {
+    let deadline = Instant::now() + CONVERGE_LIMIT;
+    loop {
+        let why = divergence(cluster);
+        match why {
+            None => {
+                history.note("converged");
+                return;
+            }
+            Some(why) if Instant::now() >= deadline => {
+                failures.push(format!("replicas did not converge: {why}"));
+                return;
+            }
+            Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// Why the replicas differ, if they do.
+fn divergence(cluster: &SimCluster) -> Option<String> {
+    let nodes: Vec<_> = cluster.machines.iter().filter_map(|m| m.node.as_ref()).collect();
+    if nodes.len() != cluster.machines.len() {
+        return Some("a node is down".into());
+    }
+    let roots: BTreeMap<_, BTreeMap<_, _>> = nodes
+        .iter()
+        .map(|n| (n.id().clone(), n.tree_roots().into_iter().collect()))
+        .collect();
+    for (a, of_a) in &roots {
+        for (b, root) in of_a {
+            let theirs = roots.get(b).and_then(|r| r.get(a));
+            if theirs != Some(root) {
+                return Some(format!("trees of {a} and {b} differ"));
+            }
+        }
+    }
+    for n in &nodes {
+        if n.hints_pending() > 0 {
+            return Some(format!("{} holds {} hints", n.id(), n.hints_pending()));
+        }
+    }
+    None
+}
+
+/// Reads every key through every node at R = N, checks that they agree,
+/// and runs the checkers on the first node's reads.
+async fn final_reads(cluster: &SimCluster, plan: &Plan, history: &History, failures: &mut Vec<String>) {
+    let entries = history.entries();
+    for &w in &plan.workloads {
+        let mut per_node: Vec<BTreeMap<u32, Final>> = Vec::new();
+        for m in &cluster.machines {
+            let mut finals = BTreeMap::new();
+            for key in 0..plan.keys {
+                match read_final(cluster, &m.id, w, key, plan.shape.n).await {
+                    Some(v) => {
+                        finals.insert(key, v);
+                    }
+                    None => failures.push(format!("final read of {w:?} k{key} via {} failed", m.id)),
+                }
+            }
+            per_node.push(finals);
+        }
+        if let Some(first) = per_node.first() {
+            if per_node.iter().any(|f| f != first) {
+                failures.push(format!("{w:?}: final reads differ between nodes"));
+            }
+            history.note(&format!("final {w:?} {first:?}"));
+            failures.extend(check::check(w, &entries, first));
+        }
+    }
+}
+
+async fn read_final(
+    cluster: &SimCluster,
+    node: &kvorum_ring::NodeId,
+    w: Workload,
+    key: u32,
+    n: u8,
+) -> Option<Final> {
+    let options = ReadOptions::r(n);
+    let (bucket, key_bytes) = (w.bucket().to_string(), key_name(key));
+    let req = match w {
+        Workload::Register => Request::Get {
+            bucket,
+            key: key_bytes,
+            options,
+            at_least: None,
+        },
+        _ => Request::Fetch {
+            bucket,
+            key: key_bytes,
+            options,
+            at_least: None,
+        },
+    };
+    for _ in 0..5 {
+        let answer = cluster.net.client_call(node, req.clone(), Duration::from_secs(5)).await;
+        let v = match answer {
+            Some(Response::NotFound { .. }) => Final::Absent,
+            Some(Response::Value { siblings, .. }) => {
+                let mut s: Vec<(u64, Vec<u64>)> =
+                    siblings.iter().filter_map(|v| decode_write(v)).collect();
+                s.sort();
+                Final::Siblings(s)
+            }
+            Some(Response::Data { value, .. }) => match value {
+                DataValue::Counter(c) => Final::Count(c),
+                DataValue::Set(s) => Final::Elems(decode_elems(&s)),
+                DataValue::Map(_) => return None,
+            },
+            _ => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        return Some(v);
+    }
+    None
+}

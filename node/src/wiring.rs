@@ -121,9 +121,7 @@ impl Node {
     /// Drops every handle of the store, then waits for it to close.
     pub(crate) async fn close_storage(self) {
         let Node {
-            id,
-            store_closed,
-            ..
+            id, store_closed, ..
         } = self;
         // Requests still in flight finish within their deadlines; then the
         // last store handle drops and the database closes, so the data

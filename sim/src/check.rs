@@ -211,9 +211,33 @@ mod tests {
     fn a_lost_register_write_fails_unless_covered() {
         let w = Workload::Register;
         let h = vec![
-            entry(w, 0, Op::Write { id: 1, covers: vec![] }, true),
-            entry(w, 0, Op::Write { id: 2, covers: vec![] }, true),
-            entry(w, 0, Op::Write { id: 3, covers: vec![1] }, true),
+            entry(
+                w,
+                0,
+                Op::Write {
+                    id: 1,
+                    covers: vec![],
+                },
+                true,
+            ),
+            entry(
+                w,
+                0,
+                Op::Write {
+                    id: 2,
+                    covers: vec![],
+                },
+                true,
+            ),
+            entry(
+                w,
+                0,
+                Op::Write {
+                    id: 3,
+                    covers: vec![1],
+                },
+                true,
+            ),
         ];
         // 3 covers 1, but nothing covers 2.
         let finals = BTreeMap::from([(0, Final::Siblings(vec![(3, vec![1])]))]);
@@ -223,7 +247,10 @@ mod tests {
         let forged = BTreeMap::from([(0, Final::Siblings(vec![(3, vec![1, 2])]))]);
         assert!(!check(w, &h, &forged).is_empty());
         // 1 came back after 3, acknowledged, covered it.
-        let back = BTreeMap::from([(0, Final::Siblings(vec![(3, vec![1]), (2, vec![]), (1, vec![])]))]);
+        let back = BTreeMap::from([(
+            0,
+            Final::Siblings(vec![(3, vec![1]), (2, vec![]), (1, vec![])]),
+        )]);
         assert_eq!(check(w, &h, &back).len(), 1);
     }
 
@@ -231,8 +258,24 @@ mod tests {
     fn a_delete_excuses_what_it_covered_and_a_resurrection_fails() {
         let w = Workload::Register;
         let h = vec![
-            entry(w, 0, Op::Write { id: 1, covers: vec![] }, true),
-            entry(w, 0, Op::Delete { id: 2, covers: vec![1] }, true),
+            entry(
+                w,
+                0,
+                Op::Write {
+                    id: 1,
+                    covers: vec![],
+                },
+                true,
+            ),
+            entry(
+                w,
+                0,
+                Op::Delete {
+                    id: 2,
+                    covers: vec![1],
+                },
+                true,
+            ),
         ];
         assert!(check(w, &h, &BTreeMap::from([(0, Final::Absent)])).is_empty());
         let back = BTreeMap::from([(0, Final::Siblings(vec![(1, vec![])]))]);
@@ -256,7 +299,10 @@ mod tests {
     #[test]
     fn a_lost_or_unexpected_set_element_fails() {
         let w = Workload::Set;
-        let h = vec![entry(w, 0, Op::Add(1), true), entry(w, 0, Op::Add(2), false)];
+        let h = vec![
+            entry(w, 0, Op::Add(1), true),
+            entry(w, 0, Op::Add(2), false),
+        ];
         let ok = BTreeMap::from([(0, Final::Elems(BTreeSet::from([1])))]);
         assert!(check(w, &h, &ok).is_empty());
         let lost = BTreeMap::from([(0, Final::Elems(BTreeSet::from([2])))]);

@@ -33,7 +33,9 @@ impl SimClock {
 
 impl Clock for SimClock {
     fn wall_ms(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.start).as_millis() as u64;
+        let elapsed = Instant::now()
+            .saturating_duration_since(self.start)
+            .as_millis() as u64;
         (EPOCH_MS + elapsed).saturating_add_signed(self.skew_ms.load(Ordering::Relaxed))
     }
 }

@@ -72,9 +72,10 @@ fn config(i: usize, shape: Shape, seeds: &[SocketAddr]) -> NodeConfig {
         "id = \"n{i}\"\nlisten = \"{}\"\nseeds = [{}]\n\
          gossip_interval_ms = 200\npeer_connect_timeout_ms = 500\n\
          [replication]\nn = {}\nr = {}\nw = {}\nrequest_timeout_ms = 2000\n\
-         [anti_entropy]\ninterval_ms = 1000\ntombstone_grace_secs = 270\n\
-         [hints]\nttl_secs = 10\ndelivery_interval_ms = 500\n\
+         [anti_entropy]\ninterval_ms = 1000\ntombstone_grace_secs = 8\n\
+         [hints]\nttl_secs = 2\ndelivery_interval_ms = 500\n\
          [transfers]\ninterval_ms = 200\n\
+         [limits]\nmax_request_timeout_ms = 2000\nrequest_read_timeout_ms = 1000\n\
          [metrics]\nenabled = false\n\
          [tls]\nca = \"unused\"\ncert = \"unused\"\nkey = \"unused\"\n",
         addr_of(i),
@@ -185,12 +186,16 @@ impl SimCluster {
         let deadline = Instant::now() + limit;
         let count = self.machines.len();
         loop {
-            let done = self.machines.iter().filter_map(|m| m.node.as_ref()).all(|n| {
-                let members = n.members();
-                members.len() == count
-                    && members.iter().all(|m| m.state == MemberState::Up)
-                    && n.view().prev_read_ring.is_none()
-            });
+            let done = self
+                .machines
+                .iter()
+                .filter_map(|m| m.node.as_ref())
+                .all(|n| {
+                    let members = n.members();
+                    members.len() == count
+                        && members.iter().all(|m| m.state == MemberState::Up)
+                        && n.view().prev_read_ring.is_none()
+                });
             if done {
                 return true;
             }

@@ -107,7 +107,9 @@ impl History {
 
     /// Virtual milliseconds since the start.
     pub fn now_ms(&self) -> u64 {
-        Instant::now().saturating_duration_since(self.start).as_millis() as u64
+        Instant::now()
+            .saturating_duration_since(self.start)
+            .as_millis() as u64
     }
 
     /// Records a completed operation.

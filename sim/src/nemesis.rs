@@ -103,7 +103,10 @@ impl Nemesis {
             self.heal_at = None;
             self.history.fault("heal");
         }
-        let Some(&fault) = self.mix.get(self.rng.random_range(0..self.mix.len().max(1))) else {
+        let Some(&fault) = self
+            .mix
+            .get(self.rng.random_range(0..self.mix.len().max(1)))
+        else {
             return;
         };
         let lasting = Duration::from_millis(self.rng.random_range(500..=15_000));
@@ -112,7 +115,8 @@ impl Nemesis {
             Fault::Partition | Fault::OneWay => {
                 let (a, b) = self.split(c);
                 let one_way = fault == Fault::OneWay;
-                c.net.partition(&Self::ids(c, &a), &Self::ids(c, &b), one_way);
+                c.net
+                    .partition(&Self::ids(c, &a), &Self::ids(c, &b), one_way);
                 self.heal_at = Some(now + lasting);
                 self.history.fault(&format!(
                     "partition {a:?} {} {b:?} for {lasting:?}",
@@ -151,7 +155,8 @@ impl Nemesis {
                 let i = self.rng.random_range(0..n);
                 let id = c.machines[i].id.clone();
                 c.net.pause(&id, now + lasting);
-                self.history.fault(&format!("pause n{} for {lasting:?}", i + 1));
+                self.history
+                    .fault(&format!("pause n{} for {lasting:?}", i + 1));
             }
             Fault::Skew => {
                 let i = self.rng.random_range(0..n);

@@ -2,7 +2,8 @@
 //!
 //! A call is encoded with postcard (as on the wire), may be dropped,
 //! delayed (uniformly between a link's bounds, which also reorders calls),
-//! duplicated (the copy is served too, its answer discarded), or blocked
+//! duplicated (the copy is served too, its answer discarded; every request
+//! but a forwarded client write, see [`duplicable`]), or blocked
 //! by a partition (one-way or both ways), on the way there and on the way
 //! back. A lost request or answer costs the caller its whole timeout, as on
 //! QUIC; a call to a crashed node fails as unreachable; a call whose
@@ -119,7 +120,10 @@ impl State {
     }
 
     fn delay(&mut self, link: Link) -> Duration {
-        let (lo, hi) = (link.delay_min.as_micros() as u64, link.delay_max.as_micros() as u64);
+        let (lo, hi) = (
+            link.delay_min.as_micros() as u64,
+            link.delay_max.as_micros() as u64,
+        );
         let d = if hi > lo {
             self.rng.random_range(lo..=hi)
         } else {
@@ -139,6 +143,17 @@ impl State {
         }
         None
     }
+}
+
+/// Whether the network may deliver `req` twice. QUIC delivers a stream
+/// once or fails it, and a node resends a request only when it was never
+/// sent (a forward) or when a second copy merges away (replica writes,
+/// hints, gossip, anti-entropy, transfers: all idempotent). A duplicated
+/// forward would coordinate a counter increment twice, which the real
+/// transport never does (the swarm found that when it duplicated them:
+/// docs/testing.md), so forwards are never duplicated.
+pub fn duplicable(req: &PeerRequest) -> bool {
+    !matches!(req, PeerRequest::Forward(_))
 }
 
 /// The simulated network. Cheap to clone.
@@ -325,7 +340,8 @@ impl SimNet {
         timeout: Duration,
     ) -> Result<PeerResponse, TransportError> {
         let deadline = Instant::now() + timeout;
-        let bytes = postcard::to_stdvec(&req).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let bytes =
+            postcard::to_stdvec(&req).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let there = self.state().fate(from, to);
         let Fate::After(delay) = there else {
             tokio::time::sleep_until(deadline).await;
@@ -340,7 +356,12 @@ impl SimNet {
             self.state().counts.unreachable += 1;
             return Err(TransportError::Unreachable(format!("{to} is down")));
         };
-        if let Some(again) = self.state().duplicate(from, to) {
+        let again = if duplicable(&req) {
+            self.state().duplicate(from, to)
+        } else {
+            None
+        };
+        if let Some(again) = again {
             let (copy, handler, caller) = (bytes.clone(), handler.clone(), node_caller(from));
             tokio::spawn(async move {
                 tokio::time::sleep(again).await;
@@ -378,7 +399,12 @@ impl SimNet {
     /// A client request to node `to` (clients sit on links of their own,
     /// [`clients`]); `None` if it failed or timed out (the client cannot
     /// tell whether it was applied).
-    pub async fn client_call(&self, to: &NodeId, req: Request, timeout: Duration) -> Option<Response> {
+    pub async fn client_call(
+        &self,
+        to: &NodeId,
+        req: Request,
+        timeout: Duration,
+    ) -> Option<Response> {
         let deadline = Instant::now() + timeout;
         let me = clients();
         let bytes = postcard::to_stdvec(&req).ok()?;

@@ -40,9 +40,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The swarm's plan for `seed`: 3 to 7 nodes, 2 to 6 clients, 2 to 8
-    /// keys, a random non-empty subset of the faults, 20 to 60 virtual
-    /// seconds.
+    /// The swarm's plan for `seed`: 3 to 7 nodes, 2 to 5 clients, 2 to 8
+    /// keys, a random non-empty subset of the faults, 15 to 45 virtual
+    /// seconds of load and faults.
     pub fn of_seed(seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
         let nodes = rng.random_range(3..=7);
@@ -58,13 +58,13 @@ impl Plan {
         }
         Self {
             shape: Shape { nodes, n: 3, r, w },
-            clients: rng.random_range(2..=6),
+            clients: rng.random_range(2..=5),
             keys: rng.random_range(2..=8),
             workloads: Workload::ALL.to_vec(),
-            think: Duration::from_millis(rng.random_range(5..=100)),
+            think: Duration::from_millis(rng.random_range(20..=200)),
             faults,
             nemesis_every: Duration::from_millis(rng.random_range(500..=4000)),
-            duration: Duration::from_secs(rng.random_range(20..=60)),
+            duration: Duration::from_secs(rng.random_range(15..=45)),
         }
     }
 }
@@ -97,6 +97,9 @@ pub struct Report {
 /// Longest a cluster may take to form, and to converge after healing.
 const FORM_LIMIT: Duration = Duration::from_secs(120);
 const CONVERGE_LIMIT: Duration = Duration::from_secs(300);
+/// Idle time after convergence: the tombstone grace (8 s, cluster.rs)
+/// and a few reaping rounds.
+const REAP_WAIT: Duration = Duration::from_secs(20);
 
 /// Runs `seed` with its swarm plan.
 pub fn run_seed(seed: u64) -> Report {
@@ -134,6 +137,11 @@ async fn run_async(seed: u64, plan: Plan) -> Report {
     }
     if failures.is_empty() {
         exercise(&mut cluster, &plan, &history, &mut rng).await;
+        converge(&cluster, &history, &mut failures).await;
+        // Past the tombstone grace: the reapers remove what every replica
+        // holds; then the replicas must still agree, and nothing deleted
+        // may have come back.
+        tokio::time::sleep(REAP_WAIT).await;
         converge(&cluster, &history, &mut failures).await;
         final_reads(&cluster, &plan, &history, &mut failures).await;
     }
@@ -175,7 +183,11 @@ async fn create_buckets(cluster: &SimCluster, plan: &Plan, failures: &mut Vec<St
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match cluster.net.client_call(&n1, req.clone(), Duration::from_secs(5)).await {
+            match cluster
+                .net
+                .client_call(&n1, req.clone(), Duration::from_secs(5))
+                .await
+            {
                 Some(Response::BucketCreated) => break,
                 other if Instant::now() > deadline => {
                     failures.push(format!("bucket {} not created: {other:?}", w.bucket()));
@@ -247,7 +259,11 @@ async fn converge(cluster: &SimCluster, history: &History, failures: &mut Vec<St
 
 /// Why the replicas differ, if they do.
 fn divergence(cluster: &SimCluster) -> Option<String> {
-    let nodes: Vec<_> = cluster.machines.iter().filter_map(|m| m.node.as_ref()).collect();
+    let nodes: Vec<_> = cluster
+        .machines
+        .iter()
+        .filter_map(|m| m.node.as_ref())
+        .collect();
     if nodes.len() != cluster.machines.len() {
         return Some("a node is down".into());
     }
@@ -273,7 +289,12 @@ fn divergence(cluster: &SimCluster) -> Option<String> {
 
 /// Reads every key through every node at R = N, checks that they agree,
 /// and runs the checkers on the first node's reads.
-async fn final_reads(cluster: &SimCluster, plan: &Plan, history: &History, failures: &mut Vec<String>) {
+async fn final_reads(
+    cluster: &SimCluster,
+    plan: &Plan,
+    history: &History,
+    failures: &mut Vec<String>,
+) {
     let entries = history.entries();
     for &w in &plan.workloads {
         let mut per_node: Vec<BTreeMap<u32, Final>> = Vec::new();
@@ -284,7 +305,9 @@ async fn final_reads(cluster: &SimCluster, plan: &Plan, history: &History, failu
                     Some(v) => {
                         finals.insert(key, v);
                     }
-                    None => failures.push(format!("final read of {w:?} k{key} via {} failed", m.id)),
+                    None => {
+                        failures.push(format!("final read of {w:?} k{key} via {} failed", m.id))
+                    }
                 }
             }
             per_node.push(finals);
@@ -323,7 +346,10 @@ async fn read_final(
         },
     };
     for _ in 0..5 {
-        let answer = cluster.net.client_call(node, req.clone(), Duration::from_secs(5)).await;
+        let answer = cluster
+            .net
+            .client_call(node, req.clone(), Duration::from_secs(5))
+            .await;
         let v = match answer {
             Some(Response::NotFound { .. }) => Final::Absent,
             Some(Response::Value { siblings, .. }) => {

@@ -150,7 +150,10 @@ impl Client {
                 context,
                 options: WriteOptions::default(),
             };
-            let ok = matches!(self.call(node, delete).await, Some(Response::Written { .. }));
+            let ok = matches!(
+                self.call(node, delete).await,
+                Some(Response::Written { .. })
+            );
             self.record(w, key, Op::Delete { id, covers }, ok, invoked);
             return;
         }

@@ -6,11 +6,17 @@
 //! cargo test -p kvorum-sim --release --test swarm -- --seeds 10000
 //! cargo test -p kvorum-sim --release --test swarm -- --seed 1234 --history
 //! cargo test -p kvorum-sim --release --test swarm -- --first 5000 --seeds 100
+//! cargo test -p kvorum-sim --release --test swarm -- --plant early-reap --seeds 500
 //! ```
+//!
+//! With `--plant BUG` (lost-update, dot-reuse, early-reap, split-quorum)
+//! that bug is planted and the swarm stops at the first seed that finds
+//! it; it fails if no seed does.
 //!
 //! The first seed runs twice, and its two history hashes must be equal:
 //! the simulation is deterministic.
 
+use kvorum_node::util::plant::{plant, Bug};
 use kvorum_sim::run_seed;
 use std::time::Instant;
 
@@ -18,6 +24,7 @@ struct Args {
     first: u64,
     seeds: u64,
     history: bool,
+    bug: Option<Bug>,
 }
 
 fn args() -> Args {
@@ -25,6 +32,7 @@ fn args() -> Args {
         first: 1,
         seeds: 50,
         history: false,
+        bug: None,
     };
     let argv: Vec<String> = std::env::args().collect();
     let value = |i: usize| argv.get(i + 1).and_then(|v| v.parse::<u64>().ok());
@@ -37,6 +45,18 @@ fn args() -> Args {
                 a.seeds = 1;
             }
             "--history" => a.history = true,
+            "--plant" => {
+                a.bug = match argv.get(i + 1).map(String::as_str) {
+                    Some("lost-update") => Some(Bug::LostUpdate),
+                    Some("dot-reuse") => Some(Bug::DotReuse),
+                    Some("early-reap") => Some(Bug::EarlyReap),
+                    Some("split-quorum") => Some(Bug::SplitQuorum),
+                    other => {
+                        eprintln!("--plant: unknown bug {other:?}");
+                        std::process::exit(2);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -51,6 +71,7 @@ fn args() -> Args {
 
 fn main() {
     let a = args();
+    plant(a.bug);
     let wall = Instant::now();
     let (mut ops, mut faults, mut virtual_secs, mut failed) = (0u64, 0u64, 0f64, Vec::new());
     for seed in a.first..a.first + a.seeds {
@@ -80,6 +101,13 @@ fn main() {
                 r.plan, r.failures
             );
             failed.push(seed);
+            if let Some(bug) = a.bug {
+                println!(
+                    "planted {bug:?}: found by seed {seed}, the {} seed run",
+                    seed - a.first + 1
+                );
+                return;
+            }
         } else if a.seeds <= 100 || seed % 100 == 0 {
             println!(
                 "seed {seed}: ok, {} nodes, {} ops ({} acknowledged), {} faults, net {:?}, {:.0} virtual s",
@@ -103,6 +131,10 @@ fn main() {
         virtual_secs / 3600.0,
         virtual_secs / secs.max(1e-9)
     );
+    if let Some(bug) = a.bug {
+        println!("planted {bug:?}: no seed found it");
+        std::process::exit(1);
+    }
     if !failed.is_empty() {
         std::process::exit(1);
     }

@@ -1,7 +1,6 @@
 //! Gossip: every interval a node exchanges its member list and bucket
 //! definitions with a few others, so news spreads epidemically.
 
-use crate::util::rng::NodeRng;
 use super::buckets::Buckets;
 use super::member::MemberInfo;
 use super::membership::Membership;
@@ -11,6 +10,7 @@ use crate::access::list::{Access, Entries};
 use crate::rpc::call::{ask_addr, CallError};
 use crate::rpc::peer::{ClusterRequest, ClusterResponse};
 use crate::rpc::transport::Transport;
+use crate::util::rng::NodeRng;
 use crate::util::time::Every;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::sync::watch;

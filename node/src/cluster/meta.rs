@@ -2,11 +2,11 @@
 //! (a versioned record in the storage's meta space), saved after every
 //! change of this node's own state.
 
-use crate::util::rng::NodeRng;
 use super::membership::Membership;
 use crate::cluster::member::{MemberInfo, MemberInfoV1};
 use crate::replication::replica::Replica;
 use crate::storage::{Space, StorageError, Store};
+use crate::util::rng::NodeRng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 

@@ -184,6 +184,12 @@ impl Register {
         Self::default()
     }
 
+    /// Every event this register has seen (a planted bug writes with it).
+    #[cfg(feature = "test-hooks")]
+    pub fn context(&self) -> &DotContext {
+        &self.context
+    }
+
     /// Applies a write by `actor` of `value` that replaces what `ctx` covers.
     /// Returns the write's own context (`ctx` plus the new dot).
     /// `floor` is the highest counter `actor` ever issued on a key whose

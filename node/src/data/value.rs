@@ -302,6 +302,12 @@ impl State {
     ) -> Result<(Vec<u8>, Version), ValueError> {
         let written = match (&mut *self, update) {
             (State::Register(reg), Update::Register { ctx, value }) => {
+                #[cfg(feature = "test-hooks")]
+                let ctx = if crate::util::plant::planted(crate::util::plant::Bug::LostUpdate) {
+                    reg.context().clone()
+                } else {
+                    ctx
+                };
                 let own = reg.write(me, &ctx, value, floor)?;
                 (crate::data::register::encode_context(&own), own.version())
             }

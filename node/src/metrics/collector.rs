@@ -73,7 +73,10 @@ pub fn collector(
 
 /// Copies the QUIC transport's open peer connections and their round-trip
 /// times into the registry at each scrape.
-pub fn peer_connections(quic: Arc<QuicTransport>, membership: Arc<Membership>) -> metrics::Collector {
+pub fn peer_connections(
+    quic: Arc<QuicTransport>,
+    membership: Arc<Membership>,
+) -> metrics::Collector {
     Box::new(move |m: &Metrics| {
         let open = quic.open_connections();
         m.gauge(metrics::CONNECTIONS, &[("kind", "peer_out")])

@@ -38,7 +38,6 @@
 //! - `progress`: the persisted stream cursors ([`SourceProgress`]), the
 //!   admin status report ([`TransferReport`]) and the transfer gauges.
 
-use crate::util::clock::SharedClock;
 use crate::cluster::buckets::Buckets;
 use crate::cluster::liveness::Liveness;
 use crate::cluster::member::MemberState;
@@ -50,6 +49,7 @@ use crate::rpc::call::ask;
 use crate::rpc::peer::{PeerError, TransferRequest, TransferResponse};
 use crate::rpc::transport::Transport;
 use crate::storage::{Space, StorageError};
+use crate::util::clock::SharedClock;
 use crate::util::LockExt;
 use kvorum_ring::NodeId;
 use std::collections::BTreeMap;
@@ -514,39 +514,42 @@ impl Transfers {
         };
         let ns = self.clone();
         let workers = inner.replica.store().workers();
-        let answer = workers.run_blocking(move || {
-            let store = ns.inner.replica.store();
-            let mut records = Vec::new();
-            let (mut bytes, mut scanned) = (0u64, 0u64);
-            let mut cursor = after;
-            loop {
-                let chunk = store.scan_after(Space::Data, cursor.as_deref(), SCAN_CHUNK)?;
-                let end = chunk.len() < SCAN_CHUNK;
-                for (key, record) in chunk {
-                    scanned += 1;
-                    let n = ns.inner.buckets.n_of_key(&key);
-                    if snapshot.gains(&from, &key, n) {
-                        match value::decode_record(&record) {
-                            Ok(state) => {
-                                bytes += record.len() as u64;
-                                records.push((key.clone(), state));
+        let answer = workers
+            .run_blocking(move || {
+                let store = ns.inner.replica.store();
+                let mut records = Vec::new();
+                let (mut bytes, mut scanned) = (0u64, 0u64);
+                let mut cursor = after;
+                loop {
+                    let chunk = store.scan_after(Space::Data, cursor.as_deref(), SCAN_CHUNK)?;
+                    let end = chunk.len() < SCAN_CHUNK;
+                    for (key, record) in chunk {
+                        scanned += 1;
+                        let n = ns.inner.buckets.n_of_key(&key);
+                        if snapshot.gains(&from, &key, n) {
+                            match value::decode_record(&record) {
+                                Ok(state) => {
+                                    bytes += record.len() as u64;
+                                    records.push((key.clone(), state));
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "undecodable record not streamed")
+                                }
                             }
-                            Err(e) => tracing::warn!(error = %e, "undecodable record not streamed"),
+                        }
+                        cursor = Some(key);
+                        if bytes >= u64::from(max_bytes) || scanned >= SCAN_PER_CALL {
+                            let total = store.size().map_or(0, |s| s.keys);
+                            return Ok::<_, StorageError>((records, cursor, scanned, total, bytes));
                         }
                     }
-                    cursor = Some(key);
-                    if bytes >= u64::from(max_bytes) || scanned >= SCAN_PER_CALL {
+                    if end {
                         let total = store.size().map_or(0, |s| s.keys);
-                        return Ok::<_, StorageError>((records, cursor, scanned, total, bytes));
+                        return Ok((records, None, scanned, total, bytes));
                     }
                 }
-                if end {
-                    let total = store.size().map_or(0, |s| s.keys);
-                    return Ok((records, None, scanned, total, bytes));
-                }
-            }
-        })
-        .await;
+            })
+            .await;
         match answer {
             Ok(Ok((records, next, scanned, total, bytes))) => {
                 let m = &inner.metrics;

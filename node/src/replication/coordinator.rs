@@ -16,10 +16,10 @@ use crate::metrics::{self, Metrics};
 use crate::replication::replica::{storage_key, Replica};
 use crate::replication::settings::{Limits, Replication};
 use crate::rpc::transport::Transport;
+use crate::util::NodeEnv;
 use kvorum_client::proto::{CausalContext, ErrorReply, ReplicaOutcome, Request, Response};
 use kvorum_client::{BucketProps, BucketType, ReadReport, Version};
 use kvorum_ring::NodeId;
-use crate::util::NodeEnv;
 use std::{sync::Arc, time::Duration};
 
 /// W, timeout and strictness of one write.

@@ -196,7 +196,11 @@ impl Replica {
                     Ok(s) => s,
                     Err(e) => return (Change::Keep, Err(e), None),
                 };
-                let floor = floor.load(Ordering::SeqCst);
+                let floor = if crate::util::plant::planted(crate::util::plant::Bug::DotReuse) {
+                    0
+                } else {
+                    floor.load(Ordering::SeqCst)
+                };
                 let (ctx, version) =
                     match state.coordinate_versioned(&me, update, floor, now_ms, &limits) {
                         Ok(written) => written,

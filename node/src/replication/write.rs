@@ -58,7 +58,8 @@ impl Coordinator {
                 groups.push((future.clone(), w.min(future.len())));
             }
         }
-        if let Some(prev) = &view.prev_read_ring {
+        let split = crate::util::plant::planted(crate::util::plant::Bug::SplitQuorum);
+        if let Some(prev) = view.prev_read_ring.as_ref().filter(|_| !split) {
             let before = prev.preference_list(&skey, n);
             if before != pref && !before.is_empty() {
                 groups.push((before.clone(), w.min(before.len())));
@@ -75,8 +76,12 @@ impl Coordinator {
         let mut tracker = QuorumTracker::joint(groups);
         let local = tokio::time::timeout(
             timeout,
-            self.replica
-                .coordinate(skey.clone(), props.bucket_type, update, self.env.clock.lww_ms()),
+            self.replica.coordinate(
+                skey.clone(),
+                props.bucket_type,
+                update,
+                self.env.clock.lww_ms(),
+            ),
         );
         let ((state, own, version), durable) = match local.await {
             Err(_) => {

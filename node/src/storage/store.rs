@@ -84,7 +84,11 @@ impl Store {
     /// [`Store::start`], with the writer and the periodic sync run by
     /// `workers`: threads of their own, or tasks of the current runtime
     /// (the simulator, whose engine never blocks).
-    pub fn start_on(engine: Arc<dyn Engine>, policy: SyncPolicy, workers: Workers) -> (Self, Closed) {
+    pub fn start_on(
+        engine: Arc<dyn Engine>,
+        policy: SyncPolicy,
+        workers: Workers,
+    ) -> (Self, Closed) {
         let (closed_tx, closed_rx) = oneshot::channel();
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         let running = Arc::new(AtomicBool::new(true));
@@ -412,7 +416,9 @@ impl Writer {
         }
         // Every Store clone is gone (they hold the job senders), so
         // this is the last handle of the engine: dropping it closes it.
-        let Writer { engine, closed_tx, .. } = self;
+        let Writer {
+            engine, closed_tx, ..
+        } = self;
         drop(engine);
         let _ = closed_tx.send(());
     }

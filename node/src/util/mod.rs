@@ -1,10 +1,12 @@
 //! Small helpers every layer shares, each in a file of its own: lock
 //! recovery ([`lock`]), the clock seam ([`clock`]), wall-clock helpers and
-//! periodic ticks ([`time`]), the node's randomness ([`rng`]) and where
-//! long-lived work runs ([`workers`]).
+//! periodic ticks ([`time`]), the node's randomness ([`rng`]), where
+//! long-lived work runs ([`workers`]) and the simulator's planted bugs
+//! ([`plant`]).
 
 pub mod clock;
 pub mod lock;
+pub mod plant;
 pub mod rng;
 pub mod time;
 pub mod workers;

@@ -121,8 +121,24 @@ impl Node {
     /// Drops every handle of the store, then waits for it to close.
     pub(crate) async fn close_storage(self) {
         let Node {
-            id, store_closed, ..
+            id,
+            membership,
+            handler,
+            gate,
+            reloader,
+            metrics,
+            store,
+            store_closed,
+            liveness,
+            hints,
+            anti_entropy,
+            shutdown,
+            tasks,
         } = self;
+        // Every handle that holds the store goes first (a `..` pattern
+        // would keep them until the end of this function).
+        drop((membership, handler, gate, reloader, metrics, store));
+        drop((liveness, hints, anti_entropy, shutdown, tasks));
         // Requests still in flight finish within their deadlines; then the
         // last store handle drops and the database closes, so the data
         // directory can be opened again (a restart in the same process).

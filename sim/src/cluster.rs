@@ -19,9 +19,26 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Where a machine is in the cluster's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Not started yet: a node that may join later.
+    Spare,
+    /// A member (running or crashed, to be restarted).
+    Member,
+    /// Asked to leave; stopped once it has left.
+    Leaving,
+    /// Crashed, to be removed by the others.
+    Removing,
+    /// Left or removed: never started again.
+    Gone,
+}
+
 /// One simulated machine: its disk, its clock, and the node on them (if
 /// it runs).
 pub struct Machine {
+    /// Where it is in the cluster's life.
+    pub status: Status,
     /// The node's id.
     pub id: NodeId,
     /// Its address.
@@ -50,8 +67,10 @@ pub struct SimCluster {
 /// Settings of a simulated cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
-    /// Nodes.
+    /// Nodes that form the cluster.
     pub nodes: usize,
+    /// Machines that may join later.
+    pub spares: usize,
     /// Replicas per key.
     pub n: u8,
     /// Read quorum.
@@ -72,8 +91,8 @@ fn config(i: usize, shape: Shape, seeds: &[SocketAddr]) -> NodeConfig {
         "id = \"n{i}\"\nlisten = \"{}\"\nseeds = [{}]\n\
          gossip_interval_ms = 200\npeer_connect_timeout_ms = 500\n\
          [replication]\nn = {}\nr = {}\nw = {}\nrequest_timeout_ms = 2000\n\
-         [anti_entropy]\ninterval_ms = 1000\ntombstone_grace_secs = 8\n\
-         [hints]\nttl_secs = 2\ndelivery_interval_ms = 500\n\
+         [anti_entropy]\ninterval_ms = 1000\ntombstone_grace_secs = 16\n\
+         [hints]\nttl_secs = 10\ndelivery_interval_ms = 500\n\
          [transfers]\ninterval_ms = 200\n\
          [limits]\nmax_request_timeout_ms = 2000\nrequest_read_timeout_ms = 1000\n\
          [metrics]\nenabled = false\n\
@@ -92,12 +111,24 @@ impl SimCluster {
     /// Machines for `shape`, none started yet.
     pub fn new(shape: Shape, seed: u64, net: SimNet) -> Self {
         let start = Instant::now();
-        let machines = (1..=shape.nodes)
+        let founders: Vec<SocketAddr> = (1..=shape.nodes).map(addr_of).collect();
+        let machines = (1..=shape.nodes + shape.spares)
             .map(|i| {
-                let seeds = if i == 1 { vec![] } else { vec![addr_of(1)] };
+                // Founders join one after another through n1; a spare
+                // knows every founder.
+                let seeds = match i {
+                    1 => vec![],
+                    i if i <= shape.nodes => vec![addr_of(1)],
+                    _ => founders.clone(),
+                };
                 let id = NodeId::new(format!("n{i}"));
                 net.add_host(&id, addr_of(i));
                 Machine {
+                    status: if i <= shape.nodes {
+                        Status::Member
+                    } else {
+                        Status::Spare
+                    },
                     id,
                     addr: addr_of(i),
                     config: config(i, shape, &seeds),
@@ -173,30 +204,34 @@ impl SimCluster {
         }
     }
 
-    /// Ids of the machines whose node runs.
-    pub fn running(&self) -> Vec<usize> {
+    /// The machines that are members (running or not).
+    pub fn members(&self) -> Vec<usize> {
         (0..self.machines.len())
+            .filter(|i| self.machines[*i].status == Status::Member)
+            .collect()
+    }
+
+    /// The members whose node runs.
+    pub fn running_members(&self) -> Vec<usize> {
+        self.members()
+            .into_iter()
             .filter(|i| self.machines[*i].node.is_some())
             .collect()
     }
 
-    /// Waits (virtual time) until every running node knows every machine
-    /// as up and no ring change is pending; false after `limit`.
+    /// Machine `i`'s state in its own node's view (`None` if it is down).
+    pub fn own_state(&self, i: usize) -> Option<MemberState> {
+        let m = &self.machines[i];
+        let node = m.node.as_ref()?;
+        node.view().members.get(&m.id).map(|info| info.state)
+    }
+
+    /// Waits (virtual time) until [`SimCluster::settled`]; false after
+    /// `limit`.
     pub async fn settle(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
-        let count = self.machines.len();
         loop {
-            let done = self
-                .machines
-                .iter()
-                .filter_map(|m| m.node.as_ref())
-                .all(|n| {
-                    let members = n.members();
-                    members.len() == count
-                        && members.iter().all(|m| m.state == MemberState::Up)
-                        && n.view().prev_read_ring.is_none()
-                });
-            if done {
+            if self.settled() {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -204,5 +239,26 @@ impl SimCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Whether every member runs and sees exactly the members, all up,
+    /// with no ring change pending.
+    pub fn settled(&self) -> bool {
+        let members = self.members();
+        members.iter().all(|&i| {
+            let Some(n) = self.machines[i].node.as_ref() else {
+                return false;
+            };
+            let view = n.view();
+            let live: Vec<_> = view
+                .members
+                .values()
+                .filter(|m| m.state != MemberState::Removed)
+                .collect();
+            live.len() == members.len()
+                && live.iter().all(|m| m.state == MemberState::Up)
+                && !view.in_transition()
+                && view.prev_read_ring.is_none()
+        })
     }
 }

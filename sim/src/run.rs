@@ -5,7 +5,7 @@
 use crate::check::{self, Final};
 use crate::cluster::{Shape, SimCluster};
 use crate::history::{History, Workload};
-use crate::nemesis::{Fault, Nemesis};
+use crate::nemesis::{Action, Fault, Nemesis};
 use crate::net::{FaultCounts, SimNet};
 use crate::workload::{decode_elems, decode_write, key_name, Client};
 use kvorum_client::proto::{ReadOptions, Request, Response};
@@ -37,6 +37,9 @@ pub struct Plan {
     pub nemesis_every: Duration,
     /// How long clients and nemesis run (virtual time).
     pub duration: Duration,
+    /// A scenario's script: actions at virtual times from the start of
+    /// the load, instead of random faults (empty: random faults).
+    pub script: Vec<(Duration, Action)>,
 }
 
 impl Plan {
@@ -56,8 +59,19 @@ impl Plan {
         if faults.is_empty() {
             faults.push(Fault::ALL[rng.random_range(0..Fault::ALL.len())]);
         }
+        let spares = if faults.contains(&Fault::Join) {
+            rng.random_range(1..=2)
+        } else {
+            0
+        };
         Self {
-            shape: Shape { nodes, n: 3, r, w },
+            shape: Shape {
+                nodes,
+                spares,
+                n: 3,
+                r,
+                w,
+            },
             clients: rng.random_range(2..=5),
             keys: rng.random_range(2..=8),
             workloads: Workload::ALL.to_vec(),
@@ -65,6 +79,7 @@ impl Plan {
             faults,
             nemesis_every: Duration::from_millis(rng.random_range(500..=4000)),
             duration: Duration::from_secs(rng.random_range(15..=45)),
+            script: Vec::new(),
         }
     }
 }
@@ -97,9 +112,11 @@ pub struct Report {
 /// Longest a cluster may take to form, and to converge after healing.
 const FORM_LIMIT: Duration = Duration::from_secs(120);
 const CONVERGE_LIMIT: Duration = Duration::from_secs(300);
-/// Idle time after convergence: the tombstone grace (8 s, cluster.rs)
+/// Idle time after convergence: the tombstone grace (16 s, cluster.rs)
 /// and a few reaping rounds.
-const REAP_WAIT: Duration = Duration::from_secs(20);
+const REAP_WAIT: Duration = Duration::from_secs(25);
+/// The second round of load and faults, after the reaps.
+const AFTER_REAP_LOAD: Duration = Duration::from_secs(20);
 
 /// Runs `seed` with its swarm plan.
 pub fn run_seed(seed: u64) -> Report {
@@ -123,25 +140,41 @@ async fn run_async(seed: u64, plan: Plan) -> Report {
     let mut cluster = SimCluster::new(plan.shape, seed, net.clone());
     let mut failures = Vec::new();
     let mut rng = StdRng::seed_from_u64(seed);
-    for i in 0..cluster.machines.len() {
+    for i in cluster.members() {
         if let Err(e) = cluster.start(i).await {
             failures.push(format!("n{} did not start: {e}", i + 1));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     if !cluster.settle(FORM_LIMIT).await {
-        failures.push("the cluster did not form".into());
+        failures.push(format!("the cluster did not form: {:?}", views(&cluster)));
     }
     if failures.is_empty() {
         create_buckets(&cluster, &plan, &mut failures).await;
     }
     if failures.is_empty() {
-        exercise(&mut cluster, &plan, &history, &mut rng).await;
+        let ids = Arc::new(AtomicU64::new(0));
+        exercise(&mut cluster, &plan, &history, &mut rng, &ids, plan.duration).await;
         converge(&cluster, &history, &mut failures).await;
         // Past the tombstone grace: the reapers remove what every replica
-        // holds; then the replicas must still agree, and nothing deleted
-        // may have come back.
+        // holds. Then a second round of load and faults writes keys that
+        // were reaped (a write after a reap must not reuse a dot), and
+        // the replicas must again agree with nothing deleted come back.
         tokio::time::sleep(REAP_WAIT).await;
+        history.note("after the reaps");
+        let again = Plan {
+            script: Vec::new(),
+            ..plan.clone()
+        };
+        exercise(
+            &mut cluster,
+            &again,
+            &history,
+            &mut rng,
+            &ids,
+            AFTER_REAP_LOAD,
+        )
+        .await;
         converge(&cluster, &history, &mut failures).await;
         final_reads(&cluster, &plan, &history, &mut failures).await;
     }
@@ -200,9 +233,15 @@ async fn create_buckets(cluster: &SimCluster, plan: &Plan, failures: &mut Vec<St
 }
 
 /// Clients and nemesis for the plan's duration; then every fault healed.
-async fn exercise(cluster: &mut SimCluster, plan: &Plan, history: &History, rng: &mut StdRng) {
+async fn exercise(
+    cluster: &mut SimCluster,
+    plan: &Plan,
+    history: &History,
+    rng: &mut StdRng,
+    ids: &Arc<AtomicU64>,
+    duration: Duration,
+) {
     let stop = Arc::new(AtomicBool::new(false));
-    let ids = Arc::new(AtomicU64::new(0));
     let nodes: Vec<_> = cluster.machines.iter().map(|m| m.id.clone()).collect();
     let mut clients = Vec::new();
     for id in 0..plan.clients {
@@ -225,12 +264,20 @@ async fn exercise(cluster: &mut SimCluster, plan: &Plan, history: &History, rng:
         StdRng::seed_from_u64(rng.random()),
         history.clone(),
     );
-    let end = Instant::now() + plan.duration;
-    while Instant::now() < end {
-        tokio::time::sleep(plan.nemesis_every).await;
-        nemesis.step(cluster).await;
+    let (begin, end) = (Instant::now(), Instant::now() + duration);
+    if plan.script.is_empty() {
+        while Instant::now() < end {
+            tokio::time::sleep(plan.nemesis_every).await;
+            nemesis.step(cluster).await;
+        }
+    } else {
+        for (at, action) in &plan.script {
+            tokio::time::sleep_until(begin + *at).await;
+            nemesis.act(cluster, action).await;
+        }
+        tokio::time::sleep_until(end).await;
     }
-    nemesis.heal(cluster).await;
+    nemesis.heal(cluster, CONVERGE_LIMIT).await;
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.await;
@@ -259,20 +306,24 @@ async fn converge(cluster: &SimCluster, history: &History, failures: &mut Vec<St
 
 /// Why the replicas differ, if they do.
 fn divergence(cluster: &SimCluster) -> Option<String> {
-    let nodes: Vec<_> = cluster
-        .machines
-        .iter()
-        .filter_map(|m| m.node.as_ref())
-        .collect();
-    if nodes.len() != cluster.machines.len() {
-        return Some("a node is down".into());
+    if !cluster.settled() {
+        return Some(format!(
+            "a member is down or a ring change is under way: {:?}",
+            views(cluster)
+        ));
     }
+    let nodes: Vec<_> = cluster
+        .members()
+        .into_iter()
+        .filter_map(|i| cluster.machines[i].node.as_ref())
+        .collect();
+    let member_ids: std::collections::BTreeSet<_> = nodes.iter().map(|n| n.id().clone()).collect();
     let roots: BTreeMap<_, BTreeMap<_, _>> = nodes
         .iter()
         .map(|n| (n.id().clone(), n.tree_roots().into_iter().collect()))
         .collect();
     for (a, of_a) in &roots {
-        for (b, root) in of_a {
+        for (b, root) in of_a.iter().filter(|(b, _)| member_ids.contains(*b)) {
             let theirs = roots.get(b).and_then(|r| r.get(a));
             if theirs != Some(root) {
                 return Some(format!("trees of {a} and {b} differ"));
@@ -298,7 +349,7 @@ async fn final_reads(
     let entries = history.entries();
     for &w in &plan.workloads {
         let mut per_node: Vec<BTreeMap<u32, Final>> = Vec::new();
-        for m in &cluster.machines {
+        for m in cluster.members().into_iter().map(|i| &cluster.machines[i]) {
             let mut finals = BTreeMap::new();
             for key in 0..plan.keys {
                 match read_final(cluster, &m.id, w, key, plan.shape.n).await {
@@ -371,4 +422,30 @@ async fn read_final(
         return Some(v);
     }
     None
+}
+
+/// Each running node's view: members and their states, whether a change
+/// is under way (for failure messages).
+fn views(cluster: &SimCluster) -> Vec<String> {
+    cluster
+        .machines
+        .iter()
+        .filter_map(|m| m.node.as_ref().map(|n| (m, n)))
+        .map(|(m, n)| {
+            let v = n.view();
+            let states: Vec<String> = v
+                .members
+                .values()
+                .map(|m| format!("{}:{}", m.id, m.state.as_str()))
+                .collect();
+            format!(
+                "{} ({:?}): [{}] transition {} prev {}",
+                n.id(),
+                m.status,
+                states.join(" "),
+                v.in_transition(),
+                v.prev_read_ring.is_some()
+            )
+        })
+        .collect()
 }

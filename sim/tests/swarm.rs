@@ -9,6 +9,11 @@
 //! cargo test -p kvorum-sim --release --test swarm -- --plant early-reap --seeds 500
 //! ```
 //!
+//! `--speed` instead measures how fast the simulation runs: one 5-node
+//! cluster under steady load (4 clients, no faults) for 300 virtual
+//! seconds, three times, and prints virtual seconds per wall second
+//! (docs/performance.md).
+//!
 //! With `--plant BUG` (lost-update, dot-reuse, early-reap, split-quorum)
 //! that bug is planted and the swarm stops at the first seed that finds
 //! it; it fails if no seed does.
@@ -17,7 +22,10 @@
 //! the simulation is deterministic.
 
 use kvorum_node::util::plant::{plant, Bug};
-use kvorum_sim::run_seed;
+use kvorum_sim::cluster::Shape;
+use kvorum_sim::history::Workload;
+use kvorum_sim::{run, run_seed, Plan};
+use std::time::Duration;
 use std::time::Instant;
 
 struct Args {
@@ -25,6 +33,7 @@ struct Args {
     seeds: u64,
     history: bool,
     bug: Option<Bug>,
+    speed: bool,
 }
 
 fn args() -> Args {
@@ -33,6 +42,7 @@ fn args() -> Args {
         seeds: 50,
         history: false,
         bug: None,
+        speed: false,
     };
     let argv: Vec<String> = std::env::args().collect();
     let value = |i: usize| argv.get(i + 1).and_then(|v| v.parse::<u64>().ok());
@@ -45,6 +55,7 @@ fn args() -> Args {
                 a.seeds = 1;
             }
             "--history" => a.history = true,
+            "--speed" => a.speed = true,
             "--plant" => {
                 a.bug = match argv.get(i + 1).map(String::as_str) {
                     Some("lost-update") => Some(Bug::LostUpdate),
@@ -71,6 +82,10 @@ fn args() -> Args {
 
 fn main() {
     let a = args();
+    if a.speed {
+        speed();
+        return;
+    }
     plant(a.bug);
     let wall = Instant::now();
     let (mut ops, mut faults, mut virtual_secs, mut failed) = (0u64, 0u64, 0f64, Vec::new());
@@ -137,5 +152,51 @@ fn main() {
     }
     if !failed.is_empty() {
         std::process::exit(1);
+    }
+}
+
+/// Virtual seconds per wall second of a 5-node cluster under steady load:
+/// a heavy one (4 clients, 20 ms between operations) and a light one (2
+/// clients, 200 ms).
+fn speed() {
+    for (clients, think_ms) in [(4, 20), (2, 200)] {
+        speed_at(clients, Duration::from_millis(think_ms));
+    }
+}
+
+fn speed_at(clients: usize, think: Duration) {
+    let plan = Plan {
+        shape: Shape {
+            nodes: 5,
+            spares: 0,
+            n: 3,
+            r: 2,
+            w: 2,
+        },
+        clients,
+        keys: 50,
+        workloads: Workload::ALL.to_vec(),
+        think,
+        faults: Vec::new(),
+        nemesis_every: Duration::from_secs(1),
+        duration: Duration::from_secs(300),
+        script: Vec::new(),
+    };
+    for round in 1..=3 {
+        let wall = Instant::now();
+        let r = run(round, plan.clone());
+        // The load runs for the plan's duration and again after the reaps.
+        let secs = wall.elapsed().as_secs_f64();
+        let virt = r.virtual_time.as_secs_f64();
+        println!(
+            "speed ({clients} clients, {think:?} think) run {round}: {virt:.0} virtual s ({:.0} s of load), {} ops ({:.0} per virtual s of load), \
+             {} messages, in {secs:.1} wall s: {:.0} virtual s per wall s; failures {:?}",
+            plan.duration.as_secs_f64() + 20.0,
+            r.ops,
+            r.ops as f64 / (plan.duration.as_secs_f64() + 20.0),
+            r.net.messages,
+            virt / secs,
+            r.failures
+        );
     }
 }

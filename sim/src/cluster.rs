@@ -194,6 +194,13 @@ impl SimCluster {
         m.engine = Arc::new(next);
     }
 
+    /// Machine `i` crashes and loses its disk: it restarts empty, under
+    /// the same id.
+    pub fn wipe(&mut self, i: usize) {
+        self.crash(i, true);
+        self.machines[i].engine = Arc::new(MemoryEngine::new());
+    }
+
     /// Stops machine `i` cleanly (its store syncs and records a clean
     /// close).
     pub async fn stop(&mut self, i: usize) {

@@ -43,11 +43,14 @@ pub enum Fault {
     Leave,
     /// A member is killed and removed by the others.
     Remove,
+    /// A member crashes and loses its disk; it restarts empty under the
+    /// same id.
+    Wipe,
 }
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 13] = [
         Fault::Partition,
         Fault::OneWay,
         Fault::Loss,
@@ -60,6 +63,7 @@ impl Fault {
         Fault::Join,
         Fault::Leave,
         Fault::Remove,
+        Fault::Wipe,
     ];
 }
 
@@ -218,7 +222,7 @@ impl Nemesis {
                 self.restart(c, i).await;
                 self.history.fault(&format!("join n{}", i + 1));
             }
-            Fault::Leave | Fault::Remove => {
+            Fault::Leave | Fault::Remove | Fault::Wipe => {
                 // One ring change at a time, on a settled cluster, and
                 // three members stay (N = 3): a second machine lost for
                 // good before the first one's ranges are re-replicated
@@ -237,11 +241,20 @@ impl Nemesis {
                     .iter()
                     .filter_map(|i| c.machines[*i].node.as_ref())
                     .any(|n| n.hints_pending() > 0);
-                if members.len() <= 3 || changing || hints || !c.settled() {
+                let shrinks = fault != Fault::Wipe;
+                if (shrinks && members.len() <= 3) || changing || hints || !c.settled() {
                     return;
                 }
                 let i = members[self.rng.random_range(0..members.len())];
-                if fault == Fault::Remove {
+                if fault == Fault::Wipe {
+                    if c.machines[i].node.is_none() {
+                        return;
+                    }
+                    c.wipe(i);
+                    self.down.push((i, now + lasting));
+                    self.history
+                        .fault(&format!("wipe n{} for {lasting:?}", i + 1));
+                } else if fault == Fault::Remove {
                     if c.machines[i].node.is_some() {
                         c.crash(i, false);
                     }

@@ -83,7 +83,11 @@ struct Host {
     paused_until: Option<Instant>,
 }
 
+/// Picks requests to drop: (from, to, request) → drop it.
+pub type Filter = Arc<dyn Fn(&NodeId, &NodeId, &PeerRequest) -> bool + Send + Sync>;
+
 struct State {
+    filter: Option<Filter>,
     hosts: BTreeMap<NodeId, Host>,
     base: Link,
     links: BTreeMap<(NodeId, NodeId), Link>,
@@ -190,6 +194,7 @@ impl SimNet {
     /// A network whose own randomness (losses, delays) comes from `seed`.
     pub fn new(seed: u64) -> Self {
         Self(Arc::new(Mutex::new(State {
+            filter: None,
             hosts: BTreeMap::new(),
             base: Link::default(),
             links: BTreeMap::new(),
@@ -245,6 +250,13 @@ impl SimNet {
         if let Some(h) = self.state().hosts.get_mut(id) {
             h.paused_until = Some(until);
         }
+    }
+
+    /// Drops every request `filter` picks (a scenario's precise fault: say,
+    /// every tombstone removal sent to one node); `None` stops it. Counted
+    /// as blocked.
+    pub fn drop_requests(&self, filter: Option<Filter>) {
+        self.state().filter = filter;
     }
 
     /// Every link not set otherwise behaves as `link`.
@@ -342,7 +354,17 @@ impl SimNet {
         let deadline = Instant::now() + timeout;
         let bytes =
             postcard::to_stdvec(&req).map_err(|e| TransportError::Protocol(e.to_string()))?;
-        let there = self.state().fate(from, to);
+        let there = {
+            let mut s = self.state();
+            match s.filter.clone() {
+                Some(f) if f(from, to, &req) => {
+                    s.counts.messages += 1;
+                    s.counts.blocked += 1;
+                    Fate::Lost
+                }
+                _ => s.fate(from, to),
+            }
+        };
         let Fate::After(delay) = there else {
             tokio::time::sleep_until(deadline).await;
             return Err(TransportError::Timeout);

@@ -1,18 +1,44 @@
 //! Scenarios the fault suite cannot time: each drives a simulated cluster
 //! through one interleaving, on virtual time, and checks what clients read.
+//! One also runs with a bug planted, and must then fail. Planted bugs are
+//! process-wide, so the tests here run one at a time.
 
 use kvorum_client::proto::{CausalContext, ReadOptions, Request, Response, WriteOptions};
 use kvorum_client::{BucketProps, BucketType};
 use kvorum_node::cluster::member::MemberState;
+use kvorum_node::rpc::peer::PeerRequest;
+use kvorum_node::util::plant::{plant, Bug};
+use kvorum_ring::NodeId;
 use kvorum_sim::cluster::{Shape, SimCluster, Status};
 use kvorum_sim::history::Workload;
 use kvorum_sim::nemesis::Action;
 use kvorum_sim::net::SimNet;
 use kvorum_sim::{run, Plan};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 const KEYS: u32 = 40;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One scenario at a time (a planted bug is process-wide).
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `f` with `bug` planted, and removes it even if `f` panics.
+fn with_planted<T>(bug: Bug, f: impl FnOnce() -> T) -> T {
+    struct Unplant;
+    impl Drop for Unplant {
+        fn drop(&mut self) {
+            plant(None);
+        }
+    }
+    plant(Some(bug));
+    let _unplant = Unplant;
+    f()
+}
 
 fn paused() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -115,6 +141,7 @@ async fn seen_up(c: &SimCluster, who: &[usize], joined: usize, limit: Duration) 
 /// after the network heals and before any gossip reaches it.
 #[test]
 fn a_coordinator_behind_reads_across_a_completed_change() {
+    let _one = serial();
     paused().block_on(async {
         let shape = Shape {
             nodes: 4,
@@ -153,6 +180,7 @@ fn a_coordinator_behind_reads_across_a_completed_change() {
 /// coordinates reads at once.
 #[test]
 fn a_node_restarted_with_an_older_member_list_reads_every_value() {
+    let _one = serial();
     paused().block_on(async {
         let shape = Shape {
             nodes: 4,
@@ -211,6 +239,7 @@ fn scripted(nodes: usize, spares: usize, script: Vec<(Duration, Action)>) -> Pla
 /// load: the cluster serializes them, and no acknowledged write is lost.
 #[test]
 fn concurrent_topology_changes_lose_nothing() {
+    let _one = serial();
     let s = |secs| Duration::from_secs(secs);
     let plan = scripted(
         5,
@@ -230,6 +259,7 @@ fn concurrent_topology_changes_lose_nothing() {
 /// (writes for it become hints), then removed while the hints wait.
 #[test]
 fn hint_delivery_racing_a_removal_loses_nothing() {
+    let _one = serial();
     let s = |secs| Duration::from_secs(secs);
     let plan = scripted(
         4,
@@ -243,4 +273,161 @@ fn hint_delivery_racing_a_removal_loses_nothing() {
     let r = run(22, plan);
     assert!(r.failures.is_empty(), "{:#?}\n{}", r.failures, r.history);
     assert!(r.acked > 100, "the clients did work: {}", r.acked);
+}
+
+/// Writes made right after a join completed, read at once by a coordinator
+/// that heard nothing of the join: the joint quorum wrote them to the
+/// previous ring's replicas too, where that coordinator reads. Returns the
+/// keys whose reads missed their values.
+async fn writes_after_a_change_read_by_a_coordinator_behind(seed: u64) -> Vec<u32> {
+    let shape = Shape {
+        nodes: 4,
+        spares: 1,
+        n: 3,
+        r: 2,
+        w: 2,
+    };
+    let mut c = formed(shape, seed).await;
+    let ids: Vec<_> = c.machines.iter().map(|m| m.id.clone()).collect();
+    c.net.partition(&ids[1..], &ids[..1], true);
+    c.machines[4].status = Status::Member;
+    c.start(4).await.unwrap();
+    // The others see n5 up; they may still keep the previous ring for
+    // reads (n1 has not seen the change).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let joined = [1, 2, 3, 4].iter().all(|&i| {
+            let v = c.machines[i].node.as_ref().unwrap().view();
+            v.members
+                .get(&ids[4])
+                .is_some_and(|m| m.state == MemberState::Up)
+                && !v.in_transition()
+        });
+        if joined {
+            break;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    write_all(&c, 1).await;
+    c.net.heal();
+    missing_through(&c, 0).await
+}
+
+#[test]
+fn writes_after_a_change_are_read_by_a_coordinator_behind() {
+    let _one = serial();
+    let missing = paused().block_on(writes_after_a_change_read_by_a_coordinator_behind(13));
+    assert!(missing.is_empty(), "keys {missing:?} missed their values");
+}
+
+/// The storage key of register key `k` (the u16 length of the bucket
+/// name, the name, the key).
+fn storage_key(k: &[u8]) -> Vec<u8> {
+    let mut s = vec![0, 3];
+    s.extend_from_slice(b"reg");
+    s.extend_from_slice(k);
+    s
+}
+
+/// A key written five times and deleted through n1, reaped on n1 while
+/// the other replicas miss the removal (every `Reap` to them is dropped),
+/// then written again through n1: the new write must survive the
+/// tombstone the others still hold. Returns whether it did.
+async fn a_write_after_a_reap_survives(seed: u64) -> bool {
+    let shape = Shape {
+        nodes: 3,
+        spares: 0,
+        n: 3,
+        r: 2,
+        w: 2,
+    };
+    let c = formed(shape, seed).await;
+    let n1 = c.machines[0].id.clone();
+    let k = key(0);
+    let call = |req: Request| {
+        let (net, n1) = (c.net.clone(), n1.clone());
+        async move { net.client_call(&n1, req, Duration::from_secs(5)).await }
+    };
+    let get = || Request::Get {
+        bucket: "reg".into(),
+        key: k.clone(),
+        options: ReadOptions::r(3),
+        at_least: None,
+    };
+    for i in 0..5 {
+        let put = Request::Put {
+            bucket: "reg".into(),
+            key: k.clone(),
+            value: format!("old{i}").into_bytes(),
+            context: CausalContext::empty(),
+            options: WriteOptions::w(3),
+        };
+        assert!(matches!(call(put).await, Some(Response::Written { .. })));
+    }
+    let Some(Response::Value { context, .. }) = call(get()).await else {
+        panic!("the five writes read back");
+    };
+    let delete = Request::Delete {
+        bucket: "reg".into(),
+        key: k.clone(),
+        context,
+        options: WriteOptions::w(3),
+    };
+    assert!(matches!(call(delete).await, Some(Response::Written { .. })));
+    // Every removal sent to a node other than n1 is lost.
+    let keep: NodeId = n1.clone();
+    c.net.drop_requests(Some(Arc::new(
+        move |_: &NodeId, to: &NodeId, req: &PeerRequest| {
+            matches!(req, PeerRequest::Reap(_)) && *to != keep
+        },
+    )));
+    let skey = storage_key(&k);
+    let node1 = c.machines[0].node.as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while node1.data_keys().unwrap().contains(&skey) {
+        assert!(Instant::now() < deadline, "n1 reaps the tombstone");
+        sleep(Duration::from_millis(50)).await;
+    }
+    let held_elsewhere = c.machines[1..].iter().any(|m| {
+        m.node
+            .as_ref()
+            .unwrap()
+            .data_keys()
+            .unwrap()
+            .contains(&skey)
+    });
+    assert!(held_elsewhere, "another replica still holds the tombstone");
+    let fresh = Request::Put {
+        bucket: "reg".into(),
+        key: k.clone(),
+        value: b"fresh".to_vec(),
+        context: CausalContext::empty(),
+        options: WriteOptions::default(),
+    };
+    assert!(matches!(call(fresh).await, Some(Response::Written { .. })));
+    c.net.drop_requests(None);
+    // Anti-entropy brings the replicas together.
+    sleep(Duration::from_secs(30)).await;
+    match call(get()).await {
+        Some(Response::Value { siblings, .. }) => siblings.contains(&b"fresh".to_vec()),
+        _ => false,
+    }
+}
+
+#[test]
+fn a_write_after_a_reap_survives_the_tombstone_left_elsewhere() {
+    let _one = serial();
+    assert!(paused().block_on(a_write_after_a_reap_survives(14)));
+}
+
+#[test]
+fn a_dot_reused_after_a_reap_planted_is_found() {
+    let _one = serial();
+    let survived = with_planted(Bug::DotReuse, || {
+        paused().block_on(a_write_after_a_reap_survives(14))
+    });
+    assert!(
+        !survived,
+        "with the dot floor gone, the write's reused dot must be swallowed"
+    );
 }

@@ -89,21 +89,70 @@ fn main() {
     plant(a.bug);
     let wall = Instant::now();
     let (mut ops, mut faults, mut virtual_secs, mut failed) = (0u64, 0u64, 0f64, Vec::new());
-    for seed in a.first..a.first + a.seeds {
-        let r = run_seed(seed);
-        if seed == a.first {
-            let again = run_seed(seed);
-            if again.hash != r.hash {
-                let diff = r
-                    .history
-                    .lines()
-                    .zip(again.history.lines())
-                    .find(|(x, y)| x != y);
-                eprintln!("seed {seed}: two runs differ, first at {diff:?}");
-                std::process::exit(1);
-            }
-            println!("seed {seed}: two runs, one history (hash {:016x})", r.hash);
+    // The first seed runs twice, alone: the two histories must be equal,
+    // and no OS thread may have been started.
+    let first = run_seed(a.first);
+    let again = run_seed(a.first);
+    if again.hash != first.hash {
+        let diff = first
+            .history
+            .lines()
+            .zip(again.history.lines())
+            .find(|(x, y)| x != y);
+        eprintln!("seed {}: two runs differ, first at {diff:?}", a.first);
+        std::process::exit(1);
+    }
+    println!(
+        "seed {}: two runs, one history (hash {:016x})",
+        a.first, first.hash
+    );
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        let threads = tasks.count();
+        if threads != 1 {
+            eprintln!("the simulation left {threads} threads: one was started");
+            std::process::exit(1);
         }
+    }
+    // The other seeds run on one thread per core (each run is a whole
+    // simulation of its own); reports are taken in seed order.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4) as u64;
+    let rest: Vec<u64> = (a.first + 1..a.first + a.seeds).collect();
+    let bug = a.bug;
+    let mut reports = vec![first];
+    if bug.is_some() || workers == 1 {
+        for &seed in &rest {
+            let r = run_seed(seed);
+            let failed = !r.failures.is_empty();
+            reports.push(r);
+            if failed && bug.is_some() {
+                break;
+            }
+        }
+    } else {
+        let results: Vec<Vec<kvorum_sim::Report>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let mine: Vec<u64> = rest
+                        .iter()
+                        .copied()
+                        .filter(|seed| seed % workers == w)
+                        .collect();
+                    s.spawn(move || mine.into_iter().map(run_seed).collect::<Vec<_>>())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a swarm worker panicked"))
+                .collect()
+        });
+        let mut all: Vec<kvorum_sim::Report> = results.into_iter().flatten().collect();
+        all.sort_by_key(|r| r.seed);
+        reports.extend(all);
+    }
+    for r in reports {
+        let seed = r.seed;
         ops += r.ops;
         faults += r.faults;
         virtual_secs += r.virtual_time.as_secs_f64();

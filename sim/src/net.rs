@@ -365,15 +365,7 @@ impl SimNet {
                 _ => s.fate(from, to),
             }
         };
-        let Fate::After(delay) = there else {
-            tokio::time::sleep_until(deadline).await;
-            return Err(TransportError::Timeout);
-        };
-        if Instant::now() + delay >= deadline {
-            tokio::time::sleep_until(deadline).await;
-            return Err(TransportError::Timeout);
-        }
-        tokio::time::sleep(delay).await;
+        travel(there, deadline).await?;
         let Some((handler, generation)) = self.reach(to).await else {
             self.state().counts.unreachable += 1;
             return Err(TransportError::Unreachable(format!("{to} is down")));
@@ -404,15 +396,7 @@ impl SimNet {
             return Err(TransportError::Lost(format!("{to} crashed")));
         }
         let back = self.state().fate(to, from);
-        let Fate::After(delay) = back else {
-            tokio::time::sleep_until(deadline).await;
-            return Err(TransportError::Timeout);
-        };
-        if Instant::now() + delay >= deadline {
-            tokio::time::sleep_until(deadline).await;
-            return Err(TransportError::Timeout);
-        }
-        tokio::time::sleep(delay).await;
+        travel(back, deadline).await?;
         let bytes =
             postcard::to_stdvec(&resp).map_err(|e| TransportError::Protocol(e.to_string()))?;
         postcard::from_bytes(&bytes).map_err(|e| TransportError::Protocol(e.to_string()))
@@ -451,6 +435,21 @@ impl SimNet {
         tokio::time::sleep(delay).await;
         let bytes = postcard::to_stdvec(&resp).ok()?;
         postcard::from_bytes(&bytes).ok()
+    }
+}
+
+/// A message on its way: it arrives after its delay, or the caller waits
+/// until its deadline (a lost message, or one later than the deadline).
+async fn travel(fate: Fate, deadline: Instant) -> Result<(), TransportError> {
+    match fate {
+        Fate::After(delay) if Instant::now() + delay < deadline => {
+            tokio::time::sleep(delay).await;
+            Ok(())
+        }
+        _ => {
+            tokio::time::sleep_until(deadline).await;
+            Err(TransportError::Timeout)
+        }
     }
 }
 

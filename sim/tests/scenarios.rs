@@ -20,6 +20,17 @@ use tokio::time::{sleep, Instant};
 
 const KEYS: u32 = 40;
 
+/// `nodes` founders and `spares` machines that may join, N = 3, R = W = 2.
+fn shape(nodes: usize, spares: usize) -> Shape {
+    Shape {
+        nodes,
+        spares,
+        n: 3,
+        r: 2,
+        w: 2,
+    }
+}
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// One scenario at a time (a planted bug is process-wide).
@@ -143,13 +154,7 @@ async fn seen_up(c: &SimCluster, who: &[usize], joined: usize, limit: Duration) 
 fn a_coordinator_behind_reads_across_a_completed_change() {
     let _one = serial();
     paused().block_on(async {
-        let shape = Shape {
-            nodes: 4,
-            spares: 1,
-            n: 3,
-            r: 2,
-            w: 2,
-        };
+        let shape = shape(4, 1);
         let mut c = formed(shape, 11).await;
         write_all(&c, 1).await;
         // n1 hears nothing from now on (its own messages still go out).
@@ -182,13 +187,7 @@ fn a_coordinator_behind_reads_across_a_completed_change() {
 fn a_node_restarted_with_an_older_member_list_reads_every_value() {
     let _one = serial();
     paused().block_on(async {
-        let shape = Shape {
-            nodes: 4,
-            spares: 1,
-            n: 3,
-            r: 2,
-            w: 2,
-        };
+        let shape = shape(4, 1);
         let mut c = formed(shape, 12).await;
         write_all(&c, 1).await;
         c.stop(3).await;
@@ -280,13 +279,7 @@ fn hint_delivery_racing_a_removal_loses_nothing() {
 /// previous ring's replicas too, where that coordinator reads. Returns the
 /// keys whose reads missed their values.
 async fn writes_after_a_change_read_by_a_coordinator_behind(seed: u64) -> Vec<u32> {
-    let shape = Shape {
-        nodes: 4,
-        spares: 1,
-        n: 3,
-        r: 2,
-        w: 2,
-    };
+    let shape = shape(4, 1);
     let mut c = formed(shape, seed).await;
     let ids: Vec<_> = c.machines.iter().map(|m| m.id.clone()).collect();
     c.net.partition(&ids[1..], &ids[..1], true);
@@ -334,13 +327,7 @@ fn storage_key(k: &[u8]) -> Vec<u8> {
 /// then written again through n1: the new write must survive the
 /// tombstone the others still hold. Returns whether it did.
 async fn a_write_after_a_reap_survives(seed: u64) -> bool {
-    let shape = Shape {
-        nodes: 3,
-        spares: 0,
-        n: 3,
-        r: 2,
-        w: 2,
-    };
+    let shape = shape(3, 0);
     let c = formed(shape, seed).await;
     let n1 = c.machines[0].id.clone();
     let k = key(0);

@@ -120,31 +120,24 @@ impl Node {
 
     /// Drops every handle of the store, then waits for it to close.
     pub(crate) async fn close_storage(self) {
-        let Node {
-            id,
-            membership,
-            handler,
-            gate,
-            reloader,
-            metrics,
-            store,
-            store_closed,
-            liveness,
-            hints,
-            anti_entropy,
-            shutdown,
-            tasks,
-        } = self;
-        // Every handle that holds the store goes first (a `..` pattern
-        // would keep them until the end of this function).
-        drop((membership, handler, gate, reloader, metrics, store));
-        drop((liveness, hints, anti_entropy, shutdown, tasks));
+        // Every handle that holds the store goes first.
+        let (id, store_closed) = self.release();
         // Requests still in flight finish within their deadlines; then the
         // last store handle drops and the database closes, so the data
         // directory can be opened again (a restart in the same process).
         if !store_closed.wait(Duration::from_secs(30)).await {
             tracing::warn!(node = %id, "storage did not close within 30 s");
         }
+    }
+
+    /// Drops every part of the node but its id and the store's close
+    /// signal (they drop when this returns: a `..` pattern in the caller
+    /// would keep them until the caller's end).
+    fn release(self) -> (NodeId, Closed) {
+        let Node {
+            id, store_closed, ..
+        } = self;
+        (id, store_closed)
     }
 
     /// Stops at once, as a crashed process does: every task is aborted,

@@ -1,8 +1,8 @@
-//! The node's randomness: one [`NodeRng`] per node. A real node seeds it
-//! from the operating system; the deterministic simulator seeds it from the
-//! simulation seed, so a run replays exactly. It is a cryptographic
-//! generator (ChaCha12, [`rand::rngs::StdRng`]): the context-sealing secrets
-//! come from it too.
+//! The node's randomness: one [`NodeRng`] per node. A real node draws from
+//! the thread-local, OS-seeded generator ([`rand::rng`]: no lock on the
+//! request path); the deterministic simulator gives each node one generator
+//! seeded from the simulation seed, so a run replays exactly. Both are
+//! cryptographic (ChaCha12): the context-sealing secrets come from it too.
 
 use crate::util::LockExt;
 use rand::{rngs::StdRng, Rng, RngCore, SeedableRng};
@@ -18,22 +18,30 @@ use std::sync::{Arc, Mutex};
 /// assert!(a.below(10) < 10);
 /// ```
 #[derive(Clone)]
-pub struct NodeRng(Arc<Mutex<StdRng>>);
+pub struct NodeRng(Option<Arc<Mutex<StdRng>>>);
 
 impl NodeRng {
-    /// Seeded from the operating system (a real node).
+    /// The thread-local OS-seeded generator (a real node).
     pub fn from_os() -> Self {
-        Self(Arc::new(Mutex::new(StdRng::from_os_rng())))
+        Self(None)
     }
 
     /// Seeded from `seed`: the same seed gives the same numbers.
     pub fn seeded(seed: u64) -> Self {
-        Self(Arc::new(Mutex::new(StdRng::seed_from_u64(seed))))
+        Self(Some(Arc::new(Mutex::new(StdRng::seed_from_u64(seed)))))
+    }
+
+    /// Runs `f` with this node's generator.
+    fn with<T>(&self, f: impl FnOnce(&mut dyn RngCore) -> T) -> T {
+        match &self.0 {
+            Some(seeded) => f(&mut *seeded.locked()),
+            None => f(&mut rand::rng()),
+        }
     }
 
     /// A random u64.
     pub fn u64(&self) -> u64 {
-        self.0.locked().next_u64()
+        self.with(|r| r.next_u64())
     }
 
     /// A random number in `0..n` (0 when `n` is 0).
@@ -41,17 +49,17 @@ impl NodeRng {
         if n == 0 {
             return 0;
         }
-        self.0.locked().random_range(0..n)
+        self.with(|r| r.random_range(0..n))
     }
 
     /// True with probability `p`.
     pub fn chance(&self, p: f64) -> bool {
-        self.0.locked().random::<f64>() < p
+        self.with(|r| r.random::<f64>() < p)
     }
 
     /// Fills `buf` with random bytes.
     pub fn fill(&self, buf: &mut [u8]) {
-        self.0.locked().fill_bytes(buf)
+        self.with(|r| r.fill_bytes(buf))
     }
 }
 

@@ -24,6 +24,10 @@
 //! - `error`: [`Error`], what every call of this crate fails with.
 //! - `client`: [`Client`], the data-plane handle, and [`ClientBuilder`] (which builds both).
 //! - `kv`: `get`, `put`, `delete` of [`Client`] and their `_with` variants; [`Versioned`].
+//! - `partition`: sorted partitions: [`Partition`] (items by sort key, range
+//!   reads page by page) and [`Batch`] (several item operations, one outcome each).
+//! - `watch`: long polls for a change ([`Client::watch`], [`Client::watch_range`]) and the
+//!   change loops on them ([`Changes`], [`RangeChanges`]).
 //! - `handles`: typed handles on counter, set and map keys ([`CounterHandle`] and the others).
 //! - `session`: [`Session`], read-your-writes and monotonic reads with bounded memory.
 //! - `admin`: [`Admin`], the operator calls: status, topology changes, ring, repair, buckets.
@@ -48,12 +52,14 @@ pub mod conn;
 mod error;
 mod handles;
 mod kv;
+mod partition;
 mod pool;
 pub mod proto;
 mod session;
 pub mod tls;
 mod types;
 mod version;
+mod watch;
 
 pub use admin::{Admin, AdminBuilder};
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
@@ -62,6 +68,7 @@ pub use handles::{
     CounterHandle, CounterValue, MapHandle, MapUpdate, SetHandle, SetValue, TypedMap,
 };
 pub use kv::Versioned;
+pub use partition::{Batch, Outcome, Partition};
 pub use proto::{
     AccessList, CausalContext, CertificateStatus, ClusterStatus, ErrorReply, Grant, GrantScope,
     MemberStatus, QuarantinedRecord, QuorumFailure, ReadOptions, ReplicaOutcome, Revocation,
@@ -73,3 +80,4 @@ pub use types::{
     BucketProps, BucketType, DataOp, DataValue, FieldKind, FieldValue, MapOp, MapValue,
 };
 pub use version::{ActorId, ReadReport, Version};
+pub use watch::{Changes, RangeChanges};

@@ -135,6 +135,11 @@ impl Pool {
             // Access changes are sent to every member, as bucket creation.
             Request::Grant(_) | Request::Revoke(_) | Request::Access => None,
             Request::ReloadCertificates | Request::Quarantined => None,
+            Request::Item { op, .. } => op.timeout_ms(),
+            // The operations run at once: the longest one's time.
+            Request::Batch(ops) => ops.iter().filter_map(|(_, op)| op.timeout_ms()).max(),
+            Request::Range(q) => q.options.timeout_ms,
+            Request::Watch { timeout_ms, .. } => Some(*timeout_ms),
         }
         .map(|ms| Duration::from_millis(ms.into()))
         .unwrap_or(self.inner.request_timeout)

@@ -212,6 +212,11 @@ struct RawLimits {
     max_handshakes: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     max_inflight_request_bytes: Option<usize>,
+    max_batch_items: Option<usize>,
+    default_page_items: Option<usize>,
+    max_page_items: Option<usize>,
+    max_page_bytes: Option<usize>,
+    max_watches: Option<usize>,
 }
 
 /// Upper bound of `limits.max_bucket_bytes` (bucket names are length-prefixed
@@ -364,7 +369,18 @@ impl NodeConfig {
             max_inflight_request_bytes: l
                 .max_inflight_request_bytes
                 .unwrap_or(dl.max_inflight_request_bytes),
+            max_batch_items: l.max_batch_items.unwrap_or(dl.max_batch_items),
+            default_page_items: l.default_page_items.unwrap_or(dl.default_page_items),
+            max_page_items: l.max_page_items.unwrap_or(dl.max_page_items),
+            max_page_bytes: l.max_page_bytes.unwrap_or(dl.max_page_bytes),
+            max_watches: l.max_watches.unwrap_or(dl.max_watches),
         };
+        if limits.default_page_items > limits.max_page_items {
+            return Err(ConfigError::Invalid(format!(
+                "limits.default_page_items = {} is above limits.max_page_items = {}",
+                limits.default_page_items, limits.max_page_items
+            )));
+        }
         if limits.max_bucket_bytes > MAX_BUCKET_BYTES {
             return Err(ConfigError::Invalid(format!(
                 "limits.max_bucket_bytes = {}: at most {MAX_BUCKET_BYTES}",
@@ -387,6 +403,11 @@ impl NodeConfig {
                 limits.max_connections_per_source,
             ),
             ("max_handshakes", limits.max_handshakes),
+            ("max_batch_items", limits.max_batch_items),
+            ("default_page_items", limits.default_page_items),
+            ("max_page_items", limits.max_page_items),
+            ("max_page_bytes", limits.max_page_bytes),
+            ("max_watches", limits.max_watches),
         ] {
             if v == 0 {
                 return Err(ConfigError::Invalid(format!(

@@ -277,6 +277,10 @@ pub async fn assemble_with_metrics(
         env,
         certificate,
     } = parts;
+    let migrated = crate::storage::migrate::to_items(&*engine)?;
+    if migrated != Default::default() {
+        tracing::info!(?migrated, "storage keys migrated to sorted partitions");
+    }
     let (store, store_closed) = Store::start_on(engine, config.sync, env.workers);
     let Stored {
         epoch,

@@ -266,7 +266,7 @@ async fn a_non_replica_forwards_writes_to_a_replica() {
             let one = c.client_of(&[*addr]);
             for k in 0..20u8 {
                 let key = [k, i as u8];
-                let pref = ring.preference_list(
+                let pref = ring.item_preference_list(
                     &kvorum_node::replication::replica::storage_key("default", &key),
                     2,
                 );

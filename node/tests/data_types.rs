@@ -439,7 +439,7 @@ async fn counter_increments_under_partitions_are_counted_once() {
             (1..=4).map(|i| kvorum_ring::Member::new(format!("n{i}"))),
             kvorum_ring::DEFAULT_VNODES,
         );
-        let replicas = ring.preference_list(&skey, 3);
+        let replicas = ring.item_preference_list(&skey, 3);
         let mut values = Vec::new();
         for id in &replicas {
             let idx: usize = id.as_str()[1..].parse().unwrap();

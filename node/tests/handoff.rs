@@ -69,7 +69,7 @@ async fn writes_succeed_via_fallbacks_and_hints_alone_bring_the_owner_up_to_date
         );
         let owned_by_n4: Vec<u32> = (0..1000u32)
             .filter(|i| {
-                ring.preference_list(&storage_key("default", format!("k{i}").as_bytes()), 3)
+                ring.item_preference_list(&storage_key("default", format!("k{i}").as_bytes()), 3)
                     .contains(&n4)
             })
             .collect();
@@ -128,7 +128,7 @@ async fn writes_succeed_via_fallbacks_and_hints_alone_bring_the_owner_up_to_date
         // be met), so the third replica may not have answered yet; what
         // matters is that no fallback was asked and n4 did not count.
         let pref: Vec<String> = ring
-            .preference_list(&storage_key("default", key.as_bytes()), 3)
+            .item_preference_list(&storage_key("default", key.as_bytes()), 3)
             .iter()
             .map(|n| n.to_string())
             .collect();
@@ -190,7 +190,7 @@ async fn writes_succeed_via_fallbacks_and_hints_alone_bring_the_owner_up_to_date
         let probe = PeerProbe::new(&c.node_tls(1));
         for i in 0..1000u32 {
             let skey = storage_key("default", format!("k{i}").as_bytes());
-            for node in ring.preference_list(&skey, 3) {
+            for node in ring.item_preference_list(&skey, 3) {
                 let idx: usize = node.as_str()[1..].parse().unwrap();
                 let state = probe.stored(c.addrs[idx - 1], &skey).await;
                 let values = state.map(|s| s.read().0).unwrap_or_default();

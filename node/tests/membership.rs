@@ -141,14 +141,14 @@ fn placement_errors(c: &TestCluster, acked: &[u32]) -> Option<String> {
         }
     }
     for (k, h) in &holders {
-        let owners: BTreeSet<NodeId> = ring.preference_list(k, 3).into_iter().collect();
+        let owners: BTreeSet<NodeId> = ring.item_preference_list(k, 3).into_iter().collect();
         if !h.is_subset(&owners) {
             return Some(format!("{h:?} hold a key owned by {owners:?}"));
         }
     }
     for i in acked {
         let k = storage_key("default", format!("w{i}").as_bytes());
-        let owners: BTreeSet<NodeId> = ring.preference_list(&k, 3).into_iter().collect();
+        let owners: BTreeSet<NodeId> = ring.item_preference_list(&k, 3).into_iter().collect();
         let h = holders.get(&k).cloned().unwrap_or_default();
         if h != owners {
             return Some(format!("w{i} held by {h:?}, owned by {owners:?}"));

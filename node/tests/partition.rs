@@ -280,7 +280,7 @@ async fn no_acknowledged_write_is_lost_across_partitions() {
             for key in 0..KEYS {
                 let skey = storage_key("default", format!("k{key}").as_bytes());
                 let mut states = Vec::new();
-                for node in ring.preference_list(&skey, 3) {
+                for node in ring.item_preference_list(&skey, 3) {
                     let idx: usize = node.as_str()[1..].parse().unwrap();
                     states.push(probe.stored(c.addrs[idx - 1], &skey).await);
                 }
@@ -414,7 +414,7 @@ async fn a_key_deleted_under_partition_stays_deleted_and_its_tombstone_is_remove
         let probe = PeerProbe::new(&c.node_tls(1));
         let replicas = |k: u32| {
             let skey = storage_key("default", format!("k{k}").as_bytes());
-            let pref = ring.preference_list(&skey, 3);
+            let pref = ring.item_preference_list(&skey, 3);
             (
                 skey,
                 pref.into_iter()

@@ -26,6 +26,9 @@
 //! - [`token`]: the two hash functions that put keys and vnodes
 //!   on the circle ([`key_token`], [`vnode_token`]). xxh3-64, so positions are
 //!   the same on every platform, Rust version and process.
+//! - [`item`]: an item's storage key (bucket, partition key, sort key; a
+//!   partition's items contiguous and sorted) and its token (the
+//!   partition's).
 //! - [`ring`]: [`Ring`] (the sorted token table, preference lists,
 //!   the zone rule) and [`Walk`] (every distinct node clockwise from a key).
 //!
@@ -48,6 +51,7 @@
 //! used for placement.
 #![warn(missing_docs)]
 
+pub mod item;
 pub mod member;
 pub mod ring;
 pub mod token;

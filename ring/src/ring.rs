@@ -244,6 +244,29 @@ impl Ring {
         }
     }
 
+    /// As [`Ring::walk`], from ring position `key_token` (an item's is
+    /// [`crate::item::token`]).
+    pub fn walk_at(&self, key_token: u64) -> Walk<'_> {
+        Walk {
+            members: &self.members,
+            indices: self.walk_from(key_token),
+        }
+    }
+
+    /// The preference list of an item: [`Ring::preference_list_at`] its
+    /// storage key's [`crate::item::token`], the same for every item of a
+    /// partition.
+    ///
+    /// ```
+    /// use kvorum_ring::{item, Member, Ring};
+    /// let ring = Ring::new(["a", "b", "c", "d"].map(Member::new), 16);
+    /// let one = ring.item_preference_list(&item::storage_key("b", b"p", b"1"), 2);
+    /// assert_eq!(one, ring.item_preference_list(&item::storage_key("b", b"p", b"2"), 2));
+    /// ```
+    pub fn item_preference_list(&self, skey: &[u8], n: usize) -> Vec<NodeId> {
+        self.preference_list_at(crate::item::token(skey), n)
+    }
+
     /// The member index of `id`, by binary search over the sorted members.
     fn member_index(&self, id: &NodeId) -> Option<usize> {
         self.members

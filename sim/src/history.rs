@@ -16,11 +16,19 @@ pub enum Workload {
     Counter,
     /// An OR-set: adds of unique elements.
     Set,
+    /// A sorted partition per key: inserts of unique items (strict W),
+    /// and scans of the whole partition page by page.
+    Range,
 }
 
 impl Workload {
     /// Every workload.
-    pub const ALL: [Workload; 3] = [Workload::Register, Workload::Counter, Workload::Set];
+    pub const ALL: [Workload; 4] = [
+        Workload::Register,
+        Workload::Counter,
+        Workload::Set,
+        Workload::Range,
+    ];
 
     /// Its bucket.
     pub fn bucket(self) -> &'static str {
@@ -28,6 +36,7 @@ impl Workload {
             Workload::Register => "reg",
             Workload::Counter => "ctr",
             Workload::Set => "set",
+            Workload::Range => "rng",
         }
     }
 }
@@ -56,6 +65,16 @@ pub enum Op {
     Add(u64),
     /// Read a set's elements.
     Read(BTreeSet<u64>),
+    /// Put item `id` (sort key and value: the id) into the partition.
+    Insert(u64),
+    /// Scanned the partition page by page: the items seen, and whether a
+    /// page repeated an item or broke the order.
+    Scan {
+        /// The items seen.
+        seen: BTreeSet<u64>,
+        /// A page repeated an item or went back in sort order.
+        disorder: bool,
+    },
 }
 
 /// One completed operation.
@@ -83,6 +102,7 @@ struct Inner {
     entries: Vec<Entry>,
     text: String,
     faults: u64,
+    first_wipe_ms: Option<u64>,
 }
 
 /// The history of one run. Cheap to clone.
@@ -134,7 +154,15 @@ impl History {
         let now = self.now_ms();
         let mut i = self.inner();
         i.faults += 1;
+        if what.starts_with("wipe") && i.first_wipe_ms.is_none() {
+            i.first_wipe_ms = Some(now);
+        }
         let _ = writeln!(i.text, "{now} nemesis {what}");
+    }
+
+    /// When the nemesis first wiped a member's disk, if it did.
+    pub fn first_wipe_ms(&self) -> Option<u64> {
+        self.inner().first_wipe_ms
     }
 
     /// Records a note (final reads, checks).

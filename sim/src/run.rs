@@ -7,11 +7,11 @@ use crate::cluster::{Shape, SimCluster};
 use crate::history::{History, Workload};
 use crate::nemesis::{Action, Fault, Nemesis};
 use crate::net::{FaultCounts, SimNet};
-use crate::workload::{decode_elems, decode_write, key_name, Client};
-use kvorum_client::proto::{ReadOptions, Request, Response};
+use crate::workload::{decode_elems, decode_id, decode_write, key_name, Client};
+use kvorum_client::proto::{RangeQuery, ReadOptions, Request, Response};
 use kvorum_client::{BucketProps, DataValue};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,6 +205,7 @@ async fn create_buckets(cluster: &SimCluster, plan: &Plan, failures: &mut Vec<St
                 Workload::Register => kvorum_client::BucketType::Register,
                 Workload::Counter => kvorum_client::BucketType::Counter,
                 Workload::Set => kvorum_client::BucketType::Set,
+                Workload::Range => kvorum_client::BucketType::Register,
             },
             n: plan.shape.n,
             r: plan.shape.r,
@@ -368,7 +369,12 @@ async fn final_reads(
                 failures.push(format!("{w:?}: final reads differ between nodes"));
             }
             history.note(&format!("final {w:?} {first:?}"));
-            failures.extend(check::check(w, &entries, first));
+            failures.extend(check::check_after_wipe(
+                w,
+                &entries,
+                first,
+                history.first_wipe_ms(),
+            ));
         }
     }
 }
@@ -381,6 +387,9 @@ async fn read_final(
     n: u8,
 ) -> Option<Final> {
     let options = ReadOptions::r(n);
+    if w == Workload::Range {
+        return scan_final(cluster, node, key, options).await;
+    }
     let (bucket, key_bytes) = (w.bucket().to_string(), key_name(key));
     let req = match w {
         Workload::Register => Request::Get {
@@ -422,6 +431,40 @@ async fn read_final(
         return Some(v);
     }
     None
+}
+
+/// Every item of a range partition, read at `options` in pages of 7.
+async fn scan_final(
+    cluster: &SimCluster,
+    node: &kvorum_ring::NodeId,
+    key: u32,
+    options: ReadOptions,
+) -> Option<Final> {
+    let mut q = RangeQuery::new(Workload::Range.bucket(), &key_name(key))
+        .limit(7)
+        .options(options);
+    let mut all = BTreeSet::new();
+    let mut tries = 0;
+    loop {
+        let answer = cluster
+            .net
+            .client_call(node, Request::Range(q.clone()), Duration::from_secs(5))
+            .await;
+        match answer {
+            Some(Response::Page(page)) => {
+                all.extend(page.items.iter().filter_map(|i| decode_id(&i.sort)));
+                match page.next {
+                    Some(next) => q.after = Some(next),
+                    None => return Some(Final::Elems(all)),
+                }
+            }
+            _ if tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// Each running node's view: members and their states, whether a change

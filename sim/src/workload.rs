@@ -4,7 +4,9 @@
 
 use crate::history::{Entry, History, Op, Workload};
 use crate::net::SimNet;
-use kvorum_client::proto::{CausalContext, ReadOptions, Request, Response, WriteOptions};
+use kvorum_client::proto::{
+    CausalContext, ItemKey, ItemOp, RangeQuery, ReadOptions, Request, Response, WriteOptions,
+};
 use kvorum_client::{DataOp, DataValue};
 use kvorum_ring::NodeId;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -51,6 +53,11 @@ pub fn decode_elems(v: &[Vec<u8>]) -> BTreeSet<u64> {
         .collect()
 }
 
+/// The id an item's sort key names.
+pub fn decode_id(sort: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(sort).ok().map(u64::from_be_bytes)
+}
+
 /// What one client does.
 pub struct Client {
     /// Its number.
@@ -93,6 +100,7 @@ impl Client {
                 Workload::Register => self.register(&node, key).await,
                 Workload::Counter => self.counter(&node, key).await,
                 Workload::Set => self.set(&node, key).await,
+                Workload::Range => self.range(&node, key).await,
             }
         }
     }
@@ -166,6 +174,54 @@ impl Client {
         };
         let ok = matches!(self.call(node, put).await, Some(Response::Written { .. }));
         self.record(w, key, Op::Write { id, covers }, ok, invoked);
+    }
+
+    /// Inserts a new item (strict W: counted on the partition's own
+    /// replicas only, so a scan at R sees it once acknowledged), or scans
+    /// the partition in small pages, forward or in reverse.
+    async fn range(&mut self, node: &NodeId, key: u32) {
+        let w = Workload::Range;
+        if self.rng.random_bool(0.25) {
+            let invoked = self.history.now_ms();
+            let limit = self.rng.random_range(2..=6);
+            let reverse = self.rng.random_bool(0.3);
+            let mut q = RangeQuery::new(w.bucket(), &key_name(key)).limit(limit);
+            q.reverse = reverse;
+            let (mut seen, mut disorder, mut last) = (BTreeSet::new(), false, None::<u64>);
+            loop {
+                let page = match self.call(node, Request::Range(q.clone())).await {
+                    Some(Response::Page(p)) => p,
+                    _ => return,
+                };
+                for item in &page.items {
+                    let Some(id) = decode_id(&item.sort) else {
+                        disorder = true;
+                        continue;
+                    };
+                    let in_order = last.is_none_or(|l| if reverse { id < l } else { id > l });
+                    disorder |= !in_order || !seen.insert(id);
+                    last = Some(id);
+                }
+                match page.next {
+                    Some(next) => q.after = Some(next),
+                    None => break,
+                }
+            }
+            self.record(w, key, Op::Scan { seen, disorder }, true, invoked);
+            return;
+        }
+        let id = self.next_id();
+        let invoked = self.history.now_ms();
+        let put = Request::Item {
+            key: ItemKey::new(w.bucket(), &key_name(key), &encode_elem(id)),
+            op: ItemOp::Put {
+                value: encode_elem(id),
+                context: CausalContext::empty(),
+                options: WriteOptions::default().strict(),
+            },
+        };
+        let ok = matches!(self.call(node, put).await, Some(Response::Written { .. }));
+        self.record(w, key, Op::Insert(id), ok, invoked);
     }
 
     async fn update(&self, node: &NodeId, w: Workload, key: u32, op: DataOp) -> bool {

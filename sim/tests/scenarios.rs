@@ -313,13 +313,10 @@ fn writes_after_a_change_are_read_by_a_coordinator_behind() {
     assert!(missing.is_empty(), "keys {missing:?} missed their values");
 }
 
-/// The storage key of register key `k` (the u16 length of the bucket
-/// name, the name, the key).
+/// The storage key of register key `k` (the item of partition `k` with
+/// the empty sort key).
 fn storage_key(k: &[u8]) -> Vec<u8> {
-    let mut s = vec![0, 3];
-    s.extend_from_slice(b"reg");
-    s.extend_from_slice(k);
-    s
+    kvorum_ring::item::storage_key("reg", k, b"")
 }
 
 /// A key written five times and deleted through n1, reaped on n1 while

@@ -14,7 +14,8 @@
 //! seconds, three times, and prints virtual seconds per wall second
 //! (docs/performance.md).
 //!
-//! With `--plant BUG` (lost-update, dot-reuse, early-reap, split-quorum)
+//! With `--plant BUG` (lost-update, dot-reuse, early-reap, split-quorum,
+//! range-cut)
 //! that bug is planted and the swarm stops at the first seed that finds
 //! it; it fails if no seed does.
 //!
@@ -62,6 +63,7 @@ fn args() -> Args {
                     Some("dot-reuse") => Some(Bug::DotReuse),
                     Some("early-reap") => Some(Bug::EarlyReap),
                     Some("split-quorum") => Some(Bug::SplitQuorum),
+                    Some("range-cut") => Some(Bug::RangeCut),
                     other => {
                         eprintln!("--plant: unknown bug {other:?}");
                         std::process::exit(2);

@@ -180,6 +180,14 @@ pub enum Limit {
     MapFields,
     /// The encoded state of one key.
     State,
+    /// The sort key of an item.
+    SortKey,
+    /// Operations in one batch.
+    BatchItems,
+    /// Items in one page of a range read.
+    PageItems,
+    /// Bytes in one page of a range read.
+    PageBytes,
 }
 
 impl fmt::Display for Limit {
@@ -189,6 +197,10 @@ impl fmt::Display for Limit {
             Limit::Key => "key",
             Limit::Value => "value",
             Limit::Bucket => "bucket name",
+            Limit::SortKey => "sort key",
+            Limit::BatchItems => "batch operation count",
+            Limit::PageItems => "page item count",
+            Limit::PageBytes => "page bytes",
             Limit::Context => "causal context",
             Limit::Siblings => "sibling count",
             Limit::SetMembers => "set member count",
@@ -208,7 +220,11 @@ impl Limit {
     /// ```
     pub fn unit(self) -> &'static str {
         match self {
-            Limit::Siblings | Limit::SetMembers | Limit::MapFields => "",
+            Limit::Siblings
+            | Limit::SetMembers
+            | Limit::MapFields
+            | Limit::BatchItems
+            | Limit::PageItems => "",
             _ => " bytes",
         }
     }

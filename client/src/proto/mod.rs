@@ -19,6 +19,8 @@
 //! - `request`: [`Request`], [`ReadOptions`], [`WriteOptions`],
 //!   [`CausalContext`].
 //! - `response`: [`Response`].
+//! - `items`: sorted partitions: [`ItemKey`], [`ItemOp`], [`RangeQuery`],
+//!   [`SortBound`], [`Page`], [`Item`], [`ItemValue`].
 //! - `error`: [`ErrorReply`] and its details ([`QuorumFailure`],
 //!   [`StaleRead`], [`ReplicaOutcome`], [`Limit`], [`OpKind`]).
 //! - `admin`: what operator calls answer ([`ClusterStatus`],
@@ -29,6 +31,7 @@
 mod admin;
 mod error;
 mod frame;
+mod items;
 mod request;
 mod response;
 
@@ -45,5 +48,6 @@ pub use frame::{
     decode_frame, encode_frame, Envelope, FrameError, ADMIN_CERT_NAME, ALPN_CLIENT, ALPN_PEER,
     CLIENT_CERT_NAME, DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME, PROTOCOL_VERSION,
 };
+pub use items::{Item, ItemKey, ItemOp, ItemValue, Page, RangeQuery, SortBound, WatchTarget};
 pub use request::{CausalContext, ReadOptions, Request, WriteOptions};
 pub use response::Response;

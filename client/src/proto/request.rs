@@ -2,6 +2,7 @@
 //! causal context that a write hands back.
 
 use crate::proto::admin::{Grant, Revocation};
+use crate::proto::items::{ItemKey, ItemOp, RangeQuery, WatchTarget};
 use crate::types::{BucketProps, DataOp};
 use crate::version::Version;
 use serde::{Deserialize, Serialize};
@@ -335,6 +336,30 @@ pub enum Request {
     /// The records the answering node quarantined (`kvorum admin
     /// quarantine`).
     Quarantined,
+    /// One operation on an item of a sorted partition (the key-value
+    /// requests above address the item with the empty sort key).
+    Item {
+        /// The item.
+        key: ItemKey,
+        /// What to do.
+        op: ItemOp,
+    },
+    /// Several item operations, across partitions, answered one by one
+    /// ([`Response::Batch`](crate::proto::Response::Batch), in order): each
+    /// gets its own quorum outcome.
+    Batch(Vec<(ItemKey, ItemOp)>),
+    /// One page of a range read of a partition.
+    Range(RangeQuery),
+    /// Wait, up to `timeout_ms`, for a change of an item or of a range's
+    /// page (a long poll): answered with the new read, or
+    /// [`Response::Unchanged`](crate::proto::Response::Unchanged).
+    Watch {
+        /// What to wait for.
+        target: WatchTarget,
+        /// How long to wait, in milliseconds (at most the node's
+        /// `limits.max_request_timeout_ms`).
+        timeout_ms: u32,
+    },
 }
 
 impl Request {

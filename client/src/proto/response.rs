@@ -4,6 +4,7 @@ use crate::proto::admin::{
     AccessList, CertificateStatus, ClusterStatus, QuarantinedRecord, RingRange,
 };
 use crate::proto::error::ErrorReply;
+use crate::proto::items::Page;
 use crate::proto::request::CausalContext;
 use crate::types::{BucketProps, DataValue};
 use crate::version::{ReadReport, Version};
@@ -108,4 +109,11 @@ pub enum Response {
     Reloaded(CertificateStatus),
     /// Answer to `Request::Quarantined`.
     Quarantined(Vec<QuarantinedRecord>),
+    /// Answer to `Request::Batch`: one answer per operation, in order
+    /// (`Value`, `NotFound`, `Data`, `Written` or `Error`).
+    Batch(Vec<Response>),
+    /// Answer to `Request::Range`.
+    Page(Page),
+    /// Answer to `Request::Watch` when nothing changed in its time.
+    Unchanged,
 }

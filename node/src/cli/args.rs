@@ -71,12 +71,15 @@ pub enum Command {
 /// The data commands (flattened into [`Command`]: `kvorum get ...`).
 #[derive(Subcommand)]
 pub enum DataCommand {
-    /// Read a key.
+    /// Read a key (or, with --sort, an item of partition KEY).
     Get {
         /// Bucket.
         bucket: String,
-        /// Key.
+        /// Key (the partition key with --sort).
         key: String,
+        /// The item's sort key (default: none, the key-value API's item).
+        #[arg(long, default_value = "")]
+        sort: String,
         /// Read quorum (default: the cluster's R).
         #[arg(long)]
         r: Option<u8>,
@@ -87,8 +90,11 @@ pub enum DataCommand {
     Put {
         /// Bucket.
         bucket: String,
-        /// Key.
+        /// Key (the partition key with --sort).
         key: String,
+        /// The item's sort key (default: none).
+        #[arg(long, default_value = "")]
+        sort: String,
         /// Value (UTF-8).
         value: String,
         #[command(flatten)]
@@ -98,10 +104,78 @@ pub enum DataCommand {
     Delete {
         /// Bucket.
         bucket: String,
-        /// Key.
+        /// Key (the partition key with --sort).
         key: String,
+        /// The item's sort key (default: none).
+        #[arg(long, default_value = "")]
+        sort: String,
         #[command(flatten)]
         write: WriteArgs,
+    },
+    /// Read the items of a partition in sort-key order, a page at a time
+    /// (docs/data-model.md).
+    Range {
+        /// Bucket.
+        bucket: String,
+        /// Partition key.
+        partition: String,
+        /// Only sort keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// From this sort key on (included).
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this sort key (excluded).
+        #[arg(long)]
+        to: Option<String>,
+        /// From the high end down.
+        #[arg(long)]
+        reverse: bool,
+        /// Items per page (default: the node's, 100).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        /// Continue after this page end (the hex `next:` printed before).
+        #[arg(long)]
+        after: Option<String>,
+        /// Follow the pages to the end of the range.
+        #[arg(long)]
+        all: bool,
+        /// Read quorum (default: the bucket's R).
+        #[arg(long)]
+        r: Option<u8>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print each change of an item (or, with --range, of the newest items
+    /// of a partition) as it happens, until --count changes or Ctrl-C.
+    Watch {
+        /// Bucket.
+        bucket: String,
+        /// Partition key.
+        partition: String,
+        /// The item's sort key (default: none).
+        #[arg(long, default_value = "")]
+        sort: String,
+        /// Watch the partition's newest --limit items instead of one item.
+        #[arg(long)]
+        range: bool,
+        /// Items the range watch shows.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// Stop after this many changes (default: never).
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Run a batch of item operations from a file (`-` for stdin), one per
+    /// line: `get B P S`, `put B P S VALUE`, `delete B P S [CONTEXT]`. Each
+    /// line gets its own outcome.
+    Batch {
+        /// The file of operations.
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Read a counter, and optionally increment it first.
     Counter {

@@ -9,6 +9,9 @@ use std::process::ExitCode;
 /// Runs one data command.
 pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
     match cmd {
+        DataCommand::Range { .. } | DataCommand::Batch { .. } | DataCommand::Watch { .. } => {
+            return super::items::run(cmd).await;
+        }
         DataCommand::Counter {
             bucket,
             key,
@@ -129,12 +132,14 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
         DataCommand::Get {
             bucket,
             key,
+            sort,
             r,
             conn,
         } => {
             let client = conn.client()?;
             let v = client
-                .get_with(&bucket, key.as_bytes(), conn.read_options(r))
+                .partition(&bucket, key.as_bytes())
+                .get_with(sort.as_bytes(), conn.read_options(r))
                 .await?;
             if v.siblings.is_empty() {
                 println!("not found");
@@ -156,6 +161,7 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
         DataCommand::Put {
             bucket,
             key,
+            sort,
             value,
             write: WriteArgs { context, w, conn },
         } => {
@@ -163,7 +169,8 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
             let ctx = parse_context(context)?;
             let opts = conn.write_options(w);
             let new = client
-                .put_with(&bucket, key.as_bytes(), value.as_bytes(), &ctx, opts)
+                .partition(&bucket, key.as_bytes())
+                .put_with(sort.as_bytes(), value.as_bytes(), &ctx, opts)
                 .await?;
             println!("ok\ncontext: {}", new.to_hex());
             client.close().await;
@@ -171,12 +178,14 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
         DataCommand::Delete {
             bucket,
             key,
+            sort,
             write: WriteArgs { context, w, conn },
         } => {
             let client = conn.client()?;
             let ctx = parse_context(context)?;
             client
-                .delete_with(&bucket, key.as_bytes(), &ctx, conn.write_options(w))
+                .partition(&bucket, key.as_bytes())
+                .delete_with(sort.as_bytes(), &ctx, conn.write_options(w))
                 .await?;
             println!("deleted");
             client.close().await;
@@ -191,7 +200,7 @@ fn split_field(arg: &str) -> Result<(&str, &str), BoxError> {
         .ok_or_else(|| format!("{arg:?}: expected FIELD=VALUE").into())
 }
 
-fn parse_context(hex: Option<String>) -> Result<CausalContext, BoxError> {
+pub(super) fn parse_context(hex: Option<String>) -> Result<CausalContext, BoxError> {
     match hex {
         None => Ok(CausalContext::empty()),
         Some(h) => CausalContext::from_hex(&h)

@@ -17,6 +17,7 @@ pub mod bench;
 pub mod cert;
 pub mod conn;
 pub mod data;
+pub mod items;
 pub mod node;
 pub mod print;
 pub mod tied;

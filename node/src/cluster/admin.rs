@@ -15,7 +15,7 @@ use crate::access::list::Access;
 use crate::net::reload::ReloaderSlot;
 use crate::repair::exchange::AntiEntropy;
 use crate::repair::transfer::Transfers;
-use crate::replication::replica::{bucket_of, Replica};
+use crate::replication::replica::Replica;
 use crate::replication::settings::{Limits, Replication};
 use crate::rpc::peer::{ClusterRequest, ClusterResponse, PeerError};
 use crate::rpc::transport::Transport;
@@ -163,13 +163,25 @@ impl Admin {
         Ok(Response::Quarantined(
             list.into_iter()
                 .map(|q| {
-                    let bucket = bucket_of(&q.key).unwrap_or("?").to_string();
-                    let key = q.key.get(2 + bucket.len()..).unwrap_or(&[]).to_vec();
+                    // (The record's fields predate sorted partitions: an
+                    // item's sort key is named in `why`.)
+                    let (bucket, key, why) = match kvorum_ring::item::decode(&q.key) {
+                        Some((b, pk, [])) => (b.to_string(), pk, q.why),
+                        Some((b, pk, sort)) => {
+                            let hex: String = sort.iter().map(|x| format!("{x:02x}")).collect();
+                            (
+                                b.to_string(),
+                                pk,
+                                format!("{} (the item of sort key {hex})", q.why),
+                            )
+                        }
+                        None => ("?".to_string(), q.key.clone(), q.why),
+                    };
                     QuarantinedRecord {
                         bucket,
                         key,
                         bytes: q.bytes.len() as u64,
-                        why: q.why,
+                        why,
                         at_ms: q.at_ms,
                     }
                 })

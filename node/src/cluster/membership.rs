@@ -103,7 +103,7 @@ impl View {
     /// Whether `node` gains the key `skey` (replication factor `n`): it is
     /// in the key's write preference list but not its read one.
     pub fn gains(&self, node: &NodeId, skey: &[u8], n: usize) -> bool {
-        let token = Ring::key_token(skey);
+        let token = kvorum_ring::item::token(skey);
         self.gains_at(node, token, n)
     }
 

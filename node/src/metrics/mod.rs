@@ -17,7 +17,7 @@ pub use endpoint::{bind, serve, MAX_SCRAPES_PER_SOURCE};
 
 use crate::util::lock::ReadExt;
 use crate::util::LockExt;
-use kvorum_client::proto::{ErrorReply, ReplicaOutcome, Request, Response};
+use kvorum_client::proto::{ErrorReply, ItemOp, ReplicaOutcome, Request, Response};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -378,6 +378,22 @@ pub fn request_op(req: &Request) -> (&'static str, Option<&str>) {
         Request::Access => ("access", None),
         Request::ReloadCertificates => ("reload_certificates", None),
         Request::Quarantined => ("quarantined", None),
+        Request::Item { key, op } => {
+            let name = match op {
+                ItemOp::Get { .. } => "get",
+                ItemOp::Fetch { .. } => "fetch",
+                ItemOp::Put { .. } => "put",
+                ItemOp::Delete { .. } => "delete",
+                ItemOp::Update { .. } => "update",
+            };
+            (name, Some(&key.bucket))
+        }
+        Request::Batch(_) => ("batch", None),
+        Request::Range(q) => ("range", Some(&q.bucket)),
+        Request::Watch { target, .. } => (
+            "watch",
+            Some(crate::replication::watch::watched_bucket(target)),
+        ),
     }
 }
 

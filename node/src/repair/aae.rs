@@ -151,7 +151,7 @@ impl std::hash::Hasher for KeyHasher {
 
 /// The peers that replicate `key` together with `me` on `ring`.
 fn peers_on(ring: &Ring, me: &NodeId, n: &NOf, key: &[u8]) -> Vec<NodeId> {
-    let pref = ring.preference_list(key, n(key));
+    let pref = ring.item_preference_list(key, n(key));
     if !pref.contains(me) {
         return Vec::new();
     }
@@ -306,7 +306,9 @@ impl Trees {
         let head = after.map(|k| self.tombstones.range::<[u8], _>((Unbounded, Included(k))));
         tail.chain(head.into_iter().flatten())
             .filter(|(_, t)| **t < before_ms)
-            .filter(|(k, _)| self.ring.preference_list(k, (self.n)(k)).first() == Some(&self.me))
+            .filter(|(k, _)| {
+                self.ring.item_preference_list(k, (self.n)(k)).first() == Some(&self.me)
+            })
             .map(|(k, _)| k.clone())
             .take(limit)
             .collect()
@@ -314,7 +316,7 @@ impl Trees {
 
     /// The replicas of `key` (the preference list).
     pub fn replicas(&self, key: &[u8]) -> Vec<NodeId> {
-        self.ring.preference_list(key, (self.n)(key))
+        self.ring.item_preference_list(key, (self.n)(key))
     }
 
     /// Rebuilds everything from `(key, state hash)` of every stored key, for

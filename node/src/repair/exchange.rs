@@ -398,7 +398,9 @@ impl AntiEntropy {
                 }
             }
             ReplicaResponse::State(None) => {}
-            ReplicaResponse::Stored => return Err(AaeError::Unexpected(peer.clone())),
+            ReplicaResponse::Stored | ReplicaResponse::Range { .. } => {
+                return Err(AaeError::Unexpected(peer.clone()))
+            }
         }
         let local = self
             .replica
@@ -410,7 +412,9 @@ impl AntiEntropy {
                 .await?
             {
                 ReplicaResponse::Stored => {}
-                ReplicaResponse::State(_) => return Err(AaeError::Unexpected(peer.clone())),
+                ReplicaResponse::State(_) | ReplicaResponse::Range { .. } => {
+                    return Err(AaeError::Unexpected(peer.clone()))
+                }
             }
         }
         Ok(1)

@@ -13,12 +13,15 @@ use crate::cluster::membership::Membership;
 use crate::data::register::{self, DotContext, RegValue};
 use crate::data::value::{self, Reading, State, Update};
 use crate::metrics::{self, Metrics};
-use crate::replication::replica::{storage_key, Replica};
+use crate::replication::replica::Replica;
 use crate::replication::settings::{Limits, Replication};
 use crate::rpc::transport::Transport;
 use crate::util::NodeEnv;
-use kvorum_client::proto::{CausalContext, ErrorReply, ReplicaOutcome, Request, Response};
+use kvorum_client::proto::{
+    CausalContext, ErrorReply, ItemKey, ItemOp, ReplicaOutcome, Request, Response,
+};
 use kvorum_client::{BucketProps, BucketType, ReadReport, Version};
+use kvorum_ring::item;
 use kvorum_ring::NodeId;
 use std::{sync::Arc, time::Duration};
 
@@ -57,6 +60,8 @@ pub struct Coordinator {
     /// Turns of the remote replicas a read asks first (spreads a hot key's
     /// reads over its replicas).
     pub(super) read_turn: std::sync::atomic::AtomicUsize,
+    /// One permit per watch this node may run at once.
+    pub(super) watches: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a coordinator works with (the node's services).
@@ -105,6 +110,7 @@ impl Coordinator {
             contexts,
             env,
             read_turn: Default::default(),
+            watches: Arc::new(tokio::sync::Semaphore::new(limits.max_watches)),
         }
     }
 
@@ -156,19 +162,43 @@ impl Coordinator {
 
     async fn serve(&self, req: Request, forwarded: bool) -> Result<Response, ErrorReply> {
         match req {
-            Request::Get {
-                bucket,
-                key,
-                options,
-                at_least,
-            } => {
+            Request::Range(query) => self.range(query).await,
+            Request::Batch(ops) => self.batch(ops, forwarded).await,
+            Request::Watch { target, timeout_ms } => self.watch(target, timeout_ms).await,
+            req => match item_request(req) {
+                Some((key, op)) => self.serve_item(key, op, forwarded).await,
+                // Admin requests (`Request::is_admin`) are served by the
+                // node's admin service, never coordinated.
+                None => Err(ErrorReply::BadRequest(
+                    "an admin request is not coordinated (it is served by the node's admin service)"
+                        .into(),
+                )),
+            },
+        }
+    }
+
+    /// Serves one operation on one item.
+    pub(super) async fn serve_item(
+        &self,
+        key: ItemKey,
+        op: ItemOp,
+        forwarded: bool,
+    ) -> Result<Response, ErrorReply> {
+        let ItemKey {
+            ref bucket,
+            partition: ref pk,
+            ref sort,
+        } = key;
+        self.check_sort_key(sort)?;
+        let skey = item::storage_key(bucket, pk, sort);
+        let seal = |raw| self.contexts.seal(&item::seal_subject(&skey), raw);
+        match op {
+            ItemOp::Get { options, at_least } => {
                 let (_, state, report) = self
-                    .read_request(&bucket, &key, options, at_least.as_ref(), true)
+                    .read_request(bucket, pk, &skey, options, at_least.as_ref(), true)
                     .await?;
                 let version = state.version();
                 let reading = state.read();
-                let skey = storage_key(&bucket, &key);
-                let seal = |raw| self.contexts.seal(&skey, raw);
                 if let Reading::Register(siblings, ctx) = &reading {
                     if !siblings.is_empty() {
                         self.metrics
@@ -204,18 +234,11 @@ impl Coordinator {
                     },
                 })
             }
-            Request::Fetch {
-                bucket,
-                key,
-                options,
-                at_least,
-            } => {
+            ItemOp::Fetch { options, at_least } => {
                 let (props, state, report) = self
-                    .read_request(&bucket, &key, options, at_least.as_ref(), false)
+                    .read_request(bucket, pk, &skey, options, at_least.as_ref(), false)
                     .await?;
                 let version = state.version();
-                let skey = storage_key(&bucket, &key);
-                let seal = |raw| self.contexts.seal(&skey, raw);
                 Ok(match state.read() {
                     Reading::Data(Some(value), clock) => Response::Data {
                         value,
@@ -236,38 +259,33 @@ impl Coordinator {
                     }
                 })
             }
-            Request::Put {
-                ref bucket,
-                ref key,
+            ItemOp::Put {
                 ref value,
                 ref context,
                 options,
             } => {
-                let props = self.bucket(bucket, key)?;
+                let props = self.bucket(bucket, pk)?;
                 self.check_value(value)?;
                 let update = match props.bucket_type {
                     BucketType::Register => Update::Register {
-                        ctx: self.context(bucket, key, context)?,
+                        ctx: self.context(&skey, context)?,
                         value: RegValue::Data(value.clone()),
                     },
                     BucketType::Lww => Update::Lww(Some(value.clone())),
                     _ => return Err(wrong_type(bucket, props, "put (use a typed update)")),
                 };
                 let q = self.write_quorum(options, props)?;
-                let skey = storage_key(bucket, key);
-                self.write(req.clone(), skey, props, update, q, forwarded)
-                    .await
+                let req = forwardable(key.clone(), op.clone());
+                self.write(req, skey, props, update, q, forwarded).await
             }
-            Request::Delete {
-                ref bucket,
-                ref key,
+            ItemOp::Delete {
                 ref context,
                 options,
             } => {
-                let props = self.bucket(bucket, key)?;
+                let props = self.bucket(bucket, pk)?;
                 let update = match props.bucket_type {
                     BucketType::Register => Update::Register {
-                        ctx: self.context(bucket, key, context)?,
+                        ctx: self.context(&skey, context)?,
                         value: RegValue::Tombstone {
                             deleted_ms: self.env.clock.wall_ms(),
                         },
@@ -276,41 +294,31 @@ impl Coordinator {
                     _ => return Err(wrong_type(bucket, props, "delete")),
                 };
                 let q = self.write_quorum(options, props)?;
-                let skey = storage_key(bucket, key);
-                self.write(req.clone(), skey, props, update, q, forwarded)
-                    .await
+                let req = forwardable(key.clone(), op.clone());
+                self.write(req, skey, props, update, q, forwarded).await
             }
-            Request::Update {
-                ref bucket,
-                ref key,
-                ref op,
+            ItemOp::Update {
+                op: ref data_op,
                 ref context,
                 options,
             } => {
-                let props = self.bucket(bucket, key)?;
-                if op.bucket_type() != props.bucket_type {
-                    return Err(wrong_type(bucket, props, op.name()));
+                let props = self.bucket(bucket, pk)?;
+                if data_op.bucket_type() != props.bucket_type {
+                    return Err(wrong_type(bucket, props, data_op.name()));
                 }
-                self.check_op(op)?;
+                self.check_op(data_op)?;
                 let ctx = self.check_context_size(context).and_then(|()| {
-                    let raw = self.open_context(bucket, key, context)?;
+                    let raw = self.open_context(&skey, context)?;
                     value::decode_clock(raw).map_err(|e| ErrorReply::InvalidContext(e.to_string()))
                 })?;
                 let update = Update::Data {
-                    op: op.clone(),
+                    op: data_op.clone(),
                     ctx,
                 };
                 let q = self.write_quorum(options, props)?;
-                let skey = storage_key(bucket, key);
-                self.write(req.clone(), skey, props, update, q, forwarded)
-                    .await
+                let req = forwardable(key.clone(), op.clone());
+                self.write(req, skey, props, update, q, forwarded).await
             }
-            // Admin requests (`Request::is_admin`) are served by the
-            // node's admin service, never coordinated.
-            _ => Err(ErrorReply::BadRequest(
-                "an admin request is not coordinated (it is served by the node's admin service)"
-                    .into(),
-            )),
         }
     }
 
@@ -321,6 +329,7 @@ impl Coordinator {
         &self,
         bucket: &str,
         key: &[u8],
+        skey: &[u8],
         options: kvorum_client::ReadOptions,
         at_least: Option<&Version>,
         register_like: bool,
@@ -343,10 +352,9 @@ impl Coordinator {
             }
             _ => None,
         };
-        let skey = storage_key(bucket, key);
         let (state, report) = self
             .read(
-                skey,
+                skey.to_vec(),
                 props,
                 r,
                 timeout,
@@ -369,7 +377,7 @@ impl Coordinator {
         })
     }
 
-    fn timeout(&self, asked_ms: Option<u32>) -> Duration {
+    pub(super) fn timeout(&self, asked_ms: Option<u32>) -> Duration {
         match asked_ms {
             Some(0) | None => self.replication.request_timeout,
             // Bounded so a client cannot park work on the node for hours.
@@ -377,35 +385,98 @@ impl Coordinator {
         }
     }
 
-    fn context(
-        &self,
-        bucket: &str,
-        key: &[u8],
-        ctx: &CausalContext,
-    ) -> Result<DotContext, ErrorReply> {
+    fn context(&self, skey: &[u8], ctx: &CausalContext) -> Result<DotContext, ErrorReply> {
         self.check_context_size(ctx)?;
-        let raw = self.open_context(bucket, key, ctx)?;
+        let raw = self.open_context(skey, ctx)?;
         register::decode_context(raw).map_err(|e| ErrorReply::InvalidContext(e.to_string()))
     }
 
-    /// The raw context of `ctx`, if this cluster sealed it for the key
-    /// (see [`crate::access::contexts`]).
+    /// The raw context of `ctx`, if this cluster sealed it for the item
+    /// (see [`crate::access::contexts`] and [`item::seal_subject`]).
     fn open_context<'a>(
         &self,
-        bucket: &str,
-        key: &[u8],
+        skey: &[u8],
         ctx: &'a CausalContext,
     ) -> Result<&'a [u8], ErrorReply> {
         self.contexts
-            .open(&storage_key(bucket, key), ctx)
+            .open(&item::seal_subject(skey), ctx)
             .map_err(|e| ErrorReply::InvalidContext(e.to_string()))
     }
 
     pub(super) fn preference_list(&self, skey: &[u8], n: u8) -> Result<Vec<NodeId>, ErrorReply> {
-        let pref = self.membership.ring().preference_list(skey, n.into());
+        let pref = self.membership.ring().item_preference_list(skey, n.into());
         if pref.is_empty() {
             return Err(ErrorReply::Unavailable("the ring is empty".into()));
         }
         Ok(pref)
     }
+}
+
+/// A request of the key-value API as the operation on its item (the empty
+/// sort key); `None` for requests that are not about one item.
+fn item_request(req: Request) -> Option<(ItemKey, ItemOp)> {
+    Some(match req {
+        Request::Item { key, op } => (key, op),
+        Request::Get {
+            bucket,
+            key,
+            options,
+            at_least,
+        } => (
+            ItemKey::single(&bucket, &key),
+            ItemOp::Get { options, at_least },
+        ),
+        Request::Fetch {
+            bucket,
+            key,
+            options,
+            at_least,
+        } => (
+            ItemKey::single(&bucket, &key),
+            ItemOp::Fetch { options, at_least },
+        ),
+        Request::Put {
+            bucket,
+            key,
+            value,
+            context,
+            options,
+        } => (
+            ItemKey::single(&bucket, &key),
+            ItemOp::Put {
+                value,
+                context,
+                options,
+            },
+        ),
+        Request::Delete {
+            bucket,
+            key,
+            context,
+            options,
+        } => (
+            ItemKey::single(&bucket, &key),
+            ItemOp::Delete { context, options },
+        ),
+        Request::Update {
+            bucket,
+            key,
+            op,
+            context,
+            options,
+        } => (
+            ItemKey::single(&bucket, &key),
+            ItemOp::Update {
+                op,
+                context,
+                options,
+            },
+        ),
+        _ => return None,
+    })
+}
+
+/// The request a write forwards to a replica that coordinates it.
+fn forwardable(key: ItemKey, op: ItemOp) -> Request {
+    Request::Item { key, op }
 }

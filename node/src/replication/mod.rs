@@ -6,6 +6,9 @@
 //! - [`coordinator`]: dispatch of a client data request.
 //! - [`checks`]: bounds and types, checked before any replica is asked.
 //! - [`read`]: the read path; [`read_repair`]: repairing stale replicas.
+//! - [`range`]: range reads of a sorted partition (merge, page cut, repair).
+//! - [`batch`]: several item operations in one request.
+//! - [`watch`]: long polls for a change of an item or a range.
 //! - [`write`]: the write path (sloppy quorum, hints, forwarding).
 //! - [`quorum`]: the pure quorum tracker.
 //! - [`replica`]: this node as a replica of a key; [`quarantine`]:
@@ -13,13 +16,16 @@
 //! - [`peer_router`]: peer requests to the services that serve them.
 //! - [`settings`]: replication factor, default quorums, limits.
 
+pub mod batch;
 pub mod checks;
 pub mod coordinator;
 pub mod peer_router;
 pub mod quarantine;
 pub mod quorum;
+pub mod range;
 pub mod read;
 pub mod read_repair;
 pub mod replica;
 pub mod settings;
+pub mod watch;
 pub mod write;

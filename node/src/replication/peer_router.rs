@@ -112,6 +112,22 @@ impl PeerRouter {
     async fn replica_request(&self, req: ReplicaRequest) -> Result<ReplicaResponse, PeerError> {
         match req {
             ReplicaRequest::Read { key } => Ok(ReplicaResponse::State(self.s.replica.read(&key)?)),
+            ReplicaRequest::Range {
+                low,
+                high,
+                reverse,
+                limit,
+                max_bytes,
+            } => {
+                let (items, complete) = self.s.replica.range(
+                    low.as_bound(),
+                    high.as_bound(),
+                    reverse,
+                    limit as usize,
+                    max_bytes as usize,
+                )?;
+                Ok(ReplicaResponse::Range { items, complete })
+            }
             ReplicaRequest::Write { key, state } => {
                 self.check_not_removed()?;
                 self.s.replica.merge(key, state).await?;

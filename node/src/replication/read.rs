@@ -207,7 +207,7 @@ impl Coordinator {
     /// first (its answer costs no round trip), then the replicas the failure
     /// detector sees up, from a turn that moves with every read (so a hot
     /// key's reads spread over its replicas), then the suspected ones.
-    fn read_order(&self, pref: &[NodeId]) -> std::collections::VecDeque<NodeId> {
+    pub(super) fn read_order(&self, pref: &[NodeId]) -> std::collections::VecDeque<NodeId> {
         let mut order = std::collections::VecDeque::with_capacity(pref.len());
         let (mut up, mut down): (Vec<&NodeId>, Vec<&NodeId>) = pref
             .iter()

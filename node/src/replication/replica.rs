@@ -15,6 +15,13 @@ use std::sync::{
     Arc, Mutex,
 };
 
+/// A replica's records of a range: (storage key, state), in the range's
+/// order.
+pub type RangeRecords = Vec<(Vec<u8>, State)>;
+
+/// Most records one range read of a replica returns, whatever it is asked.
+const MAX_RANGE_RECORDS: usize = 10_000;
+
 /// Why a replica operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReplicaError {
@@ -46,22 +53,15 @@ impl From<ReplicaError> for PeerError {
     }
 }
 
-/// The storage key of (bucket, key): a length-prefixed bucket then the key, so
-/// no two pairs share a storage key. Also the key's position input on the ring.
+/// The storage key of (bucket, key) of the key-value API: the partition
+/// `key` with the empty sort key (see [`kvorum_ring::item`]).
 pub fn storage_key(bucket: &str, key: &[u8]) -> Vec<u8> {
-    let b = bucket.as_bytes();
-    let mut out = Vec::with_capacity(2 + b.len() + key.len());
-    // Bucket names are bounded far below u16::MAX by the node's limits.
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    out.extend_from_slice(b);
-    out.extend_from_slice(key);
-    out
+    kvorum_ring::item::storage_key(bucket, key, b"")
 }
 
-/// The bucket name of a storage key (see [`storage_key`]).
+/// The bucket name of a storage key (see [`kvorum_ring::item`]).
 pub fn bucket_of(skey: &[u8]) -> Option<&str> {
-    let len = u16::from_be_bytes(skey.get(..2)?.try_into().ok()?) as usize;
-    std::str::from_utf8(skey.get(2..2 + len)?).ok()
+    kvorum_ring::item::bucket_of(skey)
 }
 
 /// A coordinated update: the key's new state, the context handed to the
@@ -82,6 +82,9 @@ pub struct Replica {
     dot_floor: Arc<AtomicU64>,
     /// What quarantining an undecodable record needs (set once wired).
     quarantine: Arc<std::sync::OnceLock<QuarantineHooks>>,
+    /// The storage key of every write this replica applied, for the
+    /// watches this node coordinates (sent only while one listens).
+    changes: tokio::sync::broadcast::Sender<Vec<u8>>,
 }
 
 /// `Meta` key of the dot floor.
@@ -111,7 +114,20 @@ impl Replica {
             trees,
             dot_floor: Arc::new(AtomicU64::new(floor)),
             quarantine: Default::default(),
+            changes: tokio::sync::broadcast::channel(1024).0,
         })
+    }
+
+    /// The storage keys this replica writes from now on (a receiver that
+    /// falls behind gets `Lagged`: anything may have changed).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Vec<u8>> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self, key: &[u8]) {
+        if self.changes.receiver_count() > 0 {
+            let _ = self.changes.send(key.to_vec());
+        }
     }
 
     /// Wires quarantine of undecodable records (see
@@ -154,6 +170,45 @@ impl Replica {
                 ReplicaError::Undecodable(e.to_string())
             }),
         }
+    }
+
+    /// This replica's records between `low` and `high` (storage keys), in
+    /// key order or, when `reverse`, descending: at most `limit` of them
+    /// (at least one) and, past the first, no more than about `max_bytes`
+    /// bytes. Also whether they are all it holds in the range. A record
+    /// that does not decode is left out and quarantined (as a read does):
+    /// the range's other replicas answer for it.
+    pub fn range(
+        &self,
+        low: std::ops::Bound<&[u8]>,
+        high: std::ops::Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(RangeRecords, bool), ReplicaError> {
+        let limit = limit.clamp(1, MAX_RANGE_RECORDS);
+        let records = self.store.range(Space::Data, low, high, reverse, limit)?;
+        let mut complete = records.len() < limit;
+        let mut bytes = 0usize;
+        let mut items = Vec::with_capacity(records.len());
+        for (key, record) in records {
+            if !items.is_empty() && bytes + key.len() + record.len() > max_bytes {
+                complete = false;
+                break;
+            }
+            bytes += key.len() + record.len();
+            match value::decode_record(&record) {
+                Ok(state) => items.push((key, state)),
+                Err(e) => self.quarantine_later(&key, e.to_string()),
+            }
+        }
+        if items.is_empty() && !complete {
+            // No key to say how far the answer reaches.
+            return Err(ReplicaError::Undecodable(
+                "no record of the range's first page decodes".into(),
+            ));
+        }
+        Ok((items, complete))
     }
 
     /// The anti-entropy trees this replica maintains.
@@ -214,7 +269,9 @@ impl Replica {
         if let Err(ReplicaError::Undecodable(why)) = &out {
             self.quarantine_later(&k2, why.clone());
         }
-        Ok((out?, durable))
+        let out = out?;
+        self.changed(&k2);
+        Ok((out, durable))
     }
 
     /// Merges a state another node sent into the local one, durably.
@@ -223,6 +280,14 @@ impl Replica {
         // A peer's state is held to the client bounds (with room for
         // concurrent updates through several coordinators).
         incoming.check_bounds(&self.peer_limits())?;
+        let merged = self.merge_with_repair(key.clone(), incoming).await;
+        if merged.is_ok() {
+            self.changed(&key);
+        }
+        merged
+    }
+
+    async fn merge_with_repair(&self, key: Vec<u8>, incoming: State) -> Result<(), ReplicaError> {
         match self.merge_once(key.clone(), incoming).await {
             // The local record cannot be decoded: move it aside and take
             // the incoming state in its place (the repair).

@@ -64,6 +64,17 @@ pub struct Limits {
     /// Bytes of client request frames the node holds at once (being
     /// received or served); more wait, and flow control stops their senders.
     pub max_inflight_request_bytes: usize,
+    /// Most operations in one batch.
+    pub max_batch_items: usize,
+    /// Items in a page of a range read that does not ask for a number.
+    pub default_page_items: usize,
+    /// Most items a range read may ask for in one page.
+    pub max_page_items: usize,
+    /// Most bytes (keys and stored records) of one page, roughly: a page
+    /// stops at the item that crosses it, and holds at least one.
+    pub max_page_bytes: usize,
+    /// Most watches (long polls) this node coordinates at once.
+    pub max_watches: usize,
 }
 
 impl Limits {
@@ -115,6 +126,11 @@ impl Default for Limits {
             max_handshakes: 256,
             handshake_timeout: Duration::from_secs(5),
             max_inflight_request_bytes: 256 * 1024 * 1024,
+            max_batch_items: 1_000,
+            default_page_items: 100,
+            max_page_items: 1_000,
+            max_page_bytes: 1024 * 1024,
+            max_watches: 1024,
         }
     }
 }

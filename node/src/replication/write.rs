@@ -32,7 +32,7 @@ impl Coordinator {
         // One reading of the view for the whole request.
         let view = self.membership.view();
         let n = usize::from(props.n);
-        let pref = view.read_ring.preference_list(&skey, n);
+        let pref = view.read_ring.item_preference_list(&skey, n);
         if pref.is_empty() {
             return Err(ErrorReply::Unavailable("the ring is empty".into()));
         }
@@ -53,14 +53,14 @@ impl Coordinator {
         // so it stays on W replicas whichever view a reader holds.
         let mut groups = vec![(pref.clone(), w)];
         if view.in_transition() {
-            let future = view.write_ring.preference_list(&skey, n);
+            let future = view.write_ring.item_preference_list(&skey, n);
             if future != pref {
                 groups.push((future.clone(), w.min(future.len())));
             }
         }
         let split = crate::util::plant::planted(crate::util::plant::Bug::SplitQuorum);
         if let Some(prev) = view.prev_read_ring.as_ref().filter(|_| !split) {
-            let before = prev.preference_list(&skey, n);
+            let before = prev.item_preference_list(&skey, n);
             if before != pref && !before.is_empty() {
                 groups.push((before.clone(), w.min(before.len())));
             }
@@ -102,7 +102,9 @@ impl Coordinator {
             Ok(Err(e)) => return Err(ErrorReply::Internal(format!("local write failed: {e}"))),
         };
         // The client gets its write's context sealed for this key.
-        let own = self.contexts.seal(&skey, own);
+        let own = self
+            .contexts
+            .seal(&kvorum_ring::item::seal_subject(&skey), own);
         // Sloppy quorum (Dynamo §4.6): a replica that is down, or that fails
         // fast, is replaced by the next healthy node clockwise past the
         // preference list, which keeps the write as a hint for it and counts
@@ -117,7 +119,7 @@ impl Coordinator {
                     .is_some_and(|m| m.state == MemberState::Leaving)
             };
             view.read_ring
-                .walk(&skey)
+                .walk_at(kvorum_ring::item::token(&skey))
                 .filter(|n| !targets.contains(n) && !leaving(n))
                 .cloned()
                 .collect()

@@ -198,6 +198,57 @@ fn scan_after_resumes_past_a_key_in_key_order<F: Fixture>() {
     assert_eq!(walked, byte_strings(&all));
 }
 
+/// A range read returns the keys between its bounds (each included or
+/// not), ascending or, in reverse, descending from the high end, the first
+/// `limit` of that order; an empty or inverted range returns nothing.
+fn range_reads_between_bounds_both_ways<F: Fixture>() {
+    use std::ops::Bound::{self, Excluded, Included, Unbounded};
+    let f = with_scan_keys::<F>();
+    let e = f.engine();
+    let range = |low: Bound<&[u8]>, high: Bound<&[u8]>, reverse, limit| {
+        keys(e.range(Data, low, high, reverse, limit).unwrap())
+    };
+    let under_p: [&[u8]; 4] = [b"p/a", b"p/b", b"p/c", b"p/\xff"];
+    let inc = |k: &'static [u8]| Included(k);
+    let exc = |k: &'static [u8]| Excluded(k);
+    assert_eq!(
+        range(inc(b"p/a"), inc(b"p/c"), false, 10),
+        byte_strings(&under_p[..3])
+    );
+    assert_eq!(
+        range(exc(b"p/a"), exc(b"p/c"), false, 10),
+        byte_strings(&under_p[1..2])
+    );
+    assert_eq!(
+        range(inc(b"p/"), exc(b"p0"), false, 2),
+        byte_strings(&under_p[..2])
+    );
+    let mut down = under_p.to_vec();
+    down.reverse();
+    assert_eq!(range(inc(b"p/"), exc(b"p0"), true, 10), byte_strings(&down));
+    assert_eq!(
+        range(inc(b"p/"), exc(b"p0"), true, 2),
+        byte_strings(&down[..2])
+    );
+    assert_eq!(
+        range(exc(b"p/a"), inc(b"p/c"), true, 10),
+        byte_strings(&[b"p/c", b"p/b"])
+    );
+    let mut all = SCAN_KEYS.to_vec();
+    all.sort();
+    assert_eq!(range(Unbounded, Unbounded, false, 100), byte_strings(&all));
+    // Empty and inverted ranges.
+    assert_eq!(
+        range(exc(b"p/a"), exc(b"p/a"), false, 10),
+        byte_strings(&[])
+    );
+    assert_eq!(range(inc(b"p/c"), inc(b"p/a"), true, 10), byte_strings(&[]));
+    assert_eq!(
+        range(inc(b"p/b"), inc(b"p/b"), true, 10),
+        byte_strings(&[b"p/b"])
+    );
+}
+
 /// A deleted key is gone from reads and scans; deleting a missing key is
 /// no error.
 fn a_deleted_key_is_gone<F: Fixture>() {
@@ -270,6 +321,7 @@ contract!(
     spaces_are_separate,
     scan_returns_a_prefix_in_key_order_up_to_the_limit,
     scan_after_resumes_past_a_key_in_key_order,
+    range_reads_between_bounds_both_ways,
     a_deleted_key_is_gone,
     synced_writes_survive_a_reopen,
 );

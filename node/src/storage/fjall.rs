@@ -99,6 +99,35 @@ impl Engine for FjallEngine {
             .collect()
     }
 
+    fn range(
+        &self,
+        space: Space,
+        low: std::ops::Bound<&[u8]>,
+        high: std::ops::Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        if !super::memory::valid_range(low, high) {
+            return Ok(Vec::new());
+        }
+        let owned = |b: std::ops::Bound<&[u8]>| b.map(<[u8]>::to_vec);
+        let span = self
+            .space(space)
+            .range::<Vec<u8>, _>((owned(low), owned(high)));
+        let ordered: Box<dyn Iterator<Item = _>> = if reverse {
+            Box::new(span.rev())
+        } else {
+            Box::new(span)
+        };
+        ordered
+            .take(limit)
+            .map(|g| {
+                let (k, v) = g.into_inner().map_err(engine)?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
     fn scan_after(
         &self,
         space: Space,

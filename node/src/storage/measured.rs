@@ -68,6 +68,17 @@ impl Engine for Measured {
         self.inner.scan_after(space, after, limit)
     }
 
+    fn range(
+        &self,
+        space: Space,
+        low: std::ops::Bound<&[u8]>,
+        high: std::ops::Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        self.inner.range(space, low, high, reverse, limit)
+    }
+
     fn size(&self) -> Option<EngineSize> {
         self.inner.size()
     }

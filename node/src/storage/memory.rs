@@ -127,6 +127,16 @@ fn apply(spaces: &mut Spaces, space: Space, key: Vec<u8>, value: Option<Vec<u8>>
 }
 
 /// Up to `limit` records of `tree` from `from` on, while `keep` holds.
+/// Whether `(low, high)` is a range `BTreeMap::range` takes (it panics
+/// on a start above the end, or equal ends both excluded).
+pub(super) fn valid_range(low: Bound<&[u8]>, high: Bound<&[u8]>) -> bool {
+    match (low, high) {
+        (Bound::Included(l), Bound::Included(h)) => l <= h,
+        (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(h) | Bound::Included(h)) => l < h,
+        _ => true,
+    }
+}
+
 fn collect<'a>(
     tree: &'a Tree,
     from: Bound<&'a [u8]>,
@@ -190,6 +200,28 @@ impl Engine for MemoryEngine {
     ) -> Result<Vec<Record>, StorageError> {
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         self.with(|s| collect(&s.committed[slot(space)], from, |_| true, limit))
+    }
+
+    fn range(
+        &self,
+        space: Space,
+        low: Bound<&[u8]>,
+        high: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        if !valid_range(low, high) {
+            return Ok(Vec::new());
+        }
+        self.with(|s| {
+            let span = s.committed[slot(space)].range::<[u8], _>((low, high));
+            let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+            if reverse {
+                span.rev().take(limit).map(clone).collect()
+            } else {
+                span.take(limit).map(clone).collect()
+            }
+        })
     }
 
     /// The bytes of every space's keys and values (as `disk_bytes`), and

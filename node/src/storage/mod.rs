@@ -12,6 +12,7 @@
 //!   memory.rs    MemoryEngine: the in-memory engine of simulations, with power loss
 //!   measured.rs  Measured: an engine wrapper that times each call into the metrics
 //!   store.rs     Store: serialized updates, group commit, fail-stop, the clean close
+//!   migrate.rs   the storage-key migration to sorted partitions, run once at start
 //! ```
 //!
 //! # The `Engine` contract
@@ -37,7 +38,8 @@
 //!   (or the engine) holds is unknown: the caller must not acknowledge it
 //!   (the store stops taking writes, see [`Store::failed`]).
 //! - **Scans** return a space's records in ascending byte order of their
-//!   keys, at most `limit` of them, the first ones of that order.
+//!   keys, at most `limit` of them, the first ones of that order; a range
+//!   read in reverse returns the last ones, in descending order.
 //! - **Spaces** are separate: a key of one [`Space`] is never seen in another.
 //!
 //! # The store's failure contract
@@ -47,11 +49,13 @@
 //! loss may lose the last interval). When it returns `Err`, the update may or
 //! may not be on disk and the caller must not acknowledge it.
 
+use std::ops::Bound;
 use std::time::Duration;
 
 mod fjall;
 mod measured;
 mod memory;
+pub mod migrate;
 mod store;
 
 #[cfg(test)]
@@ -124,6 +128,17 @@ pub trait Engine: Send + Sync + 'static {
         &self,
         space: Space,
         after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError>;
+    /// Up to `limit` (key, value) pairs of a space whose key lies between
+    /// `low` and `high`, in ascending key order, or descending when
+    /// `reverse` (then the last ones of the range come first).
+    fn range(
+        &self,
+        space: Space,
+        low: Bound<&[u8]>,
+        high: Bound<&[u8]>,
+        reverse: bool,
         limit: usize,
     ) -> Result<Vec<Record>, StorageError>;
     /// Bytes on disk and (approximate) keys of the data space, if known.

@@ -191,6 +191,19 @@ impl Store {
         self.engine.scan_after(space, after, limit)
     }
 
+    /// Up to `limit` records of `space` between `low` and `high`, in key
+    /// order (descending when `reverse`).
+    pub fn range(
+        &self,
+        space: Space,
+        low: std::ops::Bound<&[u8]>,
+        high: std::ops::Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        self.engine.range(space, low, high, reverse, limit)
+    }
+
     /// Reads one key (no serialization with updates; sees every committed update).
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.engine.get(space, key)

@@ -41,6 +41,16 @@ impl Engine for FakeEngine {
     ) -> Result<Vec<Record>, StorageError> {
         self.inner.scan_after(space, after, limit)
     }
+    fn range(
+        &self,
+        space: Space,
+        low: std::ops::Bound<&[u8]>,
+        high: std::ops::Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        self.inner.range(space, low, high, reverse, limit)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 //! ([`plant`]).
 
 pub mod clock;
+pub mod join;
 pub mod lock;
 pub mod plant;
 pub mod rng;

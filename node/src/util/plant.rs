@@ -17,6 +17,10 @@ pub enum Bug {
     /// A write during a ring change skips its previous ring's group, so
     /// read and write quorums stop overlapping.
     SplitQuorum = 8,
+    /// A range page ends at the last key of the replica answer that
+    /// reached furthest, not the nearest: past it, a replica that stopped
+    /// short has not said what it holds.
+    RangeCut = 16,
 }
 
 #[cfg(feature = "test-hooks")]

@@ -49,7 +49,7 @@ impl Transfers {
             let mut moving = Vec::new();
             for (key, record) in chunk {
                 let n = inner.buckets.n_of_key(&key);
-                let owners = view.read_ring.preference_list(&key, n);
+                let owners = view.read_ring.item_preference_list(&key, n);
                 if owners.contains(&inner.me) || (owners.is_empty() && !removed) {
                     continue;
                 }

@@ -30,15 +30,17 @@ pub use aae::{AaeRequest, AaeResponse};
 pub use cluster::{ClusterRequest, ClusterResponse};
 pub use error::PeerError;
 pub use reap::{ReapRequest, ReapResponse};
-pub use replica::{ReplicaRequest, ReplicaResponse};
+pub use replica::{KeyBound, ReplicaRequest, ReplicaResponse};
 pub use transfer::{TransferRequest, TransferResponse};
 
 use kvorum_client::proto::{Request, Response};
 use serde::{Deserialize, Serialize};
 
 /// Version of the peer protocol (3: member states and range transfers;
-/// 4: one message enum per subsystem, typed errors).
-pub const PEER_PROTOCOL_VERSION: u16 = 5;
+/// 4: one message enum per subsystem, typed errors; 5: gossip carries the
+/// sender, the context secrets and the access list; 6: storage keys of
+/// sorted partitions, range reads of a replica).
+pub const PEER_PROTOCOL_VERSION: u16 = 6;
 
 /// How much larger than a client frame a peer frame (a request or an
 /// answer) may be: a peer's write or read answer carries a key's whole

@@ -33,6 +33,40 @@ pub enum ReplicaRequest {
         /// The state to hand over.
         state: State,
     },
+    /// Read this replica's items of one partition between two storage
+    /// keys, in key order (descending when `reverse`), at most `limit`
+    /// records and about `max_bytes` bytes of them (at least one).
+    Range {
+        /// The lower storage key.
+        low: KeyBound,
+        /// The upper storage key.
+        high: KeyBound,
+        /// From the upper end down.
+        reverse: bool,
+        /// Most records.
+        limit: u32,
+        /// Most bytes of records, roughly.
+        max_bytes: u32,
+    },
+}
+
+/// One end of a range of storage keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyBound {
+    /// This key and those past it.
+    Included(#[serde(with = "kvorum_client::bytes")] Vec<u8>),
+    /// Only those past this key.
+    Excluded(#[serde(with = "kvorum_client::bytes")] Vec<u8>),
+}
+
+impl KeyBound {
+    /// As a `std` bound.
+    pub fn as_bound(&self) -> std::ops::Bound<&[u8]> {
+        match self {
+            KeyBound::Included(k) => std::ops::Bound::Included(k),
+            KeyBound::Excluded(k) => std::ops::Bound::Excluded(k),
+        }
+    }
 }
 
 /// A replica's answer.
@@ -42,4 +76,13 @@ pub enum ReplicaResponse {
     State(Option<State>),
     /// Answer to `Write` and `HintedWrite`: merged (or kept) durably.
     Stored,
+    /// Answer to `Range`: the records in order, and whether they are all
+    /// the replica holds in the range (false: it stopped at a limit, and
+    /// holds nothing it did not send up to the last key sent).
+    Range {
+        /// (storage key, state) in the range's order.
+        items: Vec<(Vec<u8>, State)>,
+        /// Everything in the range was sent.
+        complete: bool,
+    },
 }

@@ -1,0 +1,631 @@
+//! Sorted partitions: [`Partition`], a handle on the items of one partition
+//! key (read, write and delete by sort key, range reads page by page), and
+//! [`Batch`], several item operations across partitions in one request.
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::kv::Versioned;
+use crate::proto::{
+    CausalContext, DataOp, DataValue, Item, ItemKey, ItemOp, Page, RangeQuery, ReadOptions,
+    Request, Response, Version, WriteOptions,
+};
+
+/// The items of one partition of a bucket, by sort key.
+///
+/// Every item of a partition lives on the same N replicas, sorted by sort
+/// key in byte order; the key-value API's key `k` is the item of partition
+/// `k` with the empty sort key.
+///
+/// ```no_run
+/// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+/// use kvorum_client::CausalContext;
+/// let inbox = client.partition("inbox", b"alice");
+/// inbox.put(b"2026-12-06T10:00", b"hello", &CausalContext::empty()).await?;
+/// let newest = inbox.page(&inbox.range().reverse().limit(20)).await?;
+/// for item in &newest.items {
+///     println!("{:?}: {:?}", item.sort, item.value);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Partition {
+    client: Client,
+    bucket: String,
+    key: Vec<u8>,
+}
+
+impl Client {
+    /// A handle on partition `key` of `bucket`.
+    ///
+    /// ```no_run
+    /// # fn f(client: kvorum_client::Client) {
+    /// let orders = client.partition("orders", b"customer-42");
+    /// # let _ = orders; }
+    /// ```
+    pub fn partition(&self, bucket: &str, key: &[u8]) -> Partition {
+        Partition {
+            client: self.clone(),
+            bucket: bucket.to_owned(),
+            key: key.to_vec(),
+        }
+    }
+
+    /// An empty batch of item operations on this client.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::CausalContext;
+    /// let outcomes = client
+    ///     .batch()
+    ///     .put("inbox", b"alice", b"m1", b"hi", &CausalContext::empty())
+    ///     .put("inbox", b"bob", b"m1", b"hey", &CausalContext::empty())
+    ///     .get("inbox", b"carol", b"m9")
+    ///     .send()
+    ///     .await?;
+    /// assert_eq!(outcomes.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn batch(&self) -> Batch {
+        Batch {
+            client: self.clone(),
+            ops: Vec::new(),
+        }
+    }
+
+    /// One page of a range read.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::proto::RangeQuery;
+    /// let page = client.read_page(&RangeQuery::new("inbox", b"alice").limit(10)).await?;
+    /// println!("{} items, more: {}", page.items.len(), page.next.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_page(&self, query: &RangeQuery) -> Result<Page, Error> {
+        let mut query = query.clone();
+        query.options.timeout_ms = Some(self.pool.timeout_ms(query.options.timeout_ms));
+        match self.pool.call(&Request::Range(query), true).await? {
+            Response::Page(page) => Ok(page),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// Every item of a range read, page after page, stopping after `max`
+    /// items.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::proto::RangeQuery;
+    /// let all = client.read_range(RangeQuery::new("inbox", b"alice").prefix(b"2026-"), 10_000).await?;
+    /// # let _ = all; Ok(()) }
+    /// ```
+    pub async fn read_range(&self, mut query: RangeQuery, max: usize) -> Result<Vec<Item>, Error> {
+        let mut items = Vec::new();
+        while items.len() < max {
+            let page = self.read_page(&query).await?;
+            items.extend(page.items);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        items.truncate(max);
+        Ok(items)
+    }
+
+    /// Sends one item request; the read answers are idempotent.
+    async fn item(&self, key: ItemKey, op: ItemOp) -> Result<Response, Error> {
+        let idempotent = !op.is_write();
+        let op = with_timeout(op, |t| self.pool.timeout_ms(t));
+        self.pool.call(&Request::Item { key, op }, idempotent).await
+    }
+}
+
+/// `op` with its timeout filled from the client's default.
+fn with_timeout(op: ItemOp, fill: impl Fn(Option<u32>) -> u32) -> ItemOp {
+    match op {
+        ItemOp::Get { options, at_least } => ItemOp::Get {
+            options: ReadOptions {
+                timeout_ms: Some(fill(options.timeout_ms)),
+                ..options
+            },
+            at_least,
+        },
+        ItemOp::Fetch { options, at_least } => ItemOp::Fetch {
+            options: ReadOptions {
+                timeout_ms: Some(fill(options.timeout_ms)),
+                ..options
+            },
+            at_least,
+        },
+        ItemOp::Put {
+            value,
+            context,
+            options,
+        } => ItemOp::Put {
+            value,
+            context,
+            options: WriteOptions {
+                timeout_ms: Some(fill(options.timeout_ms)),
+                ..options
+            },
+        },
+        ItemOp::Delete { context, options } => ItemOp::Delete {
+            context,
+            options: WriteOptions {
+                timeout_ms: Some(fill(options.timeout_ms)),
+                ..options
+            },
+        },
+        ItemOp::Update {
+            op,
+            context,
+            options,
+        } => ItemOp::Update {
+            op,
+            context,
+            options: WriteOptions {
+                timeout_ms: Some(fill(options.timeout_ms)),
+                ..options
+            },
+        },
+    }
+}
+
+impl Partition {
+    /// The item's address.
+    fn at(&self, sort: &[u8]) -> ItemKey {
+        ItemKey::new(&self.bucket, &self.key, sort)
+    }
+
+    /// A range read of the whole partition, forward, to narrow down with
+    /// [`RangeQuery`]'s builders and pass to [`Partition::page`].
+    ///
+    /// ```no_run
+    /// # fn f(client: kvorum_client::Client) {
+    /// let q = client.partition("inbox", b"alice").range().prefix(b"2026-12").limit(50);
+    /// # let _ = q; }
+    /// ```
+    pub fn range(&self) -> RangeQuery {
+        RangeQuery::new(&self.bucket, &self.key)
+    }
+
+    /// One page of a range read of this partition (the query's bucket and
+    /// partition are this handle's).
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let inbox = client.partition("inbox", b"alice");
+    /// let mut q = inbox.range().limit(100);
+    /// loop {
+    ///     let page = inbox.page(&q).await?;
+    ///     // ... use page.items ...
+    ///     match page.next { Some(next) => q.after = Some(next), None => break }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn page(&self, query: &RangeQuery) -> Result<Page, Error> {
+        let query = RangeQuery {
+            bucket: self.bucket.clone(),
+            partition: self.key.clone(),
+            ..query.clone()
+        };
+        self.client.read_page(&query).await
+    }
+
+    /// Reads an item of a register or LWW bucket.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let v = client.partition("inbox", b"alice").get(b"m1").await?;
+    /// println!("{:?}", v.single());
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(&self, sort: &[u8]) -> Result<Versioned, Error> {
+        self.get_with(sort, ReadOptions::default()).await
+    }
+
+    /// Reads an item with explicit R and timeout.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::ReadOptions;
+    /// let v = client.partition("inbox", b"alice").get_with(b"m1", ReadOptions::r(3)).await?;
+    /// # let _ = v; Ok(()) }
+    /// ```
+    pub async fn get_with(&self, sort: &[u8], options: ReadOptions) -> Result<Versioned, Error> {
+        let answer = self
+            .client
+            .item(
+                self.at(sort),
+                ItemOp::Get {
+                    options,
+                    at_least: None,
+                },
+            )
+            .await?;
+        versioned(answer)
+    }
+
+    /// Writes an item of a register or LWW bucket; `context` is that of the
+    /// read it replaces. Returns the written value's context.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::CausalContext;
+    /// client.partition("inbox", b"alice").put(b"m1", b"hi", &CausalContext::empty()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn put(
+        &self,
+        sort: &[u8],
+        value: &[u8],
+        context: &CausalContext,
+    ) -> Result<CausalContext, Error> {
+        self.put_with(sort, value, context, WriteOptions::default())
+            .await
+    }
+
+    /// Writes an item with explicit W and timeout.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::{CausalContext, WriteOptions};
+    /// let p = client.partition("inbox", b"alice");
+    /// p.put_with(b"m1", b"hi", &CausalContext::empty(), WriteOptions::w(3)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_with(
+        &self,
+        sort: &[u8],
+        value: &[u8],
+        context: &CausalContext,
+        options: WriteOptions,
+    ) -> Result<CausalContext, Error> {
+        let op = ItemOp::Put {
+            value: value.to_vec(),
+            context: context.clone(),
+            options,
+        };
+        written(self.client.item(self.at(sort), op).await?).map(|(c, _)| c)
+    }
+
+    /// Deletes an item (the values its context covers).
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let p = client.partition("inbox", b"alice");
+    /// let read = p.get(b"m1").await?;
+    /// p.delete(b"m1", &read.context).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete(
+        &self,
+        sort: &[u8],
+        context: &CausalContext,
+    ) -> Result<CausalContext, Error> {
+        self.delete_with(sort, context, WriteOptions::default())
+            .await
+    }
+
+    /// Deletes an item with explicit W and timeout.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::{CausalContext, WriteOptions};
+    /// let p = client.partition("inbox", b"alice");
+    /// p.delete_with(b"m1", &CausalContext::empty(), WriteOptions::w(3)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_with(
+        &self,
+        sort: &[u8],
+        context: &CausalContext,
+        options: WriteOptions,
+    ) -> Result<CausalContext, Error> {
+        let op = ItemOp::Delete {
+            context: context.clone(),
+            options,
+        };
+        written(self.client.item(self.at(sort), op).await?).map(|(c, _)| c)
+    }
+
+    /// Applies a typed update (counter, set or map bucket) to an item.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::{CausalContext, DataOp};
+    /// let likes = client.partition("likes", b"post-7");
+    /// likes.update(b"2026-12-06", DataOp::Increment(1), &CausalContext::empty()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn update(
+        &self,
+        sort: &[u8],
+        op: DataOp,
+        context: &CausalContext,
+    ) -> Result<CausalContext, Error> {
+        let op = ItemOp::Update {
+            op,
+            context: context.clone(),
+            options: WriteOptions::default(),
+        };
+        written(self.client.item(self.at(sort), op).await?).map(|(c, _)| c)
+    }
+
+    /// Reads an item of a counter, set or map bucket: its value (`None`
+    /// when absent) and context.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let (value, _ctx) = client.partition("likes", b"post-7").fetch(b"2026-12-06").await?;
+    /// println!("{value:?}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn fetch(&self, sort: &[u8]) -> Result<(Option<DataValue>, CausalContext), Error> {
+        let op = ItemOp::Fetch {
+            options: ReadOptions::default(),
+            at_least: None,
+        };
+        match self.client.item(self.at(sort), op).await? {
+            Response::Data { value, context, .. } => Ok((Some(value), context)),
+            Response::NotFound { context, .. } => Ok((None, context)),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+}
+
+/// What one operation of a [`Batch`] answered.
+///
+/// ```
+/// use kvorum_client::{CausalContext, Outcome, Version};
+/// let o = Outcome::Written { context: CausalContext::empty(), version: Version::default() };
+/// assert!(matches!(o, Outcome::Written { .. }));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A get's answer (no siblings: not found).
+    Read(Versioned),
+    /// A fetch's answer (`None`: not found).
+    Fetched {
+        /// The value.
+        value: Option<DataValue>,
+        /// Its context.
+        context: CausalContext,
+        /// Its version.
+        version: Version,
+    },
+    /// A put, delete or update reached its W.
+    Written {
+        /// The written value's context.
+        context: CausalContext,
+        /// The write's version.
+        version: Version,
+    },
+}
+
+/// Several item operations, across partitions, in one request: each gets
+/// its own outcome (one failing does not fail the others). Built with
+/// [`Client::batch`].
+///
+/// ```no_run
+/// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+/// use kvorum_client::{CausalContext, Outcome};
+/// let outcomes = client.batch()
+///     .put("inbox", b"alice", b"m2", b"lunch?", &CausalContext::empty())
+///     .delete("inbox", b"alice", b"m1", &CausalContext::empty())
+///     .send().await?;
+/// for o in outcomes {
+///     match o {
+///         Ok(Outcome::Written { .. }) => {}
+///         Ok(other) => println!("{other:?}"),
+///         Err(e) => println!("failed: {e}"),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Batch {
+    client: Client,
+    ops: Vec<(ItemKey, ItemOp)>,
+}
+
+impl Batch {
+    /// Adds an operation.
+    ///
+    /// ```no_run
+    /// # fn f(client: kvorum_client::Client) {
+    /// use kvorum_client::proto::{ItemKey, ItemOp};
+    /// let b = client.batch().op(ItemKey::new("b", b"p", b"s"), ItemOp::Get { options: Default::default(), at_least: None });
+    /// assert_eq!(b.len(), 1);
+    /// # }
+    /// ```
+    pub fn op(mut self, key: ItemKey, op: ItemOp) -> Self {
+        self.ops.push((key, op));
+        self
+    }
+
+    /// Adds a get of an item.
+    ///
+    /// ```no_run
+    /// # fn f(client: kvorum_client::Client) {
+    /// let b = client.batch().get("inbox", b"alice", b"m1");
+    /// # let _ = b; }
+    /// ```
+    pub fn get(self, bucket: &str, partition: &[u8], sort: &[u8]) -> Self {
+        let op = ItemOp::Get {
+            options: ReadOptions::default(),
+            at_least: None,
+        };
+        self.op(ItemKey::new(bucket, partition, sort), op)
+    }
+
+    /// Adds a put of an item.
+    ///
+    /// ```no_run
+    /// # fn f(client: kvorum_client::Client) {
+    /// use kvorum_client::CausalContext;
+    /// let b = client.batch().put("inbox", b"alice", b"m1", b"hi", &CausalContext::empty());
+    /// # let _ = b; }
+    /// ```
+    pub fn put(
+        self,
+        bucket: &str,
+        partition: &[u8],
+        sort: &[u8],
+        value: &[u8],
+        context: &CausalContext,
+    ) -> Self {
+        let op = ItemOp::Put {
+            value: value.to_vec(),
+            context: context.clone(),
+            options: WriteOptions::default(),
+        };
+        self.op(ItemKey::new(bucket, partition, sort), op)
+    }
+
+    /// Adds a delete of an item.
+    ///
+    /// ```no_run
+    /// # fn f(client: kvorum_client::Client) {
+    /// use kvorum_client::CausalContext;
+    /// let b = client.batch().delete("inbox", b"alice", b"m1", &CausalContext::empty());
+    /// # let _ = b; }
+    /// ```
+    pub fn delete(
+        self,
+        bucket: &str,
+        partition: &[u8],
+        sort: &[u8],
+        context: &CausalContext,
+    ) -> Self {
+        let op = ItemOp::Delete {
+            context: context.clone(),
+            options: WriteOptions::default(),
+        };
+        self.op(ItemKey::new(bucket, partition, sort), op)
+    }
+
+    /// The number of operations so far.
+    ///
+    /// ```no_run
+    /// # fn f(client: kvorum_client::Client) {
+    /// assert!(client.batch().is_empty());
+    /// # }
+    /// ```
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when no operation was added.
+    ///
+    /// ```no_run
+    /// # fn f(client: kvorum_client::Client) {
+    /// assert_eq!(client.batch().len(), 0);
+    /// # }
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Sends the batch: one outcome per operation, in order. The call
+    /// itself fails only when no node answered it or the node refused it
+    /// whole (too many operations, a missing grant). A batch with a write
+    /// is not retried on another node once sent.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let outcomes = client.batch().get("inbox", b"alice", b"m1").send().await?;
+    /// assert_eq!(outcomes.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn send(self) -> Result<Vec<Result<Outcome, Error>>, Error> {
+        let idempotent = self.ops.iter().all(|(_, op)| !op.is_write());
+        let fill = |t| self.client.pool.timeout_ms(t);
+        let ops: Vec<_> = self
+            .ops
+            .into_iter()
+            .map(|(k, op)| (k, with_timeout(op, fill)))
+            .collect();
+        let sent = ops.len();
+        let fetches: Vec<bool> = ops
+            .iter()
+            .map(|(_, op)| matches!(op, ItemOp::Fetch { .. }))
+            .collect();
+        match self
+            .client
+            .pool
+            .call(&Request::Batch(ops), idempotent)
+            .await?
+        {
+            Response::Batch(answers) if answers.len() == sent => Ok(answers
+                .into_iter()
+                .zip(fetches)
+                .map(|(a, fetch)| outcome(a, fetch))
+                .collect()),
+            Response::Batch(answers) => Err(Error::Protocol(format!(
+                "a batch of {sent} operations got {} answers",
+                answers.len()
+            ))),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+}
+
+fn outcome(r: Response, fetch: bool) -> Result<Outcome, Error> {
+    Ok(match r {
+        Response::NotFound {
+            context, version, ..
+        } if fetch => Outcome::Fetched {
+            value: None,
+            context,
+            version,
+        },
+        Response::Written { context, version } => Outcome::Written { context, version },
+        Response::Data {
+            value,
+            context,
+            version,
+            ..
+        } => Outcome::Fetched {
+            value: Some(value),
+            context,
+            version,
+        },
+        r @ (Response::Value { .. } | Response::NotFound { .. }) => Outcome::Read(versioned(r)?),
+        other => return Err(Error::of_answer(other)),
+    })
+}
+
+pub(crate) fn versioned(r: Response) -> Result<Versioned, Error> {
+    match r {
+        Response::Value {
+            siblings,
+            context,
+            version,
+            report,
+        } => Ok(Versioned {
+            siblings,
+            context,
+            version,
+            report,
+        }),
+        Response::NotFound {
+            context,
+            version,
+            report,
+        } => Ok(Versioned {
+            siblings: Vec::new(),
+            context,
+            version,
+            report,
+        }),
+        other => Err(Error::of_answer(other)),
+    }
+}
+
+fn written(r: Response) -> Result<(CausalContext, Version), Error> {
+    match r {
+        Response::Written { context, version } => Ok((context, version)),
+        other => Err(Error::of_answer(other)),
+    }
+}

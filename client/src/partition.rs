@@ -113,6 +113,35 @@ impl Client {
         Ok(items)
     }
 
+    /// One page of the partition keys of `bucket`, in byte order, past
+    /// `after` (the previous page's `next`); returns the keys and the next
+    /// page's `after` (`None`: done). Every member is asked: see
+    /// docs/data-model.md for what a listing costs.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let (users, next) = client.list_partitions("inbox", None, 100).await?;
+    /// println!("{} users, more: {}", users.len(), next.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_partitions(
+        &self,
+        bucket: &str,
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), Error> {
+        let req = Request::ListPartitions {
+            bucket: bucket.to_owned(),
+            after: after.map(<[u8]>::to_vec),
+            limit,
+            timeout_ms: Some(self.pool.timeout_ms(None)),
+        };
+        match self.pool.call(&req, true).await? {
+            Response::Partitions { keys, next } => Ok((keys, next)),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
     /// Sends one item request; the read answers are idempotent.
     async fn item(&self, key: ItemKey, op: ItemOp) -> Result<Response, Error> {
         let idempotent = !op.is_write();

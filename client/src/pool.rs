@@ -139,6 +139,7 @@ impl Pool {
             // The operations run at once: the longest one's time.
             Request::Batch(ops) => ops.iter().filter_map(|(_, op)| op.timeout_ms()).max(),
             Request::Range(q) => q.options.timeout_ms,
+            Request::ListPartitions { timeout_ms, .. } => *timeout_ms,
             Request::Watch { timeout_ms, .. } => Some(*timeout_ms),
         }
         .map(|ms| Duration::from_millis(ms.into()))

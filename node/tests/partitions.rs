@@ -1,7 +1,8 @@
 //! Sorted partitions over real QUIC: range reads page by page (no item
 //! skipped or repeated, both directions, prefixes and bounds, deletes
 //! hidden), quorum range reads with a node down, batches with per-item
-//! outcomes when some partitions lose their quorum, typed errors for bad
+//! outcomes when some partitions lose their quorum, listing partitions
+//! with and without members down, watches, typed errors for bad
 //! input, and a store of the format before partitions read after the
 //! upgrade.
 
@@ -186,8 +187,36 @@ async fn a_batch_reports_each_item_and_partitions_without_quorum_fail_alone() {
         let mut c = TestCluster::start(5, "").await;
         let client = c.client_of(&[c.addrs[0]]);
         let ring = c.nodes[0].as_ref().unwrap().view().read_ring.clone();
+        // Listing: 60 partitions (two items each) over five nodes, listed
+        // in pages of 7, each once, in byte order.
+        let mut listed_b = client.batch();
+        for i in 0..60u32 {
+            for s in [&b"a"[..], b"b"] {
+                let pk = format!("p-{i}");
+                listed_b = listed_b.put("default", pk.as_bytes(), s, b"v", &CausalContext::empty());
+            }
+        }
+        assert!(listed_b.send().await.unwrap().iter().all(Result::is_ok));
+        let mut want: Vec<Vec<u8>> = (0..60).map(|i| format!("p-{i}").into_bytes()).collect();
+        want.sort();
+        let list_all = |client: Client| async move {
+            let (mut all, mut after) = (Vec::new(), None::<Vec<u8>>);
+            loop {
+                let (keys, next) = client
+                    .list_partitions("default", after.as_deref(), 7)
+                    .await?;
+                all.extend(keys);
+                match next {
+                    Some(n) => after = Some(n),
+                    None => return Ok::<_, Error>(all),
+                }
+            }
+        };
+        assert_eq!(list_all(client.clone()).await.unwrap(), want);
         c.stop(4).await;
         c.stop(5).await;
+        // Two members down, fewer than N = 3: the listing is still whole.
+        assert_eq!(list_all(client.clone()).await.unwrap(), want);
         let down: BTreeSet<_> = ["n4", "n5"].map(kvorum_ring::NodeId::new).into();
         // Strict W = 2: a partition with two of its three replicas down
         // cannot be written; the others can.
@@ -228,6 +257,13 @@ async fn a_batch_reports_each_item_and_partitions_without_quorum_fail_alone() {
             .unwrap();
         assert!(matches!(&outcomes[0], Ok(Outcome::Read(v)) if !v.is_found()));
         assert!(matches!(&outcomes[1], Ok(Outcome::Read(v)) if v.single() == Some(b"v")));
+        // Three down: a partition may have no replica left to list it, and
+        // the listing says so rather than answer with holes.
+        c.stop(3).await;
+        match list_all(client.clone()).await {
+            Err(Error::Server(ErrorReply::Unavailable(m))) => assert!(m.contains("N = 3"), "{m}"),
+            other => panic!("a listing with three members down: {other:?}"),
+        }
         client.close().await;
         c.shutdown().await;
     })

@@ -350,6 +350,19 @@ pub enum Request {
     Batch(Vec<(ItemKey, ItemOp)>),
     /// One page of a range read of a partition.
     Range(RangeQuery),
+    /// One page of the partition keys of a bucket, in byte order
+    /// ([`Response::Partitions`](crate::proto::Response::Partitions)).
+    ListPartitions {
+        /// The bucket.
+        bucket: String,
+        /// The previous page's `next`: this page starts past it.
+        after: Option<Vec<u8>>,
+        /// Most partition keys in the page (0: the node's default,
+        /// `limits.default_page_items`).
+        limit: u32,
+        /// Read timeout in milliseconds (`None`: the node's default).
+        timeout_ms: Option<u32>,
+    },
     /// Wait, up to `timeout_ms`, for a change of an item or of a range's
     /// page (a long poll): answered with the new read, or
     /// [`Response::Unchanged`](crate::proto::Response::Unchanged).

@@ -116,4 +116,12 @@ pub enum Response {
     Page(Page),
     /// Answer to `Request::Watch` when nothing changed in its time.
     Unchanged,
+    /// Answer to `Request::ListPartitions`: partition keys in byte order,
+    /// and where the page ended if the listing goes on.
+    Partitions {
+        /// The partition keys.
+        keys: Vec<Vec<u8>>,
+        /// Pass as `after` for the next page; `None`: the listing is done.
+        next: Option<Vec<u8>>,
+    },
 }

@@ -51,6 +51,7 @@ pub fn authorize(caller: &Caller, req: &Request, access: &Access) -> Result<(), 
         | Request::Update { bucket, .. } => vec![(bucket, true)],
         Request::Item { key, op } => vec![(&key.bucket, op.is_write())],
         Request::Range(q) => vec![(&q.bucket, false)],
+        Request::ListPartitions { bucket, .. } => vec![(bucket, false)],
         Request::Watch { target, .. } => {
             vec![(crate::replication::watch::watched_bucket(target), false)]
         }

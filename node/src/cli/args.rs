@@ -146,6 +146,22 @@ pub enum DataCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// List the partition keys of a bucket, in byte order, a page at a time.
+    Partitions {
+        /// Bucket.
+        bucket: String,
+        /// Keys per page (default: the node's, 100).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        /// Continue after this page end (the hex `next:` printed before).
+        #[arg(long)]
+        after: Option<String>,
+        /// Follow the pages to the end.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Print each change of an item (or, with --range, of the newest items
     /// of a partition) as it happens, until --count changes or Ctrl-C.
     Watch {

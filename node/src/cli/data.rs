@@ -9,7 +9,10 @@ use std::process::ExitCode;
 /// Runs one data command.
 pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
     match cmd {
-        DataCommand::Range { .. } | DataCommand::Batch { .. } | DataCommand::Watch { .. } => {
+        DataCommand::Range { .. }
+        | DataCommand::Batch { .. }
+        | DataCommand::Watch { .. }
+        | DataCommand::Partitions { .. } => {
             return super::items::run(cmd).await;
         }
         DataCommand::Counter {

@@ -149,6 +149,39 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
             }
             client.close().await;
         }
+        DataCommand::Partitions {
+            bucket,
+            limit,
+            after,
+            all,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let mut after = match after {
+                Some(hex) => Some(
+                    from_hex(&hex)
+                        .ok_or("--after is not the hex `next:` that partitions printed")?,
+                ),
+                None => None,
+            };
+            loop {
+                let (keys, next) = client
+                    .list_partitions(&bucket, after.as_deref(), limit)
+                    .await?;
+                for k in &keys {
+                    println!("{}", show(k));
+                }
+                match next {
+                    Some(next) if all => after = Some(next),
+                    Some(next) => {
+                        println!("next: {}", to_hex(&next));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            client.close().await;
+        }
         _ => return Err("not a partition command".into()),
     }
     Ok(ExitCode::SUCCESS)

@@ -390,6 +390,7 @@ pub fn request_op(req: &Request) -> (&'static str, Option<&str>) {
         }
         Request::Batch(_) => ("batch", None),
         Request::Range(q) => ("range", Some(&q.bucket)),
+        Request::ListPartitions { bucket, .. } => ("list_partitions", Some(bucket)),
         Request::Watch { target, .. } => (
             "watch",
             Some(crate::replication::watch::watched_bucket(target)),

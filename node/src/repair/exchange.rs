@@ -398,9 +398,9 @@ impl AntiEntropy {
                 }
             }
             ReplicaResponse::State(None) => {}
-            ReplicaResponse::Stored | ReplicaResponse::Range { .. } => {
-                return Err(AaeError::Unexpected(peer.clone()))
-            }
+            ReplicaResponse::Stored
+            | ReplicaResponse::Range { .. }
+            | ReplicaResponse::Partitions { .. } => return Err(AaeError::Unexpected(peer.clone())),
         }
         let local = self
             .replica
@@ -412,7 +412,9 @@ impl AntiEntropy {
                 .await?
             {
                 ReplicaResponse::Stored => {}
-                ReplicaResponse::State(_) | ReplicaResponse::Range { .. } => {
+                ReplicaResponse::State(_)
+                | ReplicaResponse::Range { .. }
+                | ReplicaResponse::Partitions { .. } => {
                     return Err(AaeError::Unexpected(peer.clone()))
                 }
             }

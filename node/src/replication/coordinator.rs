@@ -165,6 +165,15 @@ impl Coordinator {
             Request::Range(query) => self.range(query).await,
             Request::Batch(ops) => self.batch(ops, forwarded).await,
             Request::Watch { target, timeout_ms } => self.watch(target, timeout_ms).await,
+            Request::ListPartitions {
+                bucket,
+                after,
+                limit,
+                timeout_ms,
+            } => {
+                self.list_partitions(bucket, after, limit, timeout_ms)
+                    .await
+            }
             req => match item_request(req) {
                 Some((key, op)) => self.serve_item(key, op, forwarded).await,
                 // Admin requests (`Request::is_admin`) are served by the

@@ -8,6 +8,7 @@
 //! - [`read`]: the read path; [`read_repair`]: repairing stale replicas.
 //! - [`range`]: range reads of a sorted partition (merge, page cut, repair).
 //! - [`batch`]: several item operations in one request.
+//! - [`listing`]: the partition keys of a bucket, page by page.
 //! - [`watch`]: long polls for a change of an item or a range.
 //! - [`write`]: the write path (sloppy quorum, hints, forwarding).
 //! - [`quorum`]: the pure quorum tracker.
@@ -19,6 +20,7 @@
 pub mod batch;
 pub mod checks;
 pub mod coordinator;
+pub mod listing;
 pub mod peer_router;
 pub mod quarantine;
 pub mod quorum;

@@ -112,6 +112,17 @@ impl PeerRouter {
     async fn replica_request(&self, req: ReplicaRequest) -> Result<ReplicaResponse, PeerError> {
         match req {
             ReplicaRequest::Read { key } => Ok(ReplicaResponse::State(self.s.replica.read(&key)?)),
+            ReplicaRequest::Partitions {
+                bucket,
+                after,
+                limit,
+            } => {
+                let (keys, complete) =
+                    self.s
+                        .replica
+                        .partitions(&bucket, after.as_deref(), limit as usize)?;
+                Ok(ReplicaResponse::Partitions { keys, complete })
+            }
             ReplicaRequest::Range {
                 low,
                 high,

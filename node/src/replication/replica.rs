@@ -211,6 +211,53 @@ impl Replica {
         Ok((items, complete))
     }
 
+    /// The partition keys of `bucket` this replica holds items of, past
+    /// `after`, in byte order: at most `limit` (1 to 10,000), each found
+    /// with one seek past the previous partition. Also whether they are
+    /// all it holds past `after`.
+    pub fn partitions(
+        &self,
+        bucket: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), ReplicaError> {
+        use kvorum_ring::item;
+        use std::ops::Bound::{Excluded, Included};
+        let limit = limit.clamp(1, MAX_RANGE_RECORDS);
+        let past = |prefix: &[u8]| {
+            let mut p = prefix.to_vec();
+            while let Some(last) = p.pop() {
+                if last < 0xff {
+                    p.push(last + 1);
+                    return p;
+                }
+            }
+            p
+        };
+        let end = past(&item::bucket_prefix(bucket));
+        let mut from = match after {
+            Some(pk) => past(&item::partition_prefix(bucket, pk)),
+            None => item::bucket_prefix(bucket),
+        };
+        let mut keys = Vec::new();
+        while keys.len() < limit {
+            let first = self
+                .store
+                .range(Space::Data, Included(&from), Excluded(&end), false, 1)?;
+            let Some((key, _)) = first.into_iter().next() else {
+                return Ok((keys, true));
+            };
+            let Some((_, pk, _)) = item::decode(&key) else {
+                // Not a storage key of an item: step past it.
+                from = [key.as_slice(), &[0]].concat();
+                continue;
+            };
+            from = past(&item::partition_prefix(bucket, &pk));
+            keys.push(pk);
+        }
+        Ok((keys, false))
+    }
+
     /// The anti-entropy trees this replica maintains.
     pub fn trees(&self) -> &Arc<Mutex<Trees>> {
         &self.trees

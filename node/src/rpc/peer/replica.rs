@@ -33,6 +33,16 @@ pub enum ReplicaRequest {
         /// The state to hand over.
         state: State,
     },
+    /// List the partition keys of `bucket` this replica holds items of,
+    /// past `after`, in byte order, at most `limit`.
+    Partitions {
+        /// The bucket.
+        bucket: String,
+        /// Past this partition key (`None`: from the first).
+        after: Option<Vec<u8>>,
+        /// Most keys.
+        limit: u32,
+    },
     /// Read this replica's items of one partition between two storage
     /// keys, in key order (descending when `reverse`), at most `limit`
     /// records and about `max_bytes` bytes of them (at least one).
@@ -50,7 +60,7 @@ pub enum ReplicaRequest {
     },
 }
 
-/// One end of a range of storage keys.
+/// One end of a range of storage keys (see `ReplicaRequest::Range`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyBound {
     /// This key and those past it.
@@ -76,6 +86,14 @@ pub enum ReplicaResponse {
     State(Option<State>),
     /// Answer to `Write` and `HintedWrite`: merged (or kept) durably.
     Stored,
+    /// Answer to `Partitions`: the keys, and whether they are all this
+    /// replica holds past `after`.
+    Partitions {
+        /// Partition keys in byte order.
+        keys: Vec<Vec<u8>>,
+        /// Every partition past `after` was listed.
+        complete: bool,
+    },
     /// Answer to `Range`: the records in order, and whether they are all
     /// the replica holds in the range (false: it stopped at a limit, and
     /// holds nothing it did not send up to the last key sent).

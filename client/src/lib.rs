@@ -69,6 +69,7 @@ pub use handles::{
 };
 pub use kv::Versioned;
 pub use partition::{Batch, Outcome, Partition};
+pub use pool::{DEADLINE_SLACK, SPECULATIVE_DELAY};
 pub use proto::{
     AccessList, CausalContext, CertificateStatus, ClusterStatus, ErrorReply, Grant, GrantScope,
     MemberStatus, QuarantinedRecord, QuorumFailure, ReadOptions, ReplicaOutcome, Revocation,

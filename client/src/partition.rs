@@ -242,6 +242,60 @@ impl Partition {
         self.client.read_page(&query).await
     }
 
+    /// Deletes every live item of a range read (its bounds and prefix),
+    /// page by page, each with the context the page gave it; returns how
+    /// many were deleted. An item written after its page was read is not
+    /// deleted (its context did not cover it), as with any delete.
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let inbox = client.partition("inbox", b"alice");
+    /// let gone = inbox.delete_range(inbox.range().prefix(b"2025-")).await?;
+    /// println!("{gone} old messages deleted");
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_range(&self, query: RangeQuery) -> Result<u64, Error> {
+        let mut query = RangeQuery {
+            bucket: self.bucket.clone(),
+            partition: self.key.clone(),
+            ..query
+        };
+        query.options.timeout_ms = Some(self.client.pool.timeout_ms(query.options.timeout_ms));
+        let options = WriteOptions {
+            timeout_ms: Some(self.client.pool.timeout_ms(None)),
+            ..WriteOptions::default()
+        };
+        let mut total = 0;
+        loop {
+            let req = Request::DeleteRange {
+                query: query.clone(),
+                options,
+            };
+            match self.client.pool.call(&req, false).await? {
+                Response::Deleted {
+                    deleted,
+                    mut errors,
+                    failed,
+                    next,
+                } => {
+                    total += deleted;
+                    if failed > 0 {
+                        let first = errors.pop().map_or_else(
+                            || Error::Protocol(format!("{failed} deletes failed")),
+                            Error::Server,
+                        );
+                        return Err(first);
+                    }
+                    match next {
+                        Some(n) => query.after = Some(n),
+                        None => return Ok(total),
+                    }
+                }
+                other => return Err(Error::of_answer(other)),
+            }
+        }
+    }
+
     /// Reads an item of a register or LWW bucket.
     ///
     /// ```no_run

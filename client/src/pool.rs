@@ -18,9 +18,42 @@ use std::{
     },
     time::Duration,
 };
+use tokio::time::Instant;
 
-/// Slack the client adds to a request's timeout before it stops waiting.
+/// Slack the client adds to an admin request's timeout before it stops
+/// waiting (bucket creation and access changes go on to every member).
 const CLIENT_SLACK: Duration = Duration::from_secs(2);
+
+/// How long past a data request's timeout the client waits: time for the
+/// node's own typed answer, which it sends when the timeout is up (a quorum
+/// failure), to arrive. A call returns by its timeout plus this, whatever
+/// is down or paused.
+///
+/// ```
+/// assert_eq!(kvorum_client::DEADLINE_SLACK.as_millis(), 250);
+/// ```
+pub const DEADLINE_SLACK: Duration = Duration::from_millis(250);
+
+/// An idempotent read not answered in this long is also sent to the next
+/// node; the first answer wins.
+///
+/// ```
+/// assert_eq!(kvorum_client::SPECULATIVE_DELAY.as_millis(), 100);
+/// ```
+pub const SPECULATIVE_DELAY: Duration = Duration::from_millis(100);
+
+/// Whether a second node may be asked the same request while the first
+/// is late: short reads (not watches, which wait on purpose, nor admin
+/// requests).
+fn is_speculable(req: &Request) -> bool {
+    match req {
+        Request::Get { .. } | Request::Fetch { .. } | Request::Range(_) => true,
+        Request::ListPartitions { .. } => true,
+        Request::Item { op, .. } => !op.is_write(),
+        Request::Batch(ops) => ops.iter().all(|(_, op)| !op.is_write()),
+        _ => false,
+    }
+}
 
 /// The nodes, their connections, and the round robin over them. Cheap to
 /// clone (clones share everything).
@@ -50,7 +83,8 @@ pub(crate) struct Route {
     /// Index of the first node to try (modulo the node count); `None`: the
     /// next in the round robin.
     pub(crate) start: Option<usize>,
-    /// Slack past the request's timeout; `None`: the default (2 s).
+    /// Slack past the request's timeout; `None`: the default ([`DEADLINE_SLACK`]
+    /// for data requests, 2 s for admin requests).
     pub(crate) slack: Option<Duration>,
 }
 
@@ -60,8 +94,18 @@ enum AttemptError {
     NotSent(String),
     /// The request was sent, the answer did not come.
     Lost(String),
-    Timeout(Duration),
+    Timeout,
     Protocol(String),
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::NotSent(why) | AttemptError::Lost(why) => f.write_str(why),
+            AttemptError::Timeout => f.write_str("no answer by the deadline"),
+            AttemptError::Protocol(why) => write!(f, "protocol: {why}"),
+        }
+    }
 }
 
 impl Pool {
@@ -140,24 +184,81 @@ impl Pool {
             Request::Batch(ops) => ops.iter().filter_map(|(_, op)| op.timeout_ms()).max(),
             Request::Range(q) => q.options.timeout_ms,
             Request::ListPartitions { timeout_ms, .. } => *timeout_ms,
+            // A page's read, then its deletes.
+            Request::DeleteRange { query, options } => Some(
+                query
+                    .options
+                    .timeout_ms
+                    .unwrap_or(0)
+                    .saturating_add(options.timeout_ms.unwrap_or(0)),
+            )
+            .filter(|ms| *ms > 0),
             Request::Watch { timeout_ms, .. } => Some(*timeout_ms),
         }
         .map(|ms| Duration::from_millis(ms.into()))
-        .unwrap_or(self.inner.request_timeout)
-            + route.slack.unwrap_or(CLIENT_SLACK);
+        .unwrap_or(self.inner.request_timeout);
+        // The caller's deadline: the request's timeout and a slack for the
+        // node's own answer, whatever is down or paused (connect attempts
+        // count against it). Admin requests that go on to every member
+        // keep a longer slack.
+        let slack = route.slack.unwrap_or(if req.is_admin() {
+            CLIENT_SLACK
+        } else {
+            DEADLINE_SLACK
+        });
+        let began = Instant::now();
+        let deadline = began + wait + slack;
+        let speculate = idempotent && is_speculable(req);
         let n = self.inner.nodes.len();
         let start = route.start.unwrap_or_else(|| self.next_node());
+        let node = |i: usize| self.inner.nodes[(start + i) % n];
         let mut failures = Vec::new();
-        for i in 0..n {
-            let addr = self.inner.nodes[(start + i) % n];
-            match self.attempt(addr, &frame, wait).await {
+        let mut i = 0;
+        while i < n {
+            let addr = node(i);
+            i += 1;
+            let first = self.attempt(addr, &frame, deadline);
+            tokio::pin!(first);
+            let (addr, result) = if speculate && i < n {
+                match tokio::time::timeout(SPECULATIVE_DELAY, &mut first).await {
+                    Ok(r) => (addr, r),
+                    Err(_) => {
+                        // Late: the next node is asked too, and the first
+                        // answer wins (Cassandra's speculative execution).
+                        let other = node(i);
+                        i += 1;
+                        let second = self.attempt(other, &frame, deadline);
+                        tokio::pin!(second);
+                        tokio::select! {
+                            r = &mut first => match r {
+                                Ok(resp) => (addr, Ok(resp)),
+                                Err(e) => {
+                                    failures.push((addr, e.to_string()));
+                                    (other, second.await)
+                                }
+                            },
+                            r = &mut second => match r {
+                                Ok(resp) => (other, Ok(resp)),
+                                Err(e) => {
+                                    failures.push((other, e.to_string()));
+                                    (addr, first.await)
+                                }
+                            },
+                        }
+                    }
+                }
+            } else {
+                (addr, first.await)
+            };
+            match result {
                 Ok(resp) => return Ok(resp),
                 Err(AttemptError::NotSent(why)) => failures.push((addr, why)),
                 Err(AttemptError::Lost(why)) if idempotent => failures.push((addr, why)),
                 Err(AttemptError::Lost(reason)) => {
                     return Err(Error::OutcomeUnknown { addr, reason })
                 }
-                Err(AttemptError::Timeout(after)) => {
+                Err(AttemptError::Timeout) => {
+                    let after = began.elapsed();
                     // A node that did not answer in time may be dead or
                     // paused while its connection still looks open: forget
                     // the connection and skip the node for a moment, so the
@@ -179,15 +280,13 @@ impl Pool {
         &self,
         addr: SocketAddr,
         frame: &[u8],
-        wait: Duration,
+        deadline: Instant,
     ) -> Result<Response, AttemptError> {
-        let conn = self
-            .inner
-            .conns
-            .get(addr)
+        let conn = tokio::time::timeout_at(deadline, self.inner.conns.get(addr))
             .await
+            .map_err(|_| AttemptError::Timeout)?
             .map_err(|e| AttemptError::NotSent(e.to_string()))?;
-        let result = tokio::time::timeout(wait, async {
+        let result = tokio::time::timeout_at(deadline, async {
             let (mut send, mut recv) = conn
                 .open_bi()
                 .await
@@ -211,7 +310,7 @@ impl Pool {
                 .map_err(|e| AttemptError::Protocol(e.to_string()))
         })
         .await
-        .unwrap_or(Err(AttemptError::Timeout(wait)));
+        .unwrap_or(Err(AttemptError::Timeout));
         // TLS 1.3 lets the client finish its handshake first: a node that
         // refuses our certificate closes the connection only afterwards, with
         // a crypto error. It never read the request, so it was not sent.

@@ -392,7 +392,7 @@ impl Run {
         let key = workload::key_name(k);
         let live = self.cluster.live_members();
         let c = self.cluster.admin(&live, Duration::from_secs(2));
-        let token = kvorum_ring::Ring::key_token(&kvorum_node::replication::replica::storage_key(
+        let token = kvorum_ring::item::token(&kvorum_node::replication::replica::storage_key(
             w.bucket(),
             &key,
         ));

@@ -128,6 +128,19 @@ async fn ranges_page_through_a_partition_in_order_without_skips_or_repeats() {
             .chain((0..250).filter(|i| i % 3 != 0).map(sort))
             .collect();
         assert_eq!(scan(&client, p.range().limit(10)).await, left);
+        // Deleting a range: the 67 live items under m01, and only those.
+        let gone = p
+            .delete_range(p.range().prefix(b"m01").limit(10))
+            .await
+            .unwrap();
+        assert_eq!(gone, 67);
+        assert!(scan(&client, p.range().prefix(b"m01")).await.is_empty());
+        let left_now: Vec<_> = left
+            .iter()
+            .filter(|s| !s.starts_with(b"m01"))
+            .cloned()
+            .collect();
+        assert_eq!(scan(&client, p.range().limit(25)).await, left_now);
         // Each neighbour still holds exactly its own three items.
         for pk in [&b"alic"[..], b"alice\0", b"alicf", b"alice\xff"] {
             let q = RangeQuery::new("default", pk);

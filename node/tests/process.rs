@@ -122,6 +122,28 @@ async fn wait_for_members(dir: &Path, addrs: &[SocketAddr], count: usize) {
     }
 }
 
+/// Certificates and the configs `n1.toml` to `n3.toml` of three nodes on
+/// free loopback ports in `d`; returns their addresses.
+fn three_configs(d: &Path) -> Vec<SocketAddr> {
+    common::make_certs(d, 3);
+    let base = free_ports(3);
+    let addrs: Vec<SocketAddr> = (0..3)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], base + i)))
+        .collect();
+    for i in 1..=3usize {
+        let seeds: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        let text = format!(
+            "id = \"n{i}\"\nlisten = \"{}\"\nseeds = [{}]\ngossip_interval_ms = 100\n\
+             peer_connect_timeout_ms = 500\n\
+             [tls]\nca = \"ca.pem\"\ncert = \"n{i}.pem\"\nkey = \"n{i}.key\"\n",
+            addrs[i - 1],
+            seeds.join(", ")
+        );
+        std::fs::write(d.join(format!("n{i}.toml")), text).unwrap();
+    }
+    addrs
+}
+
 /// Grants every client certificate every bucket (a new cluster grants
 /// nothing), confirmed by every member.
 async fn grant_every_bucket(dir: &Path, addrs: &[SocketAddr]) {
@@ -139,19 +161,7 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
     tokio::time::timeout(Duration::from_secs(120), async {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        common::make_certs(d, 3);
-        let base = free_ports(3);
-        let addrs: Vec<SocketAddr> = (0..3).map(|i| SocketAddr::from(([127, 0, 0, 1], base + i))).collect();
-        for i in 1..=3usize {
-            let seeds: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
-            let text = format!(
-                "id = \"n{i}\"\nlisten = \"{}\"\nseeds = [{}]\ngossip_interval_ms = 100\npeer_connect_timeout_ms = 500\n\
-                 [tls]\nca = \"ca.pem\"\ncert = \"n{i}.pem\"\nkey = \"n{i}.key\"\n",
-                addrs[i - 1],
-                seeds.join(", ")
-            );
-            std::fs::write(d.join(format!("n{i}.toml")), text).unwrap();
-        }
+        let addrs = three_configs(d);
         // n2 logs JSON (one object per line).
         let start = |i: usize| {
             let config = format!("n{i}.toml");
@@ -166,21 +176,34 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
             wait_for_members(d, &[*a], 3).await;
         }
         grant_every_bucket(d, &addrs).await;
-                let client = client_of(d, &addrs);
+        let client = client_of(d, &addrs);
         let all = WriteOptions::w(3);
         // Every node reaches every other (reconnect backoffs from the
         // staggered start have passed): a W=3 write succeeds through each.
         for a in &addrs {
             let one = client_of(d, &[*a]);
             let deadline = Instant::now() + Duration::from_secs(30);
-            while one.put_with("default", b"p", b"", &CausalContext::empty(), all).await.is_err() {
+            while one
+                .put_with("default", b"p", b"", &CausalContext::empty(), all)
+                .await
+                .is_err()
+            {
                 assert!(Instant::now() < deadline, "cluster not fully reachable");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         for i in 0..50u32 {
             let key = format!("key-{i}");
-            client.put_with("default", key.as_bytes(), &i.to_be_bytes(), &CausalContext::empty(), all).await.unwrap();
+            client
+                .put_with(
+                    "default",
+                    key.as_bytes(),
+                    &i.to_be_bytes(),
+                    &CausalContext::empty(),
+                    all,
+                )
+                .await
+                .unwrap();
         }
         // kill -9 n1 right after the acknowledgements, then restart it.
         procs[0].kill9();
@@ -193,7 +216,11 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
             .collect();
-        let said = |msg: &str| events.iter().any(|e| e["fields"]["message"] == msg && e["level"] == "INFO");
+        let said = |msg: &str| {
+            events
+                .iter()
+                .any(|e| e["fields"]["message"] == msg && e["level"] == "INFO")
+        };
         assert!(said("node started") && said("member learned"), "{log}");
         let n1 = client_of(d, &addrs[..1]);
         wait_for_members(d, &addrs[..1], 3).await;
@@ -201,7 +228,11 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
         for i in 0..50u32 {
             let key = format!("key-{i}");
             let v = n1.get_with("default", key.as_bytes(), one).await.unwrap();
-            assert_eq!(v.single(), Some(&i.to_be_bytes()[..]), "{key} lost after kill -9");
+            assert_eq!(
+                v.single(),
+                Some(&i.to_be_bytes()[..]),
+                "{key} lost after kill -9"
+            );
         }
         // After the kill -9 n1 coordinates as a new data epoch (a write it
         // sent out before its own sync may be elsewhere and not on its
@@ -214,7 +245,10 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
         wait_for_members(d, &addrs[..1], 3).await;
         let log = std::fs::read_to_string(d.join("n1-clean.err")).unwrap();
         assert!(log.contains("node started"), "{log}");
-        assert!(!log.contains(new_epoch), "a new epoch after a clean stop: {log}");
+        assert!(
+            !log.contains(new_epoch),
+            "a new epoch after a clean stop: {log}"
+        );
     })
     .await
     .unwrap();
@@ -448,4 +482,132 @@ async fn sighup_makes_a_node_reload_its_certificate() {
     })
     .await
     .unwrap();
+}
+
+/// The caller's deadline: with n1 stopped by SIGSTOP (its connections look
+/// open, it answers nothing), every call returns by its timeout plus
+/// `DEADLINE_SLACK` (and a margin for a loaded machine); reads that start
+/// at n1 are answered by the next node after `SPECULATIVE_DELAY`; a write
+/// whose quorum cannot be met gets the node's typed quorum error, not a
+/// client timeout. The latencies are printed, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_through_a_paused_node_return_by_their_deadline() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let addrs = three_configs(d);
+        let procs: Vec<Proc> = (1..=3)
+            .map(|i| {
+                let config = format!("n{i}.toml");
+                Proc::spawn(&["start", "--config", &config], d, &format!("n{i}"))
+            })
+            .collect();
+        for a in &addrs {
+            wait_for_members(d, &[*a], 3).await;
+        }
+        grant_every_bucket(d, &addrs).await;
+        let all = client_of(d, &addrs);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in 0..12u32 {
+            let key = format!("k{i}");
+            while all
+                .put_with(
+                    "default",
+                    key.as_bytes(),
+                    b"v",
+                    &CausalContext::empty(),
+                    WriteOptions::w(3),
+                )
+                .await
+                .is_err()
+            {
+                assert!(Instant::now() < deadline, "cluster not fully reachable");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let stop = |sig: &str| {
+            let status = Command::new("kill")
+                .args([sig, &procs[0].0.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        };
+        stop("-STOP");
+        let timeout = Duration::from_millis(1000);
+        // Margin over the deadline for a loaded 2-core machine.
+        let bound = timeout + kvorum_client::DEADLINE_SLACK + Duration::from_millis(400);
+        let ms = u32::try_from(timeout.as_millis()).unwrap();
+        // Reads round-robin over n1, n2, n3: every one is answered.
+        let mut reads = Vec::new();
+        for i in 0..12u32 {
+            let began = Instant::now();
+            let v = all
+                .get_with(
+                    "default",
+                    format!("k{i}").as_bytes(),
+                    ReadOptions::r(2).timeout_ms(ms),
+                )
+                .await;
+            let took = began.elapsed();
+            assert!(v.is_ok(), "read k{i}: {v:?}");
+            assert!(took < bound, "read k{i} took {took:?}");
+            reads.push(took);
+        }
+        // Writes: whichever node they start at, they end by the deadline.
+        let mut writes = Vec::new();
+        for i in 0..9u32 {
+            let began = Instant::now();
+            let r = all
+                .put_with(
+                    "default",
+                    format!("w{i}").as_bytes(),
+                    b"v",
+                    &CausalContext::empty(),
+                    WriteOptions::w(2).timeout_ms(ms),
+                )
+                .await;
+            let took = began.elapsed();
+            assert!(took < bound, "write w{i} took {took:?}: {r:?}");
+            writes.push(took);
+        }
+        // W = 3 through n2 cannot be met: n2 answers its typed quorum error
+        // at the timeout, and the client is still there to read it.
+        let via2 = client_of(d, &addrs[1..2]);
+        let began = Instant::now();
+        let r = via2
+            .put_with(
+                "default",
+                b"all-three",
+                b"v",
+                &CausalContext::empty(),
+                WriteOptions::w(3).strict().timeout_ms(ms),
+            )
+            .await;
+        let took = began.elapsed();
+        assert!(
+            matches!(
+                r,
+                Err(kvorum_client::Error::Server(
+                    kvorum_client::ErrorReply::Quorum(_)
+                ))
+            ),
+            "{r:?}"
+        );
+        assert!(took < bound, "the quorum error took {took:?}");
+        stop("-CONT");
+        reads.sort();
+        writes.sort();
+        eprintln!(
+            "with n1 paused: reads median {:?} max {:?}; writes median {:?} max {:?}; \
+             quorum error after {took:?}",
+            reads[reads.len() / 2],
+            reads[reads.len() - 1],
+            writes[writes.len() / 2],
+            writes[writes.len() - 1]
+        );
+        all.close().await;
+        via2.close().await;
+    })
+    .await
+    .expect("the test finished in time");
 }

@@ -350,6 +350,17 @@ pub enum Request {
     Batch(Vec<(ItemKey, ItemOp)>),
     /// One page of a range read of a partition.
     Range(RangeQuery),
+    /// Delete the live items of one page of a range read (the query's
+    /// bounds, prefix, direction and limit), each with the context the
+    /// read gave it, at W: answered with
+    /// [`Response::Deleted`](crate::proto::Response::Deleted) and where the
+    /// page ended.
+    DeleteRange {
+        /// The range, one page of it.
+        query: RangeQuery,
+        /// W and timeout of the deletes.
+        options: WriteOptions,
+    },
     /// One page of the partition keys of a bucket, in byte order
     /// ([`Response::Partitions`](crate::proto::Response::Partitions)).
     ListPartitions {

@@ -116,6 +116,19 @@ pub enum Response {
     Page(Page),
     /// Answer to `Request::Watch` when nothing changed in its time.
     Unchanged,
+    /// Answer to `Request::DeleteRange`.
+    Deleted {
+        /// Items deleted (their deletes reached W).
+        deleted: u64,
+        /// The deletes that failed, with why (at most 16 listed; `failed`
+        /// counts them all).
+        errors: Vec<ErrorReply>,
+        /// Deletes that failed.
+        failed: u64,
+        /// Where the page ended, if the range goes on (pass as the
+        /// query's `after`).
+        next: Option<Vec<u8>>,
+    },
     /// Answer to `Request::ListPartitions`: partition keys in byte order,
     /// and where the page ended if the listing goes on.
     Partitions {

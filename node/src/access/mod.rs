@@ -52,6 +52,7 @@ pub fn authorize(caller: &Caller, req: &Request, access: &Access) -> Result<(), 
         Request::Item { key, op } => vec![(&key.bucket, op.is_write())],
         Request::Range(q) => vec![(&q.bucket, false)],
         Request::ListPartitions { bucket, .. } => vec![(bucket, false)],
+        Request::DeleteRange { query, .. } => vec![(&query.bucket, true)],
         Request::Watch { target, .. } => {
             vec![(crate::replication::watch::watched_bucket(target), false)]
         }
@@ -80,4 +81,101 @@ pub fn authorize(caller: &Caller, req: &Request, access: &Access) -> Result<(), 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{MemoryEngine, Store, SyncPolicy};
+    use kvorum_client::proto::{ItemKey, ItemOp, RangeQuery, WatchTarget};
+    use kvorum_client::{CausalContext, Grant, GrantScope};
+    use std::sync::Arc;
+
+    fn app() -> Caller {
+        Caller {
+            role: Role::Client,
+            name: Some("app".into()),
+            serial: "01".into(),
+            not_after: i64::MAX,
+        }
+    }
+
+    fn get(bucket: &str) -> (ItemKey, ItemOp) {
+        let op = ItemOp::Get {
+            options: Default::default(),
+            at_least: None,
+        };
+        (ItemKey::new(bucket, b"p", b"s"), op)
+    }
+
+    fn put(bucket: &str) -> (ItemKey, ItemOp) {
+        let op = ItemOp::Put {
+            value: b"v".to_vec(),
+            context: CausalContext::empty(),
+            options: Default::default(),
+        };
+        (ItemKey::new(bucket, b"p", b"s"), op)
+    }
+
+    /// Every request of sorted partitions is checked as a read or a write
+    /// of its bucket; a batch needs each of its operations' grants.
+    #[tokio::test]
+    async fn item_range_batch_watch_and_listing_requests_need_their_grants() {
+        let (store, _closed) = Store::start(Arc::new(MemoryEngine::new()), SyncPolicy::Always);
+        let access = Access::load(store, "n1", true, crate::util::clock::SystemClock::shared())
+            .await
+            .unwrap();
+        access
+            .grant(Grant {
+                client: "app".into(),
+                scope: GrantScope::Prefix("ro-".into()),
+                read: true,
+                write: false,
+            })
+            .await
+            .unwrap();
+        access
+            .grant(Grant {
+                client: "app".into(),
+                scope: GrantScope::Bucket("rw".into()),
+                read: true,
+                write: true,
+            })
+            .await
+            .unwrap();
+        let ok = |req: Request| authorize(&app(), &req, &access).is_ok();
+        let item = |(key, op)| Request::Item { key, op };
+        assert!(ok(item(get("ro-a"))));
+        assert!(!ok(item(put("ro-a"))));
+        assert!(ok(item(put("rw"))));
+        assert!(!ok(item(get("other"))));
+        assert!(ok(Request::Range(RangeQuery::new("ro-a", b"p"))));
+        assert!(!ok(Request::Range(RangeQuery::new("other", b"p"))));
+        assert!(ok(Request::Batch(vec![get("ro-a"), put("rw")])));
+        assert!(!ok(Request::Batch(vec![get("ro-a"), put("ro-a")])));
+        assert!(!ok(Request::Batch(vec![put("rw"), get("other")])));
+        let delete_range = |bucket: &str| Request::DeleteRange {
+            query: RangeQuery::new(bucket, b"p"),
+            options: Default::default(),
+        };
+        assert!(!ok(delete_range("ro-a")));
+        assert!(ok(delete_range("rw")));
+        let list = |bucket: &str| Request::ListPartitions {
+            bucket: bucket.into(),
+            after: None,
+            limit: 0,
+            timeout_ms: None,
+        };
+        assert!(ok(list("ro-a")));
+        assert!(!ok(list("other")));
+        let watch = |bucket: &str| Request::Watch {
+            target: WatchTarget::Item {
+                key: ItemKey::new(bucket, b"p", b""),
+                known: Default::default(),
+            },
+            timeout_ms: 10,
+        };
+        assert!(ok(watch("ro-a")));
+        assert!(!ok(watch("other")));
+    }
 }

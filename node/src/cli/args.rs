@@ -146,6 +146,25 @@ pub enum DataCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Delete every live item of a partition between bounds or under a
+    /// prefix (each with the context its read gave it).
+    DeleteRange {
+        /// Bucket.
+        bucket: String,
+        /// Partition key.
+        partition: String,
+        /// Only sort keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// From this sort key on (included).
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this sort key (excluded).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// List the partition keys of a bucket, in byte order, a page at a time.
     Partitions {
         /// Bucket.

@@ -12,7 +12,8 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
         DataCommand::Range { .. }
         | DataCommand::Batch { .. }
         | DataCommand::Watch { .. }
-        | DataCommand::Partitions { .. } => {
+        | DataCommand::Partitions { .. }
+        | DataCommand::DeleteRange { .. } => {
             return super::items::run(cmd).await;
         }
         DataCommand::Counter {

@@ -149,6 +149,31 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
             }
             client.close().await;
         }
+        DataCommand::DeleteRange {
+            bucket,
+            partition,
+            prefix,
+            from,
+            to,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let p = client.partition(&bucket, partition.as_bytes());
+            let q = p
+                .range()
+                .between(
+                    from.map_or(SortBound::Unbounded, |s| {
+                        SortBound::Included(s.into_bytes())
+                    }),
+                    to.map_or(SortBound::Unbounded, |s| {
+                        SortBound::Excluded(s.into_bytes())
+                    }),
+                )
+                .prefix(prefix.as_bytes());
+            let deleted = p.delete_range(q).await?;
+            println!("deleted {deleted}");
+            client.close().await;
+        }
         DataCommand::Partitions {
             bucket,
             limit,

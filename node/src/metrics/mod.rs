@@ -391,6 +391,7 @@ pub fn request_op(req: &Request) -> (&'static str, Option<&str>) {
         Request::Batch(_) => ("batch", None),
         Request::Range(q) => ("range", Some(&q.bucket)),
         Request::ListPartitions { bucket, .. } => ("list_partitions", Some(bucket)),
+        Request::DeleteRange { query, .. } => ("delete_range", Some(&query.bucket)),
         Request::Watch { target, .. } => (
             "watch",
             Some(crate::replication::watch::watched_bucket(target)),

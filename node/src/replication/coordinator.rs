@@ -165,6 +165,7 @@ impl Coordinator {
             Request::Range(query) => self.range(query).await,
             Request::Batch(ops) => self.batch(ops, forwarded).await,
             Request::Watch { target, timeout_ms } => self.watch(target, timeout_ms).await,
+            Request::DeleteRange { query, options } => self.delete_range(query, options).await,
             Request::ListPartitions {
                 bucket,
                 after,

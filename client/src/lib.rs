@@ -25,7 +25,8 @@
 //! - `client`: [`Client`], the data-plane handle, and [`ClientBuilder`] (which builds both).
 //! - `kv`: `get`, `put`, `delete` of [`Client`] and their `_with` variants; [`Versioned`].
 //! - `partition`: sorted partitions: [`Partition`] (items by sort key, range
-//!   reads page by page) and [`Batch`] (several item operations, one outcome each).
+//!   reads page by page, listing partitions).
+//! - `batch`: [`Batch`], several item operations in one request, one outcome each.
 //! - `watch`: long polls for a change ([`Client::watch`], [`Client::watch_range`]) and the
 //!   change loops on them ([`Changes`], [`RangeChanges`]).
 //! - `handles`: typed handles on counter, set and map keys ([`CounterHandle`] and the others).
@@ -46,6 +47,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod batch;
 pub mod bytes;
 mod client;
 pub mod conn;
@@ -62,13 +64,14 @@ mod version;
 mod watch;
 
 pub use admin::{Admin, AdminBuilder};
+pub use batch::{Batch, Outcome};
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use error::Error;
 pub use handles::{
     CounterHandle, CounterValue, MapHandle, MapUpdate, SetHandle, SetValue, TypedMap,
 };
 pub use kv::Versioned;
-pub use partition::{Batch, Outcome, Partition};
+pub use partition::Partition;
 pub use pool::{DEADLINE_SLACK, SPECULATIVE_DELAY};
 pub use proto::{
     AccessList, CausalContext, CertificateStatus, ClusterStatus, ErrorReply, Grant, GrantScope,

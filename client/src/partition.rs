@@ -5,7 +5,7 @@
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::kv::Versioned;
+use crate::kv::{ReadAnswer, Versioned};
 use crate::proto::{
     CausalContext, DataOp, DataValue, Item, ItemKey, ItemOp, Page, RangeQuery, ReadOptions,
     Request, Response, Version, WriteOptions,
@@ -437,31 +437,9 @@ impl Partition {
     }
 }
 
+/// A get's answer (`Value` or `NotFound`) as [`Versioned`].
 pub(crate) fn versioned(r: Response) -> Result<Versioned, Error> {
-    match r {
-        Response::Value {
-            siblings,
-            context,
-            version,
-            report,
-        } => Ok(Versioned {
-            siblings,
-            context,
-            version,
-            report,
-        }),
-        Response::NotFound {
-            context,
-            version,
-            report,
-        } => Ok(Versioned {
-            siblings: Vec::new(),
-            context,
-            version,
-            report,
-        }),
-        other => Err(Error::of_answer(other)),
-    }
+    <Versioned as ReadAnswer>::from_response(r).map_err(Error::of_answer)
 }
 
 fn written(r: Response) -> Result<(CausalContext, Version), Error> {

@@ -376,6 +376,42 @@ async fn dev_cluster_serves_the_cli_stops_on_ctrl_c_and_keeps_its_data() {
         assert!(ok && out.starts_with("world\ncontext: "), "{out}");
         let (ok, out) = cli(d, &["get", "demo", "missing"]);
         assert!(!ok && out.starts_with("not found"), "{out}");
+        // Sorted partitions: items, a range, listing, a batch file, a
+        // watch, a delete-range.
+        for (sort, v) in [("s1", "one"), ("s2", "two"), ("t1", "three")] {
+            let (ok, out) = cli(d, &["put", "demo", "inbox", v, "--sort", sort]);
+            assert!(ok, "{out}");
+        }
+        let (ok, out) = cli(d, &["get", "demo", "inbox", "--sort", "s2"]);
+        assert!(ok && out.starts_with("two\n"), "{out}");
+        let (ok, out) = cli(d, &["range", "demo", "inbox", "--prefix", "s", "--reverse"]);
+        assert_eq!((ok, out.as_str()), (true, "s2\ttwo\ns1\tone\n"));
+        let (ok, out) = cli(d, &["range", "demo", "inbox", "--limit", "1"]);
+        assert!(ok && out.starts_with("s1\tone\nnext: "), "{out}");
+        let (ok, out) = cli(d, &["partitions", "demo", "--all"]);
+        assert!(
+            ok && out.lines().any(|l| l == "inbox") && out.lines().any(|l| l == "hello"),
+            "{out}"
+        );
+        std::fs::write(
+            d.join("ops.txt"),
+            "put demo other m1 hi\nget demo inbox t1\n",
+        )
+        .unwrap();
+        let (ok, out) = cli(d, &["batch", "ops.txt"]);
+        assert!(
+            ok && out.contains("1: ok") && out.contains("2: three"),
+            "{out}"
+        );
+        let (ok, out) = cli(
+            d,
+            &["watch", "demo", "inbox", "--sort", "t1", "--count", "1"],
+        );
+        assert!(ok && out.starts_with("three\t"), "{out}");
+        let (ok, out) = cli(d, &["delete-range", "demo", "inbox", "--prefix", "s"]);
+        assert_eq!((ok, out.as_str()), (true, "deleted 2\n"));
+        let (ok, out) = cli(d, &["range", "demo", "inbox"]);
+        assert_eq!((ok, out.as_str()), (true, "t1\tthree\n"));
 
         // Topology administration.
         let (ok, out) = cli(d, &["admin", "status", "--json"]);

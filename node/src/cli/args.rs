@@ -115,19 +115,8 @@ pub enum DataCommand {
     /// Read the items of a partition in sort-key order, a page at a time
     /// (docs/data-model.md).
     Range {
-        /// Bucket.
-        bucket: String,
-        /// Partition key.
-        partition: String,
-        /// Only sort keys starting with this.
-        #[arg(long, default_value = "")]
-        prefix: String,
-        /// From this sort key on (included).
-        #[arg(long)]
-        from: Option<String>,
-        /// Up to this sort key (excluded).
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        span: Span,
         /// From the high end down.
         #[arg(long)]
         reverse: bool,
@@ -149,19 +138,8 @@ pub enum DataCommand {
     /// Delete every live item of a partition between bounds or under a
     /// prefix (each with the context its read gave it).
     DeleteRange {
-        /// Bucket.
-        bucket: String,
-        /// Partition key.
-        partition: String,
-        /// Only sort keys starting with this.
-        #[arg(long, default_value = "")]
-        prefix: String,
-        /// From this sort key on (included).
-        #[arg(long)]
-        from: Option<String>,
-        /// Up to this sort key (excluded).
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        span: Span,
         #[command(flatten)]
         conn: Conn,
     },
@@ -442,6 +420,39 @@ pub struct WriteArgs {
     pub w: Option<u8>,
     #[command(flatten)]
     pub conn: Conn,
+}
+
+/// The part of a partition `range` and `delete-range` read.
+#[derive(Args)]
+pub struct Span {
+    /// Bucket.
+    pub bucket: String,
+    /// Partition key.
+    pub partition: String,
+    /// Only sort keys starting with this.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// From this sort key on (included).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Up to this sort key (excluded).
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+impl Span {
+    /// The range read of this span, forward, in pages of the node's size.
+    pub fn query(&self) -> kvorum_client::proto::RangeQuery {
+        use kvorum_client::proto::{RangeQuery, SortBound};
+        let bound = |s: &Option<String>, low: bool| match s {
+            None => SortBound::Unbounded,
+            Some(s) if low => SortBound::Included(s.clone().into_bytes()),
+            Some(s) => SortBound::Excluded(s.clone().into_bytes()),
+        };
+        RangeQuery::new(&self.bucket, self.partition.as_bytes())
+            .between(bound(&self.from, true), bound(&self.to, false))
+            .prefix(self.prefix.as_bytes())
+    }
 }
 
 /// Per-request quorums of the typed commands.

@@ -5,7 +5,7 @@
 use super::args::DataCommand;
 use super::data::parse_context;
 use super::BoxError;
-use kvorum_client::proto::{ItemKey, ItemOp, ItemValue, RangeQuery, SortBound};
+use kvorum_client::proto::{ItemKey, ItemOp, ItemValue, RangeQuery};
 use kvorum_client::{CausalContext, Outcome};
 use std::io::Read;
 use std::process::ExitCode;
@@ -14,11 +14,7 @@ use std::process::ExitCode;
 pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
     match cmd {
         DataCommand::Range {
-            bucket,
-            partition,
-            prefix,
-            from,
-            to,
+            span,
             reverse,
             limit,
             after,
@@ -27,18 +23,7 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
             conn,
         } => {
             let client = conn.client()?;
-            let mut q = RangeQuery::new(&bucket, partition.as_bytes())
-                .between(
-                    from.map_or(SortBound::Unbounded, |s| {
-                        SortBound::Included(s.into_bytes())
-                    }),
-                    to.map_or(SortBound::Unbounded, |s| {
-                        SortBound::Excluded(s.into_bytes())
-                    }),
-                )
-                .prefix(prefix.as_bytes())
-                .limit(limit)
-                .options(conn.read_options(r));
+            let mut q = span.query().limit(limit).options(conn.read_options(r));
             q.reverse = reverse;
             if let Some(hex) = after {
                 q.after = Some(
@@ -149,28 +134,10 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
             }
             client.close().await;
         }
-        DataCommand::DeleteRange {
-            bucket,
-            partition,
-            prefix,
-            from,
-            to,
-            conn,
-        } => {
+        DataCommand::DeleteRange { span, conn } => {
             let client = conn.client()?;
-            let p = client.partition(&bucket, partition.as_bytes());
-            let q = p
-                .range()
-                .between(
-                    from.map_or(SortBound::Unbounded, |s| {
-                        SortBound::Included(s.into_bytes())
-                    }),
-                    to.map_or(SortBound::Unbounded, |s| {
-                        SortBound::Excluded(s.into_bytes())
-                    }),
-                )
-                .prefix(prefix.as_bytes());
-            let deleted = p.delete_range(q).await?;
+            let p = client.partition(&span.bucket, span.partition.as_bytes());
+            let deleted = p.delete_range(span.query()).await?;
             println!("deleted {deleted}");
             client.close().await;
         }

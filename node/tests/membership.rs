@@ -131,11 +131,15 @@ async fn check_placement(c: &TestCluster, acked: &[u32], limit: Duration) {
 fn placement_errors(c: &TestCluster, acked: &[u32]) -> Option<String> {
     let live: Vec<_> = c.nodes.iter().flatten().collect();
     let ring = live[0].view().read_ring.clone();
-    let prefix = storage_key("default", b"w");
+    // The writer's keys: partitions `w…` of `default`.
+    let written = |k: &[u8]| {
+        kvorum_ring::item::decode(k)
+            .is_some_and(|(b, pk, _)| b == "default" && pk.starts_with(b"w"))
+    };
     let mut holders: BTreeMap<Vec<u8>, BTreeSet<NodeId>> = BTreeMap::new();
     for n in &live {
         for k in n.data_keys().unwrap() {
-            if k.starts_with(&prefix) {
+            if written(&k) {
                 holders.entry(k).or_default().insert(n.id().clone());
             }
         }

@@ -38,8 +38,11 @@ pub(super) struct WriteQuorum {
 /// key: a few hundred bytes.
 pub(super) const MAX_CONTEXT_BYTES: usize = 64 * 1024;
 
-/// Extra time a forwarding node waits beyond the request timeout.
-pub(super) const FORWARD_SLACK: Duration = Duration::from_secs(1);
+/// Time a forwarding node keeps for the replica's answer to come back: the
+/// replica runs the write in what is left of the request's time less this,
+/// so the whole forwarded write ends by the request's timeout (the
+/// caller's deadline, docs/data-model.md).
+pub(super) const FORWARD_MARGIN: Duration = Duration::from_millis(100);
 
 /// Coordinates client data requests on this node.
 pub struct Coordinator {

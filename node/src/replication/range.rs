@@ -20,7 +20,7 @@ use kvorum_client::proto::{
 use kvorum_client::{BucketType, CausalContext, ReadReport};
 use kvorum_ring::{item, NodeId};
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tokio::sync::mpsc;
 
 /// A replica's answer: its records in the range's order, and whether they
@@ -298,16 +298,19 @@ impl Coordinator {
         // the span (or lacks it) gets the merge.
         let mut agreed = true;
         let mut repairs: Vec<(Vec<u8>, State, Vec<NodeId>)> = Vec::new();
+        // Each answer's records by key, once (not a scan per item).
+        let held: Vec<(&NodeId, HashMap<&[u8], &State>)> = answers
+            .iter()
+            .map(|(n, records, _)| {
+                let by_key = records.iter().map(|(k, s)| (k.as_slice(), s)).collect();
+                (n, by_key)
+            })
+            .collect();
         for (skey, state) in span {
-            let stale: Vec<NodeId> = answers
+            let stale: Vec<NodeId> = held
                 .iter()
-                .filter(|(_, records, _)| {
-                    records
-                        .iter()
-                        .find(|(k, _)| *k == skey)
-                        .is_none_or(|(_, s)| *s != state)
-                })
-                .map(|(n, _, _)| n.clone())
+                .filter(|(_, records)| records.get(skey.as_slice()) != Some(&&state))
+                .map(|(n, _)| (*n).clone())
                 .collect();
             if !stale.is_empty() {
                 agreed = false;

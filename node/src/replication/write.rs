@@ -4,7 +4,7 @@
 //! them (of every replica group during a ring change) stored it. A node
 //! that is not a replica forwards the write to one that is.
 
-use super::coordinator::{Coordinator, WriteQuorum, FORWARD_SLACK};
+use super::coordinator::{Coordinator, WriteQuorum, FORWARD_MARGIN};
 use super::quorum::{outcome_of, QuorumStatus, QuorumTracker};
 use crate::cluster::member::MemberState;
 use crate::data::value::{State, Update, ValueError};
@@ -12,8 +12,9 @@ use crate::replication::replica::ReplicaError;
 use crate::rpc::call::ask;
 use crate::rpc::peer::{ReplicaRequest, ReplicaResponse};
 use crate::rpc::transport::Transport;
-use kvorum_client::proto::{ErrorReply, OpKind, ReplicaOutcome, Request, Response};
+use kvorum_client::proto::{ErrorReply, ItemOp, OpKind, ReplicaOutcome, Request, Response};
 use kvorum_client::BucketProps;
+use kvorum_client::WriteOptions;
 use kvorum_ring::NodeId;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
@@ -249,13 +250,20 @@ impl Coordinator {
         timeout: Duration,
     ) -> Result<Response, ErrorReply> {
         let mut tracker = QuorumTracker::new(1, pref);
-        // The replica runs its own quorum with `timeout`: wait a little longer
-        // so its typed answer (success or quorum error) arrives first.
-        let wait = timeout + FORWARD_SLACK;
+        // The whole forward ends by the request's timeout: the replica runs
+        // its own quorum in what is left less a margin, so that its typed
+        // answer (success or quorum error) comes back in time.
+        let deadline = self.env.clock.now() + timeout;
         let mut order: Vec<&NodeId> = pref.iter().collect();
         order.sort_by_key(|n| !self.liveness.is_up(n)); // stable: up nodes first
         for node in order {
-            match ask(&*self.transport, node, req.clone(), wait).await {
+            let left = deadline.saturating_duration_since(self.env.clock.now());
+            let inner = left.saturating_sub(FORWARD_MARGIN);
+            if inner.is_zero() {
+                break;
+            }
+            let req = with_timeout(req.clone(), inner);
+            match ask(&*self.transport, node, req, left).await {
                 Ok(resp) => return Ok(resp),
                 // Only a forward that was never sent may go to another
                 // replica: one that was sent may have been applied, and a
@@ -269,6 +277,51 @@ impl Coordinator {
         }
         self.count_replies("write", &tracker);
         Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)))
+    }
+}
+
+/// `req` (a forwarded item write) with its timeout set to `t`.
+fn with_timeout(req: Request, t: Duration) -> Request {
+    let ms = Some(u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1));
+    match req {
+        Request::Item { key, op } => {
+            let op = match op {
+                ItemOp::Put {
+                    value,
+                    context,
+                    options,
+                } => ItemOp::Put {
+                    value,
+                    context,
+                    options: WriteOptions {
+                        timeout_ms: ms,
+                        ..options
+                    },
+                },
+                ItemOp::Delete { context, options } => ItemOp::Delete {
+                    context,
+                    options: WriteOptions {
+                        timeout_ms: ms,
+                        ..options
+                    },
+                },
+                ItemOp::Update {
+                    op,
+                    context,
+                    options,
+                } => ItemOp::Update {
+                    op,
+                    context,
+                    options: WriteOptions {
+                        timeout_ms: ms,
+                        ..options
+                    },
+                },
+                read => read,
+            };
+            Request::Item { key, op }
+        }
+        other => other,
     }
 }
 

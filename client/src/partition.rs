@@ -130,54 +130,9 @@ impl Client {
 }
 
 /// `op` with its timeout filled from the client's default.
-pub(crate) fn with_timeout(op: ItemOp, fill: impl Fn(Option<u32>) -> u32) -> ItemOp {
-    match op {
-        ItemOp::Get { options, at_least } => ItemOp::Get {
-            options: ReadOptions {
-                timeout_ms: Some(fill(options.timeout_ms)),
-                ..options
-            },
-            at_least,
-        },
-        ItemOp::Fetch { options, at_least } => ItemOp::Fetch {
-            options: ReadOptions {
-                timeout_ms: Some(fill(options.timeout_ms)),
-                ..options
-            },
-            at_least,
-        },
-        ItemOp::Put {
-            value,
-            context,
-            options,
-        } => ItemOp::Put {
-            value,
-            context,
-            options: WriteOptions {
-                timeout_ms: Some(fill(options.timeout_ms)),
-                ..options
-            },
-        },
-        ItemOp::Delete { context, options } => ItemOp::Delete {
-            context,
-            options: WriteOptions {
-                timeout_ms: Some(fill(options.timeout_ms)),
-                ..options
-            },
-        },
-        ItemOp::Update {
-            op,
-            context,
-            options,
-        } => ItemOp::Update {
-            op,
-            context,
-            options: WriteOptions {
-                timeout_ms: Some(fill(options.timeout_ms)),
-                ..options
-            },
-        },
-    }
+pub(crate) fn with_timeout(mut op: ItemOp, fill: impl Fn(Option<u32>) -> u32) -> ItemOp {
+    op.set_timeout_ms(fill(op.timeout_ms()));
+    op
 }
 
 impl Partition {

@@ -133,6 +133,25 @@ impl ItemOp {
         }
     }
 
+    /// Sets the timeout the operation asks for.
+    ///
+    /// ```
+    /// use kvorum_client::proto::ItemOp;
+    /// let mut op = ItemOp::Get { options: Default::default(), at_least: None };
+    /// op.set_timeout_ms(250);
+    /// assert_eq!(op.timeout_ms(), Some(250));
+    /// ```
+    pub fn set_timeout_ms(&mut self, ms: u32) {
+        match self {
+            ItemOp::Get { options, .. } | ItemOp::Fetch { options, .. } => {
+                options.timeout_ms = Some(ms)
+            }
+            ItemOp::Put { options, .. }
+            | ItemOp::Delete { options, .. }
+            | ItemOp::Update { options, .. } => options.timeout_ms = Some(ms),
+        }
+    }
+
     /// True for puts, deletes and updates.
     ///
     /// ```

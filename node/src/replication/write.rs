@@ -12,9 +12,8 @@ use crate::replication::replica::ReplicaError;
 use crate::rpc::call::ask;
 use crate::rpc::peer::{ReplicaRequest, ReplicaResponse};
 use crate::rpc::transport::Transport;
-use kvorum_client::proto::{ErrorReply, ItemOp, OpKind, ReplicaOutcome, Request, Response};
+use kvorum_client::proto::{ErrorReply, OpKind, ReplicaOutcome, Request, Response};
 use kvorum_client::BucketProps;
-use kvorum_client::WriteOptions;
 use kvorum_ring::NodeId;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
@@ -281,48 +280,11 @@ impl Coordinator {
 }
 
 /// `req` (a forwarded item write) with its timeout set to `t`.
-fn with_timeout(req: Request, t: Duration) -> Request {
-    let ms = Some(u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1));
-    match req {
-        Request::Item { key, op } => {
-            let op = match op {
-                ItemOp::Put {
-                    value,
-                    context,
-                    options,
-                } => ItemOp::Put {
-                    value,
-                    context,
-                    options: WriteOptions {
-                        timeout_ms: ms,
-                        ..options
-                    },
-                },
-                ItemOp::Delete { context, options } => ItemOp::Delete {
-                    context,
-                    options: WriteOptions {
-                        timeout_ms: ms,
-                        ..options
-                    },
-                },
-                ItemOp::Update {
-                    op,
-                    context,
-                    options,
-                } => ItemOp::Update {
-                    op,
-                    context,
-                    options: WriteOptions {
-                        timeout_ms: ms,
-                        ..options
-                    },
-                },
-                read => read,
-            };
-            Request::Item { key, op }
-        }
-        other => other,
+fn with_timeout(mut req: Request, t: Duration) -> Request {
+    if let Request::Item { op, .. } = &mut req {
+        op.set_timeout_ms(u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1));
     }
+    req
 }
 
 /// The replica writes of one coordinated write; each answer comes back on

@@ -5,6 +5,7 @@ use crate::conn::Connections;
 use crate::error::Error;
 use crate::pool::Pool;
 use crate::proto::{DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME};
+use crate::routing::{Router, PLACEMENT_REFRESH};
 use crate::tls::{client_quic_config, TlsMaterial};
 use std::{
     marker::PhantomData,
@@ -48,7 +49,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// handles and sessions (operator calls are on [`Admin`](crate::Admin)).
 /// Cheap to clone; share one per process.
 ///
-/// Requests go to the nodes round-robin; a node that cannot be reached is
+/// A request about a partition goes to one of its replicas first (the
+/// client learns the cluster's placement from the nodes and follows its
+/// changes: token-aware routing, see [`ClientBuilder::token_aware`]); other
+/// requests go to the nodes round-robin. A node that cannot be reached is
 /// skipped and the request goes to the next one. Reads are retried on another
 /// node after any connection failure; writes only when the failure happened
 /// before the request was sent (otherwise [`Error::OutcomeUnknown`]).
@@ -92,6 +96,27 @@ impl Client {
         tls: TlsMaterial,
     ) -> Result<Client, Error> {
         Self::builder(seeds, tls).build()
+    }
+
+    /// The cluster's placement as a node holds it now: the members and the
+    /// replicas of every token range (what requests are routed by; the
+    /// client's routing copy is replaced with it).
+    ///
+    /// ```no_run
+    /// # async fn f(client: kvorum_client::Client) -> Result<(), kvorum_client::Error> {
+    /// let placement = client.placement().await?;
+    /// let replicas: Vec<_> = placement.owners_of("inbox", b"alice").map(|n| &n.id).collect();
+    /// println!("inbox/alice lives on {replicas:?}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn placement(&self) -> Result<crate::proto::Placement, Error> {
+        match self.pool.placement().await? {
+            crate::proto::Response::Placement(p) => {
+                p.check().map_err(|e| Error::Protocol(e.to_string()))?;
+                Ok(*p)
+            }
+            other => Err(Error::of_answer(other)),
+        }
     }
 
     /// Closes every connection; in-flight requests fail.
@@ -140,6 +165,8 @@ pub struct ClientBuilder<T = Client> {
     connect_timeout: Duration,
     request_timeout: Duration,
     max_response_bytes: usize,
+    token_aware: bool,
+    placement_refresh: Duration,
     /// What [`ClientBuilder::build`] makes.
     built: PhantomData<fn() -> T>,
 }
@@ -161,6 +188,8 @@ impl<T: FromPool> ClientBuilder<T> {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            token_aware: true,
+            placement_refresh: PLACEMENT_REFRESH,
             built: PhantomData,
         }
     }
@@ -202,6 +231,35 @@ impl<T: FromPool> ClientBuilder<T> {
         self
     }
 
+    /// Whether requests about a partition go to one of its replicas first
+    /// (token-aware routing, default on), or every request goes to the
+    /// nodes round-robin. A node that is not a replica forwards a write to
+    /// one that is, so routing saves that hop; it never changes an answer.
+    ///
+    /// ```no_run
+    /// # fn f(b: kvorum_client::ClientBuilder) -> kvorum_client::ClientBuilder {
+    /// b.token_aware(false)
+    /// # }
+    /// ```
+    pub fn token_aware(mut self, on: bool) -> Self {
+        self.token_aware = on;
+        self
+    }
+
+    /// How often the client asks a node whether the placement it routes by
+    /// changed (default [`PLACEMENT_REFRESH`], 5 s). It also asks after a
+    /// replica it routed to failed.
+    ///
+    /// ```no_run
+    /// # fn f(b: kvorum_client::ClientBuilder) -> kvorum_client::ClientBuilder {
+    /// b.placement_refresh(std::time::Duration::from_secs(1))
+    /// # }
+    /// ```
+    pub fn placement_refresh(mut self, every: Duration) -> Self {
+        self.placement_refresh = every;
+        self
+    }
+
     /// Creates the client (or admin handle). Connections are opened lazily,
     /// on first use, so building succeeds even while nodes are down.
     ///
@@ -223,6 +281,7 @@ impl<T: FromPool> ClientBuilder<T> {
             self.seeds,
             self.request_timeout,
             self.max_response_bytes,
+            Router::new(self.token_aware, self.placement_refresh),
         )))
     }
 }

@@ -20,7 +20,8 @@
 //! - [`proto`]: the wire protocol: framing, requests, answers, error replies, admin answers.
 //! - [`tls`]: PEM loading and the QUIC/TLS 1.3 client configuration (mutual auth, `ring`).
 //! - [`conn`]: one cached QUIC connection per address, connect timeout, reconnect backoff.
-//! - `pool`: round robin over the seed nodes and failover, shared by [`Client`] and [`Admin`].
+//! - `pool`: the order a request tries the nodes in, and failover, shared by [`Client`] and [`Admin`].
+//! - `routing`: token-aware routing: the placement a client routes by, and when it asks again.
 //! - `error`: [`Error`], what every call of this crate fails with.
 //! - `client`: [`Client`], the data-plane handle, and [`ClientBuilder`] (which builds both).
 //! - `kv`: `get`, `put`, `delete` of [`Client`] and their `_with` variants; [`Versioned`].
@@ -57,6 +58,7 @@ mod kv;
 mod partition;
 mod pool;
 pub mod proto;
+mod routing;
 mod session;
 pub mod tls;
 mod types;
@@ -75,9 +77,10 @@ pub use partition::Partition;
 pub use pool::{DEADLINE_SLACK, SPECULATIVE_DELAY};
 pub use proto::{
     AccessList, CausalContext, CertificateStatus, ClusterStatus, ErrorReply, Grant, GrantScope,
-    MemberStatus, QuarantinedRecord, QuorumFailure, ReadOptions, ReplicaOutcome, Revocation,
-    RingRange, StaleRead, TransferStatus, WriteOptions,
+    MemberStatus, PlacedNode, Placement, QuarantinedRecord, QuorumFailure, ReadOptions,
+    ReplicaOutcome, Revocation, RingRange, StaleRead, TransferStatus, WriteOptions,
 };
+pub use routing::PLACEMENT_REFRESH;
 pub use session::{Session, SessionConfig};
 pub use tls::{TlsError, TlsMaterial};
 pub use types::{

@@ -1,8 +1,11 @@
 //! The connection pool and failover that [`Client`](crate::Client) and
 //! [`Admin`](crate::Admin) send their requests through.
 //!
-//! Requests go to the nodes round-robin, one request per QUIC stream; a node
-//! that cannot be reached is skipped and the request goes to the next one.
+//! A request about a partition goes to a replica of it first (token-aware
+//! routing, [`crate::routing`]); other requests, and every request until the
+//! client knows the placement, go to the nodes round-robin. One request per
+//! QUIC stream; a node that cannot be reached is skipped and the request
+//! goes to the next one.
 //! An idempotent request is retried on another node after any connection
 //! failure; any other only when the failure came before the request was sent
 //! (else [`Error::OutcomeUnknown`]).
@@ -10,6 +13,7 @@
 use crate::conn::{handshake_rejected, ConnectError, Connections};
 use crate::error::Error;
 use crate::proto::{decode_frame, encode_frame, Request, Response, PROTOCOL_VERSION};
+use crate::routing::Router;
 use std::{
     net::SocketAddr,
     sync::{
@@ -48,7 +52,7 @@ pub const SPECULATIVE_DELAY: Duration = Duration::from_millis(100);
 fn is_speculable(req: &Request) -> bool {
     match req {
         Request::Get { .. } | Request::Fetch { .. } | Request::Range(_) => true,
-        Request::ListPartitions { .. } => true,
+        Request::ListPartitions { .. } | Request::Placement { .. } => true,
         Request::Item { op, .. } => !op.is_write(),
         Request::Batch(ops) => ops.iter().all(|(_, op)| !op.is_write()),
         _ => false,
@@ -71,6 +75,8 @@ struct Inner {
     conns: Connections,
     /// The seeds, in the order given (the round robin's order).
     nodes: Vec<SocketAddr>,
+    /// The placement requests about a partition are routed by.
+    router: Router,
     next: AtomicUsize,
     request_timeout: Duration,
     max_response_bytes: usize,
@@ -115,11 +121,13 @@ impl Pool {
         nodes: Vec<SocketAddr>,
         request_timeout: Duration,
         max_response_bytes: usize,
+        router: Router,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 conns,
                 nodes,
+                router,
                 next: AtomicUsize::new(0),
                 request_timeout,
                 max_response_bytes,
@@ -194,6 +202,7 @@ impl Pool {
             )
             .filter(|ms| *ms > 0),
             Request::Watch { timeout_ms, .. } => Some(*timeout_ms),
+            Request::Placement { .. } => None,
         }
         .map(|ms| Duration::from_millis(ms.into()))
         .unwrap_or(self.inner.request_timeout);
@@ -209,9 +218,15 @@ impl Pool {
         let began = Instant::now();
         let deadline = began + wait + slack;
         let speculate = idempotent && is_speculable(req);
-        let n = self.inner.nodes.len();
-        let start = route.start.unwrap_or_else(|| self.next_node());
-        let node = |i: usize| self.inner.nodes[(start + i) % n];
+        let routed = if route.start.is_none() {
+            self.inner.router.replicas(req)
+        } else {
+            Vec::new()
+        };
+        self.refresh_placement(req);
+        let order = self.order(&routed, route);
+        let n = order.len();
+        let node = |i: usize| order[i];
         let mut failures = Vec::new();
         let mut i = 0;
         while i < n {
@@ -250,6 +265,11 @@ impl Pool {
             } else {
                 (addr, first.await)
             };
+            if result.is_err() && routed.contains(&addr) {
+                // A replica the placement named failed: the placement may
+                // be stale (or the node down); ask for it again.
+                self.inner.router.stale();
+            }
             match result {
                 Ok(resp) => return Ok(resp),
                 Err(AttemptError::NotSent(why)) => failures.push((addr, why)),
@@ -274,6 +294,56 @@ impl Pool {
             }
         }
         Err(Error::NoNodeAvailable(failures))
+    }
+
+    /// The nodes a request tries, in order: the `routed` replicas of its
+    /// partition, then the other nodes (the seeds and those the placement
+    /// lists) from the round robin's next, or from the node `route` names.
+    fn order(&self, routed: &[SocketAddr], route: Route) -> Vec<SocketAddr> {
+        let seeds = &self.inner.nodes;
+        if let Some(start) = route.start {
+            // A session's attempt names a seed to start from.
+            return (0..seeds.len())
+                .map(|i| seeds[(start + i) % seeds.len()])
+                .collect();
+        }
+        let mut all: Vec<SocketAddr> = seeds.clone();
+        for addr in self.inner.router.nodes() {
+            if !all.contains(&addr) {
+                all.push(addr);
+            }
+        }
+        let start = self.next_node();
+        let mut order = routed.to_vec();
+        for i in 0..all.len() {
+            let addr = all[(start + i) % all.len()];
+            if !order.contains(&addr) {
+                order.push(addr);
+            }
+        }
+        order
+    }
+
+    /// Asks a node for the placement in the background if it is due
+    /// (see [`Router::due`]).
+    fn refresh_placement(&self, req: &Request) {
+        let Some(ask) = self.inner.router.due(req) else {
+            return;
+        };
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if let Ok(answer) = pool.call(&ask, true).await {
+                pool.inner.router.learned(answer);
+            }
+        });
+    }
+
+    /// The placement a node holds now (asked at once, not from the copy
+    /// requests are routed by, which it then replaces).
+    pub(crate) async fn placement(&self) -> Result<Response, Error> {
+        let answer = self.call(&Request::Placement { known: None }, true).await?;
+        self.inner.router.learned(answer.clone());
+        Ok(answer)
     }
 
     async fn attempt(

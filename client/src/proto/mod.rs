@@ -21,6 +21,7 @@
 //! - `response`: [`Response`].
 //! - `items`: sorted partitions: [`ItemKey`], [`ItemOp`], [`RangeQuery`],
 //!   [`SortBound`], [`Page`], [`Item`], [`ItemValue`].
+//! - `placement`: the routing table clients route by ([`Placement`]).
 //! - `error`: [`ErrorReply`] and its details ([`QuorumFailure`],
 //!   [`StaleRead`], [`ReplicaOutcome`], [`Limit`], [`OpKind`]).
 //! - `admin`: what operator calls answer ([`ClusterStatus`],
@@ -32,6 +33,7 @@ mod admin;
 mod error;
 mod frame;
 mod items;
+mod placement;
 mod request;
 mod response;
 
@@ -49,5 +51,6 @@ pub use frame::{
     CLIENT_CERT_NAME, DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME, PROTOCOL_VERSION,
 };
 pub use items::{Item, ItemKey, ItemOp, ItemValue, Page, RangeQuery, SortBound, WatchTarget};
+pub use placement::{PlacedNode, PlacedRange, Placement, PlacementError};
 pub use request::{CausalContext, ReadOptions, Request, WriteOptions};
 pub use response::Response;

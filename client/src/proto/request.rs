@@ -384,9 +384,58 @@ pub enum Request {
         /// `limits.max_request_timeout_ms`).
         timeout_ms: u32,
     },
+    /// The read ring as a routing table
+    /// ([`Response::Placement`](crate::proto::Response::Placement)), or
+    /// [`Response::Unchanged`](crate::proto::Response::Unchanged) when
+    /// it is still the view `known`. Any client certificate may ask.
+    Placement {
+        /// The [`Placement::view`](crate::proto::Placement::view) the
+        /// client holds, if any.
+        known: Option<u64>,
+    },
 }
 
 impl Request {
+    /// The partition `(bucket, partition key)` the request is about, if it
+    /// is about one: what a client routes it by. A batch is about one
+    /// partition when all its items are.
+    ///
+    /// ```
+    /// use kvorum_client::proto::{ItemKey, ItemOp, Request};
+    /// let get = |p: &[u8]| (ItemKey::new("inbox", p, b"1"), ItemOp::Get {
+    ///     options: Default::default(),
+    ///     at_least: None,
+    /// });
+    /// let one = Request::Batch(vec![get(b"alice"), get(b"alice")]);
+    /// assert_eq!(one.partition(), Some(("inbox", &b"alice"[..])));
+    /// assert_eq!(Request::Batch(vec![get(b"alice"), get(b"bob")]).partition(), None);
+    /// assert_eq!(Request::Status.partition(), None);
+    /// ```
+    pub fn partition(&self) -> Option<(&str, &[u8])> {
+        match self {
+            Request::Get { bucket, key, .. }
+            | Request::Fetch { bucket, key, .. }
+            | Request::Put { bucket, key, .. }
+            | Request::Delete { bucket, key, .. }
+            | Request::Update { bucket, key, .. } => Some((bucket, key)),
+            Request::Item { key, .. } => Some((&key.bucket, &key.partition)),
+            Request::Range(q) | Request::DeleteRange { query: q, .. } => {
+                Some((&q.bucket, &q.partition))
+            }
+            Request::Watch { target, .. } => Some(match target {
+                WatchTarget::Item { key, .. } => (&key.bucket, &key.partition),
+                WatchTarget::Range { query, .. } => (&query.bucket, &query.partition),
+            }),
+            Request::Batch(ops) => {
+                let (first, _) = ops.first()?;
+                ops.iter()
+                    .all(|(k, _)| k.bucket == first.bucket && k.partition == first.partition)
+                    .then_some((&first.bucket, &first.partition))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether this is an operator request (status, ring, leave, remove,
     /// join, repair, bucket listing and creation), which a node serves
     /// itself rather than coordinating across replicas.

@@ -5,6 +5,7 @@ use crate::proto::admin::{
 };
 use crate::proto::error::ErrorReply;
 use crate::proto::items::Page;
+use crate::proto::placement::Placement;
 use crate::proto::request::CausalContext;
 use crate::types::{BucketProps, DataValue};
 use crate::version::{ReadReport, Version};
@@ -137,4 +138,6 @@ pub enum Response {
         /// Pass as `after` for the next page; `None`: the listing is done.
         next: Option<Vec<u8>>,
     },
+    /// Answer to `Request::Placement`: the read ring as a routing table.
+    Placement(Box<Placement>),
 }

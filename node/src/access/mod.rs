@@ -56,6 +56,8 @@ pub fn authorize(caller: &Caller, req: &Request, access: &Access) -> Result<(), 
         Request::Watch { target, .. } => {
             vec![(crate::replication::watch::watched_bucket(target), false)]
         }
+        // The routing table names no bucket: any client may route.
+        Request::Placement { .. } => vec![],
         // Every operation of a batch must be allowed, or none runs.
         Request::Batch(ops) => ops
             .iter()
@@ -177,5 +179,7 @@ mod tests {
         };
         assert!(ok(watch("ro-a")));
         assert!(!ok(watch("other")));
+        // The routing table is every client's (it names no bucket).
+        assert!(ok(Request::Placement { known: None }));
     }
 }

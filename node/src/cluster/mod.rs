@@ -11,3 +11,4 @@ pub mod member;
 pub mod membership;
 pub mod meta;
 pub mod pings;
+pub mod placement;

@@ -89,6 +89,8 @@ catalog! {
         "Batches of replica reads and writes this node sent to peers (requests to one peer queued at once share a stream).";
     PEER_BATCHED_REQUESTS = "kvorum_peer_batched_requests_total", Counter, [],
         "Replica reads and writes this node sent inside batches (divide by kvorum_peer_batches_total for the mean batch size).";
+    WRITES_FORWARDED = "kvorum_writes_forwarded_total", Counter, [],
+        "Client writes this node received while not a replica of the key, and forwarded to one (token-aware clients keep this near 0).";
     READ_SIBLINGS = "kvorum_read_siblings", Histogram, [],
         "Siblings (concurrent versions) returned per register read that found a value.";
     VCLOCK_ENTRIES = "kvorum_vclock_entries", Histogram, [],
@@ -396,6 +398,7 @@ pub fn request_op(req: &Request) -> (&'static str, Option<&str>) {
             "watch",
             Some(crate::replication::watch::watched_bucket(target)),
         ),
+        Request::Placement { .. } => ("placement", None),
     }
 }
 

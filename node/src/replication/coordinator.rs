@@ -169,6 +169,14 @@ impl Coordinator {
             Request::Batch(ops) => self.batch(ops, forwarded).await,
             Request::Watch { target, timeout_ms } => self.watch(target, timeout_ms).await,
             Request::DeleteRange { query, options } => self.delete_range(query, options).await,
+            Request::Placement { known } => {
+                let view = self.membership.view();
+                if known == Some(crate::cluster::placement::view_id(&view)) {
+                    return Ok(Response::Unchanged);
+                }
+                let placement = crate::cluster::placement::placement(&view, self.replication.n);
+                Ok(Response::Placement(Box::new(placement)))
+            }
             Request::ListPartitions {
                 bucket,
                 after,

@@ -8,6 +8,7 @@ use super::coordinator::{Coordinator, WriteQuorum, FORWARD_MARGIN};
 use super::quorum::{outcome_of, QuorumStatus, QuorumTracker};
 use crate::cluster::member::MemberState;
 use crate::data::value::{State, Update, ValueError};
+use crate::metrics;
 use crate::replication::replica::ReplicaError;
 use crate::rpc::call::ask;
 use crate::rpc::peer::{ReplicaRequest, ReplicaResponse};
@@ -43,6 +44,9 @@ impl Coordinator {
                     self.me
                 )));
             }
+            self.metrics
+                .counter(metrics::WRITES_FORWARDED, &[])
+                .increment(1);
             return self.forward(req, &pref, timeout).await;
         }
         // A joint quorum while the replicas of the key change: W among its

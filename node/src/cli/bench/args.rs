@@ -10,14 +10,16 @@ use std::path::PathBuf;
 pub struct BenchArgs {
     /// Workloads to run, in order (comma-separated): a (50% read / 50%
     /// update), b (95/5), c (read only), w (write only, new keys), counter
-    /// (CRDT counter increments).
+    /// (CRDT counter increments), e (YCSB E: 95% scans of 1 to 100 items of
+    /// a partition, 5% item inserts), range (reads of whole 100-item
+    /// partitions).
     #[arg(long, value_delimiter = ',', default_value = "a")]
     pub workload: Vec<Workload>,
     /// How keys are drawn.
     #[arg(long, value_enum, default_value_t = Distribution::Zipfian)]
     pub distribution: Distribution,
     /// Keys loaded before workloads a, b, c (and drawn from by them and by
-    /// counter).
+    /// counter); items loaded before e and range (in partitions of 100).
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
     /// Value sizes in bytes (comma-separated: each is run in turn).
@@ -93,9 +95,23 @@ pub struct BenchArgs {
     /// Seed of the key choices (default: random; printed).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// How the client picks the node of a request: token (a replica of the
+    /// key's partition, learned from the cluster) or round-robin.
+    #[arg(long, value_enum, default_value_t = Routing::Token)]
+    pub routing: Routing,
     /// Run the baseline's echo server from this node config (internal).
     #[arg(long, hide = true)]
     pub serve_echo: Option<PathBuf>,
+}
+
+/// How the bench's client routes requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Routing {
+    /// To a replica of the key's partition (token-aware, the default).
+    Token,
+    /// To the nodes in turn.
+    RoundRobin,
 }
 
 pub(super) fn validate(args: &BenchArgs) -> Result<(), BenchError> {

@@ -33,7 +33,7 @@ pub mod procs;
 pub mod report;
 pub mod workload;
 
-pub use args::BenchArgs;
+pub use args::{BenchArgs, Routing};
 pub use cluster::serve_echo;
 pub use report::{Report, RunReport};
 
@@ -43,7 +43,7 @@ use driver::Phase;
 use kvorum_client::{Admin, CausalContext, Client, ReadOptions, TlsMaterial, WriteOptions};
 use kvorum_node::dev::{self, DevError, DevOptions};
 use kvorum_node::net;
-use ops::{echo_fn, echo_request, op_fn, stored, Ops};
+use ops::{echo_fn, echo_request, item_load_fn, op_fn, stored, Ops};
 use procs::{Child, Machine};
 use rand::RngCore;
 use report::{memory, print_memory};
@@ -51,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use workload::KeyChooser;
+use workload::{KeyChooser, ITEMS_PER_PARTITION};
 
 /// Register bucket the workloads use.
 pub const BUCKET: &str = "bench";
@@ -232,11 +232,15 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         }
     };
     wait_until_formed(&mut target, args.n).await?;
+    let routing = match args.routing {
+        Routing::Token => "token-aware",
+        Routing::RoundRobin => "round-robin",
+    };
     let cluster = if target.children.is_empty() {
-        format!("external: {} seed(s)", target.addrs.len())
+        format!("external: {} seed(s), {routing} client", target.addrs.len())
     } else {
         format!(
-            "{} nodes, sync = {}, runtime threads per node: {}",
+            "{} nodes, sync = {}, runtime threads per node: {}, {routing} client",
             args.nodes, args.sync, threads
         )
     };
@@ -245,7 +249,9 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         print_memory(m);
     }
 
-    let client = Client::builder(target.addrs.clone(), target.tls.clone()).build()?;
+    let client = Client::builder(target.addrs.clone(), target.tls.clone())
+        .token_aware(args.routing == Routing::Token)
+        .build()?;
     let ops = Arc::new(Ops {
         client: client.clone(),
         chooser: KeyChooser::new(args.distribution, args.keys),
@@ -254,6 +260,8 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
             .map(|_| Mutex::new(CausalContext::empty()))
             .collect(),
         next_new: AtomicU64::new(args.keys),
+        partitions: KeyChooser::new(args.distribution, args.keys.div_ceil(ITEMS_PER_PARTITION)),
+        next_item: AtomicU64::new(0),
         read: ReadOptions {
             r: Some(r),
             ..ReadOptions::default()
@@ -264,6 +272,7 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         },
     });
     let needs_load = args.workload.iter().any(|w| w.needs_load());
+    let needs_items = args.workload.iter().any(|w| w.needs_items());
     let mut runs = Vec::new();
     let mut loads = Vec::new();
     let mut ops = ops;
@@ -308,6 +317,32 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
             let m = memory(&target, &format!("loaded {size} B"), stored(&ops));
             print_memory(&m);
             mem.push(m);
+        }
+        if needs_items {
+            let c = args.concurrency.iter().copied().max().unwrap_or(64).max(64);
+            eprintln!(
+                "loading {} items of {size} B in partitions of {ITEMS_PER_PARTITION} ({c} in flight)",
+                args.keys
+            );
+            let load = Phase {
+                concurrency: c,
+                duration: Duration::ZERO,
+                warmup: Duration::ZERO,
+                ops: Some(args.keys),
+                seed,
+            };
+            let o = driver::drive(load, "load items", &target.pids, item_load_fn(&ops)).await;
+            let rep = RunReport::new("load-items", c, size, &o);
+            rep.print();
+            if o.error_count() > 0 {
+                return Err(BenchError::NotReady(format!(
+                    "{} of {} item loads failed: {:?}",
+                    o.error_count(),
+                    args.keys,
+                    rep.error_examples
+                )));
+            }
+            loads.push(rep);
         }
         for &workload in &args.workload {
             for &c in &args.concurrency {

@@ -3,13 +3,16 @@
 //! driver calls them, and the short names of their errors.
 
 use super::driver::{OpError, OpFn};
-use super::workload::{key_of, KeyChooser, Op, Workload};
+use super::workload::ITEMS_PER_PARTITION;
+use super::workload::{item_of, key_of, partition_of, sort_of, KeyChooser, Op, Workload};
 use super::{BUCKET, COUNTER_BUCKET};
+use kvorum_client::proto::{RangeQuery, SortBound};
 use kvorum_client::{
     Admin, BucketProps, BucketType, CausalContext, Client, ReadOptions, WriteOptions,
 };
 use kvorum_node::util::LockExt;
 use rand::rngs::SmallRng;
+use rand::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +26,10 @@ pub(super) struct Ops {
     pub(super) contexts: Vec<Mutex<CausalContext>>,
     /// Index of the next new key (workload w).
     pub(super) next_new: AtomicU64,
+    /// Draws a loaded partition (workloads e and range).
+    pub(super) partitions: KeyChooser,
+    /// Index of the next new item (workload e's inserts).
+    pub(super) next_item: AtomicU64,
     pub(super) read: ReadOptions,
     pub(super) write: WriteOptions,
 }
@@ -39,6 +46,37 @@ impl Ops {
             .get(k as usize)
             .map(|slot| slot.locked().clone())
             .unwrap_or_default()
+    }
+
+    /// A range read of partition `p`: `len` items from its item `start`.
+    async fn scan(&self, p: u64, start: u64, len: u32) -> Result<(), OpError> {
+        let q = RangeQuery::new(BUCKET, &partition_of(p))
+            .between(SortBound::Included(sort_of(start)), SortBound::Unbounded)
+            .limit(len)
+            .options(self.read);
+        let page = self.client.read_page(&q).await.map_err(op_error)?;
+        if page.items.is_empty() {
+            return Err(OpError {
+                kind: "empty_page".into(),
+                message: format!("loaded partition {p} read empty from item {start}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes item `i` of the loaded partitions, or (`into`) a new item
+    /// into loaded partition `into`.
+    async fn put_item(&self, i: u64, into: Option<u64>) -> Result<(), OpError> {
+        let (pk, sort) = match into {
+            None => item_of(i),
+            Some(p) => (partition_of(p), format!("n{i:012}").into_bytes()),
+        };
+        self.client
+            .partition(BUCKET, &pk)
+            .put_with(&sort, &self.value, &CausalContext::empty(), self.write)
+            .await
+            .map_err(op_error)?;
+        Ok(())
     }
 
     async fn run(&self, op: Op, k: u64) -> Result<(), OpError> {
@@ -68,6 +106,8 @@ impl Ops {
                     .map_err(op_error)?;
                 self.remember(k, new);
             }
+            // Scans run through `scan` (they need more than a key).
+            Op::Scan => self.scan(k, 0, ITEMS_PER_PARTITION as u32).await?,
             Op::Increment => {
                 self.client
                     .counter(COUNTER_BUCKET, &key)
@@ -113,7 +153,41 @@ fn variant_name(debug: &str) -> String {
         .collect()
 }
 
+/// The load of workloads e and range: operation `i` writes item `i`.
+pub(super) fn item_load_fn(ops: &Arc<Ops>) -> OpFn {
+    let ops = ops.clone();
+    Arc::new(move |i: u64, _rng: &mut SmallRng| {
+        let ops = ops.clone();
+        Box::pin(async move { (Op::Insert, ops.put_item(i, None).await) })
+    })
+}
+
+/// The operations of workloads on items (e, range).
+fn item_fn(ops: Arc<Ops>, workload: Workload) -> OpFn {
+    Arc::new(move |_i: u64, rng: &mut SmallRng| {
+        let op = workload.next_op(rng);
+        let p = ops.partitions.next(rng);
+        let ops = ops.clone();
+        match (workload, op) {
+            (Workload::E, Op::Scan) => {
+                // YCSB E: a scan of 1 to 100 items from a random item.
+                let start = rng.random_range(0..ITEMS_PER_PARTITION);
+                let len = rng.random_range(1..=ITEMS_PER_PARTITION as u32);
+                Box::pin(async move { (op, ops.scan(p, start, len).await) })
+            }
+            (_, Op::Insert) => {
+                let i = ops.next_item.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async move { (op, ops.put_item(i, Some(p)).await) })
+            }
+            _ => Box::pin(async move { (op, ops.run(op, p).await) }),
+        }
+    })
+}
+
 pub(super) fn op_fn(ops: &Arc<Ops>, workload: Option<Workload>) -> OpFn {
+    if let Some(w) = workload.filter(|w| w.needs_items()) {
+        return item_fn(ops.clone(), w);
+    }
     let ops = ops.clone();
     Arc::new(move |i: u64, rng: &mut SmallRng| {
         let (op, k) = match workload {

@@ -19,6 +19,11 @@ pub enum Workload {
     W,
     /// Increments of CRDT counters (no load phase).
     Counter,
+    /// YCSB E: 95% short range scans (1 to 100 items from a random item of
+    /// a partition), 5% inserts of new items into loaded partitions.
+    E,
+    /// Range reads of whole loaded partitions (100 items each).
+    Range,
 }
 
 impl Workload {
@@ -27,7 +32,8 @@ impl Workload {
         match self {
             Workload::A => 50,
             Workload::B => 95,
-            Workload::C => 100,
+            Workload::C | Workload::Range => 100,
+            Workload::E => 95,
             Workload::W | Workload::Counter => 0,
         }
     }
@@ -37,11 +43,20 @@ impl Workload {
         matches!(self, Workload::A | Workload::B | Workload::C)
     }
 
+    /// True when the workload reads partitions of items that must exist
+    /// first ([`ITEMS_PER_PARTITION`] each).
+    pub fn needs_items(self) -> bool {
+        matches!(self, Workload::E | Workload::Range)
+    }
+
     /// The operation to run next, drawn with `rng`.
     pub fn next_op(self, rng: &mut impl Rng) -> Op {
         match self {
             Workload::W => Op::Insert,
             Workload::Counter => Op::Increment,
+            Workload::Range => Op::Scan,
+            Workload::E if rng.random_range(0..100) < self.read_percent() => Op::Scan,
+            Workload::E => Op::Insert,
             _ if rng.random_range(0..100) < self.read_percent() => Op::Read,
             _ => Op::Update,
         }
@@ -56,6 +71,8 @@ impl fmt::Display for Workload {
             Workload::C => "c",
             Workload::W => "w",
             Workload::Counter => "counter",
+            Workload::E => "e",
+            Workload::Range => "range",
         })
     }
 }
@@ -69,8 +86,10 @@ impl FromStr for Workload {
             "c" => Ok(Workload::C),
             "w" => Ok(Workload::W),
             "counter" => Ok(Workload::Counter),
+            "e" => Ok(Workload::E),
+            "range" => Ok(Workload::Range),
             other => Err(format!(
-                "unknown workload {other:?}: expected a, b, c, w or counter"
+                "unknown workload {other:?}: expected a, b, c, w, counter, e or range"
             )),
         }
     }
@@ -88,6 +107,8 @@ pub enum Op {
     Insert,
     /// Counter increment.
     Increment,
+    /// Range read of a partition's items.
+    Scan,
     /// The baseline's empty request.
     Echo,
 }
@@ -100,6 +121,7 @@ impl Op {
             Op::Update => "update",
             Op::Insert => "insert",
             Op::Increment => "increment",
+            Op::Scan => "scan",
             Op::Echo => "echo",
         }
     }
@@ -202,6 +224,29 @@ pub fn key_of(i: u64) -> Vec<u8> {
     format!("user{i:012}").into_bytes()
 }
 
+/// Items per loaded partition of workloads e and range.
+pub const ITEMS_PER_PARTITION: u64 = 100;
+
+/// The partition key of loaded partition `p`.
+pub fn partition_of(p: u64) -> Vec<u8> {
+    format!("part{p:010}").into_bytes()
+}
+
+/// Partition key and sort key of loaded item `i`: item `i % 100` of
+/// partition `i / 100`.
+pub fn item_of(i: u64) -> (Vec<u8>, Vec<u8>) {
+    (
+        partition_of(i / ITEMS_PER_PARTITION),
+        sort_of(i % ITEMS_PER_PARTITION),
+    )
+}
+
+/// The sort key of item `j` of a loaded partition (inserted items sort
+/// after the loaded ones: `n` and their index).
+pub fn sort_of(j: u64) -> Vec<u8> {
+    format!("{j:06}").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +260,8 @@ mod tests {
             Workload::C,
             Workload::W,
             Workload::Counter,
+            Workload::E,
+            Workload::Range,
         ] {
             assert_eq!(w.to_string().parse::<Workload>(), Ok(w));
         }
@@ -231,6 +278,11 @@ mod tests {
         assert!((94_000..96_000).contains(&reads), "seed {seed}: {reads}");
         assert_eq!(Workload::W.next_op(&mut rng), Op::Insert);
         assert_eq!(Workload::C.next_op(&mut rng), Op::Read);
+        let scans = (0..100_000)
+            .filter(|_| Workload::E.next_op(&mut rng) == Op::Scan)
+            .count();
+        assert!((94_000..96_000).contains(&scans), "seed {seed}: {scans}");
+        assert_eq!(Workload::Range.next_op(&mut rng), Op::Scan);
     }
 
     /// Zipfian with theta 0.99 over 1000 keys: rank 0 takes about

@@ -412,6 +412,22 @@ async fn dev_cluster_serves_the_cli_stops_on_ctrl_c_and_keeps_its_data() {
         assert_eq!((ok, out.as_str()), (true, "deleted 2\n"));
         let (ok, out) = cli(d, &["range", "demo", "inbox"]);
         assert_eq!((ok, out.as_str()), (true, "t1\tthree\n"));
+        // Where partitions live: every node is a replica of everything
+        // (3 nodes, N = 3), and the shares of first replicas add up.
+        let (ok, out) = cli(d, &["placement", "demo", "inbox"]);
+        assert!(ok && out.lines().count() == 3, "{out}");
+        let (ok, out) = cli(d, &["placement"]);
+        let share: f64 = out
+            .lines()
+            .filter_map(|l| {
+                l.split("first replica of ")
+                    .nth(1)?
+                    .trim_end_matches(" %")
+                    .parse::<f64>()
+                    .ok()
+            })
+            .sum();
+        assert!(ok && (99.0..=101.0).contains(&share), "{out}");
 
         // Topology administration.
         let (ok, out) = cli(d, &["admin", "status", "--json"]);

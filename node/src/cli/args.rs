@@ -159,6 +159,17 @@ pub enum DataCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Print where the cluster places partitions, as clients route by it:
+    /// each node and its share of the ring, or, given a bucket and a
+    /// partition key, that partition's replicas (first replica first).
+    Placement {
+        /// Bucket (with a partition key: print its replicas).
+        bucket: Option<String>,
+        /// Partition key.
+        partition: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Print each change of an item (or, with --range, of the newest items
     /// of a partition) as it happens, until --count changes or Ctrl-C.
     Watch {

@@ -13,6 +13,7 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
         | DataCommand::Batch { .. }
         | DataCommand::Watch { .. }
         | DataCommand::Partitions { .. }
+        | DataCommand::Placement { .. }
         | DataCommand::DeleteRange { .. } => {
             return super::items::run(cmd).await;
         }

@@ -1,6 +1,7 @@
 //! The commands of sorted partitions: `range` (pages of a partition),
 //! `batch` (item operations from a file, one outcome per line) and `watch`
-//! (each change of an item or of a partition's newest items).
+//! (each change of an item or of a partition's newest items), `partitions`,
+//! `delete-range` and `placement` (where partitions live).
 
 use super::args::DataCommand;
 use super::data::parse_context;
@@ -174,6 +175,24 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
             }
             client.close().await;
         }
+        DataCommand::Placement {
+            bucket,
+            partition,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let placement = client.placement().await?;
+            client.close().await;
+            match (bucket, partition) {
+                (Some(bucket), Some(pk)) => {
+                    for node in placement.owners_of(&bucket, pk.as_bytes()) {
+                        println!("{}\t{}", node.id, node.addr);
+                    }
+                }
+                (None, None) => print_placement(&placement),
+                _ => return Err("give both a bucket and a partition key, or neither".into()),
+            }
+        }
         _ => return Err("not a partition command".into()),
     }
     Ok(ExitCode::SUCCESS)
@@ -232,4 +251,27 @@ fn to_hex(b: &[u8]) -> String {
 
 fn from_hex(s: &str) -> Option<Vec<u8>> {
     CausalContext::from_hex(s).map(|c| c.0)
+}
+
+/// Each node of `p`, its address, and the share of the ring whose first
+/// replica it is.
+fn print_placement(p: &kvorum_client::Placement) {
+    let mut first = vec![0u128; p.nodes.len()];
+    let mut prev = p.ranges.last().map_or(0, |r| r.end);
+    for r in &p.ranges {
+        let width = if p.ranges.len() == 1 {
+            1u128 << 64 // one range: the whole ring
+        } else {
+            u128::from(r.end.wrapping_sub(prev))
+        };
+        if let Some(&o) = r.owners.first() {
+            first[usize::from(o)] += width;
+        }
+        prev = r.end;
+    }
+    println!("replicas per range: {}; ranges: {}", p.n, p.ranges.len());
+    for (i, node) in p.nodes.iter().enumerate() {
+        let share = first[i] as f64 / (u128::from(u64::MAX) + 1) as f64 * 100.0;
+        println!("{}\t{}\tfirst replica of {share:.1} %", node.id, node.addr);
+    }
 }

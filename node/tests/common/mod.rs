@@ -315,10 +315,14 @@ impl TestCluster {
             .await
             {
                 Ok(node) => break node,
+                // The old node's socket, or its storage's lock, is
+                // released a moment after shutdown in one process.
                 Err(e)
-                    if e.to_string().contains("in use")
+                    if (e.to_string().contains("in use")
+                        || e.to_string().starts_with("storage"))
                         && tokio::time::Instant::now() < deadline =>
                 {
+                    eprintln!("restart of n{i}: {e}; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("node restarts: {e}"),

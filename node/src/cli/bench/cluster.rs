@@ -80,6 +80,8 @@ pub(super) struct Target {
     pub(super) admin_tls: TlsMaterial,
     pub(super) pids: Vec<(String, u32)>,
     pub(super) data_dirs: Vec<PathBuf>,
+    /// The nodes' `/metrics` addresses (the bench's own cluster only).
+    pub(super) metrics: Vec<SocketAddr>,
     /// Owned nodes (killed on drop); empty for --connect.
     pub(super) children: Vec<Child>,
 }
@@ -139,8 +141,39 @@ pub(super) fn start_cluster(
         admin_tls: TlsMaterial::from_dir(&certs, "admin")?,
         pids,
         data_dirs: configs.iter().map(|c| c.data_dir.clone()).collect(),
+        metrics: configs.iter().filter_map(|c| c.metrics_listen).collect(),
         children,
     })
+}
+
+/// The sum over the nodes of `kvorum_writes_forwarded_total`, scraped from
+/// their `/metrics` endpoints; `None` when there are none or one does not
+/// answer in 2 s.
+pub(super) async fn forwarded_writes(target: &Target) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if target.metrics.is_empty() {
+        return None;
+    }
+    let mut sum = 0.0;
+    for addr in &target.metrics {
+        let scrape = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+            let req = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            s.write_all(req.as_bytes()).await.ok()?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).await.ok()?;
+            Some(body)
+        };
+        let body = tokio::time::timeout(Duration::from_secs(2), scrape)
+            .await
+            .ok()??;
+        sum += body
+            .lines()
+            .filter(|l| l.starts_with("kvorum_writes_forwarded_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    Some(sum)
 }
 
 /// Waits until a W = all write succeeds through every node.
@@ -186,7 +219,36 @@ pub(super) async fn wait_until_formed(target: &mut Target, n: u8) -> Result<(), 
     }
     // A cluster of its own grants its client every bucket (a new cluster
     // grants nothing); an existing one (--connect) must have granted it.
+    // It has formed when every node lists every member as up (else the
+    // client's first placement may miss some).
     if !target.children.is_empty() {
+        for addr in target.addrs.clone() {
+            let one = Admin::builder([addr], target.admin_tls.clone())
+                .connect_timeout(Duration::from_millis(500))
+                .request_timeout(Duration::from_secs(2))
+                .build()?;
+            loop {
+                target.check()?;
+                match one.status().await {
+                    Ok((_, members))
+                        if members.len() == target.children.len()
+                            && members.iter().all(|m| m.state == "up") =>
+                    {
+                        break
+                    }
+                    Ok((_, members)) => last = format!("{} members known", members.len()),
+                    Err(e) => last = e.to_string(),
+                }
+                if Instant::now() > deadline {
+                    one.close().await;
+                    return Err(BenchError::NotReady(format!(
+                        "members did not converge within 60 s: {last}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            one.close().await;
+        }
         let every = kvorum_client::Grant::every_bucket("*");
         while let Err(e) = all.grant(every.clone()).await {
             target.check()?;

@@ -38,7 +38,7 @@ pub use cluster::serve_echo;
 pub use report::{Report, RunReport};
 
 use args::validate;
-use cluster::{node_threads, start_cluster, wait_until_formed, Target, WorkDir};
+use cluster::{forwarded_writes, node_threads, start_cluster, wait_until_formed, Target, WorkDir};
 use driver::Phase;
 use kvorum_client::{Admin, CausalContext, Client, ReadOptions, TlsMaterial, WriteOptions};
 use kvorum_node::dev::{self, DevError, DevOptions};
@@ -48,7 +48,7 @@ use procs::{Child, Machine};
 use rand::RngCore;
 use report::{memory, print_memory};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use workload::{KeyChooser, ITEMS_PER_PARTITION};
@@ -228,6 +228,7 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
                 .map(|p| (format!("pid{p}"), *p))
                 .collect(),
             data_dirs: Vec::new(),
+            metrics: Vec::new(),
             children: Vec::new(),
         }
     };
@@ -262,6 +263,7 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         next_new: AtomicU64::new(args.keys),
         partitions: KeyChooser::new(args.distribution, args.keys.div_ceil(ITEMS_PER_PARTITION)),
         next_item: AtomicU64::new(0),
+        writes: AtomicU64::new(0),
         read: ReadOptions {
             r: Some(r),
             ..ReadOptions::default()
@@ -348,6 +350,8 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
             for &c in &args.concurrency {
                 target.check()?;
                 let label = format!("{workload} c={c} {size} B");
+                let forwarded_before = forwarded_writes(&target).await;
+                let writes_before = ops.writes.load(Ordering::Relaxed);
                 let o = driver::drive(
                     phase(c, seed),
                     &label,
@@ -356,6 +360,10 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
                 )
                 .await;
                 let mut rep = RunReport::new(&workload.to_string(), c, size, &o);
+                let writes = ops.writes.load(Ordering::Relaxed) - writes_before;
+                if let (Some(a), Some(b)) = (forwarded_before, forwarded_writes(&target).await) {
+                    rep.forwarded_share = (writes > 0).then(|| (b - a) / writes as f64);
+                }
                 if let Some(b) = baseline.iter().find(|b| b.concurrency == c) {
                     let bound = b.throughput / f64::from(args.n.max(1));
                     rep.bound = Some(bound);

@@ -30,6 +30,8 @@ pub(super) struct Ops {
     pub(super) partitions: KeyChooser,
     /// Index of the next new item (workload e's inserts).
     pub(super) next_item: AtomicU64,
+    /// Writes sent so far (the share of them forwarded is reported).
+    pub(super) writes: AtomicU64,
     pub(super) read: ReadOptions,
     pub(super) write: WriteOptions,
 }
@@ -67,6 +69,7 @@ impl Ops {
     /// Writes item `i` of the loaded partitions, or (`into`) a new item
     /// into loaded partition `into`.
     async fn put_item(&self, i: u64, into: Option<u64>) -> Result<(), OpError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
         let (pk, sort) = match into {
             None => item_of(i),
             Some(p) => (partition_of(p), format!("n{i:012}").into_bytes()),
@@ -98,6 +101,7 @@ impl Ops {
                 }
             }
             Op::Update | Op::Insert => {
+                self.writes.fetch_add(1, Ordering::Relaxed);
                 let ctx = self.context(k);
                 let new = self
                     .client
@@ -109,6 +113,7 @@ impl Ops {
             // Scans run through `scan` (they need more than a key).
             Op::Scan => self.scan(k, 0, ITEMS_PER_PARTITION as u32).await?,
             Op::Increment => {
+                self.writes.fetch_add(1, Ordering::Relaxed);
                 self.client
                     .counter(COUNTER_BUCKET, &key)
                     .write_options(self.write)

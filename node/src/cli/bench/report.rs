@@ -46,6 +46,10 @@ pub struct RunReport {
     pub bound: Option<f64>,
     /// throughput / bound.
     pub ratio_to_bound: Option<f64>,
+    /// Of the writes the run sent (warm-up included), the share a node
+    /// forwarded to a replica (`kvorum_writes_forwarded_total`; `null`
+    /// when the nodes' metrics are not reachable or nothing was written).
+    pub forwarded_share: Option<f64>,
 }
 
 impl RunReport {
@@ -76,6 +80,7 @@ impl RunReport {
             bench_cpu_seconds: o.bench_cpu,
             bound: None,
             ratio_to_bound: None,
+            forwarded_share: None,
         }
     }
 
@@ -114,6 +119,9 @@ impl RunReport {
                     .unwrap_or_default()
             ),
             _ => println!("           server CPU: unavailable (pass --node-pid)"),
+        }
+        if let Some(share) = self.forwarded_share {
+            println!("           writes forwarded {:.1} %", share * 100.0);
         }
         if let (Some(bound), Some(ratio)) = (self.bound, self.ratio_to_bound) {
             println!(

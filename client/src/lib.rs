@@ -81,7 +81,7 @@ pub use proto::{
     ReplicaOutcome, Revocation, RingRange, StaleRead, TransferStatus, WriteOptions,
 };
 pub use routing::PLACEMENT_REFRESH;
-pub use session::{Session, SessionConfig};
+pub use session::{Session, SessionConfig, MAX_SESSION_ITEMS_PER_PAGE};
 pub use tls::{TlsError, TlsMaterial};
 pub use types::{
     BucketProps, BucketType, DataOp, DataValue, FieldKind, FieldValue, MapOp, MapValue,

@@ -6,6 +6,7 @@
 use crate::client::Client;
 use crate::error::Error;
 use crate::kv::{ReadAnswer, Versioned};
+use crate::pool::Route;
 use crate::proto::{
     CausalContext, DataOp, DataValue, Item, ItemKey, ItemOp, Page, RangeQuery, ReadOptions,
     Request, Response, Version, WriteOptions,
@@ -61,9 +62,22 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn read_page(&self, query: &RangeQuery) -> Result<Page, Error> {
+        self.read_page_at(query, Route::default()).await
+    }
+
+    /// [`Client::read_page`], sent as `route` says.
+    pub(crate) async fn read_page_at(
+        &self,
+        query: &RangeQuery,
+        route: Route,
+    ) -> Result<Page, Error> {
         let mut query = query.clone();
         query.options.timeout_ms = Some(self.pool.timeout_ms(query.options.timeout_ms));
-        match self.pool.call(&Request::Range(query), true).await? {
+        match self
+            .pool
+            .call_at(&Request::Range(query), true, route)
+            .await?
+        {
             Response::Page(page) => Ok(page),
             other => Err(Error::of_answer(other)),
         }

@@ -8,15 +8,17 @@
 //! attempt gets half of the time left), until the request timeout. What it
 //! remembers is bounded ([`SessionConfig`]); see docs/consistency.md.
 
+mod items;
 mod store;
 
+pub use items::MAX_SESSION_ITEMS_PER_PAGE;
 pub use store::SessionConfig;
 
 use crate::client::Client;
 use crate::error::Error;
 use crate::kv::{ReadAnswer, Versioned};
 use crate::pool::Route;
-use crate::proto::{CausalContext, ErrorReply, ReadOptions, Version, WriteOptions};
+use crate::proto::{CausalContext, ErrorReply, ReadOptions, StaleRead, Version, WriteOptions};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use store::Store;
@@ -352,6 +354,48 @@ impl Session {
             self.observe(bucket, key, answer.version());
             return Ok(answer);
         };
+        let answer: A = self
+            .until_fresh(bucket, budget, |ms, node| {
+                let at_least = at_least.clone();
+                let options = ReadOptions {
+                    timeout_ms: Some(ms),
+                    ..options
+                };
+                async move {
+                    let answer: A = self
+                        .attempt(bucket, key, options, Some(at_least.clone()), Some(node))
+                        .await?;
+                    if answer.version().dominates(&at_least) {
+                        Ok(answer)
+                    } else {
+                        // A node that ignored the version (it must not).
+                        Err(Error::Server(ErrorReply::Stale(StaleRead {
+                            asked: 0,
+                            answered: 1,
+                            replicas: Vec::new(),
+                        })))
+                    }
+                }
+            })
+            .await?;
+        self.observe(bucket, key, answer.version());
+        Ok(answer)
+    }
+
+    /// Runs `attempt` (given its timeout in milliseconds and the node to
+    /// start from) on node after node, each with half of the time left,
+    /// until one answers without a stale or quorum error or `budget` has
+    /// passed ([`Error::Stale`]).
+    pub(crate) async fn until_fresh<T, F, Fut>(
+        &self,
+        bucket: &str,
+        budget: Duration,
+        mut attempt: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(u32, usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
         let started = Instant::now();
         let deadline = started + budget;
         let nodes = self.client.pool.node_count().max(1);
@@ -367,28 +411,11 @@ impl Session {
             // Leave time for other nodes: a coordinator that cannot reach the
             // replica holding the version may wait for it until its deadline.
             let this = if left > MIN_ATTEMPT { left / 2 } else { left };
-            let attempt_options = ReadOptions {
-                timeout_ms: Some(millis(this)),
-                ..options
-            };
             attempts += 1;
-            let result: Result<A, Error> = self
-                .attempt(
-                    bucket,
-                    key,
-                    attempt_options,
-                    Some(at_least.clone()),
-                    Some(node),
-                )
-                .await;
+            let result = attempt(millis(this), node).await;
             node = node.wrapping_add(1);
             match result {
-                Ok(answer) if answer.version().dominates(&at_least) => {
-                    self.observe(bucket, key, answer.version());
-                    return Ok(answer);
-                }
-                // A node that ignored the version (it must not): try another.
-                Ok(_) => last = "a node answered with an older version".into(),
+                Ok(answer) => return Ok(answer),
                 Err(Error::Server(ErrorReply::Stale(s))) => last = s.to_string(),
                 Err(
                     e @ (Error::Server(ErrorReply::Quorum(_) | ErrorReply::Unavailable(_))
@@ -437,13 +464,28 @@ fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
 }
 
-/// The table key of (bucket, key): the bucket's length (4 bytes, little
-/// endian), the bucket, the key.
+/// The table key of (bucket, key): the key-value API's key is the item of
+/// partition `key` with the empty sort key.
 fn store_key(bucket: &str, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(4 + bucket.len() + key.len());
+    item_store_key(bucket, key, b"")
+}
+
+/// The table key of an item: the bucket's length (4 bytes, little endian),
+/// the bucket, the partition key's length (4 bytes), the partition key, the
+/// sort key. A partition's items share [`partition_store_prefix`].
+fn item_store_key(bucket: &str, partition: &[u8], sort: &[u8]) -> Vec<u8> {
+    let mut k = partition_store_prefix(bucket, partition);
+    k.extend_from_slice(sort);
+    k
+}
+
+/// The start of the table keys of a partition's items.
+fn partition_store_prefix(bucket: &str, partition: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + bucket.len() + partition.len());
     k.extend_from_slice(&(bucket.len() as u32).to_le_bytes());
     k.extend_from_slice(bucket.as_bytes());
-    k.extend_from_slice(key);
+    k.extend_from_slice(&(partition.len() as u32).to_le_bytes());
+    k.extend_from_slice(partition);
     k
 }
 

@@ -539,6 +539,7 @@ async fn handshake_failures_are_counted_by_reason() {
         let client = Client::builder(vec![addr], eve)
             .connect_timeout(Duration::from_secs(2))
             .request_timeout(Duration::from_secs(2))
+            .token_aware(false)
             .build()
             .unwrap();
         assert!(client.get("default", b"k").await.is_err());

@@ -94,6 +94,7 @@ async fn a_certificate_without_exactly_one_role_is_refused() {
         let tls = TlsMaterial::from_dir(dir, "two").unwrap();
         let client = Client::builder([c.addrs[0]], tls)
             .request_timeout(Duration::from_secs(2))
+            .token_aware(false)
             .build()
             .unwrap();
         let e = client.get("default", b"k").await.unwrap_err();
@@ -370,6 +371,7 @@ async fn attackers_holding_all_the_connections_they_can_do_not_lock_out_a_client
         let client = Client::builder([addr], c.client_tls())
             .connect_timeout(Duration::from_secs(2))
             .request_timeout(Duration::from_secs(2))
+            .token_aware(false)
             .build()
             .unwrap();
         for i in 0..5 {
@@ -460,6 +462,7 @@ async fn an_attacker_holding_request_slots_and_bytes_does_not_lock_out_a_client(
             let client = Client::builder([addr], c.client_tls())
                 .connect_timeout(Duration::from_secs(2))
                 .request_timeout(Duration::from_secs(2))
+                .token_aware(false)
                 .build()
                 .unwrap();
             for i in 0..5 {
@@ -496,6 +499,7 @@ fn client_as(c: &TestCluster, name: &str, addr: std::net::SocketAddr) -> Client 
     Client::builder([addr], TlsMaterial::from_dir(c.dir.path(), name).unwrap())
         .connect_timeout(Duration::from_secs(1))
         .request_timeout(Duration::from_secs(2))
+        .token_aware(false)
         .build()
         .unwrap()
 }

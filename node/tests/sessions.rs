@@ -369,3 +369,88 @@ async fn a_read_reports_how_many_replicas_answered_and_whether_they_agreed() {
     .await
     .unwrap();
 }
+
+/// Range pages in a session: the session's item write (W = 1, on the one
+/// replica that is cut off) is in its next page at R = 1 through any
+/// node, where a page without the session misses it; and with the written
+/// replica stopped, the session's page fails with `Error::Stale` instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_page_holds_its_item_write_at_r1_when_the_written_replica_is_cut_off() {
+    use kvorum_client::proto::RangeQuery;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let faults = Faults::new(seed());
+        let mut c = TestCluster::start_with_faults(3, CONFIG, Some(faults.clone())).await;
+        c.wait_all_reachable().await;
+        let empty = CausalContext::empty();
+        c.client()
+            .partition("default", b"feed")
+            .put_with(b"m1", b"one", &empty, WriteOptions::w(3))
+            .await
+            .unwrap();
+        isolate(&c, &faults, 2).await;
+        let sorts = |p: &kvorum_client::proto::Page| -> Vec<Vec<u8>> {
+            p.items.iter().map(|i| i.sort.clone()).collect()
+        };
+        let query = RangeQuery::new("default", b"feed").options(ReadOptions::r(1));
+
+        // Written through n2 at W = 1: only n2 holds m2.
+        let session = client_from(&c, 2).session();
+        session
+            .put_item(
+                "default",
+                b"feed",
+                b"m2",
+                b"two",
+                &empty,
+                WriteOptions::w(1),
+            )
+            .await
+            .unwrap();
+        let stale_before: f64 = (1..=3).map(|i| stale_reads(&c, i)).sum();
+        let page = session.read_page(&query).await.unwrap();
+        assert_eq!(
+            sorts(&page),
+            [b"m1".to_vec(), b"m2".to_vec()],
+            "read your write"
+        );
+        assert!(
+            (1..=3).map(|i| stale_reads(&c, i)).sum::<f64>() > stale_before,
+            "a node without m2 was asked first and refused to answer"
+        );
+        // Without a session, the same page through n1 misses it.
+        let plain = c.client_of(&c.addrs[..1]).read_page(&query).await.unwrap();
+        assert_eq!(sorts(&plain), [b"m1".to_vec()], "no session: stale");
+        // Monotonic: one item alone, through the session, still has it.
+        let item = session
+            .get_item("default", b"feed", b"m2", ReadOptions::r(1))
+            .await
+            .unwrap();
+        assert_eq!(item.map(|i| i.sort), Some(b"m2".to_vec()));
+
+        // The written replica gone: a typed error within the timeout.
+        let session = client_from(&c, 2).session();
+        session
+            .put_item(
+                "default",
+                b"feed",
+                b"m3",
+                b"three",
+                &empty,
+                WriteOptions::w(1),
+            )
+            .await
+            .unwrap();
+        c.stop(2).await;
+        let started = Instant::now();
+        let mut q = query.clone();
+        q.options.timeout_ms = Some(1500);
+        match session.read_page(&q).await {
+            Err(Error::Stale { attempts, .. }) => assert!(attempts >= 2, "{attempts}"),
+            other => panic!("expected Error::Stale, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_millis(1500 + 1000));
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

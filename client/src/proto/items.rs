@@ -240,6 +240,12 @@ pub struct RangeQuery {
     pub after: Option<Vec<u8>>,
     /// R, timeout and repair, as for a get.
     pub options: ReadOptions,
+    /// A session's versions of items of the partition (sort key, version):
+    /// each one inside the page's span must be in the merge at least at
+    /// that version (as an item, or as its delete), else the node answers
+    /// `Stale` ([`Session::read_page`](crate::Session::read_page) sets
+    /// it). At most `limits.max_page_items` entries.
+    pub at_least: Vec<(Vec<u8>, Version)>,
 }
 
 impl RangeQuery {

@@ -168,6 +168,23 @@ impl Store {
         decoded
     }
 
+    /// The keys that start with `prefix` and their versions (what follows
+    /// the prefix, and the version), at most `max` of them; each read is a
+    /// use, as [`Store::version`]. A scan of the table: a session holds at
+    /// most `max_keys` keys.
+    pub(super) fn with_prefix(&mut self, prefix: &[u8], max: usize) -> Vec<(Vec<u8>, Version)> {
+        let keys: Vec<Arc<[u8]>> = self
+            .entries
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .take(max)
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| Some((k[prefix.len()..].to_vec(), self.version(&k)?)))
+            .collect()
+    }
+
     fn touch(&mut self, key: &[u8]) {
         self.tick += 1;
         let tick = self.tick;

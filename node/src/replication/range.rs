@@ -15,7 +15,7 @@ use crate::rpc::call::ask;
 use crate::rpc::peer::{KeyBound, ReplicaRequest, ReplicaResponse};
 use kvorum_client::proto::{
     ErrorReply, Item, ItemValue, Limit, OpKind, Page, RangeQuery, ReplicaOutcome, Response,
-    SortBound,
+    SortBound, StaleRead, Version,
 };
 use kvorum_client::{BucketType, CausalContext, ReadReport};
 use kvorum_ring::{item, NodeId};
@@ -45,6 +45,21 @@ impl End {
             KeyBound::Excluded(self.key.clone())
         }
     }
+}
+
+/// Whether `key` lies between the ends `low` and `high`.
+fn within(key: &[u8], low: &End, high: &End) -> bool {
+    let above = match key.cmp(&low.key[..]) {
+        Ordering::Greater => true,
+        Ordering::Equal => low.included,
+        Ordering::Less => false,
+    };
+    let below = match key.cmp(&high.key[..]) {
+        Ordering::Less => true,
+        Ordering::Equal => high.included,
+        Ordering::Greater => false,
+    };
+    above && below
 }
 
 /// The tighter of two lower ends.
@@ -115,6 +130,16 @@ impl Coordinator {
             }
             n => n,
         };
+        if q.at_least.len() > self.limits.max_page_items {
+            return Err(too_large(
+                Limit::PageItems,
+                q.at_least.len(),
+                self.limits.max_page_items,
+            ));
+        }
+        for (sort, _) in &q.at_least {
+            self.check_sort_key(sort)?;
+        }
         let max_bytes = match q.max_bytes as usize {
             0 => self.limits.max_page_bytes,
             n if n > self.limits.max_page_bytes => {
@@ -251,6 +276,16 @@ impl Coordinator {
             return Err(ErrorReply::Quorum(tracker.failure(OpKind::Read)));
         }
         let merged = Merged::of(&answers, q.reverse, props.bucket_type);
+        // A session's versions of items: the merged version of each (the
+        // tombstones' too), looked up before the page takes the merge.
+        let wanted: HashMap<Vec<u8>, &Version> =
+            q.at_least.iter().map(|(s, v)| (at(s), v)).collect();
+        let versions: HashMap<Vec<u8>, Version> = merged
+            .items
+            .iter()
+            .filter(|(k, _)| wanted.contains_key(k))
+            .map(|(k, s)| (k.clone(), s.version()))
+            .collect();
         let page = self
             .page(&q, merged, limit, max_bytes, &answers, deadline)
             .await;
@@ -260,6 +295,28 @@ impl Coordinator {
             answered: u8::try_from(answers.len()).unwrap_or(u8::MAX),
             agreed: page.1,
         };
+        // The page's span runs from where the read began to where the page
+        // ended (or the read's end): every item of the session's inside it
+        // must be there at least at the session's version, deleted or not.
+        let end = page.0.next.as_ref().map(|s| End {
+            key: at(s),
+            included: true,
+        });
+        let (from, to) = match (q.reverse, end) {
+            (false, Some(end)) => (low, end),
+            (true, Some(end)) => (end, high),
+            (_, None) => (low, high),
+        };
+        let behind = wanted.iter().any(|(k, v)| {
+            within(k, &from, &to) && !versions.get(k).is_some_and(|have| have.dominates(v))
+        });
+        if behind {
+            return Err(ErrorReply::Stale(StaleRead {
+                asked: report.asked,
+                answered: report.answered,
+                replicas: tracker.failure(OpKind::Read).replicas,
+            }));
+        }
         Ok(Response::Page(Page { report, ..page.0 }))
     }
 

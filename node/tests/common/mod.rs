@@ -268,14 +268,24 @@ impl TestCluster {
     }
 
     /// A client of every node, with short timeouts.
+    /// A client of every node, routing each request to a replica of its
+    /// partition (token-aware, as applications use it).
     pub fn client(&self) -> Client {
-        self.client_of(&self.addrs)
+        Client::builder(self.addrs.iter().copied(), self.client_tls())
+            .connect_timeout(Duration::from_millis(500))
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
     }
 
+    /// A client that sends through the nodes at `addrs` only, in turn
+    /// (round-robin from the first; token-aware routing off, which would
+    /// send to replicas the test did not name).
     pub fn client_of(&self, addrs: &[SocketAddr]) -> Client {
         Client::builder(addrs.iter().copied(), self.client_tls())
             .connect_timeout(Duration::from_millis(500))
             .request_timeout(Duration::from_secs(2))
+            .token_aware(false)
             .build()
             .unwrap()
     }

@@ -210,11 +210,13 @@ impl Cluster {
         TlsMaterial::from_dir(&self.dir, "client").unwrap()
     }
 
-    /// A client of exactly the nodes `idx` (real ports, no proxy).
+    /// A client of exactly the nodes `idx` (real ports, no proxy; no
+    /// token-aware routing, which would reach the others).
     pub fn client(&self, idx: &[usize], timeout: Duration) -> Client {
         Client::builder(idx.iter().map(|&i| self.nodes[i].listen), self.tls())
             .connect_timeout(Duration::from_millis(500))
             .request_timeout(timeout)
+            .token_aware(false)
             .build()
             .unwrap()
     }

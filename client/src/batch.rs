@@ -138,6 +138,7 @@ impl Batch {
             value: value.to_vec(),
             context: context.clone(),
             options: WriteOptions::default(),
+            condition: Default::default(),
         };
         self.op(ItemKey::new(bucket, partition, sort), op)
     }

@@ -6,8 +6,8 @@ use crate::client::Client;
 use crate::error::Error;
 use crate::pool::Route;
 use crate::proto::{
-    CausalContext, DataOp, DataValue, ReadOptions, ReadReport, Request, Response, Version,
-    WriteOptions,
+    CausalContext, Condition, DataOp, DataValue, ItemKey, ItemOp, ReadOptions, ReadReport, Request,
+    Response, Version, WriteOptions,
 };
 
 /// A key's value(s) as a read saw them.
@@ -201,6 +201,17 @@ impl Client {
             ..options
         };
         let req = match value {
+            // A condition travels in an item operation (the key-value
+            // request's options have no room for it).
+            Some(value) if options.condition != Condition::None => Request::Item {
+                key: ItemKey::single(&bucket, &key),
+                op: ItemOp::Put {
+                    value: value.to_vec(),
+                    context,
+                    options,
+                    condition: options.condition,
+                },
+            },
             Some(value) => Request::Put {
                 bucket,
                 key,
@@ -249,15 +260,28 @@ impl Client {
         context: &CausalContext,
         options: WriteOptions,
     ) -> Result<(CausalContext, Version), Error> {
-        let req = Request::Update {
-            bucket: bucket.to_string(),
-            key: key.to_vec(),
-            op,
-            context: context.clone(),
-            options: WriteOptions {
-                timeout_ms: Some(self.pool.timeout_ms(options.timeout_ms)),
-                ..options
-            },
+        let options = WriteOptions {
+            timeout_ms: Some(self.pool.timeout_ms(options.timeout_ms)),
+            ..options
+        };
+        let req = if options.condition == Condition::None {
+            Request::Update {
+                bucket: bucket.to_string(),
+                key: key.to_vec(),
+                op,
+                context: context.clone(),
+                options,
+            }
+        } else {
+            Request::Item {
+                key: ItemKey::single(bucket, key),
+                op: ItemOp::Update {
+                    op,
+                    context: context.clone(),
+                    options,
+                    condition: options.condition,
+                },
+            }
         };
         self.write(&req).await
     }

@@ -317,6 +317,7 @@ impl Partition {
             value: value.to_vec(),
             context: context.clone(),
             options,
+            condition: options.condition,
         };
         written(self.client.item(self.at(sort), op).await?).map(|(c, _)| c)
     }
@@ -380,6 +381,7 @@ impl Partition {
             op,
             context: context.clone(),
             options: WriteOptions::default(),
+            condition: Default::default(),
         };
         written(self.client.item(self.at(sort), op).await?).map(|(c, _)| c)
     }

@@ -246,6 +246,7 @@ async fn a_batch_reports_each_item_and_partitions_without_quorum_fail_alone() {
                     value: b"v".to_vec(),
                     context: CausalContext::empty(),
                     options: WriteOptions::w(2).strict().timeout_ms(2000),
+                    condition: Default::default(),
                 },
             );
         }

@@ -412,6 +412,14 @@ async fn dev_cluster_serves_the_cli_stops_on_ctrl_c_and_keeps_its_data() {
         assert_eq!((ok, out.as_str()), (true, "deleted 2\n"));
         let (ok, out) = cli(d, &["range", "demo", "inbox"]);
         assert_eq!((ok, out.as_str()), (true, "t1\tthree\n"));
+        // Conditional writes: the second claim is refused with the owner.
+        let (ok, out) = cli(d, &["put", "demo", "name:ada", "user-1", "--if-absent"]);
+        assert!(ok && out.starts_with("ok\n"), "{out}");
+        let (ok, out) = cli(d, &["put", "demo", "name:ada", "user-2", "--if-absent"]);
+        assert!(
+            !ok && out.starts_with("precondition failed: if_absent does not hold\nuser-1\n"),
+            "{out}"
+        );
         // Where partitions live: every node is a replica of everything
         // (3 nodes, N = 3), and the shares of first replicas add up.
         let (ok, out) = cli(d, &["placement", "demo", "inbox"]);

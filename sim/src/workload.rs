@@ -218,6 +218,7 @@ impl Client {
                 value: encode_elem(id),
                 context: CausalContext::empty(),
                 options: WriteOptions::default().strict(),
+                condition: Default::default(),
             },
         };
         let ok = matches!(self.call(node, put).await, Some(Response::Written { .. }));

@@ -321,4 +321,15 @@ pub enum ErrorReply {
     /// Nothing was read or written.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// A conditional write's condition did not hold on the coordinator's
+    /// quorum read: nothing was written. Carries the condition and the
+    /// current read (`Value`, `NotFound` or `Data`, with the context to
+    /// write with next).
+    #[error("precondition failed: {} does not hold", condition.name())]
+    PreconditionFailed {
+        /// The condition that failed.
+        condition: crate::proto::Condition,
+        /// The current read of the key.
+        current: Box<crate::proto::Response>,
+    },
 }

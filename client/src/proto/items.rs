@@ -3,7 +3,7 @@
 //! what they answer ([`Page`], [`Item`]). docs/data-model.md describes the
 //! model.
 
-use super::request::{CausalContext, ReadOptions, WriteOptions};
+use super::request::{CausalContext, Condition, ReadOptions, WriteOptions};
 use crate::types::{DataOp, DataValue};
 use crate::version::{ReadReport, Version};
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,7 @@ impl ItemKey {
 ///     value: b"hello".to_vec(),
 ///     context: CausalContext::empty(),
 ///     options: WriteOptions::w(2),
+///     condition: Default::default(),
 /// };
 /// assert!(put.is_write());
 /// assert!(!ItemOp::Get { options: Default::default(), at_least: None }.is_write());
@@ -97,6 +98,8 @@ pub enum ItemOp {
         context: CausalContext,
         /// W and timeout.
         options: WriteOptions,
+        /// What must hold for the write to be applied.
+        condition: Condition,
     },
     /// Delete (as [`Request::Delete`](crate::proto::Request::Delete)).
     Delete {
@@ -113,10 +116,32 @@ pub enum ItemOp {
         context: CausalContext,
         /// W and timeout.
         options: WriteOptions,
+        /// What must hold for the update to be applied.
+        condition: Condition,
     },
 }
 
 impl ItemOp {
+    /// The operation's condition ([`Condition::None`] for reads and
+    /// deletes).
+    ///
+    /// ```
+    /// use kvorum_client::proto::{Condition, ItemOp};
+    /// let op = ItemOp::Put {
+    ///     value: b"v".to_vec(),
+    ///     context: Default::default(),
+    ///     options: Default::default(),
+    ///     condition: Condition::IfAbsent,
+    /// };
+    /// assert_eq!(op.condition(), Condition::IfAbsent);
+    /// ```
+    pub fn condition(&self) -> Condition {
+        match self {
+            ItemOp::Put { condition, .. } | ItemOp::Update { condition, .. } => *condition,
+            _ => Condition::None,
+        }
+    }
+
     /// The timeout the operation asks for.
     ///
     /// ```

@@ -52,5 +52,5 @@ pub use frame::{
 };
 pub use items::{Item, ItemKey, ItemOp, ItemValue, Page, RangeQuery, SortBound, WatchTarget};
 pub use placement::{PlacedNode, PlacedRange, Placement, PlacementError};
-pub use request::{CausalContext, ReadOptions, Request, WriteOptions};
+pub use request::{CausalContext, Condition, ReadOptions, Request, WriteOptions};
 pub use response::Response;

@@ -147,6 +147,53 @@ pub struct WriteOptions {
     /// Count only the key's preference-list replicas toward W (Riak's PW),
     /// never fallback nodes holding hints.
     pub strict: bool,
+    /// The condition the write needs ([`WriteOptions::if_absent`],
+    /// [`WriteOptions::if_match`]). Not part of the options' wire form: a
+    /// conditional write is sent as an item operation, which carries it.
+    #[serde(skip)]
+    pub condition: Condition,
+}
+
+/// What must hold when a write is applied, checked by the coordinator
+/// against a quorum read (best effort, docs/consistency.md "Conditional
+/// writes"); a write whose condition fails is not written anywhere and gets
+/// [`ErrorReply::PreconditionFailed`](crate::ErrorReply::PreconditionFailed)
+/// with the current value.
+///
+/// ```
+/// use kvorum_client::{proto::Condition, WriteOptions};
+/// assert_eq!(WriteOptions::default().condition, Condition::None);
+/// assert_eq!(WriteOptions::w(2).if_absent().condition, Condition::IfAbsent);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    /// No condition: the write is applied (the default).
+    #[default]
+    None,
+    /// No live value exists: the key was never written, or it is deleted
+    /// (a register with no sibling, an LWW value deleted, a counter, set or
+    /// map never updated).
+    IfAbsent,
+    /// The current state is covered by the write's own context: nothing was
+    /// written since the read that gave it (a compare-and-set on the causal
+    /// context, as Riak's `if_not_modified`). Not for LWW buckets, which
+    /// have no context.
+    IfMatch,
+}
+
+impl Condition {
+    /// The condition's name, as metrics and errors give it.
+    ///
+    /// ```
+    /// assert_eq!(kvorum_client::proto::Condition::IfAbsent.name(), "if_absent");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::None => "none",
+            Condition::IfAbsent => "if_absent",
+            Condition::IfMatch => "if_match",
+        }
+    }
 }
 
 impl WriteOptions {
@@ -188,6 +235,31 @@ macro_rules! timeout_and_strict {
             }
         }
     };
+}
+
+impl WriteOptions {
+    /// The write succeeds only if no live value exists ([`Condition::IfAbsent`]).
+    ///
+    /// ```
+    /// use kvorum_client::{proto::Condition, WriteOptions};
+    /// assert_eq!(WriteOptions::default().if_absent().condition, Condition::IfAbsent);
+    /// ```
+    pub fn if_absent(mut self) -> Self {
+        self.condition = Condition::IfAbsent;
+        self
+    }
+
+    /// The write succeeds only if nothing was written since the read whose
+    /// context it carries ([`Condition::IfMatch`]).
+    ///
+    /// ```
+    /// use kvorum_client::{proto::Condition, WriteOptions};
+    /// assert_eq!(WriteOptions::w(2).if_match().condition, Condition::IfMatch);
+    /// ```
+    pub fn if_match(mut self) -> Self {
+        self.condition = Condition::IfMatch;
+        self
+    }
 }
 
 timeout_and_strict!(ReadOptions, "R");

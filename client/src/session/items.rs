@@ -52,6 +52,7 @@ impl Session {
             value: value.to_vec(),
             context: context.clone(),
             options,
+            condition: options.condition,
         };
         self.write_item(ItemKey::new(bucket, partition, sort), op)
             .await

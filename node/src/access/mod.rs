@@ -25,7 +25,7 @@ pub mod gate;
 pub mod list;
 
 use crate::net::identity::{Caller, Role};
-use kvorum_client::proto::{ErrorReply, Request};
+use kvorum_client::proto::{Condition, ErrorReply, Request};
 use list::Access;
 
 /// `Ok` if `caller` may make `req`, else the `Forbidden` answer.
@@ -49,6 +49,11 @@ pub fn authorize(caller: &Caller, req: &Request, access: &Access) -> Result<(), 
         Request::Put { bucket, .. }
         | Request::Delete { bucket, .. }
         | Request::Update { bucket, .. } => vec![(bucket, true)],
+        // A conditional write answers a failed condition with the current
+        // value: it needs a read grant too.
+        Request::Item { key, op } if op.condition() != Condition::None => {
+            vec![(&key.bucket, true), (&key.bucket, false)]
+        }
         Request::Item { key, op } => vec![(&key.bucket, op.is_write())],
         Request::Range(q) => vec![(&q.bucket, false)],
         Request::ListPartitions { bucket, .. } => vec![(bucket, false)],
@@ -61,7 +66,11 @@ pub fn authorize(caller: &Caller, req: &Request, access: &Access) -> Result<(), 
         // Every operation of a batch must be allowed, or none runs.
         Request::Batch(ops) => ops
             .iter()
-            .map(|(k, op)| (k.bucket.as_str(), op.is_write()))
+            .flat_map(|(k, op)| {
+                let read =
+                    (op.condition() != Condition::None).then_some((k.bucket.as_str(), false));
+                std::iter::once((k.bucket.as_str(), op.is_write())).chain(read)
+            })
             .collect(),
         // Admin requests returned above: a request that is neither (a
         // variant added without a rule here) is refused, never let through.
@@ -115,6 +124,7 @@ mod tests {
             value: b"v".to_vec(),
             context: CausalContext::empty(),
             options: Default::default(),
+            condition: Default::default(),
         };
         (ItemKey::new(bucket, b"p", b"s"), op)
     }
@@ -141,6 +151,15 @@ mod tests {
                 client: "app".into(),
                 scope: GrantScope::Bucket("rw".into()),
                 read: true,
+                write: true,
+            })
+            .await
+            .unwrap();
+        access
+            .grant(Grant {
+                client: "app".into(),
+                scope: GrantScope::Bucket("wo".into()),
+                read: false,
                 write: true,
             })
             .await
@@ -181,5 +200,18 @@ mod tests {
         assert!(!ok(watch("other")));
         // The routing table is every client's (it names no bucket).
         assert!(ok(Request::Placement { known: None }));
+        // A conditional write returns the current value when it fails: a
+        // write-only grant is not enough.
+        let conditional = |bucket: &str| Request::Item {
+            key: ItemKey::new(bucket, b"p", b"s"),
+            op: ItemOp::Put {
+                value: b"v".to_vec(),
+                context: CausalContext::empty(),
+                options: Default::default(),
+                condition: Condition::IfAbsent,
+            },
+        };
+        assert!(ok(conditional("rw")));
+        assert!(!ok(conditional("wo")), "write-only may not learn the value");
     }
 }

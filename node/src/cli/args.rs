@@ -97,6 +97,14 @@ pub enum DataCommand {
         sort: String,
         /// Value (UTF-8).
         value: String,
+        /// Write only if no live value exists (else exit 1 and print the
+        /// current value and context).
+        #[arg(long, conflicts_with = "if_match")]
+        if_absent: bool,
+        /// Write only if nothing was written since the read whose
+        /// --context this write carries.
+        #[arg(long)]
+        if_match: bool,
         #[command(flatten)]
         write: WriteArgs,
     },

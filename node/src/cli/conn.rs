@@ -24,6 +24,7 @@ impl Conn {
             w,
             timeout_ms: self.timeout_ms,
             strict: self.strict,
+            ..WriteOptions::default()
         }
     }
 

@@ -3,7 +3,8 @@
 
 use super::args::{DataCommand, WriteArgs};
 use super::BoxError;
-use kvorum_client::{CausalContext, FieldKind, FieldValue, MapUpdate};
+use kvorum_client::proto::Response;
+use kvorum_client::{CausalContext, ErrorReply, FieldKind, FieldValue, MapUpdate};
 use std::process::ExitCode;
 
 /// Runs one data command.
@@ -168,17 +169,49 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
             key,
             sort,
             value,
+            if_absent,
+            if_match,
             write: WriteArgs { context, w, conn },
         } => {
             let client = conn.client()?;
             let ctx = parse_context(context)?;
-            let opts = conn.write_options(w);
-            let new = client
+            let mut opts = conn.write_options(w);
+            if if_absent {
+                opts = opts.if_absent();
+            }
+            if if_match {
+                opts = opts.if_match();
+            }
+            let written = client
                 .partition(&bucket, key.as_bytes())
                 .put_with(sort.as_bytes(), value.as_bytes(), &ctx, opts)
-                .await?;
-            println!("ok\ncontext: {}", new.to_hex());
+                .await;
             client.close().await;
+            match written {
+                Ok(new) => println!("ok\ncontext: {}", new.to_hex()),
+                Err(kvorum_client::Error::Server(ErrorReply::PreconditionFailed {
+                    condition,
+                    current,
+                })) => {
+                    println!("precondition failed: {} does not hold", condition.name());
+                    match *current {
+                        Response::Value {
+                            siblings, context, ..
+                        } => {
+                            for s in siblings {
+                                println!("{}", String::from_utf8_lossy(&s));
+                            }
+                            println!("context: {}", context.to_hex());
+                        }
+                        Response::NotFound { context, .. } | Response::Data { context, .. } => {
+                            println!("context: {}", context.to_hex())
+                        }
+                        _ => {}
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         DataCommand::Delete {
             bucket,

@@ -216,6 +216,7 @@ fn parse_op(line: &str, conn: &super::args::Conn) -> Result<(ItemKey, ItemOp), B
                 value: value.as_bytes().to_vec(),
                 context: CausalContext::empty(),
                 options: conn.write_options(None),
+                condition: Default::default(),
             },
         ),
         ["delete", _, _, _, rest @ ..] if rest.len() <= 1 => (

@@ -91,6 +91,8 @@ catalog! {
         "Replica reads and writes this node sent inside batches (divide by kvorum_peer_batches_total for the mean batch size).";
     WRITES_FORWARDED = "kvorum_writes_forwarded_total", Counter, [],
         "Client writes this node received while not a replica of the key, and forwarded to one (token-aware clients keep this near 0).";
+    PRECONDITION_FAILURES = "kvorum_precondition_failures_total", Counter, ["condition"],
+        "Conditional writes this node coordinated whose condition did not hold (if_absent, if_match): nothing was written.";
     READ_SIBLINGS = "kvorum_read_siblings", Histogram, [],
         "Siblings (concurrent versions) returned per register read that found a value.";
     VCLOCK_ENTRIES = "kvorum_vclock_entries", Histogram, [],
@@ -421,6 +423,7 @@ pub fn outcome(resp: &Response) -> &'static str {
             ErrorReply::Internal(_) => "internal",
             ErrorReply::Refused(_) => "refused",
             ErrorReply::Forbidden(_) => "forbidden",
+            ErrorReply::PreconditionFailed { .. } => "precondition_failed",
         },
         _ => "ok",
     }

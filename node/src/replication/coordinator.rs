@@ -18,7 +18,7 @@ use crate::replication::settings::{Limits, Replication};
 use crate::rpc::transport::Transport;
 use crate::util::NodeEnv;
 use kvorum_client::proto::{
-    CausalContext, ErrorReply, ItemKey, ItemOp, ReplicaOutcome, Request, Response,
+    CausalContext, Condition, ErrorReply, ItemKey, ItemOp, ReplicaOutcome, Request, Response,
 };
 use kvorum_client::{BucketProps, BucketType, ReadReport, Version};
 use kvorum_ring::item;
@@ -65,6 +65,8 @@ pub struct Coordinator {
     pub(super) read_turn: std::sync::atomic::AtomicUsize,
     /// One permit per watch this node may run at once.
     pub(super) watches: Arc<tokio::sync::Semaphore>,
+    /// Runs one key's conditional writes one at a time.
+    pub(super) condition_locks: super::conditions::ConditionLocks,
 }
 
 /// What a coordinator works with (the node's services).
@@ -114,6 +116,7 @@ impl Coordinator {
             env,
             read_turn: Default::default(),
             watches: Arc::new(tokio::sync::Semaphore::new(limits.max_watches)),
+            condition_locks: Default::default(),
         }
     }
 
@@ -284,6 +287,7 @@ impl Coordinator {
                 ref value,
                 ref context,
                 options,
+                condition,
             } => {
                 let props = self.bucket(bucket, pk)?;
                 self.check_value(value)?;
@@ -297,6 +301,11 @@ impl Coordinator {
                 };
                 let q = self.write_quorum(options, props)?;
                 let req = forwardable(key.clone(), op.clone());
+                if condition != Condition::None {
+                    return self
+                        .conditional_write(req, skey, props, update, q, condition, forwarded)
+                        .await;
+                }
                 self.write(req, skey, props, update, q, forwarded).await
             }
             ItemOp::Delete {
@@ -322,6 +331,7 @@ impl Coordinator {
                 op: ref data_op,
                 ref context,
                 options,
+                condition,
             } => {
                 let props = self.bucket(bucket, pk)?;
                 if data_op.bucket_type() != props.bucket_type {
@@ -338,6 +348,11 @@ impl Coordinator {
                 };
                 let q = self.write_quorum(options, props)?;
                 let req = forwardable(key.clone(), op.clone());
+                if condition != Condition::None {
+                    return self
+                        .conditional_write(req, skey, props, update, q, condition, forwarded)
+                        .await;
+                }
                 self.write(req, skey, props, update, q, forwarded).await
             }
         }
@@ -468,6 +483,7 @@ fn item_request(req: Request) -> Option<(ItemKey, ItemOp)> {
                 value,
                 context,
                 options,
+                condition: options.condition,
             },
         ),
         Request::Delete {
@@ -491,6 +507,7 @@ fn item_request(req: Request) -> Option<(ItemKey, ItemOp)> {
                 op,
                 context,
                 options,
+                condition: options.condition,
             },
         ),
         _ => return None,

@@ -11,6 +11,7 @@
 //! - [`listing`]: the partition keys of a bucket, page by page.
 //! - [`watch`]: long polls for a change of an item or a range.
 //! - [`write`]: the write path (sloppy quorum, hints, forwarding).
+//! - [`conditions`]: conditional writes (`if_absent`, `if_match`).
 //! - [`quorum`]: the pure quorum tracker.
 //! - [`replica`]: this node as a replica of a key; [`quarantine`]:
 //!   undecodable records moved aside.
@@ -19,6 +20,7 @@
 
 pub mod batch;
 pub mod checks;
+pub mod conditions;
 pub mod coordinator;
 pub mod listing;
 pub mod peer_router;

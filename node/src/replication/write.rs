@@ -246,7 +246,7 @@ impl Coordinator {
     }
 
     /// Hands a write to a replica of its key, trying them in preference order.
-    async fn forward(
+    pub(super) async fn forward(
         &self,
         req: Request,
         pref: &[NodeId],

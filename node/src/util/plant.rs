@@ -21,6 +21,10 @@ pub enum Bug {
     /// reached furthest, not the nearest: past it, a replica that stopped
     /// short has not said what it holds.
     RangeCut = 16,
+    /// A conditional write is checked wherever it lands, without going to
+    /// the key's condition coordinator or taking the key's lock: racing
+    /// `if_absent` writes through different nodes can all pass.
+    ConditionRace = 32,
 }
 
 #[cfg(feature = "test-hooks")]

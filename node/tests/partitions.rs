@@ -438,6 +438,147 @@ async fn a_store_of_the_format_before_partitions_is_read_after_the_upgrade() {
     .expect("the test finished in time");
 }
 
+/// Every bucket type works as items: counters, sets and maps updated per
+/// sort key and read back in one range page (each item its own value),
+/// LWW items written, overwritten and deleted, and register items with
+/// siblings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_bucket_type_works_as_items() {
+    use kvorum_client::proto::MapOp;
+    use kvorum_client::{BucketProps, BucketType, DataOp, DataValue, FieldKind, FieldValue};
+    let _serial = SERIAL.lock().await;
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let c = TestCluster::start(3, "").await;
+        c.wait_all_reachable().await;
+        let admin = c.admin();
+        for (name, t) in [
+            ("likes", BucketType::Counter),
+            ("tags", BucketType::Set),
+            ("carts", BucketType::Map),
+            ("last", BucketType::Lww),
+        ] {
+            admin
+                .create_bucket(name, BucketProps::new(t))
+                .await
+                .unwrap();
+        }
+        let client = c.client();
+        let empty = CausalContext::empty();
+        let day = |d: u32| format!("2026-12-{d:02}").into_bytes();
+        let data_page = |bucket: &'static str| {
+            let client = client.clone();
+            async move {
+                let page = client
+                    .read_page(&RangeQuery::new(bucket, b"p"))
+                    .await
+                    .unwrap();
+                page.items
+                    .into_iter()
+                    .map(|i| match i.value {
+                        ItemValue::Data(v) => (i.sort, v),
+                        other => panic!("{bucket}: a data item, got {other:?}"),
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+
+        // Counters: one per day.
+        let likes = client.partition("likes", b"p");
+        for d in 1..=3u32 {
+            for _ in 0..d {
+                likes
+                    .update(&day(d), DataOp::Increment(1), &empty)
+                    .await
+                    .unwrap();
+            }
+        }
+        let counts = data_page("likes").await;
+        assert_eq!(
+            counts,
+            (1..=3u32)
+                .map(|d| (day(d), DataValue::Counter(i64::from(d))))
+                .collect::<Vec<_>>()
+        );
+        let (one, _) = likes.fetch(&day(2)).await.unwrap();
+        assert_eq!(one, Some(DataValue::Counter(2)));
+
+        // Sets: adds, then a remove with the context of a read.
+        let tags = client.partition("tags", b"p");
+        let add = |m: &[&str]| DataOp::SetUpdate {
+            add: m.iter().map(|x| x.as_bytes().to_vec()).collect(),
+            remove: vec![],
+        };
+        tags.update(b"a", add(&["x", "y"]), &empty).await.unwrap();
+        tags.update(b"b", add(&["z"]), &empty).await.unwrap();
+        let (_, ctx) = tags.fetch(b"a").await.unwrap();
+        let remove = DataOp::SetUpdate {
+            add: vec![],
+            remove: vec![b"x".to_vec()],
+        };
+        tags.update(b"a", remove, &ctx).await.unwrap();
+        assert_eq!(
+            data_page("tags").await,
+            vec![
+                (b"a".to_vec(), DataValue::Set(vec![b"y".to_vec()])),
+                (b"b".to_vec(), DataValue::Set(vec![b"z".to_vec()])),
+            ]
+        );
+
+        // Maps: a counter field per item.
+        let carts = client.partition("carts", b"p");
+        for (sort, n) in [(&b"c1"[..], 2i64), (b"c2", 5)] {
+            let op = DataOp::MapUpdate(vec![MapOp::Increment {
+                field: "qty".into(),
+                by: n,
+            }]);
+            carts.update(sort, op, &empty).await.unwrap();
+        }
+        let maps = data_page("carts").await;
+        assert_eq!(maps.len(), 2);
+        for ((sort, v), want) in maps.iter().zip([2i64, 5]) {
+            let DataValue::Map(m) = v else {
+                panic!("{sort:?}: a map, got {v:?}");
+            };
+            assert_eq!(
+                m.get("qty", FieldKind::Counter),
+                Some(&FieldValue::Counter(want))
+            );
+        }
+
+        // LWW: the last write wins, a delete hides the item.
+        let last = client.partition("last", b"p");
+        last.put(b"k1", b"old", &empty).await.unwrap();
+        last.put(b"k1", b"new", &empty).await.unwrap();
+        last.put(b"k2", b"gone", &empty).await.unwrap();
+        last.delete(b"k2", &empty).await.unwrap();
+        let page = client
+            .read_page(&RangeQuery::new("last", b"p"))
+            .await
+            .unwrap();
+        let got: Vec<_> = page
+            .items
+            .iter()
+            .map(|i| (i.sort.clone(), i.value.siblings().map(<[_]>::to_vec)))
+            .collect();
+        assert_eq!(got, vec![(b"k1".to_vec(), Some(vec![b"new".to_vec()]))]);
+
+        // Registers: two blind writes of one item are siblings.
+        let reg = client.partition("default", b"regs");
+        reg.put(b"r", b"a", &empty).await.unwrap();
+        reg.put(b"r", b"b", &empty).await.unwrap();
+        let page = client
+            .read_page(&RangeQuery::new("default", b"regs"))
+            .await
+            .unwrap();
+        let mut siblings = page.items[0].value.siblings().unwrap().to_vec();
+        siblings.sort();
+        assert_eq!(siblings, vec![b"a".to_vec(), b"b".to_vec()]);
+        c.shutdown().await;
+    })
+    .await
+    .expect("the test finished in time");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_inbox_example_runs_against_a_cluster() {
     let _serial = SERIAL.lock().await;

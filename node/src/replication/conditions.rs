@@ -18,12 +18,12 @@
 //! request and the same `PreconditionFailed` answer.
 
 use super::coordinator::{Coordinator, WriteQuorum};
-use crate::data::register::{self, DotContext};
-use crate::data::value::{self, Reading, State, Update};
+use crate::data::register::DotContext;
+use crate::data::value::{Reading, State, Update};
 use crate::metrics;
-use kvorum_client::proto::{CausalContext, Condition, ErrorReply, Request, Response};
-use kvorum_client::{BucketProps, BucketType, ReadReport};
-use kvorum_ring::{item, key_token, NodeId};
+use kvorum_client::proto::{Condition, ErrorReply, Request, Response};
+use kvorum_client::{BucketProps, BucketType};
+use kvorum_ring::{key_token, NodeId};
 use std::cmp::Ordering;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -116,7 +116,7 @@ impl Coordinator {
                     &[("condition", condition.name())],
                 )
                 .increment(1);
-            let current = self.current(&skey, &state, report);
+            let current = self.answer(&skey, &state, report);
             return Err(ErrorReply::PreconditionFailed {
                 condition,
                 current: Box::new(current),
@@ -129,47 +129,6 @@ impl Coordinator {
             ..q
         };
         self.write(req, skey, props, update, q, true).await
-    }
-
-    /// The current read of a key, as a get or fetch answers it.
-    fn current(&self, skey: &[u8], state: &State, report: ReadReport) -> Response {
-        let seal = |raw| self.contexts.seal(&item::seal_subject(skey), raw);
-        let version = state.version();
-        match state.read() {
-            Reading::Register(siblings, ctx) if !siblings.is_empty() => Response::Value {
-                siblings,
-                context: seal(register::encode_context(&ctx)),
-                version,
-                report,
-            },
-            Reading::Register(_, ctx) => Response::NotFound {
-                context: seal(register::encode_context(&ctx)),
-                version,
-                report,
-            },
-            Reading::Lww(Some(v)) => Response::Value {
-                siblings: vec![v],
-                context: CausalContext::empty(),
-                version,
-                report,
-            },
-            Reading::Lww(None) => Response::NotFound {
-                context: CausalContext::empty(),
-                version,
-                report,
-            },
-            Reading::Data(Some(value), clock) => Response::Data {
-                value,
-                context: seal(value::encode_clock(&clock)),
-                version,
-                report,
-            },
-            Reading::Data(None, clock) => Response::NotFound {
-                context: seal(value::encode_clock(&clock)),
-                version,
-                report,
-            },
-        }
     }
 }
 

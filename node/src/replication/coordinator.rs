@@ -215,15 +215,12 @@ impl Coordinator {
         } = key;
         self.check_sort_key(sort)?;
         let skey = item::storage_key(bucket, pk, sort);
-        let seal = |raw| self.contexts.seal(&item::seal_subject(&skey), raw);
         match op {
             ItemOp::Get { options, at_least } => {
                 let (_, state, report) = self
                     .read_request(bucket, pk, &skey, options, at_least.as_ref(), true)
                     .await?;
-                let version = state.version();
-                let reading = state.read();
-                if let Reading::Register(siblings, ctx) = &reading {
+                if let Reading::Register(siblings, ctx) = &state.read() {
                     if !siblings.is_empty() {
                         self.metrics
                             .histogram(metrics::READ_SIBLINGS, &[])
@@ -233,55 +230,20 @@ impl Coordinator {
                             .record(ctx.entries() as f64);
                     }
                 }
-                Ok(match reading {
-                    Reading::Register(siblings, ctx) if !siblings.is_empty() => Response::Value {
-                        siblings,
-                        context: seal(register::encode_context(&ctx)),
-                        version,
-                        report,
-                    },
-                    Reading::Register(_, ctx) => Response::NotFound {
-                        context: seal(register::encode_context(&ctx)),
-                        version,
-                        report,
-                    },
-                    Reading::Lww(Some(v)) => Response::Value {
-                        siblings: vec![v],
-                        context: CausalContext::empty(),
-                        version,
-                        report,
-                    },
-                    _ => Response::NotFound {
-                        context: CausalContext::empty(),
-                        version,
-                        report,
-                    },
-                })
+                // (The bucket's type was checked: a register or LWW state.)
+                Ok(self.answer(&skey, &state, report))
             }
             ItemOp::Fetch { options, at_least } => {
                 let (props, state, report) = self
                     .read_request(bucket, pk, &skey, options, at_least.as_ref(), false)
                     .await?;
-                let version = state.version();
-                Ok(match state.read() {
-                    Reading::Data(Some(value), clock) => Response::Data {
-                        value,
-                        context: seal(value::encode_clock(&clock)),
-                        version,
-                        report,
-                    },
-                    Reading::Data(None, clock) => Response::NotFound {
-                        context: seal(value::encode_clock(&clock)),
-                        version,
-                        report,
-                    },
-                    _ => {
-                        return Err(ErrorReply::Internal(format!(
-                            "stored state of key does not match bucket type {}",
-                            props.bucket_type
-                        )))
-                    }
-                })
+                if !matches!(state.read(), Reading::Data(..)) {
+                    return Err(ErrorReply::Internal(format!(
+                        "stored state of key does not match bucket type {}",
+                        props.bucket_type
+                    )));
+                }
+                Ok(self.answer(&skey, &state, report))
             }
             ItemOp::Put {
                 ref value,

@@ -4,13 +4,16 @@
 use super::coordinator::Coordinator;
 use super::quorum::{outcome_of, QuorumStatus, QuorumTracker};
 use super::read_repair::Repair;
-use crate::data::value::State;
+use crate::data::register;
+use crate::data::value::{self, Reading, State};
 use crate::metrics;
 use crate::rpc::call::ask;
 use crate::rpc::peer::{ReplicaRequest, ReplicaResponse};
-use kvorum_client::proto::{ErrorReply, OpKind, ReplicaOutcome, StaleRead};
+use kvorum_client::proto::{
+    CausalContext, ErrorReply, OpKind, ReplicaOutcome, Response, StaleRead,
+};
 use kvorum_client::{BucketProps, ReadReport, Version};
-use kvorum_ring::NodeId;
+use kvorum_ring::{item, NodeId};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -260,5 +263,49 @@ impl Coordinator {
             };
             let _ = tx.send((node, res)).await;
         });
+    }
+}
+
+impl Coordinator {
+    /// What a get or fetch of a key answers for its merged `state` (also
+    /// the current read a failed condition carries).
+    pub(super) fn answer(&self, skey: &[u8], state: &State, report: ReadReport) -> Response {
+        let seal = |raw| self.contexts.seal(&item::seal_subject(skey), raw);
+        let version = state.version();
+        match state.read() {
+            Reading::Register(siblings, ctx) if !siblings.is_empty() => Response::Value {
+                siblings,
+                context: seal(register::encode_context(&ctx)),
+                version,
+                report,
+            },
+            Reading::Register(_, ctx) => Response::NotFound {
+                context: seal(register::encode_context(&ctx)),
+                version,
+                report,
+            },
+            Reading::Lww(Some(v)) => Response::Value {
+                siblings: vec![v],
+                context: CausalContext::empty(),
+                version,
+                report,
+            },
+            Reading::Lww(None) => Response::NotFound {
+                context: CausalContext::empty(),
+                version,
+                report,
+            },
+            Reading::Data(Some(value), clock) => Response::Data {
+                value,
+                context: seal(value::encode_clock(&clock)),
+                version,
+                report,
+            },
+            Reading::Data(None, clock) => Response::NotFound {
+                context: seal(value::encode_clock(&clock)),
+                version,
+                report,
+            },
+        }
     }
 }

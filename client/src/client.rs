@@ -276,12 +276,13 @@ impl<T: FromPool> ClientBuilder<T> {
             quinn::Endpoint::client(bind_addr(&self.seeds)).map_err(Error::Endpoint)?;
         endpoint.set_default_client_config(client_quic_config(&self.tls)?);
         let conns = Connections::new(endpoint, NODE_CERT_NAME, self.connect_timeout);
+        let router = Router::new(self.token_aware, self.placement_refresh, self.seeds.clone());
         Ok(T::from_pool(Pool::new(
             conns,
             self.seeds,
             self.request_timeout,
             self.max_response_bytes,
-            Router::new(self.token_aware, self.placement_refresh),
+            router,
         )))
     }
 }

@@ -307,20 +307,16 @@ impl Pool {
                 .map(|i| seeds[(start + i) % seeds.len()])
                 .collect();
         }
-        let mut all: Vec<SocketAddr> = seeds.clone();
-        for addr in self.inner.router.nodes() {
-            if !all.contains(&addr) {
-                all.push(addr);
-            }
-        }
+        let all = self.inner.router.known();
         let start = self.next_node();
-        let mut order = routed.to_vec();
-        for i in 0..all.len() {
-            let addr = all[(start + i) % all.len()];
-            if !order.contains(&addr) {
-                order.push(addr);
-            }
-        }
+        let mut order = Vec::with_capacity(all.len() + routed.len());
+        order.extend_from_slice(routed);
+        // (At most N routed replicas to skip: linear in the nodes.)
+        order.extend(
+            (0..all.len())
+                .map(|i| all[(start + i) % all.len()])
+                .filter(|a| !routed.contains(a)),
+        );
         order
     }
 

@@ -36,6 +36,8 @@ pub const PLACEMENT_REFRESH: Duration = Duration::from_secs(5);
 pub(crate) struct Router {
     enabled: bool,
     refresh: Duration,
+    /// The client's seeds (always known, placement or not).
+    seeds: Vec<SocketAddr>,
     state: Mutex<State>,
     /// Which replica of a partition goes first (spreads a partition's
     /// requests over its replicas).
@@ -45,6 +47,10 @@ pub(crate) struct Router {
 #[derive(Debug, Default)]
 struct State {
     table: Option<Arc<Placement>>,
+    /// The seeds and the placement's members, each once: every node a
+    /// request may fall back to (computed when a placement is learned, not
+    /// per request).
+    known: Option<Arc<[SocketAddr]>>,
     /// When the placement was last asked for; `None`: ask at the next call.
     asked: Option<Instant>,
 }
@@ -52,10 +58,11 @@ struct State {
 impl Router {
     /// A router; `enabled: false` never asks and never routes (requests go
     /// round-robin).
-    pub(crate) fn new(enabled: bool, refresh: Duration) -> Self {
+    pub(crate) fn new(enabled: bool, refresh: Duration, seeds: Vec<SocketAddr>) -> Self {
         Self {
             enabled,
             refresh,
+            seeds,
             state: Mutex::new(State::default()),
             turn: AtomicUsize::new(0),
         }
@@ -87,12 +94,11 @@ impl Router {
         owners
     }
 
-    /// Every node the placement lists (none before the first answer).
-    pub(crate) fn nodes(&self) -> Vec<SocketAddr> {
-        let table = self.state().table.clone();
-        table
-            .map(|t| t.nodes.iter().map(|n| n.addr).collect())
-            .unwrap_or_default()
+    /// Every node a request may go to: the seeds, then the placement's
+    /// other members (the seeds alone before the first answer).
+    pub(crate) fn known(&self) -> Arc<[SocketAddr]> {
+        let known = self.state().known.clone();
+        known.unwrap_or_else(|| Arc::from(self.seeds.as_slice()))
     }
 
     /// If the placement should be asked for now (routing is on, `req` is
@@ -119,7 +125,15 @@ impl Router {
     pub(crate) fn learned(&self, answer: Response) {
         if let Response::Placement(p) = answer {
             if p.check().is_ok() {
-                self.state().table = Some(Arc::from(p));
+                let mut known = self.seeds.clone();
+                for n in &p.nodes {
+                    if !known.contains(&n.addr) {
+                        known.push(n.addr);
+                    }
+                }
+                let mut state = self.state();
+                state.table = Some(Arc::from(p));
+                state.known = Some(Arc::from(known));
             }
         }
     }
@@ -174,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_request_goes_to_the_replicas_of_its_partition_in_turn() {
-        let router = Router::new(true, PLACEMENT_REFRESH);
+        let router = Router::new(true, PLACEMENT_REFRESH, Vec::new());
         let req = get("b", b"p");
         assert!(router.replicas(&req).is_empty(), "nothing known yet");
         router.learned(Response::Placement(Box::new(placement())));
@@ -197,13 +211,14 @@ mod tests {
 
     #[test]
     fn a_bad_placement_is_not_used_and_routing_off_never_asks() {
-        let router = Router::new(true, PLACEMENT_REFRESH);
+        let seed = SocketAddr::from(([127, 0, 0, 1], 9));
+        let router = Router::new(true, PLACEMENT_REFRESH, vec![seed]);
         let mut bad = placement();
         bad.ranges[1].owners = vec![7];
         router.learned(Response::Placement(Box::new(bad)));
         assert!(router.replicas(&get("b", b"p")).is_empty());
-        assert!(router.nodes().is_empty());
-        let off = Router::new(false, PLACEMENT_REFRESH);
+        assert_eq!(&router.known()[..], [seed], "the seeds alone");
+        let off = Router::new(false, PLACEMENT_REFRESH, Vec::new());
         assert!(off.due(&get("b", b"p")).is_none());
         off.learned(Response::Placement(Box::new(placement())));
         assert!(off.replicas(&get("b", b"p")).is_empty());
@@ -211,7 +226,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_placement_is_asked_for_again_after_the_refresh_or_a_failure() {
-        let router = Router::new(true, Duration::from_secs(5));
+        let seed = SocketAddr::from(([127, 0, 0, 1], 1));
+        let router = Router::new(true, Duration::from_secs(5), vec![seed]);
         let req = get("b", b"p");
         assert_eq!(router.due(&req), Some(Request::Placement { known: None }));
         assert_eq!(router.due(&req), None, "asked already");
@@ -226,6 +242,7 @@ mod tests {
         assert!(router.due(&req).is_some());
         // An `Unchanged` answer keeps the copy.
         router.learned(Response::Unchanged);
-        assert_eq!(router.nodes().len(), 3);
+        // The seed (also a member) once, then the other members.
+        assert_eq!(router.known().len(), 3);
     }
 }

@@ -120,6 +120,38 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// A load phase: `--keys` operations of `op` at the largest concurrency
+/// (at least 64); every one must succeed.
+async fn load(
+    args: &BenchArgs,
+    size: usize,
+    seed: u64,
+    target: &Target,
+    label: &str,
+    op: driver::OpFn,
+) -> Result<RunReport, BenchError> {
+    let c = args.concurrency.iter().copied().max().unwrap_or(64).max(64);
+    let phase = Phase {
+        concurrency: c,
+        duration: Duration::ZERO,
+        warmup: Duration::ZERO,
+        ops: Some(args.keys),
+        seed,
+    };
+    let o = driver::drive(phase, label, &target.pids, op).await;
+    let rep = RunReport::new(label, c, size, &o);
+    rep.print();
+    if o.error_count() > 0 {
+        return Err(BenchError::NotReady(format!(
+            "{label}: {} of {} operations failed: {:?}",
+            o.error_count(),
+            args.keys,
+            rep.error_examples
+        )));
+    }
+    Ok(rep)
+}
+
 /// Runs `kvorum bench`: until done, or until Ctrl-C / SIGTERM (then every
 /// child is stopped and [`BenchError::Interrupted`] returned).
 pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
@@ -295,56 +327,19 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
             }
         }
         if needs_load {
-            let c = args.concurrency.iter().copied().max().unwrap_or(64).max(64);
-            eprintln!("loading {} keys of {size} B ({c} in flight)", args.keys);
-            let load = Phase {
-                concurrency: c,
-                duration: Duration::ZERO,
-                warmup: Duration::ZERO,
-                ops: Some(args.keys),
-                seed,
-            };
-            let o = driver::drive(load, "load", &target.pids, op_fn(&ops, None)).await;
-            let rep = RunReport::new("load", c, size, &o);
-            rep.print();
-            if o.error_count() > 0 {
-                return Err(BenchError::NotReady(format!(
-                    "{} of {} loads failed: {:?}",
-                    o.error_count(),
-                    args.keys,
-                    rep.error_examples
-                )));
-            }
-            loads.push(rep);
+            eprintln!("loading {} keys of {size} B", args.keys);
+            loads.push(load(&args, size, seed, &target, "load", op_fn(&ops, None)).await?);
             let m = memory(&target, &format!("loaded {size} B"), stored(&ops));
             print_memory(&m);
             mem.push(m);
         }
         if needs_items {
-            let c = args.concurrency.iter().copied().max().unwrap_or(64).max(64);
             eprintln!(
-                "loading {} items of {size} B in partitions of {ITEMS_PER_PARTITION} ({c} in flight)",
+                "loading {} items of {size} B in partitions of {ITEMS_PER_PARTITION}",
                 args.keys
             );
-            let load = Phase {
-                concurrency: c,
-                duration: Duration::ZERO,
-                warmup: Duration::ZERO,
-                ops: Some(args.keys),
-                seed,
-            };
-            let o = driver::drive(load, "load items", &target.pids, item_load_fn(&ops)).await;
-            let rep = RunReport::new("load-items", c, size, &o);
-            rep.print();
-            if o.error_count() > 0 {
-                return Err(BenchError::NotReady(format!(
-                    "{} of {} item loads failed: {:?}",
-                    o.error_count(),
-                    args.keys,
-                    rep.error_examples
-                )));
-            }
-            loads.push(rep);
+            let items = item_load_fn(&ops);
+            loads.push(load(&args, size, seed, &target, "load-items", items).await?);
         }
         for &workload in &args.workload {
             for &c in &args.concurrency {

@@ -229,9 +229,17 @@ impl Admin {
     /// # Ok(()) }
     /// ```
     pub async fn create_bucket(&self, name: &str, props: BucketProps) -> Result<(), Error> {
-        let req = Request::CreateBucket {
-            name: name.to_string(),
-            props,
+        // Props without a default time to live go in the first form, which
+        // nodes built before it understand too.
+        let req = match props.default_ttl_ms {
+            None => Request::CreateBucket {
+                name: name.to_string(),
+                props: props.into(),
+            },
+            Some(_) => Request::DefineBucket {
+                name: name.to_string(),
+                props,
+            },
         };
         match self.pool.call(&req, true).await? {
             Response::BucketCreated => Ok(()),
@@ -249,8 +257,8 @@ impl Admin {
     /// # Ok(()) }
     /// ```
     pub async fn buckets(&self) -> Result<Vec<(String, BucketProps)>, Error> {
-        match self.pool.call(&Request::ListBuckets, true).await? {
-            Response::Buckets(b) => Ok(b),
+        match self.pool.call(&Request::ListBucketProps, true).await? {
+            Response::BucketProps(b) => Ok(b),
             other => Err(Error::of_answer(other)),
         }
     }

@@ -134,12 +134,7 @@ impl Batch {
         value: &[u8],
         context: &CausalContext,
     ) -> Self {
-        let op = ItemOp::Put {
-            value: value.to_vec(),
-            context: context.clone(),
-            options: WriteOptions::default(),
-            condition: Default::default(),
-        };
+        let op = ItemOp::put(value, context, WriteOptions::default());
         self.op(ItemKey::new(bucket, partition, sort), op)
     }
 

@@ -6,8 +6,8 @@ use crate::client::Client;
 use crate::error::Error;
 use crate::pool::Route;
 use crate::proto::{
-    CausalContext, Condition, DataOp, DataValue, ItemKey, ItemOp, ReadOptions, ReadReport, Request,
-    Response, Version, WriteOptions,
+    CausalContext, DataOp, DataValue, ItemKey, ItemOp, ReadOptions, ReadReport, Request, Response,
+    Version, WriteOptions,
 };
 
 /// A key's value(s) as a read saw them.
@@ -201,16 +201,11 @@ impl Client {
             ..options
         };
         let req = match value {
-            // A condition travels in an item operation (the key-value
-            // request's options have no room for it).
-            Some(value) if options.condition != Condition::None => Request::Item {
+            // A condition or a time to live travels in an item operation
+            // (the key-value request's options have no room for them).
+            Some(value) if options.needs_item_op() => Request::Item {
                 key: ItemKey::single(&bucket, &key),
-                op: ItemOp::Put {
-                    value: value.to_vec(),
-                    context,
-                    options,
-                    condition: options.condition,
-                },
+                op: ItemOp::put(value, &context, options),
             },
             Some(value) => Request::Put {
                 bucket,
@@ -264,7 +259,7 @@ impl Client {
             timeout_ms: Some(self.pool.timeout_ms(options.timeout_ms)),
             ..options
         };
-        let req = if options.condition == Condition::None {
+        let req = if !options.needs_item_op() {
             Request::Update {
                 bucket: bucket.to_string(),
                 key: key.to_vec(),
@@ -275,12 +270,7 @@ impl Client {
         } else {
             Request::Item {
                 key: ItemKey::single(bucket, key),
-                op: ItemOp::Update {
-                    op,
-                    context: context.clone(),
-                    options,
-                    condition: options.condition,
-                },
+                op: ItemOp::update(op, context, options),
             }
         };
         self.write(&req).await

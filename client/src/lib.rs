@@ -84,7 +84,8 @@ pub use routing::PLACEMENT_REFRESH;
 pub use session::{Session, SessionConfig, MAX_SESSION_ITEMS_PER_PAGE};
 pub use tls::{TlsError, TlsMaterial};
 pub use types::{
-    BucketProps, BucketType, DataOp, DataValue, FieldKind, FieldValue, MapOp, MapValue,
+    BucketProps, BucketType, DataOp, DataValue, FieldKind, FieldValue, LegacyBucketProps, MapOp,
+    MapValue,
 };
 pub use version::{ActorId, ReadReport, Version};
 pub use watch::{Changes, RangeChanges};

@@ -313,12 +313,7 @@ impl Partition {
         context: &CausalContext,
         options: WriteOptions,
     ) -> Result<CausalContext, Error> {
-        let op = ItemOp::Put {
-            value: value.to_vec(),
-            context: context.clone(),
-            options,
-            condition: options.condition,
-        };
+        let op = ItemOp::put(value, context, options);
         written(self.client.item(self.at(sort), op).await?).map(|(c, _)| c)
     }
 
@@ -377,12 +372,7 @@ impl Partition {
         op: DataOp,
         context: &CausalContext,
     ) -> Result<CausalContext, Error> {
-        let op = ItemOp::Update {
-            op,
-            context: context.clone(),
-            options: WriteOptions::default(),
-            condition: Default::default(),
-        };
+        let op = ItemOp::update(op, context, WriteOptions::default());
         written(self.client.item(self.at(sort), op).await?).map(|(c, _)| c)
     }
 

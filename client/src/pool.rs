@@ -181,7 +181,8 @@ impl Pool {
             Request::Status | Request::ListBuckets | Request::Ring { .. } => None,
             Request::Leave { .. } | Request::Remove { .. } | Request::Join { .. } => None,
             // Creation waits for every member (each with the request timeout).
-            Request::CreateBucket { .. } => None,
+            Request::CreateBucket { .. } | Request::DefineBucket { .. } => None,
+            Request::ListBucketProps => None,
             // A repair compares trees with every peer: allow it a minute.
             Request::Repair => Some(60_000),
             // Access changes are sent to every member, as bucket creation.

@@ -115,6 +115,58 @@ pub struct BucketProps {
     pub r: u8,
     /// Default write quorum (a request may override it).
     pub w: u8,
+    /// Time to live of every write that gives none, in milliseconds
+    /// (`None`: writes without one live for ever).
+    pub default_ttl_ms: Option<u64>,
+}
+
+/// Bucket props in the form the client protocol's first bucket requests
+/// carry ([`Request::CreateBucket`](crate::proto::Request::CreateBucket),
+/// [`Response::Buckets`](crate::proto::Response::Buckets),
+/// [`ErrorReply::BucketConflict`](crate::proto::ErrorReply::BucketConflict)):
+/// without the default time to live, so their frames did not change and
+/// clients built before it keep working. Newer requests carry
+/// [`BucketProps`] whole.
+///
+/// ```
+/// use kvorum_client::{BucketProps, BucketType, LegacyBucketProps};
+/// let p = BucketProps::new(BucketType::Set).n(5);
+/// let legacy = LegacyBucketProps::from(p);
+/// assert_eq!(BucketProps::from(legacy), p);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LegacyBucketProps {
+    /// The value type of every key of the bucket.
+    pub bucket_type: BucketType,
+    /// Replicas per key.
+    pub n: u8,
+    /// Default read quorum.
+    pub r: u8,
+    /// Default write quorum.
+    pub w: u8,
+}
+
+impl From<BucketProps> for LegacyBucketProps {
+    fn from(p: BucketProps) -> Self {
+        LegacyBucketProps {
+            bucket_type: p.bucket_type,
+            n: p.n,
+            r: p.r,
+            w: p.w,
+        }
+    }
+}
+
+impl From<LegacyBucketProps> for BucketProps {
+    fn from(p: LegacyBucketProps) -> Self {
+        BucketProps {
+            bucket_type: p.bucket_type,
+            n: p.n,
+            r: p.r,
+            w: p.w,
+            default_ttl_ms: None,
+        }
+    }
 }
 
 impl BucketProps {
@@ -137,7 +189,22 @@ impl BucketProps {
             n: 3,
             r: 2,
             w: 2,
+            default_ttl_ms: None,
         }
+    }
+
+    /// Sets the time to live of every write that gives none (see
+    /// [`WriteOptions::ttl`](crate::WriteOptions::ttl)).
+    ///
+    /// ```
+    /// use kvorum_client::{BucketProps, BucketType};
+    /// use std::time::Duration;
+    /// let p = BucketProps::new(BucketType::Register).default_ttl(Duration::from_secs(60));
+    /// assert_eq!(p.default_ttl_ms, Some(60_000));
+    /// ```
+    pub fn default_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.default_ttl_ms = Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        self
     }
 
     /// Sets N (replicas per key).
@@ -181,6 +248,9 @@ impl BucketProps {
     /// assert!(e.contains("N"));
     /// ```
     pub fn validate(&self) -> Result<(), String> {
+        if self.default_ttl_ms == Some(0) {
+            return Err("the default time to live must be at least 1 ms".into());
+        }
         if self.n == 0 || self.n > Self::MAX_N {
             return Err(format!(
                 "N must be between 1 and {}, not {}",

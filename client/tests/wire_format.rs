@@ -86,7 +86,7 @@ fn requests() -> Vec<Request> {
         },
         Request::CreateBucket {
             name: bucket,
-            props: BucketProps::new(BucketType::Map).n(5).r(3).w(3),
+            props: BucketProps::new(BucketType::Map).n(5).r(3).w(3).into(),
         },
         Request::ListBuckets,
         Request::Leave { node: "n3".into() },
@@ -156,7 +156,7 @@ fn errors() -> Vec<ErrorReply> {
         },
         ErrorReply::BucketConflict {
             bucket: "b".into(),
-            existing: BucketProps::new(BucketType::Lww),
+            existing: BucketProps::new(BucketType::Lww).into(),
         },
         ErrorReply::Internal("i".into()),
         ErrorReply::Refused("r".into()),
@@ -249,7 +249,10 @@ fn responses() -> Vec<Response> {
             report: report(),
         },
         Response::BucketCreated,
-        Response::Buckets(vec![("carts".into(), BucketProps::new(BucketType::Map))]),
+        Response::Buckets(vec![(
+            "carts".into(),
+            BucketProps::new(BucketType::Map).into(),
+        )]),
         Response::Access(AccessList {
             grants: vec![Grant {
                 client: "*".into(),

@@ -102,7 +102,7 @@ impl RunningNode {
 /// Starts a node: opens its storage, binds its endpoint, joins the cluster
 /// through its seeds, and serves until [`RunningNode::shutdown`].
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
-    start_with_hooks(config, SocketHooks::default()).await
+    start_with_hooks(config, SocketHooks::default(), NodeEnv::real()).await
 }
 
 /// [`start`], with the node's UDP socket obeying injected `faults` (a
@@ -112,13 +112,29 @@ pub async fn start_with_faults(
     config: NodeConfig,
     faults: Option<Arc<crate::net::faults::Faults>>,
 ) -> Result<RunningNode, NodeError> {
-    start_with_hooks(config, SocketHooks { faults }).await
+    start_with_hooks(config, SocketHooks { faults }, NodeEnv::real()).await
+}
+
+/// [`start_with_faults`], with the node's wall clock `offset_ms` off the
+/// system's (the clock-skew tests).
+#[cfg(feature = "test-hooks")]
+pub async fn start_with_clock_offset(
+    config: NodeConfig,
+    faults: Option<Arc<crate::net::faults::Faults>>,
+    offset_ms: i64,
+) -> Result<RunningNode, NodeError> {
+    let env = NodeEnv {
+        clock: Arc::new(crate::util::clock::SkewedClock { offset_ms }),
+        ..NodeEnv::real()
+    };
+    start_with_hooks(config, SocketHooks { faults }, env).await
 }
 
 /// [`start`], with `hooks` on the node's UDP socket.
 async fn start_with_hooks(
     config: NodeConfig,
     hooks: SocketHooks,
+    env: NodeEnv,
 ) -> Result<RunningNode, NodeError> {
     let tls = TlsMaterial::from_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     // The node's certificate must be its own: a node certificate naming
@@ -176,7 +192,7 @@ async fn start_with_hooks(
             engine,
             addr,
             transport,
-            env: NodeEnv::real(),
+            env,
             certificate: CertificateStatus {
                 node: config.id.clone(),
                 serial: own_cert.serial.clone(),

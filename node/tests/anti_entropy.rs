@@ -41,7 +41,7 @@ async fn held(c: &TestCluster, probe: &PeerProbe, i: usize) -> u32 {
                 &storage_key("default", format!("k{k}").as_bytes()),
             )
             .await;
-        n += u32::from(state.is_some_and(|s| s.read().0 == vec![k.to_be_bytes().to_vec()]));
+        n += u32::from(state.is_some_and(|s| s.read(0).0 == vec![k.to_be_bytes().to_vec()]));
     }
     n
 }

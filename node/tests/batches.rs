@@ -64,7 +64,7 @@ async fn concurrent_writes_share_batches_and_every_one_lands() {
                     .await
                     .unwrap_or_else(|| panic!("{addr} lacks {key}"));
                 assert_eq!(
-                    stored.read().0,
+                    stored.read(0).0,
                     vec![format!("v{i}").into_bytes()],
                     "{addr} {key}"
                 );

@@ -12,7 +12,7 @@ use kvorum_client::{
     Admin, BucketProps, BucketType, CausalContext, Error, ErrorReply, FieldKind, FieldValue,
     MapUpdate, ReadOptions, WriteOptions,
 };
-use kvorum_node::data::value::{Reading, State};
+use kvorum_node::data::value::Reading;
 use kvorum_node::net::faults::Faults;
 use kvorum_node::replication::replica::storage_key;
 use std::collections::BTreeSet;
@@ -327,11 +327,16 @@ async fn each_type_behaves_through_different_coordinators_and_is_bounded() {
     .unwrap();
 }
 
+fn now_ms() -> u64 {
+    use kvorum_node::util::clock::Clock;
+    kvorum_node::util::clock::SystemClock.wall_ms()
+}
+
 /// Reads the counter value node `addr` stores.
 async fn stored_counter(probe: &PeerProbe, addr: std::net::SocketAddr, skey: &[u8]) -> i64 {
     match probe.stored_state(addr, skey).await {
         None => 0,
-        Some(s) => match s.read() {
+        Some(s) => match s.read(now_ms()) {
             Reading::Data(Some(DataValue::Counter(v)), _) => v,
             Reading::Data(None, _) => 0,
             other => panic!("not a counter: {other:?}"),
@@ -349,7 +354,7 @@ async fn stored_members(
         .stored_state(addr, skey)
         .await
         .as_ref()
-        .map(State::read)
+        .map(|s| s.read(now_ms()))
     {
         Some(Reading::Data(Some(DataValue::Set(m)), _)) => m.into_iter().collect(),
         Some(Reading::Data(None, _)) | None => BTreeSet::new(),

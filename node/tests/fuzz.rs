@@ -149,7 +149,7 @@ fn history(t: BucketType, rng: &mut Rng, ops: usize) -> [State; 3] {
     let mut replicas = [State::empty(t), State::empty(t), State::empty(t)];
     for _ in 0..ops {
         let i = rng.below(3);
-        let ctx = match replicas[i].read() {
+        let ctx = match replicas[i].read(0) {
             value::Reading::Register(_, ctx) if rng.below(2) == 0 => ctx,
             _ => DotContext::new(),
         };
@@ -282,8 +282,13 @@ fn corpus(rng: &mut Rng) -> Corpus {
         },
         Request::CreateBucket {
             name: "b".into(),
-            props: BucketProps::new(BucketType::Map),
+            props: BucketProps::new(BucketType::Map).into(),
         },
+        Request::DefineBucket {
+            name: "b".into(),
+            props: BucketProps::new(BucketType::Map).default_ttl(Duration::from_secs(9)),
+        },
+        Request::ListBucketProps,
         Request::Grant(Grant {
             client: "*".into(),
             scope: GrantScope::Prefix("a".into()),
@@ -355,7 +360,7 @@ fn corpus(rng: &mut Rng) -> Corpus {
     );
     let records = states.iter().map(value::encode_record).collect();
     let mut contexts = vec![register::encode_context(&ctx)];
-    if let value::Reading::Data(_, clock) = states[9].read() {
+    if let value::Reading::Data(_, clock) = states[9].read(0) {
         contexts.push(value::encode_clock(&clock));
     }
     let versions = states
@@ -594,7 +599,7 @@ fn registers(n: usize) -> (State, State) {
             r.write(&a, &DotContext::new(), RegValue::Data(vec![1]), 0)
                 .unwrap();
         }
-        State::Register(r)
+        State::from(value::Body::Register(r))
     };
     (make(0), make(n))
 }

@@ -193,7 +193,7 @@ async fn writes_succeed_via_fallbacks_and_hints_alone_bring_the_owner_up_to_date
             for node in ring.item_preference_list(&skey, 3) {
                 let idx: usize = node.as_str()[1..].parse().unwrap();
                 let state = probe.stored(c.addrs[idx - 1], &skey).await;
-                let values = state.map(|s| s.read().0).unwrap_or_default();
+                let values = state.map(|s| s.read(0).0).unwrap_or_default();
                 assert!(
                     values.contains(&i.to_be_bytes().to_vec()),
                     "k{i} missing on {node}"

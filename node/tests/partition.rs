@@ -287,7 +287,7 @@ async fn no_acknowledged_write_is_lost_across_partitions() {
                 agree &= states.iter().all(|s| *s == states[0]);
                 let live: BTreeSet<Vec<u8>> = states[0]
                     .as_ref()
-                    .map(|s| s.read().0)
+                    .map(|s| s.read(0).0)
                     .unwrap_or_default()
                     .into_iter()
                     .collect();
@@ -434,7 +434,7 @@ async fn a_key_deleted_under_partition_stays_deleted_and_its_tombstone_is_remove
                     let live = match probe.stored(a, &skey).await {
                         Some(s) => {
                             gone = false;
-                            !s.read().0.is_empty()
+                            !s.read(0).0.is_empty()
                         }
                         None => false,
                     };

@@ -242,12 +242,11 @@ async fn a_batch_reports_each_item_and_partitions_without_quorum_fail_alone() {
             expect_ok.push(pref.iter().filter(|n| down.contains(*n)).count() < 2);
             b = b.op(
                 ItemKey::new("default", pk.as_bytes(), b"x"),
-                ItemOp::Put {
-                    value: b"v".to_vec(),
-                    context: CausalContext::empty(),
-                    options: WriteOptions::w(2).strict().timeout_ms(2000),
-                    condition: Default::default(),
-                },
+                ItemOp::put(
+                    b"v",
+                    &CausalContext::empty(),
+                    WriteOptions::w(2).strict().timeout_ms(2000),
+                ),
             );
         }
         assert!(expect_ok.contains(&true) && expect_ok.contains(&false));

@@ -420,6 +420,37 @@ async fn dev_cluster_serves_the_cli_stops_on_ctrl_c_and_keeps_its_data() {
             !ok && out.starts_with("precondition failed: if_absent does not hold\nuser-1\n"),
             "{out}"
         );
+        // Expiry: a put with a time to live, and a bucket whose writes
+        // expire by default; both read as not found once it passed.
+        let (ok, out) = cli(d, &["put", "demo", "otp", "1234", "--ttl", "1s"]);
+        assert!(ok, "{out}");
+        let (ok, out) = cli(
+            d,
+            &[
+                "admin",
+                "bucket",
+                "create",
+                "logins",
+                "--type",
+                "register",
+                "--default-ttl",
+                "1s",
+            ],
+        );
+        assert!(ok && out.contains("default TTL 1000 ms"), "{out}");
+        let (ok, out) = cli(d, &["admin", "bucket", "list"]);
+        assert!(ok && out.contains("1000ms"), "{out}");
+        let (ok, out) = cli(d, &["put", "logins", "ada", "token"]);
+        assert!(ok, "{out}");
+        let (ok, out) = cli(d, &["get", "demo", "otp"]);
+        assert!(ok && out.starts_with("1234\n"), "{out}");
+        std::thread::sleep(Duration::from_millis(1_200));
+        let (ok, out) = cli(d, &["get", "demo", "otp"]);
+        assert!(!ok && out.starts_with("not found"), "{out}");
+        let (ok, out) = cli(d, &["get", "logins", "ada"]);
+        assert!(!ok && out.starts_with("not found"), "{out}");
+        let (ok, out) = cli(d, &["put", "demo", "otp", "1", "--ttl", "0s"]);
+        assert!(!ok && out.contains("at least 1 ms"), "{out}");
         // Where partitions live: every node is a replica of everything
         // (3 nodes, N = 3), and the shares of first replicas add up.
         let (ok, out) = cli(d, &["placement", "demo", "inbox"]);

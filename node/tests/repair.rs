@@ -30,15 +30,16 @@ async fn stored(c: &TestCluster, i: usize, key: &[u8]) -> Option<Register> {
         .unwrap();
     match decode_frame(PEER_PROTOCOL_VERSION, &bytes).unwrap() {
         PeerResponse::Replica(ReplicaResponse::State(None)) => None,
-        PeerResponse::Replica(ReplicaResponse::State(Some(
-            kvorum_node::data::value::State::Register(r),
-        ))) => Some(r),
+        PeerResponse::Replica(ReplicaResponse::State(Some(kvorum_node::data::value::State {
+            body: kvorum_node::data::value::Body::Register(r),
+            ..
+        }))) => Some(r),
         other => panic!("unexpected {other:?}"),
     }
 }
 
 fn live(r: &Option<Register>) -> Vec<Vec<u8>> {
-    r.as_ref().map(|r| r.read().0).unwrap_or_default()
+    r.as_ref().map(|r| r.read(0).0).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

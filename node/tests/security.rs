@@ -249,7 +249,7 @@ fn siblings(count: usize) -> kvorum_node::data::value::State {
         reg.write(&actor, &DotContext::new(), RegValue::Data(vec![1]), 0)
             .unwrap();
     }
-    kvorum_node::data::value::State::Register(reg)
+    kvorum_node::data::value::Body::Register(reg).into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -848,7 +848,7 @@ async fn a_peer_that_claims_another_nodes_id_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_record_is_quarantined_listed_and_repaired() {
-    use kvorum_node::data::value::State;
+    use kvorum_node::data::value::{Body, State};
     use kvorum_node::replication::replica::storage_key;
     use kvorum_node::rpc::peer::{PeerRequest, PeerResponse, ReplicaRequest, ReplicaResponse};
     use kvorum_node::storage::{Engine, FjallEngine, Space};
@@ -887,10 +887,12 @@ async fn an_undecodable_record_is_quarantined_listed_and_repaired() {
         loop {
             let _ = c.client_of(&[addr]).get("default", b"k").await;
             let _ = admin.repair().await;
-            if let PeerResponse::Replica(ReplicaResponse::State(Some(State::Register(r)))) =
-                probe.call(addr, &read).await
+            if let PeerResponse::Replica(ReplicaResponse::State(Some(State {
+                body: Body::Register(r),
+                ..
+            }))) = probe.call(addr, &read).await
             {
-                assert_eq!(r.read().0, vec![b"v".to_vec()]);
+                assert_eq!(r.read(0).0, vec![b"v".to_vec()]);
                 break;
             }
             assert!(tokio::time::Instant::now() < deadline, "not repaired");

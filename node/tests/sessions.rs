@@ -190,7 +190,7 @@ async fn session_reads_are_monotonic_across_coordinators_with_a_lagging_replica(
         let probe = PeerProbe::new(&c.node_tls(1));
         for key in [&b"k"[..], b"k2"] {
             let at_n3 = probe.stored(c.addrs[2], &storage_key("default", key)).await;
-            assert_eq!(at_n3.unwrap().read().0, vec![b"v1".to_vec()], "n3 lags");
+            assert_eq!(at_n3.unwrap().read(0).0, vec![b"v1".to_vec()], "n3 lags");
         }
         // ... then v1 through n3: older than what was read before.
         let n3 = c.client_of(&c.addrs[2..]);

@@ -210,10 +210,11 @@ async fn create_buckets(cluster: &SimCluster, plan: &Plan, failures: &mut Vec<St
             n: plan.shape.n,
             r: plan.shape.r,
             w: plan.shape.w,
+            default_ttl_ms: None,
         };
         let req = Request::CreateBucket {
             name: w.bucket().into(),
-            props,
+            props: props.into(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

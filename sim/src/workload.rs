@@ -214,12 +214,11 @@ impl Client {
         let invoked = self.history.now_ms();
         let put = Request::Item {
             key: ItemKey::new(w.bucket(), &key_name(key), &encode_elem(id)),
-            op: ItemOp::Put {
-                value: encode_elem(id),
-                context: CausalContext::empty(),
-                options: WriteOptions::default().strict(),
-                condition: Default::default(),
-            },
+            op: ItemOp::put(
+                &encode_elem(id),
+                &CausalContext::empty(),
+                WriteOptions::default().strict(),
+            ),
         };
         let ok = matches!(self.call(node, put).await, Some(Response::Written { .. }));
         self.record(w, key, Op::Insert(id), ok, invoked);

@@ -69,12 +69,7 @@ async fn formed(shape: Shape, seed: u64) -> SimCluster {
     assert!(c.settle(Duration::from_secs(60)).await, "the cluster forms");
     let create = Request::CreateBucket {
         name: "reg".into(),
-        props: BucketProps {
-            bucket_type: BucketType::Register,
-            n: 3,
-            r: 2,
-            w: 2,
-        },
+        props: BucketProps::new(BucketType::Register).into(),
     };
     let n1 = c.machines[0].id.clone();
     let made = c.net.client_call(&n1, create, Duration::from_secs(5)).await;

@@ -1,7 +1,7 @@
 //! Why a node refused or failed a request: [`ErrorReply`], and the details
 //! it carries (a failed quorum, a stale read, an exceeded limit).
 
-use crate::types::{BucketProps, BucketType};
+use crate::types::{BucketType, LegacyBucketProps};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -305,8 +305,9 @@ pub enum ErrorReply {
     BucketConflict {
         /// The bucket.
         bucket: String,
-        /// Its existing props.
-        existing: BucketProps,
+        /// Its existing props (without the default time to live: the
+        /// form of this error's first frames).
+        existing: LegacyBucketProps,
     },
     /// The node failed internally (e.g. a disk error).
     #[error("internal error: {0}")]

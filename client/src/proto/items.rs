@@ -64,12 +64,7 @@ impl ItemKey {
 /// ```
 /// use kvorum_client::proto::ItemOp;
 /// use kvorum_client::{CausalContext, WriteOptions};
-/// let put = ItemOp::Put {
-///     value: b"hello".to_vec(),
-///     context: CausalContext::empty(),
-///     options: WriteOptions::w(2),
-///     condition: Default::default(),
-/// };
+/// let put = ItemOp::put(b"hello", &CausalContext::empty(), WriteOptions::w(2));
 /// assert!(put.is_write());
 /// assert!(!ItemOp::Get { options: Default::default(), at_least: None }.is_write());
 /// ```
@@ -100,6 +95,9 @@ pub enum ItemOp {
         options: WriteOptions,
         /// What must hold for the write to be applied.
         condition: Condition,
+        /// The write's time to live in milliseconds (`None`: the bucket's
+        /// default, if any).
+        ttl_ms: Option<u64>,
     },
     /// Delete (as [`Request::Delete`](crate::proto::Request::Delete)).
     Delete {
@@ -118,21 +116,57 @@ pub enum ItemOp {
         options: WriteOptions,
         /// What must hold for the update to be applied.
         condition: Condition,
+        /// The update's time to live in milliseconds (`None`: the
+        /// bucket's default, if any; without either, the key's lifetime
+        /// is kept).
+        ttl_ms: Option<u64>,
     },
 }
 
 impl ItemOp {
+    /// A put of `value` replacing what `context` covers, with the options'
+    /// quorum, condition and time to live.
+    ///
+    /// ```
+    /// use kvorum_client::{proto::{Condition, ItemOp}, CausalContext, WriteOptions};
+    /// let op = ItemOp::put(b"v", &CausalContext::empty(), WriteOptions::w(2).if_absent());
+    /// assert_eq!(op.condition(), Condition::IfAbsent);
+    /// ```
+    pub fn put(value: &[u8], context: &CausalContext, options: WriteOptions) -> ItemOp {
+        ItemOp::Put {
+            value: value.to_vec(),
+            context: context.clone(),
+            options,
+            condition: options.condition,
+            ttl_ms: options.ttl_ms(),
+        }
+    }
+
+    /// A typed update with the options' quorum, condition and time to live.
+    ///
+    /// ```
+    /// use kvorum_client::{proto::ItemOp, CausalContext, DataOp, WriteOptions};
+    /// use std::time::Duration;
+    /// let o = WriteOptions::default().ttl(Duration::from_secs(60));
+    /// let op = ItemOp::update(DataOp::Increment(1), &CausalContext::empty(), o);
+    /// assert!(matches!(op, ItemOp::Update { ttl_ms: Some(60_000), .. }));
+    /// ```
+    pub fn update(op: DataOp, context: &CausalContext, options: WriteOptions) -> ItemOp {
+        ItemOp::Update {
+            op,
+            context: context.clone(),
+            options,
+            condition: options.condition,
+            ttl_ms: options.ttl_ms(),
+        }
+    }
+
     /// The operation's condition ([`Condition::None`] for reads and
     /// deletes).
     ///
     /// ```
     /// use kvorum_client::proto::{Condition, ItemOp};
-    /// let op = ItemOp::Put {
-    ///     value: b"v".to_vec(),
-    ///     context: Default::default(),
-    ///     options: Default::default(),
-    ///     condition: Condition::IfAbsent,
-    /// };
+    /// let op = ItemOp::put(b"v", &Default::default(), kvorum_client::WriteOptions::default().if_absent());
     /// assert_eq!(op.condition(), Condition::IfAbsent);
     /// ```
     pub fn condition(&self) -> Condition {

@@ -3,7 +3,7 @@
 
 use crate::proto::admin::{Grant, Revocation};
 use crate::proto::items::{ItemKey, ItemOp, RangeQuery, WatchTarget};
-use crate::types::{BucketProps, DataOp};
+use crate::types::{BucketProps, DataOp, LegacyBucketProps};
 use crate::version::Version;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -152,6 +152,11 @@ pub struct WriteOptions {
     /// conditional write is sent as an item operation, which carries it.
     #[serde(skip)]
     pub condition: Condition,
+    /// The write's time to live ([`WriteOptions::ttl`]); `None`: the
+    /// bucket's default, if it has one. Like the condition, sent in an item
+    /// operation.
+    #[serde(skip)]
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// What must hold when a write is applied, checked by the coordinator
@@ -260,6 +265,47 @@ impl WriteOptions {
         self.condition = Condition::IfMatch;
         self
     }
+
+    /// Gives the write a time to live: from `ttl` after the coordinator
+    /// applies it, the key (or item) reads as not found everywhere, and
+    /// its space is reclaimed later (docs/data-types.md "Expiry"). A put
+    /// sets the key's lifetime (without a ttl, in a bucket without a
+    /// default, it lives for ever); a typed update with a ttl renews it.
+    /// At least 1 ms.
+    ///
+    /// ```
+    /// use kvorum_client::WriteOptions;
+    /// use std::time::Duration;
+    /// let o = WriteOptions::default().ttl(Duration::from_secs(30));
+    /// assert_eq!(o.ttl, Some(Duration::from_secs(30)));
+    /// assert_eq!(o.ttl_ms(), Some(30_000));
+    /// ```
+    pub fn ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The time to live in milliseconds, as the wire carries it.
+    ///
+    /// ```
+    /// assert_eq!(kvorum_client::WriteOptions::default().ttl_ms(), None);
+    /// ```
+    pub fn ttl_ms(&self) -> Option<u64> {
+        self.ttl
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Whether the write needs an item operation (a condition or a time to
+    /// live, which the key-value requests have no room for).
+    ///
+    /// ```
+    /// use kvorum_client::WriteOptions;
+    /// assert!(!WriteOptions::w(2).needs_item_op());
+    /// assert!(WriteOptions::w(2).if_absent().needs_item_op());
+    /// ```
+    pub fn needs_item_op(&self) -> bool {
+        self.condition != Condition::None || self.ttl.is_some()
+    }
 }
 
 timeout_and_strict!(ReadOptions, "R");
@@ -357,11 +403,13 @@ pub enum Request {
         options: WriteOptions,
     },
     /// Create a bucket on every member (idempotent for equal props).
+    /// Clients send [`Request::DefineBucket`] for props with a default
+    /// time to live.
     CreateBucket {
         /// The bucket's name.
         name: String,
         /// Its type, N and default quorums.
-        props: BucketProps,
+        props: LegacyBucketProps,
     },
     /// List the buckets this node knows.
     ListBuckets,
@@ -465,6 +513,16 @@ pub enum Request {
         /// client holds, if any.
         known: Option<u64>,
     },
+    /// Create a bucket on every member, with props in full (a default
+    /// time to live); as [`Request::CreateBucket`] otherwise.
+    DefineBucket {
+        /// The bucket's name.
+        name: String,
+        /// Its props.
+        props: BucketProps,
+    },
+    /// List the buckets this node knows, with their props in full.
+    ListBucketProps,
 }
 
 impl Request {
@@ -534,6 +592,8 @@ impl Request {
                 | Request::Repair
                 | Request::ListBuckets
                 | Request::CreateBucket { .. }
+                | Request::DefineBucket { .. }
+                | Request::ListBucketProps
                 | Request::Grant(_)
                 | Request::Revoke(_)
                 | Request::Access

@@ -7,7 +7,7 @@ use crate::proto::error::ErrorReply;
 use crate::proto::items::Page;
 use crate::proto::placement::Placement;
 use crate::proto::request::CausalContext;
-use crate::types::{BucketProps, DataValue};
+use crate::types::{BucketProps, DataValue, LegacyBucketProps};
 use crate::version::{ReadReport, Version};
 use serde::{Deserialize, Serialize};
 
@@ -99,7 +99,7 @@ pub enum Response {
     /// Answer to [`Request::ListBuckets`], sorted by name.
     ///
     /// [`Request::ListBuckets`]: crate::proto::Request::ListBuckets
-    Buckets(Vec<(String, BucketProps)>),
+    Buckets(Vec<(String, LegacyBucketProps)>),
     /// The request failed; nothing was acknowledged.
     Error(ErrorReply),
     /// Answer to `Request::Grant`, `Request::Revoke` and `Request::Access`:
@@ -140,4 +140,8 @@ pub enum Response {
     },
     /// Answer to `Request::Placement`: the read ring as a routing table.
     Placement(Box<Placement>),
+    /// Answer to [`Request::ListBucketProps`], sorted by name.
+    ///
+    /// [`Request::ListBucketProps`]: crate::proto::Request::ListBucketProps
+    BucketProps(Vec<(String, BucketProps)>),
 }

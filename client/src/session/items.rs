@@ -48,12 +48,7 @@ impl Session {
         context: &CausalContext,
         options: WriteOptions,
     ) -> Result<CausalContext, Error> {
-        let op = ItemOp::Put {
-            value: value.to_vec(),
-            context: context.clone(),
-            options,
-            condition: options.condition,
-        };
+        let op = ItemOp::put(value, context, options);
         self.write_item(ItemKey::new(bucket, partition, sort), op)
             .await
     }

@@ -120,12 +120,7 @@ mod tests {
     }
 
     fn put(bucket: &str) -> (ItemKey, ItemOp) {
-        let op = ItemOp::Put {
-            value: b"v".to_vec(),
-            context: CausalContext::empty(),
-            options: Default::default(),
-            condition: Default::default(),
-        };
+        let op = ItemOp::put(b"v", &CausalContext::empty(), Default::default());
         (ItemKey::new(bucket, b"p", b"s"), op)
     }
 
@@ -204,12 +199,11 @@ mod tests {
         // write-only grant is not enough.
         let conditional = |bucket: &str| Request::Item {
             key: ItemKey::new(bucket, b"p", b"s"),
-            op: ItemOp::Put {
-                value: b"v".to_vec(),
-                context: CausalContext::empty(),
-                options: Default::default(),
-                condition: Condition::IfAbsent,
-            },
+            op: ItemOp::put(
+                b"v",
+                &CausalContext::empty(),
+                kvorum_client::WriteOptions::default().if_absent(),
+            ),
         };
         assert!(ok(conditional("rw")));
         assert!(!ok(conditional("wo")), "write-only may not learn the value");

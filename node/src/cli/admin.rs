@@ -98,18 +98,26 @@ pub async fn run(cmd: AdminCommand) -> Result<ExitCode, BoxError> {
             n,
             r,
             w,
+            default_ttl,
             conn,
         }) => {
             let majority = n / 2 + 1;
-            let props = BucketProps::new(bucket_type)
+            let mut props = BucketProps::new(bucket_type)
                 .n(n)
                 .r(r.unwrap_or(majority))
                 .w(w.unwrap_or(majority));
+            if let Some(ttl) = default_ttl {
+                props = props.default_ttl(ttl);
+            }
             props.validate()?;
             let client = conn.admin()?;
             client.create_bucket(&name, props).await?;
+            let ttl = props
+                .default_ttl_ms
+                .map(|ms| format!(" default TTL {ms} ms"))
+                .unwrap_or_default();
             println!(
-                "bucket {name}: {bucket_type}, N={} R={} W={}",
+                "bucket {name}: {bucket_type}, N={} R={} W={}{ttl}",
                 props.n, props.r, props.w
             );
             client.close().await;
@@ -139,12 +147,15 @@ pub async fn run(cmd: AdminCommand) -> Result<ExitCode, BoxError> {
         AdminCommand::Bucket(BucketCommand::List { conn }) => {
             let client = conn.admin()?;
             println!(
-                "{:<24} {:<9} {:>2} {:>2} {:>2}",
+                "{:<24} {:<9} {:>2} {:>2} {:>2} DEFAULT_TTL",
                 "BUCKET", "TYPE", "N", "R", "W"
             );
             for (name, p) in client.buckets().await? {
+                let ttl = p
+                    .default_ttl_ms
+                    .map_or_else(|| "-".to_string(), |ms| format!("{ms}ms"));
                 println!(
-                    "{:<24} {:<9} {:>2} {:>2} {:>2}",
+                    "{:<24} {:<9} {:>2} {:>2} {:>2} {ttl}",
                     name,
                     p.bucket_type.to_string(),
                     p.n,

@@ -105,6 +105,10 @@ pub enum DataCommand {
         /// --context this write carries.
         #[arg(long)]
         if_match: bool,
+        /// Time to live: 500ms, 30s, 5m, 2h or 7d (default: the bucket's
+        /// default, else for ever).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
         #[command(flatten)]
         write: WriteArgs,
     },
@@ -418,6 +422,10 @@ pub enum BucketCommand {
         /// Default write quorum (default: a majority of N).
         #[arg(long)]
         w: Option<u8>,
+        /// Time to live of every write that gives none: 500ms, 30s, 5m,
+        /// 2h or 7d (default: none, keys live for ever).
+        #[arg(long, value_parser = parse_duration)]
+        default_ttl: Option<std::time::Duration>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -572,5 +580,59 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+}
+
+/// Parses a duration: a whole number and a unit, `ms`, `s`, `m`, `h` or `d`
+/// (`30s`, `5m`); at least 1 ms.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m, h or d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let ms_per = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("unknown unit {unit:?} (ms, s, m, h or d)")),
+    };
+    let ms = n
+        .checked_mul(ms_per)
+        .ok_or_else(|| format!("{text:?} is too long"))?;
+    if ms == 0 {
+        return Err("a time to live must be at least 1 ms".into());
+    }
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_the_rest() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        for bad in [
+            "30",
+            "s",
+            "0s",
+            "1.5s",
+            "3w",
+            "-1s",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -171,11 +171,15 @@ pub async fn run(cmd: DataCommand) -> Result<ExitCode, BoxError> {
             value,
             if_absent,
             if_match,
+            ttl,
             write: WriteArgs { context, w, conn },
         } => {
             let client = conn.client()?;
             let ctx = parse_context(context)?;
             let mut opts = conn.write_options(w);
+            if let Some(ttl) = ttl {
+                opts = opts.ttl(ttl);
+            }
             if if_absent {
                 opts = opts.if_absent();
             }

@@ -212,12 +212,11 @@ fn parse_op(line: &str, conn: &super::args::Conn) -> Result<(ItemKey, ItemOp), B
         ),
         ["put", _, _, _, value] => (
             key(&words),
-            ItemOp::Put {
-                value: value.as_bytes().to_vec(),
-                context: CausalContext::empty(),
-                options: conn.write_options(None),
-                condition: Default::default(),
-            },
+            ItemOp::put(
+                value.as_bytes(),
+                &CausalContext::empty(),
+                conn.write_options(None),
+            ),
         ),
         ["delete", _, _, _, rest @ ..] if rest.len() <= 1 => (
             key(&words),

@@ -84,8 +84,17 @@ impl Admin {
                 let (exchanges, keys) = self.s.anti_entropy.repair_all().await;
                 Ok(Response::Repaired { exchanges, keys })
             }
-            Request::ListBuckets => Ok(Response::Buckets(self.s.buckets.all())),
-            Request::CreateBucket { name, props } => self.create_bucket(name, props).await,
+            Request::ListBuckets => Ok(Response::Buckets(
+                self.s
+                    .buckets
+                    .all()
+                    .into_iter()
+                    .map(|(name, p)| (name, p.into()))
+                    .collect(),
+            )),
+            Request::ListBucketProps => Ok(Response::BucketProps(self.s.buckets.all())),
+            Request::CreateBucket { name, props } => self.create_bucket(name, props.into()).await,
+            Request::DefineBucket { name, props } => self.create_bucket(name, props).await,
             req @ (Request::Grant(_)
             | Request::Revoke(_)
             | Request::Access
@@ -117,7 +126,7 @@ impl Admin {
         let define_err = |e: DefineError| match e {
             DefineError::Conflict { name, existing } => ErrorReply::BucketConflict {
                 bucket: name,
-                existing,
+                existing: existing.into(),
             },
             DefineError::Invalid(why) => ErrorReply::BadRequest(why),
             DefineError::Storage(e) => ErrorReply::Internal(e.to_string()),
@@ -144,7 +153,7 @@ impl Admin {
             if let Ok(ClusterResponse::Conflict(existing)) = answer {
                 return Err(ErrorReply::BucketConflict {
                     bucket: name,
-                    existing: *existing,
+                    existing: (*existing).into(),
                 });
             }
         }

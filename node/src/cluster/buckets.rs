@@ -31,7 +31,18 @@ const BUCKETS_KEY: &[u8] = b"buckets";
 /// Stored form; the tag is the format version.
 #[derive(Serialize, Deserialize)]
 enum Stored {
-    V1(Vec<(String, BucketProps)>),
+    V1(Vec<(String, PropsV1)>),
+    /// With the default time to live.
+    V2(Vec<(String, BucketProps)>),
+}
+
+/// Bucket props before the default time to live.
+#[derive(Serialize, Deserialize)]
+struct PropsV1 {
+    bucket_type: BucketType,
+    n: u8,
+    r: u8,
+    w: u8,
 }
 
 /// Why a definition was refused.
@@ -232,17 +243,31 @@ pub fn default_props(n: u8, r: u8, w: u8) -> BucketProps {
         n,
         r,
         w,
+        default_ttl_ms: None,
     }
 }
 
 fn encode(map: &BTreeMap<String, BucketProps>) -> Vec<u8> {
     let list = map.iter().map(|(n, p)| (n.clone(), *p)).collect();
-    kvorum_client::bytes::encode(&Stored::V1(list))
+    kvorum_client::bytes::encode(&Stored::V2(list))
 }
 
 fn decode(bytes: &[u8]) -> Result<BTreeMap<String, BucketProps>, StorageError> {
     match postcard::from_bytes::<Stored>(bytes) {
-        Ok(Stored::V1(list)) => Ok(list.into_iter().collect()),
+        Ok(Stored::V1(list)) => Ok(list
+            .into_iter()
+            .map(|(name, p)| {
+                let props = BucketProps {
+                    bucket_type: p.bucket_type,
+                    n: p.n,
+                    r: p.r,
+                    w: p.w,
+                    default_ttl_ms: None,
+                };
+                (name, props)
+            })
+            .collect()),
+        Ok(Stored::V2(list)) => Ok(list.into_iter().collect()),
         Err(e) => Err(StorageError::Corrupt(format!("bucket definitions: {e}"))),
     }
 }

@@ -76,6 +76,38 @@ pub enum RegValue {
         /// When the delete was coordinated.
         deleted_ms: u64,
     },
+    /// A live value with a time to live: it reads as absent from
+    /// `expires_ms` on, by the reading node's clock, on every replica and
+    /// every copy of it (the time is absolute, stamped by the coordinator).
+    /// A variant of its own, so records without expiry keep their bytes.
+    Expiring {
+        /// The value.
+        #[serde(with = "kvorum_client::bytes")]
+        value: Vec<u8>,
+        /// When it expires (Unix milliseconds at the coordinator's clock).
+        expires_ms: u64,
+    },
+}
+
+impl RegValue {
+    /// The value, if it is live at `now_ms`.
+    pub fn live_at(&self, now_ms: u64) -> Option<&Vec<u8>> {
+        match self {
+            RegValue::Data(d) => Some(d),
+            RegValue::Expiring { value, expires_ms } if now_ms < *expires_ms => Some(value),
+            RegValue::Expiring { .. } | RegValue::Tombstone { .. } => None,
+        }
+    }
+
+    /// When this value stopped (or stops) being live: a delete's time, an
+    /// expiry; `None` for a value without one.
+    pub fn dead_from(&self) -> Option<u64> {
+        match self {
+            RegValue::Data(_) => None,
+            RegValue::Tombstone { deleted_ms } => Some(*deleted_ms),
+            RegValue::Expiring { expires_ms, .. } => Some(*expires_ms),
+        }
+    }
 }
 
 /// A set of dots: a version vector (every actor's events `1..=n`) plus the
@@ -227,16 +259,14 @@ impl Register {
         Ok(own)
     }
 
-    /// The live values (tombstones left out), in dot order, and the context
-    /// that covers everything this state has seen.
-    pub fn read(&self) -> (Vec<Vec<u8>>, &DotContext) {
+    /// The values live at `now_ms` (tombstones and expired values left
+    /// out), in dot order, and the context that covers everything this
+    /// state has seen.
+    pub fn read(&self, now_ms: u64) -> (Vec<Vec<u8>>, &DotContext) {
         let live = self
             .values
             .values()
-            .filter_map(|v| match v {
-                RegValue::Data(d) => Some(d.clone()),
-                RegValue::Tombstone { .. } => None,
-            })
+            .filter_map(|v| v.live_at(now_ms).cloned())
             .collect();
         (live, &self.context)
     }
@@ -246,16 +276,43 @@ impl Register {
         self.context.max_counter(actor)
     }
 
-    /// When every value held is a tombstone, the time of the latest delete.
-    pub fn tombstone_only(&self) -> Option<u64> {
+    /// When every value held is a tombstone or expires, the time from which
+    /// none is live (the latest delete or expiry, possibly still ahead): a
+    /// candidate for reaping from then on.
+    pub fn dead_since(&self) -> Option<u64> {
         let mut latest = None;
         for v in self.values.values() {
-            match v {
-                RegValue::Tombstone { deleted_ms } => latest = latest.max(Some(*deleted_ms)),
-                RegValue::Data(_) => return None,
-            }
+            latest = latest.max(Some(v.dead_from()?));
         }
         latest
+    }
+
+    /// Turns every expiring value into one without expiry (the planted bug
+    /// `ExpiryDropped`).
+    #[cfg(feature = "test-hooks")]
+    pub fn drop_expiry(&mut self) {
+        for v in self.values.values_mut() {
+            if let RegValue::Expiring { value, .. } = v {
+                *v = RegValue::Data(std::mem::take(value));
+            }
+        }
+    }
+
+    /// Whether some value held has a time to live.
+    pub fn has_expiring(&self) -> bool {
+        self.values
+            .values()
+            .any(|v| matches!(v, RegValue::Expiring { .. }))
+    }
+
+    /// The dots of the values expired at `now_ms`: a write covers them, so
+    /// it replaces expired values instead of keeping them as siblings.
+    pub fn expired_dots(&self, now_ms: u64) -> Vec<Dot> {
+        self.values
+            .iter()
+            .filter(|(_, v)| matches!(v, RegValue::Expiring { expires_ms, .. } if now_ms >= *expires_ms))
+            .map(|(d, _)| d.clone())
+            .collect()
     }
 
     /// Values held, live or tombstone.
@@ -345,7 +402,7 @@ mod tests {
 
     fn live(reg: &Register) -> Vec<String> {
         let mut v: Vec<String> = reg
-            .read()
+            .read(0)
             .0
             .into_iter()
             .map(|b| String::from_utf8(b).unwrap())
@@ -365,7 +422,7 @@ mod tests {
         let mut r = Register::new();
         r.write(&actor("a"), &DotContext::new(), data("x"), 0)
             .unwrap();
-        let seen = r.read().1.clone();
+        let seen = r.read(0).1.clone();
         r.write(&actor("a"), &DotContext::new(), data("blind"), 0)
             .unwrap();
         r.write(&actor("a"), &seen, data("y"), 0).unwrap();
@@ -377,12 +434,12 @@ mod tests {
         let mut r = Register::new();
         r.write(&actor("a"), &DotContext::new(), data("base"), 0)
             .unwrap();
-        let ctx = r.read().1.clone();
+        let ctx = r.read(0).1.clone();
         for w in ["w1", "w2", "w3"] {
             r.write(&actor("a"), &ctx, data(w), 0).unwrap();
         }
         assert_eq!(live(&r), vec!["w1", "w2", "w3"]);
-        let all = r.read().1.clone();
+        let all = r.read(0).1.clone();
         r.write(&actor("a"), &all, data("resolved"), 0).unwrap();
         assert_eq!(live(&r), vec!["resolved"]);
         assert_eq!(r.value_count(), 1);
@@ -397,7 +454,7 @@ mod tests {
         let mut rn = Register::new();
         rn.write(&n, &empty, data("P"), 0).unwrap();
         let (mut rm, mut rp) = (rn.clone(), rn.clone());
-        let p_ctx = rn.read().1.clone();
+        let p_ctx = rn.read(0).1.clone();
         rm.write(&m, &p_ctx, data("R"), 0).unwrap(); // acknowledged at m only
         let q_ctx = rm.write(&m, &empty, data("Q"), 0).unwrap(); // B's context: just Q
         rp.write(&p, &p_ctx, data("T"), 0).unwrap();
@@ -459,11 +516,11 @@ mod tests {
         let mut r = Register::new();
         r.write(&actor("a"), &DotContext::new(), data("x"), 0)
             .unwrap();
-        let ctx = r.read().1.clone();
+        let ctx = r.read(0).1.clone();
         r.write(&actor("a"), &ctx, RegValue::Tombstone { deleted_ms: 5 }, 0)
             .unwrap();
-        assert_eq!(r.tombstone_only(), Some(5));
-        let (vals, ctx2) = r.read();
+        assert_eq!(r.dead_since(), Some(5));
+        let (vals, ctx2) = r.read(0);
         assert!(vals.is_empty());
         let ctx2 = ctx2.clone();
         r.write(&actor("b"), &ctx2, data("again"), 0).unwrap();
@@ -498,7 +555,7 @@ mod tests {
             .unwrap();
         assert_eq!(decode_context(&encode_context(&own)).unwrap(), own);
         assert_eq!(decode_context(&[]).unwrap(), DotContext::new());
-        let state = crate::data::value::State::Register(r);
+        let state: crate::data::value::State = crate::data::value::Body::Register(r).into();
         let bytes = crate::data::value::encode_record(&state);
         assert_eq!(crate::data::value::decode_record(&bytes).unwrap(), state);
     }
@@ -550,7 +607,7 @@ mod tests {
     }
 
     fn ids(reg: &Register) -> BTreeSet<usize> {
-        reg.read()
+        reg.read(0)
             .0
             .iter()
             .map(|d| usize::from_be_bytes(d.as_slice().try_into().unwrap()))
@@ -575,7 +632,7 @@ mod tests {
                     }
                     // The read shows exactly the model's live values.
                     prop_assert_eq!(ids(&read), alive(&read_seen, &saw));
-                    let ctx = read.read().1.clone();
+                    let ctx = read.read(0).1.clone();
                     let value = RegValue::Data(id.to_be_bytes().to_vec());
                     reps[at].write(&actors[at], &ctx, value, 0).unwrap();
                     saw.push(read_seen.clone());
@@ -620,7 +677,7 @@ mod tests {
                         for (i, rep) in reps.iter().enumerate() {
                             if read_from & (1 << i) != 0 { read.merge(rep.clone()); }
                         }
-                        let ctx = read.read().1.clone();
+                        let ctx = read.read(0).1.clone();
                         reps[at].write(&actors[at], &ctx, RegValue::Data(vec![states.len() as u8]), 0).unwrap();
                     }
                     Step::Sync { from, to } => { let s = reps[from].clone(); reps[to].merge(s); }

@@ -19,16 +19,20 @@
 //! bytes.
 //!
 //! # Layout
-//! - this file: [`State`], its updates, merges and reads, and the bounds
-//!   and errors of an update.
+//! - this file: [`Body`] (a key's data by type), its updates, merges and
+//!   reads, and the bounds and errors of an update.
+//! - `life`: [`State`], the data with its lifetime ([`Life`]): expiry,
+//!   restarts after expiry, reads at a time, reaping candidates.
 //! - [`map`]: the `map` type's state, [`MapState`].
 //! - `record`: the stored record of a state (versions, migrations,
 //!   canonical bytes) and the clock contexts of set and map reads; its
 //!   functions are re-exported here.
 
+mod life;
 pub mod map;
 mod record;
 
+pub use life::{Life, State};
 pub use map::{FieldKey, MapState};
 pub(crate) use record::LegacyState;
 pub use record::{decode_clock, decode_record, encode_clock, encode_record, record_is_current};
@@ -69,9 +73,9 @@ fn lww_join(a: &mut LwwState, b: LwwState) {
     }
 }
 
-/// The replicated state of one key.
+/// The data of one key, by bucket type (its lifetime is [`Life`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum State {
+pub enum Body {
     /// A multi-value register.
     Register(Register),
     /// A PN counter.
@@ -197,15 +201,15 @@ pub enum Reading {
     Data(Option<DataValue>, VClock<Actor>),
 }
 
-impl State {
-    /// The empty state of a bucket type.
-    pub fn empty(t: BucketType) -> State {
+impl Body {
+    /// The empty data of a bucket type.
+    pub fn empty(t: BucketType) -> Body {
         match t {
-            BucketType::Register => State::Register(Register::new()),
-            BucketType::Counter => State::Counter(PNCounter::new()),
-            BucketType::Set => State::Set(Orswot::new()),
-            BucketType::Map => State::Map(MapState::new()),
-            BucketType::Lww => State::Lww(LWWReg {
+            BucketType::Register => Body::Register(Register::new()),
+            BucketType::Counter => Body::Counter(PNCounter::new()),
+            BucketType::Set => Body::Set(Orswot::new()),
+            BucketType::Map => Body::Map(MapState::new()),
+            BucketType::Lww => Body::Lww(LWWReg {
                 val: None,
                 marker: Stamp::default(),
             }),
@@ -215,23 +219,23 @@ impl State {
     /// The bucket type this state belongs to.
     pub fn bucket_type(&self) -> BucketType {
         match self {
-            State::Register(_) => BucketType::Register,
-            State::Counter(_) => BucketType::Counter,
-            State::Set(_) => BucketType::Set,
-            State::Map(_) => BucketType::Map,
-            State::Lww(_) => BucketType::Lww,
+            Body::Register(_) => BucketType::Register,
+            Body::Counter(_) => BucketType::Counter,
+            Body::Set(_) => BucketType::Set,
+            Body::Map(_) => BucketType::Map,
+            Body::Lww(_) => BucketType::Lww,
         }
     }
 
     /// Joins `other` into this state (the type's CRDT merge). States of two
     /// types are refused and nothing changes.
-    pub fn merge(&mut self, other: State) -> Result<(), ValueError> {
+    pub fn merge(&mut self, other: Body) -> Result<(), ValueError> {
         match (self, other) {
-            (State::Register(a), State::Register(b)) => a.merge(b),
-            (State::Counter(a), State::Counter(b)) => a.merge(b),
-            (State::Set(a), State::Set(b)) => a.merge(b),
-            (State::Map(a), State::Map(b)) => a.merge(b),
-            (State::Lww(a), State::Lww(b)) => lww_join(a, b),
+            (Body::Register(a), Body::Register(b)) => a.merge(b),
+            (Body::Counter(a), Body::Counter(b)) => a.merge(b),
+            (Body::Set(a), Body::Set(b)) => a.merge(b),
+            (Body::Map(a), Body::Map(b)) => a.merge(b),
+            (Body::Lww(a), Body::Lww(b)) => lww_join(a, b),
             (a, b) => {
                 return Err(ValueError::TypeMismatch {
                     expected: a.bucket_type(),
@@ -245,63 +249,35 @@ impl State {
     /// Checks a state received from a peer.
     pub fn validate(&self) -> Result<(), DecodeError> {
         match self {
-            State::Register(r) => r.validate(),
-            State::Map(m) => m.validate(),
+            Body::Register(r) => r.validate(),
+            Body::Map(m) => m.validate(),
             _ => Ok(()),
         }
     }
 
-    /// Applies a client's update as `me` (the coordinating replica) at
-    /// `now_ms`; `floor` is the register dot floor (see [`Register::write`]).
-    /// Returns the context to hand the client: the register write's own
-    /// context, or empty for the other types (an update's result must not
-    /// claim values the client never read). A refused update changes
-    /// nothing.
-    pub fn coordinate(
-        &mut self,
-        me: &Actor,
-        update: Update,
-        floor: u64,
-        now_ms: u64,
-        limits: &ValueLimits,
-    ) -> Result<Vec<u8>, ValueError> {
-        self.coordinate_versioned(me, update, floor, now_ms, limits)
-            .map(|(context, _)| context)
-    }
-
-    /// [`State::coordinate`], returning also the version of the write:
-    /// every state that holds the write has a version that dominates it
-    /// (and, conversely, a state whose version dominates it holds the
-    /// coordinator's state as of the write). Every update takes a fresh
-    /// event of `me` (a dot, a counter total, a stamp), so its version is
-    /// never dominated by a state that lacks it — set updates that only
-    /// remove, and map updates that only remove fields, take a dot that
-    /// nothing else uses.
-    pub fn coordinate_versioned(
-        &mut self,
-        me: &Actor,
-        update: Update,
-        floor: u64,
-        now_ms: u64,
-        limits: &ValueLimits,
-    ) -> Result<(Vec<u8>, Version), ValueError> {
-        // Applied to a copy: the bounds are checked on the result.
-        let mut next = self.clone();
-        let written = next.apply_update(me, update, floor, now_ms, limits)?;
-        *self = next;
-        Ok(written)
-    }
-
+    /// Applies a client's update as `me` at `now_ms` (see
+    /// [`State::coordinate_versioned`]); a register value with
+    /// `expires_ms` is written as an expiring value, and a register write
+    /// covers the values expired at `now_ms` (it replaces them).
     fn apply_update(
         &mut self,
         me: &Actor,
         update: Update,
         floor: u64,
         now_ms: u64,
-        limits: &ValueLimits,
+        expires_ms: Option<u64>,
     ) -> Result<(Vec<u8>, Version), ValueError> {
         let written = match (&mut *self, update) {
-            (State::Register(reg), Update::Register { ctx, value }) => {
+            (Body::Register(reg), Update::Register { mut ctx, value }) => {
+                for dot in reg.expired_dots(now_ms) {
+                    ctx.insert(dot);
+                }
+                let value = match (value, expires_ms) {
+                    (RegValue::Data(value), Some(expires_ms)) => {
+                        RegValue::Expiring { value, expires_ms }
+                    }
+                    (value, _) => value,
+                };
                 #[cfg(feature = "test-hooks")]
                 let ctx = if crate::util::plant::planted(crate::util::plant::Bug::LostUpdate) {
                     reg.context().clone()
@@ -311,7 +287,7 @@ impl State {
                 let own = reg.write(me, &ctx, value, floor)?;
                 (crate::data::register::encode_context(&own), own.version())
             }
-            (State::Lww(reg), Update::Lww(value)) => {
+            (Body::Lww(reg), Update::Lww(value)) => {
                 let ms = now_ms.max(reg.marker.ms.saturating_add(1));
                 reg.update(
                     value,
@@ -327,7 +303,7 @@ impl State {
                 (Vec::new(), version)
             }
             (
-                State::Counter(c),
+                Body::Counter(c),
                 Update::Data {
                     op: DataOp::Increment(by),
                     ..
@@ -362,7 +338,7 @@ impl State {
                 (Vec::new(), version)
             }
             (
-                State::Set(s),
+                Body::Set(s),
                 Update::Data {
                     op: DataOp::SetUpdate { add, remove },
                     ctx,
@@ -378,7 +354,7 @@ impl State {
                 (Vec::new(), own_dots(me, &s.clock()))
             }
             (
-                State::Map(m),
+                Body::Map(m),
                 Update::Data {
                     op: DataOp::MapUpdate(ops),
                     ctx,
@@ -398,7 +374,6 @@ impl State {
                 })
             }
         };
-        self.check_bounds(limits)?;
         Ok(written)
     }
 
@@ -407,19 +382,19 @@ impl State {
     /// limits, states from peers with [`ValueLimits::for_peers`].
     pub fn check_bounds(&self, limits: &ValueLimits) -> Result<(), ValueError> {
         match self {
-            State::Register(reg) => {
+            Body::Register(reg) => {
                 let count = reg.value_count();
                 if count > limits.max_siblings {
                     return Err(too_large(Limit::Siblings, count, limits.max_siblings));
                 }
             }
-            State::Set(s) => {
+            Body::Set(s) => {
                 let count = s.read().val.len();
                 if count > limits.max_set_members {
                     return Err(too_large(Limit::SetMembers, count, limits.max_set_members));
                 }
             }
-            State::Map(m) => {
+            Body::Map(m) => {
                 let fields = m.field_count();
                 if fields > limits.max_map_fields {
                     return Err(too_large(Limit::MapFields, fields, limits.max_map_fields));
@@ -429,7 +404,7 @@ impl State {
                     return Err(too_large(Limit::SetMembers, count, limits.max_set_members));
                 }
             }
-            State::Counter(_) | State::Lww(_) => {}
+            Body::Counter(_) | Body::Lww(_) => {}
         }
         // The record is this encoding behind a one-byte format tag; sized
         // without building it (a peer merge checks every incoming state).
@@ -446,40 +421,41 @@ impl State {
     /// versions of both sides.
     pub fn version(&self) -> Version {
         match self {
-            State::Register(r) => r.read().1.version(),
-            State::Counter(c) => {
+            Body::Register(r) => r.read(0).1.version(),
+            Body::Counter(c) => {
                 let (inc, dec) = counter_totals(c);
                 Version::Counter { inc, dec }
             }
-            State::Set(s) => clock_version(&s.clock()),
-            State::Map(m) => clock_version(m.clock()),
-            State::Lww(r) => Version::Stamp {
+            Body::Set(s) => clock_version(&s.clock()),
+            Body::Map(m) => clock_version(m.clock()),
+            Body::Lww(r) => Version::Stamp {
                 ms: r.marker.ms,
                 actor: r.marker.actor.as_ref().map(Actor::id),
             },
         }
     }
 
-    /// What a client sees of this state.
-    pub fn read(&self) -> Reading {
+    /// What a client sees of this data at `now_ms` (a counter without
+    /// a restart floor; see [`State::read`]).
+    fn read(&self, now_ms: u64) -> Reading {
         match self {
-            State::Register(r) => {
-                let (values, ctx) = r.read();
+            Body::Register(r) => {
+                let (values, ctx) = r.read(now_ms);
                 Reading::Register(values, ctx.clone())
             }
-            State::Lww(r) => Reading::Lww(r.val.clone()),
-            State::Counter(c) => {
+            Body::Lww(r) => Reading::Lww(r.val.clone()),
+            Body::Counter(c) => {
                 // A counter key exists once it has any entry.
                 let v = (*c != PNCounter::new()).then(|| DataValue::Counter(counter_value(c)));
                 Reading::Data(v, VClock::new())
             }
-            State::Set(s) => {
+            Body::Set(s) => {
                 let members = sorted_members(s);
                 let clock = s.clock();
                 let v = (!clock.is_empty()).then_some(DataValue::Set(members));
                 Reading::Data(v, clock)
             }
-            State::Map(m) => {
+            Body::Map(m) => {
                 let clock = m.clock().clone();
                 let v = (!clock.is_empty()).then(|| DataValue::Map(m.value()));
                 Reading::Data(v, clock)
@@ -487,20 +463,10 @@ impl State {
         }
     }
 
-    /// When the state holds only deletes (register tombstones, or an LWW
-    /// delete), the time of the latest one: a candidate for reaping.
-    pub fn tombstone_only(&self) -> Option<u64> {
-        match self {
-            State::Register(r) => r.tombstone_only(),
-            State::Lww(r) if r.val.is_none() && r.marker.ms > 0 => Some(r.marker.ms),
-            _ => None,
-        }
-    }
-
     /// The highest register dot counter `actor` issued on this key.
     pub fn own_counter(&self, actor: &Actor) -> u64 {
         match self {
-            State::Register(r) => r.own_counter(actor),
+            Body::Register(r) => r.own_counter(actor),
             _ => 0,
         }
     }

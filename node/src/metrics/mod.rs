@@ -93,6 +93,10 @@ catalog! {
         "Client writes this node received while not a replica of the key, and forwarded to one (token-aware clients keep this near 0).";
     PRECONDITION_FAILURES = "kvorum_precondition_failures_total", Counter, ["condition"],
         "Conditional writes this node coordinated whose condition did not hold (if_absent, if_match): nothing was written.";
+    ITEMS_EXPIRED = "kvorum_items_expired_total", Counter, [],
+        "Keys and items a read coordinated here found expired (their time to live passed by this node's clock) and answered without them.";
+    EXPIRED_REAPED = "kvorum_expired_reaped_total", Counter, [],
+        "Expired keys and items removed from storage by this node's reaping (every replica held the same expired state, past the grace).";
     READ_SIBLINGS = "kvorum_read_siblings", Histogram, [],
         "Siblings (concurrent versions) returned per register read that found a value.";
     VCLOCK_ENTRIES = "kvorum_vclock_entries", Histogram, [],
@@ -369,7 +373,8 @@ pub fn request_op(req: &Request) -> (&'static str, Option<&str>) {
         Request::Delete { bucket, .. } => ("delete", Some(bucket)),
         Request::Fetch { bucket, .. } => ("fetch", Some(bucket)),
         Request::Update { bucket, .. } => ("update", Some(bucket)),
-        Request::CreateBucket { .. } => ("create_bucket", None),
+        Request::CreateBucket { .. } | Request::DefineBucket { .. } => ("create_bucket", None),
+        Request::ListBucketProps => ("list_buckets", None),
         Request::ListBuckets => ("list_buckets", None),
         Request::Status => ("status", None),
         Request::Repair => ("repair", None),

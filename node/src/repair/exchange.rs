@@ -173,9 +173,7 @@ impl AntiEntropy {
             (*ring).clone(),
             placement,
             records.into_iter().map(|(k, v)| {
-                let tomb = value::decode_record(&v)
-                    .ok()
-                    .and_then(|r| r.tombstone_only());
+                let tomb = value::decode_record(&v).ok().and_then(|r| r.dead_since());
                 (k, aae::state_hash(&v), tomb)
             }),
         );
@@ -387,20 +385,48 @@ impl AntiEntropy {
 
     /// Pulls the peer's state of `key` into the local replica, then pushes
     /// the merged state back.
+    ///
+    /// A key one side lacks while the other holds it deleted or expired
+    /// for longer than the grace is being reaped (a round removes it
+    /// replica by replica): it is not copied back. The side that holds it
+    /// runs the reaping check for it at once (absent counts as removed), so
+    /// a replica that missed a removal does not keep the key for ever.
     async fn merge_both_ways(&self, peer: &NodeId, key: Vec<u8>) -> Result<usize, AaeError> {
-        match self
+        let remote = match self
             .call(peer, ReplicaRequest::Read { key: key.clone() })
             .await?
         {
-            ReplicaResponse::State(Some(remote)) => {
-                if let Err(e) = self.replica.merge(key.clone(), remote).await {
-                    tracing::warn!(%peer, error = %e, "anti-entropy: remote state not merged");
-                }
-            }
-            ReplicaResponse::State(None) => {}
+            ReplicaResponse::State(s) => s,
             ReplicaResponse::Stored
             | ReplicaResponse::Range { .. }
             | ReplicaResponse::Partitions { .. } => return Err(AaeError::Unexpected(peer.clone())),
+        };
+        let before = self.reap_before();
+        let reaping = |s: &value::State| s.dead_since().is_some_and(|t| t <= before);
+        let here = self
+            .replica
+            .read(&key)
+            .map_err(|e| StorageError::Engine(e.to_string()))?;
+        let hash = |s: &value::State| aae::state_hash(&value::encode_record(s));
+        match (&here, &remote) {
+            // Equal by now (a write that was in flight when the trees were
+            // compared has reached both): nothing to repair.
+            (Some(l), Some(r)) if hash(l) == hash(r) => return Ok(0),
+            // Gone from both by now (reaped meanwhile).
+            (None, None) => return Ok(0),
+            (None, Some(r)) if reaping(r) => return Ok(0),
+            (Some(l), None) if reaping(l) && !self.membership.view().in_transition() => {
+                if let Err(e) = self.reap_one(&key, before).await {
+                    tracing::debug!(error = %e, "reaping check of a key a peer lacks failed");
+                }
+                return Ok(0);
+            }
+            _ => {}
+        }
+        if let Some(remote) = remote {
+            if let Err(e) = self.replica.merge(key.clone(), remote).await {
+                tracing::warn!(%peer, error = %e, "anti-entropy: remote state not merged");
+            }
         }
         let local = self
             .replica
@@ -440,11 +466,7 @@ impl AntiEntropy {
         if self.membership.view().in_transition() {
             return 0;
         }
-        let before = self
-            .env
-            .clock
-            .wall_ms()
-            .saturating_sub(self.config.tombstone_grace.as_millis() as u64);
+        let before = self.reap_before();
         // Rotate through the candidates, so keys that cannot be reaped yet
         // (a replica down) do not hold back the others.
         let after = self.reap_cursor.locked().take();
@@ -452,7 +474,7 @@ impl AntiEntropy {
         *self.reap_cursor.locked() = candidates.last().cloned();
         let mut removed = 0;
         for key in candidates {
-            match self.reap_one(&key).await {
+            match self.reap_one(&key, before).await {
                 Ok(true) => removed += 1,
                 Ok(false) => {}
                 Err(e) => tracing::debug!(error = %e, "tombstone not reaped yet"),
@@ -464,7 +486,19 @@ impl AntiEntropy {
         removed
     }
 
-    async fn reap_one(&self, key: &[u8]) -> Result<bool, AaeError> {
+    /// States dead (deleted or expired) before this time, by this node's
+    /// clock, are past the grace.
+    fn reap_before(&self) -> u64 {
+        self.env
+            .clock
+            .wall_ms()
+            .saturating_sub(self.config.tombstone_grace.as_millis() as u64)
+    }
+
+    /// Removes `key` from every replica if each holds exactly this node's
+    /// dead state, or nothing (a replica without the key holds no older
+    /// value that could come back).
+    async fn reap_one(&self, key: &[u8], before: u64) -> Result<bool, AaeError> {
         let Some(local) = self
             .replica
             .read(key)
@@ -472,9 +506,11 @@ impl AntiEntropy {
         else {
             return Ok(false);
         };
-        if local.tombstone_only().is_none() {
+        // Dead (deleted or expired) since before the grace, as it is now.
+        if local.dead_since().is_none_or(|t| t > before) {
             return Ok(false);
         }
+        let expired = local.expiring();
         let hash = aae::state_hash(&value::encode_record(&local));
         let replicas = replica::lock(self.trees()).replicas(key);
         let check = !crate::util::plant::planted(crate::util::plant::Bug::EarlyReap);
@@ -483,6 +519,7 @@ impl AntiEntropy {
             match self.call(node, read).await {
                 Ok(ReplicaResponse::State(Some(s)))
                     if aae::state_hash(&value::encode_record(&s)) == hash => {}
+                Ok(ReplicaResponse::State(None)) => {}
                 Err(
                     e @ AaeError::Peer {
                         source: CallError::Transport(_),
@@ -510,10 +547,17 @@ impl AntiEntropy {
                 Err(e) => tracing::debug!(%node, error = %e, "tombstone not reaped there"),
             }
         }
-        self.replica
+        let removed = self
+            .replica
             .reap(key.to_vec(), hash)
             .await
-            .map_err(|e| StorageError::Engine(e.to_string()).into())
+            .map_err(|e| AaeError::from(StorageError::Engine(e.to_string())))?;
+        if removed && expired {
+            self.metrics
+                .counter(crate::metrics::EXPIRED_REAPED, &[])
+                .increment(1);
+        }
+        Ok(removed)
     }
 
     /// Every other member, in id order (the exchange partners; a peer that

@@ -13,7 +13,7 @@
 //! it carried.
 
 use crate::data::register::Register;
-use crate::data::value::{LegacyState, State};
+use crate::data::value::{Body, LegacyState, State};
 use crate::storage::{Change, Space, StorageError, Store};
 use crate::util::clock::{SharedClock, SystemClock};
 use crate::util::LockExt;
@@ -84,6 +84,11 @@ enum HintRecord {
     },
     V3 {
         created_ms: u64,
+        state: Body,
+    },
+    /// States with their lifetime.
+    V4 {
+        created_ms: u64,
         state: State,
     },
 }
@@ -91,9 +96,12 @@ enum HintRecord {
 impl HintRecord {
     fn decode(bytes: &[u8]) -> Option<(u64, State)> {
         match postcard::from_bytes::<HintRecord>(bytes).ok()? {
-            HintRecord::V1 { created_ms, state } => Some((created_ms, State::Register(state))),
+            HintRecord::V1 { created_ms, state } => {
+                Some((created_ms, Body::Register(state).into()))
+            }
             HintRecord::V2 { created_ms, state } => Some((created_ms, state.into_state())),
-            HintRecord::V3 { created_ms, state } => Some((created_ms, state)),
+            HintRecord::V3 { created_ms, state } => Some((created_ms, state.into())),
+            HintRecord::V4 { created_ms, state } => Some((created_ms, state)),
         }
     }
 }
@@ -185,10 +193,19 @@ fn parse_hint_key(k: &[u8]) -> Option<(NodeId, Vec<u8>)> {
 }
 
 fn encode(created_ms: u64, state: &State) -> Vec<u8> {
-    kvorum_client::bytes::encode(&HintRecord::V3 {
-        created_ms,
-        state: state.clone(),
-    })
+    // A state without a lifetime keeps the format it had before lifetimes.
+    let record = if state.life.is_default() {
+        HintRecord::V3 {
+            created_ms,
+            state: state.body.clone(),
+        }
+    } else {
+        HintRecord::V4 {
+            created_ms,
+            state: state.clone(),
+        }
+    };
+    kvorum_client::bytes::encode(&record)
 }
 
 impl Hint {
@@ -384,14 +401,14 @@ mod tests {
             0,
         )
         .unwrap();
-        State::Register(r)
+        Body::Register(r).into()
     }
 
     /// Hints of format 2 still decode; a map in them (a `crdts::Map`
     /// then) is converted like a stored record of format 2.
     #[test]
     fn hints_of_format_2_decode() {
-        let State::Register(r) = state("x") else {
+        let Body::Register(r) = state("x").body else {
             unreachable!()
         };
         let old = HintRecord::V2 {
@@ -399,7 +416,10 @@ mod tests {
             state: LegacyState::Register(r.clone()),
         };
         let bytes = postcard::to_stdvec(&old).unwrap();
-        assert_eq!(HintRecord::decode(&bytes), Some((5, State::Register(r))));
+        assert_eq!(
+            HintRecord::decode(&bytes),
+            Some((5, Body::Register(r).into()))
+        );
         // A map record of format 2 is its tag (1) and then the state; a
         // hint of format 2 its tag (1), its time, then the state.
         let record =

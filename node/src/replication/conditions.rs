@@ -109,7 +109,7 @@ impl Coordinator {
                 None,
             )
             .await?;
-        if !holds(condition, &state, &update) {
+        if !holds(condition, &state, &update, self.env.clock.lww_ms()) {
             self.metrics
                 .counter(
                     metrics::PRECONDITION_FAILURES,
@@ -133,8 +133,9 @@ impl Coordinator {
 }
 
 /// Whether `condition` holds on the merged `state` for `update`.
-fn holds(condition: Condition, state: &State, update: &Update) -> bool {
-    match (condition, state.read(), update) {
+/// (An expired key is absent: its reading at `now_ms` holds nothing.)
+fn holds(condition: Condition, state: &State, update: &Update, now_ms: u64) -> bool {
+    match (condition, state.read(now_ms), update) {
         (Condition::None, _, _) => true,
         (Condition::IfAbsent, Reading::Register(siblings, _), _) => siblings.is_empty(),
         (Condition::IfAbsent, Reading::Lww(v), _) => v.is_none(),

@@ -11,7 +11,7 @@ use crate::cluster::buckets::Buckets;
 use crate::cluster::liveness::Liveness;
 use crate::cluster::membership::Membership;
 use crate::data::register::{self, DotContext, RegValue};
-use crate::data::value::{self, Reading, State, Update};
+use crate::data::value::{self, Body, Reading, State, Update};
 use crate::metrics::{self, Metrics};
 use crate::replication::replica::Replica;
 use crate::replication::settings::{Limits, Replication};
@@ -220,7 +220,7 @@ impl Coordinator {
                 let (_, state, report) = self
                     .read_request(bucket, pk, &skey, options, at_least.as_ref(), true)
                     .await?;
-                if let Reading::Register(siblings, ctx) = &state.read() {
+                if let Reading::Register(siblings, ctx) = &state.read(self.env.clock.lww_ms()) {
                     if !siblings.is_empty() {
                         self.metrics
                             .histogram(metrics::READ_SIBLINGS, &[])
@@ -237,7 +237,7 @@ impl Coordinator {
                 let (props, state, report) = self
                     .read_request(bucket, pk, &skey, options, at_least.as_ref(), false)
                     .await?;
-                if !matches!(state.read(), Reading::Data(..)) {
+                if !matches!(state.body, Body::Counter(_) | Body::Set(_) | Body::Map(_)) {
                     return Err(ErrorReply::Internal(format!(
                         "stored state of key does not match bucket type {}",
                         props.bucket_type
@@ -250,6 +250,7 @@ impl Coordinator {
                 ref context,
                 options,
                 condition,
+                ..
             } => {
                 let props = self.bucket(bucket, pk)?;
                 self.check_value(value)?;
@@ -294,6 +295,7 @@ impl Coordinator {
                 ref context,
                 options,
                 condition,
+                ..
             } => {
                 let props = self.bucket(bucket, pk)?;
                 if data_op.bucket_type() != props.bucket_type {
@@ -446,6 +448,7 @@ fn item_request(req: Request) -> Option<(ItemKey, ItemOp)> {
                 context,
                 options,
                 condition: options.condition,
+                ttl_ms: options.ttl_ms(),
             },
         ),
         Request::Delete {
@@ -470,6 +473,7 @@ fn item_request(req: Request) -> Option<(ItemKey, ItemOp)> {
                 context,
                 options,
                 condition: options.condition,
+                ttl_ms: options.ttl_ms(),
             },
         ),
         _ => return None,

@@ -412,7 +412,7 @@ impl Coordinator {
         let sort = item::sort_of(skey)?.to_vec();
         let version = state.version();
         let seal = |raw| self.contexts.seal(&item::seal_subject(skey), raw);
-        let (value, context) = match state.read() {
+        let (value, context) = match self.reading(state) {
             Reading::Register(siblings, ctx) if !siblings.is_empty() => (
                 ItemValue::Siblings(siblings),
                 seal(register::encode_context(&ctx)),

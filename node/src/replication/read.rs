@@ -267,12 +267,29 @@ impl Coordinator {
 }
 
 impl Coordinator {
+    /// What a client sees of a merged `state` now, by this node's clock
+    /// (the clock expiry is stamped with): what expired is left out, and
+    /// counted.
+    pub(super) fn reading(&self, state: &State) -> Reading {
+        let now = if crate::util::plant::planted(crate::util::plant::Bug::ExpiryIgnored) {
+            0
+        } else {
+            self.env.clock.lww_ms()
+        };
+        if state.hides_expired(now) {
+            self.metrics
+                .counter(metrics::ITEMS_EXPIRED, &[])
+                .increment(1);
+        }
+        state.read(now)
+    }
+
     /// What a get or fetch of a key answers for its merged `state` (also
     /// the current read a failed condition carries).
     pub(super) fn answer(&self, skey: &[u8], state: &State, report: ReadReport) -> Response {
         let seal = |raw| self.contexts.seal(&item::seal_subject(skey), raw);
         let version = state.version();
-        match state.read() {
+        match self.reading(state) {
             Reading::Register(siblings, ctx) if !siblings.is_empty() => Response::Value {
                 siblings,
                 context: seal(register::encode_context(&ctx)),

@@ -285,6 +285,7 @@ impl Replica {
         bucket_type: BucketType,
         update: Update,
         now_ms: u64,
+        expires_ms: Option<u64>,
     ) -> Result<(Coordinated, Durable), ReplicaError> {
         let me = self.actor();
         let limits = self.limits;
@@ -303,13 +304,14 @@ impl Replica {
                 } else {
                     floor.load(Ordering::SeqCst)
                 };
-                let (ctx, version) =
-                    match state.coordinate_versioned(&me, update, floor, now_ms, &limits) {
-                        Ok(written) => written,
-                        Err(e) => return (Change::Keep, Err(e.into()), None),
-                    };
+                let (ctx, version) = match state
+                    .coordinate_versioned(&me, update, floor, now_ms, expires_ms, &limits)
+                {
+                    Ok(written) => written,
+                    Err(e) => return (Change::Keep, Err(e.into()), None),
+                };
                 let record = value::encode_record(&state);
-                let hook = tree_hook(trees, k, &record, state.tombstone_only());
+                let hook = tree_hook(trees, k, &record, state.dead_since());
                 (Change::Put(record), Ok((state, ctx, version)), Some(hook))
             })
             .await?;
@@ -335,6 +337,12 @@ impl Replica {
     }
 
     async fn merge_with_repair(&self, key: Vec<u8>, incoming: State) -> Result<(), ReplicaError> {
+        #[cfg(feature = "test-hooks")]
+        let incoming = if crate::util::plant::planted(crate::util::plant::Bug::ExpiryDropped) {
+            incoming.without_expiry()
+        } else {
+            incoming
+        };
         match self.merge_once(key.clone(), incoming).await {
             // The local record cannot be decoded: move it aside and take
             // the incoming state in its place (the repair).
@@ -375,7 +383,7 @@ impl Replica {
                     (Change::Keep, Ok(()), None) // nothing new: no write, no sync
                 } else {
                     let record = value::encode_record(&local);
-                    let hook = tree_hook(trees, k, &record, local.tombstone_only());
+                    let hook = tree_hook(trees, k, &record, local.dead_since());
                     (Change::Put(record), Ok(()), Some(hook))
                 }
             })
@@ -436,7 +444,7 @@ impl Replica {
             .change_then(Space::Data, key, move |current| match current {
                 Ok(Some(bytes)) if aae::state_hash(bytes) == expected => {
                     if tombstones_only
-                        && !value::decode_record(bytes).is_ok_and(|r| r.tombstone_only().is_some())
+                        && !value::decode_record(bytes).is_ok_and(|r| r.dead_since().is_some())
                     {
                         return (Change::Keep, false, None);
                     }

@@ -13,7 +13,7 @@ use crate::replication::replica::ReplicaError;
 use crate::rpc::call::ask;
 use crate::rpc::peer::{ReplicaRequest, ReplicaResponse};
 use crate::rpc::transport::Transport;
-use kvorum_client::proto::{ErrorReply, OpKind, ReplicaOutcome, Request, Response};
+use kvorum_client::proto::{ErrorReply, ItemOp, OpKind, ReplicaOutcome, Request, Response};
 use kvorum_client::BucketProps;
 use kvorum_ring::NodeId;
 use std::{sync::Arc, time::Duration};
@@ -30,6 +30,12 @@ impl Coordinator {
         forwarded: bool,
     ) -> Result<Response, ErrorReply> {
         let WriteQuorum { w, timeout, strict } = q;
+        let ttl = ttl_of(&req, &props);
+        if ttl == Some(0) {
+            return Err(ErrorReply::BadRequest(
+                "a time to live must be at least 1 ms".into(),
+            ));
+        }
         // One reading of the view for the whole request.
         let view = self.membership.view();
         let n = usize::from(props.n);
@@ -78,14 +84,14 @@ impl Coordinator {
             }
         }
         let mut tracker = QuorumTracker::joint(groups);
+        // Expiry is stamped here, by the clock LWW stamps use, as an
+        // absolute time every replica then holds.
+        let now = self.env.clock.lww_ms();
+        let expires_ms = ttl.map(|t| now.saturating_add(t));
         let local = tokio::time::timeout(
             timeout,
-            self.replica.coordinate(
-                skey.clone(),
-                props.bucket_type,
-                update,
-                self.env.clock.lww_ms(),
-            ),
+            self.replica
+                .coordinate(skey.clone(), props.bucket_type, update, now, expires_ms),
         );
         let ((state, own, version), durable) = match local.await {
             Err(_) => {
@@ -284,6 +290,19 @@ impl Coordinator {
 }
 
 /// `req` (a forwarded item write) with its timeout set to `t`.
+/// The time to live of a write: the one it asks for, else its bucket's
+/// default; none for a delete.
+fn ttl_of(req: &Request, props: &BucketProps) -> Option<u64> {
+    match req {
+        Request::Item {
+            op: ItemOp::Put { ttl_ms, .. } | ItemOp::Update { ttl_ms, .. },
+            ..
+        } => ttl_ms.or(props.default_ttl_ms),
+        Request::Put { .. } | Request::Update { .. } => props.default_ttl_ms,
+        _ => None,
+    }
+}
+
 fn with_timeout(mut req: Request, t: Duration) -> Request {
     if let Request::Item { op, .. } = &mut req {
         op.set_timeout_ms(u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1));

@@ -62,3 +62,20 @@ impl SystemClock {
         std::sync::Arc::new(SystemClock)
     }
 }
+
+/// The system clocks with the wall clock set off by a fixed number of
+/// milliseconds (a `test-hooks` build: the clock-skew tests run nodes of
+/// one process ahead of and behind each other).
+#[cfg(feature = "test-hooks")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SkewedClock {
+    /// Added to the system's wall clock (negative: behind).
+    pub offset_ms: i64,
+}
+
+#[cfg(feature = "test-hooks")]
+impl Clock for SkewedClock {
+    fn wall_ms(&self) -> u64 {
+        crate::util::time::now_ms().saturating_add_signed(self.offset_ms)
+    }
+}

@@ -25,6 +25,12 @@ pub enum Bug {
     /// the key's condition coordinator or taking the key's lock: racing
     /// `if_absent` writes through different nodes can all pass.
     ConditionRace = 32,
+    /// Client reads ignore expiry: an expired key still reads as live.
+    ExpiryIgnored = 64,
+    /// A replica merging a state from a peer (replication, hints, repair,
+    /// transfers) drops its expiry: its copy of an expiring value lives
+    /// for ever.
+    ExpiryDropped = 128,
 }
 
 #[cfg(feature = "test-hooks")]

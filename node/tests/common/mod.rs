@@ -73,6 +73,18 @@ impl TestCluster {
         extra: &str,
         faults: Option<std::sync::Arc<kvorum_node::net::faults::Faults>>,
     ) -> Self {
+        Self::start_skewed(count, extra, faults, &[]).await
+    }
+
+    /// [`TestCluster::start_with_faults`], node `i` (from 1) with its wall
+    /// clock `offsets[i - 1]` ms off the system's (0 past the list's end;
+    /// a restarted node runs on the system clock).
+    pub async fn start_skewed(
+        count: usize,
+        extra: &str,
+        faults: Option<std::sync::Arc<kvorum_node::net::faults::Faults>>,
+        offsets: &[i64],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = make_certs(dir.path(), count);
         let mut nodes = Vec::new();
@@ -81,9 +93,11 @@ impl TestCluster {
         for i in 1..=count {
             let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
             let mut cfg = config(dir.path(), i, any, &addrs[..addrs.len().min(1)], extra);
-            let node = kvorum_node::start::start_with_faults(cfg.clone(), faults.clone())
-                .await
-                .expect("node starts");
+            let offset = offsets.get(i - 1).copied().unwrap_or(0);
+            let node =
+                kvorum_node::start::start_with_clock_offset(cfg.clone(), faults.clone(), offset)
+                    .await
+                    .expect("node starts");
             addrs.push(node.addr());
             cfg.listen = node.addr();
             configs.push(cfg);
@@ -445,7 +459,10 @@ impl PeerProbe {
     ) -> Option<kvorum_node::data::register::Register> {
         match self.stored_state(addr, key).await {
             None => None,
-            Some(kvorum_node::data::value::State::Register(r)) => Some(r),
+            Some(kvorum_node::data::value::State {
+                body: kvorum_node::data::value::Body::Register(r),
+                ..
+            }) => Some(r),
             Some(other) => panic!("not a register: {other:?}"),
         }
     }

@@ -389,6 +389,14 @@ impl MapState {
         MapValue { fields }
     }
 
+    /// Removes every field this state holds: each of their dots is in the
+    /// clock, so the removal is observed-remove (a replica's merge drops
+    /// them; dots this state never saw stay). A key that expired starts
+    /// afresh this way.
+    pub fn clear_observed(&mut self) {
+        self.fields.clear();
+    }
+
     /// The dot-store join (see the module docs).
     pub fn merge(&mut self, other: MapState) {
         let MapState {

@@ -3,7 +3,7 @@
 //! bytes, so anti-entropy compares hashes of stored bytes), and the opaque
 //! clock contexts clients hold for sets and maps.
 
-use super::{map, LwwState, SetState, Stamp, State};
+use super::{map, Body, Life, LwwState, SetState, Stamp, State};
 use crate::data::register::{Actor, DecodeError, Register};
 use crdts::{pncounter::PNCounter, VClock};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,10 @@ enum StoredRecord {
     /// Any bucket type, maps as [`MapState`](super::MapState)s. Written for maps only: the
     /// other types are laid out as in `V2` and still written as `V2`, so
     /// their stored bytes (and anti-entropy hashes) did not change.
-    V3(State),
+    V3(Body),
+    /// A state with a lifetime ([`Life`]): written only for those, so the
+    /// records (and hashes) of keys without one did not change.
+    V4(State),
 }
 
 /// [`StoredRecord`] by reference, so encoding does not copy the state
@@ -27,8 +30,9 @@ enum StoredRecord {
 enum StoredRecordRef<'a> {
     #[allow(dead_code)] // only here to give `V2` and `V3` their tags
     V1(&'a Register),
-    V2(&'a State),
-    V3(&'a State),
+    V2(&'a Body),
+    V3(&'a Body),
+    V4(&'a State),
 }
 
 /// A state in the layout of record format 2, whose `Map` variant was a
@@ -49,20 +53,22 @@ impl LegacyState {
     /// `map::legacy::Map::convert`).
     pub(crate) fn into_state(self) -> State {
         match self {
-            LegacyState::Register(r) => State::Register(r),
-            LegacyState::Counter(c) => State::Counter(c),
-            LegacyState::Set(s) => State::Set(s),
-            LegacyState::Map(m) => State::Map(m.convert()),
-            LegacyState::Lww(r) => State::Lww(r),
+            LegacyState::Register(r) => Body::Register(r),
+            LegacyState::Counter(c) => Body::Counter(c),
+            LegacyState::Set(s) => Body::Set(s),
+            LegacyState::Map(m) => Body::Map(m.convert()),
+            LegacyState::Lww(r) => Body::Lww(r),
         }
+        .into()
     }
 }
 
 /// The record of a state without canonicalization (sets hold `HashMap`s).
 pub(super) fn plain_record(state: &State) -> Vec<u8> {
-    let record = match state {
-        State::Map(_) => StoredRecordRef::V3(state),
-        _ => StoredRecordRef::V2(state),
+    let record = match &state.body {
+        _ if !state.life.is_default() => StoredRecordRef::V4(state),
+        body @ Body::Map(_) => StoredRecordRef::V3(body),
+        body => StoredRecordRef::V2(body),
     };
     // Serializing plain data into a Vec cannot fail.
     kvorum_client::bytes::encode(&record)
@@ -72,10 +78,10 @@ pub(super) fn plain_record(state: &State) -> Vec<u8> {
 /// bytes whatever order their `HashMap`s iterate in.
 pub fn encode_record(state: &State) -> Vec<u8> {
     let plain = plain_record(state);
-    match state {
+    match state.body {
         // No hash maps inside: already canonical.
-        State::Register(_) | State::Counter(_) | State::Map(_) | State::Lww(_) => plain,
-        State::Set(_) => match postcard::from_bytes::<canon::Record>(&plain) {
+        Body::Register(_) | Body::Counter(_) | Body::Map(_) | Body::Lww(_) => plain,
+        Body::Set(_) => match postcard::from_bytes::<canon::Record>(&plain) {
             Ok(mut mirror) => {
                 mirror.sort();
                 postcard::to_stdvec(&mirror).unwrap_or(plain)
@@ -89,9 +95,10 @@ pub fn encode_record(state: &State) -> Vec<u8> {
 /// Decodes a stored record; a map record of format 2 is converted.
 pub fn decode_record(bytes: &[u8]) -> Result<State, DecodeError> {
     match postcard::from_bytes::<StoredRecord>(bytes) {
-        Ok(StoredRecord::V1(r)) => Ok(State::Register(r)),
+        Ok(StoredRecord::V1(r)) => Ok(Body::Register(r).into()),
         Ok(StoredRecord::V2(s)) => Ok(s.into_state()),
-        Ok(StoredRecord::V3(s)) => Ok(s),
+        Ok(StoredRecord::V3(s)) => Ok(s.into()),
+        Ok(StoredRecord::V4(s)) => Ok(s),
         Err(e) => Err(DecodeError::Malformed(e.to_string())),
     }
 }
@@ -136,7 +143,7 @@ pub fn decode_clock(bytes: &[u8]) -> Result<VClock<Actor>, DecodeError> {
 /// same way), so sorting them gives the canonical bytes of the original.
 pub(super) mod canon {
     use super::map::legacy::{Map as LegacyMap, Orswot};
-    use super::{Actor, Register, Stamp};
+    use super::{Actor, Life, Register, Stamp};
     use crdts::{lwwreg::LWWReg, pncounter::PNCounter};
     use serde::{Deserialize, Serialize};
 
@@ -144,7 +151,19 @@ pub(super) mod canon {
     pub(in crate::data::value) enum Record {
         V1(Register),
         V2(State),
-        V3(super::State),
+        V3(super::Body),
+        V4(Body, Life),
+    }
+
+    /// The current layout of a state's data ([`super::Body`]), sets
+    /// sortable: the data of a `V4` record.
+    #[derive(Serialize, Deserialize)]
+    pub(in crate::data::value) enum Body {
+        Register(Register),
+        Counter(PNCounter<Actor>),
+        Set(Orswot<Vec<u8>>),
+        Map(super::map::MapState),
+        Lww(LWWReg<Option<Vec<u8>>, Stamp>),
     }
 
     #[derive(Serialize, Deserialize)]
@@ -158,8 +177,9 @@ pub(super) mod canon {
 
     impl Record {
         pub(super) fn sort(&mut self) {
-            if let Record::V2(State::Set(s)) = self {
-                s.sort();
+            match self {
+                Record::V2(State::Set(s)) | Record::V4(Body::Set(s), _) => s.sort(),
+                _ => {}
             }
         }
     }

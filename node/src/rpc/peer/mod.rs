@@ -39,8 +39,9 @@ use serde::{Deserialize, Serialize};
 /// Version of the peer protocol (3: member states and range transfers;
 /// 4: one message enum per subsystem, typed errors; 5: gossip carries the
 /// sender, the context secrets and the access list; 6: storage keys of
-/// sorted partitions, range reads of a replica).
-pub const PEER_PROTOCOL_VERSION: u16 = 6;
+/// sorted partitions, range reads of a replica; 7: states carry their
+/// lifetime, bucket props their default time to live).
+pub const PEER_PROTOCOL_VERSION: u16 = 7;
 
 /// How much larger than a client frame a peer frame (a request or an
 /// answer) may be: a peer's write or read answer carries a key's whole

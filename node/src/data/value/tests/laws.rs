@@ -84,7 +84,7 @@ proptest! {
             .filter(|(m, a, d)| !removes.iter().any(|(r, c)| r == m && c.get(a) >= *d))
             .map(|(m, _, _)| m.clone())
             .collect();
-        let got: BTreeSet<Vec<u8>> = match all.read() {
+        let got: BTreeSet<Vec<u8>> = match all.read(0) {
             Reading::Data(Some(DataValue::Set(m)), _) => m.into_iter().collect(),
             _ => BTreeSet::new(),
         };
@@ -189,6 +189,6 @@ proptest! {
         let stamps: BTreeSet<&Stamp> = writes.iter().map(|w| &w.0).collect();
         prop_assert_eq!(stamps.len(), writes.len(), "stamps are unique");
         let last = writes.iter().max_by(|x, y| x.0.cmp(&y.0));
-        prop_assert_eq!(all.read(), Reading::Lww(last.and_then(|w| w.1.clone())));
+        prop_assert_eq!(all.read(0), Reading::Lww(last.and_then(|w| w.1.clone())));
     }
 }

@@ -7,11 +7,7 @@ fn lww_later_stamp_wins_and_equal_times_break_by_actor() {
     let (a, b_) = (actor("a"), actor("b"));
     let empty = State::empty(BucketType::Lww);
     assert_eq!(lww(&empty), None);
-    assert_eq!(
-        empty.tombstone_only(),
-        None,
-        "the empty register is no delete"
-    );
+    assert_eq!(empty.dead_since(), None, "the empty register is no delete");
     let (mut ra, mut rb) = (empty.clone(), empty.clone());
     ra.coordinate(&a, Update::Lww(Some(b("at-a"))), 0, 20, &limits())
         .unwrap();
@@ -44,7 +40,7 @@ fn lww_writes_at_one_coordinator_always_raise_the_stamp() {
         assert!(s > last, "{s:?} after {last:?} (now {now})");
         assert!(s.ms >= now);
         assert_eq!(
-            r.read(),
+            r.read(0),
             Reading::Lww(Some(vec![i as u8])),
             "the new write wins"
         );
@@ -81,13 +77,13 @@ fn lww_delete_is_a_tombstone() {
     let mut r = State::empty(BucketType::Lww);
     r.coordinate(&a, Update::Lww(Some(b("x"))), 0, 10, &limits())
         .unwrap();
-    assert_eq!(r.tombstone_only(), None);
+    assert_eq!(r.dead_since(), None);
     r.coordinate(&a, Update::Lww(None), 0, 30, &limits())
         .unwrap();
     assert_eq!(lww(&r), None);
-    assert_eq!(r.tombstone_only(), Some(30));
+    assert_eq!(r.dead_since(), Some(30));
     r.coordinate(&a, Update::Lww(Some(b("y"))), 0, 20, &limits())
         .unwrap();
     assert_eq!(lww(&r).as_deref(), Some("y"), "a later write supersedes it");
-    assert_eq!(r.tombstone_only(), None);
+    assert_eq!(r.dead_since(), None);
 }

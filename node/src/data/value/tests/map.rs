@@ -284,8 +284,8 @@ fn map_set_remove_and_flag_disable_ahead_of_the_coordinator_apply_on_arrival() {
             field(&all, "f", FieldKind::Flag),
             Some(FieldValue::Flag(true))
         );
-        match &all {
-            State::Map(m) => assert_eq!(m.pending_count(), 0),
+        match &all.body {
+            Body::Map(m) => assert_eq!(m.pending_count(), 0),
             other => panic!("{other:?}"),
         }
     }

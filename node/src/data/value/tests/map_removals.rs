@@ -111,7 +111,7 @@ fn map_field_removal_that_saw_everything_removes_the_field_everywhere() {
     let mut remover = base.clone();
     remove_nsr(&mut remover, &actor("c"), read_clock(&base));
     for all in [joined(&remover, &base), joined(&base, &remover)] {
-        match all.read() {
+        match all.read(0) {
             Reading::Data(Some(DataValue::Map(m)), _) => assert!(m.fields.is_empty(), "{m:?}"),
             other => panic!("{other:?}"),
         }
@@ -319,7 +319,7 @@ fn map_lww_field_rewritten_after_removal_with_an_equal_stamp_converges() {
     .unwrap();
     let (x, y) = (joined(&ra, &stale), joined(&stale, &ra));
     assert_eq!(encode_record(&x), encode_record(&y));
-    assert_eq!(x.read(), y.read());
+    assert_eq!(x.read(0), y.read(0));
 }
 
 /// Maps holding pending removals (each coordinated by a replica that had
@@ -367,8 +367,8 @@ fn map_pending_removals_are_canonical_and_act_only_on_their_target() {
         apply(&mut s, &actor(&format!("r{i}")), map_up(ops, ctx));
         removals.push(s);
     }
-    let pending = |s: &State| match s {
-        State::Map(m) => m.pending_count(),
+    let pending = |s: &State| match &s.body {
+        Body::Map(m) => m.pending_count(),
         other => panic!("not a map: {other:?}"),
     };
     let reference = removals

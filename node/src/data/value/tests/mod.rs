@@ -1,4 +1,5 @@
 //! Tests of `data::value`. This file: the helpers and strategies the others share.
+//! `expiry.rs`: times to live of every type (laws on random histories, restarts, records);
 //! `laws.rs`: merge laws and convergence of every type on random histories (proptest);
 //! `register.rs`, `counter.rs`, `set.rs`, `lww.rs`: each type's semantics;
 //! `map.rs`: map field updates, concurrent writes, set removes and flag disables;
@@ -16,6 +17,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 mod counter;
+mod expiry;
 mod laws;
 mod lww;
 mod map;
@@ -142,14 +144,14 @@ fn m_drop(field: &str, kind: FieldKind) -> MapOp {
 
 /// The clock a read of a counter, set or map hands the client.
 fn read_clock(s: &State) -> VClock<Actor> {
-    match s.read() {
+    match s.read(0) {
         Reading::Data(_, c) => c,
         other => panic!("not a data reading: {other:?}"),
     }
 }
 
 fn counter(s: &State) -> Option<i64> {
-    match s.read() {
+    match s.read(0) {
         Reading::Data(Some(DataValue::Counter(v)), _) => Some(v),
         Reading::Data(None, _) => None,
         other => panic!("not a counter: {other:?}"),
@@ -157,7 +159,7 @@ fn counter(s: &State) -> Option<i64> {
 }
 
 fn members(s: &State) -> Vec<String> {
-    match s.read() {
+    match s.read(0) {
         Reading::Data(Some(DataValue::Set(m)), _) => strings(&m),
         Reading::Data(None, _) => Vec::new(),
         other => panic!("not a set: {other:?}"),
@@ -165,7 +167,7 @@ fn members(s: &State) -> Vec<String> {
 }
 
 fn field(s: &State, name: &str, kind: FieldKind) -> Option<FieldValue> {
-    match s.read() {
+    match s.read(0) {
         Reading::Data(Some(DataValue::Map(m)), _) => m.get(name, kind).cloned(),
         Reading::Data(None, _) => None,
         other => panic!("not a map: {other:?}"),
@@ -185,15 +187,15 @@ fn field_strings(s: &State, name: &str, kind: FieldKind) -> Option<Vec<String>> 
 }
 
 fn lww(s: &State) -> Option<String> {
-    match s.read() {
+    match s.read(0) {
         Reading::Lww(v) => v.map(|v| String::from_utf8(v).unwrap()),
         other => panic!("not an lww: {other:?}"),
     }
 }
 
 fn stamp(s: &State) -> Stamp {
-    match s {
-        State::Lww(r) => r.marker.clone(),
+    match &s.body {
+        Body::Lww(r) => r.marker.clone(),
         other => panic!("not an lww: {other:?}"),
     }
 }
@@ -218,8 +220,8 @@ fn view<T: Serialize, V: serde::de::DeserializeOwned>(x: &T) -> V {
 
 /// Deferred removes of a set state.
 fn set_deferred(s: &State) -> usize {
-    match s {
-        State::Set(s) => view::<_, OrswotView<Vec<u8>>>(s).deferred.len(),
+    match &s.body {
+        Body::Set(s) => view::<_, OrswotView<Vec<u8>>>(s).deferred.len(),
         other => panic!("not a set: {other:?}"),
     }
 }
@@ -272,12 +274,14 @@ enum Ctx {
 #[derive(Debug, Clone)]
 enum Step<O> {
     /// Replica `at` coordinates `op` as its own actor at time `now` (which
-    /// may go backwards), with the context `ctx`.
+    /// may go backwards), with the context `ctx` read at `now`, and a time
+    /// to live `ttl`.
     Update {
         at: usize,
         op: O,
         ctx: Ctx,
         now: u64,
+        ttl: Option<u64>,
     },
     /// Replica `to` merges replica `from`'s state.
     Sync { from: usize, to: usize },
@@ -294,9 +298,24 @@ fn ctx_strategy() -> impl Strategy<Value = Ctx> {
 fn steps<O: std::fmt::Debug + Clone>(
     op: impl Strategy<Value = O>,
 ) -> impl Strategy<Value = Vec<Step<O>>> {
+    steps_of(op, Just(None))
+}
+
+/// Histories whose updates have times to live half the time (short ones,
+/// so that keys expire between updates and are written again after).
+fn steps_ttl<O: std::fmt::Debug + Clone>(
+    op: impl Strategy<Value = O>,
+) -> impl Strategy<Value = Vec<Step<O>>> {
+    steps_of(op, proptest::option::of(1u64..5))
+}
+
+fn steps_of<O: std::fmt::Debug + Clone>(
+    op: impl Strategy<Value = O>,
+    ttl: impl Strategy<Value = Option<u64>>,
+) -> impl Strategy<Value = Vec<Step<O>>> {
     let step = prop_oneof![
-        3 => (0usize..3, op, ctx_strategy(), 0u64..8)
-            .prop_map(|(at, op, ctx, now)| Step::Update { at, op, ctx, now }),
+        3 => (0usize..3, op, ctx_strategy(), 0u64..8, ttl)
+            .prop_map(|(at, op, ctx, now, ttl)| Step::Update { at, op, ctx, now, ttl }),
         2 => (0usize..3, 0usize..3).prop_map(|(from, to)| Step::Sync { from, to }),
     ];
     proptest::collection::vec(step, 1..32)
@@ -373,10 +392,16 @@ fn run<O>(
     let mut writes: Vec<(Version, State)> = Vec::new();
     for s in steps {
         match s {
-            Step::Update { at, op, ctx, now } => {
+            Step::Update {
+                at,
+                op,
+                ctx,
+                now,
+                ttl,
+            } => {
                 let read = match ctx {
                     Ctx::Empty => None,
-                    Ctx::Now(i) => Some(reps[*i].read()),
+                    Ctx::Now(i) => Some(reps[*i].read(*now)),
                     Ctx::Past(k) if !reads.is_empty() => Some(reads[k % reads.len()].clone()),
                     Ctx::Past(_) => None,
                 };
@@ -387,6 +412,7 @@ fn run<O>(
                         update(op, read.as_ref(), *now),
                         0,
                         *now,
+                        ttl.map(|t| now + t),
                         &limits(),
                     )
                     .map_err(|e| TestCaseError::fail(format!("update refused: {e}")))?;
@@ -418,7 +444,7 @@ fn run<O>(
                     "update is an inflation",
                 )?;
                 reads.extend(read);
-                reads.push(reps[*at].read());
+                reads.push(reps[*at].read(*now));
                 snapshots.push(reps[*at].clone());
             }
             Step::Sync { from, to } => {
@@ -459,7 +485,9 @@ fn same(x: &State, y: &State, what: &str) -> Result<(), TestCaseError> {
         x,
         y
     );
-    prop_assert_eq!(x.read(), y.read(), "{}: reads differ", what);
+    for t in [0, 4, 8, 16] {
+        prop_assert_eq!(x.read(t), y.read(t), "{}: reads differ at {}", what, t);
+    }
     prop_assert_eq!(x, y, "{}: states differ", what);
     Ok(())
 }
@@ -496,9 +524,9 @@ fn check_record(s: &State) -> Result<(), TestCaseError> {
     let back = decode_record(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(&back, s);
     prop_assert_eq!(encode_record(&back), bytes.clone());
-    prop_assert_eq!(back.read(), s.read());
+    prop_assert_eq!(back.read(0), s.read(0));
     prop_assert!(s.validate().is_ok());
-    if matches!(s, State::Set(_) | State::Map(_)) {
+    if matches!(s.body, Body::Set(_) | Body::Map(_)) {
         let plain = plain_bytes(s);
         let mirror = postcard::from_bytes::<canon::Record>(&plain);
         prop_assert!(mirror.is_ok(), "the mirror does not read {:?}", s);

@@ -61,7 +61,7 @@ fn register_records_of_the_first_format_still_decode() {
         V1(Register),
     }
     let old = postcard::to_stdvec(&FirstFormat::V1(r.clone())).unwrap();
-    assert_eq!(decode_record(&old).unwrap(), State::Register(r));
+    assert_eq!(decode_record(&old).unwrap(), Body::Register(r).into());
 }
 
 /// Records of the types other than map are written exactly as before the
@@ -129,8 +129,8 @@ fn map_records_of_format_2_are_converted() {
     check_record(&old).unwrap();
     assert_eq!(encode_record(&old)[..2], [2, 3], "re-encoded in format 3");
     assert!(record_is_current(&encode_record(&old)));
-    match &old {
-        State::Map(m) => assert_eq!(m.pending_count(), 3, "fields g and r, values of r2"),
+    match &old.body {
+        Body::Map(m) => assert_eq!(m.pending_count(), 3, "fields g and r, values of r2"),
         other => panic!("{other:?}"),
     }
     // c's updates arrive: the deferred removal of r drops c's value.
@@ -145,8 +145,8 @@ fn map_records_of_format_2_are_converted() {
     );
     for all in [joined(&old, &rc), joined(&rc, &old)] {
         expect(&all, true);
-        match &all {
-            State::Map(m) => assert_eq!(m.pending_count(), 0),
+        match &all.body {
+            Body::Map(m) => assert_eq!(m.pending_count(), 0),
             other => panic!("{other:?}"),
         }
     }

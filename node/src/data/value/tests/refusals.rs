@@ -243,16 +243,18 @@ fn map_states_breaking_the_invariants_are_refused() {
         map_up(vec![m_add("s", &["x"]), m_inc("n", 1)], VClock::new()),
     );
     assert_eq!(s.validate(), Ok(()));
-    let State::Map(m) = &s else { unreachable!() };
+    let Body::Map(m) = &s.body else {
+        unreachable!()
+    };
     // Through the serialized form: (clock, fields, pending), none pending.
     type Fields = BTreeMap<FieldKey, map::FieldState>;
     let (clock, fields, _): (VClock<Actor>, Fields, u8) =
         postcard::from_bytes(&postcard::to_stdvec(m).unwrap()).unwrap();
     let rebuild = |clock: VClock<Actor>, fields: Fields| {
         let bytes = postcard::to_stdvec(&(clock, fields, 0u8)).unwrap();
-        State::Map(postcard::from_bytes::<MapState>(&bytes).unwrap())
+        Body::Map(postcard::from_bytes::<MapState>(&bytes).unwrap())
     };
-    assert_eq!(rebuild(clock.clone(), fields.clone()), s);
+    assert_eq!(rebuild(clock.clone(), fields.clone()), s.body);
     // A clock that lost a's dots.
     let bad = rebuild(VClock::new(), fields.clone());
     assert!(matches!(bad.validate(), Err(DecodeError::Inconsistent(_))));

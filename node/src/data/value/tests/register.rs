@@ -33,9 +33,9 @@ fn register_update_returns_its_own_context_and_deletes_are_tombstones() {
             value: RegValue::Tombstone { deleted_ms: 9 },
         },
     );
-    assert!(matches!(r.read(), Reading::Register(v, _) if v == vec![b("y")]));
-    assert_eq!(r.tombstone_only(), None);
-    let Reading::Register(_, all) = r.read() else {
+    assert!(matches!(r.read(0), Reading::Register(v, _) if v == vec![b("y")]));
+    assert_eq!(r.dead_since(), None);
+    let Reading::Register(_, all) = r.read(0) else {
         unreachable!()
     };
     apply(
@@ -46,6 +46,6 @@ fn register_update_returns_its_own_context_and_deletes_are_tombstones() {
             value: RegValue::Tombstone { deleted_ms: 11 },
         },
     );
-    assert_eq!(r.tombstone_only(), Some(11));
+    assert_eq!(r.dead_since(), Some(11));
     assert_eq!(r.own_counter(&a), 4);
 }

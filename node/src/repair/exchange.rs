@@ -46,6 +46,9 @@ pub struct AaeConfig {
 /// Most tombstones one reaping round examines.
 const REAP_BATCH: usize = 256;
 
+/// Reaping checks of one round that run at once.
+const REAP_CONCURRENCY: usize = 32;
+
 /// Segments of the trees redone per hold of their lock when the placement
 /// changes (1/512 of the keys: about 2,000 keys at 1 M).
 pub const REPLACE_STEP: u32 = 32;
@@ -448,10 +451,11 @@ impl AntiEntropy {
         Ok(1)
     }
 
-    /// Removes tombstones that are safe to remove (Dynamo leaves this open;
-    /// Cassandra's `gc_grace` timer alone is how deleted data comes back).
-    /// For each tombstone-only key this node is the first replica of, whose
-    /// latest delete is older than the grace period: read the key from every
+    /// Removes tombstones and expired keys that are safe to remove (Dynamo
+    /// leaves this open; Cassandra's `gc_grace` timer alone is how deleted
+    /// data comes back). For each key this node is the first replica of
+    /// that holds only deletes or expired data, dead for longer than the
+    /// grace period: read the key from every
     /// replica of its preference list; only if every one answers with exactly
     /// this node's state (same hash) is the key removed, on every replica,
     /// each removing it only if its state still has that hash. The grace
@@ -467,21 +471,39 @@ impl AntiEntropy {
             return 0;
         }
         let before = self.reap_before();
-        // Rotate through the candidates, so keys that cannot be reaped yet
-        // (a replica down) do not hold back the others.
-        let after = self.reap_cursor.locked().take();
-        let candidates = replica::lock(self.trees()).reapable(before, REAP_BATCH, after.as_deref());
-        *self.reap_cursor.locked() = candidates.last().cloned();
+        // Batches of candidates, each checked REAP_CONCURRENCY keys at a
+        // time, while a batch comes back full and for at most half an
+        // interval (exchanges run between rounds): a node with many expired
+        // keys reaps thousands per round, not one batch per interval.
+        let started = self.env.clock.now();
+        let budget = self.config.interval / 2;
         let mut removed = 0;
-        for key in candidates {
-            match self.reap_one(&key, before).await {
-                Ok(true) => removed += 1,
-                Ok(false) => {}
-                Err(e) => tracing::debug!(error = %e, "tombstone not reaped yet"),
+        loop {
+            // Rotate through the candidates, so keys that cannot be reaped
+            // yet (a replica down) do not hold back the others.
+            let after = self.reap_cursor.locked().take();
+            let candidates =
+                replica::lock(self.trees()).reapable(before, REAP_BATCH, after.as_deref());
+            *self.reap_cursor.locked() = candidates.last().cloned();
+            let full = candidates.len() == REAP_BATCH;
+            let before_batch = removed;
+            for chunk in candidates.chunks(REAP_CONCURRENCY) {
+                let checks = chunk.iter().map(|key| self.reap_one(key, before)).collect();
+                for outcome in crate::util::join::join_all(checks).await {
+                    match outcome {
+                        Ok(true) => removed += 1,
+                        Ok(false) => {}
+                        Err(e) => tracing::debug!(error = %e, "tombstone not reaped yet"),
+                    }
+                }
+            }
+            // A batch that removed nothing (a replica down) ends the round.
+            if !full || removed == before_batch || self.env.clock.since(started) >= budget {
+                break;
             }
         }
         if removed > 0 {
-            tracing::info!(keys = removed, "tombstones removed (held by every replica)");
+            tracing::info!(keys = removed, "dead keys removed (held by every replica)");
         }
         removed
     }

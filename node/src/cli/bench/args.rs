@@ -99,6 +99,19 @@ pub struct BenchArgs {
     /// key's partition, learned from the cluster) or round-robin.
     #[arg(long, value_enum, default_value_t = Routing::Token)]
     pub routing: Routing,
+    /// Time to live of every write of the load and the runs (30s, 5m):
+    /// with --reclaim-secs, measures how expired data's space comes back.
+    #[arg(long, value_parser = crate::cli::args::parse_duration)]
+    pub ttl: Option<std::time::Duration>,
+    /// After the runs, watch for up to this many seconds how the nodes'
+    /// stored keys (kvorum_storage_keys) and data directories shrink back
+    /// to what they were before the load (own cluster only; with --ttl).
+    #[arg(long)]
+    pub reclaim_secs: Option<u64>,
+    /// TOML appended to each node's config of the bench's own cluster (for
+    /// example `[anti_entropy]` and `[hints]` settings).
+    #[arg(long)]
+    pub node_config: Option<PathBuf>,
     /// Run the baseline's echo server from this node config (internal).
     #[arg(long, hide = true)]
     pub serve_echo: Option<PathBuf>,

@@ -122,6 +122,12 @@ pub(super) fn start_cluster(
         let path = dir.join(format!("{}.toml", cfg.id));
         let mut text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
         text.push_str(&format!("\n[storage]\nsync = \"{}\"\n", args.sync));
+        if let Some(extra) = &args.node_config {
+            // Tables of the operator's own (after the generated ones).
+            let more = std::fs::read_to_string(extra).map_err(io_err(extra))?;
+            text.push('\n');
+            text.push_str(&more);
+        }
         std::fs::write(&path, text).map_err(io_err(&path))?;
         let file = format!("{}.toml", cfg.id);
         let threads = threads.to_string();
@@ -150,6 +156,13 @@ pub(super) fn start_cluster(
 /// their `/metrics` endpoints; `None` when there are none or one does not
 /// answer in 2 s.
 pub(super) async fn forwarded_writes(target: &Target) -> Option<f64> {
+    scraped_sum(target, "kvorum_writes_forwarded_total").await
+}
+
+/// The sum over the nodes of the metric `name` (every label set), scraped
+/// from their `/metrics` endpoints; `None` when there are none or one does
+/// not answer.
+pub(super) async fn scraped_sum(target: &Target, name: &str) -> Option<f64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     if target.metrics.is_empty() {
         return None;
@@ -169,7 +182,10 @@ pub(super) async fn forwarded_writes(target: &Target) -> Option<f64> {
             .ok()??;
         sum += body
             .lines()
-            .filter(|l| l.starts_with("kvorum_writes_forwarded_total"))
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>();
     }

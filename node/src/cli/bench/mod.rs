@@ -30,6 +30,7 @@ pub mod cluster;
 pub mod driver;
 pub mod ops;
 pub mod procs;
+pub mod reclaim;
 pub mod report;
 pub mod workload;
 
@@ -302,6 +303,7 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         },
         write: WriteOptions {
             w: Some(w),
+            ttl: args.ttl,
             ..WriteOptions::default()
         },
     });
@@ -372,6 +374,10 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
     let m = memory(&target, "end", stored(&ops));
     print_memory(&m);
     mem.push(m);
+    let reclaim = match args.reclaim_secs {
+        Some(secs) => Some(reclaim::watch(&target, &mem[0], Duration::from_secs(secs)).await),
+        None => None,
+    };
     client.close().await;
     target.check()?;
     drop(target);
@@ -390,5 +396,6 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         runs,
         loads,
         memory: mem,
+        reclaim,
     })
 }

@@ -174,6 +174,8 @@ pub struct Report {
     pub loads: Vec<RunReport>,
     /// Node memory at stages of the bench.
     pub memory: Vec<MemoryReport>,
+    /// How expired data's space came back (with --reclaim-secs).
+    pub reclaim: Option<ReclaimReport>,
 }
 
 impl Report {
@@ -183,6 +185,23 @@ impl Report {
         // empty object would be the visible result if it did.
         serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".into())
     }
+}
+
+/// How expired data's space came back (`kvorum bench --ttl --reclaim-secs`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReclaimReport {
+    /// Keys stored on all nodes (kvorum_storage_keys) and bytes of their
+    /// data directories, every sample: (seconds since the runs ended,
+    /// keys, bytes).
+    pub samples: Vec<(f64, f64, u64)>,
+    /// Bytes of the data directories before the load.
+    pub baseline_bytes: u64,
+    /// Seconds after the runs until no key was stored (`None`: not within
+    /// the watch).
+    pub keys_gone_secs: Option<f64>,
+    /// Seconds until the data directories were back within 10 % (and 4 MiB)
+    /// of the baseline (`None`: not within the watch).
+    pub disk_back_secs: Option<f64>,
 }
 
 pub(super) fn memory(target: &Target, stage: &str, keys: u64) -> MemoryReport {

@@ -279,6 +279,7 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         )
     };
     let mut mem = vec![memory(&target, "idle", 0)];
+    let idle_keys = reclaim::stored_keys(&target).await.unwrap_or(0.0);
     if let Some(m) = mem.last() {
         print_memory(m);
     }
@@ -375,7 +376,10 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
     print_memory(&m);
     mem.push(m);
     let reclaim = match args.reclaim_secs {
-        Some(secs) => Some(reclaim::watch(&target, &mem[0], Duration::from_secs(secs)).await),
+        Some(secs) => {
+            let limit = Duration::from_secs(secs);
+            Some(reclaim::watch(&target, &mem[0], idle_keys, limit).await)
+        }
         None => None,
     };
     client.close().await;

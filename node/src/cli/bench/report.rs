@@ -196,8 +196,10 @@ pub struct ReclaimReport {
     pub samples: Vec<(f64, f64, u64)>,
     /// Bytes of the data directories before the load.
     pub baseline_bytes: u64,
-    /// Seconds after the runs until no key was stored (`None`: not within
-    /// the watch).
+    /// Keys stored before the load.
+    pub baseline_keys: f64,
+    /// Seconds after the runs until the keys stored were back to the
+    /// baseline (`None`: not within the watch).
     pub keys_gone_secs: Option<f64>,
     /// Seconds until the data directories were back within 10 % (and 4 MiB)
     /// of the baseline (`None`: not within the watch).

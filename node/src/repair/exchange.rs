@@ -46,6 +46,10 @@ pub struct AaeConfig {
 /// Most tombstones one reaping round examines.
 const REAP_BATCH: usize = 256;
 
+/// Records removed (reaped or dropped) after which a node compacts its
+/// storage once the removals stop.
+const COMPACT_AFTER_REMOVED: u64 = 50_000;
+
 /// Reaping checks of one round that run at once.
 const REAP_CONCURRENCY: usize = 32;
 
@@ -504,8 +508,31 @@ impl AntiEntropy {
         }
         if removed > 0 {
             tracing::info!(keys = removed, "dead keys removed (held by every replica)");
+        } else {
+            self.compact_if_due().await;
         }
         removed
+    }
+
+    /// Once a wave of removals is over here (a round that reaped nothing),
+    /// compacts storage if at least [`COMPACT_AFTER_REMOVED`] records were
+    /// removed since the last time: an LSM engine keeps a removed key's
+    /// space until a compaction meets its tombstone, and a cluster whose
+    /// keys only expire writes nothing that would trigger one.
+    async fn compact_if_due(&self) {
+        if self.replica.removed() < COMPACT_AFTER_REMOVED {
+            return;
+        }
+        let removed = self.replica.take_removed();
+        let started = self.env.clock.now();
+        match self.replica.store().compact().await {
+            Ok(()) => tracing::info!(
+                removed,
+                elapsed_ms = self.env.clock.since(started).as_millis() as u64,
+                "storage compacted after removals"
+            ),
+            Err(e) => tracing::warn!(error = %e, "storage compaction failed"),
+        }
     }
 
     /// States dead (deleted or expired) before this time, by this node's

@@ -85,6 +85,8 @@ pub struct Replica {
     /// The storage key of every write this replica applied, for the
     /// watches this node coordinates (sent only while one listens).
     changes: tokio::sync::broadcast::Sender<Vec<u8>>,
+    /// Records removed (reaped or dropped) since storage was last compacted.
+    removed: Arc<AtomicU64>,
 }
 
 /// `Meta` key of the dot floor.
@@ -113,6 +115,7 @@ impl Replica {
             limits,
             trees,
             dot_floor: Arc::new(AtomicU64::new(floor)),
+            removed: Arc::new(AtomicU64::new(0)),
             quarantine: Default::default(),
             changes: tokio::sync::broadcast::channel(1024).0,
         })
@@ -454,7 +457,22 @@ impl Replica {
                 _ => (Change::Keep, false, None),
             })
             .await?;
+        if removed {
+            self.removed.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(removed)
+    }
+
+    /// Records removed (reaped or dropped) since the last call: the caller
+    /// compacts storage when they are many (see
+    /// [`crate::repair::exchange::AntiEntropy::reap`]).
+    pub fn take_removed(&self) -> u64 {
+        self.removed.swap(0, Ordering::Relaxed)
+    }
+
+    /// Records removed since the last [`Replica::take_removed`].
+    pub fn removed(&self) -> u64 {
+        self.removed.load(Ordering::Relaxed)
     }
 
     /// Makes the dot floor cover every dot this node issued on `key`,

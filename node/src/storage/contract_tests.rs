@@ -301,6 +301,32 @@ fn memory_a_power_loss_loses_unsynced_commits() {
     assert_eq!(get(e, Data, b"c"), Some(b"1".to_vec()));
 }
 
+/// A compaction keeps every live key, drops the removed ones, and (for an
+/// engine that counts keys) brings the count back to the live keys.
+fn a_compaction_keeps_live_keys_and_drops_removed_ones<F: Fixture>() {
+    let f = F::open();
+    let e = f.engine();
+    let key = |i: u32| format!("k{i:04}").into_bytes();
+    e.commit((0..2000).map(|i| put(Data, &key(i), b"v")).collect(), false)
+        .unwrap();
+    e.commit(
+        (0..2000)
+            .filter(|i| i % 4 != 0)
+            .map(|i| delete(Data, &key(i)))
+            .collect(),
+        true,
+    )
+    .unwrap();
+    e.compact().unwrap();
+    for i in 0..2000 {
+        let want = (i % 4 == 0).then(|| b"v".to_vec());
+        assert_eq!(get(e, Data, &key(i)), want, "key {i}");
+    }
+    if let Some(size) = e.size() {
+        assert_eq!(size.keys, 500, "the removed keys' tombstones are gone");
+    }
+}
+
 /// Runs each contract test against each engine: `fjall::<test>` and
 /// `memory::<test>`.
 macro_rules! contract {
@@ -324,4 +350,5 @@ contract!(
     range_reads_between_bounds_both_ways,
     a_deleted_key_is_gone,
     synced_writes_survive_a_reopen,
+    a_compaction_keeps_live_keys_and_drops_removed_ones,
 );

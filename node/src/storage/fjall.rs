@@ -81,6 +81,16 @@ impl Engine for FjallEngine {
         self.db.persist(fjall::PersistMode::SyncAll).map_err(engine)
     }
 
+    fn compact(&self) -> Result<(), StorageError> {
+        // A removal is a tombstone until a compaction meets it, and a
+        // cluster that only expires keys writes nothing that would trigger
+        // one. The memtable goes to disk first (the tombstones it holds,
+        // and the journal files it pins), then a major compaction drops
+        // the tombstones and the values they hide.
+        self.data.rotate_memtable_and_wait().map_err(engine)?;
+        self.data.major_compact().map_err(engine)
+    }
+
     fn size(&self) -> Option<EngineSize> {
         Some(EngineSize {
             disk_bytes: self.db.disk_space().ok()?,

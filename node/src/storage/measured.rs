@@ -82,4 +82,8 @@ impl Engine for Measured {
     fn size(&self) -> Option<EngineSize> {
         self.inner.size()
     }
+
+    fn compact(&self) -> Result<(), StorageError> {
+        self.inner.compact()
+    }
 }

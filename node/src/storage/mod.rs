@@ -145,6 +145,12 @@ pub trait Engine: Send + Sync + 'static {
     fn size(&self) -> Option<EngineSize> {
         None
     }
+    /// Rewrites the data space so that the space of removed keys comes
+    /// back (an LSM engine drops their tombstones and older versions);
+    /// blocks until done. Engines that free space at once do nothing.
+    fn compact(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// How big an engine's data is.

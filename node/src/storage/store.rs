@@ -219,6 +219,15 @@ impl Store {
         self.engine.size()
     }
 
+    /// Compacts the engine (see [`Engine::compact`]) on a blocking worker.
+    pub async fn compact(&self) -> Result<(), StorageError> {
+        let engine = self.engine.clone();
+        self.workers
+            .run_blocking(move || engine.compact())
+            .await
+            .map_err(StorageError::Engine)?
+    }
+
     /// Atomically updates `key`: `f` gets the current value (or the read
     /// error) and returns the new value (`None` to leave it) plus a result.
     /// Updates of one store are applied one at a time in queue order, so `f`

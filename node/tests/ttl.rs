@@ -662,10 +662,7 @@ async fn thousands_of_expiring_keys_and_no_faults_make_anti_entropy_repair_nothi
             .flatten()
             .map(|n| metric(n, "kvorum_expired_reaped_total", &[]))
             .sum();
-        assert_eq!(
-            reaped, 3000.0,
-            "every key reaped once, by its first replica"
-        );
+        assert_eq!(reaped, 9000.0, "every key reaped once on each replica");
         c.shutdown().await;
     })
     .await

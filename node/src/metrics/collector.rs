@@ -43,6 +43,8 @@ pub fn collector(
             .set(hints.oldest_age().as_secs_f64());
         m.counter(metrics::AAE_KEYS_REPAIRED, &[])
             .absolute(aae.stats().keys_repaired.load(Relaxed));
+        m.counter(metrics::EXPIRED_REAPED, &[])
+            .absolute(aae.expired_removed());
         let me = membership.me().id.clone();
         let (mut up, mut down) = (0u32, 0u32);
         for member in membership.members() {

@@ -96,7 +96,7 @@ catalog! {
     ITEMS_EXPIRED = "kvorum_items_expired_total", Counter, [],
         "Keys and items a read coordinated here found expired (their time to live passed by this node's clock) and answered without them.";
     EXPIRED_REAPED = "kvorum_expired_reaped_total", Counter, [],
-        "Expired keys and items removed from storage by this node's reaping (every replica held the same expired state, past the grace).";
+        "Expired records (keys and items) this node removed from its storage when they were reaped (every replica held the same expired state, past the grace): each key counts once per replica.";
     READ_SIBLINGS = "kvorum_read_siblings", Histogram, [],
         "Siblings (concurrent versions) returned per register read that found a value.";
     VCLOCK_ENTRIES = "kvorum_vclock_entries", Histogram, [],

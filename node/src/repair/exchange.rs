@@ -157,6 +157,11 @@ impl AntiEntropy {
         &self.stats
     }
 
+    /// Expired records this node's replica removed since it started.
+    pub fn expired_removed(&self) -> u64 {
+        self.replica.expired_removed()
+    }
+
     /// Settings.
     pub fn config(&self) -> &AaeConfig {
         &self.config
@@ -559,7 +564,6 @@ impl AntiEntropy {
         if local.dead_since().is_none_or(|t| t > before) {
             return Ok(false);
         }
-        let expired = local.expiring();
         let hash = aae::state_hash(&value::encode_record(&local));
         let replicas = replica::lock(self.trees()).replicas(key);
         let check = !crate::util::plant::planted(crate::util::plant::Bug::EarlyReap);
@@ -596,17 +600,10 @@ impl AntiEntropy {
                 Err(e) => tracing::debug!(%node, error = %e, "tombstone not reaped there"),
             }
         }
-        let removed = self
-            .replica
+        self.replica
             .reap(key.to_vec(), hash)
             .await
-            .map_err(|e| AaeError::from(StorageError::Engine(e.to_string())))?;
-        if removed && expired {
-            self.metrics
-                .counter(crate::metrics::EXPIRED_REAPED, &[])
-                .increment(1);
-        }
-        Ok(removed)
+            .map_err(|e| StorageError::Engine(e.to_string()).into())
     }
 
     /// Every other member, in id order (the exchange partners; a peer that

@@ -87,6 +87,8 @@ pub struct Replica {
     changes: tokio::sync::broadcast::Sender<Vec<u8>>,
     /// Records removed (reaped or dropped) since storage was last compacted.
     removed: Arc<AtomicU64>,
+    /// Expired records reaped here since start.
+    expired_removed: Arc<AtomicU64>,
 }
 
 /// `Meta` key of the dot floor.
@@ -116,6 +118,7 @@ impl Replica {
             trees,
             dot_floor: Arc::new(AtomicU64::new(floor)),
             removed: Arc::new(AtomicU64::new(0)),
+            expired_removed: Arc::new(AtomicU64::new(0)),
             quarantine: Default::default(),
             changes: tokio::sync::broadcast::channel(1024).0,
         })
@@ -442,23 +445,28 @@ impl Replica {
         }
         let trees = self.trees.clone();
         let k = key.clone();
-        let removed = self
+        // (removed, whether what was removed had expired)
+        let (removed, expired) = self
             .store
             .change_then(Space::Data, key, move |current| match current {
                 Ok(Some(bytes)) if aae::state_hash(bytes) == expected => {
-                    if tombstones_only
-                        && !value::decode_record(bytes).is_ok_and(|r| r.dead_since().is_some())
-                    {
-                        return (Change::Keep, false, None);
+                    let state = value::decode_record(bytes).ok();
+                    let dead = state.as_ref().is_some_and(|r| r.dead_since().is_some());
+                    if tombstones_only && !dead {
+                        return (Change::Keep, (false, false), None);
                     }
+                    let expired = tombstones_only && state.is_some_and(|r| r.expiring());
                     let hook: Hook = Box::new(move || lock(&trees).remove(&k));
-                    (Change::Delete, true, Some(hook))
+                    (Change::Delete, (true, expired), Some(hook))
                 }
-                _ => (Change::Keep, false, None),
+                _ => (Change::Keep, (false, false), None),
             })
             .await?;
         if removed {
             self.removed.fetch_add(1, Ordering::Relaxed);
+        }
+        if expired {
+            self.expired_removed.fetch_add(1, Ordering::Relaxed);
         }
         Ok(removed)
     }
@@ -468,6 +476,11 @@ impl Replica {
     /// [`crate::repair::exchange::AntiEntropy::reap`]).
     pub fn take_removed(&self) -> u64 {
         self.removed.swap(0, Ordering::Relaxed)
+    }
+
+    /// Expired records this replica removed (reaped) since it started.
+    pub fn expired_removed(&self) -> u64 {
+        self.expired_removed.load(Ordering::Relaxed)
     }
 
     /// Records removed since the last [`Replica::take_removed`].

@@ -46,9 +46,11 @@ pub struct AaeConfig {
 /// Most tombstones one reaping round examines.
 const REAP_BATCH: usize = 256;
 
-/// Records removed (reaped or dropped) after which a node compacts its
-/// storage once the removals stop.
-const COMPACT_AFTER_REMOVED: u64 = 50_000;
+/// A node compacts its storage once a wave of removals stops, if the
+/// records removed (reaped or dropped) since its last compaction are at
+/// least 1/`COMPACT_SHARE` of the records it holds: a major compaction
+/// rewrites all the data, so its cost is paid once per 1 % of garbage.
+const COMPACT_SHARE: u64 = 100;
 
 /// Reaping checks of one round that run at once.
 const REAP_CONCURRENCY: usize = 32;
@@ -520,12 +522,15 @@ impl AntiEntropy {
     }
 
     /// Once a wave of removals is over here (a round that reaped nothing),
-    /// compacts storage if at least [`COMPACT_AFTER_REMOVED`] records were
-    /// removed since the last time: an LSM engine keeps a removed key's
+    /// compacts storage if the records removed since the last time are at
+    /// least 1/[`COMPACT_SHARE`] of the records stored (the engine's
+    /// count, tombstones included): an LSM engine keeps a removed key's
     /// space until a compaction meets its tombstone, and a cluster whose
     /// keys only expire writes nothing that would trigger one.
     async fn compact_if_due(&self) {
-        if self.replica.removed() < COMPACT_AFTER_REMOVED {
+        let removed = self.replica.removed();
+        let stored = self.replica.store().size().map_or(0, |s| s.keys);
+        if removed == 0 || removed.saturating_mul(COMPACT_SHARE) < stored {
             return;
         }
         let removed = self.replica.take_removed();

@@ -48,6 +48,16 @@ impl FjallEngine {
     }
 }
 
+/// `Meta` key of the time (ms since the epoch) of the last compaction,
+/// written to move fjall's garbage collection on (see `compact`).
+const COMPACTED_KEY: &[u8] = b"engine/compacted-at";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn engine(e: impl std::fmt::Display) -> StorageError {
     StorageError::Engine(e.to_string())
 }
@@ -84,11 +94,21 @@ impl Engine for FjallEngine {
     fn compact(&self) -> Result<(), StorageError> {
         // A removal is a tombstone until a compaction meets it, and a
         // cluster that only expires keys writes nothing that would trigger
-        // one. The memtable goes to disk first (the tombstones it holds,
-        // and the journal files it pins), then a major compaction drops
-        // the tombstones and the values they hide.
-        self.data.rotate_memtable_and_wait().map_err(engine)?;
-        self.data.major_compact().map_err(engine)
+        // one. Every keyspace's memtable goes to disk first: a journal
+        // file is deleted only once no memtable holds writes from it. A
+        // major compaction then drops the tombstones and the values they
+        // hide. The tables it replaced stay in fjall's version history
+        // until its garbage-collection watermark passes the compaction,
+        // which only a later flush moves: a marker write to the meta space
+        // and one more flush do it, and let the journal go.
+        for space in [&self.data, &self.meta, &self.hints] {
+            space.rotate_memtable_and_wait().map_err(engine)?;
+        }
+        self.data.major_compact().map_err(engine)?;
+        self.meta
+            .insert(COMPACTED_KEY, now_ms().to_be_bytes())
+            .map_err(engine)?;
+        self.meta.rotate_memtable_and_wait().map_err(engine)
     }
 
     fn size(&self) -> Option<EngineSize> {
@@ -157,5 +177,73 @@ impl Engine for FjallEngine {
                 Ok((k.to_vec(), v.to_vec()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes allocated under `dir`, as `du` counts them.
+    fn allocated(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let meta = e.metadata().unwrap();
+                if meta.is_dir() {
+                    allocated(&e.path())
+                } else {
+                    std::os::unix::fs::MetadataExt::blocks(&meta) * 512
+                }
+            })
+            .sum()
+    }
+
+    /// fjall deletes a journal file once no keyspace's memtable holds a
+    /// write from it, and starts a new one past 64 MB. After a compaction
+    /// the journals of removed data go too, although the meta space, which
+    /// the node writes rarely, held a write from the first one: what stays
+    /// is the active journal and the live data.
+    #[test]
+    fn a_compaction_lets_the_journals_of_removed_data_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = FjallEngine::open(dir.path()).unwrap();
+        e.commit(
+            vec![(Space::Meta, b"m".to_vec(), Some(b"1".to_vec()))],
+            false,
+        )
+        .unwrap();
+        // Incompressible (fjall compresses its journal): xorshift bytes.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let value: Vec<u8> = (0..65_536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let key = |i: u32| i.to_be_bytes().to_vec();
+        let mut i = 0;
+        while e.db.journal_count() < 2 {
+            let batch = (i..i + 64)
+                .map(|k| (Space::Data, key(k), Some(value.clone())))
+                .collect();
+            e.commit(batch, false).unwrap();
+            // A flush is when fjall looks at the journal's size.
+            e.data.rotate_memtable_and_wait().unwrap();
+            i += 64;
+            assert!(i < 4096, "no second journal after {i} writes of 64 KiB");
+        }
+        e.commit((0..i).map(|k| (Space::Data, key(k), None)).collect(), true)
+            .unwrap();
+        e.compact().unwrap();
+        assert_eq!(e.db.journal_count(), 1, "only the active journal stays");
+        let held = allocated(dir.path());
+        assert!(
+            held < 16 << 20,
+            "{held} bytes held after removing {i} values of 64 KiB"
+        );
     }
 }

@@ -52,6 +52,9 @@ const REAP_BATCH: usize = 256;
 /// rewrites all the data, so its cost is paid once per 1 % of garbage.
 const COMPACT_SHARE: u64 = 100;
 
+/// Records the start-up scan reads at a time.
+const LOAD_CHUNK: usize = 1024;
+
 /// Reaping checks of one round that run at once.
 const REAP_CONCURRENCY: usize = 32;
 
@@ -173,24 +176,34 @@ impl AntiEntropy {
         self.replica.trees()
     }
 
-    /// Builds the trees from a full scan of the data (at start-up, before
-    /// the node serves).
+    /// Builds the trees from a scan of the data (at start-up, before the
+    /// node serves), [`LOAD_CHUNK`] records at a time: what the scan holds
+    /// at once does not grow with the data (the trees' key index does).
     pub fn load(&self) -> Result<(), StorageError> {
         // Hold the lock across the scan so no write slips between the scan
         // and the swap (writes wait; the scan reads only keys and hashes).
         let mut trees = replica::lock(self.trees());
         let (placement, ring) = self.membership.placement_ring();
         let started = self.env.clock.now();
-        let records = self.replica.store().scan(Space::Data, &[], usize::MAX)?;
-        let keys = records.len();
-        trees.rebuild(
-            (*ring).clone(),
-            placement,
-            records.into_iter().map(|(k, v)| {
-                let tomb = value::decode_record(&v).ok().and_then(|r| r.dead_since());
-                (k, aae::state_hash(&v), tomb)
-            }),
-        );
+        trees.rebuild((*ring).clone(), placement, std::iter::empty());
+        let mut keys = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let chunk =
+                self.replica
+                    .store()
+                    .scan_after(Space::Data, after.as_deref(), LOAD_CHUNK)?;
+            let full = chunk.len() == LOAD_CHUNK;
+            keys += chunk.len();
+            for (k, v) in &chunk {
+                let tomb = value::decode_record(v).ok().and_then(|r| r.dead_since());
+                trees.update(k, aae::state_hash(v), tomb);
+            }
+            after = chunk.into_iter().last().map(|(k, _)| k);
+            if !full {
+                break;
+            }
+        }
         tracing::info!(
             keys,
             elapsed_ms = self.env.clock.since(started).as_millis() as u64,

@@ -229,12 +229,24 @@ impl Hints {
         clock: SharedClock,
     ) -> Result<Self, StorageError> {
         let stats = Arc::new(HintStats::default());
-        for (_, v) in store.scan(Space::Hints, &[], usize::MAX)? {
-            if let Some((created_ms, _)) = HintRecord::decode(&v) {
-                stats.held_since(created_ms);
+        // A chunk at a time: what the count holds does not grow with the
+        // hints (up to `max_bytes` of them).
+        const CHUNK: usize = 256;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let chunk = store.scan_after(Space::Hints, after.as_deref(), CHUNK)?;
+            let full = chunk.len() == CHUNK;
+            for (_, v) in &chunk {
+                if let Some((created_ms, _)) = HintRecord::decode(v) {
+                    stats.held_since(created_ms);
+                }
+                stats.pending.fetch_add(1, Ordering::Relaxed);
+                stats.bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
             }
-            stats.pending.fetch_add(1, Ordering::Relaxed);
-            stats.bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
+            after = chunk.into_iter().last().map(|(k, _)| k);
+            if !full {
+                break;
+            }
         }
         Ok(Self {
             store,

@@ -178,6 +178,17 @@ impl Node {
         &self.metrics
     }
 
+    /// Whether the start-up build of the anti-entropy trees is done.
+    pub fn aae_trees_built(&self) -> bool {
+        self.anti_entropy.built()
+    }
+
+    /// Whether the anti-entropy trees agree with a build from scratch of
+    /// what storage holds now (call with writes stopped).
+    pub fn aae_trees_agree_with_storage(&self) -> Result<bool, StorageError> {
+        self.anti_entropy.trees_agree_with_storage()
+    }
+
     /// Keys anti-entropy exchanges started by this node merged, since start.
     pub fn aae_keys_repaired(&self) -> u64 {
         self.anti_entropy
@@ -373,8 +384,6 @@ pub async fn assemble_with_metrics(
         metrics.clone(),
         env.clone(),
     ));
-    // Build the trees from storage before serving.
-    anti_entropy.load()?;
     let member_store = MemberStore::new(
         store.clone(),
         membership.clone(),
@@ -504,6 +513,11 @@ pub async fn assemble_with_metrics(
         liveness.clone(),
         rx.clone(),
     ));
+    {
+        // The trees are built from storage while the node serves.
+        let (aae, rx) = (anti_entropy.clone(), rx.clone());
+        tasks.spawn(async move { aae.load(rx).await });
+    }
     tasks.spawn(aae_loop::refresh_trees(anti_entropy.clone(), rx.clone()));
     tasks.spawn(aae_loop::run_exchanges(
         anti_entropy.clone(),

@@ -197,3 +197,89 @@ async fn admin_repair_runs_an_exchange_on_demand() {
     .await
     .unwrap();
 }
+
+/// The trees are built from storage after a restart while the node serves:
+/// writes (new keys, overwrites and deletes) land through the restarted
+/// node during the build, and once it is done (and the writes stopped) its
+/// trees, key index and reaping candidates equal a build from scratch of
+/// what its storage holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trees_built_while_writes_land_equal_a_build_from_scratch() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        const LOADED: u32 = 6_000;
+        let mut c = TestCluster::start(3, NO_AAE).await;
+        let client = c.client_of(&c.addrs[..1]);
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..16 {
+            let client = client.clone();
+            writers.spawn(async move {
+                for i in (w..LOADED).step_by(16) {
+                    let key = format!("k{i}");
+                    client
+                        .put("default", key.as_bytes(), b"v0", &CausalContext::empty())
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done.unwrap();
+        }
+        c.restart(1).await;
+        let client = c.client_of(&c.addrs[..1]);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut during = 0u32;
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..8u32 {
+            let (client, stop) = (client.clone(), stop.clone());
+            writers.spawn(async move {
+                let mut written = 0u32;
+                let mut i = w;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Overwrites across the loaded keys, new keys, deletes.
+                    let key = format!("k{}", (i * 7919) % (LOADED + 2_000));
+                    let current = client.get("default", key.as_bytes()).await.unwrap();
+                    if i % 5 == 0 {
+                        client
+                            .delete("default", key.as_bytes(), &current.context)
+                            .await
+                            .unwrap();
+                    } else {
+                        client
+                            .put("default", key.as_bytes(), b"v1", &current.context)
+                            .await
+                            .unwrap();
+                    }
+                    written += 1;
+                    i += 8;
+                }
+                written
+            });
+        }
+        let n1 = c.nodes[0].as_ref().unwrap();
+        common::until("n1's trees built", Duration::from_secs(60), || {
+            n1.aae_trees_built()
+        })
+        .await;
+        // A few more writes after the build, then stop.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        while let Some(done) = writers.join_next().await {
+            during += done.unwrap();
+        }
+        assert!(during > 0, "no writes landed");
+        let n1 = c.nodes[0].as_ref().unwrap();
+        // A write's hook runs just after its commit: allow for the last.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !n1.aae_trees_agree_with_storage().unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "n1's trees differ from a build from scratch ({during} writes during and after the build)"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

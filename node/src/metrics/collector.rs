@@ -45,6 +45,8 @@ pub fn collector(
             .absolute(aae.stats().keys_repaired.load(Relaxed));
         m.counter(metrics::EXPIRED_REAPED, &[])
             .absolute(aae.expired_removed());
+        m.gauge(metrics::AAE_TREES_BUILT, &[])
+            .set(if aae.built() { 1.0 } else { 0.0 });
         let me = membership.me().id.clone();
         let (mut up, mut down) = (0u32, 0u32);
         for member in membership.members() {

@@ -125,6 +125,8 @@ catalog! {
         "Hash-tree leaves (segments) found different in anti-entropy exchanges.";
     AAE_KEYS_REPAIRED = "kvorum_aae_keys_repaired_total", Counter, [],
         "Keys found different and merged both ways by anti-entropy.";
+    AAE_TREES_BUILT = "kvorum_aae_trees_built", Gauge, [],
+        "1 once the anti-entropy trees count every stored key (built from storage after start-up, while the node serves), 0 before: anti-entropy exchanges wait for it.";
     AAE_EXCHANGE_DURATION = "kvorum_aae_exchange_duration_seconds", Histogram, [],
         "Duration of an anti-entropy exchange, including any wait for an exchange slot.";
     MEMBERS = "kvorum_members", Gauge, ["state"],

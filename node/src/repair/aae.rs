@@ -180,6 +180,11 @@ impl Trees {
         }
     }
 
+    /// The ring the trees are for.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
     /// The placement version the trees were built for.
     pub fn version(&self) -> Option<u64> {
         self.version
@@ -381,6 +386,18 @@ impl Trees {
     /// The root hash of the tree shared with `peer` (0 when empty).
     pub fn root(&self, peer: &NodeId) -> u64 {
         self.branches(peer).iter().fold(0, |a, h| a ^ h)
+    }
+
+    /// Whether `other` holds the same trees (a peer's tree of only zero
+    /// leaves counts as no tree), key index and reaping candidates.
+    pub fn agrees_with(&self, other: &Trees) -> bool {
+        let zeros = vec![0; SEGMENTS as usize];
+        let peers = self.trees.keys().chain(other.trees.keys());
+        peers
+            .into_iter()
+            .all(|p| self.trees.get(p).unwrap_or(&zeros) == other.trees.get(p).unwrap_or(&zeros))
+            && self.index == other.index
+            && self.tombstones == other.tombstones
     }
 }
 

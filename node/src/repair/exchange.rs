@@ -52,6 +52,25 @@ const REAP_BATCH: usize = 256;
 /// rewrites all the data, so its cost is paid once per 1 % of garbage.
 const COMPACT_SHARE: u64 = 100;
 
+/// Reads up to [`LOAD_CHUNK`] records after `after` and counts them into
+/// the trees, under the trees' lock (see [`AntiEntropy::load`]); how many
+/// it read and the last key.
+fn load_chunk(
+    trees: &Mutex<Trees>,
+    store: &crate::storage::Store,
+    after: Option<Vec<u8>>,
+) -> Result<(usize, Option<Vec<u8>>), StorageError> {
+    let mut trees = replica::lock(trees);
+    let mut last = Vec::new();
+    let count = store.visit_after(Space::Data, after.as_deref(), LOAD_CHUNK, &mut |k, v| {
+        let tomb = value::decode_record(v).ok().and_then(|r| r.dead_since());
+        trees.update(k, aae::state_hash(v), tomb);
+        last.clear();
+        last.extend_from_slice(k);
+    })?;
+    Ok((count, (count > 0).then_some(last)))
+}
+
 /// Records the start-up scan reads at a time.
 const LOAD_CHUNK: usize = 1024;
 
@@ -128,6 +147,9 @@ pub struct AntiEntropy {
     reap_cursor: Mutex<Option<Vec<u8>>>,
     /// Held by the one thread that steps a build of the trees.
     stepping: Arc<tokio::sync::Mutex<()>>,
+    /// True once the trees count every stored key (the start-up build,
+    /// [`AntiEntropy::load`], is done): exchanges wait for it.
+    built: tokio::sync::watch::Sender<bool>,
     /// The node's clocks, and where the tree stepper runs.
     env: NodeEnv,
 }
@@ -154,7 +176,42 @@ impl AntiEntropy {
             sessions: tokio::sync::Semaphore::new(config.sessions_max.max(1)),
             reap_cursor: Mutex::new(None),
             stepping: Default::default(),
+            built: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Whether the start-up build of the trees is done.
+    pub fn built(&self) -> bool {
+        *self.built.borrow()
+    }
+
+    /// Whether the trees agree with trees built from scratch from what
+    /// storage holds now (with writes stopped: a write between its commit
+    /// and its hook would differ).
+    #[cfg(feature = "test-hooks")]
+    pub fn trees_agree_with_storage(&self) -> Result<bool, StorageError> {
+        let trees = replica::lock(self.trees());
+        let mut fresh = trees.clone();
+        let records = self
+            .replica
+            .store()
+            .scan_after(Space::Data, None, usize::MAX)?;
+        fresh.rebuild(
+            trees.ring().clone(),
+            trees.version().unwrap_or(0),
+            records.into_iter().map(|(k, v)| {
+                let tomb = value::decode_record(&v).ok().and_then(|r| r.dead_since());
+                (k, aae::state_hash(&v), tomb)
+            }),
+        );
+        Ok(trees.agrees_with(&fresh))
+    }
+
+    /// Waits until the start-up build of the trees is done.
+    async fn until_built(&self) {
+        let mut built = self.built.subscribe();
+        // The sender lives in `self`: the wait ends only when built.
+        let _ = built.wait_for(|b| *b).await;
     }
 
     /// Counters.
@@ -176,40 +233,106 @@ impl AntiEntropy {
         self.replica.trees()
     }
 
-    /// Builds the trees from a scan of the data (at start-up, before the
-    /// node serves), [`LOAD_CHUNK`] records at a time: what the scan holds
-    /// at once does not grow with the data (the trees' key index does).
-    pub fn load(&self) -> Result<(), StorageError> {
-        // Hold the lock across the scan so no write slips between the scan
-        // and the swap (writes wait; the scan reads only keys and hashes).
-        let mut trees = replica::lock(self.trees());
-        let (placement, ring) = self.membership.placement_ring();
+    /// Builds the trees from a scan of the data, [`LOAD_CHUNK`] records at
+    /// a time, while the node serves: started before the node serves and
+    /// run as one of its tasks (until `shutdown`), so neither the time to
+    /// serve nor what the scan holds grows with the data.
+    ///
+    /// Each chunk is read and counted under the trees' lock, and a write's
+    /// hook records the key's absolute state, so a write that lands
+    /// anywhere in the build is counted once: before the chunk's read, the
+    /// chunk reads what the hook then records again (no change); after
+    /// it, the hook replaces what the chunk counted. Exchanges, on both
+    /// sides, wait for the build ([`AntiEntropy::serve`] refuses after
+    /// [`SERVE_REFRESH_WAIT`]); reaping works from the candidates found so
+    /// far.
+    pub async fn load(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let started = self.env.clock.now();
-        trees.rebuild((*ring).clone(), placement, std::iter::empty());
-        let mut keys = 0;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let chunk =
-                self.replica
-                    .store()
-                    .scan_after(Space::Data, after.as_deref(), LOAD_CHUNK)?;
-            let full = chunk.len() == LOAD_CHUNK;
-            keys += chunk.len();
-            for (k, v) in &chunk {
-                let tomb = value::decode_record(v).ok().and_then(|r| r.dead_since());
-                trees.update(k, aae::state_hash(v), tomb);
-            }
-            after = chunk.into_iter().last().map(|(k, _)| k);
-            if !full {
-                break;
-            }
+        {
+            let mut trees = replica::lock(self.trees());
+            let (placement, ring) = self.membership.placement_ring();
+            trees.rebuild((*ring).clone(), placement, std::iter::empty());
         }
-        tracing::info!(
-            keys,
-            elapsed_ms = self.env.clock.since(started).as_millis() as u64,
-            "anti-entropy trees built from storage"
-        );
-        Ok(())
+        let (trees, store) = (self.trees().clone(), self.replica.store().clone());
+        let built = match self.env.workers {
+            Workers::Threads => {
+                // One thread of its own for the whole build (as the tree
+                // stepper): chunks read on pool threads one after another
+                // would leave each thread's allocator arena holding a
+                // chunk's worth of freed memory.
+                let (tx, done) = tokio::sync::oneshot::channel();
+                let stop = shutdown.clone();
+                let builder = move || {
+                    let mut keys = 0;
+                    let mut after = None;
+                    let run = loop {
+                        if *stop.borrow() {
+                            break Ok(None);
+                        }
+                        match load_chunk(&trees, &store, after.take()) {
+                            Ok((count, last)) => {
+                                keys += count;
+                                if count < LOAD_CHUNK {
+                                    break Ok(Some(keys));
+                                }
+                                after = last;
+                            }
+                            Err(e) => break Err(e),
+                        }
+                        // Let the writer thread in between two chunks.
+                        std::thread::sleep(Duration::from_micros(100));
+                    };
+                    let _ = tx.send(run);
+                };
+                if let Err(e) = std::thread::Builder::new()
+                    .name("kvorum-aae-load".into())
+                    .spawn(builder)
+                {
+                    tracing::error!(error = %e, "cannot start a thread to build the anti-entropy trees");
+                    return;
+                }
+                tokio::select! {
+                    r = done => r.unwrap_or(Ok(None)),
+                    _ = shutdown.changed() => return,
+                }
+            }
+            Workers::Tasks => {
+                // The simulator: one thread; the writer task runs between
+                // two chunks.
+                let mut keys = 0;
+                let mut after = None;
+                loop {
+                    match load_chunk(&trees, &store, after.take()) {
+                        Ok((count, last)) => {
+                            keys += count;
+                            if count < LOAD_CHUNK {
+                                break Ok(Some(keys));
+                            }
+                            after = last;
+                        }
+                        Err(e) => break Err(e),
+                    }
+                    if *shutdown.borrow() {
+                        break Ok(None);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        match built {
+            Ok(Some(keys)) => {
+                self.built.send_replace(true);
+                tracing::info!(
+                    keys,
+                    elapsed_ms = self.env.clock.since(started).as_millis() as u64,
+                    "anti-entropy trees built from storage"
+                );
+            }
+            Ok(None) => {} // stopping
+            // The trees stay unbuilt: no exchange runs on trees that miss
+            // keys.
+            Err(e) => tracing::error!(error = %e, "building the anti-entropy trees failed"),
+        }
     }
 
     /// Redoes the trees for the current placement if it changed since they
@@ -295,12 +418,16 @@ impl AntiEntropy {
     /// store), the request is refused and the peer tries at its next
     /// exchange.
     pub async fn serve(&self, req: AaeRequest) -> Result<AaeResponse, PeerError> {
-        if tokio::time::timeout(SERVE_REFRESH_WAIT, self.refresh())
+        let ready = async {
+            self.until_built().await;
+            self.refresh().await;
+        };
+        if tokio::time::timeout(SERVE_REFRESH_WAIT, ready)
             .await
             .is_err()
         {
             return Err(PeerError::RetryLater(
-                "anti-entropy trees are being redone for a new ring".into(),
+                "anti-entropy trees are being built (at start-up) or redone for a new ring".into(),
             ));
         }
         let trees = replica::lock(self.trees());
@@ -348,6 +475,7 @@ impl AntiEntropy {
     }
 
     async fn exchange_once(&self, peer: &NodeId) -> Result<usize, AaeError> {
+        self.until_built().await;
         let Ok(_session) = self.sessions.acquire().await else {
             return Ok(0); // closed: the node is stopping
         };

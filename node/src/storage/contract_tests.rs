@@ -226,6 +226,31 @@ fn scan_after_resumes_past_a_key_in_key_order<F: Fixture>() {
     assert_eq!(walked, byte_strings(&all));
 }
 
+/// A visit sees what the same scan returns, key and value, in order.
+fn visit_after_sees_what_scan_after_returns<F: Fixture>() {
+    let f = with_scan_keys::<F>();
+    let e = f.engine();
+    for (after, limit) in [
+        (None, 3),
+        (Some(&b"p"[..]), 2),
+        (Some(b"p/bb"), 9),
+        (Some(b"q/a"), 5),
+    ] {
+        let mut seen = Vec::new();
+        let count = e
+            .visit_after(Data, after, limit, &mut |k, v| {
+                seen.push((k.to_vec(), v.to_vec()))
+            })
+            .unwrap();
+        assert_eq!(count, seen.len());
+        assert_eq!(
+            seen,
+            e.scan_after(Data, after, limit).unwrap(),
+            "after {after:?}"
+        );
+    }
+}
+
 /// A range read returns the keys between its bounds (each included or
 /// not), ascending or, in reverse, descending from the high end, the first
 /// `limit` of that order; an empty or inverted range returns nothing.
@@ -419,6 +444,7 @@ contract!(
     spaces_are_separate,
     scan_returns_a_prefix_in_key_order_up_to_the_limit,
     scan_after_resumes_past_a_key_in_key_order,
+    visit_after_sees_what_scan_after_returns,
     range_reads_between_bounds_both_ways,
     a_deleted_key_is_gone,
     synced_writes_survive_a_reopen,

@@ -158,6 +158,31 @@ impl Engine for FjallEngine {
             .collect()
     }
 
+    fn visit_after(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<usize, StorageError> {
+        use std::ops::Bound;
+        let from = match after {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut visited = 0;
+        for g in self
+            .space(space)
+            .range::<Vec<u8>, _>((from, Bound::Unbounded))
+            .take(limit)
+        {
+            let (k, v) = g.into_inner().map_err(engine)?;
+            visit(&k, &v);
+            visited += 1;
+        }
+        Ok(visited)
+    }
+
     fn scan_after(
         &self,
         space: Space,

@@ -68,6 +68,16 @@ impl Engine for Measured {
         self.inner.scan_after(space, after, limit)
     }
 
+    fn visit_after(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<usize, StorageError> {
+        self.inner.visit_after(space, after, limit, visit)
+    }
+
     fn range(
         &self,
         space: Space,

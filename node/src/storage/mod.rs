@@ -130,6 +130,23 @@ pub trait Engine: Send + Sync + 'static {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Record>, StorageError>;
+    /// Calls `visit` with up to `limit` (key, value) pairs of a space whose
+    /// key is after `after`, in key order, without copying them where the
+    /// engine can (a pass over all the data keeps no chunk of it); returns
+    /// how many it visited.
+    fn visit_after(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<usize, StorageError> {
+        let records = self.scan_after(space, after, limit)?;
+        for (k, v) in &records {
+            visit(k, v);
+        }
+        Ok(records.len())
+    }
     /// Up to `limit` (key, value) pairs of a space whose key lies between
     /// `low` and `high`, in ascending key order, or descending when
     /// `reverse` (then the last ones of the range come first).

@@ -181,6 +181,19 @@ impl Store {
         self.engine.scan(space, prefix, limit)
     }
 
+    /// Calls `visit` with up to `limit` records of `space` after key
+    /// `after`, in key order, without copying them where the engine can;
+    /// returns how many.
+    pub fn visit_after(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<usize, StorageError> {
+        self.engine.visit_after(space, after, limit, visit)
+    }
+
     /// Up to `limit` records of `space` after key `after`, in key order.
     pub fn scan_after(
         &self,

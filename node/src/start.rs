@@ -240,8 +240,9 @@ async fn start_with_hooks(
     ));
     if let Some(l) = metrics_listener {
         let token = config.metrics_token.clone();
+        let ready = node.readiness();
         node.tasks
-            .spawn(metrics::serve(l, metrics.clone(), token, shutdown));
+            .spawn(metrics::serve(l, metrics.clone(), token, ready, shutdown));
     }
     Ok(RunningNode {
         node,

@@ -98,6 +98,24 @@ impl Node {
         self.membership.members()
     }
 
+    /// Whether the node is ready to serve, for `/ready`: a member up in
+    /// the ring (or leaving, still serving its ranges) whose storage takes
+    /// writes. A joining node streams its ranges first; a removed one owns
+    /// nothing.
+    pub fn readiness(&self) -> crate::metrics::Readiness {
+        let (membership, store) = (self.membership.clone(), self.store.clone());
+        Arc::new(move || {
+            if store.has_failed() {
+                return Err("a storage commit failed; restart the node".into());
+            }
+            match membership.my_state() {
+                MemberState::Up | MemberState::Leaving => Ok(()),
+                MemberState::Joining => Err("joining: streaming its ranges".into()),
+                MemberState::Removed => Err("not a member of the cluster".into()),
+            }
+        })
+    }
+
     /// Resolves if the node's storage failed a commit: the node then takes
     /// no more writes, and should be shut down and restarted.
     pub async fn storage_failed(&self) {

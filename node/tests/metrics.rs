@@ -456,6 +456,44 @@ async fn a_real_prometheus_scrapes_the_cluster_and_sees_the_traffic() {
     .unwrap();
 }
 
+/// `/health` answers 200 while the process serves; `/ready` answers 200
+/// while the node is a member up in the ring, and 503 with the reason once
+/// it has left (neither needs the scrape token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_ready_answer_for_orchestrators() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let c = TestCluster::start(2, "[replication]\nn = 1\n").await;
+        let addr = c.nodes[1].as_ref().unwrap().metrics_addr().unwrap();
+        assert_eq!(
+            http_get(addr, "/health").await.unwrap(),
+            (200, "ok\n".into())
+        );
+        assert_eq!(
+            http_get(addr, "/ready").await.unwrap(),
+            (200, "ready\n".into())
+        );
+        c.admin_of(&c.addrs[1..2]).leave("n2").await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, body) = http_get(addr, "/ready").await.unwrap();
+            if code == 503 {
+                assert_eq!(body, "not ready: not a member of the cluster\n");
+                break;
+            }
+            assert_eq!(code, 200, "{body}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "n2 still ready after leaving"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(http_get(addr, "/health").await.unwrap().0, 200);
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_scrapers_get_a_quick_503_and_cannot_hold_the_endpoint() {
     tokio::time::timeout(TEST_TIMEOUT, async {

@@ -1,6 +1,9 @@
 //! The `/metrics` HTTP endpoint: a tokio `TcpListener`, one request per
 //! connection, bounded scrape slots (in total and per source address), an
-//! optional bearer token.
+//! optional bearer token. The same listener answers an orchestrator's
+//! probes: `/health` (the process serves) and `/ready` (the node is up in
+//! the ring and takes requests), without a token (they tell nothing but
+//! that).
 
 use super::Metrics;
 use crate::util::LockExt;
@@ -26,14 +29,20 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 /// Scrapes one source address may have in progress at once.
 pub const MAX_SCRAPES_PER_SOURCE: usize = 2;
 
-/// Serves `GET /metrics` (HTTP/1.1, one request per connection) until
-/// shutdown. Any other path is 404, any other method 405. With a `token`,
-/// a request without `Authorization: Bearer <token>` is 401. At most
-/// [`MAX_SCRAPES_PER_SOURCE`] of the scrape slots go to one source address.
+/// Whether the node is ready to serve: `Err` says why not (`/ready`
+/// answers 503 with it).
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Serves `GET /metrics`, `GET /health` and `GET /ready` (HTTP/1.1, one
+/// request per connection) until shutdown. Any other path is 404, any
+/// other method 405. With a `token`, a `/metrics` request without
+/// `Authorization: Bearer <token>` is 401. At most
+/// [`MAX_SCRAPES_PER_SOURCE`] of the slots go to one source address.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     token: Option<String>,
+    ready: Readiness,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
@@ -53,7 +62,7 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
-        let (metrics, token) = (metrics.clone(), token.clone());
+        let (metrics, token, ready) = (metrics.clone(), token.clone(), ready.clone());
         // Busy (slow or idle scrapers hold every slot, or this source its
         // share): refuse at once rather than queue, so the loop keeps
         // accepting and stopping.
@@ -67,7 +76,7 @@ pub async fn serve(
             let _share = share;
             let r = match &permit {
                 Some(_) => {
-                    let answering = answer(stream, metrics, token.as_deref());
+                    let answering = answer(stream, metrics, token.as_deref(), &ready);
                     tokio::time::timeout(ANSWER_TIMEOUT, answering).await
                 }
                 None => tokio::time::timeout(READ_TIMEOUT, busy(stream)).await,
@@ -150,6 +159,7 @@ async fn answer(
     mut stream: tokio::net::TcpStream,
     metrics: Arc<Metrics>,
     token: Option<&str>,
+    ready: &Readiness,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let read = async {
@@ -189,11 +199,24 @@ async fn answer(
                 .await
                 .map_err(std::io::Error::other)?,
         ),
-        ("GET", _) => ("404 Not Found", "text/plain", "see /metrics\n".to_string()),
+        ("GET", "/health") => ("200 OK", "text/plain", "ok\n".to_string()),
+        ("GET", "/ready") => match ready() {
+            Ok(()) => ("200 OK", "text/plain", "ready\n".to_string()),
+            Err(why) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "see /metrics, /health or /ready\n".to_string(),
+        ),
         _ => (
             "405 Method Not Allowed",
             "text/plain",
-            "GET /metrics only\n".to_string(),
+            "GET /metrics, /health or /ready only\n".to_string(),
         ),
     };
     let response = format!(

@@ -13,7 +13,7 @@
 pub mod collector;
 pub mod endpoint;
 
-pub use endpoint::{bind, serve, MAX_SCRAPES_PER_SOURCE};
+pub use endpoint::{bind, serve, Readiness, MAX_SCRAPES_PER_SOURCE};
 
 use crate::util::lock::ReadExt;
 use crate::util::LockExt;

@@ -52,23 +52,39 @@ const REAP_BATCH: usize = 256;
 /// rewrites all the data, so its cost is paid once per 1 % of garbage.
 const COMPACT_SHARE: u64 = 100;
 
-/// Reads up to [`LOAD_CHUNK`] records after `after` and counts them into
-/// the trees, under the trees' lock (see [`AntiEntropy::load`]); how many
-/// it read and the last key.
-fn load_chunk(
-    trees: &Mutex<Trees>,
-    store: &crate::storage::Store,
+/// Where a build of the trees from storage stands (see
+/// [`AntiEntropy::load`]).
+#[derive(Default)]
+struct Loading {
+    keys: usize,
     after: Option<Vec<u8>>,
-) -> Result<(usize, Option<Vec<u8>>), StorageError> {
-    let mut trees = replica::lock(trees);
-    let mut last = Vec::new();
-    let count = store.visit_after(Space::Data, after.as_deref(), LOAD_CHUNK, &mut |k, v| {
-        let tomb = value::decode_record(v).ok().and_then(|r| r.dead_since());
-        trees.update(k, aae::state_hash(v), tomb);
-        last.clear();
-        last.extend_from_slice(k);
-    })?;
-    Ok((count, (count > 0).then_some(last)))
+}
+
+impl Loading {
+    /// Visits the next [`LOAD_CHUNK`] records and counts them into the
+    /// trees, under the trees' lock; `Some(keys counted)` once the last
+    /// chunk is done.
+    fn next(
+        &mut self,
+        trees: &Mutex<Trees>,
+        store: &crate::storage::Store,
+    ) -> Result<Option<usize>, StorageError> {
+        let mut trees = replica::lock(trees);
+        let mut last = Vec::new();
+        let after = self.after.take();
+        let count = store.visit_after(Space::Data, after.as_deref(), LOAD_CHUNK, &mut |k, v| {
+            let tomb = value::decode_record(v).ok().and_then(|r| r.dead_since());
+            trees.update(k, aae::state_hash(v), tomb);
+            last.clear();
+            last.extend_from_slice(k);
+        })?;
+        self.keys += count;
+        if count < LOAD_CHUNK {
+            return Ok(Some(self.keys));
+        }
+        self.after = Some(last);
+        Ok(None)
+    }
 }
 
 /// Records the start-up scan reads at a time.
@@ -263,21 +279,13 @@ impl AntiEntropy {
                 let (tx, done) = tokio::sync::oneshot::channel();
                 let stop = shutdown.clone();
                 let builder = move || {
-                    let mut keys = 0;
-                    let mut after = None;
+                    let mut loading = Loading::default();
                     let run = loop {
                         if *stop.borrow() {
                             break Ok(None);
                         }
-                        match load_chunk(&trees, &store, after.take()) {
-                            Ok((count, last)) => {
-                                keys += count;
-                                if count < LOAD_CHUNK {
-                                    break Ok(Some(keys));
-                                }
-                                after = last;
-                            }
-                            Err(e) => break Err(e),
+                        if let end @ (Ok(Some(_)) | Err(_)) = loading.next(&trees, &store) {
+                            break end;
                         }
                         // Let the writer thread in between two chunks.
                         std::thread::sleep(Duration::from_micros(100));
@@ -299,18 +307,10 @@ impl AntiEntropy {
             Workers::Tasks => {
                 // The simulator: one thread; the writer task runs between
                 // two chunks.
-                let mut keys = 0;
-                let mut after = None;
+                let mut loading = Loading::default();
                 loop {
-                    match load_chunk(&trees, &store, after.take()) {
-                        Ok((count, last)) => {
-                            keys += count;
-                            if count < LOAD_CHUNK {
-                                break Ok(Some(keys));
-                            }
-                            after = last;
-                        }
-                        Err(e) => break Err(e),
+                    if let end @ (Ok(Some(_)) | Err(_)) = loading.next(&trees, &store) {
+                        break end;
                     }
                     if *shutdown.borrow() {
                         break Ok(None);

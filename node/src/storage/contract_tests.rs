@@ -387,17 +387,10 @@ fn a_compaction_returns_the_space_of_removed_keys<F: Fixture>() {
     let f = F::open();
     let e = f.engine();
     let key = |i: u32| format!("k{i:04}").into_bytes();
-    // Incompressible: xorshift bytes.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut seed = 1;
     let mut value = || {
-        (0..1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect::<Vec<u8>>()
+        seed += 1;
+        noise(1024, seed)
     };
     for chunk in 0..8u32 {
         let batch = (chunk * 512..(chunk + 1) * 512)
@@ -422,6 +415,20 @@ fn a_compaction_returns_the_space_of_removed_keys<F: Fixture>() {
     );
     assert_eq!(get(e, Data, &key(4)).map(|v| v.len()), Some(1024));
     assert_eq!(get(e, Data, &key(5)), None);
+}
+
+/// `len` incompressible bytes (xorshift from `seed`): fjall compresses its
+/// journal and tables.
+pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 /// Runs each contract test against each engine: `fjall::<test>` and

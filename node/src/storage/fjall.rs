@@ -239,16 +239,7 @@ mod tests {
             false,
         )
         .unwrap();
-        // Incompressible (fjall compresses its journal): xorshift bytes.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let value: Vec<u8> = (0..65_536)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let value = super::super::contract_tests::noise(65_536, 1);
         let key = |i: u32| i.to_be_bytes().to_vec();
         let mut i = 0;
         while e.db.journal_count() < 2 {

@@ -159,6 +159,11 @@ impl Store {
         (store, Closed(closed_rx))
     }
 
+    /// Whether a commit of this store failed (see [`Store::failed`]).
+    pub fn has_failed(&self) -> bool {
+        *self.failed.borrow()
+    }
+
     /// Resolves once a commit of this store failed: from then on it takes
     /// no writes (see [`run_batch`]), and the node should stop (`kvorum
     /// start` does) so that it is restarted, as a new epoch.

@@ -509,6 +509,12 @@ async fn idle_scrapers_get_a_quick_503_and_cannot_hold_the_endpoint() {
         let (code, _) = http_get(addr, "/metrics").await.unwrap();
         assert_eq!(code, 503);
         assert!(started.elapsed() < Duration::from_secs(1));
+        // Probes are answered all the same.
+        assert_eq!(
+            http_get(addr, "/health").await.unwrap(),
+            (200, "ok\n".into())
+        );
+        assert_eq!(http_get(addr, "/ready").await.unwrap().0, 200);
         // They are dropped after the 2 s read timeout; scrapes work again.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let (code, body) = http_get(addr, "/metrics").await.unwrap();

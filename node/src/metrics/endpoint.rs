@@ -79,7 +79,7 @@ pub async fn serve(
                     let answering = answer(stream, metrics, token.as_deref(), &ready);
                     tokio::time::timeout(ANSWER_TIMEOUT, answering).await
                 }
-                None => tokio::time::timeout(READ_TIMEOUT, busy(stream)).await,
+                None => tokio::time::timeout(READ_TIMEOUT, busy(stream, &ready)).await,
             };
             match r {
                 Ok(Err(e)) => tracing::debug!(error = %e, "metrics request failed"),
@@ -145,14 +145,64 @@ fn authorized(head: &[u8], token: &str) -> bool {
     })
 }
 
-async fn busy(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
-    let body = "too many scrapes at once\n";
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+/// No slot free: a probe (`/health`, `/ready`) is still answered, so that
+/// busy scrapers never make an orchestrator restart a healthy node;
+/// anything else gets 503.
+async fn busy(mut stream: tokio::net::TcpStream, ready: &Readiness) -> std::io::Result<()> {
+    let head = read_head(&mut stream).await?;
+    let (method, path) = request_line(&head);
+    let answer = probe(&method, &path, ready).unwrap_or((
+        "503 Service Unavailable\r\nRetry-After: 1",
+        "text/plain",
+        "too many scrapes at once\n".to_string(),
+    ));
+    respond(stream, answer).await
+}
+
+/// Reads a request head (up to [`MAX_HEAD`] bytes).
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > MAX_HEAD {
+            return Err(std::io::Error::other("request head too large"));
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(head)
+}
+
+/// The method and path (without a query) of a request head.
+fn request_line(head: &[u8]) -> (String, String) {
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    (method.to_string(), path.to_string())
+}
+
+/// Status (with any extra header lines), content type and body.
+type Answer = (&'static str, &'static str, String);
+
+/// The answer to an orchestrator's probe, if the request is one.
+fn probe(method: &str, path: &str, ready: &Readiness) -> Option<Answer> {
+    match (method, path) {
+        ("GET", "/health") => Some(("200 OK", "text/plain", "ok\n".to_string())),
+        ("GET", "/ready") => Some(match ready() {
+            Ok(()) => ("200 OK", "text/plain", "ready\n".to_string()),
+            Err(why) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        }),
+        _ => None,
+    }
 }
 
 async fn answer(
@@ -161,31 +211,15 @@ async fn answer(
     token: Option<&str>,
     ready: &Readiness,
 ) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let read = async {
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            if head.len() > MAX_HEAD {
-                return Err(std::io::Error::other("request head too large"));
-            }
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok(())
-    };
-    tokio::time::timeout(READ_TIMEOUT, read)
+    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
+    let (method, path) = request_line(&head);
+    if let Some(answer) = probe(&method, &path, ready) {
+        return respond(stream, answer).await;
+    }
     let allowed = token.is_none_or(|t| authorized(&head, t));
-    let (status, content_type, body) = match (method, path) {
+    let answer = match (method.as_str(), path.as_str()) {
         ("GET", "/metrics") if !allowed => (
             "401 Unauthorized",
             "text/plain",
@@ -199,15 +233,6 @@ async fn answer(
                 .await
                 .map_err(std::io::Error::other)?,
         ),
-        ("GET", "/health") => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", "/ready") => match ready() {
-            Ok(()) => ("200 OK", "text/plain", "ready\n".to_string()),
-            Err(why) => (
-                "503 Service Unavailable",
-                "text/plain",
-                format!("not ready: {why}\n"),
-            ),
-        },
         ("GET", _) => (
             "404 Not Found",
             "text/plain",
@@ -219,6 +244,13 @@ async fn answer(
             "GET /metrics, /health or /ready only\n".to_string(),
         ),
     };
+    respond(stream, answer).await
+}
+
+async fn respond(
+    mut stream: tokio::net::TcpStream,
+    (status, content_type, body): Answer,
+) -> std::io::Result<()> {
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

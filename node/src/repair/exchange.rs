@@ -61,25 +61,32 @@ struct Loading {
 }
 
 impl Loading {
-    /// Visits the next [`LOAD_CHUNK`] records and counts them into the
-    /// trees, under the trees' lock; `Some(keys counted)` once the last
-    /// chunk is done.
+    /// Visits the next [`LOAD_CHUNK`] records (fewer once they hold
+    /// [`LOAD_CHUNK_BYTES`]) and counts them into the trees, under the
+    /// trees' lock, which writes' hooks wait for; `Some(keys counted)` once
+    /// the last chunk is done.
     fn next(
         &mut self,
         trees: &Mutex<Trees>,
         store: &crate::storage::Store,
     ) -> Result<Option<usize>, StorageError> {
         let mut trees = replica::lock(trees);
-        let mut last = Vec::new();
-        let after = self.after.take();
-        let count = store.visit_after(Space::Data, after.as_deref(), LOAD_CHUNK, &mut |k, v| {
-            let tomb = value::decode_record(v).ok().and_then(|r| r.dead_since());
-            trees.update(k, aae::state_hash(v), tomb);
-            last.clear();
-            last.extend_from_slice(k);
-        })?;
+        let (mut last, mut bytes) = (Vec::new(), 0usize);
+        let count = store.visit_after(
+            Space::Data,
+            self.after.as_deref(),
+            LOAD_CHUNK,
+            &mut |k, v| {
+                let tomb = value::decode_record(v).ok().and_then(|r| r.dead_since());
+                trees.update(k, aae::state_hash(v), tomb);
+                last.clear();
+                last.extend_from_slice(k);
+                bytes += k.len() + v.len();
+                bytes < LOAD_CHUNK_BYTES
+            },
+        )?;
         self.keys += count;
-        if count < LOAD_CHUNK {
+        if count < LOAD_CHUNK && bytes < LOAD_CHUNK_BYTES {
             return Ok(Some(self.keys));
         }
         self.after = Some(last);
@@ -89,6 +96,10 @@ impl Loading {
 
 /// Records the start-up scan reads at a time.
 const LOAD_CHUNK: usize = 1024;
+
+/// Bytes of records after which a chunk of the start-up scan ends early:
+/// writes wait while a chunk is counted.
+const LOAD_CHUNK_BYTES: usize = 4 << 20;
 
 /// Reaping checks of one round that run at once.
 const REAP_CONCURRENCY: usize = 32;
@@ -137,6 +148,22 @@ pub enum AaeError {
     /// Local storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The trees are still being built from storage after a start (or
+    /// their build failed: see the node's log); no exchange runs on trees
+    /// that miss keys.
+    #[error("anti-entropy trees not built: {0}")]
+    NotBuilt(&'static str),
+}
+
+/// Where the start-up build of the trees stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Build {
+    /// Counting what storage holds.
+    Running,
+    /// Every stored key is counted.
+    Done,
+    /// The build stopped on an error (logged); the node must restart.
+    Failed,
 }
 
 /// Counters since start.
@@ -163,9 +190,9 @@ pub struct AntiEntropy {
     reap_cursor: Mutex<Option<Vec<u8>>>,
     /// Held by the one thread that steps a build of the trees.
     stepping: Arc<tokio::sync::Mutex<()>>,
-    /// True once the trees count every stored key (the start-up build,
-    /// [`AntiEntropy::load`], is done): exchanges wait for it.
-    built: tokio::sync::watch::Sender<bool>,
+    /// Where the start-up build of the trees ([`AntiEntropy::load`])
+    /// stands: exchanges run once it is done.
+    built: tokio::sync::watch::Sender<Build>,
     /// The node's clocks, and where the tree stepper runs.
     env: NodeEnv,
 }
@@ -192,13 +219,24 @@ impl AntiEntropy {
             sessions: tokio::sync::Semaphore::new(config.sessions_max.max(1)),
             reap_cursor: Mutex::new(None),
             stepping: Default::default(),
-            built: tokio::sync::watch::channel(false).0,
+            built: tokio::sync::watch::channel(Build::Running).0,
         }
     }
 
     /// Whether the start-up build of the trees is done.
     pub fn built(&self) -> bool {
-        *self.built.borrow()
+        *self.built.borrow() == Build::Done
+    }
+
+    /// `Ok` once the trees are built; why not, else.
+    fn ready(&self) -> Result<(), AaeError> {
+        match *self.built.borrow() {
+            Build::Done => Ok(()),
+            Build::Running => Err(AaeError::NotBuilt("being built from storage after a start")),
+            Build::Failed => Err(AaeError::NotBuilt(
+                "their build failed (see the log); restart the node",
+            )),
+        }
     }
 
     /// Whether the trees agree with trees built from scratch from what
@@ -223,11 +261,12 @@ impl AntiEntropy {
         Ok(trees.agrees_with(&fresh))
     }
 
-    /// Waits until the start-up build of the trees is done.
+    /// Waits until the start-up build of the trees is over (done or
+    /// failed).
     async fn until_built(&self) {
         let mut built = self.built.subscribe();
-        // The sender lives in `self`: the wait ends only when built.
-        let _ = built.wait_for(|b| *b).await;
+        // The sender lives in `self`: the wait ends only when it is over.
+        let _ = built.wait_for(|b| *b != Build::Running).await;
     }
 
     /// Counters.
@@ -258,10 +297,10 @@ impl AntiEntropy {
     /// hook records the key's absolute state, so a write that lands
     /// anywhere in the build is counted once: before the chunk's read, the
     /// chunk reads what the hook then records again (no change); after
-    /// it, the hook replaces what the chunk counted. Exchanges, on both
-    /// sides, wait for the build ([`AntiEntropy::serve`] refuses after
-    /// [`SERVE_REFRESH_WAIT`]); reaping works from the candidates found so
-    /// far.
+    /// it, the hook replaces what the chunk counted. Until the build is
+    /// done this node starts no exchange ([`AaeError::NotBuilt`]) and
+    /// answers a peer's after at most [`SERVE_REFRESH_WAIT`]; reaping works
+    /// from the candidates found so far.
     pub async fn load(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let started = self.env.clock.now();
         {
@@ -281,7 +320,9 @@ impl AntiEntropy {
                 let builder = move || {
                     let mut loading = Loading::default();
                     let run = loop {
-                        if *stop.borrow() {
+                        // Told to stop, or the node is gone (its sender
+                        // dropped): the build ends, releasing the store.
+                        if stop.has_changed().is_err() || *stop.borrow() {
                             break Ok(None);
                         }
                         if let end @ (Ok(Some(_)) | Err(_)) = loading.next(&trees, &store) {
@@ -297,10 +338,14 @@ impl AntiEntropy {
                     .spawn(builder)
                 {
                     tracing::error!(error = %e, "cannot start a thread to build the anti-entropy trees");
+                    self.built.send_replace(Build::Failed);
                     return;
                 }
                 tokio::select! {
-                    r = done => r.unwrap_or(Ok(None)),
+                    // The thread is gone without an answer: it panicked.
+                    r = done => r.unwrap_or_else(|_| {
+                        Err(StorageError::Engine("the build thread panicked".into()))
+                    }),
                     _ = shutdown.changed() => return,
                 }
             }
@@ -321,7 +366,7 @@ impl AntiEntropy {
         };
         match built {
             Ok(Some(keys)) => {
-                self.built.send_replace(true);
+                self.built.send_replace(Build::Done);
                 tracing::info!(
                     keys,
                     elapsed_ms = self.env.clock.since(started).as_millis() as u64,
@@ -329,9 +374,12 @@ impl AntiEntropy {
                 );
             }
             Ok(None) => {} // stopping
-            // The trees stay unbuilt: no exchange runs on trees that miss
-            // keys.
-            Err(e) => tracing::error!(error = %e, "building the anti-entropy trees failed"),
+            // No exchange runs on trees that miss keys; `/metrics` shows
+            // kvorum_aae_trees_built 0 and exchanges say why.
+            Err(e) => {
+                self.built.send_replace(Build::Failed);
+                tracing::error!(error = %e, "building the anti-entropy trees failed; anti-entropy stays off until the node restarts");
+            }
         }
     }
 
@@ -430,6 +478,9 @@ impl AntiEntropy {
                 "anti-entropy trees are being built (at start-up) or redone for a new ring".into(),
             ));
         }
+        if let Err(e) = self.ready() {
+            return Err(PeerError::RetryLater(e.to_string()));
+        }
         let trees = replica::lock(self.trees());
         Ok(match req {
             AaeRequest::Branches { from } => AaeResponse::Branches(trees.branches(&from)),
@@ -462,6 +513,9 @@ impl AntiEntropy {
         if self.membership.my_state() == MemberState::Removed {
             return Ok(0);
         }
+        // Not waited for (nor counted): `admin repair` and the periodic
+        // round come back at once, and a stopping node is not held up.
+        self.ready()?;
         let started = self.env.clock.now();
         let r = self.exchange_once(peer).await;
         let outcome = if r.is_ok() { "ok" } else { "error" };
@@ -475,7 +529,6 @@ impl AntiEntropy {
     }
 
     async fn exchange_once(&self, peer: &NodeId) -> Result<usize, AaeError> {
-        self.until_built().await;
         let Ok(_session) = self.sessions.acquire().await else {
             return Ok(0); // closed: the node is stopping
         };
@@ -670,7 +723,11 @@ impl AntiEntropy {
     /// keys only expire writes nothing that would trigger one.
     async fn compact_if_due(&self) {
         let removed = self.replica.removed();
-        let stored = self.replica.store().size().map_or(0, |s| s.keys);
+        // An engine that cannot say its size: no major compaction on a
+        // guess.
+        let Some(stored) = self.replica.store().size().map(|s| s.keys) else {
+            return;
+        };
         if removed == 0 || removed.saturating_mul(COMPACT_SHARE) < stored {
             return;
         }

@@ -226,7 +226,8 @@ fn scan_after_resumes_past_a_key_in_key_order<F: Fixture>() {
     assert_eq!(walked, byte_strings(&all));
 }
 
-/// A visit sees what the same scan returns, key and value, in order.
+/// A visit sees what the same scan returns, key and value, in order, and
+/// stops where the visitor says.
 fn visit_after_sees_what_scan_after_returns<F: Fixture>() {
     let f = with_scan_keys::<F>();
     let e = f.engine();
@@ -239,7 +240,8 @@ fn visit_after_sees_what_scan_after_returns<F: Fixture>() {
         let mut seen = Vec::new();
         let count = e
             .visit_after(Data, after, limit, &mut |k, v| {
-                seen.push((k.to_vec(), v.to_vec()))
+                seen.push((k.to_vec(), v.to_vec()));
+                true
             })
             .unwrap();
         assert_eq!(count, seen.len());
@@ -249,6 +251,14 @@ fn visit_after_sees_what_scan_after_returns<F: Fixture>() {
             "after {after:?}"
         );
     }
+    let mut seen = 0;
+    let count = e
+        .visit_after(Data, None, 100, &mut |_, _| {
+            seen += 1;
+            seen < 2
+        })
+        .unwrap();
+    assert_eq!((count, seen), (2, 2), "the visit stops after the second");
 }
 
 /// A range read returns the keys between its bounds (each included or

@@ -163,7 +163,7 @@ impl Engine for FjallEngine {
         space: Space,
         after: Option<&[u8]>,
         limit: usize,
-        visit: &mut dyn FnMut(&[u8], &[u8]),
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<usize, StorageError> {
         use std::ops::Bound;
         let from = match after {
@@ -177,8 +177,10 @@ impl Engine for FjallEngine {
             .take(limit)
         {
             let (k, v) = g.into_inner().map_err(engine)?;
-            visit(&k, &v);
             visited += 1;
+            if !visit(&k, &v) {
+                break;
+            }
         }
         Ok(visited)
     }

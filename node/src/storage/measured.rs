@@ -73,7 +73,7 @@ impl Engine for Measured {
         space: Space,
         after: Option<&[u8]>,
         limit: usize,
-        visit: &mut dyn FnMut(&[u8], &[u8]),
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<usize, StorageError> {
         self.inner.visit_after(space, after, limit, visit)
     }

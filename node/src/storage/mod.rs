@@ -132,20 +132,24 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<Vec<Record>, StorageError>;
     /// Calls `visit` with up to `limit` (key, value) pairs of a space whose
     /// key is after `after`, in key order, without copying them where the
-    /// engine can (a pass over all the data keeps no chunk of it); returns
-    /// how many it visited.
+    /// engine can (a pass over all the data keeps no chunk of it), until
+    /// `visit` returns false; returns how many it visited.
     fn visit_after(
         &self,
         space: Space,
         after: Option<&[u8]>,
         limit: usize,
-        visit: &mut dyn FnMut(&[u8], &[u8]),
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<usize, StorageError> {
         let records = self.scan_after(space, after, limit)?;
+        let mut visited = 0;
         for (k, v) in &records {
-            visit(k, v);
+            visited += 1;
+            if !visit(k, v) {
+                break;
+            }
         }
-        Ok(records.len())
+        Ok(visited)
     }
     /// Up to `limit` (key, value) pairs of a space whose key lies between
     /// `low` and `high`, in ascending key order, or descending when

@@ -187,14 +187,14 @@ impl Store {
     }
 
     /// Calls `visit` with up to `limit` records of `space` after key
-    /// `after`, in key order, without copying them where the engine can;
-    /// returns how many.
+    /// `after`, in key order, without copying them where the engine can,
+    /// until `visit` returns false; returns how many.
     pub fn visit_after(
         &self,
         space: Space,
         after: Option<&[u8]>,
         limit: usize,
-        visit: &mut dyn FnMut(&[u8], &[u8]),
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<usize, StorageError> {
         self.engine.visit_after(space, after, limit, visit)
     }

@@ -6,7 +6,7 @@ use crate::client::{ClientBuilder, FromPool};
 use crate::error::Error;
 use crate::pool::Pool;
 use crate::proto::{
-    AccessList, BucketProps, CertificateStatus, ClusterStatus, Grant, MemberStatus,
+    AccessList, BucketProps, CertificateStatus, ClusterStatus, DiskStatus, Grant, MemberStatus,
     QuarantinedRecord, Request, Response, Revocation, RingRange,
 };
 use crate::tls::TlsMaterial;
@@ -123,6 +123,23 @@ impl Admin {
     pub async fn cluster_status(&self) -> Result<ClusterStatus, Error> {
         match self.pool.call(&Request::Status, true).await? {
             Response::Status(s) => Ok(*s),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// The answering node's disk against its free-space watermark: free
+    /// bytes, the watermark, which writes it refuses, and whether its
+    /// storage failed a commit (`kvorum admin status` asks every member).
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// let d = admin.disk().await?;
+    /// println!("{}: {} bytes free, {}", d.node, d.free_bytes, d.refusing);
+    /// # Ok(()) }
+    /// ```
+    pub async fn disk(&self) -> Result<DiskStatus, Error> {
+        match self.pool.call(&Request::Disk, true).await? {
+            Response::Disk(d) => Ok(d),
             other => Err(Error::of_answer(other)),
         }
     }

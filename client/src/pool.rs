@@ -187,7 +187,7 @@ impl Pool {
             Request::Repair => Some(60_000),
             // Access changes are sent to every member, as bucket creation.
             Request::Grant(_) | Request::Revoke(_) | Request::Access => None,
-            Request::ReloadCertificates | Request::Quarantined => None,
+            Request::ReloadCertificates | Request::Quarantined | Request::Disk => None,
             Request::Item { op, .. } => op.timeout_ms(),
             // The operations run at once: the longest one's time.
             Request::Batch(ops) => ops.iter().filter_map(|(_, op)| op.timeout_ms()).max(),

@@ -10,7 +10,8 @@ use kvorum_client::proto::{
     PROTOCOL_VERSION,
 };
 use kvorum_client::{
-    AccessList, CertificateStatus, Grant, GrantScope, QuarantinedRecord, Revocation,
+    AccessList, CertificateStatus, DiskRefusal, DiskStatus, Grant, GrantScope, QuarantinedRecord,
+    Revocation,
 };
 use kvorum_client::{
     ActorId, BucketProps, BucketType, CausalContext, DataOp, DataValue, FieldKind, FieldValue,
@@ -110,6 +111,7 @@ fn requests() -> Vec<Request> {
         Request::Access,
         Request::ReloadCertificates,
         Request::Quarantined,
+        Request::Disk,
     ]
 }
 
@@ -161,6 +163,10 @@ fn errors() -> Vec<ErrorReply> {
         ErrorReply::Internal("i".into()),
         ErrorReply::Refused("r".into()),
         ErrorReply::Forbidden("f".into()),
+        ErrorReply::DiskFull {
+            node: "n1".into(),
+            detail: "d".into(),
+        },
     ]
 }
 
@@ -274,6 +280,14 @@ fn responses() -> Vec<Response> {
             why: "w".into(),
             at_ms: 1,
         }]),
+        Response::Disk(DiskStatus {
+            node: "n1".into(),
+            free_bytes: 1,
+            total_bytes: 2,
+            watermark_bytes: 3,
+            refusing: DiskRefusal::ClientWrites,
+            storage_failed: Some("e".into()),
+        }),
     ];
     all.extend(errors().into_iter().map(Response::Error));
     all
@@ -304,6 +318,7 @@ const REQUESTS: &[&str] = &[
     "030f",
     "0310",
     "0311",
+    "031b",
 ];
 
 /// Every answer frame, in hex, in the order of [`responses`].
@@ -322,6 +337,7 @@ const RESPONSES: &[&str] = &[
     "030b01012a00016201010100023061",
     "030c026e3102306180ccfd930e",
     "030d010162016b05017701",
+    "0315026e3101020301010165",
     "030a000178",
     "030a010902",
     "030a0207ac028002",
@@ -336,6 +352,7 @@ const RESPONSES: &[&str] = &[
     "030a0b0169",
     "030a0c0172",
     "030a0d0166",
+    "030a0f026e310164",
 ];
 
 /// Each of `messages` encodes as `pinned` says and decodes back to itself.

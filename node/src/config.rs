@@ -57,6 +57,9 @@ pub struct NodeConfig {
     pub replication: Replication,
     /// Disk sync policy.
     pub sync: crate::storage::SyncPolicy,
+    /// Client writes are refused below this much free disk space (the
+    /// `[storage]` `min_free_bytes` and `min_free_percent`).
+    pub watermark: crate::storage::disk::Watermark,
     /// Limits on input and work.
     pub limits: Limits,
     /// Virtual nodes per member on the ring (same on every node).
@@ -191,6 +194,8 @@ struct RawReplication {
 struct RawStorage {
     sync: Option<String>,
     sync_interval_ms: Option<u64>,
+    min_free_bytes: Option<u64>,
+    min_free_percent: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -333,6 +338,19 @@ impl NodeConfig {
                     "storage.sync = {other:?}: expected \"always\" or \"periodic\""
                 )))
             }
+        };
+        let dw = crate::storage::disk::Watermark::DEFAULT;
+        let watermark = crate::storage::disk::Watermark {
+            min_free_bytes: raw.storage.min_free_bytes.unwrap_or(dw.min_free_bytes),
+            min_free_percent: match raw.storage.min_free_percent {
+                None => dw.min_free_percent,
+                Some(p) if (0.0..=50.0).contains(&p) => p,
+                Some(p) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "storage.min_free_percent = {p}: must be between 0 and 50"
+                    )))
+                }
+            },
         };
         let dl = Limits::default();
         let l = raw.limits;
@@ -601,6 +619,7 @@ impl NodeConfig {
             tls,
             replication,
             sync,
+            watermark,
             limits,
             vnodes,
             gossip_interval: positive_ms("gossip_interval_ms", raw.gossip_interval_ms, 1000)?,

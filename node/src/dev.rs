@@ -6,6 +6,7 @@
 use crate::config::{ConfigError, NodeConfig};
 use crate::net::certs::{self, CertError};
 use crate::start::{self, NodeError, RunningNode};
+use crate::supervise::Supervised;
 use kvorum_client::{Admin, BucketProps, BucketType, TlsMaterial};
 use std::time::Duration;
 use std::{
@@ -169,12 +170,35 @@ pub async fn create_tour_buckets(
 
 /// Starts every node of the dev cluster.
 pub async fn start(opts: &DevOptions) -> Result<Vec<RunningNode>, DevError> {
+    Ok(start_with_configs(opts)
+        .await?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect())
+}
+
+/// Starts every node of the dev cluster, each under its own supervision
+/// (a full disk is waited out in place: see [`crate::supervise`]).
+pub async fn start_supervised(opts: &DevOptions) -> Result<Vec<Supervised>, DevError> {
+    Ok(start_with_configs(opts)
+        .await?
+        .into_iter()
+        .map(|(n, cfg)| Supervised::watch(n, cfg))
+        .collect())
+}
+
+/// Starts every node of the dev cluster; each with its config.
+async fn start_with_configs(opts: &DevOptions) -> Result<Vec<(RunningNode, NodeConfig)>, DevError> {
     let configs = prepare(opts)?;
     let mut running = Vec::new();
+    let mut kept = Vec::new();
     for cfg in configs {
         let id = cfg.id.clone();
-        match start::start(cfg).await {
-            Ok(n) => running.push(n),
+        match start::start(cfg.clone()).await {
+            Ok(n) => {
+                running.push(n);
+                kept.push(cfg);
+            }
             Err(source) => {
                 for n in running {
                     n.shutdown().await;
@@ -197,5 +221,5 @@ pub async fn start(opts: &DevOptions) -> Result<Vec<RunningNode>, DevError> {
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(running)
+    Ok(running.into_iter().zip(kept).collect())
 }

@@ -43,6 +43,7 @@ pub mod replication;
 pub mod rpc;
 pub mod start;
 pub mod storage;
+pub mod supervise;
 pub mod util;
 pub mod wiring;
 

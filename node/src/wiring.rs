@@ -116,9 +116,11 @@ impl Node {
         })
     }
 
-    /// Resolves if the node's storage failed a commit: the node then takes
-    /// no more writes, and should be shut down and restarted.
-    pub async fn storage_failed(&self) {
+    /// Resolves if the node's storage failed a commit, with its error: the
+    /// node then takes no more writes, and should be shut down and
+    /// restarted (after a [`StorageError::DiskFull`], once space is back:
+    /// see [`crate::start::wait_for_space`]).
+    pub async fn storage_failed(&self) -> StorageError {
         self.store.failed().await
     }
 
@@ -310,7 +312,7 @@ pub async fn assemble_with_metrics(
     if migrated != Default::default() {
         tracing::info!(?migrated, "storage keys migrated to sorted partitions");
     }
-    let (store, store_closed) = Store::start_on(engine, config.sync, env.workers);
+    let (store, store_closed) = Store::start_on(engine, config.sync, env.workers, config.watermark);
     let Stored {
         epoch,
         members: known,

@@ -53,6 +53,69 @@ pub struct ClusterStatus {
     pub certificates: Vec<CertificateStatus>,
 }
 
+/// Which writes a node refuses for want of disk space (see
+/// [`DiskStatus`]).
+///
+/// ```
+/// use kvorum_client::DiskRefusal;
+/// assert_eq!(DiskRefusal::ClientWrites.to_string(), "refusing client writes");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskRefusal {
+    /// Above the watermark: every write is taken.
+    None,
+    /// Below the watermark: client writes get `DiskFull`; repair, hints,
+    /// handoff and metadata go on (their reserve).
+    ClientWrites,
+    /// Below the reserve (half the watermark): every write is refused.
+    AllWrites,
+    /// The node cannot read its disk's free space.
+    Unknown,
+}
+
+impl std::fmt::Display for DiskRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DiskRefusal::None => "ok",
+            DiskRefusal::ClientWrites => "refusing client writes",
+            DiskRefusal::AllWrites => "refusing all writes",
+            DiskRefusal::Unknown => "unknown",
+        })
+    }
+}
+
+/// One node's disk against its free-space watermark
+/// ([`Admin::disk`](crate::Admin::disk), `kvorum admin status`).
+///
+/// ```
+/// use kvorum_client::{DiskRefusal, DiskStatus};
+/// let d = DiskStatus {
+///     node: "n1".into(),
+///     free_bytes: 100 << 20,
+///     total_bytes: 10 << 30,
+///     watermark_bytes: 256 << 20,
+///     refusing: DiskRefusal::ClientWrites,
+///     storage_failed: None,
+/// };
+/// assert!(d.free_bytes < d.watermark_bytes);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    /// The node.
+    pub node: String,
+    /// Free bytes of the filesystem holding its data.
+    pub free_bytes: u64,
+    /// That filesystem's size.
+    pub total_bytes: u64,
+    /// Client writes are refused below this many free bytes.
+    pub watermark_bytes: u64,
+    /// Which writes it refuses now.
+    pub refusing: DiskRefusal,
+    /// Why its storage failed a commit, if it did: it then takes no writes
+    /// until it restarts (by itself once space is back, for a full disk).
+    pub storage_failed: Option<String>,
+}
+
 /// A range of the ring: the keys whose token is in `(start, end]`
 /// (wrapping past `u64::MAX` when `start >= end`), and their replicas.
 ///

@@ -333,4 +333,28 @@ pub enum ErrorReply {
         /// The current read of the key.
         current: Box<crate::proto::Response>,
     },
+    /// The coordinating node's disk is below its free-space watermark: it
+    /// refuses new writes (reads go on) until space is freed, and then
+    /// takes them again by itself. Nothing was written. A replica whose
+    /// disk is full shows in a [`ErrorReply::Quorum`] failure instead, as
+    /// `failed (storage: n2: disk full: ...)`.
+    ///
+    /// ```
+    /// use kvorum_client::ErrorReply;
+    /// let e = ErrorReply::DiskFull {
+    ///     node: "n1".into(),
+    ///     detail: "9.5 MiB free, writes refused below 10.0 MiB".into(),
+    /// };
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "disk full on n1: 9.5 MiB free, writes refused below 10.0 MiB (reads go on; writes resume once space is freed)"
+    /// );
+    /// ```
+    #[error("disk full on {node}: {detail} (reads go on; writes resume once space is freed)")]
+    DiskFull {
+        /// The node whose disk is full.
+        node: String,
+        /// Its free space against the watermark.
+        detail: String,
+    },
 }

@@ -42,8 +42,8 @@ pub use crate::types::{
 };
 pub use crate::version::{ActorId, ReadReport, Version};
 pub use admin::{
-    AccessList, CertificateStatus, ClusterStatus, Grant, GrantScope, MemberStatus,
-    QuarantinedRecord, Revocation, RingRange, TransferStatus,
+    AccessList, CertificateStatus, ClusterStatus, DiskRefusal, DiskStatus, Grant, GrantScope,
+    MemberStatus, QuarantinedRecord, Revocation, RingRange, TransferStatus,
 };
 pub use error::{ErrorReply, Limit, OpKind, QuorumFailure, ReplicaOutcome, StaleRead};
 pub use frame::{

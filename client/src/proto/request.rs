@@ -523,6 +523,8 @@ pub enum Request {
     },
     /// List the buckets this node knows, with their props in full.
     ListBucketProps,
+    /// Ask the node for its disk against its free-space watermark.
+    Disk,
 }
 
 impl Request {
@@ -599,6 +601,7 @@ impl Request {
                 | Request::Access
                 | Request::ReloadCertificates
                 | Request::Quarantined
+                | Request::Disk
         )
     }
 }

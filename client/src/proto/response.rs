@@ -1,7 +1,7 @@
 //! What a node answers: [`Response`].
 
 use crate::proto::admin::{
-    AccessList, CertificateStatus, ClusterStatus, QuarantinedRecord, RingRange,
+    AccessList, CertificateStatus, ClusterStatus, DiskStatus, QuarantinedRecord, RingRange,
 };
 use crate::proto::error::ErrorReply;
 use crate::proto::items::Page;
@@ -144,4 +144,8 @@ pub enum Response {
     ///
     /// [`Request::ListBucketProps`]: crate::proto::Request::ListBucketProps
     BucketProps(Vec<(String, BucketProps)>),
+    /// Answer to [`Request::Disk`].
+    ///
+    /// [`Request::Disk`]: crate::proto::Request::Disk
+    Disk(DiskStatus),
 }

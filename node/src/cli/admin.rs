@@ -39,9 +39,40 @@ pub async fn run(cmd: AdminCommand) -> Result<ExitCode, BoxError> {
                     other.close().await;
                 }
             }
+            // Each member's disk (a node knows only its own).
+            let mut disks = Vec::new();
+            for m in status.members.iter().filter(|m| m.state != "removed") {
+                // Asked of that member itself (a handle on several nodes
+                // may send each call to another).
+                let disk = if !m.reachable && m.id != status.node {
+                    Err("unreachable".to_string())
+                } else {
+                    match m
+                        .addr
+                        .parse::<SocketAddr>()
+                        .map(|a| conn.admin_for(vec![a]))
+                    {
+                        Ok(Ok(other)) => {
+                            let d = other.disk().await.map_err(|e| e.to_string());
+                            other.close().await;
+                            d
+                        }
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                };
+                disks.push((m.id.clone(), disk));
+            }
             client.close().await;
             if json {
                 let out = serde_json::json!({
+                    "disks": disks
+                        .iter()
+                        .map(|(n, d)| match d {
+                            Ok(d) => serde_json::json!(d),
+                            Err(e) => serde_json::json!({"node": n, "error": e}),
+                        })
+                        .collect::<Vec<_>>(),
                     "status": status,
                     "transfers_by_node": transfers
                         .iter()
@@ -50,7 +81,7 @@ pub async fn run(cmd: AdminCommand) -> Result<ExitCode, BoxError> {
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
-                print_status(&status, &transfers);
+                print_status(&status, &transfers, &disks);
             }
         }
         AdminCommand::Ring { n, all, json, conn } => {

@@ -2,14 +2,15 @@
 //! cluster with embedded defaults).
 
 use super::BoxError;
-use kvorum_node::{dev, NodeConfig};
+use kvorum_node::{dev, supervise::Supervised, NodeConfig};
 use std::{path::Path, path::PathBuf, process::ExitCode};
 
 /// `kvorum start --config FILE`: serves until Ctrl-C / SIGTERM, or stops
 /// with a failure when a storage commit fails (fail-stop).
 pub async fn start(config: &Path) -> Result<ExitCode, BoxError> {
     let cfg = NodeConfig::load(config)?;
-    let node = kvorum_node::start(cfg).await?;
+    // A full disk is waited out in place (see kvorum_node::supervise).
+    let mut node = Supervised::start(cfg).await?;
     println!("node {} serving on {}", node.id(), node.addr());
     // SIGHUP reloads the certificate, key and CA bundle.
     #[cfg(unix)]
@@ -32,15 +33,15 @@ pub async fn start(config: &Path) -> Result<ExitCode, BoxError> {
                 node.shutdown().await;
                 return Ok(ExitCode::SUCCESS);
             }
-            () = node.storage_failed() => {
+            ended = node.ended() => {
                 // Fail-stop: a supervisor restarts it (as a new epoch).
-                eprintln!("error: a storage commit failed (see the log); stopping");
-                node.shutdown().await;
+                eprintln!("error: the node stopped: {ended:?}");
                 return Ok(ExitCode::FAILURE);
             }
-            () = hangup => match node.reload_certificates() {
-                Ok(c) => eprintln!("certificates reloaded: serial {}", c.serial),
-                Err(e) => eprintln!("error: certificates not reloaded (keeping the old ones): {e}"),
+            () = hangup => match node.reload_certificates().await {
+                Some(Ok(c)) => eprintln!("certificates reloaded: serial {}", c.serial),
+                Some(Err(e)) => eprintln!("error: certificates not reloaded (keeping the old ones): {e}"),
+                None => {}
             },
         }
     }
@@ -57,7 +58,7 @@ pub async fn dev(nodes: usize, dir: PathBuf, port: u16) -> Result<ExitCode, BoxE
         nodes,
         base_port: port,
     };
-    let running = dev::start(&opts).await?;
+    let running = dev::start_supervised(&opts).await?;
     let addrs = running.iter().map(|n| n.addr()).collect();
     // Ctrl-C while the buckets are being created still stops cleanly.
     tokio::select! {

@@ -3,6 +3,7 @@
 pub fn print_status(
     s: &kvorum_client::ClusterStatus,
     transfers: &[(String, Vec<kvorum_client::TransferStatus>)],
+    disks: &[(String, Result<kvorum_client::DiskStatus, String>)],
 ) {
     println!("as seen by {}:", s.node);
     println!(
@@ -26,6 +27,7 @@ pub fn print_status(
             }
         );
     }
+    print_disks(disks);
     print_certificates(&s.certificates);
     if !s.in_transition {
         println!("no topology change in progress");
@@ -85,6 +87,42 @@ pub fn print_ring(ranges: &[kvorum_client::RingRange], all: bool) {
         "{} ranges (--all lists them, --json for scripts)",
         ranges.len()
     );
+}
+
+/// Each member's disk against its free-space watermark.
+fn print_disks(disks: &[(String, Result<kvorum_client::DiskStatus, String>)]) {
+    use kvorum_client::DiskRefusal;
+    if disks.is_empty() {
+        return;
+    }
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    println!(
+        "{:<16} {:>10} {:>10} {:>10}  WRITES",
+        "DISK", "FREE GiB", "SIZE GiB", "MARK GiB"
+    );
+    for (node, disk) in disks {
+        match disk {
+            Ok(d) => {
+                let writes = match (&d.storage_failed, d.refusing) {
+                    (Some(e), _) => format!("REFUSED: storage failed ({e})"),
+                    (None, DiskRefusal::None) => "taken".to_string(),
+                    (None, DiskRefusal::Unknown) => "taken (free space unknown)".to_string(),
+                    (None, r) => format!("REFUSED: {r} (disk below its watermark)"),
+                };
+                println!(
+                    "{:<16} {:>10.2} {:>10.2} {:>10.2}  {writes}",
+                    node,
+                    gib(d.free_bytes),
+                    gib(d.total_bytes),
+                    gib(d.watermark_bytes)
+                );
+            }
+            Err(e) => println!(
+                "{node:<16} {:>10} {:>10} {:>10}  unknown ({e})",
+                "-", "-", "-"
+            ),
+        }
+    }
 }
 
 /// When node certificates expire, soonest first.

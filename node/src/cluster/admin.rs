@@ -109,6 +109,7 @@ impl Admin {
                 access.handle(req).await
             }
             Request::Quarantined => self.quarantined(),
+            Request::Disk => Ok(Response::Disk(self.disk())),
             _ => Err(ErrorReply::BadRequest("not an admin request".into())),
         };
         served.unwrap_or_else(Response::Error)
@@ -161,6 +162,27 @@ impl Admin {
             matches!(r, ClusterResponse::BucketDefined)
         })?;
         Ok(Response::BucketCreated)
+    }
+
+    /// This node's disk against its free-space watermark.
+    fn disk(&self) -> kvorum_client::DiskStatus {
+        use crate::storage::disk::Pressure;
+        use kvorum_client::DiskRefusal;
+        let store = self.s.replica.store();
+        let disk = store.disk();
+        kvorum_client::DiskStatus {
+            node: self.me.to_string(),
+            free_bytes: disk.map_or(0, |d| d.space.free),
+            total_bytes: disk.map_or(0, |d| d.space.total),
+            watermark_bytes: disk.map_or(0, |d| d.client_floor),
+            refusing: match disk.map(|d| d.pressure) {
+                None => DiskRefusal::Unknown,
+                Some(Pressure::None) => DiskRefusal::None,
+                Some(Pressure::Clients) => DiskRefusal::ClientWrites,
+                Some(Pressure::All) => DiskRefusal::AllWrites,
+            },
+            storage_failed: store.failure().map(|e| e.to_string()),
+        }
     }
 
     fn quarantined(&self) -> Result<Response, ErrorReply> {

@@ -72,6 +72,14 @@ pub fn collector(
                 .set(size.disk_bytes as f64);
             m.gauge(metrics::STORAGE_KEYS, &[]).set(size.keys as f64);
         }
+        if let Some(disk) = store.disk() {
+            m.gauge(metrics::DISK_FREE_BYTES, &[])
+                .set(disk.space.free as f64);
+            m.gauge(metrics::DISK_WATERMARK_BYTES, &[])
+                .set(disk.client_floor as f64);
+            m.gauge(metrics::DISK_REFUSING, &[])
+                .set(disk.pressure as u8 as f64);
+        }
     })
 }
 

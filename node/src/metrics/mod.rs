@@ -155,6 +155,14 @@ catalog! {
         "Bytes the storage engine uses on disk.";
     STORAGE_KEYS = "kvorum_storage_keys", Gauge, [],
         "Keys stored (approximate; includes tombstones).";
+    DISK_FREE_BYTES = "kvorum_disk_free_bytes", Gauge, [],
+        "Free bytes of the filesystem holding the data directory.";
+    DISK_WATERMARK_BYTES = "kvorum_disk_watermark_bytes", Gauge, [],
+        "Free bytes below which this node refuses client writes (storage.min_free_bytes or min_free_percent, the larger); every write is refused below half of it.";
+    DISK_REFUSING = "kvorum_disk_refusing_writes", Gauge, [],
+        "0 while the disk is above the watermark, 1 while client writes are refused (below it), 2 while every write is refused (below the reserve).";
+    DISK_FULL_REFUSALS = "kvorum_disk_full_refusals_total", Counter, [],
+        "Client writes this node coordinated and refused with DiskFull (its disk below the watermark).";
     STORAGE_READ_DURATION = "kvorum_storage_read_duration_seconds", Histogram, [],
         "Time to read one key from the storage engine.";
     STORAGE_WRITE_DURATION = "kvorum_storage_write_duration_seconds", Histogram, [],
@@ -389,6 +397,7 @@ pub fn request_op(req: &Request) -> (&'static str, Option<&str>) {
         Request::Access => ("access", None),
         Request::ReloadCertificates => ("reload_certificates", None),
         Request::Quarantined => ("quarantined", None),
+        Request::Disk => ("disk", None),
         Request::Item { key, op } => {
             let name = match op {
                 ItemOp::Get { .. } => "get",
@@ -431,6 +440,7 @@ pub fn outcome(resp: &Response) -> &'static str {
             ErrorReply::Refused(_) => "refused",
             ErrorReply::Forbidden(_) => "forbidden",
             ErrorReply::PreconditionFailed { .. } => "precondition_failed",
+            ErrorReply::DiskFull { .. } => "disk_full",
         },
         _ => "ok",
     }

@@ -444,7 +444,7 @@ impl AntiEntropy {
             .map_err(|e| StorageError::Engine(e.to_string()))?;
         if let Some(state) = local {
             match self
-                .call(peer, ReplicaRequest::Write { key, state })
+                .call(peer, ReplicaRequest::Repair { key, state })
                 .await?
             {
                 ReplicaResponse::Stored => {}

@@ -63,7 +63,7 @@ pub async fn deliver_hints(
             }
             let (hints, transport) = (hints.clone(), transport.clone());
             sends.spawn(async move {
-                let req = ReplicaRequest::Write {
+                let req = ReplicaRequest::Repair {
                     key: hint.key.clone(),
                     state: hint.state.clone(),
                 };

@@ -141,11 +141,18 @@ impl PeerRouter {
             }
             ReplicaRequest::Write { key, state } => {
                 self.check_not_removed()?;
+                self.check_disk()?;
+                self.s.replica.merge(key, state).await?;
+                Ok(ReplicaResponse::Stored)
+            }
+            ReplicaRequest::Repair { key, state } => {
+                self.check_not_removed()?;
                 self.s.replica.merge(key, state).await?;
                 Ok(ReplicaResponse::Stored)
             }
             ReplicaRequest::HintedWrite { owner, key, state } => {
                 self.check_not_removed()?;
+                self.check_disk()?;
                 state
                     .validate()
                     .map_err(|e| PeerError::InvalidState(e.to_string()))?;
@@ -192,5 +199,14 @@ impl PeerRouter {
             });
         }
         Ok(())
+    }
+
+    /// Refuses a client write (a coordinator's replica write or hint) while
+    /// this node's disk is below the free-space watermark.
+    fn check_disk(&self) -> Result<(), PeerError> {
+        match self.s.replica.store().refuses_client_writes() {
+            Some(full) => Err(PeerError::Storage(format!("{}: {full}", self.me))),
+            None => Ok(()),
+        }
     }
 }

@@ -35,7 +35,7 @@ impl Repair {
                 continue;
             }
             let (transport, node) = (self.transport.clone(), node.clone());
-            let req = ReplicaRequest::Write {
+            let req = ReplicaRequest::Repair {
                 key: self.key.clone(),
                 state: state.clone(),
             };

@@ -13,6 +13,7 @@ use crate::replication::replica::ReplicaError;
 use crate::rpc::call::ask;
 use crate::rpc::peer::{ReplicaRequest, ReplicaResponse};
 use crate::rpc::transport::Transport;
+use crate::storage::StorageError;
 use kvorum_client::proto::{ErrorReply, ItemOp, OpKind, ReplicaOutcome, Request, Response};
 use kvorum_client::BucketProps;
 use kvorum_ring::NodeId;
@@ -84,6 +85,11 @@ impl Coordinator {
             }
         }
         let mut tracker = QuorumTracker::joint(groups);
+        // Below the free-space watermark nothing new is taken (before a dot
+        // is issued): the write fails whole, reads go on.
+        if let Some(full) = self.replica.store().refuses_client_writes() {
+            return Err(self.disk_full(full));
+        }
         // Expiry is stamped here, by the clock LWW stamps use, as an
         // absolute time every replica then holds.
         let now = self.env.clock.lww_ms();
@@ -108,6 +114,9 @@ impl Coordinator {
             }
             Ok(Err(ReplicaError::Value(e @ ValueError::CounterOverflow { .. }))) => {
                 return Err(ErrorReply::BadRequest(e.to_string()))
+            }
+            Ok(Err(ReplicaError::Storage(e @ StorageError::DiskFull(_)))) => {
+                return Err(self.disk_full(e))
             }
             Ok(Err(e)) => return Err(ErrorReply::Internal(format!("local write failed: {e}"))),
         };
@@ -170,12 +179,19 @@ impl Coordinator {
         // (storage::run_batch).
         let mut durable = std::pin::pin!(durable.wait());
         let mut local: Option<ReplicaOutcome> = None;
+        let mut local_full = None;
         while tracker.status() == QuorumStatus::Pending || local.is_none() {
             let answer = tokio::select! {
                 done = &mut durable, if local.is_none() => {
                     let outcome = match done {
                         Ok(()) => ReplicaOutcome::Ok,
-                        Err(e) => ReplicaOutcome::Failed(format!("local write failed: {e}")),
+                        Err(e) => {
+                            let failed = ReplicaOutcome::Failed(format!("local write failed: {e}"));
+                            if let StorageError::DiskFull(_) = e {
+                                local_full = Some(e);
+                            }
+                            failed
+                        }
                     };
                     tracker.record(&self.me, outcome.clone());
                     local = Some(outcome);
@@ -206,6 +222,9 @@ impl Coordinator {
         self.count_replies("write", &tracker);
         // The coordinator's own write failed or did not finish in time: the
         // others may hold it; the outcome is unknown, as after a timeout.
+        if let Some(full) = local_full {
+            return Err(self.disk_full(full));
+        }
         match local {
             Some(ReplicaOutcome::Failed(e)) => return Err(ErrorReply::Internal(e)),
             None => {
@@ -222,6 +241,21 @@ impl Coordinator {
             context: own,
             version,
         })
+    }
+
+    /// A refusal for want of space on this node, as the client gets it.
+    fn disk_full(&self, e: StorageError) -> ErrorReply {
+        self.metrics
+            .counter(metrics::DISK_FULL_REFUSALS, &[])
+            .increment(1);
+        let detail = match e {
+            StorageError::DiskFull(d) => d,
+            other => other.to_string(),
+        };
+        ErrorReply::DiskFull {
+            node: self.me.to_string(),
+            detail,
+        }
     }
 
     /// Sends the write for `owner` to the next fallback, as a hint: the

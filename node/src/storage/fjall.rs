@@ -9,6 +9,8 @@ use super::{BatchItem, Engine, EngineSize, Record, Space, StorageError};
 /// The fjall engine: one database in the node's data directory, one keyspace
 /// per [`Space`].
 pub struct FjallEngine {
+    /// The data directory (its filesystem's free space is the watermark's).
+    dir: std::path::PathBuf,
     db: fjall::Database,
     data: fjall::Keyspace,
     meta: fjall::Keyspace,
@@ -18,7 +20,7 @@ pub struct FjallEngine {
 impl FjallEngine {
     /// Opens (or creates) the database under `dir`.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Engine(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(engine)?;
         let db = fjall::Database::builder(dir.join("db"))
             .open()
             .map_err(engine)?;
@@ -32,6 +34,7 @@ impl FjallEngine {
             .keyspace("hints", fjall::KeyspaceCreateOptions::default)
             .map_err(engine)?;
         Ok(Self {
+            dir: dir.to_path_buf(),
             db,
             data,
             meta,
@@ -58,7 +61,20 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn engine(e: impl std::fmt::Display) -> StorageError {
+/// An engine error: [`StorageError::DiskFull`] when an IO error under it
+/// says the disk is full (ENOSPC, or EDQUOT for a quota).
+fn engine(e: impl std::error::Error + 'static) -> StorageError {
+    let mut cause: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded
+            {
+                return StorageError::DiskFull(e.to_string());
+            }
+        }
+        cause = c.source();
+    }
     StorageError::Engine(e.to_string())
 }
 
@@ -109,6 +125,10 @@ impl Engine for FjallEngine {
             .insert(COMPACTED_KEY, now_ms().to_be_bytes())
             .map_err(engine)?;
         self.meta.rotate_memtable_and_wait().map_err(engine)
+    }
+
+    fn disk_space(&self) -> Option<super::disk::Space> {
+        super::disk::space_of(&self.dir)
     }
 
     fn size(&self) -> Option<EngineSize> {

@@ -96,4 +96,8 @@ impl Engine for Measured {
     fn compact(&self) -> Result<(), StorageError> {
         self.inner.compact()
     }
+
+    fn disk_space(&self) -> Option<super::disk::Space> {
+        self.inner.disk_space()
+    }
 }

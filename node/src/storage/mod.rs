@@ -12,6 +12,7 @@
 //!   memory.rs    MemoryEngine: the in-memory engine of simulations, with power loss
 //!   measured.rs  Measured: an engine wrapper that times each call into the metrics
 //!   store.rs     Store: serialized updates, group commit, fail-stop, the clean close
+//!   disk.rs      the free-space watermark: client writes refused before the disk is full
 //!   migrate.rs   the storage-key migration to sorted partitions, run once at start
 //! ```
 //!
@@ -52,6 +53,7 @@
 use std::ops::Bound;
 use std::time::Duration;
 
+pub mod disk;
 mod fjall;
 mod measured;
 mod memory;
@@ -90,6 +92,13 @@ pub enum StorageError {
     /// A stored record could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The disk is (nearly) full: the write was refused below the
+    /// free-space watermark before anything was written (see [`disk`]), or
+    /// the engine failed a commit for want of space (then the store stops
+    /// taking writes until the node restarts, which `kvorum start` does by
+    /// itself once space is back).
+    #[error("disk full: {0}")]
+    DiskFull(String),
 }
 
 /// When replicas sync their writes to disk.
@@ -171,6 +180,11 @@ pub trait Engine: Send + Sync + 'static {
     /// blocks until done. Engines that free space at once do nothing.
     fn compact(&self) -> Result<(), StorageError> {
         Ok(())
+    }
+    /// The free space of the filesystem the engine writes to, if it has
+    /// one (the watermark of [`disk`] reads it).
+    fn disk_space(&self) -> Option<disk::Space> {
+        None
     }
 }
 

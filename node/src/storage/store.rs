@@ -15,6 +15,7 @@ use std::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::disk::{DiskGuard, DiskState, Watermark};
 use super::{Engine, EngineSize, Record, Space, StorageError, SyncPolicy};
 use crate::util::workers::Workers;
 
@@ -60,10 +61,12 @@ struct Job {
 pub struct Store {
     engine: Arc<dyn Engine>,
     jobs: mpsc::Sender<Job>,
-    /// Turns true when a commit failed (see [`Store::failed`]).
-    failed: tokio::sync::watch::Receiver<bool>,
+    /// The first failed commit's error (see [`Store::failed`]).
+    failed: tokio::sync::watch::Receiver<Option<StorageError>>,
     /// Where blocking engine calls run.
     workers: Workers,
+    /// The free-space watermark (see [`super::disk`]).
+    disk: Arc<DiskGuard>,
 }
 
 /// Most updates one batch holds; bounds the latency of the batch's first update.
@@ -78,21 +81,27 @@ impl Store {
     /// [`Store::take_clean_close`]) and the engine is closed (its files may
     /// then be reopened).
     pub fn start(engine: Arc<dyn Engine>, policy: SyncPolicy) -> (Self, Closed) {
-        Self::start_on(engine, policy, Workers::Threads)
+        Self::start_on(engine, policy, Workers::Threads, Watermark::DEFAULT)
     }
 
     /// [`Store::start`], with the writer and the periodic sync run by
-    /// `workers`: threads of their own, or tasks of the current runtime
-    /// (the simulator, whose engine never blocks).
+    /// `workers` (threads of their own, or tasks of the current runtime:
+    /// the simulator, whose engine never blocks), and writes refused for
+    /// want of space by `watermark` (see [`super::disk`]).
     pub fn start_on(
         engine: Arc<dyn Engine>,
         policy: SyncPolicy,
         workers: Workers,
+        watermark: Watermark,
     ) -> (Self, Closed) {
+        let disk = Arc::new(DiskGuard::new(watermark, {
+            let engine = engine.clone();
+            Box::new(move || engine.disk_space())
+        }));
         let (closed_tx, closed_rx) = oneshot::channel();
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         let running = Arc::new(AtomicBool::new(true));
-        let (failed_tx, failed_rx) = tokio::sync::watch::channel(false);
+        let (failed_tx, failed_rx) = tokio::sync::watch::channel(None);
         if let SyncPolicy::Periodic(every) = policy {
             let engine = engine.clone();
             let running = running.clone();
@@ -127,6 +136,7 @@ impl Store {
             sync_each: policy == SyncPolicy::Always,
             failed: false,
             failed_tx,
+            disk: disk.clone(),
             running,
             closed_tx,
         };
@@ -155,25 +165,48 @@ impl Store {
             jobs: tx,
             failed: failed_rx,
             workers,
+            disk,
         };
         (store, Closed(closed_rx))
     }
 
     /// Whether a commit of this store failed (see [`Store::failed`]).
     pub fn has_failed(&self) -> bool {
-        *self.failed.borrow()
+        self.failed.borrow().is_some()
     }
 
-    /// Resolves once a commit of this store failed: from then on it takes
-    /// no writes (see [`run_batch`]), and the node should stop (`kvorum
-    /// start` does) so that it is restarted, as a new epoch.
-    pub async fn failed(&self) {
+    /// The error of the commit that failed, if one did.
+    pub fn failure(&self) -> Option<StorageError> {
+        self.failed.borrow().clone()
+    }
+
+    /// Resolves once a commit of this store failed, with its error: from
+    /// then on it takes no writes (see [`run_batch`]), and the node should
+    /// stop (`kvorum start` does) so that it is restarted, as a new epoch.
+    pub async fn failed(&self) -> StorageError {
         let mut rx = self.failed.clone();
         // An error means the writer thread is gone: the store is closing.
-        let _ = rx.wait_for(|f| *f).await;
-        if !*rx.borrow() {
-            std::future::pending::<()>().await;
+        let failed = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|f| f.clone());
+        match failed {
+            Some(e) => e,
+            None => std::future::pending().await,
         }
+    }
+
+    /// The data directory's disk against the watermark (`None` if the
+    /// engine cannot tell its free space).
+    pub fn disk(&self) -> Option<DiskState> {
+        self.disk.state()
+    }
+
+    /// Why a client write is refused for want of space now, if it is (see
+    /// [`super::disk`]): it is refused before anything is written.
+    pub fn refuses_client_writes(&self) -> Option<StorageError> {
+        self.disk.refusal(false).map(StorageError::DiskFull)
     }
 
     /// Up to `limit` records of `space` under `prefix`, in key order.
@@ -411,13 +444,20 @@ fn after_commit(
 const FAIL_STOP: &str =
     "an earlier commit failed: this node takes no more writes until it restarts";
 
+/// What an update gets after a commit failed for want of space.
+const FAIL_STOP_DISK: &str =
+    "an earlier commit failed for want of space: this node takes no writes until it restarts, which it does once space is freed";
+
 /// The store's writer: runs batches (group commit) and, once every store
 /// handle is gone, the clean close.
 struct Writer {
     engine: Arc<dyn Engine>,
     sync_each: bool,
     failed: bool,
-    failed_tx: tokio::sync::watch::Sender<bool>,
+    failed_tx: tokio::sync::watch::Sender<Option<StorageError>>,
+    /// Every write is refused below the reserve (nothing is committed, so
+    /// the store takes writes again once space is back).
+    disk: Arc<DiskGuard>,
     running: Arc<AtomicBool>,
     closed_tx: oneshot::Sender<()>,
 }
@@ -432,9 +472,19 @@ impl Writer {
                 Err(_) => break,
             }
         }
-        if !run_batch(&*self.engine, jobs, self.sync_each, self.failed) && !self.failed {
-            self.failed = true;
-            self.failed_tx.send_replace(true);
+        let refused = if self.failed {
+            Some(match &*self.failed_tx.borrow() {
+                Some(StorageError::DiskFull(_)) => StorageError::DiskFull(FAIL_STOP_DISK.into()),
+                _ => StorageError::Engine(FAIL_STOP.into()),
+            })
+        } else {
+            self.disk.refusal(true).map(StorageError::DiskFull)
+        };
+        if let Err(e) = run_batch(&*self.engine, jobs, self.sync_each, refused) {
+            if !self.failed {
+                self.failed = true;
+                self.failed_tx.send_replace(Some(e));
+            }
         }
     }
 
@@ -464,15 +514,22 @@ impl Writer {
     }
 }
 
-/// Applies and commits one batch; false if its commit failed.
+/// Applies and commits one batch; the error if its commit failed.
 ///
-/// After a failed commit (`failed`) every later update fails, until the
-/// node restarts: a coordinated update whose state went out before its
-/// commit failed must not be followed by another one built on the state
-/// without it (it would issue the same dot twice), and a disk that failed
-/// a sync may have lost what it held (fail-stop, as databases do on an
-/// fsync error). Reads go on.
-fn run_batch(engine: &dyn Engine, jobs: Vec<Job>, sync: bool, failed: bool) -> bool {
+/// After a failed commit every later update fails (`refused` holds why),
+/// until the node restarts: a coordinated update whose state went out
+/// before its commit failed must not be followed by another one built on
+/// the state without it (it would issue the same dot twice), and a disk
+/// that failed a sync may have lost what it held (fail-stop, as databases
+/// do on an fsync error). Reads go on. A batch refused for want of space
+/// (`refused` again) fails the same way, before any update has run, so
+/// nothing went out and the next batch may commit.
+fn run_batch(
+    engine: &dyn Engine,
+    jobs: Vec<Job>,
+    sync: bool,
+    refused: Option<StorageError>,
+) -> Result<(), StorageError> {
     // Later updates of a batch must see earlier ones of the same key.
     let mut overlay: HashMap<(Space, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
     let mut writes = Vec::with_capacity(jobs.len());
@@ -480,7 +537,7 @@ fn run_batch(engine: &dyn Engine, jobs: Vec<Job>, sync: bool, failed: bool) -> b
     for job in jobs {
         let slot = (job.space, job.key);
         let current = match overlay.get(&slot) {
-            _ if failed => Err(StorageError::Engine(FAIL_STOP.into())),
+            _ if refused.is_some() => Err(refused.clone().unwrap_or(StorageError::Closed)),
             Some(v) => Ok(v.clone()),
             None => engine.get(slot.0, &slot.1),
         };
@@ -514,21 +571,22 @@ fn run_batch(engine: &dyn Engine, jobs: Vec<Job>, sync: bool, failed: bool) -> b
         }
         done.push(completion);
     }
-    let res = if failed {
-        Err(StorageError::Engine(FAIL_STOP.into()))
-    } else if writes.is_empty() {
-        Ok(())
-    } else {
-        engine.commit(writes, sync)
+    // Only a failed commit fails the store; a refusal wrote nothing.
+    let (res, committed) = match refused {
+        Some(e) => (Err(e), Ok(())),
+        None if writes.is_empty() => (Ok(()), Ok(())),
+        None => {
+            let res = engine.commit(writes, sync);
+            if let Err(e) = &res {
+                tracing::error!(error = %e, "batch commit failed");
+            }
+            (res.clone(), res)
+        }
     };
-    if let (Err(e), false) = (&res, failed) {
-        tracing::error!(error = %e, "batch commit failed");
-    }
-    let ok = res.is_ok();
     for c in done {
         c(res.clone());
     }
-    ok
+    committed
 }
 
 #[cfg(test)]

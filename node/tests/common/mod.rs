@@ -85,7 +85,18 @@ impl TestCluster {
         faults: Option<std::sync::Arc<kvorum_node::net::faults::Faults>>,
         offsets: &[i64],
     ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), count, extra, faults, offsets).await
+    }
+
+    /// [`TestCluster::start_skewed`], its data, configs and certificates
+    /// in `dir` (a filesystem of the test's own, say).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        count: usize,
+        extra: &str,
+        faults: Option<std::sync::Arc<kvorum_node::net::faults::Faults>>,
+        offsets: &[i64],
+    ) -> Self {
         let ca = make_certs(dir.path(), count);
         let mut nodes = Vec::new();
         let mut addrs: Vec<SocketAddr> = Vec::new();

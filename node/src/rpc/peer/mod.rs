@@ -40,8 +40,10 @@ use serde::{Deserialize, Serialize};
 /// 4: one message enum per subsystem, typed errors; 5: gossip carries the
 /// sender, the context secrets and the access list; 6: storage keys of
 /// sorted partitions, range reads of a replica; 7: states carry their
-/// lifetime, bucket props their default time to live).
-pub const PEER_PROTOCOL_VERSION: u16 = 7;
+/// lifetime, bucket props their default time to live; 8: repair writes
+/// apart from client writes, which a node below its free-space watermark
+/// refuses).
+pub const PEER_PROTOCOL_VERSION: u16 = 8;
 
 /// How much larger than a client frame a peer frame (a request or an
 /// answer) may be: a peer's write or read answer carries a key's whole

@@ -58,6 +58,17 @@ pub enum ReplicaRequest {
         /// Most bytes of records, roughly.
         max_bytes: u32,
     },
+    /// Merge a state of a key into this replica, as `Write` does, for the
+    /// node's own upkeep (read repair, anti-entropy, hint delivery): taken
+    /// below the free-space watermark, down to the reserve, where a client
+    /// write (`Write`, `HintedWrite`) is refused (see `storage::disk`).
+    Repair {
+        /// Storage key.
+        #[serde(with = "kvorum_client::bytes")]
+        key: Vec<u8>,
+        /// The state to merge.
+        state: State,
+    },
 }
 
 /// One end of a range of storage keys (see `ReplicaRequest::Range`).

@@ -94,6 +94,13 @@ impl From<quinn::ConnectionError> for ConnectError {
 
 /// True when the peer closed the connection with a TLS alert: it refused the
 /// handshake (TLS 1.3 lets the client finish first), so it read nothing.
+/// Whether the node closed the connection after a complete drain (see
+/// [`crate::proto::CLOSE_DRAINED`]): a request unanswered on it was not read.
+pub(crate) fn closed_drained(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ApplicationClosed(c)
+        if u64::from(c.error_code) == u64::from(crate::proto::CLOSE_DRAINED))
+}
+
 pub(crate) fn handshake_rejected(e: &quinn::ConnectionError) -> bool {
     matches!(e, quinn::ConnectionError::ConnectionClosed(c)
         if (0x100..0x200).contains(&u64::from(c.error_code)))

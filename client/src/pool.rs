@@ -10,7 +10,7 @@
 //! failure; any other only when the failure came before the request was sent
 //! (else [`Error::OutcomeUnknown`]).
 
-use crate::conn::{handshake_rejected, ConnectError, Connections};
+use crate::conn::{closed_drained, handshake_rejected, ConnectError, Connections};
 use crate::error::Error;
 use crate::proto::{decode_frame, encode_frame, Request, Response, PROTOCOL_VERSION};
 use crate::routing::Router;
@@ -358,9 +358,15 @@ impl Pool {
                 .open_bi()
                 .await
                 .map_err(|e| AttemptError::NotSent(e.to_string()))?;
-            send.write_all(frame)
-                .await
-                .map_err(|e| AttemptError::Lost(e.to_string()))?;
+            // A draining node stops the stream unread: not sent.
+            let draining = crate::proto::STREAM_DRAINING;
+            let refused = || AttemptError::NotSent("the node is shutting down".into());
+            send.write_all(frame).await.map_err(|e| match e {
+                quinn::WriteError::Stopped(code) if code.into_inner() == u64::from(draining) => {
+                    refused()
+                }
+                e => AttemptError::Lost(e.to_string()),
+            })?;
             send.finish()
                 .map_err(|e| AttemptError::Lost(e.to_string()))?;
             let bytes = recv
@@ -371,6 +377,11 @@ impl Pool {
                         "answer larger than max_response_bytes ({})",
                         self.inner.max_response_bytes
                     )),
+                    quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))
+                        if code.into_inner() == u64::from(draining) =>
+                    {
+                        refused()
+                    }
                     e => AttemptError::Lost(e.to_string()),
                 })?;
             decode_frame::<Response>(PROTOCOL_VERSION, &bytes)
@@ -386,6 +397,11 @@ impl Pool {
                 if handshake_rejected(&e) =>
             {
                 Err(AttemptError::NotSent(ConnectError::from(e).to_string()))
+            }
+            // A node that drained before closing answered every request
+            // it read: this one was not read.
+            (Err(AttemptError::Lost(_)), Some(e)) if closed_drained(&e) => {
+                Err(AttemptError::NotSent("the node shut down (drained)".into()))
             }
             (r, _) => r,
         };

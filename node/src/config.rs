@@ -60,6 +60,9 @@ pub struct NodeConfig {
     /// Client writes are refused below this much free disk space (the
     /// `[storage]` `min_free_bytes` and `min_free_percent`).
     pub watermark: crate::storage::disk::Watermark,
+    /// How long a graceful shutdown (SIGTERM, Ctrl-C) waits for the client
+    /// requests in flight and the hint hand-off (`drain_timeout_ms`).
+    pub drain_timeout: Duration,
     /// Limits on input and work.
     pub limits: Limits,
     /// Virtual nodes per member on the ring (same on every node).
@@ -116,6 +119,7 @@ struct RawConfig {
     vnodes: Option<u32>,
     gossip_interval_ms: Option<u64>,
     peer_connect_timeout_ms: Option<u64>,
+    drain_timeout_ms: Option<u64>,
     #[serde(default)]
     failure_detector: RawDetector,
     #[serde(default)]
@@ -620,6 +624,7 @@ impl NodeConfig {
             replication,
             sync,
             watermark,
+            drain_timeout: positive_ms("drain_timeout_ms", raw.drain_timeout_ms, 10_000)?,
             limits,
             vnodes,
             gossip_interval: positive_ms("gossip_interval_ms", raw.gossip_interval_ms, 1000)?,

@@ -53,6 +53,21 @@ pub struct RunningNode {
     endpoint: quinn::Endpoint,
     metrics_addr: Option<SocketAddr>,
     reloader: Arc<Reloader>,
+    drain: net::Drain,
+    drain_timeout: Duration,
+}
+
+/// What a graceful shutdown's drain did (see [`RunningNode::drain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Client requests in flight when the drain began.
+    pub in_flight: usize,
+    /// Client requests still in flight when it ended (past its bound).
+    pub left: usize,
+    /// Hints handed to their owners.
+    pub hints_delivered: u64,
+    /// How long it took.
+    pub took: Duration,
 }
 
 impl std::ops::Deref for RunningNode {
@@ -80,6 +95,37 @@ impl RunningNode {
         self.addr
     }
 
+    /// Begins a graceful shutdown: `/ready` answers 503, new connections
+    /// and new client requests are refused (a client sends them to another
+    /// node: they were not read), the client requests in flight run to
+    /// their answer, then the hints this node holds go to their owners
+    /// that are up; all within the config's `drain_timeout`. Peer requests
+    /// are still served meanwhile. Call [`RunningNode::shutdown`] next.
+    pub async fn drain(&self) -> Drained {
+        use std::sync::atomic::Ordering;
+        let began = tokio::time::Instant::now();
+        let deadline = began + self.drain_timeout;
+        self.drain.draining.store(true, Ordering::SeqCst);
+        let in_flight = self.drain.in_flight.load(Ordering::SeqCst);
+        while self.drain.in_flight.load(Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let left = self.drain.in_flight.load(Ordering::SeqCst);
+        self.drain.complete.store(left == 0, Ordering::SeqCst);
+        let hints_delivered = self
+            .node
+            .hand_off_hints(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
+        Drained {
+            in_flight,
+            left,
+            hints_delivered,
+            took: began.elapsed(),
+        }
+    }
+
     /// Stops serving, closes connections (peers see them close at once) and
     /// waits for the node's tasks to end. Acknowledged writes are already on
     /// disk by the sync policy.
@@ -88,10 +134,11 @@ impl RunningNode {
             mut node,
             endpoint,
             reloader,
+            drain,
             ..
         } = self;
         node.stop_tasks().await;
-        endpoint.close(net::CLOSE_SHUTDOWN.into(), b"node shutting down");
+        endpoint.close(drain.close_code().into(), b"node shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         // The reloader holds the endpoint; the node's handles hold the store.
         drop(reloader);
@@ -230,6 +277,7 @@ async fn start_with_hooks(
     ));
     let mut node = node;
     let shutdown = node.shutdown.subscribe();
+    let drain = net::Drain::default();
     node.tasks.spawn(net::serve(
         endpoint.clone(),
         node.handler.clone(),
@@ -237,10 +285,19 @@ async fn start_with_hooks(
         ServeLimits::of(&config.limits),
         metrics.clone(),
         shutdown.clone(),
+        drain.clone(),
     ));
     if let Some(l) = metrics_listener {
         let token = config.metrics_token.clone();
-        let ready = node.readiness();
+        let ready = {
+            let (ready, draining) = (node.readiness(), drain.draining.clone());
+            Arc::new(move || {
+                if draining.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err("shutting down: draining its requests".to_string());
+                }
+                ready()
+            }) as metrics::Readiness
+        };
         node.tasks
             .spawn(metrics::serve(l, metrics.clone(), token, ready, shutdown));
     }
@@ -250,6 +307,8 @@ async fn start_with_hooks(
         endpoint,
         metrics_addr,
         reloader,
+        drain,
+        drain_timeout: config.drain_timeout,
     })
 }
 

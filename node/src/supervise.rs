@@ -10,7 +10,7 @@
 use crate::config::NodeConfig;
 use crate::net::identity::Caller;
 use crate::net::reload::ReloadError;
-use crate::start::{self, NodeError, RunningNode};
+use crate::start::{self, Drained, NodeError, RunningNode};
 use crate::storage::{disk, StorageError};
 use std::{net::SocketAddr, time::Duration};
 use tokio::sync::{mpsc, oneshot};
@@ -23,8 +23,9 @@ const MIN_RESTART_FREE: u64 = 16 << 20;
 /// How a supervised node ended.
 #[derive(Debug)]
 pub enum Ended {
-    /// It was asked to stop ([`Supervised::shutdown`]).
-    Stopped,
+    /// It was asked to stop ([`Supervised::shutdown`]), and drained first
+    /// (`None`: it was waiting out a full disk, with no writes to drain).
+    Stopped(Option<Drained>),
     /// Its storage failed a commit for a reason other than a full disk: it
     /// stopped (fail-stop) and should be restarted by its supervisor.
     StorageFailed(StorageError),
@@ -96,10 +97,14 @@ impl Supervised {
         }
     }
 
-    /// Stops the node (see [`RunningNode::shutdown`]) and waits for it.
-    pub async fn shutdown(self) {
+    /// Stops the node gracefully ([`RunningNode::drain`], then
+    /// [`RunningNode::shutdown`]) and waits for it; says how it ended.
+    pub async fn shutdown(self) -> Ended {
         let _ = self.commands.send(Command::Stop).await;
-        let _ = self.task.await;
+        match self.task.await {
+            Ok(e) => e,
+            Err(e) => Ended::StorageFailed(StorageError::Engine(format!("supervisor: {e}"))),
+        }
     }
 }
 
@@ -113,8 +118,9 @@ async fn run(mut node: RunningNode, config: NodeConfig, mut rx: mpsc::Receiver<C
                     continue;
                 }
                 Some(Command::Stop) | None => {
+                    let drained = node.drain().await;
                     node.shutdown().await;
-                    return Ended::Stopped;
+                    return Ended::Stopped(Some(drained));
                 }
             },
             e = node.storage_failed() => e,
@@ -142,7 +148,7 @@ async fn run(mut node: RunningNode, config: NodeConfig, mut rx: mpsc::Receiver<C
             } => {
                 let _ = cmd;
                 node.shutdown().await;
-                return Ended::Stopped;
+                return Ended::Stopped(None);
             }
             () = wait_for_space(&config) => {}
         }

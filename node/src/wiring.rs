@@ -64,7 +64,7 @@ pub struct Parts {
 
 /// An assembled, running node: its handler serves decoded requests; its
 /// background tasks run until [`Node::shutdown`].
-// `liveness` is read only by the test accessors.
+// Some fields are read only by the test accessors.
 #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub struct Node {
     pub(crate) id: NodeId,
@@ -78,6 +78,7 @@ pub struct Node {
     pub(crate) liveness: Arc<Liveness>,
     pub(crate) hints: Hints,
     pub(crate) anti_entropy: Arc<AntiEntropy>,
+    pub(crate) transport: Arc<dyn Transport>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) tasks: JoinSet<()>,
 }
@@ -105,8 +106,12 @@ impl Node {
     pub fn readiness(&self) -> crate::metrics::Readiness {
         let (membership, store) = (self.membership.clone(), self.store.clone());
         Arc::new(move || {
-            if store.has_failed() {
-                return Err("a storage commit failed; restart the node".into());
+            match store.failure() {
+                Some(StorageError::DiskFull(_)) => {
+                    return Err("a storage commit failed for want of space: it restarts by itself once space is freed".into())
+                }
+                Some(_) => return Err("a storage commit failed; restart the node".into()),
+                None => {}
             }
             match membership.my_state() {
                 MemberState::Up | MemberState::Leaving => Ok(()),
@@ -116,10 +121,39 @@ impl Node {
         })
     }
 
+    /// Hands the hints this node holds to their owners that are up, in
+    /// rounds, until none is left to hand, a round delivers nothing, or
+    /// `limit` passes (a node about to stop: its hints would otherwise
+    /// wait for it to come back). Returns how many were delivered.
+    pub async fn hand_off_hints(&self, limit: Duration) -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let delivered = AtomicU64::new(0);
+        let deliver = async {
+            loop {
+                let round = crate::repair::hint_delivery::deliver_round(
+                    &self.hints,
+                    &self.transport,
+                    &self.membership,
+                    &self.liveness,
+                )
+                .await;
+                delivered.fetch_add(round, Ordering::Relaxed);
+                let pending = self.hints.stats().pending.load(Ordering::Relaxed);
+                if round == 0 || pending == 0 {
+                    return;
+                }
+            }
+        };
+        // What was delivered before the limit stays delivered (each hint
+        // is deleted once its owner acknowledged it).
+        let _ = tokio::time::timeout(limit, deliver).await;
+        delivered.load(Ordering::Relaxed)
+    }
+
     /// Resolves if the node's storage failed a commit, with its error: the
     /// node then takes no more writes, and should be shut down and
     /// restarted (after a [`StorageError::DiskFull`], once space is back:
-    /// see [`crate::start::wait_for_space`]).
+    /// see [`crate::supervise::wait_for_space`]).
     pub async fn storage_failed(&self) -> StorageError {
         self.store.failed().await
     }
@@ -553,7 +587,7 @@ pub async fn assemble_with_metrics(
         rx.clone(),
     ));
     tasks.spawn(gossip::gossip(
-        transport,
+        transport.clone(),
         membership.clone(),
         spread,
         member_store,
@@ -574,6 +608,7 @@ pub async fn assemble_with_metrics(
         liveness,
         hints,
         anti_entropy,
+        transport,
         shutdown,
         tasks,
     })

@@ -114,10 +114,12 @@ async fn a_cluster_at_its_watermark_refuses_writes_serves_reads_and_recovers_wit
         let c = TestCluster::start_in(dir, 3, extra, None, &[]).await;
         c.wait_all_reachable().await;
         let client = c.client();
-        // Fill: 40 KB values (x3 replicas) until the watermark refuses one.
+        // Fill: 40 KB values (x3 replicas) until the watermark refuses 10
+        // in a row (the engine's background flushes free a journal now and
+        // then, which lets a few more in: that is the watermark working).
         let mut acked = Vec::new();
-        let mut refused = None;
-        for i in 0..2000 {
+        let (mut streak, mut typed) = (0, 0);
+        for i in 0..3000 {
             let key = format!("k{i}");
             match client
                 .put(
@@ -128,38 +130,52 @@ async fn a_cluster_at_its_watermark_refuses_writes_serves_reads_and_recovers_wit
                 )
                 .await
             {
-                Ok(_) => acked.push(i),
+                Ok(_) => {
+                    acked.push(i);
+                    streak = 0;
+                }
                 Err(e) => {
-                    refused = Some(e);
-                    break;
+                    assert!(disk_full(&e), "refused for want of space: {e}");
+                    // Refused at the watermark (24 MiB), not at the reserve.
+                    if matches!(&e, Error::Server(ErrorReply::DiskFull { detail, .. })
+                        if detail.contains("refused below 24.0 MiB"))
+                    {
+                        typed += 1;
+                    }
+                    streak += 1;
+                    if streak == 10 {
+                        eprintln!("{} writes acknowledged, then: {e}", acked.len());
+                        break;
+                    }
                 }
             }
         }
-        let refused = refused.expect("the watermark refused a write before 2000 writes");
-        assert!(disk_full(&refused), "a typed DiskFull: {refused}");
+        assert_eq!(streak, 10, "the watermark refused writes before 3000");
+        assert!(
+            typed >= 1,
+            "a coordinator refused with the typed DiskFull, at the watermark"
+        );
         assert!(
             acked.len() > 50,
             "only {} writes before the watermark",
             acked.len()
         );
-        eprintln!("{} writes acknowledged, then: {refused}", acked.len());
-        // More writes are refused, and every node says why.
-        let again = client
-            .put("default", b"more", b"x", &CausalContext::empty())
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(again, Error::Server(ErrorReply::DiskFull { .. })),
-            "the coordinator refuses: {again}"
-        );
+        // Every node says why.
         for addr in &c.addrs {
             let d = c.admin_of(&[*addr]).disk().await.unwrap();
-            assert_eq!(d.refusing, DiskRefusal::ClientWrites, "{d:?}");
+            // (A memtable flush may take it below the reserve too.)
+            assert!(
+                matches!(
+                    d.refusing,
+                    DiskRefusal::ClientWrites | DiskRefusal::AllWrites
+                ),
+                "{d:?}"
+            );
             assert!(d.free_bytes < d.watermark_bytes, "{d:?}");
             assert_eq!(d.storage_failed, None, "a refusal is not a failed commit");
         }
         let node = c.nodes[0].as_ref().unwrap();
-        assert_eq!(metric(node, "kvorum_disk_refusing_writes", &[]), 1.0);
+        assert!(metric(node, "kvorum_disk_refusing_writes", &[]) >= 1.0);
         assert!(metric(node, "kvorum_disk_free_bytes", &[]) < (24 * MIB) as f64);
         let refusals: f64 = c
             .nodes
@@ -178,7 +194,7 @@ async fn a_cluster_at_its_watermark_refuses_writes_serves_reads_and_recovers_wit
             assert_eq!(got.siblings[0], value(i, 40_000), "k{i}");
         }
         // Space comes back: writes are taken again, no node restarted.
-        fs.resize(160);
+        fs.resize(512);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let first = loop {
             let i = acked.len() + 10_000;
@@ -199,6 +215,8 @@ async fn a_cluster_at_its_watermark_refuses_writes_serves_reads_and_recovers_wit
             }
         };
         acked.push(first);
+        // Every node reads the free space again within 100 ms.
+        tokio::time::sleep(2 * kvorum_node::storage::disk::REFRESH).await;
         for i in 20_000..20_050 {
             client
                 .put(
@@ -214,6 +232,7 @@ async fn a_cluster_at_its_watermark_refuses_writes_serves_reads_and_recovers_wit
         for addr in &c.addrs {
             let d = c.admin_of(&[*addr]).disk().await.unwrap();
             assert_eq!(d.refusing, DiskRefusal::None, "{d:?}");
+            assert_eq!(d.storage_failed, None, "no commit failed: {d:?}");
         }
         // Nothing acknowledged is lost.
         for &i in &acked {
@@ -280,7 +299,13 @@ async fn a_node_whose_engine_met_enospc_serves_reads_and_restarts_itself_once_sp
             }
         }
         let failed = failed.expect("the disk filled before 2000 writes");
-        assert!(disk_full(&failed), "a typed DiskFull: {failed}");
+        // The failed commit's write went out before it failed: its outcome
+        // is unknown (an internal error naming the full disk), not DiskFull.
+        assert!(
+            matches!(&failed, Error::Server(ErrorReply::Internal(e)) if e.contains("disk full"))
+                || disk_full(&failed),
+            "the engine's full disk: {failed}"
+        );
         eprintln!("{} writes acknowledged, then: {failed}", acked.len());
         let d = admin.disk().await.unwrap();
         assert!(

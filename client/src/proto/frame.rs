@@ -87,6 +87,28 @@ pub const ADMIN_CERT_NAME: &str = "admin.kvorum";
 /// ```
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 72 * 1024 * 1024;
 
+/// QUIC stream error code of a request a draining node refused (it is
+/// shutting down gracefully): the node stopped the request stream without
+/// reading it, so the request was not applied and a client sends it to
+/// another node, as this crate's [`Client`](crate::Client) does.
+///
+/// ```
+/// use kvorum_client::proto::STREAM_DRAINING;
+/// assert_eq!(STREAM_DRAINING, 0x44);
+/// ```
+pub const STREAM_DRAINING: u32 = 0x44;
+
+/// QUIC connection close code of a node that shut down after a complete
+/// drain: every client request it read was answered, and the answer
+/// delivered, before it closed, so a request still unanswered on the
+/// connection was not read, and a client may send it to another node.
+///
+/// ```
+/// use kvorum_client::proto::CLOSE_DRAINED;
+/// assert_eq!(CLOSE_DRAINED, 0x15);
+/// ```
+pub const CLOSE_DRAINED: u32 = 0x15;
+
 /// A versioned frame: what [`encode_frame`] writes and [`decode_frame`] reads.
 ///
 /// ```

@@ -48,7 +48,8 @@ pub use admin::{
 pub use error::{ErrorReply, Limit, OpKind, QuorumFailure, ReplicaOutcome, StaleRead};
 pub use frame::{
     decode_frame, encode_frame, Envelope, FrameError, ADMIN_CERT_NAME, ALPN_CLIENT, ALPN_PEER,
-    CLIENT_CERT_NAME, DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME, PROTOCOL_VERSION,
+    CLIENT_CERT_NAME, CLOSE_DRAINED, DEFAULT_MAX_RESPONSE_BYTES, NODE_CERT_NAME, PROTOCOL_VERSION,
+    STREAM_DRAINING,
 };
 pub use items::{Item, ItemKey, ItemOp, ItemValue, Page, RangeQuery, SortBound, WatchTarget};
 pub use placement::{PlacedNode, PlacedRange, Placement, PlacementError};

@@ -2,7 +2,20 @@
 //! cluster with embedded defaults).
 
 use super::BoxError;
-use kvorum_node::{dev, supervise::Supervised, NodeConfig};
+use kvorum_node::start::Drained;
+use kvorum_node::supervise::{Ended, Supervised};
+use kvorum_node::{dev, NodeConfig};
+
+/// What a graceful shutdown's drain did, as the log line says it.
+fn drained(d: &Drained) -> String {
+    format!(
+        "drained in {} ms: {} client request(s) in flight answered, {} left unanswered; {} hint(s) handed off",
+        d.took.as_millis(),
+        d.in_flight - d.left.min(d.in_flight),
+        d.left,
+        d.hints_delivered
+    )
+}
 use std::{path::Path, path::PathBuf, process::ExitCode};
 
 /// `kvorum start --config FILE`: serves until Ctrl-C / SIGTERM, or stops
@@ -29,8 +42,10 @@ pub async fn start(config: &Path) -> Result<ExitCode, BoxError> {
         let hangup = std::future::pending::<()>();
         tokio::select! {
             () = kvorum_node::start::wait_for_signal() => {
-                eprintln!("shutting down");
-                node.shutdown().await;
+                eprintln!("shutting down: draining the requests in flight");
+                if let Ended::Stopped(Some(d)) = node.shutdown().await {
+                    eprintln!("{}", drained(&d));
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             ended = node.ended() => {
@@ -38,10 +53,12 @@ pub async fn start(config: &Path) -> Result<ExitCode, BoxError> {
                 eprintln!("error: the node stopped: {ended:?}");
                 return Ok(ExitCode::FAILURE);
             }
-            () = hangup => match node.reload_certificates().await {
-                Some(Ok(c)) => eprintln!("certificates reloaded: serial {}", c.serial),
-                Some(Err(e)) => eprintln!("error: certificates not reloaded (keeping the old ones): {e}"),
-                None => {}
+            // Bounded: a node restarting after a full disk answers late.
+            () = hangup => match tokio::time::timeout(std::time::Duration::from_secs(5), node.reload_certificates()).await {
+                Ok(Some(Ok(c))) => eprintln!("certificates reloaded: serial {}", c.serial),
+                Ok(Some(Err(e))) => eprintln!("error: certificates not reloaded (keeping the old ones): {e}"),
+                Ok(None) => {}
+                Err(_) => eprintln!("error: certificates not reloaded: the node is restarting; send SIGHUP again"),
             },
         }
     }

@@ -77,8 +77,15 @@ pub fn collector(
                 .set(disk.space.free as f64);
             m.gauge(metrics::DISK_WATERMARK_BYTES, &[])
                 .set(disk.client_floor as f64);
+            // A store whose commit failed refuses every write, whatever
+            // the free space says now.
+            let refusing = if store.has_failed() {
+                2
+            } else {
+                disk.pressure as u8
+            };
             m.gauge(metrics::DISK_REFUSING, &[])
-                .set(disk.pressure as u8 as f64);
+                .set(f64::from(refusing));
         }
     })
 }

@@ -178,7 +178,7 @@ catalog! {
     CERTIFICATE_EXPIRY = "kvorum_certificate_expiry_timestamp_seconds", Gauge, ["holder"],
         "When a node certificate expires (Unix seconds), by the node that holds it: this node's own, and each peer's that connected to it.";
     CONNECTIONS_REFUSED = "kvorum_connections_refused_total", Counter, ["reason"],
-        "Incoming connections refused before they were served: per_source, handshakes (too many in progress), max_connections, retry_failed.";
+        "Incoming connections refused before they were served: per_source, handshakes (too many in progress), max_connections, retry_failed, draining (the node is shutting down).";
     FORBIDDEN = "kvorum_forbidden_total", Counter, ["op", "role"],
         "Requests refused because the caller's certificate may not make them (its role, or the access list), by operation and role.";
     NETWORK_BYTES = "kvorum_network_bytes_total", Counter, ["direction", "kind"],

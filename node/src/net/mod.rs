@@ -39,6 +39,56 @@ pub const CLOSE_SHUTDOWN: u32 = 0x11;
 /// than one (see [`identity`]).
 pub const CLOSE_NO_ROLE: u32 = 0x12;
 
+/// A node's graceful shutdown as its endpoint sees it (see
+/// `RunningNode::drain`): once `draining`, new connections are refused and
+/// new client requests are stopped unread with
+/// [`kvorum_client::proto::STREAM_DRAINING`] (a client sends them to
+/// another node); requests already read run to their answer, and peer
+/// requests are still served (a coordinator's writes in flight elsewhere
+/// finish). `in_flight` counts the client requests being served.
+#[derive(Clone, Default)]
+pub struct Drain {
+    /// Set when the drain begins.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Client requests read and not yet answered.
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set when a drain ended with every client request it read answered.
+    pub complete: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drain {
+    fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The code the endpoint closes with: [`kvorum_client::proto::CLOSE_DRAINED`]
+    /// after a complete drain (a client may send what went unanswered
+    /// elsewhere), else [`CLOSE_SHUTDOWN`].
+    pub fn close_code(&self) -> u32 {
+        if self.complete.load(std::sync::atomic::Ordering::SeqCst) {
+            kvorum_client::proto::CLOSE_DRAINED
+        } else {
+            CLOSE_SHUTDOWN
+        }
+    }
+}
+
+/// Counts one client request in flight until dropped.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// What serves decoded requests.
 pub trait Handler: Send + Sync + 'static {
     /// Serves a client request from `caller` (an admin or client
@@ -281,6 +331,7 @@ pub async fn serve(
     limits: ServeLimits,
     metrics: Arc<crate::metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
+    drain: Drain,
 ) {
     let conns = Arc::new(Semaphore::new(limits.max_connections));
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
@@ -308,6 +359,11 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let remote = incoming.remote_address();
+        if drain.draining() {
+            refused("draining");
+            incoming.refuse();
+            continue;
+        }
         if !incoming.remote_address_validated() && incoming.may_retry() {
             // Costs one round trip per new connection; clients keep theirs.
             if incoming.retry().is_err() {
@@ -330,6 +386,7 @@ pub async fn serve(
         let (handler, shutdown, gate) = (handler.clone(), shutdown.clone(), gate.clone());
         let (budgets, conns) = (budgets.clone(), conns.clone());
         let metrics = metrics.clone();
+        let drain = drain.clone();
         tokio::spawn(async move {
             let (source_bytes, source_slots) = (source.2.clone(), source.3.clone());
             let _source = source;
@@ -370,10 +427,10 @@ pub async fn serve(
                 ..budgets
             };
             let to = (handler, gate);
-            serve_connection(conn, to, limits, budgets, metrics, shutdown).await;
+            serve_connection(conn, to, limits, budgets, metrics, shutdown, drain).await;
         });
     }
-    endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
+    endpoint.close(drain.close_code().into(), b"node shutting down");
 }
 
 async fn serve_connection(
@@ -383,6 +440,7 @@ async fn serve_connection(
     budgets: Budgets,
     metrics: Arc<crate::metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
+    drain: Drain,
 ) {
     let alpn = conn
         .handshake_data()
@@ -486,6 +544,16 @@ async fn serve_connection(
         // waited longer is reset, so no request (a replica write, say) is
         // applied arbitrarily late (tombstone reaping relies on that bound).
         let (mut send, mut recv) = (send, recv);
+        // Counted before the drain is looked at (both SeqCst): a drain that
+        // begins after this request was counted waits for it, and one that
+        // began before is seen here.
+        let counted = (!peer).then(|| InFlight::new(&drain.in_flight));
+        if counted.is_some() && drain.draining() {
+            // Unread, so the client may send it to another node.
+            let _ = recv.stop(kvorum_client::proto::STREAM_DRAINING.into());
+            let _ = send.reset(kvorum_client::proto::STREAM_DRAINING.into());
+            continue;
+        }
         let admitted = async {
             // A client's source's share of the slots first, then the node's.
             let share = match &source_slots {
@@ -514,6 +582,7 @@ async fn serve_connection(
         let bytes_budget = bytes_budget.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _counted = counted;
             let to = Served {
                 handler: &*handler,
                 caller: &caller,

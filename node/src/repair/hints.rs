@@ -361,8 +361,9 @@ impl Hints {
     /// `delivered` says which counter to bump.
     pub async fn remove(&self, hint: &Hint, delivered: bool) -> Result<bool, StorageError> {
         let (stats, raw, created_ms) = (self.stats.clone(), hint.raw.clone(), hint.created_ms);
+        // Essential: it frees space, so it runs below the disk's reserve.
         self.store
-            .change_then(
+            .change_essential(
                 Space::Hints,
                 hint.store_key.clone(),
                 move |current| match current {

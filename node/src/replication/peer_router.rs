@@ -141,7 +141,16 @@ impl PeerRouter {
             }
             ReplicaRequest::Write { key, state } => {
                 self.check_not_removed()?;
-                self.check_disk()?;
+                // A delete (nothing live from now on) is taken: it is how
+                // space is freed.
+                if let Err(full) = self.check_disk() {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    if state.dead_since().is_none_or(|t| t > now) {
+                        return Err(full);
+                    }
+                }
                 self.s.replica.merge(key, state).await?;
                 Ok(ReplicaResponse::Stored)
             }

@@ -446,9 +446,10 @@ impl Replica {
         let trees = self.trees.clone();
         let k = key.clone();
         // (removed, whether what was removed had expired)
+        // Essential: it frees space, so it runs below the disk's reserve.
         let (removed, expired) = self
             .store
-            .change_then(Space::Data, key, move |current| match current {
+            .change_essential(Space::Data, key, move |current| match current {
                 Ok(Some(bytes)) if aae::state_hash(bytes) == expected => {
                     let state = value::decode_record(bytes).ok();
                     let dead = state.as_ref().is_some_and(|r| r.dead_since().is_some());
@@ -497,8 +498,10 @@ impl Replica {
         };
         if own > self.dot_floor.load(Ordering::SeqCst) {
             let floor = self.dot_floor.clone();
+            // Essential: a record is removed after it, which frees space.
             self.store
-                .update(Space::Meta, DOT_FLOOR_KEY.to_vec(), move |current| {
+                .change_essential(Space::Meta, DOT_FLOOR_KEY.to_vec(), move |current| {
+                    // An unreadable floor counts as 0: `own` is written.
                     let stored = current
                         .ok()
                         .flatten()
@@ -506,7 +509,7 @@ impl Replica {
                         .map_or(0, u64::from_le_bytes);
                     let new = stored.max(own);
                     floor.fetch_max(new, Ordering::SeqCst);
-                    (Some(new.to_le_bytes().to_vec()), ())
+                    (Change::Put(new.to_le_bytes().to_vec()), (), None)
                 })
                 .await?;
         }

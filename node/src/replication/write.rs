@@ -86,8 +86,22 @@ impl Coordinator {
         }
         let mut tracker = QuorumTracker::joint(groups);
         // Below the free-space watermark nothing new is taken (before a dot
-        // is issued): the write fails whole, reads go on.
-        if let Some(full) = self.replica.store().refuses_client_writes() {
+        // is issued): the write fails whole, reads go on. A delete is taken
+        // (down to the reserve): it is how space is freed.
+        let delete = matches!(
+            &update,
+            Update::Lww(None)
+                | Update::Register {
+                    value: crate::data::register::RegValue::Tombstone { .. },
+                    ..
+                }
+        );
+        if let Some(full) = self
+            .replica
+            .store()
+            .refuses_client_writes()
+            .filter(|_| !delete)
+        {
             return Err(self.disk_full(full));
         }
         // Expiry is stamped here, by the clock LWW stamps use, as an
@@ -179,19 +193,14 @@ impl Coordinator {
         // (storage::run_batch).
         let mut durable = std::pin::pin!(durable.wait());
         let mut local: Option<ReplicaOutcome> = None;
-        let mut local_full = None;
         while tracker.status() == QuorumStatus::Pending || local.is_none() {
             let answer = tokio::select! {
                 done = &mut durable, if local.is_none() => {
                     let outcome = match done {
                         Ok(()) => ReplicaOutcome::Ok,
-                        Err(e) => {
-                            let failed = ReplicaOutcome::Failed(format!("local write failed: {e}"));
-                            if let StorageError::DiskFull(_) = e {
-                                local_full = Some(e);
-                            }
-                            failed
-                        }
+                        // Not a DiskFull answer even for a full disk: the
+                        // state went out, so the outcome is unknown.
+                        Err(e) => ReplicaOutcome::Failed(format!("local write failed: {e}")),
                     };
                     tracker.record(&self.me, outcome.clone());
                     local = Some(outcome);
@@ -222,9 +231,6 @@ impl Coordinator {
         self.count_replies("write", &tracker);
         // The coordinator's own write failed or did not finish in time: the
         // others may hold it; the outcome is unknown, as after a timeout.
-        if let Some(full) = local_full {
-            return Err(self.disk_full(full));
-        }
         match local {
             Some(ReplicaOutcome::Failed(e)) => return Err(ErrorReply::Internal(e)),
             None => {

@@ -11,6 +11,9 @@ use super::{BatchItem, Engine, EngineSize, Record, Space, StorageError};
 pub struct FjallEngine {
     /// The data directory (its filesystem's free space is the watermark's).
     dir: std::path::PathBuf,
+    /// A write or sync failed for want of space: fjall then poisons the
+    /// database, and its later `Poisoned` errors are that full disk's.
+    full: std::sync::atomic::AtomicBool,
     db: fjall::Database,
     data: fjall::Keyspace,
     meta: fjall::Keyspace,
@@ -35,11 +38,28 @@ impl FjallEngine {
             .map_err(engine)?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            full: std::sync::atomic::AtomicBool::new(false),
             db,
             data,
             meta,
             hints,
         })
+    }
+
+    /// A commit's or sync's error (see `full`).
+    fn write_error(&self, e: fjall::Error) -> StorageError {
+        use std::sync::atomic::Ordering;
+        let poisoned = matches!(e, fjall::Error::Poisoned);
+        match engine(e) {
+            e @ StorageError::DiskFull(_) => {
+                self.full.store(true, Ordering::Relaxed);
+                e
+            }
+            e if poisoned && self.full.load(Ordering::Relaxed) => {
+                StorageError::DiskFull(format!("{e} (after a write failed for want of space)"))
+            }
+            e => e,
+        }
     }
 
     fn space(&self, s: Space) -> &fjall::Keyspace {
@@ -100,11 +120,13 @@ impl Engine for FjallEngine {
         } else {
             b.durability(Some(fjall::PersistMode::Buffer))
         };
-        b.commit().map_err(engine)
+        b.commit().map_err(|e| self.write_error(e))
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        self.db.persist(fjall::PersistMode::SyncAll).map_err(engine)
+        self.db
+            .persist(fjall::PersistMode::SyncAll)
+            .map_err(|e| self.write_error(e))
     }
 
     fn compact(&self) -> Result<(), StorageError> {

@@ -53,6 +53,8 @@ struct Job {
     space: Space,
     key: Vec<u8>,
     apply: Apply,
+    /// Taken below the free-space reserve too (see [`Store::change_essential`]).
+    essential: bool,
 }
 
 /// The node's storage handle: concurrent reads straight from the engine,
@@ -324,6 +326,44 @@ impl Store {
             + Send
             + 'static,
     {
+        self.change_as(false, space, key, f).await
+    }
+
+    /// Like [`Store::change_then`], for an update that frees space or is
+    /// the few bytes of metadata one needs (removing a record, raising the
+    /// dot floor before it, deleting a hint): it is taken below the
+    /// free-space reserve too, where every other write is refused (see
+    /// [`super::disk`]), so that a node whose disk filled up can still
+    /// reap, drop handed-off keys and clear its hints.
+    pub async fn change_essential<T, F>(
+        &self,
+        space: Space,
+        key: Vec<u8>,
+        f: F,
+    ) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Result<Option<&[u8]>, StorageError>) -> (Change, T, Option<Hook>)
+            + Send
+            + 'static,
+    {
+        self.change_as(true, space, key, f).await
+    }
+
+    /// [`Store::change_then`], essential or not.
+    async fn change_as<T, F>(
+        &self,
+        essential: bool,
+        space: Space,
+        key: Vec<u8>,
+        f: F,
+    ) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Result<Option<&[u8]>, StorageError>) -> (Change, T, Option<Hook>)
+            + Send
+            + 'static,
+    {
         // One wake-up of the caller, at the commit, instead of two (the
         // result, then the commit, as `change_early` gives them): on a
         // machine where the caller's thread sleeps between the two, each
@@ -336,7 +376,7 @@ impl Store {
             });
             (change, done)
         });
-        self.queue(space, key, apply).await?;
+        self.queue(space, key, apply, essential).await?;
         done_rx.await.map_err(update_lost)?
     }
 
@@ -371,15 +411,26 @@ impl Store {
             });
             (change, done)
         });
-        self.queue(space, key, apply).await?;
+        self.queue(space, key, apply, false).await?;
         let out = applied_rx.await.map_err(update_lost)?;
         Ok((out, Durable(durable_rx)))
     }
 
     /// Queues an update for the writer thread.
-    async fn queue(&self, space: Space, key: Vec<u8>, apply: Apply) -> Result<(), StorageError> {
+    async fn queue(
+        &self,
+        space: Space,
+        key: Vec<u8>,
+        apply: Apply,
+        essential: bool,
+    ) -> Result<(), StorageError> {
         self.jobs
-            .send(Job { space, key, apply })
+            .send(Job {
+                space,
+                key,
+                apply,
+                essential,
+            })
             .await
             .map_err(|_| StorageError::Closed)
     }
@@ -473,12 +524,20 @@ impl Writer {
             }
         }
         let refused = if self.failed {
-            Some(match &*self.failed_tx.borrow() {
-                Some(StorageError::DiskFull(_)) => StorageError::DiskFull(FAIL_STOP_DISK.into()),
-                _ => StorageError::Engine(FAIL_STOP.into()),
+            Some(Refusal {
+                error: match &*self.failed_tx.borrow() {
+                    Some(StorageError::DiskFull(_)) => {
+                        StorageError::DiskFull(FAIL_STOP_DISK.into())
+                    }
+                    _ => StorageError::Engine(FAIL_STOP.into()),
+                },
+                essential_too: true,
             })
         } else {
-            self.disk.refusal(true).map(StorageError::DiskFull)
+            self.disk.refusal(true).map(|why| Refusal {
+                error: StorageError::DiskFull(why),
+                essential_too: false,
+            })
         };
         if let Err(e) = run_batch(&*self.engine, jobs, self.sync_each, refused) {
             if !self.failed {
@@ -514,6 +573,14 @@ impl Writer {
     }
 }
 
+/// Why the updates of a batch are refused before they run.
+struct Refusal {
+    error: StorageError,
+    /// Essential updates too (after a failed commit), or only the others
+    /// (below the free-space reserve).
+    essential_too: bool,
+}
+
 /// Applies and commits one batch; the error if its commit failed.
 ///
 /// After a failed commit every later update fails (`refused` holds why),
@@ -528,7 +595,7 @@ fn run_batch(
     engine: &dyn Engine,
     jobs: Vec<Job>,
     sync: bool,
-    refused: Option<StorageError>,
+    refused: Option<Refusal>,
 ) -> Result<(), StorageError> {
     // Later updates of a batch must see earlier ones of the same key.
     let mut overlay: HashMap<(Space, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
@@ -536,8 +603,12 @@ fn run_batch(
     let mut done = Vec::with_capacity(jobs.len());
     for job in jobs {
         let slot = (job.space, job.key);
+        let refusal = refused
+            .as_ref()
+            .filter(|r| r.essential_too || !job.essential)
+            .map(|r| r.error.clone());
         let current = match overlay.get(&slot) {
-            _ if refused.is_some() => Err(refused.clone().unwrap_or(StorageError::Closed)),
+            _ if refusal.is_some() => Err(refusal.clone().unwrap_or(StorageError::Closed)),
             Some(v) => Ok(v.clone()),
             None => engine.get(slot.0, &slot.1),
         };
@@ -558,6 +629,12 @@ fn run_batch(
                     continue;
                 }
             };
+        // A refused update was told so (its read failed): whatever it
+        // returns is not written, and it gets the refusal.
+        if let Some(e) = refusal {
+            done.push((completion, Some(e)));
+            continue;
+        }
         match new {
             Change::Keep => {}
             Change::Put(v) => {
@@ -569,24 +646,22 @@ fn run_batch(
                 overlay.insert(slot, None);
             }
         }
-        done.push(completion);
+        done.push((completion, None));
     }
     // Only a failed commit fails the store; a refusal wrote nothing.
-    let (res, committed) = match refused {
-        Some(e) => (Err(e), Ok(())),
-        None if writes.is_empty() => (Ok(()), Ok(())),
-        None => {
-            let res = engine.commit(writes, sync);
-            if let Err(e) = &res {
-                tracing::error!(error = %e, "batch commit failed");
-            }
-            (res.clone(), res)
+    let res = if writes.is_empty() {
+        Ok(())
+    } else {
+        let res = engine.commit(writes, sync);
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "batch commit failed");
         }
+        res
     };
-    for c in done {
-        c(res.clone());
+    for (c, refused) in done {
+        c(refused.map_or_else(|| res.clone(), Err));
     }
-    committed
+    res
 }
 
 #[cfg(test)]

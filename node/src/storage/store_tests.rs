@@ -12,6 +12,8 @@ struct FakeEngine {
     inner: MemoryEngine,
     commits: Mutex<Vec<(usize, bool)>>,
     fail: AtomicBool,
+    /// Free bytes of a 1000-byte disk, if set.
+    free: Mutex<Option<u64>>,
 }
 
 impl Engine for FakeEngine {
@@ -51,6 +53,58 @@ impl Engine for FakeEngine {
     ) -> Result<Vec<Record>, StorageError> {
         self.inner.range(space, low, high, reverse, limit)
     }
+    fn disk_space(&self) -> Option<super::super::disk::Space> {
+        let free = (*self.free.lock().unwrap())?;
+        Some(super::super::disk::Space { free, total: 1000 })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_the_reserve_only_essential_updates_commit_and_the_store_does_not_fail() {
+    use super::super::disk::{Watermark, REFRESH};
+    let engine = Arc::new(FakeEngine::default());
+    // Client writes stop below 100 free bytes, every other write below 50.
+    let mark = Watermark {
+        min_free_bytes: 100,
+        min_free_percent: 0.0,
+    };
+    let (store, _closed) =
+        Store::start_on(engine.clone(), SyncPolicy::Always, Workers::Threads, mark);
+    let put =
+        |k: &'static [u8]| store.update(Space::Data, k.to_vec(), |_| (Some(b"v".to_vec()), ()));
+    put(b"a").await.unwrap();
+    *engine.free.lock().unwrap() = Some(80);
+    tokio::time::sleep(REFRESH).await;
+    assert!(
+        store.refuses_client_writes().is_some(),
+        "below the watermark"
+    );
+    put(b"b")
+        .await
+        .expect("an internal write runs in the reserve");
+    *engine.free.lock().unwrap() = Some(20);
+    tokio::time::sleep(REFRESH).await;
+    let refused = put(b"c").await;
+    assert!(
+        matches!(refused, Err(StorageError::DiskFull(_))),
+        "{refused:?}"
+    );
+    let removed = store
+        .change_essential(Space::Data, b"a".to_vec(), |_| (Change::Delete, (), None))
+        .await;
+    assert!(removed.is_ok(), "a removal frees space: {removed:?}");
+    assert_eq!(store.get(Space::Data, b"a").unwrap(), None);
+    assert_eq!(
+        store.get(Space::Data, b"c").unwrap(),
+        None,
+        "nothing refused is written"
+    );
+    assert!(!store.has_failed(), "a refusal is not a failed commit");
+    // Space comes back: writes are taken again.
+    *engine.free.lock().unwrap() = Some(500);
+    tokio::time::sleep(REFRESH).await;
+    put(b"c").await.unwrap();
+    assert_eq!(store.refuses_client_writes().map(|e| e.to_string()), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,8 @@
 //! ports), real fjall databases in a temp dir, certificates made fresh.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use kvorum_client::{Admin, Client, TlsMaterial};
 use kvorum_node::cluster::member::MemberState;
 use kvorum_node::net::certs;

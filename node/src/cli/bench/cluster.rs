@@ -36,6 +36,7 @@ pub async fn serve_echo(config: &Path) -> Result<(), BenchError> {
         limits,
         metrics,
         stopped,
+        net::Drain::default(),
     ));
     kvorum_node::start::wait_for_signal().await;
     let _ = stop.send(true);

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 /// mimalloc instead of glibc's malloc: a node allocates and frees small
 /// buffers on every request (frames, states, stream tasks), and glibc's
 /// allocator was 16-19 % of a node's CPU in the profile of a quorum write
-/// (docs/performance.md, "Where the CPU of a quorum write goes").
+/// (docs/bench-data/history.md, "Where the CPU of a quorum write goes").
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -22,7 +22,9 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,quinn=warn".into()),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours for a terminal only: not in a file or the journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cli.log_format {
         LogFormat::Human => logs.init(),
         LogFormat::Json => logs.json().init(),

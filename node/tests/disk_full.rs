@@ -7,7 +7,7 @@
 //! keeps serving reads, and restarts in place by itself once space is back.
 //!
 //! Mounting needs root (CI runs as root). Where it is refused the tests say
-//! so and pass, unless `KVORUM_REQUIRE_MOUNT=1` (set by `.ci/run`), which
+//! so and pass, unless `KVORUM_REQUIRE_ROOT=1` (set by `.ci/run`), which
 //! makes a refused mount a failure.
 
 mod common;
@@ -48,8 +48,8 @@ impl Tmpfs {
                 };
                 let _ = std::fs::remove_dir(&dir);
                 assert!(
-                    std::env::var("KVORUM_REQUIRE_MOUNT").as_deref() != Ok("1"),
-                    "mounting a tmpfs was refused ({why}) and KVORUM_REQUIRE_MOUNT=1"
+                    std::env::var("KVORUM_REQUIRE_ROOT").as_deref() != Ok("1"),
+                    "mounting a tmpfs was refused ({why}) and KVORUM_REQUIRE_ROOT=1"
                 );
                 eprintln!("SKIPPED: this test mounts a tmpfs, which was refused here ({why}); run it as root");
                 None

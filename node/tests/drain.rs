@@ -1,5 +1,5 @@
-//! Graceful shutdown of a real `kvorum start` process: SIGTERM while 48
-//! clients write through every node. The node refuses new requests (the
+//! Graceful shutdown of a real `kvorum start` process: SIGTERM to n1 while
+//! 48 clients write, half through n1 alone and half through every node. The node refuses new requests (the
 //! clients send them elsewhere: they were not read), answers every request
 //! in flight, and exits; no client is left without an answer (no
 //! "outcome unknown", no timeout), and every acknowledged write reads back.
@@ -30,13 +30,22 @@ async fn sigterm_answers_every_request_in_flight_before_the_node_stops() {
             .collect();
         wait_for_members(d, &addrs, 3).await;
         grant_every_bucket(d, &addrs).await;
+        // Half the writers send through n1 only (so that requests are in
+        // flight there at the signal), half through every node.
+        let pinned = kvorum_client::Client::builder([addrs[0]], tls_of(d))
+            .connect_timeout(Duration::from_millis(500))
+            .request_timeout(Duration::from_secs(2))
+            .token_aware(false)
+            .build()
+            .unwrap();
         let client = client_of(d, &addrs);
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let unanswered = Arc::new(Mutex::new(Vec::new()));
         let mut writers = Vec::new();
         for w in 0..48 {
-            let (client, stop) = (client.clone(), stop.clone());
+            let client = if w % 2 == 0 { &pinned } else { &client }.clone();
+            let stop = stop.clone();
             let (acked, unanswered) = (acked.clone(), unanswered.clone());
             writers.push(tokio::spawn(async move {
                 let mut i = 0u64;

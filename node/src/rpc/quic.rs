@@ -28,7 +28,7 @@ use std::{
 /// once the runnable tasks of the moment have run (`tokio::task::yield_now`),
 /// as one `PeerRequest::Batch` when more than one is waiting. An idle node
 /// sends a lone request at once; a busy one pays one stream per batch
-/// instead of one per request (docs/performance.md).
+/// instead of one per request (docs/bench-data/history.md, 2026-12-01 23:01 UTC).
 pub struct QuicTransport {
     link: Arc<Link>,
     membership: Arc<Membership>,

@@ -63,6 +63,10 @@ pub struct NodeConfig {
     /// How long a graceful shutdown (SIGTERM, Ctrl-C) waits for the client
     /// requests in flight and the hint hand-off (`drain_timeout_ms`).
     pub drain_timeout: Duration,
+    /// The peer protocol versions this node speaks: this release's two, or
+    /// only the previous one (`peer_protocol = 7`: a node that behaves on
+    /// the wire as one of the previous release, for mixed-version tests).
+    pub peer_versions: crate::rpc::peer::PeerVersions,
     /// Limits on input and work.
     pub limits: Limits,
     /// Virtual nodes per member on the ring (same on every node).
@@ -120,6 +124,7 @@ struct RawConfig {
     gossip_interval_ms: Option<u64>,
     peer_connect_timeout_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
+    peer_protocol: Option<u16>,
     #[serde(default)]
     failure_detector: RawDetector,
     #[serde(default)]
@@ -625,6 +630,22 @@ impl NodeConfig {
             sync,
             watermark,
             drain_timeout: positive_ms("drain_timeout_ms", raw.drain_timeout_ms, 10_000)?,
+            peer_versions: match raw.peer_protocol {
+                None => crate::rpc::peer::PeerVersions::CURRENT,
+                Some(v) if v == crate::rpc::peer::PEER_PROTOCOL_VERSION => {
+                    crate::rpc::peer::PeerVersions::CURRENT
+                }
+                Some(v) if v == crate::rpc::peer::MIN_PEER_PROTOCOL_VERSION => {
+                    crate::rpc::peer::PeerVersions::only(v)
+                }
+                Some(v) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "peer_protocol = {v}: this release speaks {} (and {} only, for tests)",
+                        crate::rpc::peer::PEER_PROTOCOL_VERSION,
+                        crate::rpc::peer::MIN_PEER_PROTOCOL_VERSION
+                    )))
+                }
+            },
             limits,
             vnodes,
             gossip_interval: positive_ms("gossip_interval_ms", raw.gossip_interval_ms, 1000)?,

@@ -220,6 +220,7 @@ async fn start_with_hooks(
     let transport: wiring::TransportMaker = {
         let (endpoint, made) = (endpoint.clone(), made.clone());
         let (connect, frame) = (config.peer_connect_timeout, config.limits.max_frame_bytes);
+        let versions = config.peer_versions;
         let registry = registry.clone();
         Box::new(move |membership| {
             let quic = Arc::new(QuicTransport::new(
@@ -228,6 +229,7 @@ async fn start_with_hooks(
                 connect,
                 frame,
                 registry,
+                versions,
             ));
             *crate::util::LockExt::locked(&*made) = Some(quic.clone());
             quic as Arc<dyn Transport>
@@ -282,7 +284,10 @@ async fn start_with_hooks(
         endpoint.clone(),
         node.handler.clone(),
         Arc::new(node.gate.clone()),
-        ServeLimits::of(&config.limits),
+        ServeLimits {
+            peer_versions: config.peer_versions,
+            ..ServeLimits::of(&config.limits)
+        },
         metrics.clone(),
         shutdown.clone(),
         drain.clone(),

@@ -104,6 +104,8 @@ pub fn peer_connections(
             if let Some(peer) = membership.id_at(addr) {
                 m.gauge(metrics::PEER_RTT, &[("peer", peer.as_str())])
                     .set(rtt.as_secs_f64());
+                m.gauge(metrics::PEER_PROTOCOL, &[("peer", peer.as_str())])
+                    .set(f64::from(quic.version_for(addr)));
             }
         }
     })

@@ -183,6 +183,8 @@ catalog! {
         "Requests refused because the caller's certificate may not make them (its role, or the access list), by operation and role.";
     NETWORK_BYTES = "kvorum_network_bytes_total", Counter, ["direction", "kind"],
         "Request and response frame bytes (payload, without QUIC and TLS overhead).";
+    PEER_PROTOCOL = "kvorum_peer_protocol_version", Gauge, ["peer"],
+        "The peer protocol version this node speaks to the peer: during a rolling upgrade, the previous version for peers not yet upgraded.";
     PEER_RTT = "kvorum_peer_rtt_seconds", Gauge, ["peer"],
         "QUIC's smoothed round-trip time on this node's connection to the peer.";
     RUNTIME_WORKERS = "kvorum_runtime_worker_threads", Gauge, [],

@@ -4,22 +4,24 @@
 //! [`Handler`].
 
 mod admission;
+mod answer;
 pub mod certs;
+mod drain;
 #[cfg(feature = "test-hooks")]
 pub mod faults;
 pub mod identity;
 pub mod reload;
 
-use crate::rpc::peer::{
-    max_peer_frame_bytes, PeerError, PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION,
-};
+use crate::rpc::peer::{max_peer_frame_bytes, PeerError, PeerRequest, PeerResponse};
 use crate::util::BoxFuture;
 pub use admission::SOURCE_SHARE_DIVISOR;
 use admission::{kib, read_frame, Budgets, Sources};
+use answer::{client_answer, peer_answer};
+pub use drain::Drain;
+use drain::InFlight;
 use identity::{Caller, Role};
 use kvorum_client::proto::{
-    decode_frame, encode_frame, ErrorReply, FrameError, Limit, Request, Response, ALPN_CLIENT,
-    ALPN_PEER, PROTOCOL_VERSION,
+    encode_frame, ErrorReply, Limit, Request, Response, ALPN_CLIENT, ALPN_PEER, PROTOCOL_VERSION,
 };
 use kvorum_client::tls::{
     crypto_provider, quic_client_config, transport_config, TlsError, TlsMaterial,
@@ -38,56 +40,6 @@ pub const CLOSE_SHUTDOWN: u32 = 0x11;
 /// QUIC application error code: the certificate carries no role, or more
 /// than one (see [`identity`]).
 pub const CLOSE_NO_ROLE: u32 = 0x12;
-
-/// A node's graceful shutdown as its endpoint sees it (see
-/// `RunningNode::drain`): once `draining`, new connections are refused and
-/// new client requests are stopped unread with
-/// [`kvorum_client::proto::STREAM_DRAINING`] (a client sends them to
-/// another node); requests already read run to their answer, and peer
-/// requests are still served (a coordinator's writes in flight elsewhere
-/// finish). `in_flight` counts the client requests being served.
-#[derive(Clone, Default)]
-pub struct Drain {
-    /// Set when the drain begins.
-    pub draining: Arc<std::sync::atomic::AtomicBool>,
-    /// Client requests read and not yet answered.
-    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
-    /// Set when a drain ended with every client request it read answered.
-    pub complete: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Drain {
-    fn draining(&self) -> bool {
-        self.draining.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// The code the endpoint closes with: [`kvorum_client::proto::CLOSE_DRAINED`]
-    /// after a complete drain (a client may send what went unanswered
-    /// elsewhere), else [`CLOSE_SHUTDOWN`].
-    pub fn close_code(&self) -> u32 {
-        if self.complete.load(std::sync::atomic::Ordering::SeqCst) {
-            kvorum_client::proto::CLOSE_DRAINED
-        } else {
-            CLOSE_SHUTDOWN
-        }
-    }
-}
-
-/// Counts one client request in flight until dropped.
-struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
-
-impl InFlight {
-    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
-        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Self(count.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
 
 /// What serves decoded requests.
 pub trait Handler: Send + Sync + 'static {
@@ -152,6 +104,8 @@ pub struct ServeLimits {
     pub handshake_timeout: Duration,
     /// Bytes of client request frames held at once, node-wide.
     pub max_inflight_request_bytes: usize,
+    /// The peer protocol versions read (see `rpc::peer::version`).
+    pub peer_versions: crate::rpc::peer::PeerVersions,
 }
 
 impl ServeLimits {
@@ -166,6 +120,7 @@ impl ServeLimits {
             max_handshakes: l.max_handshakes,
             handshake_timeout: l.handshake_timeout,
             max_inflight_request_bytes: l.max_inflight_request_bytes,
+            peer_versions: crate::rpc::peer::PeerVersions::CURRENT,
         }
     }
 }
@@ -537,7 +492,13 @@ async fn serve_connection(
                 }
                 continue;
             }
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                // Closed with the code that tells the client whether what
+                // went unanswered was read (dropping the last handle would
+                // close it with code 0).
+                conn.close(drain.close_code().into(), b"node shutting down");
+                return;
+            }
             s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
         };
         // A request waits for a slot at most the read timeout: one that
@@ -644,10 +605,13 @@ async fn serve_stream(
         received.increment(bytes.len() as u64);
     }
     let answer = match read {
-        Ok(bytes) if peer => encode_frame(
-            PEER_PROTOCOL_VERSION,
-            &peer_answer(handler, caller, &bytes).await,
-        ),
+        Ok(bytes) if peer => {
+            // Answered in the request's version (an older node reads
+            // nothing else).
+            let (version, answer) =
+                peer_answer(handler, caller, &bytes, limits.peer_versions).await;
+            encode_frame(version, &answer)
+        }
         Ok(bytes) => {
             let answer = client_answer(handler, caller, &bytes).await;
             if let Err(refused) = &answer {
@@ -666,7 +630,7 @@ async fn serve_stream(
             };
             if peer {
                 let refused = PeerResponse::Error(PeerError::Malformed(e.to_string()));
-                encode_frame(PEER_PROTOCOL_VERSION, &refused)
+                encode_frame(limits.peer_versions.max, &refused)
             } else {
                 let refused = Response::Error(e);
                 crate::metrics::record_request(m, "invalid", "none", &refused, started.elapsed());
@@ -693,31 +657,5 @@ async fn serve_stream(
             let _ = send.reset(0u32.into());
             Err("answer not taken in time".into())
         }
-    }
-}
-
-/// The handler's answer, or `Err` with the answer to a frame that could
-/// not be decoded (which the handler never sees).
-async fn client_answer(
-    handler: &dyn Handler,
-    caller: &Caller,
-    bytes: &[u8],
-) -> Result<Response, Response> {
-    match decode_frame::<Request>(PROTOCOL_VERSION, bytes) {
-        Ok(req) => Ok(handler.client(caller, req).await),
-        Err(FrameError::UnsupportedVersion { got, supported }) => {
-            Err(Response::Error(ErrorReply::UnsupportedVersion {
-                got,
-                supported,
-            }))
-        }
-        Err(e) => Err(Response::Error(ErrorReply::BadRequest(e.to_string()))),
-    }
-}
-
-async fn peer_answer(handler: &dyn Handler, caller: &Caller, bytes: &[u8]) -> PeerResponse {
-    match decode_frame::<PeerRequest>(PEER_PROTOCOL_VERSION, bytes) {
-        Ok(req) => handler.peer(caller, req).await,
-        Err(e) => PeerResponse::Error(PeerError::Malformed(e.to_string())),
     }
 }

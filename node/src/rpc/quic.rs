@@ -4,13 +4,13 @@
 
 use crate::cluster::membership::Membership;
 use crate::rpc::peer::{
-    max_peer_frame_bytes, PeerError, PeerRequest, PeerResponse, ReplicaRequest, MAX_BATCH,
-    PEER_PROTOCOL_VERSION,
+    decode_peer_frame, downgrade, downgrade_body, max_peer_frame_bytes, PeerError, PeerRequest,
+    PeerResponse, PeerVersions, ReplicaRequest, LEARNED_FOR, MAX_BATCH,
 };
 use crate::rpc::transport::{BoxFuture, Transport, TransportError};
 use crate::util::LockExt;
 use kvorum_client::conn::{ConnectError, Connections};
-use kvorum_client::proto::{decode_frame, encode_frame, NODE_CERT_NAME};
+use kvorum_client::proto::{encode_frame, NODE_CERT_NAME};
 use kvorum_ring::NodeId;
 use std::{
     collections::HashMap,
@@ -44,6 +44,11 @@ struct Link {
     queued: Mutex<HashMap<SocketAddr, Vec<Queued>>>,
     max_frame_bytes: usize,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The peer protocol versions this node speaks.
+    versions: PeerVersions,
+    /// Peers found to speak an older version, and since when (see
+    /// `rpc::peer::version`).
+    older: Mutex<HashMap<SocketAddr, (u16, std::time::Instant)>>,
 }
 
 /// A request waiting to be sent in a batch.
@@ -65,6 +70,7 @@ impl QuicTransport {
         connect_timeout: Duration,
         max_frame_bytes: usize,
         metrics: Arc<crate::metrics::Metrics>,
+        versions: PeerVersions,
     ) -> Self {
         Self {
             link: Arc::new(Link {
@@ -72,6 +78,8 @@ impl QuicTransport {
                 queued: Mutex::new(HashMap::new()),
                 max_frame_bytes,
                 metrics,
+                versions,
+                older: Mutex::new(HashMap::new()),
             }),
             membership,
         }
@@ -92,6 +100,11 @@ impl QuicTransport {
             .map(|(addr, conn)| (addr, conn.rtt()))
             .collect()
     }
+
+    /// The peer protocol version this node speaks to `addr` now.
+    pub fn version_for(&self, addr: SocketAddr) -> u16 {
+        self.link.speak(addr)
+    }
 }
 
 impl Link {
@@ -107,20 +120,51 @@ impl Link {
         })
     }
 
+    /// The version to speak to `addr`: the newest both speak, as far as
+    /// this node knows.
+    fn speak(&self, addr: SocketAddr) -> u16 {
+        match self.older.locked().get(&addr) {
+            Some((v, since)) if since.elapsed() < LEARNED_FOR && self.versions.speaks(*v) => *v,
+            _ => self.versions.max,
+        }
+    }
+
     async fn exchange(
         &self,
         addr: SocketAddr,
         req: PeerRequest,
     ) -> Result<PeerResponse, TransportError> {
-        self.exchange_frame(addr, encode_frame(PEER_PROTOCOL_VERSION, &req))
+        self.exchange_versioned(addr, &|v| encode_frame(v, &downgrade(req.clone(), v)))
             .await
+    }
+
+    /// Sends the frame `build` makes for the version this node speaks to
+    /// `addr`; if the answer comes in an older version (an older node that
+    /// could not read the frame, and read nothing), remembers it and sends
+    /// the frame of that version at once.
+    async fn exchange_versioned(
+        &self,
+        addr: SocketAddr,
+        build: &(dyn Fn(u16) -> Vec<u8> + Send + Sync),
+    ) -> Result<PeerResponse, TransportError> {
+        let sent = self.speak(addr);
+        let (got, answer) = self.exchange_frame(addr, build(sent)).await?;
+        if got >= sent || !self.versions.speaks(got) {
+            return Ok(answer);
+        }
+        tracing::info!(%addr, version = got, "a peer speaks an older peer protocol: speaking it to that peer");
+        self.older
+            .locked()
+            .insert(addr, (got, std::time::Instant::now()));
+        let (_, answer) = self.exchange_frame(addr, build(got)).await?;
+        Ok(answer)
     }
 
     async fn exchange_frame(
         &self,
         addr: SocketAddr,
         frame: Vec<u8>,
-    ) -> Result<PeerResponse, TransportError> {
+    ) -> Result<(u16, PeerResponse), TransportError> {
         let conn = self.connection(addr).await?;
         let not_sent = |e: &dyn std::fmt::Display| TransportError::Unreachable(e.to_string());
         let lost = |e: &dyn std::fmt::Display| TransportError::Lost(e.to_string());
@@ -143,7 +187,7 @@ impl Link {
             &[("direction", "received"), ("kind", "peer")],
         )
         .increment(bytes.len() as u64);
-        decode_frame(PEER_PROTOCOL_VERSION, &bytes)
+        decode_peer_frame(self.versions, &bytes)
             .map_err(|e| TransportError::Protocol(e.to_string()))
     }
 
@@ -235,21 +279,25 @@ impl Link {
         // The bodies go into the request and come back out of it after the
         // frame is encoded: a request whose answer did not fit is sent again
         // alone.
-        let req = PeerRequest::Batch(
-            batch
-                .iter_mut()
-                .map(|q| std::mem::take(&mut q.body))
-                .collect(),
-        );
-        let frame = encode_frame(PEER_PROTOCOL_VERSION, &req);
-        if let PeerRequest::Batch(bodies) = req {
-            for (q, body) in batch.iter_mut().zip(bodies) {
-                q.body = body;
-            }
-        }
-        let r = tokio::time::timeout_at(deadline, self.exchange_frame(addr, frame))
+        let bodies: Vec<Vec<u8>> = batch
+            .iter_mut()
+            .map(|q| std::mem::take(&mut q.body))
+            .collect();
+        let build = |v: u16| {
+            let req = PeerRequest::Batch(
+                bodies
+                    .iter()
+                    .map(|b| downgrade_body(b, v).into_owned())
+                    .collect(),
+            );
+            encode_frame(v, &req)
+        };
+        let r = tokio::time::timeout_at(deadline, self.exchange_versioned(addr, &build))
             .await
             .unwrap_or(Err(TransportError::Timeout));
+        for (q, body) in batch.iter_mut().zip(bodies) {
+            q.body = body;
+        }
         // Per request: its answer, or `None` to send it again alone (its
         // answer did not fit, or the whole batch was refused: a peer of an
         // older version cannot decode one).
@@ -292,8 +340,8 @@ impl Link {
 
     /// Sends one queued request on a stream of its own.
     async fn send_alone(self: Arc<Self>, addr: SocketAddr, q: Queued) {
-        let frame = frame_of_body(&q.body);
-        let r = tokio::time::timeout_at(q.deadline, self.exchange_frame(addr, frame))
+        let build = |v: u16| frame_of_body(&downgrade_body(&q.body, v), v);
+        let r = tokio::time::timeout_at(q.deadline, self.exchange_versioned(addr, &build))
             .await
             .unwrap_or(Err(TransportError::Timeout));
         let _ = q.answer.send(r);
@@ -305,10 +353,10 @@ impl Link {
 const REPLICA_TAG: u8 = 0;
 
 /// The frame of one replica request from its encoded body (the envelope's
-/// version, then `PeerRequest::Replica` of the body, as [`encode_frame`]
+/// `version`, then `PeerRequest::Replica` of the body, as [`encode_frame`]
 /// writes it).
-fn frame_of_body(body: &[u8]) -> Vec<u8> {
-    let mut frame = encode_frame(PEER_PROTOCOL_VERSION, &());
+fn frame_of_body(body: &[u8], version: u16) -> Vec<u8> {
+    let mut frame = encode_frame(version, &());
     frame.push(REPLICA_TAG);
     frame.extend_from_slice(body);
     frame
@@ -371,9 +419,11 @@ mod tests {
     fn a_queued_body_sent_alone_is_the_frame_of_its_replica_request() {
         let req = ReplicaRequest::Read { key: b"k".to_vec() };
         let body = kvorum_client::bytes::encode(&req);
-        assert_eq!(
-            frame_of_body(&body),
-            encode_frame(PEER_PROTOCOL_VERSION, &PeerRequest::Replica(req))
-        );
+        for v in [7, crate::rpc::peer::PEER_PROTOCOL_VERSION] {
+            assert_eq!(
+                frame_of_body(&body, v),
+                encode_frame(v, &PeerRequest::Replica(req.clone()))
+            );
+        }
     }
 }

@@ -454,14 +454,24 @@ impl PeerProbe {
         addr: SocketAddr,
         req: &kvorum_node::rpc::peer::PeerRequest,
     ) -> kvorum_node::rpc::peer::PeerResponse {
-        use kvorum_node::rpc::peer::PEER_PROTOCOL_VERSION;
+        self.call_in(addr, req, kvorum_node::rpc::peer::PEER_PROTOCOL_VERSION)
+            .await
+    }
+
+    /// Sends one peer request to node `addr` in peer protocol `version`.
+    pub async fn call_in(
+        &self,
+        addr: SocketAddr,
+        req: &kvorum_node::rpc::peer::PeerRequest,
+        version: u16,
+    ) -> kvorum_node::rpc::peer::PeerResponse {
         let conn = self.conn(addr).await;
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let frame = kvorum_client::proto::encode_frame(PEER_PROTOCOL_VERSION, req);
+        let frame = kvorum_client::proto::encode_frame(version, req);
         send.write_all(&frame).await.unwrap();
         send.finish().unwrap();
         let bytes = recv.read_to_end(64 << 20).await.unwrap();
-        kvorum_client::proto::decode_frame(PEER_PROTOCOL_VERSION, &bytes).unwrap()
+        kvorum_client::proto::decode_frame(version, &bytes).unwrap()
     }
 
     /// The state node `addr` stores for storage key `key`.

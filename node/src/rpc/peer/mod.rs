@@ -17,7 +17,8 @@
 //! | tombstone reaping | [`ReapRequest`] | [`ReapResponse`] | `reap.rs` |
 //!
 //! Several replica requests to one peer travel as one [`PeerRequest::Batch`]
-//! (see [`crate::rpc::batch`]).
+//! (see [`crate::rpc::batch`]). A node speaks this version and the one
+//! before it, so that a cluster is upgraded one node at a time (`version.rs`).
 
 mod aae;
 mod cluster;
@@ -25,6 +26,7 @@ mod error;
 mod reap;
 mod replica;
 mod transfer;
+mod version;
 
 pub use aae::{AaeRequest, AaeResponse};
 pub use cluster::{ClusterRequest, ClusterResponse};
@@ -32,6 +34,10 @@ pub use error::PeerError;
 pub use reap::{ReapRequest, ReapResponse};
 pub use replica::{KeyBound, ReplicaRequest, ReplicaResponse};
 pub use transfer::{TransferRequest, TransferResponse};
+pub use version::{
+    decode_peer_frame, downgrade, downgrade_body, fits, PeerVersions, LEARNED_FOR,
+    MIN_PEER_PROTOCOL_VERSION,
+};
 
 use kvorum_client::proto::{Request, Response};
 use serde::{Deserialize, Serialize};

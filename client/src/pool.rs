@@ -361,10 +361,14 @@ impl Pool {
             // A draining node stops the stream unread: not sent.
             let draining = crate::proto::STREAM_DRAINING;
             let refused = || AttemptError::NotSent("the node is shutting down".into());
+            // A node that closed the connection after a complete drain
+            // answered every request it read: this one was not read.
+            let drained = || AttemptError::NotSent("the node shut down (drained)".into());
             send.write_all(frame).await.map_err(|e| match e {
                 quinn::WriteError::Stopped(code) if code.into_inner() == u64::from(draining) => {
                     refused()
                 }
+                quinn::WriteError::ConnectionLost(ref c) if closed_drained(c) => drained(),
                 e => AttemptError::Lost(e.to_string()),
             })?;
             send.finish()
@@ -382,6 +386,11 @@ impl Pool {
                     {
                         refused()
                     }
+                    quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(ref c))
+                        if closed_drained(c) =>
+                    {
+                        drained()
+                    }
                     e => AttemptError::Lost(e.to_string()),
                 })?;
             decode_frame::<Response>(PROTOCOL_VERSION, &bytes)
@@ -397,11 +406,6 @@ impl Pool {
                 if handshake_rejected(&e) =>
             {
                 Err(AttemptError::NotSent(ConnectError::from(e).to_string()))
-            }
-            // A node that drained before closing answered every request
-            // it read: this one was not read.
-            (Err(AttemptError::Lost(_)), Some(e)) if closed_drained(&e) => {
-                Err(AttemptError::NotSent("the node shut down (drained)".into()))
             }
             (r, _) => r,
         };

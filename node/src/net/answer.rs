@@ -40,7 +40,8 @@ pub(super) async fn peer_answer(
                 let why = format!("not a request of peer protocol {version}");
                 return (version, PeerResponse::Error(PeerError::Malformed(why)));
             }
-            (version, handler.peer(caller, req).await)
+            let answer = handler.peer(caller, req).await;
+            (version, crate::rpc::peer::downgrade_answer(answer, version))
         }
         Err(e) => (
             versions.max,

@@ -19,9 +19,18 @@ pub struct Drain {
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Set when a drain ended with every client request it read answered.
     pub complete: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when a client request failed during the drain (its answer may
+    /// not have been delivered although it was read).
+    spoiled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drain {
+    /// Marks the drain as not complete (see `spoiled`).
+    pub(super) fn spoil(&self) {
+        self.spoiled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub(super) fn draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -30,7 +39,8 @@ impl Drain {
     /// after a complete drain (a client may send what went unanswered
     /// elsewhere), else [`super::CLOSE_SHUTDOWN`].
     pub fn close_code(&self) -> u32 {
-        if self.complete.load(std::sync::atomic::Ordering::SeqCst) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.complete.load(SeqCst) && !self.spoiled.load(SeqCst) {
             kvorum_client::proto::CLOSE_DRAINED
         } else {
             super::CLOSE_SHUTDOWN

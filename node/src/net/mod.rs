@@ -541,6 +541,7 @@ async fn serve_connection(
         let metrics = metrics.clone();
         let caller = caller.clone();
         let bytes_budget = bytes_budget.clone();
+        let drain = drain.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _counted = counted;
@@ -553,6 +554,12 @@ async fn serve_connection(
             let stream = serve_stream(send, recv, to, limits, bytes, &metrics);
             if let Err(e) = stream.await {
                 tracing::debug!(error = %e, "stream failed");
+                // A client request that may have been read and went
+                // unanswered during a drain: the close may not say that
+                // what went unanswered was not read.
+                if !peer && drain.draining() {
+                    drain.spoil();
+                }
             }
         });
     }

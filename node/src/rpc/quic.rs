@@ -134,8 +134,15 @@ impl Link {
         addr: SocketAddr,
         req: PeerRequest,
     ) -> Result<PeerResponse, TransportError> {
-        self.exchange_versioned(addr, &|v| encode_frame(v, &downgrade(req.clone(), v)))
-            .await
+        // (Cloned only for an older peer.)
+        let build = |v: u16| {
+            if v >= PeerVersions::CURRENT.max {
+                encode_frame(v, &req)
+            } else {
+                encode_frame(v, &downgrade(req.clone(), v))
+            }
+        };
+        self.exchange_versioned(addr, &build).await
     }
 
     /// Sends the frame `build` makes for the version this node speaks to

@@ -35,8 +35,8 @@ pub use reap::{ReapRequest, ReapResponse};
 pub use replica::{KeyBound, ReplicaRequest, ReplicaResponse};
 pub use transfer::{TransferRequest, TransferResponse};
 pub use version::{
-    decode_peer_frame, downgrade, downgrade_body, fits, PeerVersions, LEARNED_FOR,
-    MIN_PEER_PROTOCOL_VERSION,
+    decode_peer_frame, downgrade, downgrade_answer, downgrade_body, fits, PeerVersions,
+    LEARNED_FOR, MIN_PEER_PROTOCOL_VERSION,
 };
 
 use kvorum_client::proto::{Request, Response};

@@ -17,8 +17,8 @@
 //!   version 7 node a repair goes as a `Write` (which it treats alike).
 //!   [`downgrade`] and [`fits`] say so, and version 9 adds its cases there.
 
-use super::{PeerRequest, ReplicaRequest, PEER_PROTOCOL_VERSION};
-use kvorum_client::proto::{decode_frame, FrameError};
+use super::{PeerRequest, PeerResponse, ReplicaRequest, PEER_PROTOCOL_VERSION};
+use kvorum_client::proto::{decode_frame, ErrorReply, FrameError, Response};
 use serde::de::DeserializeOwned;
 use std::borrow::Cow;
 use std::time::Duration;
@@ -123,6 +123,22 @@ fn downgrade_replica(r: ReplicaRequest) -> ReplicaRequest {
     }
 }
 
+/// `answer` as a node of `version` reads it: version 7 has no
+/// `ErrorReply::DiskFull` (version 8's forwarded-write refusal below the
+/// free-space watermark), which goes to it as `Unavailable`, with the same
+/// text.
+pub fn downgrade_answer(answer: PeerResponse, version: u16) -> PeerResponse {
+    if version >= 8 {
+        return answer;
+    }
+    match answer {
+        PeerResponse::Forwarded(Response::Error(e @ ErrorReply::DiskFull { .. })) => {
+            PeerResponse::Forwarded(Response::Error(ErrorReply::Unavailable(e.to_string())))
+        }
+        other => other,
+    }
+}
+
 /// Whether `req`, read from a frame of `version`, is something a node of
 /// that version could have sent; a request a node of `version` could not
 /// have read is refused as it would have refused it (a `Repair` in a
@@ -199,6 +215,25 @@ mod tests {
                 got: 8,
                 supported: 7
             })
+        ));
+    }
+
+    #[test]
+    fn a_disk_full_answer_goes_to_a_version_7_node_as_unavailable() {
+        let full = ErrorReply::DiskFull {
+            node: "n1".into(),
+            detail: "d".into(),
+        };
+        let answer = PeerResponse::Forwarded(Response::Error(full.clone()));
+        match downgrade_answer(answer.clone(), 7) {
+            PeerResponse::Forwarded(Response::Error(ErrorReply::Unavailable(why))) => {
+                assert_eq!(why, full.to_string())
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            downgrade_answer(answer, 8),
+            PeerResponse::Forwarded(Response::Error(ErrorReply::DiskFull { .. }))
         ));
     }
 

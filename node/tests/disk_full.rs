@@ -93,6 +93,19 @@ fn value(i: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Puts `value(i, len)` under key `k{i}`.
+async fn put(client: &kvorum_client::Client, i: usize, len: usize) -> Result<CausalContext, Error> {
+    let key = format!("k{i}");
+    client
+        .put(
+            "default",
+            key.as_bytes(),
+            &value(i, len),
+            &CausalContext::empty(),
+        )
+        .await
+}
+
 fn disk_full(e: &Error) -> bool {
     match e {
         Error::Server(ErrorReply::DiskFull { .. }) => true,
@@ -120,16 +133,7 @@ async fn a_cluster_at_its_watermark_refuses_writes_serves_reads_and_recovers_wit
         let mut acked = Vec::new();
         let (mut streak, mut typed) = (0, 0);
         for i in 0..3000 {
-            let key = format!("k{i}");
-            match client
-                .put(
-                    "default",
-                    key.as_bytes(),
-                    &value(i, 40_000),
-                    &CausalContext::empty(),
-                )
-                .await
-            {
+            match put(&client, i, 40_000).await {
                 Ok(_) => {
                     acked.push(i);
                     streak = 0;
@@ -198,15 +202,7 @@ async fn a_cluster_at_its_watermark_refuses_writes_serves_reads_and_recovers_wit
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let first = loop {
             let i = acked.len() + 10_000;
-            match client
-                .put(
-                    "default",
-                    format!("k{i}").as_bytes(),
-                    &value(i, 40_000),
-                    &CausalContext::empty(),
-                )
-                .await
-            {
+            match put(&client, i, 40_000).await {
                 Ok(_) => break i,
                 Err(e) if disk_full(&e) && tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -218,13 +214,7 @@ async fn a_cluster_at_its_watermark_refuses_writes_serves_reads_and_recovers_wit
         // Every node reads the free space again within 100 ms.
         tokio::time::sleep(2 * kvorum_node::storage::disk::REFRESH).await;
         for i in 20_000..20_050 {
-            client
-                .put(
-                    "default",
-                    format!("k{i}").as_bytes(),
-                    &value(i, 40_000),
-                    &CausalContext::empty(),
-                )
+            put(&client, i, 40_000)
                 .await
                 .unwrap_or_else(|e| panic!("k{i} after the filesystem grew: {e}"));
             acked.push(i);
@@ -282,15 +272,7 @@ async fn a_node_whose_engine_met_enospc_serves_reads_and_restarts_itself_once_sp
         let mut acked = Vec::new();
         let mut failed = None;
         for i in 0..2000 {
-            match client
-                .put(
-                    "default",
-                    format!("k{i}").as_bytes(),
-                    &value(i, 64_000),
-                    &CausalContext::empty(),
-                )
-                .await
-            {
+            match put(&client, i, 64_000).await {
                 Ok(_) => acked.push(i),
                 Err(e) => {
                     failed = Some(e);

@@ -21,6 +21,7 @@ async fn sigterm_answers_every_request_in_flight_before_the_node_stops() {
     tokio::time::timeout(Duration::from_secs(150), async {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        let _logs = LogsOnPanic(d);
         let addrs = three_configs(d);
         let mut procs: Vec<Proc> = (1..=3)
             .map(|i| {

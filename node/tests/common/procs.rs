@@ -74,6 +74,36 @@ impl Drop for Proc {
     }
 }
 
+/// Prints the end of every node log in `dir` (`*.err`) if the test
+/// panics while it lives: a failed process test shows what the nodes said.
+pub struct LogsOnPanic<'a>(pub &'a Path);
+
+impl Drop for LogsOnPanic<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.0) else {
+            return;
+        };
+        let mut logs: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "err"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!("==== {} (last {} lines)", log.display(), tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 /// `count` consecutive free UDP ports on 127.0.0.1.
 pub fn free_ports(count: u16) -> u16 {
     // Tests of this file run concurrently: a process-wide counter keeps them

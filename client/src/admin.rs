@@ -6,8 +6,8 @@ use crate::client::{ClientBuilder, FromPool};
 use crate::error::Error;
 use crate::pool::Pool;
 use crate::proto::{
-    AccessList, BucketProps, CertificateStatus, ClusterStatus, DiskStatus, Grant, MemberStatus,
-    QuarantinedRecord, Request, Response, Revocation, RingRange,
+    AccessList, BackupAnswer, BackupStep, BucketProps, CertificateStatus, ClusterStatus,
+    DiskStatus, Grant, MemberStatus, QuarantinedRecord, Request, Response, Revocation, RingRange,
 };
 use crate::tls::TlsMaterial;
 use std::net::SocketAddr;
@@ -140,6 +140,121 @@ impl Admin {
     pub async fn disk(&self) -> Result<DiskStatus, Error> {
         match self.pool.call(&Request::Disk, true).await? {
             Response::Disk(d) => Ok(d),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// Takes a storage snapshot of the answering node (its writes go on)
+    /// and returns its manifest: epoch, dot floor, members, buckets. Page
+    /// through its records with [`Admin::backup_page`], then release it
+    /// with [`Admin::backup_end`]. Build the handle with one node's address
+    /// to back that node up (`kvorum admin backup` does each member).
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// let m = admin.backup_begin().await?;
+    /// let (mut after, mut records) = (None, 0);
+    /// loop {
+    ///     let (page, next) = admin.backup_page(m.snapshot, after, 1 << 20).await?;
+    ///     records += page.len();
+    ///     match next {
+    ///         Some(n) => after = Some(n),
+    ///         None => break,
+    ///     }
+    /// }
+    /// admin.backup_end(m.snapshot).await?;
+    /// println!("{}: {records} records", m.node);
+    /// # Ok(()) }
+    /// ```
+    pub async fn backup_begin(&self) -> Result<crate::proto::BackupManifest, Error> {
+        match self
+            .pool
+            .call(&Request::Backup(BackupStep::Begin), true)
+            .await?
+        {
+            Response::Backup(BackupAnswer::Begun(m)) => Ok(*m),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// One page of snapshot `snapshot`'s records after storage key `after`:
+    /// (storage key, stored record) in key order, and where the next page
+    /// starts (`None` after the last). See [`Admin::backup_begin`].
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin, id: u64) -> Result<(), kvorum_client::Error> {
+    /// let (records, next) = admin.backup_page(id, None, 4 << 20).await?;
+    /// println!("{} records, more: {}", records.len(), next.is_some());
+    /// # Ok(()) }
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub async fn backup_page(
+        &self,
+        snapshot: u64,
+        after: Option<Vec<u8>>,
+        max_bytes: u32,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>), Error> {
+        let step = BackupStep::Page {
+            id: snapshot,
+            after,
+            max_bytes,
+        };
+        match self.pool.call(&Request::Backup(step), true).await? {
+            Response::Backup(BackupAnswer::Page { records, next }) => Ok((records, next)),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// Releases snapshot `snapshot` (see [`Admin::backup_begin`]).
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin, id: u64) -> Result<(), kvorum_client::Error> {
+    /// admin.backup_end(id).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn backup_end(&self, snapshot: u64) -> Result<(), Error> {
+        let step = BackupStep::End { id: snapshot };
+        match self.pool.call(&Request::Backup(step), true).await? {
+            Response::Backup(BackupAnswer::Ended) => Ok(()),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// Places stored records of a backup on their owners in this cluster,
+    /// merging each into what an owner holds; returns how many an owner
+    /// lacked. Merging makes it safe to send a record again (`kvorum admin
+    /// restore` resumes so).
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin, page: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), kvorum_client::Error> {
+    /// let sent = admin.restore(page).await?;
+    /// println!("{sent} records were new to their owners");
+    /// # Ok(()) }
+    /// ```
+    pub async fn restore(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<u32, Error> {
+        match self.pool.call(&Request::Restore { records }, true).await? {
+            Response::Restored { sent, .. } => Ok(sent),
+            other => Err(Error::of_answer(other)),
+        }
+    }
+
+    /// A digest of the keys the answering node holds as first replica
+    /// (`kvorum admin verify` asks every member and XORs their answers).
+    ///
+    /// ```no_run
+    /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
+    /// use kvorum_client::proto::{DigestAnswer, DigestQuery};
+    /// if let DigestAnswer::Branches(b) = admin.digest(DigestQuery::Branches).await? {
+    ///     println!("{} branches", b.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn digest(
+        &self,
+        query: crate::proto::DigestQuery,
+    ) -> Result<crate::proto::DigestAnswer, Error> {
+        match self.pool.call(&Request::Digest(query), true).await? {
+            Response::Digest(d) => Ok(d),
             other => Err(Error::of_answer(other)),
         }
     }

@@ -76,10 +76,10 @@ pub use kv::Versioned;
 pub use partition::Partition;
 pub use pool::{DEADLINE_SLACK, SPECULATIVE_DELAY};
 pub use proto::{
-    AccessList, CausalContext, CertificateStatus, ClusterStatus, DiskRefusal, DiskStatus,
-    ErrorReply, Grant, GrantScope, MemberStatus, PlacedNode, Placement, QuarantinedRecord,
-    QuorumFailure, ReadOptions, ReplicaOutcome, Revocation, RingRange, StaleRead, TransferStatus,
-    WriteOptions,
+    AccessList, BackupManifest, CausalContext, CertificateStatus, ClusterStatus, DiskRefusal,
+    DiskStatus, ErrorReply, Grant, GrantScope, MemberStatus, PlacedNode, Placement,
+    QuarantinedRecord, QuorumFailure, ReadOptions, ReplicaOutcome, Revocation, RingRange,
+    StaleRead, TransferStatus, WriteOptions,
 };
 pub use routing::PLACEMENT_REFRESH;
 pub use session::{Session, SessionConfig, MAX_SESSION_ITEMS_PER_PAGE};

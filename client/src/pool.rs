@@ -188,6 +188,10 @@ impl Pool {
             // Access changes are sent to every member, as bucket creation.
             Request::Grant(_) | Request::Revoke(_) | Request::Access => None,
             Request::ReloadCertificates | Request::Quarantined | Request::Disk => None,
+            // A backup page or a digest reads storage or every key's hash;
+            // a restore batch waits for every owner.
+            Request::Backup(_) | Request::Digest(_) => Some(60_000),
+            Request::Restore { .. } => Some(60_000),
             Request::Item { op, .. } => op.timeout_ms(),
             // The operations run at once: the longest one's time.
             Request::Batch(ops) => ops.iter().filter_map(|(_, op)| op.timeout_ms()).max(),

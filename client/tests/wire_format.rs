@@ -9,6 +9,7 @@ use kvorum_client::proto::{
     QuorumFailure, ReplicaOutcome, Request, Response, RingRange, StaleRead, TransferStatus,
     PROTOCOL_VERSION,
 };
+use kvorum_client::proto::{BackupAnswer, BackupManifest, BackupStep, DigestAnswer, DigestQuery};
 use kvorum_client::{
     AccessList, CertificateStatus, DiskRefusal, DiskStatus, Grant, GrantScope, QuarantinedRecord,
     Revocation,
@@ -112,6 +113,21 @@ fn requests() -> Vec<Request> {
         Request::ReloadCertificates,
         Request::Quarantined,
         Request::Disk,
+        Request::Backup(BackupStep::Begin),
+        Request::Backup(BackupStep::Page {
+            id: 5,
+            after: Some(b"k".to_vec()),
+            max_bytes: 300,
+        }),
+        Request::Backup(BackupStep::End { id: 5 }),
+        Request::Restore {
+            records: vec![(b"k".to_vec(), b"r".to_vec())],
+        },
+        Request::Digest(DigestQuery::Branches),
+        Request::Digest(DigestQuery::Leaves { branches: vec![1] }),
+        Request::Digest(DigestQuery::Keys {
+            segments: vec![300],
+        }),
     ]
 }
 
@@ -288,6 +304,36 @@ fn responses() -> Vec<Response> {
             refusing: DiskRefusal::ClientWrites,
             storage_failed: Some("e".into()),
         }),
+        Response::Backup(BackupAnswer::Begun(Box::new(BackupManifest {
+            node: "n1".into(),
+            snapshot: 5,
+            taken_ms: 6,
+            epoch: 7,
+            dot_floor: 8,
+            record_format: 1,
+            members: vec![MemberStatus {
+                id: "n1".into(),
+                addr: "a".into(),
+                zone: None,
+                state: "up".into(),
+                reachable: true,
+                ownership_ppm: 0,
+            }],
+            buckets: vec![("b".into(), BucketProps::new(BucketType::Set))],
+            keys: 9,
+        }))),
+        Response::Backup(BackupAnswer::Page {
+            records: vec![(b"k".to_vec(), b"r".to_vec())],
+            next: None,
+        }),
+        Response::Backup(BackupAnswer::Ended),
+        Response::Restored {
+            records: 2,
+            sent: 1,
+        },
+        Response::Digest(DigestAnswer::Branches(vec![1, 2])),
+        Response::Digest(DigestAnswer::Leaves(vec![(1, vec![3])])),
+        Response::Digest(DigestAnswer::Keys(vec![(b"k".to_vec(), 4)])),
     ];
     all.extend(errors().into_iter().map(Response::Error));
     all
@@ -319,6 +365,13 @@ const REQUESTS: &[&str] = &[
     "0310",
     "0311",
     "031b",
+    "031c00",
+    "031c010501016bac02",
+    "031c0205",
+    "031d01016b0172",
+    "031e00",
+    "031e010101",
+    "031e0201ac02",
 ];
 
 /// Every answer frame, in hex, in the order of [`responses`].
@@ -338,6 +391,13 @@ const RESPONSES: &[&str] = &[
     "030c026e3102306180ccfd930e",
     "030d010162016b05017701",
     "0315026e3101020301010165",
+    "031600026e31050607080101026e310161000275700100010162020302020009",
+    "03160101016b017200",
+    "031602",
+    "03170201",
+    "031800020102",
+    "03180101010103",
+    "03180201016b04",
     "030a000178",
     "030a010902",
     "030a0207ac028002",

@@ -13,6 +13,7 @@
 //!   data/         the value types (register, counter, set, map, lww) and their record formats
 //!   storage/      the Engine trait, the fjall and in-memory engines, the group-commit store
 //!   repair/       hints, anti-entropy trees and exchanges, range transfers, reaping
+//!   backup/       backup snapshots read page by page, the backup directory format
 //!   metrics/      the metric catalogue, the HTTP endpoint, the collector
 //!   util/         lock recovery, the clock seam, the node's RNG, workers, periodic ticks
 //!   config.rs     the TOML config, parsed into typed values
@@ -32,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod data;

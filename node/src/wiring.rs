@@ -10,6 +10,7 @@ use crate::access;
 use crate::access::contexts::ContextKeys;
 use crate::access::gate::Gatekeeper;
 use crate::access::list::Access;
+use crate::backup::Backups;
 use crate::cluster::admin::{Admin, AdminServices};
 use crate::cluster::buckets::{self, Buckets};
 use crate::cluster::liveness::Liveness;
@@ -502,6 +503,15 @@ pub async fn assemble_with_metrics(
             gate: gate.clone(),
             reloader: reloader.clone(),
             replica: replica.clone(),
+            backups: Backups::new(
+                store.clone(),
+                replica.clone(),
+                membership.clone(),
+                buckets.clone(),
+                metrics.clone(),
+                env.clock.clone(),
+                env.rng.u64(),
+            ),
         },
         config.replication,
         config.limits,

@@ -26,10 +26,14 @@
 //!   [`StaleRead`], [`ReplicaOutcome`], [`Limit`], [`OpKind`]).
 //! - `admin`: what operator calls answer ([`ClusterStatus`],
 //!   [`MemberStatus`], [`RingRange`], [`TransferStatus`]).
+//! - `backup`: backups, restores and verification ([`BackupStep`],
+//!   [`BackupManifest`], [`BackupAnswer`], [`DigestQuery`],
+//!   [`DigestAnswer`]).
 //!
 //! Every item is re-exported here: use `kvorum_client::proto::Name`.
 
 mod admin;
+mod backup;
 mod error;
 mod frame;
 mod items;
@@ -45,6 +49,7 @@ pub use admin::{
     AccessList, CertificateStatus, ClusterStatus, DiskRefusal, DiskStatus, Grant, GrantScope,
     MemberStatus, QuarantinedRecord, Revocation, RingRange, TransferStatus,
 };
+pub use backup::{BackupAnswer, BackupManifest, BackupStep, DigestAnswer, DigestQuery};
 pub use error::{ErrorReply, Limit, OpKind, QuorumFailure, ReplicaOutcome, StaleRead};
 pub use frame::{
     decode_frame, encode_frame, Envelope, FrameError, ADMIN_CERT_NAME, ALPN_CLIENT, ALPN_PEER,

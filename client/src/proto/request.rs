@@ -2,6 +2,7 @@
 //! causal context that a write hands back.
 
 use crate::proto::admin::{Grant, Revocation};
+use crate::proto::backup::{BackupStep, DigestQuery};
 use crate::proto::items::{ItemKey, ItemOp, RangeQuery, WatchTarget};
 use crate::types::{BucketProps, DataOp, LegacyBucketProps};
 use crate::version::Version;
@@ -525,6 +526,21 @@ pub enum Request {
     ListBucketProps,
     /// Ask the node for its disk against its free-space watermark.
     Disk,
+    /// A step of reading the answering node's backup (`kvorum admin
+    /// backup`): a storage snapshot, paged.
+    Backup(BackupStep),
+    /// Place these stored records (storage key, record) of a backup on
+    /// their owners in this cluster, merging each into what an owner holds
+    /// (`kvorum admin restore`): answered with
+    /// [`Response::Restored`](crate::proto::Response::Restored) once every
+    /// owner holds them durably.
+    Restore {
+        /// (storage key, stored record), as a backup page holds them.
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// A digest of the keys this node holds as their first replica
+    /// (`kvorum admin verify`).
+    Digest(DigestQuery),
 }
 
 impl Request {
@@ -602,6 +618,9 @@ impl Request {
                 | Request::ReloadCertificates
                 | Request::Quarantined
                 | Request::Disk
+                | Request::Backup(_)
+                | Request::Restore { .. }
+                | Request::Digest(_)
         )
     }
 }

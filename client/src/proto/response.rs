@@ -3,6 +3,7 @@
 use crate::proto::admin::{
     AccessList, CertificateStatus, ClusterStatus, DiskStatus, QuarantinedRecord, RingRange,
 };
+use crate::proto::backup::{BackupAnswer, DigestAnswer};
 use crate::proto::error::ErrorReply;
 use crate::proto::items::Page;
 use crate::proto::placement::Placement;
@@ -148,4 +149,22 @@ pub enum Response {
     ///
     /// [`Request::Disk`]: crate::proto::Request::Disk
     Disk(DiskStatus),
+    /// Answer to [`Request::Backup`].
+    ///
+    /// [`Request::Backup`]: crate::proto::Request::Backup
+    Backup(BackupAnswer),
+    /// Answer to [`Request::Restore`]: every record is held durably by
+    /// every owner.
+    ///
+    /// [`Request::Restore`]: crate::proto::Request::Restore
+    Restored {
+        /// Records of the request.
+        records: u32,
+        /// Records sent to an owner that did not hold them so.
+        sent: u32,
+    },
+    /// Answer to [`Request::Digest`].
+    ///
+    /// [`Request::Digest`]: crate::proto::Request::Digest
+    Digest(DigestAnswer),
 }

@@ -392,6 +392,56 @@ pub enum AdminCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Back up every member (or those of --node): a storage snapshot of
+    /// each, taken while writes go on, written to --out with each node's
+    /// manifest (data epoch, dot floor, members, buckets).
+    Backup {
+        /// The directory to write (new, or empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only these members (comma-separated ids; each node's directory
+        /// stands alone).
+        #[arg(long = "node", value_delimiter = ',')]
+        only: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Restore a backup into a new cluster (any size): its buckets are
+    /// defined, and every key, its copies merged, goes to its owners here.
+    /// Safe to run again (states merge).
+    Restore {
+        /// The backup directory.
+        from: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Compare a backup with the cluster (or with another backup, or two
+    /// clusters) by digests of the whole key space, listing the keys of
+    /// differing segments only. Exits 1 if anything differs.
+    Verify {
+        /// A backup directory (default: the cluster of --nodes).
+        backup: Option<PathBuf>,
+        /// Compare with this backup.
+        #[arg(long, conflicts_with = "with_nodes")]
+        with: Option<PathBuf>,
+        /// Compare with the cluster of these nodes.
+        #[arg(long, value_delimiter = ',')]
+        with_nodes: Vec<SocketAddr>,
+        /// CA of the --with-nodes cluster (default: --ca).
+        #[arg(long)]
+        with_ca: Option<PathBuf>,
+        /// Admin certificate for the --with-nodes cluster (default: --cert).
+        #[arg(long)]
+        with_cert: Option<PathBuf>,
+        /// Its key.
+        #[arg(long)]
+        with_key: Option<PathBuf>,
+        /// List every differing key (default: the first 20).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Remove a dead node: re-replicate its ranges from the surviving replicas.
     Remove {
         /// The node's id.

@@ -5,6 +5,7 @@
 //! - [`node`]: `start` and `dev`.
 //! - [`data`]: `get`, `put`, `delete`, `counter`, `set`, `map`.
 //! - [`admin`]: `admin ...` and `status`.
+//! - [`backup`]: `admin backup`, `restore` and `verify`.
 //! - [`cert`]: `cert ca|node|client`.
 //! - [`conn`]: how a command reaches a cluster.
 //! - [`print`]: tables of the admin commands.
@@ -13,6 +14,7 @@
 pub mod access;
 pub mod admin;
 pub mod args;
+pub mod backup;
 pub mod bench;
 pub mod cert;
 pub mod conn;

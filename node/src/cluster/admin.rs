@@ -1,7 +1,8 @@
 //! The admin service: the operator requests of the client protocol
 //! (status, ring, leave, remove, join, repair, bucket listing and
-//! creation; access requests go to [`crate::access::admin`]), served by
-//! the node that receives them.
+//! creation, backup pages, restore batches and verify digests; access
+//! requests go to [`crate::access::admin`]), served by the node that
+//! receives them.
 
 use super::buckets::{Buckets, DefineError};
 use super::fanout::ask_every_other;
@@ -12,9 +13,10 @@ use super::meta::MemberStore;
 use crate::access::admin::AccessAdmin;
 use crate::access::gate::Gatekeeper;
 use crate::access::list::Access;
+use crate::backup::Backups;
 use crate::net::reload::ReloaderSlot;
 use crate::repair::exchange::AntiEntropy;
-use crate::repair::transfer::Transfers;
+use crate::repair::transfer::{PlaceError, Transfers};
 use crate::replication::replica::Replica;
 use crate::replication::settings::{Limits, Replication};
 use crate::rpc::peer::{ClusterRequest, ClusterResponse, PeerError};
@@ -59,6 +61,8 @@ pub struct AdminServices {
     pub reloader: ReloaderSlot,
     /// The local replica (quarantined records).
     pub replica: Replica,
+    /// Backup snapshots of this node.
+    pub backups: Backups,
 }
 
 impl Admin {
@@ -110,9 +114,31 @@ impl Admin {
             }
             Request::Quarantined => self.quarantined(),
             Request::Disk => Ok(Response::Disk(self.disk())),
+            Request::Backup(step) => self.s.backups.serve(step).await.map(Response::Backup),
+            Request::Restore { records } => self.restore(records).await,
+            Request::Digest(query) => self
+                .s
+                .anti_entropy
+                .digest(query)
+                .await
+                .map(Response::Digest),
             _ => Err(ErrorReply::BadRequest("not an admin request".into())),
         };
         served.unwrap_or_else(Response::Error)
+    }
+
+    /// Places a restore's records on their owners.
+    async fn restore(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Response, ErrorReply> {
+        match self.s.transfers.place(records).await {
+            Ok(p) => Ok(Response::Restored {
+                records: u32::try_from(p.records).unwrap_or(u32::MAX),
+                sent: u32::try_from(p.sent).unwrap_or(u32::MAX),
+            }),
+            Err(PlaceError::Invalid(why)) => Err(ErrorReply::BadRequest(why)),
+            Err(PlaceError::Owner(e)) => Err(ErrorReply::Unavailable(format!(
+                "not every owner took its records ({e}); send them again"
+            ))),
+        }
     }
 
     /// Defines a bucket here and on every other member; succeeds only when

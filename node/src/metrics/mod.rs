@@ -163,6 +163,16 @@ catalog! {
         "0 while the disk is above the watermark, 1 while client writes are refused (below it), 2 while every write is refused (below the reserve).";
     DISK_FULL_REFUSALS = "kvorum_disk_full_refusals_total", Counter, [],
         "Client writes this node coordinated and refused with DiskFull (its disk below the watermark).";
+    BACKUP_RECORDS = "kvorum_backup_records_total", Counter, [],
+        "Records this node served to backups (kvorum admin backup).";
+    BACKUP_BYTES = "kvorum_backup_bytes_total", Counter, [],
+        "Bytes of records (keys and stored records) this node served to backups.";
+    BACKUPS_OPEN = "kvorum_backups_open", Gauge, [],
+        "Backup snapshots of this node being read now.";
+    BACKUP_LAST_DURATION = "kvorum_backup_last_duration_seconds", Gauge, [],
+        "How long the last backup snapshot of this node was held, from its start to its end (read whole, or abandoned).";
+    RESTORED_RECORDS = "kvorum_restore_records_total", Counter, ["outcome"],
+        "Copies of restored records this node placed on their owners: sent (the owner lacked it) or held (the owner held it so already).";
     STORAGE_READ_DURATION = "kvorum_storage_read_duration_seconds", Histogram, [],
         "Time to read one key from the storage engine.";
     STORAGE_WRITE_DURATION = "kvorum_storage_write_duration_seconds", Histogram, [],
@@ -400,6 +410,9 @@ pub fn request_op(req: &Request) -> (&'static str, Option<&str>) {
         Request::ReloadCertificates => ("reload_certificates", None),
         Request::Quarantined => ("quarantined", None),
         Request::Disk => ("disk", None),
+        Request::Backup(_) => ("backup", None),
+        Request::Restore { .. } => ("restore", None),
+        Request::Digest(_) => ("digest", None),
         Request::Item { key, op } => {
             let name = match op {
                 ItemOp::Get { .. } => "get",

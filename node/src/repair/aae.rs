@@ -20,6 +20,10 @@
 //! time ([`Trees::replace`], [`Trees::step`]), so that no write waits for
 //! more than one step; writes meanwhile keep both the old and the new trees.
 
+mod digest;
+
+pub use digest::leaf_of;
+
 use kvorum_ring::{NodeId, Ring};
 use std::collections::{BTreeMap, HashMap};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};

@@ -17,6 +17,7 @@ use crate::storage::StorageError;
 use crate::util::workers::Workers;
 use crate::util::{LockExt, NodeEnv};
 mod build;
+mod verify;
 
 use build::Build;
 use kvorum_ring::NodeId;

@@ -59,8 +59,10 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
 mod handoff;
+mod place;
 mod progress;
 
+pub use place::{PlaceError, Placed};
 use progress::{load_progress, save_progress};
 pub use progress::{SourceProgress, TransferReport};
 

@@ -489,6 +489,12 @@ impl Replica {
         self.removed.load(Ordering::Relaxed)
     }
 
+    /// The dot floor: no dot of this node's actor at or below it is
+    /// issued again (see [`Replica::raise_floor`]).
+    pub fn dot_floor(&self) -> u64 {
+        self.dot_floor.load(Ordering::SeqCst)
+    }
+
     /// Makes the dot floor cover every dot this node issued on `key`,
     /// durably, before its record is removed; false if there is no record.
     async fn raise_floor(&self, key: &[u8]) -> Result<bool, ReplicaError> {

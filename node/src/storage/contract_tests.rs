@@ -261,6 +261,47 @@ fn visit_after_sees_what_scan_after_returns<F: Fixture>() {
     assert_eq!((count, seen), (2, 2), "the visit stops after the second");
 }
 
+/// A snapshot sees every space as it was when taken: later writes,
+/// deletes and a whole batch across spaces are invisible to it, and its
+/// visits page like the engine's own.
+fn a_snapshot_keeps_the_moment_it_was_taken<F: Fixture>() {
+    let f = with_scan_keys::<F>();
+    let e = f.engine();
+    e.commit(vec![put(Meta, b"floor", b"1")], true).unwrap();
+    let before = e.scan_after(Data, None, 100).unwrap();
+    let snap = e.snapshot().unwrap();
+    e.commit(
+        vec![
+            put(Data, b"p/new", b"x"),
+            delete(Data, &before[0].0),
+            put(Data, &before[1].0, b"changed"),
+            put(Meta, b"floor", b"2"),
+        ],
+        true,
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let mut last = None;
+        let count = snap
+            .visit_after(Data, after.as_deref(), 2, &mut |k, v| {
+                seen.push((k.to_vec(), v.to_vec()));
+                last = Some(k.to_vec());
+                true
+            })
+            .unwrap();
+        if count == 0 {
+            break;
+        }
+        after = last;
+    }
+    assert_eq!(seen, before, "the snapshot's data is the data it saw");
+    assert_eq!(snap.get(Meta, b"floor").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(snap.get(Data, b"p/new").unwrap(), None);
+    assert_eq!(get(e, Meta, b"floor"), Some(b"2".to_vec()));
+}
+
 /// A range read returns the keys between its bounds (each included or
 /// not), ascending or, in reverse, descending from the high end, the first
 /// `limit` of that order; an empty or inverted range returns nothing.
@@ -462,6 +503,7 @@ contract!(
     scan_returns_a_prefix_in_key_order_up_to_the_limit,
     scan_after_resumes_past_a_key_in_key_order,
     visit_after_sees_what_scan_after_returns,
+    a_snapshot_keeps_the_moment_it_was_taken,
     range_reads_between_bounds_both_ways,
     a_deleted_key_is_gone,
     synced_writes_survive_a_reopen,

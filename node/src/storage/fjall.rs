@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use super::{BatchItem, Engine, EngineSize, Record, Space, StorageError};
+use super::{BatchItem, Engine, EngineSize, EngineSnapshot, Record, Space, StorageError};
+use fjall::Readable;
+use std::sync::Arc;
 
 /// The fjall engine: one database in the node's data directory, one keyspace
 /// per [`Space`].
@@ -246,6 +248,67 @@ impl Engine for FjallEngine {
                 Ok((k.to_vec(), v.to_vec()))
             })
             .collect()
+    }
+
+    fn snapshot(&self) -> Result<Arc<dyn EngineSnapshot>, StorageError> {
+        Ok(Arc::new(FjallSnapshot {
+            snapshot: self.db.snapshot(),
+            spaces: [self.data.clone(), self.meta.clone(), self.hints.clone()],
+        }))
+    }
+}
+
+/// A fjall snapshot across the keyspaces (one sequence number).
+struct FjallSnapshot {
+    snapshot: fjall::Snapshot,
+    /// Data, meta, hints.
+    spaces: [fjall::Keyspace; 3],
+}
+
+impl FjallSnapshot {
+    fn space(&self, s: Space) -> &fjall::Keyspace {
+        match s {
+            Space::Data => &self.spaces[0],
+            Space::Meta => &self.spaces[1],
+            Space::Hints => &self.spaces[2],
+        }
+    }
+}
+
+impl EngineSnapshot for FjallSnapshot {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .snapshot
+            .get(self.space(space), key)
+            .map_err(engine)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn visit_after(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<usize, StorageError> {
+        use std::ops::Bound;
+        let from = match after {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut visited = 0;
+        for g in self
+            .snapshot
+            .range::<Vec<u8>, _>(self.space(space), (from, Bound::Unbounded))
+            .take(limit)
+        {
+            let (k, v) = g.into_inner().map_err(engine)?;
+            visited += 1;
+            if !visit(&k, &v) {
+                break;
+            }
+        }
+        Ok(visited)
     }
 }
 

@@ -97,6 +97,10 @@ impl Engine for Measured {
         self.inner.compact()
     }
 
+    fn snapshot(&self) -> Result<std::sync::Arc<dyn super::EngineSnapshot>, StorageError> {
+        self.inner.snapshot()
+    }
+
     fn disk_space(&self) -> Option<super::disk::Space> {
         self.inner.disk_space()
     }

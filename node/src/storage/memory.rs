@@ -8,7 +8,7 @@
 
 use std::{collections::BTreeMap, ops::Bound, sync::Mutex};
 
-use super::{BatchItem, Engine, EngineSize, Record, Space, StorageError};
+use super::{BatchItem, Engine, EngineSize, EngineSnapshot, Record, Space, StorageError};
 use crate::util::LockExt;
 
 /// The in-memory engine: one ordered map per [`Space`] behind one lock, so
@@ -235,6 +235,44 @@ impl Engine for MemoryEngine {
             }
         })
         .ok()
+    }
+
+    /// A copy of the committed spaces (the simulator's data is small).
+    fn snapshot(&self) -> Result<std::sync::Arc<dyn EngineSnapshot>, StorageError> {
+        self.with(|s| {
+            std::sync::Arc::new(MemorySnapshot(s.committed.clone()))
+                as std::sync::Arc<dyn EngineSnapshot>
+        })
+    }
+}
+
+/// A copy of an in-memory engine's committed spaces.
+struct MemorySnapshot(Spaces);
+
+impl EngineSnapshot for MemorySnapshot {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.0[slot(space)].get(key).cloned())
+    }
+
+    fn visit_after(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<usize, StorageError> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut visited = 0;
+        for (k, v) in self.0[slot(space)]
+            .range::<[u8], _>((from, Bound::Unbounded))
+            .take(limit)
+        {
+            visited += 1;
+            if !visit(k, v) {
+                break;
+            }
+        }
+        Ok(visited)
     }
 }
 

@@ -51,6 +51,7 @@
 //! may not be on disk and the caller must not acknowledge it.
 
 use std::ops::Bound;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub mod disk;
@@ -186,6 +187,24 @@ pub trait Engine: Send + Sync + 'static {
     fn disk_space(&self) -> Option<disk::Space> {
         None
     }
+    /// A consistent view of every space as of now, which later commits do
+    /// not change (a backup reads one while writes go on). Holding it keeps
+    /// the engine from dropping what it sees: keep it short-lived.
+    fn snapshot(&self) -> Result<Arc<dyn EngineSnapshot>, StorageError>;
+}
+
+/// A point-in-time view of an engine's spaces (see [`Engine::snapshot`]).
+pub trait EngineSnapshot: Send + Sync + 'static {
+    /// Reads one key as of the snapshot.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// As [`Engine::visit_after`], as of the snapshot.
+    fn visit_after(
+        &self,
+        space: Space,
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<usize, StorageError>;
 }
 
 /// How big an engine's data is.

@@ -267,6 +267,12 @@ impl Store {
         self.workers
     }
 
+    /// A consistent view of every space as of now (see
+    /// [`super::Engine::snapshot`]).
+    pub fn snapshot(&self) -> Result<Arc<dyn super::EngineSnapshot>, StorageError> {
+        self.engine.snapshot()
+    }
+
     /// The engine's size, if it knows it.
     pub fn size(&self) -> Option<EngineSize> {
         self.engine.size()

@@ -53,6 +53,9 @@ impl Engine for FakeEngine {
     ) -> Result<Vec<Record>, StorageError> {
         self.inner.range(space, low, high, reverse, limit)
     }
+    fn snapshot(&self) -> Result<Arc<dyn super::super::EngineSnapshot>, StorageError> {
+        self.inner.snapshot()
+    }
     fn disk_space(&self) -> Option<super::super::disk::Space> {
         let free = (*self.free.lock().unwrap())?;
         Some(super::super::disk::Space { free, total: 1000 })

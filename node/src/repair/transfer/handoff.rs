@@ -129,7 +129,7 @@ impl Transfers {
 
     /// Makes `owner` hold the states of `moving[idx]`: a digest, then the
     /// states it lacks. Returns how many were sent.
-    async fn confirm(
+    pub(super) async fn confirm(
         &self,
         owner: &NodeId,
         moving: &[(Vec<u8>, u64, Vec<u8>, bool)],

@@ -1,0 +1,576 @@
+//! `kvorum admin backup`, `restore` and `verify`: a backup directory (see
+//! [`kvorum_node::backup::file`]) written from each member's storage
+//! snapshot, placed into a new cluster, and compared with a cluster or
+//! another backup by digests.
+
+use super::args::{AdminCommand, Conn};
+use super::BoxError;
+use kvorum_client::proto::{BackupManifest, DigestAnswer, DigestQuery};
+use kvorum_client::{Admin, Error as ClientError, ErrorReply};
+use kvorum_node::backup::file::{
+    self, BackupError, BackupIndex, BackupSet, NodeBackup, RecordWriter, INDEX_FILE, MANIFEST_FILE,
+};
+use kvorum_node::repair::aae::{differing, leaf_of, segment, BRANCHES, PER_BRANCH, SEGMENTS};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Bytes asked per backup page.
+const PAGE_BYTES: u32 = 4 << 20;
+/// Bytes of records per restore request (a node takes frames of 2 MiB by
+/// default; a larger record goes alone).
+const RESTORE_BATCH_BYTES: usize = 1 << 20;
+/// Segments per digest key listing (the node's limit).
+const SEGMENTS_PER_QUERY: usize = 256;
+
+/// Runs `admin backup`, `restore` or `verify`.
+pub async fn run(cmd: AdminCommand) -> Result<ExitCode, BoxError> {
+    match cmd {
+        AdminCommand::Backup { out, only, conn } => backup(&out, &only, &conn).await,
+        AdminCommand::Restore { from, conn } => restore(&from, &conn).await,
+        AdminCommand::Verify {
+            backup,
+            with,
+            with_nodes,
+            with_ca,
+            with_cert,
+            with_key,
+            all,
+            conn,
+        } => {
+            let a = match &backup {
+                Some(dir) => Side::backup(dir)?,
+                None => Side::cluster(&conn).await?,
+            };
+            let b = if let Some(dir) = &with {
+                Side::backup(dir)?
+            } else if !with_nodes.is_empty() {
+                let other = Conn {
+                    nodes: with_nodes,
+                    ca: with_ca.or(conn.ca.clone()),
+                    client_cert: with_cert.or(conn.client_cert.clone()),
+                    client_key: with_key.or(conn.client_key.clone()),
+                    ..conn
+                };
+                Side::cluster(&other).await?
+            } else if backup.is_some() {
+                Side::cluster(&conn).await?
+            } else {
+                return Err(
+                    "verify what? name a backup directory, --with DIR or --with-nodes".into(),
+                );
+            };
+            verify(a, b, all).await
+        }
+        _ => unreachable!("not a backup command"),
+    }
+}
+
+/// The members to back up, restore into or verify: every member that is
+/// not removed, each with an admin handle of its own address.
+async fn members(conn: &Conn) -> Result<Vec<(String, Admin)>, BoxError> {
+    let admin = conn.admin()?;
+    let status = admin.cluster_status().await?;
+    admin.close().await;
+    let mut out = Vec::new();
+    for m in status.members.iter().filter(|m| m.state != "removed") {
+        if !m.reachable {
+            return Err(format!(
+                "member {} ({}) is down: every member must answer",
+                m.id, m.addr
+            )
+            .into());
+        }
+        let addr: SocketAddr = m
+            .addr
+            .parse()
+            .map_err(|e| format!("member {} has address {:?}: {e}", m.id, m.addr))?;
+        out.push((m.id.clone(), conn.admin_for(vec![addr])?));
+    }
+    Ok(out)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+async fn backup(out: &Path, only: &[String], conn: &Conn) -> Result<ExitCode, BoxError> {
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        return Err(format!("{}: exists and is not empty", out.display()).into());
+    }
+    let mut nodes = members(conn).await?;
+    if !only.is_empty() {
+        for id in only {
+            if !nodes.iter().any(|(n, _)| n == id) {
+                return Err(format!("no member {id:?} in this cluster").into());
+            }
+        }
+        nodes.retain(|(n, _)| only.contains(n));
+    }
+    std::fs::create_dir_all(out)?;
+    // Every snapshot first, so that they are close in time.
+    let mut begun = Vec::new();
+    for (id, admin) in &nodes {
+        let manifest = admin
+            .backup_begin()
+            .await
+            .map_err(|e| format!("{id}: {e}"))?;
+        begun.push(manifest);
+    }
+    let began_ms = begun.iter().map(|m| m.taken_ms).min().unwrap_or(0);
+    let started = Instant::now();
+    let (mut records, mut bytes) = (0, 0);
+    for ((id, admin), manifest) in nodes.iter().zip(begun) {
+        let snapshot = manifest.snapshot;
+        let done = back_up_node(out, admin, manifest).await;
+        let _ = admin.backup_end(snapshot).await;
+        let node = done.map_err(|e| format!("{id}: {e}"))?;
+        records += node.records;
+        bytes += node.bytes;
+        admin.close().await;
+    }
+    let index = BackupIndex {
+        format: file::FORMAT,
+        began_ms,
+        finished_ms: now_ms(),
+        nodes: nodes.iter().map(|(n, _)| n.clone()).collect(),
+    };
+    // The index last: a directory without it is an unfinished backup.
+    file::write_json(&out.join(INDEX_FILE), &index)?;
+    println!(
+        "backup of {} node(s) in {}: {records} records, {} in {:.1} s",
+        nodes.len(),
+        out.display(),
+        mib(bytes),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pages through one node's snapshot into its directory.
+async fn back_up_node(
+    out: &Path,
+    admin: &Admin,
+    manifest: BackupManifest,
+) -> Result<NodeBackup, BoxError> {
+    let dir = out.join(&manifest.node);
+    std::fs::create_dir_all(&dir)?;
+    let mut writer = RecordWriter::create(&dir)?;
+    let started = Instant::now();
+    let mut shown = Instant::now();
+    let mut after = None;
+    loop {
+        let (page, next) = admin
+            .backup_page(manifest.snapshot, after.take(), PAGE_BYTES)
+            .await?;
+        for (k, r) in &page {
+            writer.write(k, r)?;
+        }
+        let (records, bytes) = writer.written();
+        if shown.elapsed() >= Duration::from_secs(1) || next.is_none() {
+            println!(
+                "{}: {records} of ~{} records, {}, {:.1} s",
+                manifest.node,
+                manifest.keys.max(records),
+                mib(bytes),
+                started.elapsed().as_secs_f64()
+            );
+            shown = Instant::now();
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let (records, bytes, checksum) = writer.finish()?;
+    let node = NodeBackup {
+        manifest,
+        records,
+        bytes,
+        checksum,
+        took_ms: started.elapsed().as_millis() as u64,
+    };
+    file::write_json(&dir.join(MANIFEST_FILE), &node)?;
+    Ok(node)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reads every records file whole, checking each against its manifest.
+fn check_files(set: &BackupSet) -> Result<(u64, Vec<String>), BackupError> {
+    let mut merged = set.merged()?;
+    let mut keys = 0;
+    while merged.next()?.is_some() {
+        keys += 1;
+    }
+    Ok((keys, merged.altered()))
+}
+
+async fn restore(from: &Path, conn: &Conn) -> Result<ExitCode, BoxError> {
+    let set = BackupSet::open(from)?;
+    let manifests = set.manifests()?;
+    let targets = members(conn).await?;
+    // A new cluster's nodes have data epochs of their own: none of the
+    // backup's dots can be issued again by them. A node with a backed-up
+    // node's actor is that node (or a copy of its data directory).
+    for (id, admin) in &targets {
+        let m = admin.backup_begin().await?;
+        let _ = admin.backup_end(m.snapshot).await;
+        if let Some(b) = manifests
+            .iter()
+            .find(|b| b.manifest.node == m.node && b.manifest.epoch == m.epoch)
+        {
+            return Err(format!(
+                "member {id} has the data epoch of the backup's {} ({}): this is the cluster that was \
+                 backed up, or a copy of its data; restore into a new cluster",
+                b.manifest.node, m.epoch
+            )
+            .into());
+        }
+    }
+    let (keys, altered) = check_files(&set)?;
+    if !altered.is_empty() {
+        return Err(format!("the backup is damaged or altered: {}", altered.join("; ")).into());
+    }
+    let admin = conn.admin()?;
+    let mut buckets: BTreeMap<String, kvorum_client::BucketProps> = BTreeMap::new();
+    for b in &manifests {
+        buckets.extend(b.manifest.buckets.iter().cloned());
+    }
+    let here: BTreeMap<String, kvorum_client::BucketProps> =
+        admin.buckets().await?.into_iter().collect();
+    for (name, props) in &buckets {
+        match here.get(name) {
+            Some(p) if p == props => {}
+            Some(p) if name == "default" => println!(
+                "note: the default bucket here is {p:?}, in the backup {props:?} (its records keep this cluster's)"
+            ),
+            Some(p) => {
+                return Err(format!(
+                    "bucket {name} here is {p:?}, in the backup {props:?}: drop it or restore into another cluster"
+                )
+                .into())
+            }
+            None => admin.create_bucket(name, *props).await?,
+        }
+    }
+    let started = Instant::now();
+    let mut shown = Instant::now();
+    let mut merged = set.merged()?;
+    let (mut placed, mut sent, mut bytes) = (0u64, 0u64, 0u64);
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    loop {
+        let next = merged.next()?;
+        if let Some((key, copies)) = next.as_ref() {
+            let record = file::merge_copies(copies)
+                .map_err(|e| format!("{}: {e}", String::from_utf8_lossy(key)))?;
+            batch_bytes += key.len() + record.len();
+            bytes += (key.len() + record.len()) as u64;
+            batch.push((key.clone(), record));
+        }
+        let last = next.is_none();
+        if (batch_bytes >= RESTORE_BATCH_BYTES || last) && !batch.is_empty() {
+            placed += batch.len() as u64;
+            sent += u64::from(place(&admin, std::mem::take(&mut batch)).await?);
+            batch_bytes = 0;
+        }
+        if shown.elapsed() >= Duration::from_secs(1) || last {
+            println!(
+                "restored {placed} of {keys} keys, {}, {:.1} s",
+                mib(bytes),
+                started.elapsed().as_secs_f64()
+            );
+            shown = Instant::now();
+        }
+        if last {
+            break;
+        }
+    }
+    admin.close().await;
+    println!(
+        "restore of {} into {} node(s): {placed} keys ({sent} copies sent to owners) in {:.1} s",
+        from.display(),
+        targets.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Places one batch, again while an owner is unavailable (for a minute).
+async fn place(admin: &Admin, batch: Vec<(Vec<u8>, Vec<u8>)>) -> Result<u32, BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match admin.restore(batch.clone()).await {
+            Ok(sent) => return Ok(sent),
+            Err(ClientError::Server(ErrorReply::BadRequest(why))) => return Err(why.into()),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("restore batch: {e}; again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One side of a verify: a backup's merged records, or a cluster's members.
+enum Side {
+    Backup {
+        dir: PathBuf,
+        set: BackupSet,
+        leaves: Vec<u64>,
+        keys: u64,
+        altered: Vec<String>,
+    },
+    Cluster {
+        what: String,
+        members: Vec<(String, Admin)>,
+    },
+}
+
+impl Side {
+    /// A backup's digest: one pass over its merged records.
+    fn backup(dir: &Path) -> Result<Side, BoxError> {
+        let set = BackupSet::open(dir)?;
+        let mut leaves = vec![0u64; SEGMENTS as usize];
+        let mut merged = set.merged()?;
+        let mut keys = 0;
+        while let Some((key, copies)) = merged.next()? {
+            let hash = state_hash_of(&key, &copies)?;
+            leaves[segment(&key) as usize] ^= leaf_of([(key.as_slice(), hash)]);
+            keys += 1;
+        }
+        let altered = merged.altered();
+        Ok(Side::Backup {
+            dir: dir.to_path_buf(),
+            set,
+            leaves,
+            keys,
+            altered,
+        })
+    }
+
+    async fn cluster(conn: &Conn) -> Result<Side, BoxError> {
+        let members = members(conn).await?;
+        let what = format!(
+            "the cluster of {}",
+            members
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        Ok(Side::Cluster { what, members })
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Side::Backup { dir, .. } => format!("backup {}", dir.display()),
+            Side::Cluster { what, .. } => what.clone(),
+        }
+    }
+
+    async fn ask(&self, q: DigestQuery) -> Result<Vec<DigestAnswer>, BoxError> {
+        let Side::Cluster { members, .. } = self else {
+            return Ok(Vec::new());
+        };
+        let mut answers = Vec::new();
+        for (id, admin) in members {
+            answers.push(
+                admin
+                    .digest(q.clone())
+                    .await
+                    .map_err(|e| format!("{id}: {e}"))?,
+            );
+        }
+        Ok(answers)
+    }
+
+    async fn branches(&self) -> Result<Vec<u64>, BoxError> {
+        if let Side::Backup { leaves, .. } = self {
+            return Ok(leaves
+                .chunks(PER_BRANCH as usize)
+                .map(|c| c.iter().fold(0, |a, h| a ^ h))
+                .collect());
+        }
+        let mut out = vec![0u64; BRANCHES as usize];
+        for a in self.ask(DigestQuery::Branches).await? {
+            let DigestAnswer::Branches(b) = a else {
+                return Err("a member answered something else than branches".into());
+            };
+            if b.len() != out.len() {
+                return Err(format!("a member answered {} branches", b.len()).into());
+            }
+            out.iter_mut().zip(b).for_each(|(o, h)| *o ^= h);
+        }
+        Ok(out)
+    }
+
+    /// The leaves of `branches`, branch by branch, flattened.
+    async fn leaves(&self, branches: &[u32]) -> Result<Vec<u64>, BoxError> {
+        if let Side::Backup { leaves, .. } = self {
+            return Ok(branches
+                .iter()
+                .flat_map(|b| {
+                    let at = (*b * PER_BRANCH) as usize;
+                    leaves[at..at + PER_BRANCH as usize].to_vec()
+                })
+                .collect());
+        }
+        let mut out = vec![0u64; branches.len() * PER_BRANCH as usize];
+        let q = DigestQuery::Leaves {
+            branches: branches.to_vec(),
+        };
+        for a in self.ask(q).await? {
+            let DigestAnswer::Leaves(got) = a else {
+                return Err("a member answered something else than leaves".into());
+            };
+            for (b, l) in got {
+                let Some(i) = branches.iter().position(|x| *x == b) else {
+                    continue;
+                };
+                let at = i * PER_BRANCH as usize;
+                for (o, h) in out[at..].iter_mut().zip(l) {
+                    *o ^= h;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The keys of `segments` with their state hashes.
+    async fn keys(&self, segments: &[u32]) -> Result<BTreeMap<Vec<u8>, u64>, BoxError> {
+        let mut out = BTreeMap::new();
+        match self {
+            Side::Backup { set, .. } => {
+                let wanted: std::collections::BTreeSet<u32> = segments.iter().copied().collect();
+                let mut merged = set.merged()?;
+                while let Some((key, copies)) = merged.next()? {
+                    if wanted.contains(&segment(&key)) {
+                        let hash = state_hash_of(&key, &copies)?;
+                        out.insert(key, hash);
+                    }
+                }
+            }
+            Side::Cluster { .. } => {
+                for chunk in segments.chunks(SEGMENTS_PER_QUERY) {
+                    let q = DigestQuery::Keys {
+                        segments: chunk.to_vec(),
+                    };
+                    for a in self.ask(q).await? {
+                        let DigestAnswer::Keys(keys) = a else {
+                            return Err("a member answered something else than keys".into());
+                        };
+                        out.extend(keys);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn close(self) {
+        if let Side::Cluster { members, .. } = self {
+            for (_, a) in members {
+                a.close().await;
+            }
+        }
+    }
+}
+
+/// The state hash a cluster holding `copies` merged would have for `key`.
+fn state_hash_of(key: &[u8], copies: &[Vec<u8>]) -> Result<u64, BoxError> {
+    let record =
+        file::merge_copies(copies).map_err(|e| format!("{}: {e}", String::from_utf8_lossy(key)))?;
+    Ok(kvorum_node::repair::aae::state_hash(&record))
+}
+
+/// A storage key as `bucket/partition[/sort]`.
+fn shown(key: &[u8]) -> String {
+    match kvorum_ring::item::decode(key) {
+        Some((bucket, partition, [])) => {
+            format!("{bucket}/{}", String::from_utf8_lossy(&partition))
+        }
+        Some((bucket, partition, sort)) => format!(
+            "{bucket}/{}/{}",
+            String::from_utf8_lossy(&partition),
+            String::from_utf8_lossy(sort)
+        ),
+        None => format!("{key:?}"),
+    }
+}
+
+async fn verify(a: Side, b: Side, all: bool) -> Result<ExitCode, BoxError> {
+    let started = Instant::now();
+    let mut damaged = Vec::new();
+    for side in [&a, &b] {
+        if let Side::Backup {
+            altered, keys, dir, ..
+        } = side
+        {
+            println!("{}: {keys} keys", dir.display());
+            damaged.extend(altered.iter().map(|w| format!("{}: {w}", dir.display())));
+        }
+    }
+    let branches = differing(&a.branches().await?, &b.branches().await?);
+    let mut segments = Vec::new();
+    if !branches.is_empty() {
+        let (la, lb) = (a.leaves(&branches).await?, b.leaves(&branches).await?);
+        for i in differing(&la, &lb) {
+            let branch = branches[i as usize / PER_BRANCH as usize];
+            segments.push(branch * PER_BRANCH + i % PER_BRANCH);
+        }
+    }
+    let (ka, kb) = if segments.is_empty() {
+        (BTreeMap::new(), BTreeMap::new())
+    } else {
+        (a.keys(&segments).await?, b.keys(&segments).await?)
+    };
+    let mut differences = Vec::new();
+    for (k, h) in &ka {
+        match kb.get(k) {
+            None => differences.push((k.clone(), format!("only in {}", a.name()))),
+            Some(o) if o != h => differences.push((k.clone(), "different states".to_string())),
+            Some(_) => {}
+        }
+    }
+    for k in kb.keys().filter(|k| !ka.contains_key(*k)) {
+        differences.push((k.clone(), format!("only in {}", b.name())));
+    }
+    differences.sort();
+    println!(
+        "compared {} with {}: {} of {BRANCHES} branches and {} segments differ, {} keys listed, in {:.1} s",
+        a.name(),
+        b.name(),
+        branches.len(),
+        segments.len(),
+        ka.len() + kb.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for (k, why) in differences.iter().take(if all { usize::MAX } else { 20 }) {
+        println!("  {}: {why}", shown(k));
+    }
+    if !all && differences.len() > 20 {
+        println!(
+            "  ... and {} more (--all lists every one)",
+            differences.len() - 20
+        );
+    }
+    for d in &damaged {
+        println!("damaged: {d}");
+    }
+    println!("{} differences", differences.len());
+    a.close().await;
+    b.close().await;
+    Ok(if differences.is_empty() && damaged.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

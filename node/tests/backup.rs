@@ -161,6 +161,12 @@ async fn a_backup_under_writes_restores_into_a_bigger_cluster_and_verifies() {
             &[],
         );
         assert!(served >= 300.0, "n1 served {served} records to the backup");
+        // The example program, against this cluster: the same records.
+        let (records, root) = backup_example::run(&source.addrs, &source.admin_tls())
+            .await
+            .unwrap();
+        assert!(records >= 3 * 300, "{records} records");
+        assert_ne!(root, 0);
 
         // A new cluster of 4 nodes, its own CA.
         let target = TestCluster::start(4, "").await;
@@ -272,3 +278,8 @@ async fn a_backup_under_writes_restores_into_a_bigger_cluster_and_verifies() {
     .await
     .unwrap();
 }
+
+// The example program itself, so the test runs exactly what users read.
+#[path = "../../examples/backup.rs"]
+#[allow(dead_code)]
+mod backup_example;

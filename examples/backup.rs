@@ -50,8 +50,8 @@ pub async fn run(seeds: &[SocketAddr], admin_tls: &TlsMaterial) -> Result<(u64, 
             manifest.buckets.len()
         );
         records += count;
-        if let DigestAnswer::Branches(b) = one.digest(DigestQuery::Branches).await? {
-            root ^= b.iter().fold(0, |a, h| a ^ h);
+        if let DigestAnswer::Branches { hashes, .. } = one.digest(DigestQuery::Branches).await? {
+            root ^= hashes.iter().fold(0, |a, h| a ^ h);
         }
         one.close().await;
     }

@@ -244,8 +244,8 @@ impl Admin {
     /// ```no_run
     /// # async fn f(admin: kvorum_client::Admin) -> Result<(), kvorum_client::Error> {
     /// use kvorum_client::proto::{DigestAnswer, DigestQuery};
-    /// if let DigestAnswer::Branches(b) = admin.digest(DigestQuery::Branches).await? {
-    ///     println!("{} branches", b.len());
+    /// if let DigestAnswer::Branches { view, hashes } = admin.digest(DigestQuery::Branches).await? {
+    ///     println!("{} branches on view {view:x}", hashes.len());
     /// }
     /// # Ok(()) }
     /// ```

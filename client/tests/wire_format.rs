@@ -331,7 +331,10 @@ fn responses() -> Vec<Response> {
             records: 2,
             sent: 1,
         },
-        Response::Digest(DigestAnswer::Branches(vec![1, 2])),
+        Response::Digest(DigestAnswer::Branches {
+            view: 5,
+            hashes: vec![1, 2],
+        }),
         Response::Digest(DigestAnswer::Leaves(vec![(1, vec![3])])),
         Response::Digest(DigestAnswer::Keys(vec![(b"k".to_vec(), 4)])),
     ];
@@ -395,7 +398,7 @@ const RESPONSES: &[&str] = &[
     "03160101016b017200",
     "031602",
     "03170201",
-    "031800020102",
+    "03180005020102",
     "03180101010103",
     "03180201016b04",
     "030a000178",

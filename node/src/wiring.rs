@@ -490,6 +490,15 @@ pub async fn assemble_with_metrics(
         config.limits,
     ));
     let reloader = ReloaderSlot::default();
+    let backups = Backups::new(
+        store.clone(),
+        replica.clone(),
+        membership.clone(),
+        buckets.clone(),
+        metrics.clone(),
+        env.clock.clone(),
+        env.rng.u64(),
+    );
     let admin = Admin::new(
         AdminServices {
             membership: membership.clone(),
@@ -503,15 +512,7 @@ pub async fn assemble_with_metrics(
             gate: gate.clone(),
             reloader: reloader.clone(),
             replica: replica.clone(),
-            backups: Backups::new(
-                store.clone(),
-                replica.clone(),
-                membership.clone(),
-                buckets.clone(),
-                metrics.clone(),
-                env.clock.clone(),
-                env.rng.u64(),
-            ),
+            backups: backups.clone(),
         },
         config.replication,
         config.limits,
@@ -567,6 +568,16 @@ pub async fn assemble_with_metrics(
         tasks.spawn(async move {
             while ticks.next().await {
                 metrics.run_upkeep();
+            }
+        });
+    }
+    {
+        // Backup snapshots left unread (an admin command that stopped)
+        // are released: each keeps the engine from dropping old versions.
+        let mut ticks = crate::util::time::Every::new(crate::backup::IDLE / 4, rx.clone());
+        tasks.spawn(async move {
+            while ticks.next().await {
+                backups.release_idle();
             }
         });
     }

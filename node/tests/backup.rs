@@ -272,6 +272,14 @@ async fn a_backup_under_writes_restores_into_a_bigger_cluster_and_verifies() {
         let refused = admin(&target, &["restore", backup]);
         assert!(!refused.status.success());
         assert!(String::from_utf8_lossy(&refused.stderr).contains("altered"));
+        // A cluster holding data is refused, unless the restore merges.
+        let copy = copy.to_str().unwrap();
+        let refused = admin(&target, &["restore", copy]);
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("holds data"));
+        assert!(admin(&target, &["restore", copy, "--merge"])
+            .status
+            .success());
         target.shutdown().await;
         source.shutdown().await;
     })

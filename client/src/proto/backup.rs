@@ -28,8 +28,8 @@ pub enum BackupStep {
     /// answer its manifest ([`BackupAnswer::Begun`]).
     Begin,
     /// The records of snapshot `id` after storage key `after` (from the
-    /// first when `None`), in key order, up to about `max_bytes` (at least
-    /// one record).
+    /// first when `None`), in key order, up to `max_bytes` (a page's first
+    /// record goes in whatever its size; the last page may be empty).
     Page {
         /// The snapshot, from [`BackupManifest::snapshot`].
         id: u64,
@@ -77,7 +77,8 @@ pub struct BackupManifest {
     pub dot_floor: u64,
     /// The stored record format of the records.
     pub record_format: u32,
-    /// The members the node knew.
+    /// The members the node knew: id, address, zone and state
+    /// (`reachable` and `ownership_ppm` are not recorded: false and 0).
     pub members: Vec<MemberStatus>,
     /// The buckets it knew, with their props.
     pub buckets: Vec<(String, BucketProps)>,
@@ -129,7 +130,7 @@ pub enum DigestQuery {
     },
     /// The keys of these segments, with their state hashes.
     Keys {
-        /// Segment numbers (0 to 16,383; at most 256 per query).
+        /// Segment numbers (0 to 16,383; at most 64 per query).
         segments: Vec<u32>,
     },
 }
@@ -143,8 +144,15 @@ pub enum DigestQuery {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DigestAnswer {
-    /// Branch hashes, branch 0 first.
-    Branches(Vec<u64>),
+    /// Branch hashes, branch 0 first, and the ring view they were
+    /// computed on (members whose views differ count keys on different
+    /// first replicas: their digests do not add up).
+    Branches {
+        /// The view's hash.
+        view: u64,
+        /// The hashes.
+        hashes: Vec<u64>,
+    },
     /// (branch, its 128 leaf hashes).
     Leaves(Vec<(u32, Vec<u64>)>),
     /// (storage key, state hash).

@@ -160,7 +160,8 @@ pub enum Response {
     Restored {
         /// Records of the request.
         records: u32,
-        /// Records sent to an owner that did not hold them so.
+        /// Copies sent to an owner that did not hold the record so (one
+        /// per owner).
         sent: u32,
     },
     /// Answer to [`Request::Digest`].

@@ -39,8 +39,9 @@ pub const MAGIC: &[u8] = b"KVORUM-BACKUP-1\n";
 pub const FORMAT: u32 = 1;
 /// Longest key a records file may hold (fjall's limit).
 const MAX_KEY: u32 = u16::MAX as u32;
-/// Longest record a records file may hold.
-const MAX_RECORD: u32 = 1 << 30;
+/// Longest record a records file may hold (a node's largest state is
+/// bounded by `limits.max_state_bytes`, far below).
+const MAX_RECORD: u32 = 256 << 20;
 
 /// `backup.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,7 +213,17 @@ pub struct RecordReader {
 impl RecordReader {
     /// Opens the records of `node` in backup directory `dir`.
     pub fn open(dir: &Path, node: &str) -> Result<Self, BackupError> {
-        let expect: NodeBackup = read_json(&dir.join(node).join(MANIFEST_FILE))?;
+        let path = dir.join(node).join(MANIFEST_FILE);
+        let expect: NodeBackup = read_json(&path)?;
+        if expect.manifest.node != node {
+            return Err(BackupError::Format {
+                path,
+                why: format!(
+                    "the manifest of node {:?} is in {node:?}",
+                    expect.manifest.node
+                ),
+            });
+        }
         let path = dir.join(node).join(RECORDS_FILE);
         let file = std::fs::File::open(&path).map_err(io(&path))?;
         let mut input = BufReader::with_capacity(1 << 20, file);
@@ -259,14 +270,16 @@ impl RecordReader {
     }
 
     fn bytes_of(&mut self, len: u32) -> Result<Vec<u8>, BackupError> {
-        let mut v = vec![0u8; len as usize];
-        self.input.read_exact(&mut v).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                self.damaged("the file ends inside a record")
-            } else {
-                io(&self.path)(e)
-            }
-        })?;
+        // Read as it comes: a damaged length allocates no more than the
+        // file holds.
+        let mut v = Vec::new();
+        (&mut self.input)
+            .take(u64::from(len))
+            .read_to_end(&mut v)
+            .map_err(io(&self.path))?;
+        if v.len() != len as usize {
+            return Err(self.damaged("the file ends inside a record"));
+        }
         self.hash.update(&v);
         Ok(v)
     }
@@ -340,6 +353,12 @@ impl BackupSet {
     pub fn open(dir: &Path) -> Result<Self, BackupError> {
         let path = dir.join(INDEX_FILE);
         let index: BackupIndex = read_json(&path)?;
+        if let Some(bad) = index.nodes.iter().find(|n| !is_node_dir(n)) {
+            return Err(BackupError::Format {
+                path,
+                why: format!("node {bad:?} is not a node id (a directory name)"),
+            });
+        }
         if index.format != FORMAT {
             return Err(BackupError::Format {
                 path,
@@ -436,21 +455,37 @@ impl Merged {
     }
 }
 
+/// Whether `name` can name a node's directory of a backup: a node id, not
+/// a path.
+pub fn is_node_dir(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
 /// One record from every node's copy of a key: their states merged (the
 /// key's state in the cluster that was backed up), re-encoded in the
-/// current format.
-pub fn merge_copies(copies: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+/// current format, and how many copies were left out because they did not
+/// decode (as a node quarantines such a record and takes its replicas'
+/// state). Fails if no copy decodes, or two copies are of different types.
+pub fn merge_copies(copies: &[Vec<u8>]) -> Result<(Vec<u8>, usize), String> {
     let mut merged: Option<value::State> = None;
+    let mut undecodable = Vec::new();
     for c in copies {
-        let state = value::decode_record(c).map_err(|e| e.to_string())?;
+        let state = match value::decode_record(c) {
+            Ok(s) => s,
+            Err(e) => {
+                undecodable.push(e.to_string());
+                continue;
+            }
+        };
         match &mut merged {
             None => merged = Some(state),
             Some(m) => m.merge(state).map_err(|e| e.to_string())?,
         }
     }
-    merged
-        .map(|m| value::encode_record(&m))
-        .ok_or_else(|| "no copy".to_string())
+    match merged {
+        Some(m) => Ok((value::encode_record(&m), undecodable.len())),
+        None => Err(format!("no copy decodes: {}", undecodable.join("; "))),
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 //!   sequence number across its spaces: writes go on, the snapshot does not
 //!   see them), read page by page in storage-key order by the admin
 //!   command, with a manifest: data epoch, dot floor, members, buckets.
-//!   At most [`MAX_OPEN`] snapshots at once; one idle for [`IDLE`] is
-//!   released (a snapshot keeps the engine from dropping what it sees).
+//!   At most [`MAX_OPEN`] snapshots at once; one unread for [`IDLE`] is
+//!   released by a periodic check (a snapshot keeps the engine from
+//!   dropping what it sees, so an abandoned one must not stay).
 //! - **Restore**: records of a backup handed to any node of a new cluster
 //!   are placed on their owners by the transfer machinery's handoff steps
 //!   (digest, then merge of what an owner lacks; see
@@ -96,7 +97,6 @@ impl Backups {
 
     /// Serves one step of an admin's backup.
     pub async fn serve(&self, step: BackupStep) -> Result<BackupAnswer, ErrorReply> {
-        self.release_idle();
         match step {
             BackupStep::Begin => self.begin().map(|m| BackupAnswer::Begun(Box::new(m))),
             BackupStep::Page {
@@ -148,7 +148,8 @@ impl Backups {
                 addr: m.addr.to_string(),
                 zone: m.zone.clone(),
                 state: m.state.as_str().to_string(),
-                reachable: true,
+                // Not recorded in a backup (see BackupManifest::members).
+                reachable: false,
                 ownership_ppm: 0,
             })
             .collect();
@@ -210,8 +211,9 @@ impl Backups {
             .set(self.inner.clock.since(o.began).as_secs_f64());
     }
 
-    /// Releases the snapshots unread for [`IDLE`].
-    fn release_idle(&self) {
+    /// Releases the snapshots unread for [`IDLE`] (the node calls it
+    /// periodically).
+    pub fn release_idle(&self) {
         let clock = &self.inner.clock;
         let mut open = self.inner.open.locked();
         let idle: Vec<u64> = open
@@ -233,8 +235,9 @@ impl Backups {
     }
 }
 
-/// A page's records: (key, record) pairs after `after` until `budget`
-/// bytes (at least one), where the next page starts, and its bytes.
+/// A page's records: (key, record) pairs after `after` up to `budget`
+/// bytes (the first whatever its size), where the next page starts, and
+/// its bytes.
 type PageRead = (Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>, u64);
 
 fn read_page(
@@ -250,18 +253,25 @@ fn read_page(
         let mut full = false;
         let visited =
             snapshot.visit_after(Space::Data, cursor.as_deref(), CHUNK, &mut |k, v| {
-                bytes += (k.len() + v.len()) as u64;
+                let size = (k.len() + v.len()) as u64;
+                // A record that would pass the budget starts the next page
+                // (a page's first record goes in whatever its size).
+                if !records.is_empty() && bytes + size > budget {
+                    full = true;
+                    return false;
+                }
+                bytes += size;
                 records.push((k.to_vec(), v.to_vec()));
-                full = bytes >= budget;
-                !full
+                true
             })?;
-        cursor = records.last().map(|(k, _)| k.clone());
         if full {
-            return Ok((records, cursor, bytes));
+            let next = records.last().map(|(k, _)| k.clone());
+            return Ok((records, next, bytes));
         }
         if visited < CHUNK {
             return Ok((records, None, bytes));
         }
+        cursor = records.last().map(|(k, _)| k.clone());
     }
 }
 

@@ -403,6 +403,10 @@ pub enum AdminCommand {
         /// stands alone).
         #[arg(long = "node", value_delimiter = ',')]
         only: Vec<String>,
+        /// Leave out members that are down (the others' replicas hold every
+        /// write acknowledged at W of 2 or more) instead of failing.
+        #[arg(long)]
+        allow_down: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -412,6 +416,11 @@ pub enum AdminCommand {
     Restore {
         /// The backup directory.
         from: PathBuf,
+        /// Restore into a cluster that holds data, joining the two (keys
+        /// deleted there since the backup, their tombstones reaped, come
+        /// back).
+        #[arg(long)]
+        merge: bool,
         #[command(flatten)]
         conn: Conn,
     },

@@ -23,13 +23,18 @@ const PAGE_BYTES: u32 = 4 << 20;
 /// default; a larger record goes alone).
 const RESTORE_BATCH_BYTES: usize = 1 << 20;
 /// Segments per digest key listing (the node's limit).
-const SEGMENTS_PER_QUERY: usize = 256;
+const SEGMENTS_PER_QUERY: usize = 64;
 
 /// Runs `admin backup`, `restore` or `verify`.
 pub async fn run(cmd: AdminCommand) -> Result<ExitCode, BoxError> {
     match cmd {
-        AdminCommand::Backup { out, only, conn } => backup(&out, &only, &conn).await,
-        AdminCommand::Restore { from, conn } => restore(&from, &conn).await,
+        AdminCommand::Backup {
+            out,
+            only,
+            allow_down,
+            conn,
+        } => backup(&out, &only, allow_down, &conn).await,
+        AdminCommand::Restore { from, merge, conn } => restore(&from, merge, &conn).await,
         AdminCommand::Verify {
             backup,
             with,
@@ -69,19 +74,33 @@ pub async fn run(cmd: AdminCommand) -> Result<ExitCode, BoxError> {
 }
 
 /// The members to back up, restore into or verify: every member that is
-/// not removed, each with an admin handle of its own address.
-async fn members(conn: &Conn) -> Result<Vec<(String, Admin)>, BoxError> {
+/// not removed, each with an admin handle of its own address. A member
+/// that is down is an error, or left out (with a warning) if `allow_down`.
+async fn members(conn: &Conn, allow_down: bool) -> Result<Vec<(String, Admin)>, BoxError> {
     let admin = conn.admin()?;
     let status = admin.cluster_status().await?;
     admin.close().await;
     let mut out = Vec::new();
     for m in status.members.iter().filter(|m| m.state != "removed") {
         if !m.reachable {
+            if allow_down {
+                eprintln!("warning: member {} ({}) is down: left out", m.id, m.addr);
+                continue;
+            }
             return Err(format!(
-                "member {} ({}) is down: every member must answer",
-                m.id, m.addr
+                "member {} ({}) is down: every member must answer{}",
+                m.id,
+                m.addr,
+                if allow_down {
+                    ""
+                } else {
+                    " (backup --allow-down leaves it out)"
+                }
             )
             .into());
+        }
+        if !file::is_node_dir(&m.id) {
+            return Err(format!("member id {:?} cannot name a directory", m.id).into());
         }
         let addr: SocketAddr = m
             .addr
@@ -96,52 +115,90 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-async fn backup(out: &Path, only: &[String], conn: &Conn) -> Result<ExitCode, BoxError> {
+async fn backup(
+    out: &Path,
+    only: &[String],
+    allow_down: bool,
+    conn: &Conn,
+) -> Result<ExitCode, BoxError> {
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         return Err(format!("{}: exists and is not empty", out.display()).into());
     }
-    let mut nodes = members(conn).await?;
+    let mut nodes = members(conn, allow_down).await?;
     if !only.is_empty() {
         for id in only {
             if !nodes.iter().any(|(n, _)| n == id) {
-                return Err(format!("no member {id:?} in this cluster").into());
+                return Err(format!("no member {id:?} up in this cluster").into());
             }
         }
         nodes.retain(|(n, _)| only.contains(n));
     }
     std::fs::create_dir_all(out)?;
-    // Every snapshot first, so that they are close in time.
-    let mut begun = Vec::new();
-    for (id, admin) in &nodes {
-        let manifest = admin
-            .backup_begin()
-            .await
-            .map_err(|e| format!("{id}: {e}"))?;
-        begun.push(manifest);
+    // Every snapshot first, so that they are close in time; the nodes are
+    // then read at once, so no snapshot waits unread (a node releases one
+    // left unread for a minute).
+    let mut begun: Vec<(String, Admin, BackupManifest)> = Vec::new();
+    let mut failed = None;
+    for (id, admin) in nodes {
+        match admin.backup_begin().await {
+            Ok(m) if m.node == id => begun.push((id, admin, m)),
+            Ok(m) => {
+                let _ = admin.backup_end(m.snapshot).await;
+                failed = Some(format!("{id}'s address is now node {}'s", m.node));
+                break;
+            }
+            Err(e) => {
+                failed = Some(format!("{id}: {e}"));
+                break;
+            }
+        }
     }
-    let began_ms = begun.iter().map(|m| m.taken_ms).min().unwrap_or(0);
+    if let Some(why) = failed {
+        for (_, admin, m) in &begun {
+            let _ = admin.backup_end(m.snapshot).await;
+        }
+        return Err(why.into());
+    }
+    let began_ms = begun.iter().map(|(_, _, m)| m.taken_ms).min().unwrap_or(0);
     let started = Instant::now();
+    let ids: Vec<String> = begun.iter().map(|(id, _, _)| id.clone()).collect();
+    let mut reads = tokio::task::JoinSet::new();
+    for (id, admin, manifest) in begun {
+        let out = out.to_path_buf();
+        reads.spawn(async move {
+            let snapshot = manifest.snapshot;
+            let done = back_up_node(&out, &admin, manifest).await;
+            let _ = admin.backup_end(snapshot).await;
+            admin.close().await;
+            done.map_err(|e| format!("{id}: {e}"))
+        });
+    }
     let (mut records, mut bytes) = (0, 0);
-    for ((id, admin), manifest) in nodes.iter().zip(begun) {
-        let snapshot = manifest.snapshot;
-        let done = back_up_node(out, admin, manifest).await;
-        let _ = admin.backup_end(snapshot).await;
-        let node = done.map_err(|e| format!("{id}: {e}"))?;
-        records += node.records;
-        bytes += node.bytes;
-        admin.close().await;
+    let mut failed = Vec::new();
+    while let Some(done) = reads.join_next().await {
+        match done {
+            Ok(Ok(node)) => {
+                records += node.records;
+                bytes += node.bytes;
+            }
+            Ok(Err(e)) => failed.push(e),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(format!("backup not finished: {}", failed.join("; ")).into());
     }
     let index = BackupIndex {
         format: file::FORMAT,
         began_ms,
         finished_ms: now_ms(),
-        nodes: nodes.iter().map(|(n, _)| n.clone()).collect(),
+        nodes: ids,
     };
     // The index last: a directory without it is an unfinished backup.
     file::write_json(&out.join(INDEX_FILE), &index)?;
     println!(
         "backup of {} node(s) in {}: {records} records, {} in {:.1} s",
-        nodes.len(),
+        index.nodes.len(),
         out.display(),
         mib(bytes),
         started.elapsed().as_secs_f64()
@@ -169,9 +226,9 @@ async fn back_up_node(
             writer.write(k, r)?;
         }
         let (records, bytes) = writer.written();
-        if shown.elapsed() >= Duration::from_secs(1) || next.is_none() {
+        if shown.elapsed() >= Duration::from_secs(1) && next.is_some() {
             println!(
-                "{}: {records} of ~{} records, {}, {:.1} s",
+                "{}: {records} records (of about {}), {}, {:.1} s",
                 manifest.node,
                 manifest.keys.max(records),
                 mib(bytes),
@@ -185,6 +242,12 @@ async fn back_up_node(
         }
     }
     let (records, bytes, checksum) = writer.finish()?;
+    println!(
+        "{}: {records} records, {}, {:.1} s",
+        manifest.node,
+        mib(bytes),
+        started.elapsed().as_secs_f64()
+    );
     let node = NodeBackup {
         manifest,
         records,
@@ -212,10 +275,43 @@ fn check_files(set: &BackupSet) -> Result<(u64, Vec<String>), BackupError> {
     Ok((keys, merged.altered()))
 }
 
-async fn restore(from: &Path, conn: &Conn) -> Result<ExitCode, BoxError> {
+/// The cluster's digest branches, or an error if its members computed
+/// theirs on different rings.
+async fn cluster_branches(members: &[(String, Admin)]) -> Result<Vec<u64>, BoxError> {
+    let mut out = vec![0u64; BRANCHES as usize];
+    let mut views = BTreeMap::new();
+    for (id, admin) in members {
+        let DigestAnswer::Branches { view, hashes } = admin
+            .digest(DigestQuery::Branches)
+            .await
+            .map_err(|e| format!("{id}: {e}"))?
+        else {
+            return Err(format!("{id} answered something else than branches").into());
+        };
+        if hashes.len() != out.len() {
+            return Err(format!("{id} answered {} branches", hashes.len()).into());
+        }
+        views.insert(view, id.clone());
+        out.iter_mut().zip(hashes).for_each(|(o, h)| *o ^= h);
+    }
+    if views.len() > 1 {
+        return Err(format!(
+            "the members hold different rings ({}): wait for gossip to settle, then run it again",
+            views.values().cloned().collect::<Vec<_>>().join(" and ")
+        )
+        .into());
+    }
+    Ok(out)
+}
+
+async fn restore(from: &Path, merge: bool, conn: &Conn) -> Result<ExitCode, BoxError> {
     let set = BackupSet::open(from)?;
     let manifests = set.manifests()?;
-    let targets = members(conn).await?;
+    let (keys, altered) = check_files(&set)?;
+    if !altered.is_empty() {
+        return Err(format!("the backup is damaged or altered: {}", altered.join("; ")).into());
+    }
+    let targets = members(conn, false).await?;
     // A new cluster's nodes have data epochs of their own: none of the
     // backup's dots can be issued again by them. A node with a backed-up
     // node's actor is that node (or a copy of its data directory).
@@ -234,26 +330,42 @@ async fn restore(from: &Path, conn: &Conn) -> Result<ExitCode, BoxError> {
             .into());
         }
     }
-    let (keys, altered) = check_files(&set)?;
-    if !altered.is_empty() {
-        return Err(format!("the backup is damaged or altered: {}", altered.join("; ")).into());
+    // Into an empty cluster: merging into one with data would bring back
+    // keys deleted there whose tombstones were reaped since.
+    if !merge && cluster_branches(&targets).await?.iter().any(|h| *h != 0) {
+        return Err(
+            "this cluster holds data: restore goes into an empty cluster \
+                    (--merge joins the backup with what it holds; keys deleted here since \
+                    the backup, their tombstones reaped, come back)"
+                .into(),
+        );
     }
     let admin = conn.admin()?;
     let mut buckets: BTreeMap<String, kvorum_client::BucketProps> = BTreeMap::new();
     for b in &manifests {
-        buckets.extend(b.manifest.buckets.iter().cloned());
+        for (name, props) in &b.manifest.buckets {
+            match buckets.insert(name.clone(), *props) {
+                Some(other) if other != *props => {
+                    return Err(format!(
+                        "the backup's nodes disagree on bucket {name}: {other:?} and {props:?}"
+                    )
+                    .into())
+                }
+                _ => {}
+            }
+        }
     }
     let here: BTreeMap<String, kvorum_client::BucketProps> =
         admin.buckets().await?.into_iter().collect();
     for (name, props) in &buckets {
         match here.get(name) {
             Some(p) if p == props => {}
-            Some(p) if name == "default" => println!(
-                "note: the default bucket here is {p:?}, in the backup {props:?} (its records keep this cluster's)"
+            Some(p) if name == "default" && p.bucket_type == props.bucket_type => println!(
+                "note: the default bucket here is {p:?}, in the backup {props:?} (its keys take this cluster's)"
             ),
             Some(p) => {
                 return Err(format!(
-                    "bucket {name} here is {p:?}, in the backup {props:?}: drop it or restore into another cluster"
+                    "bucket {name} here is {p:?}, in the backup {props:?}: restore into another cluster"
                 )
                 .into())
             }
@@ -263,25 +375,40 @@ async fn restore(from: &Path, conn: &Conn) -> Result<ExitCode, BoxError> {
     let started = Instant::now();
     let mut shown = Instant::now();
     let mut merged = set.merged()?;
-    let (mut placed, mut sent, mut bytes) = (0u64, 0u64, 0u64);
-    let mut batch = Vec::new();
+    let (mut placed, mut sent, mut bytes, mut skipped) = (0u64, 0u64, 0u64, 0usize);
+    let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut batch_bytes = 0;
     loop {
         let next = merged.next()?;
-        if let Some((key, copies)) = next.as_ref() {
-            let record = file::merge_copies(copies)
-                .map_err(|e| format!("{}: {e}", String::from_utf8_lossy(key)))?;
-            batch_bytes += key.len() + record.len();
-            bytes += (key.len() + record.len()) as u64;
-            batch.push((key.clone(), record));
-        }
         let last = next.is_none();
-        if (batch_bytes >= RESTORE_BATCH_BYTES || last) && !batch.is_empty() {
+        let record = match next {
+            Some((key, copies)) => {
+                let (record, left_out) =
+                    file::merge_copies(&copies).map_err(|e| format!("{}: {e}", shown_key(&key)))?;
+                if left_out > 0 {
+                    eprintln!(
+                        "warning: {}: {left_out} undecodable cop(ies) left out",
+                        shown_key(&key)
+                    );
+                    skipped += left_out;
+                }
+                Some((key, record))
+            }
+            None => None,
+        };
+        let size = record.as_ref().map_or(0, |(k, r)| k.len() + r.len());
+        // The batch goes before a record would take it past its size.
+        if !batch.is_empty() && (last || batch_bytes + size > RESTORE_BATCH_BYTES) {
             placed += batch.len() as u64;
             sent += u64::from(place(&admin, std::mem::take(&mut batch)).await?);
             batch_bytes = 0;
         }
-        if shown.elapsed() >= Duration::from_secs(1) || last {
+        if let Some((key, record)) = record {
+            batch_bytes += size;
+            bytes += size as u64;
+            batch.push((key, record));
+        }
+        if shown.elapsed() >= Duration::from_secs(1) && !last {
             println!(
                 "restored {placed} of {keys} keys, {}, {:.1} s",
                 mib(bytes),
@@ -294,10 +421,20 @@ async fn restore(from: &Path, conn: &Conn) -> Result<ExitCode, BoxError> {
         }
     }
     admin.close().await;
+    let altered = merged.altered();
+    if !altered.is_empty() {
+        return Err(format!(
+            "the backup changed while it was restored: {}",
+            altered.join("; ")
+        )
+        .into());
+    }
     println!(
-        "restore of {} into {} node(s): {placed} keys ({sent} copies sent to owners) in {:.1} s",
+        "restore of {} into {} node(s): {placed} keys, {} ({sent} copies sent to owners{}) in {:.1} s",
         from.display(),
         targets.len(),
+        mib(bytes),
+        if skipped > 0 { format!(", {skipped} undecodable copies left out") } else { String::new() },
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
@@ -310,6 +447,15 @@ async fn place(admin: &Admin, batch: Vec<(Vec<u8>, Vec<u8>)>) -> Result<u32, Box
         match admin.restore(batch.clone()).await {
             Ok(sent) => return Ok(sent),
             Err(ClientError::Server(ErrorReply::BadRequest(why))) => return Err(why.into()),
+            Err(ClientError::Server(ErrorReply::TooLarge { size, max, .. })) => {
+                let key = batch.first().map(|(k, _)| shown_key(k)).unwrap_or_default();
+                return Err(format!(
+                    "a restore request of {size} bytes (from key {key}) is over the node's {max}: \
+                     a record this large needs a larger [limits] max_frame_bytes on the nodes \
+                     while they are restored"
+                )
+                .into());
+            }
             Err(e) if Instant::now() < deadline => {
                 eprintln!("restore batch: {e}; again in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -334,6 +480,11 @@ enum Side {
     },
 }
 
+/// Keys of differing segments, with their state hashes, and the keys two
+/// members listed (each key counts on one first replica: two mean their
+/// rings differed).
+type Listing = (BTreeMap<Vec<u8>, u64>, Vec<Vec<u8>>);
+
 impl Side {
     /// A backup's digest: one pass over its merged records.
     fn backup(dir: &Path) -> Result<Side, BoxError> {
@@ -357,7 +508,7 @@ impl Side {
     }
 
     async fn cluster(conn: &Conn) -> Result<Side, BoxError> {
-        let members = members(conn).await?;
+        let members = members(conn, false).await?;
         let what = format!(
             "the cluster of {}",
             members
@@ -376,67 +527,51 @@ impl Side {
         }
     }
 
-    async fn ask(&self, q: DigestQuery) -> Result<Vec<DigestAnswer>, BoxError> {
-        let Side::Cluster { members, .. } = self else {
-            return Ok(Vec::new());
-        };
-        let mut answers = Vec::new();
-        for (id, admin) in members {
-            answers.push(
-                admin
-                    .digest(q.clone())
-                    .await
-                    .map_err(|e| format!("{id}: {e}"))?,
-            );
-        }
-        Ok(answers)
-    }
-
     async fn branches(&self) -> Result<Vec<u64>, BoxError> {
-        if let Side::Backup { leaves, .. } = self {
-            return Ok(leaves
+        match self {
+            Side::Backup { leaves, .. } => Ok(leaves
                 .chunks(PER_BRANCH as usize)
                 .map(|c| c.iter().fold(0, |a, h| a ^ h))
-                .collect());
+                .collect()),
+            Side::Cluster { members, .. } => cluster_branches(members).await,
         }
-        let mut out = vec![0u64; BRANCHES as usize];
-        for a in self.ask(DigestQuery::Branches).await? {
-            let DigestAnswer::Branches(b) = a else {
-                return Err("a member answered something else than branches".into());
-            };
-            if b.len() != out.len() {
-                return Err(format!("a member answered {} branches", b.len()).into());
-            }
-            out.iter_mut().zip(b).for_each(|(o, h)| *o ^= h);
-        }
-        Ok(out)
     }
 
     /// The leaves of `branches`, branch by branch, flattened.
     async fn leaves(&self, branches: &[u32]) -> Result<Vec<u64>, BoxError> {
-        if let Side::Backup { leaves, .. } = self {
-            return Ok(branches
-                .iter()
-                .flat_map(|b| {
-                    let at = (*b * PER_BRANCH) as usize;
-                    leaves[at..at + PER_BRANCH as usize].to_vec()
-                })
-                .collect());
-        }
+        let members = match self {
+            Side::Backup { leaves, .. } => {
+                return Ok(branches
+                    .iter()
+                    .flat_map(|b| {
+                        let at = (*b * PER_BRANCH) as usize;
+                        leaves[at..at + PER_BRANCH as usize].to_vec()
+                    })
+                    .collect())
+            }
+            Side::Cluster { members, .. } => members,
+        };
         let mut out = vec![0u64; branches.len() * PER_BRANCH as usize];
         let q = DigestQuery::Leaves {
             branches: branches.to_vec(),
         };
-        for a in self.ask(q).await? {
-            let DigestAnswer::Leaves(got) = a else {
-                return Err("a member answered something else than leaves".into());
+        for (id, admin) in members {
+            let DigestAnswer::Leaves(got) = admin
+                .digest(q.clone())
+                .await
+                .map_err(|e| format!("{id}: {e}"))?
+            else {
+                return Err(format!("{id} answered something else than leaves").into());
             };
             for (b, l) in got {
                 let Some(i) = branches.iter().position(|x| *x == b) else {
-                    continue;
+                    return Err(format!("{id} answered branch {b}, not asked").into());
                 };
+                if l.len() != PER_BRANCH as usize {
+                    return Err(format!("{id} answered {} leaves for branch {b}", l.len()).into());
+                }
                 let at = i * PER_BRANCH as usize;
-                for (o, h) in out[at..].iter_mut().zip(l) {
+                for (o, h) in out[at..at + PER_BRANCH as usize].iter_mut().zip(l) {
                     *o ^= h;
                 }
             }
@@ -445,8 +580,9 @@ impl Side {
     }
 
     /// The keys of `segments` with their state hashes.
-    async fn keys(&self, segments: &[u32]) -> Result<BTreeMap<Vec<u8>, u64>, BoxError> {
+    async fn keys(&self, segments: &[u32]) -> Result<Listing, BoxError> {
         let mut out = BTreeMap::new();
+        let mut twice = Vec::new();
         match self {
             Side::Backup { set, .. } => {
                 let wanted: std::collections::BTreeSet<u32> = segments.iter().copied().collect();
@@ -458,21 +594,29 @@ impl Side {
                     }
                 }
             }
-            Side::Cluster { .. } => {
+            Side::Cluster { members, .. } => {
                 for chunk in segments.chunks(SEGMENTS_PER_QUERY) {
                     let q = DigestQuery::Keys {
                         segments: chunk.to_vec(),
                     };
-                    for a in self.ask(q).await? {
-                        let DigestAnswer::Keys(keys) = a else {
-                            return Err("a member answered something else than keys".into());
+                    for (id, admin) in members {
+                        let DigestAnswer::Keys(keys) = admin
+                            .digest(q.clone())
+                            .await
+                            .map_err(|e| format!("{id}: {e}"))?
+                        else {
+                            return Err(format!("{id} answered something else than keys").into());
                         };
-                        out.extend(keys);
+                        for (k, h) in keys {
+                            if out.insert(k.clone(), h).is_some() {
+                                twice.push(k);
+                            }
+                        }
                     }
                 }
             }
         }
-        Ok(out)
+        Ok((out, twice))
     }
 
     async fn close(self) {
@@ -486,13 +630,12 @@ impl Side {
 
 /// The state hash a cluster holding `copies` merged would have for `key`.
 fn state_hash_of(key: &[u8], copies: &[Vec<u8>]) -> Result<u64, BoxError> {
-    let record =
-        file::merge_copies(copies).map_err(|e| format!("{}: {e}", String::from_utf8_lossy(key)))?;
+    let (record, _) = file::merge_copies(copies).map_err(|e| format!("{}: {e}", shown_key(key)))?;
     Ok(kvorum_node::repair::aae::state_hash(&record))
 }
 
 /// A storage key as `bucket/partition[/sort]`.
-fn shown(key: &[u8]) -> String {
+fn shown_key(key: &[u8]) -> String {
     match kvorum_ring::item::decode(key) {
         Some((bucket, partition, [])) => {
             format!("{bucket}/{}", String::from_utf8_lossy(&partition))
@@ -505,6 +648,9 @@ fn shown(key: &[u8]) -> String {
         None => format!("{key:?}"),
     }
 }
+
+/// Differing segments whose keys a verify lists without --all.
+const LISTED_SEGMENTS: usize = 1024;
 
 async fn verify(a: Side, b: Side, all: bool) -> Result<ExitCode, BoxError> {
     let started = Instant::now();
@@ -527,10 +673,15 @@ async fn verify(a: Side, b: Side, all: bool) -> Result<ExitCode, BoxError> {
             segments.push(branch * PER_BRANCH + i % PER_BRANCH);
         }
     }
-    let (ka, kb) = if segments.is_empty() {
-        (BTreeMap::new(), BTreeMap::new())
+    let listed = if all {
+        &segments[..]
     } else {
-        (a.keys(&segments).await?, b.keys(&segments).await?)
+        &segments[..segments.len().min(LISTED_SEGMENTS)]
+    };
+    let ((ka, twice_a), (kb, twice_b)) = if listed.is_empty() {
+        Default::default()
+    } else {
+        (a.keys(listed).await?, b.keys(listed).await?)
     };
     let mut differences = Vec::new();
     for (k, h) in &ka {
@@ -554,7 +705,7 @@ async fn verify(a: Side, b: Side, all: bool) -> Result<ExitCode, BoxError> {
         started.elapsed().as_secs_f64()
     );
     for (k, why) in differences.iter().take(if all { usize::MAX } else { 20 }) {
-        println!("  {}: {why}", shown(k));
+        println!("  {}: {why}", shown_key(k));
     }
     if !all && differences.len() > 20 {
         println!(
@@ -562,13 +713,36 @@ async fn verify(a: Side, b: Side, all: bool) -> Result<ExitCode, BoxError> {
             differences.len() - 20
         );
     }
+    if listed.len() < segments.len() {
+        println!(
+            "  ... and the keys of {} more differing segments (--all lists them)",
+            segments.len() - listed.len()
+        );
+    }
+    // Digests that differ with no key to show for it: the members' rings
+    // or data changed between the queries. Nothing can be said.
+    let unexplained = !segments.is_empty() && differences.is_empty();
+    for k in twice_a.iter().chain(&twice_b) {
+        println!(
+            "  {}: listed by two members (their rings differed)",
+            shown_key(k)
+        );
+    }
+    if unexplained || !twice_a.is_empty() || !twice_b.is_empty() {
+        println!("inconclusive: the digests changed during the verify (a ring change, or writes); run it again");
+    }
     for d in &damaged {
         println!("damaged: {d}");
     }
     println!("{} differences", differences.len());
     a.close().await;
     b.close().await;
-    Ok(if differences.is_empty() && damaged.is_empty() {
+    let clean = differences.is_empty()
+        && damaged.is_empty()
+        && !unexplained
+        && twice_a.is_empty()
+        && twice_b.is_empty();
+    Ok(if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -8,23 +8,27 @@
 use super::{contribution, Trees, PER_BRANCH, SEGMENTS};
 
 impl Trees {
-    /// Whether this node is the first replica of `key` on its ring.
+    /// Whether this node is the first replica of `key` on its ring (the
+    /// first of a preference list does not depend on its length).
     fn first_replica(&self, key: &[u8]) -> bool {
-        self.replicas(key).first() == Some(&self.me)
+        self.ring.item_preference_list(key, 1).first() == Some(&self.me)
+    }
+
+    /// The leaf hash of `segment` over the keys held as first replica
+    /// (0 for a segment out of range).
+    pub fn first_replica_leaf(&self, segment: u32) -> u64 {
+        self.index.get(segment as usize).map_or(0, |m| {
+            m.iter()
+                .filter(|(k, _)| self.first_replica(k))
+                .fold(0, |acc, (k, h)| acc ^ contribution(k, *h))
+        })
     }
 
     /// The leaf hashes of `branch` over the keys held as first replica.
     pub fn first_replica_leaves(&self, branch: u32) -> Vec<u64> {
         let start = branch.saturating_mul(PER_BRANCH).min(SEGMENTS);
         let end = start.saturating_add(PER_BRANCH).min(SEGMENTS);
-        (start..end)
-            .map(|s| {
-                self.index[s as usize]
-                    .iter()
-                    .filter(|(k, _)| self.first_replica(k))
-                    .fold(0, |acc, (k, h)| acc ^ contribution(k, *h))
-            })
-            .collect()
+        (start..end).map(|s| self.first_replica_leaf(s)).collect()
     }
 
     /// The keys of `segments` held as first replica, with state hashes.

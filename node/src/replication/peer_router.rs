@@ -144,9 +144,7 @@ impl PeerRouter {
                 // A delete (nothing live from now on) is taken: it is how
                 // space is freed.
                 if let Err(full) = self.check_disk() {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
+                    let now = self.s.coordinator.env.clock.wall_ms();
                     if state.dead_since().is_none_or(|t| t > now) {
                         return Err(full);
                     }

@@ -379,10 +379,11 @@ impl Coordinator {
                 .counter(metrics::READS_REPAIRED, &[])
                 .increment(1);
             let sent = self.metrics.counter(metrics::READ_REPAIRS, &[]);
-            let (me, replica, transport) = (
+            let (me, replica, transport, clock) = (
                 self.me.clone(),
                 self.replica.clone(),
                 self.transport.clone(),
+                self.env.clock.clone(),
             );
             let work = async move {
                 for (key, state, stale) in repairs {
@@ -392,6 +393,7 @@ impl Coordinator {
                         replica: replica.clone(),
                         transport: transport.clone(),
                         deadline,
+                        clock: clock.clone(),
                         sent: sent.clone(),
                     };
                     repair.send(&state, &stale).await;

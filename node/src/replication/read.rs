@@ -164,6 +164,7 @@ impl Coordinator {
             replica: self.replica.clone(),
             transport: self.transport.clone(),
             deadline,
+            clock: self.env.clock.clone(),
             sent: self.metrics.counter(metrics::READ_REPAIRS, &[]),
         };
         let needed_repair = self.metrics.counter(metrics::READS_REPAIRED, &[]);

@@ -16,6 +16,8 @@ pub(super) struct Repair {
     pub(super) replica: Replica,
     pub(super) transport: Arc<dyn Transport>,
     pub(super) deadline: tokio::time::Instant,
+    /// The node's clock (the time left to the deadline).
+    pub(super) clock: crate::util::clock::SharedClock,
     /// Counts the repairs sent.
     pub(super) sent: ::metrics::Counter,
 }
@@ -39,9 +41,7 @@ impl Repair {
                 key: self.key.clone(),
                 state: state.clone(),
             };
-            let left = self
-                .deadline
-                .saturating_duration_since(tokio::time::Instant::now());
+            let left = self.deadline.saturating_duration_since(self.clock.now());
             calls.spawn(async move {
                 if let Err(e) = ask(&*transport, &node, req, left).await {
                     tracing::debug!(%node, error = %e, "read repair not delivered");

@@ -12,8 +12,9 @@
 //!   unacknowledged deltas, acknowledged + Σ positive unacknowledged
 //!   deltas] (each unacknowledged delta may or may not have applied).
 //! - **convergence** (checked by the run): every node reads the same final
-//!   values, every pair of replicas has equal anti-entropy trees, and no
-//!   hint is left.
+//!   values, every pair of replicas has equal anti-entropy trees, no hint
+//!   is left, and every node's trees equal a rebuild from its storage
+//!   (whatever point a crash cut its writes at).
 
 use crate::history::{Entry, Op, Workload};
 use std::collections::{BTreeMap, BTreeSet};

@@ -200,6 +200,10 @@ impl Node {
     /// crash; what the engine keeps is up to the engine).
     pub fn abort(mut self) {
         self.tasks.abort_all();
+        // The collectors hold handles that hold the registry: without
+        // this, a crashed node's services, store and engine stay in memory
+        // (the simulator's swarm grew 14 MB a seed).
+        self.metrics.clear_collectors();
     }
 }
 

@@ -596,3 +596,23 @@ fn quorums_split_by_a_ring_change_planted_are_found() {
         "without the previous ring's group, the behind coordinator must miss writes"
     );
 }
+
+/// A crashed node leaves nothing behind: its engine (and the store,
+/// trees and services that hold it) is freed once its tasks are gone. The
+/// metrics' scrape collectors held the node's services, which hold the
+/// registry: a cycle that kept every crashed node of a run in memory.
+#[test]
+fn a_crashed_node_is_freed() {
+    let _one = serial();
+    paused().block_on(async {
+        let mut c = formed(shape(3, 0), 16).await;
+        write_all(&c, 0).await;
+        let engine = Arc::downgrade(&c.machines[1].engine);
+        c.crash(1, false);
+        sleep(Duration::from_secs(1)).await;
+        assert!(
+            engine.upgrade().is_none(),
+            "the crashed node's engine is still held"
+        );
+    });
+}

@@ -157,9 +157,10 @@ pub async fn run(cmd: AdminCommand) -> Result<ExitCode, BoxError> {
         | AdminCommand::Revoke { .. }
         | AdminCommand::Access { .. }
         | AdminCommand::ReloadCerts { .. }) => return super::access::run(cmd).await,
-        cmd @ (AdminCommand::Backup { .. }
-        | AdminCommand::Restore { .. }
-        | AdminCommand::Verify { .. }) => return super::backup::run(cmd).await,
+        cmd @ (AdminCommand::Backup { .. } | AdminCommand::Restore { .. }) => {
+            return super::backup::run(cmd).await
+        }
+        cmd @ AdminCommand::Verify { .. } => return super::verify::run(cmd).await,
         AdminCommand::Quarantine { conn } => {
             let admin = conn.one_admin("ask")?;
             let list = admin.quarantined().await?;

@@ -5,7 +5,7 @@
 //! - [`node`]: `start` and `dev`.
 //! - [`data`]: `get`, `put`, `delete`, `counter`, `set`, `map`.
 //! - [`admin`]: `admin ...` and `status`.
-//! - [`backup`]: `admin backup`, `restore` and `verify`.
+//! - [`backup`]: `admin backup` and `restore`; [`verify`]: `admin verify`.
 //! - [`cert`]: `cert ca|node|client`.
 //! - [`conn`]: how a command reaches a cluster.
 //! - [`print`]: tables of the admin commands.
@@ -23,6 +23,7 @@ pub mod items;
 pub mod node;
 pub mod print;
 pub mod tied;
+pub mod verify;
 
 use args::Command;
 use std::process::ExitCode;

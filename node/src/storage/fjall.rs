@@ -209,24 +209,7 @@ impl Engine for FjallEngine {
         limit: usize,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<usize, StorageError> {
-        use std::ops::Bound;
-        let from = match after {
-            Some(k) => Bound::Excluded(k.to_vec()),
-            None => Bound::Unbounded,
-        };
-        let mut visited = 0;
-        for g in self
-            .space(space)
-            .range::<Vec<u8>, _>((from, Bound::Unbounded))
-            .take(limit)
-        {
-            let (k, v) = g.into_inner().map_err(engine)?;
-            visited += 1;
-            if !visit(&k, &v) {
-                break;
-            }
-        }
-        Ok(visited)
+        visit_records(self.space(space).range(past(after)), limit, visit)
     }
 
     fn scan_after(
@@ -235,13 +218,8 @@ impl Engine for FjallEngine {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Record>, StorageError> {
-        use std::ops::Bound;
-        let from = match after {
-            Some(k) => Bound::Excluded(k.to_vec()),
-            None => Bound::Unbounded,
-        };
         self.space(space)
-            .range::<Vec<u8>, _>((from, Bound::Unbounded))
+            .range(past(after))
             .take(limit)
             .map(|g| {
                 let (k, v) = g.into_inner().map_err(engine)?;
@@ -256,6 +234,30 @@ impl Engine for FjallEngine {
             spaces: [self.data.clone(), self.meta.clone(), self.hints.clone()],
         }))
     }
+}
+
+/// The keys past `after` (every key when `None`).
+fn past(after: Option<&[u8]>) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound;
+    let from = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.to_vec()));
+    (from, Bound::Unbounded)
+}
+
+/// Visits up to `limit` records of `records` (see [`Engine::visit_after`]).
+fn visit_records(
+    records: fjall::Iter,
+    limit: usize,
+    visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+) -> Result<usize, StorageError> {
+    let mut visited = 0;
+    for g in records.take(limit) {
+        let (k, v) = g.into_inner().map_err(engine)?;
+        visited += 1;
+        if !visit(&k, &v) {
+            break;
+        }
+    }
+    Ok(visited)
 }
 
 /// A fjall snapshot across the keyspaces (one sequence number).
@@ -291,24 +293,8 @@ impl EngineSnapshot for FjallSnapshot {
         limit: usize,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<usize, StorageError> {
-        use std::ops::Bound;
-        let from = match after {
-            Some(k) => Bound::Excluded(k.to_vec()),
-            None => Bound::Unbounded,
-        };
-        let mut visited = 0;
-        for g in self
-            .snapshot
-            .range::<Vec<u8>, _>(self.space(space), (from, Bound::Unbounded))
-            .take(limit)
-        {
-            let (k, v) = g.into_inner().map_err(engine)?;
-            visited += 1;
-            if !visit(&k, &v) {
-                break;
-            }
-        }
-        Ok(visited)
+        let records = self.snapshot.range(self.space(space), past(after));
+        visit_records(records, limit, visit)
     }
 }
 

@@ -211,6 +211,31 @@ impl SimCluster {
         }
     }
 
+    /// Which two running members' anti-entropy trees of each other
+    /// differ, if any do (equal trees: they hold the same states of the
+    /// keys they share).
+    pub fn trees_differ(&self) -> Option<String> {
+        use std::collections::{BTreeMap, BTreeSet};
+        let nodes: Vec<_> = self
+            .members()
+            .into_iter()
+            .filter_map(|i| self.machines[i].node.as_ref())
+            .collect();
+        let member_ids: BTreeSet<_> = nodes.iter().map(|n| n.id().clone()).collect();
+        let roots: BTreeMap<_, BTreeMap<_, _>> = nodes
+            .iter()
+            .map(|n| (n.id().clone(), n.tree_roots().into_iter().collect()))
+            .collect();
+        for (a, of_a) in &roots {
+            for (b, root) in of_a.iter().filter(|(b, _)| member_ids.contains(*b)) {
+                if roots.get(b).and_then(|r| r.get(a)) != Some(root) {
+                    return Some(format!("trees of {a} and {b} differ"));
+                }
+            }
+        }
+        None
+    }
+
     /// The machines that are members (running or not).
     pub fn members(&self) -> Vec<usize> {
         (0..self.machines.len())

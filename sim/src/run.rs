@@ -335,24 +335,14 @@ fn divergence(cluster: &SimCluster) -> Option<String> {
             views(cluster)
         ));
     }
+    if let Some(why) = cluster.trees_differ() {
+        return Some(why);
+    }
     let nodes: Vec<_> = cluster
         .members()
         .into_iter()
         .filter_map(|i| cluster.machines[i].node.as_ref())
         .collect();
-    let member_ids: std::collections::BTreeSet<_> = nodes.iter().map(|n| n.id().clone()).collect();
-    let roots: BTreeMap<_, BTreeMap<_, _>> = nodes
-        .iter()
-        .map(|n| (n.id().clone(), n.tree_roots().into_iter().collect()))
-        .collect();
-    for (a, of_a) in &roots {
-        for (b, root) in of_a.iter().filter(|(b, _)| member_ids.contains(*b)) {
-            let theirs = roots.get(b).and_then(|r| r.get(a));
-            if theirs != Some(root) {
-                return Some(format!("trees of {a} and {b} differ"));
-            }
-        }
-    }
     for n in &nodes {
         if n.hints_pending() > 0 {
             return Some(format!("{} holds {} hints", n.id(), n.hints_pending()));

@@ -569,9 +569,9 @@ async fn a_write_on_w_of_the_new_ring_read_through_the_old(seed: u64) -> Vec<u32
     }
     let n1 = node(0).view();
     assert!(
-        !n1.members
+        n1.members
             .get(&ids[4])
-            .is_some_and(|m| m.state == MemberState::Up),
+            .is_none_or(|m| m.state != MemberState::Up),
         "n1 must still be behind when it reads"
     );
     c.net.drop_requests(None);

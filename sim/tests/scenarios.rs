@@ -84,8 +84,14 @@ fn key(k: u32) -> Vec<u8> {
 /// Writes `v{k}` to every key through machine `via`; each must be
 /// acknowledged.
 async fn write_all(c: &SimCluster, via: usize) {
+    write_keys(c, via, 0..KEYS).await
+}
+
+/// Writes `v{k}` to each of `keys` through machine `via` (the bucket's
+/// W = 2); each must be acknowledged.
+async fn write_keys(c: &SimCluster, via: usize, keys: impl IntoIterator<Item = u32>) {
     let node = c.machines[via].id.clone();
-    for k in 0..KEYS {
+    for k in keys {
         let put = Request::Put {
             bucket: "reg".into(),
             key: key(k),
@@ -100,9 +106,18 @@ async fn write_all(c: &SimCluster, via: usize) {
 
 /// Keys whose read through machine `via` (R = 2) misses its value.
 async fn missing_through(c: &SimCluster, via: usize) -> Vec<u32> {
+    missing_among(c, via, 0..KEYS).await
+}
+
+/// Which of `keys` a read through machine `via` (R = 2) misses the value of.
+async fn missing_among(
+    c: &SimCluster,
+    via: usize,
+    keys: impl IntoIterator<Item = u32>,
+) -> Vec<u32> {
     let node = c.machines[via].id.clone();
     let mut missing = Vec::new();
-    for k in 0..KEYS {
+    for k in keys {
         let get = Request::Get {
             bucket: "reg".into(),
             key: key(k),
@@ -535,38 +550,8 @@ async fn a_write_on_w_of_the_new_ring_read_through_the_old(seed: u64) -> Vec<u32
         keys.len() >= 3,
         "keys the join moved away from n1: {keys:?}"
     );
-    for &k in &keys {
-        let put = Request::Put {
-            bucket: "reg".into(),
-            key: key(k),
-            value: format!("v{k}").into_bytes(),
-            context: CausalContext::empty(),
-            options: WriteOptions::w(2),
-        };
-        let r = c
-            .net
-            .client_call(&ids[4], put, Duration::from_secs(5))
-            .await;
-        assert!(matches!(r, Some(Response::Written { .. })), "k{k}: {r:?}");
-    }
-    let mut missing = Vec::new();
-    for &k in &keys {
-        let get = Request::Get {
-            bucket: "reg".into(),
-            key: key(k),
-            options: ReadOptions::r(2),
-            at_least: None,
-        };
-        let want = format!("v{k}").into_bytes();
-        match c
-            .net
-            .client_call(&ids[0], get, Duration::from_secs(5))
-            .await
-        {
-            Some(Response::Value { siblings, .. }) if siblings.contains(&want) => {}
-            _ => missing.push(k),
-        }
-    }
+    write_keys(&c, 4, keys.iter().copied()).await;
+    let missing = missing_among(&c, 0, keys.iter().copied()).await;
     let n1 = node(0).view();
     assert!(
         n1.members

@@ -191,6 +191,42 @@ fn a_coordinator_behind_reads_across_a_completed_change() {
     });
 }
 
+/// A node joins while it hears nobody (a one-way partition: its own
+/// messages go out). With no member holding data in its view, it must not
+/// take "nothing to stream" for "streamed": found by swarm seed 119, where
+/// such a node went up empty and R = 1 scans read it.
+#[test]
+fn a_node_joining_behind_a_one_way_partition_streams_before_it_is_up() {
+    let _one = serial();
+    paused().block_on(async {
+        let mut c = formed(shape(3, 1), 13).await;
+        write_all(&c, 0).await;
+        let ids: Vec<_> = c.machines.iter().map(|m| m.id.clone()).collect();
+        c.net.partition(&ids[..3], &ids[3..], true);
+        c.machines[3].status = Status::Member;
+        c.start(3).await.unwrap();
+        sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            c.own_state(3),
+            Some(MemberState::Joining),
+            "n4 heard nobody, so it has streamed nothing"
+        );
+        c.net.heal();
+        assert!(
+            seen_up(&c, &[0, 1, 2, 3], 3, Duration::from_secs(120)).await,
+            "the join completes once the network heals"
+        );
+        let missing = missing_through(&c, 3).await;
+        assert!(missing.is_empty(), "through n4: {missing:?}");
+        let held = c.machines[3].node.as_ref().unwrap().data_keys().unwrap();
+        assert!(
+            held.len() as u32 >= KEYS / 2,
+            "n4 holds its share of the {KEYS} keys, not {}",
+            held.len()
+        );
+    });
+}
+
 /// A node stopped before a join restarts with its older member list and
 /// coordinates reads at once.
 #[test]

@@ -82,8 +82,40 @@ fn args() -> Args {
     a
 }
 
+/// `KVORUM_SIM_LOG` (a filter such as `info` or `kvorum_node::repair=debug`)
+/// prints the nodes' logs, stamped with virtual milliseconds: for a
+/// replay of one seed.
+fn logs() {
+    struct Virtual;
+    impl tracing_subscriber::fmt::time::FormatTime for Virtual {
+        fn format_time(
+            &self,
+            w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+        ) -> std::fmt::Result {
+            let now = tokio::runtime::Handle::try_current()
+                .map(|_| tokio::time::Instant::now().into_std());
+            match now {
+                Ok(t) => write!(w, "{:>9?}", t.duration_since(*EPOCH)),
+                Err(_) => write!(w, "-"),
+            }
+        }
+    }
+    static EPOCH: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    if let Ok(filter) = std::env::var("KVORUM_SIM_LOG") {
+        std::sync::LazyLock::force(&EPOCH);
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(Virtual)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
+}
+
 fn main() {
     let a = args();
+    logs();
     if a.speed {
         speed();
         return;

@@ -117,6 +117,11 @@ pub enum TransferError {
     /// The view changed under the transfer.
     #[error("the ring view changed")]
     ViewChanged,
+    /// This node's view has no member holding data, but it has seeds: it
+    /// has not heard the cluster yet (a one-way partition, a seed slow to
+    /// answer), so streaming from nobody would bring it up empty.
+    #[error("no member in this node's view holds data yet: waiting to hear the cluster")]
+    NoReaders,
     /// A record could not be merged into the local replica.
     #[error("merging a record: {0}")]
     Merge(#[from] ReplicaError),
@@ -334,6 +339,11 @@ impl Transfers {
     /// until it is back or removed: a write acknowledged by few replicas
     /// (W = 1) may be on that reader alone.
     async fn stream_in(&self, view: &View) -> Result<(), TransferError> {
+        // The founding case (no seeds, or every member joining at once) went
+        // up in `step`; here an empty read ring means the cluster is unheard.
+        if view.read_ring.is_empty() {
+            return Err(TransferError::NoReaders);
+        }
         let mut sources = Vec::new();
         for m in view.read_ring.members() {
             if m.id == self.inner.me {

@@ -155,6 +155,9 @@ struct Inner {
     /// The view of the last handoff pass (drop of keys no longer owned),
     /// and when the next one is due.
     handed_off: Mutex<Option<(u64, tokio::time::Instant)>>,
+    /// A key this node does not own arrived since the last pass began
+    /// ([`Transfers::hand_off_soon`]): the next step hands off at once.
+    foreign: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
     clock: SharedClock,
 }
@@ -189,10 +192,33 @@ impl Transfers {
                 active: AtomicU64::new(0),
                 gainers: Mutex::new(None),
                 handed_off: Mutex::new(None),
+                foreign: std::sync::atomic::AtomicBool::new(false),
                 metrics,
                 clock,
             }),
         }
+    }
+
+    /// Whether this node owns `key` in its current view (is in its read or
+    /// write preference list).
+    pub fn owns(&self, key: &[u8]) -> bool {
+        let view = self.inner.membership.view();
+        let n = self.inner.buckets.n_of_key(key);
+        let me = &self.inner.me;
+        view.read_ring.item_preference_list(key, n).contains(me)
+            || view.write_ring.item_preference_list(key, n).contains(me)
+    }
+
+    /// A key this node does not own ([`Transfers::owns`]) was stored here:
+    /// a hint delivered, or a coordinator a gossip round behind writing,
+    /// after this node's last handoff pass. The next step hands it off,
+    /// not the recheck a minute away: a copy a non-owner keeps is outside
+    /// the reaper's every-replica check, and pushed after the key's
+    /// tombstone was reaped it would bring back deleted values (swarm seed
+    /// 8096: a hint delivered to a former owner 0.2 s after its pass, and
+    /// pushed 60 s later).
+    pub fn hand_off_soon(&self) {
+        self.inner.foreign.store(true, Ordering::Relaxed);
     }
 
     /// The replication factors in use (the default and every bucket's).
@@ -287,8 +313,9 @@ impl Transfers {
         let due = match *lock(&self.inner.handed_off) {
             Some((hash, next)) => hash != view.hash || self.inner.clock.now() >= next,
             None => true,
-        };
+        } || self.inner.foreign.load(Ordering::Relaxed);
         if due && self.barrier(&view) {
+            self.inner.foreign.store(false, Ordering::Relaxed);
             // A pass that left keys behind (an owner down, a key written
             // meanwhile) is repeated soon; a clean one is checked again now
             // and then (keys written late by a coordinator whose view lagged).

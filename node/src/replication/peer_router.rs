@@ -149,12 +149,20 @@ impl PeerRouter {
                         return Err(full);
                     }
                 }
+                let foreign = !self.s.transfers.owns(&key);
                 self.s.replica.merge(key, state).await?;
+                if foreign {
+                    self.s.transfers.hand_off_soon();
+                }
                 Ok(ReplicaResponse::Stored)
             }
             ReplicaRequest::Repair { key, state } => {
                 self.check_not_removed()?;
+                let foreign = !self.s.transfers.owns(&key);
                 self.s.replica.merge(key, state).await?;
+                if foreign {
+                    self.s.transfers.hand_off_soon();
+                }
                 Ok(ReplicaResponse::Stored)
             }
             ReplicaRequest::HintedWrite { owner, key, state } => {

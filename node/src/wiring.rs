@@ -428,11 +428,9 @@ pub async fn assemble_with_metrics(
         let buckets = buckets.clone();
         Arc::new(move |key: &[u8]| buckets.n_of_key(key))
     };
-    let trees = Arc::new(std::sync::Mutex::new(Trees::new(
-        me.id.clone(),
-        n_of,
-        Ring::default(),
-    )));
+    let trees = Arc::new(std::sync::Mutex::new(
+        Trees::new(me.id.clone(), n_of, Ring::default()).with_clock(env.clock.clone()),
+    ));
     let replica = Replica::new(actor, store.clone(), config.limits.value_limits(), trees)?;
     let hints = Hints::open_with(store.clone(), config.hints, env.clock.clone())?;
     let anti_entropy = Arc::new(AntiEntropy::new(

@@ -24,6 +24,7 @@ mod digest;
 
 pub use digest::leaf_of;
 
+use crate::util::clock::SharedClock;
 use kvorum_ring::{NodeId, Ring};
 use std::collections::{BTreeMap, HashMap};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
@@ -92,10 +93,26 @@ pub struct Trees {
     /// one key, where a `BTreeMap` compared several, each a cache miss).
     index: Vec<Segment>,
     /// Keys whose state holds only tombstones, with the latest delete time
-    /// (the candidates for reaping).
-    tombstones: BTreeMap<Vec<u8>, u64>,
+    /// and when this node first held that state (the candidates for
+    /// reaping).
+    tombstones: BTreeMap<Vec<u8>, Dead>,
+    /// The node's clock, for [`Dead::seen`] (`None`: in pure tests).
+    clock: Option<SharedClock>,
     /// The trees of a new ring being built, segment by segment.
     pending: Option<Pending>,
+}
+
+/// A tombstone-only key: its latest delete time (by the clock of the
+/// coordinator that deleted), and when this node first held this state (by
+/// its own monotonic clock). Reaping needs both past the grace, so a
+/// coordinator whose wall clock runs behind cannot make a tombstone look
+/// old (swarm seed 9512: a delete stamped 23 s in the past was reaped 1.4 s
+/// after it was acknowledged, with a grace of 16 s), and no wall-clock jump
+/// here can either.
+#[derive(Clone, Debug)]
+struct Dead {
+    at_ms: u64,
+    seen: Option<tokio::time::Instant>,
 }
 
 /// Trees for a new ring, built from the index in segment order: segments
@@ -180,8 +197,17 @@ impl Trees {
             trees: HashMap::new(),
             index: empty_index(),
             tombstones: BTreeMap::new(),
+            clock: None,
             pending: None,
         }
+    }
+
+    /// Trees that note, by `clock`, when each tombstone was first held
+    /// here (the node's; [`Trees::new`] alone notes nothing, and the grace
+    /// then runs from the delete time only).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     /// The ring the trees are for.
@@ -258,8 +284,15 @@ impl Trees {
     /// rebuild racing a commit) changes nothing.
     pub fn update(&mut self, key: &[u8], new: u64, tombstone: Option<u64>) {
         match tombstone {
+            // The same state again (a build racing a commit): first held
+            // when it was first recorded.
+            Some(t)
+                if self.tombstones.get(key).is_some_and(|d| d.at_ms == t)
+                    && self.index[segment(key) as usize].get(key) == Some(&new) => {}
             Some(t) => {
-                self.tombstones.insert(key.to_vec(), t);
+                let seen = self.clock.as_ref().map(|c| c.now());
+                self.tombstones
+                    .insert(key.to_vec(), Dead { at_ms: t, seen });
             }
             None if !self.tombstones.is_empty() => {
                 self.tombstones.remove(key);
@@ -303,9 +336,16 @@ impl Trees {
     }
 
     /// Tombstone-only keys this node is the first replica of, deleted before
-    /// `before_ms`: up to `limit` of them, in key order starting after key
-    /// `after` and wrapping around, each at most once.
-    pub fn reapable(&self, before_ms: u64, limit: usize, after: Option<&[u8]>) -> Vec<Vec<u8>> {
+    /// `before_ms` and held here for at least `grace` (by the node's
+    /// monotonic clock): up to `limit` of them, in key order starting after
+    /// key `after` and wrapping around, each at most once.
+    pub fn reapable(
+        &self,
+        before_ms: u64,
+        grace: std::time::Duration,
+        limit: usize,
+        after: Option<&[u8]>,
+    ) -> Vec<Vec<u8>> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let tail = match after {
             Some(k) => self.tombstones.range::<[u8], _>((Excluded(k), Unbounded)),
@@ -314,13 +354,25 @@ impl Trees {
         // With a cursor, wrap around to the keys up to it.
         let head = after.map(|k| self.tombstones.range::<[u8], _>((Unbounded, Included(k))));
         tail.chain(head.into_iter().flatten())
-            .filter(|(_, t)| **t < before_ms)
+            .filter(|(k, d)| d.at_ms < before_ms && self.held_dead_for(k, grace))
             .filter(|(k, _)| {
                 self.ring.item_preference_list(k, (self.n)(k)).first() == Some(&self.me)
             })
             .map(|(k, _)| k.clone())
             .take(limit)
             .collect()
+    }
+
+    /// Whether this node has held `key` as a tombstone for at least
+    /// `grace` by its monotonic clock (see [`Trees::reapable`]; without a
+    /// clock, whether it is a tombstone here at all).
+    pub fn held_dead_for(&self, key: &[u8], grace: std::time::Duration) -> bool {
+        self.tombstones
+            .get(key)
+            .is_some_and(|d| match (&d.seen, &self.clock) {
+                (Some(seen), Some(clock)) => clock.since(*seen) >= grace,
+                _ => true,
+            })
     }
 
     /// The replicas of `key` (the preference list).
@@ -401,7 +453,12 @@ impl Trees {
             .into_iter()
             .all(|p| self.trees.get(p).unwrap_or(&zeros) == other.trees.get(p).unwrap_or(&zeros))
             && self.index == other.index
-            && self.tombstones == other.tombstones
+            && self.tombstones.len() == other.tombstones.len()
+            && self
+                .tombstones
+                .iter()
+                .zip(other.tombstones.iter())
+                .all(|((a, x), (b, y))| a == b && x.at_ms == y.at_ms)
     }
 }
 

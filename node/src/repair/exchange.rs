@@ -490,8 +490,12 @@ impl AntiEntropy {
             // Rotate through the candidates, so keys that cannot be reaped
             // yet (a replica down) do not hold back the others.
             let after = self.reap_cursor.locked().take();
-            let candidates =
-                replica::lock(self.trees()).reapable(before, REAP_BATCH, after.as_deref());
+            let candidates = replica::lock(self.trees()).reapable(
+                before,
+                self.config.tombstone_grace,
+                REAP_BATCH,
+                after.as_deref(),
+            );
             *self.reap_cursor.locked() = candidates.last().cloned();
             let full = candidates.len() == REAP_BATCH;
             let before_batch = removed;
@@ -567,7 +571,9 @@ impl AntiEntropy {
             return Ok(false);
         };
         // Dead (deleted or expired) since before the grace, as it is now.
-        if local.dead_since().is_none_or(|t| t > before) {
+        if local.dead_since().is_none_or(|t| t > before)
+            || !replica::lock(self.trees()).held_dead_for(key, self.config.tombstone_grace)
+        {
             return Ok(false);
         }
         let hash = aae::state_hash(&value::encode_record(&local));

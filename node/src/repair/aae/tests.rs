@@ -70,16 +70,59 @@ fn reaping_candidates_rotate_from_a_cursor() {
     for i in 0..5u8 {
         t.update(&[i], u64::from(i), Some(10));
     }
-    assert_eq!(t.reapable(100, 2, None), vec![vec![0], vec![1]]);
-    assert_eq!(t.reapable(100, 2, Some(&[1])), vec![vec![2], vec![3]]);
     assert_eq!(
-        t.reapable(100, 3, Some(&[3])),
+        t.reapable(100, Duration::ZERO, 2, None),
+        vec![vec![0], vec![1]]
+    );
+    assert_eq!(
+        t.reapable(100, Duration::ZERO, 2, Some(&[1])),
+        vec![vec![2], vec![3]]
+    );
+    assert_eq!(
+        t.reapable(100, Duration::ZERO, 3, Some(&[3])),
         vec![vec![4], vec![0], vec![1]]
     );
-    assert_eq!(t.reapable(100, 9, Some(&[3])).len(), 5, "each at most once");
-    assert!(t.reapable(5, 9, None).is_empty(), "too young");
+    assert_eq!(
+        t.reapable(100, Duration::ZERO, 9, Some(&[3])).len(),
+        5,
+        "each at most once"
+    );
+    assert!(
+        t.reapable(5, Duration::ZERO, 9, None).is_empty(),
+        "too young"
+    );
     t.update(&[0], 99, None); // written again: no longer a tombstone
-    assert_eq!(t.reapable(100, 1, None), vec![vec![1]]);
+    assert_eq!(t.reapable(100, Duration::ZERO, 1, None), vec![vec![1]]);
+}
+
+/// The grace also runs on this node's monotonic clock from when it first
+/// held the tombstone: a delete stamped long ago by a coordinator whose
+/// wall clock runs behind is not reapable at once.
+#[test]
+fn a_tombstone_is_reapable_only_once_held_here_for_the_grace() {
+    /// A monotonic clock moved by hand.
+    struct Manual(std::sync::Mutex<tokio::time::Instant>);
+    impl crate::util::clock::Clock for Manual {
+        fn now(&self) -> tokio::time::Instant {
+            *self.0.lock().unwrap()
+        }
+        fn wall_ms(&self) -> u64 {
+            0
+        }
+    }
+    let manual = std::sync::Arc::new(Manual(std::sync::Mutex::new(tokio::time::Instant::now())));
+    let advance = |d: Duration| *manual.0.lock().unwrap() += d;
+    let mut t = Trees::new(id("n1"), fixed_n(1), Ring::new([Member::new("n1")], 8))
+        .with_clock(manual.clone());
+    let grace = Duration::from_secs(16);
+    t.update(&[1], 1, Some(10)); // stamped at 10 ms: long past any cutoff
+    assert!(t.reapable(100, grace, 9, None).is_empty(), "held here 0 s");
+    advance(Duration::from_secs(10));
+    t.update(&[1], 1, Some(10)); // the same state again: no new start
+    advance(Duration::from_secs(6));
+    assert_eq!(t.reapable(100, grace, 9, None), vec![vec![1]]);
+    t.update(&[1], 2, Some(20)); // a newer delete: held from now
+    assert!(t.reapable(100, grace, 9, None).is_empty());
 }
 
 #[test]

@@ -444,6 +444,95 @@ async fn a_write_after_a_reap_survives(seed: u64) -> bool {
     }
 }
 
+/// A node that no longer owns a key holds a copy of it it cannot hand
+/// off (its answers from the owners are lost); the key is deleted. The
+/// owners must not reap the tombstone while that member may push its
+/// copy: after the network heals, the deleted value must stay deleted.
+/// Found by swarm seed 9948, where the reaper asked the key's replicas
+/// only. Returns what a read at R = 3 sees in the end, once every node
+/// has let the key go (the reap is held back, not blocked for good).
+async fn a_copy_not_handed_off_after_a_delete(seed: u64) -> Option<Response> {
+    use kvorum_node::rpc::call::ask;
+    use kvorum_node::rpc::peer::{ReplicaRequest, ReplicaResponse};
+    let c = formed(shape(4, 0), seed).await;
+    let ids: Vec<NodeId> = c.machines.iter().map(|m| m.id.clone()).collect();
+    let k = key(0);
+    let skey = storage_key(&k);
+    let owners = c.machines[0]
+        .node
+        .as_ref()
+        .unwrap()
+        .view()
+        .read_ring
+        .item_preference_list(&skey, 3);
+    let via = ids.iter().position(|i| *i == owners[0]).unwrap();
+    let stray = ids.iter().find(|i| !owners.contains(i)).unwrap().clone();
+    let call = |req: Request| {
+        let (net, to) = (c.net.clone(), ids[via].clone());
+        async move { net.client_call(&to, req, Duration::from_secs(5)).await }
+    };
+    let put = Request::Put {
+        bucket: "reg".into(),
+        key: k.clone(),
+        value: b"old".to_vec(),
+        context: CausalContext::empty(),
+        options: WriteOptions::w(3),
+    };
+    assert!(matches!(call(put).await, Some(Response::Written { .. })));
+    // The stray hears nothing from the owners from now on, and gets the
+    // key's state as a former owner would (a late hint, a write from a
+    // coordinator behind).
+    c.net.partition(&owners, std::slice::from_ref(&stray), true);
+    let read = ReplicaRequest::Read { key: skey.clone() };
+    let t = Duration::from_secs(5);
+    let state = match ask(&*c.net.transport(&owners[0]), &owners[1], read, t).await {
+        Ok(ReplicaResponse::State(Some(state))) => state,
+        other => panic!("the owner holds the key: {other:?}"),
+    };
+    let write = ReplicaRequest::Write {
+        key: skey.clone(),
+        state,
+    };
+    let stored = ask(&*c.net.transport(&stray), &stray, write, t).await;
+    assert!(matches!(stored, Ok(ReplicaResponse::Stored)), "{stored:?}");
+    let get = || Request::Get {
+        bucket: "reg".into(),
+        key: k.clone(),
+        options: ReadOptions::r(3),
+        at_least: None,
+    };
+    let Some(Response::Value { context, .. }) = call(get()).await else {
+        panic!("the write reads back");
+    };
+    let delete = Request::Delete {
+        bucket: "reg".into(),
+        key: k.clone(),
+        context,
+        options: WriteOptions::w(3),
+    };
+    assert!(matches!(call(delete).await, Some(Response::Written { .. })));
+    // Well past the grace (16 s here) while the stray cannot hand off.
+    sleep(Duration::from_secs(60)).await;
+    c.net.heal();
+    sleep(Duration::from_secs(60)).await;
+    // Once the stray handed its copy off, the tombstone goes everywhere.
+    for m in &c.machines {
+        let keys = m.node.as_ref().unwrap().data_keys().unwrap();
+        assert!(!keys.contains(&skey), "{} still holds the key", m.id);
+    }
+    call(get()).await
+}
+
+#[test]
+fn a_copy_not_handed_off_holds_back_the_reap() {
+    let _one = serial();
+    let end = paused().block_on(a_copy_not_handed_off_after_a_delete(14));
+    assert!(
+        matches!(end, Some(Response::NotFound { .. })),
+        "the deleted value came back: {end:?}"
+    );
+}
+
 #[test]
 fn a_write_after_a_reap_survives_the_tombstone_left_elsewhere() {
     let _one = serial();

@@ -577,8 +577,38 @@ impl AntiEntropy {
             return Ok(false);
         }
         let hash = aae::state_hash(&value::encode_record(&local));
-        let replicas = replica::lock(self.trees()).replicas(key);
+        let mut replicas = replica::lock(self.trees()).replicas(key);
+        // Every other member is asked too, not only the key's replicas: a
+        // node that no longer owns the key may still hold a copy it has not
+        // handed off (its pass blocked by an owner it cannot reach), and
+        // pushed after the reap, that copy would bring the deleted value
+        // back (swarm seed 9948). Such a member answers with another state
+        // and the key waits; members holding this exact tombstone reap too.
+        let others: Vec<NodeId> = self
+            .peers()
+            .into_iter()
+            .filter(|p| !replicas.contains(p))
+            .collect();
         let check = !crate::util::plant::planted(crate::util::plant::Bug::EarlyReap);
+        let mut holders = Vec::new();
+        for node in others.iter().filter(|_| check) {
+            let read = ReplicaRequest::Read { key: key.to_vec() };
+            match self.call(node, read).await {
+                Ok(ReplicaResponse::State(None)) => {}
+                Ok(ReplicaResponse::State(Some(s)))
+                    if aae::state_hash(&value::encode_record(&s)) == hash =>
+                {
+                    holders.push(node.clone())
+                }
+                Err(
+                    e @ AaeError::Peer {
+                        source: CallError::Transport(_),
+                        ..
+                    },
+                ) => return Err(e),
+                _ => return Ok(false), // a copy not handed off yet
+            }
+        }
         for node in replicas.iter().filter(|n| check && **n != self.me) {
             let read = ReplicaRequest::Read { key: key.to_vec() };
             match self.call(node, read).await {
@@ -594,6 +624,7 @@ impl AntiEntropy {
                 _ => return Ok(false), // not every replica holds this exact tombstone yet
             }
         }
+        replicas.extend(holders);
         for node in replicas.iter().filter(|n| **n != self.me) {
             let reap = ReapRequest::Reap {
                 key: key.to_vec(),

@@ -444,6 +444,91 @@ async fn a_write_after_a_reap_survives(seed: u64) -> bool {
     }
 }
 
+/// The moment an early reap needs: a key deleted while its last replica
+/// hears no write and no anti-entropy (it keeps the old value), past the
+/// grace; then the network heals and anti-entropy runs. The first replica
+/// must not reap while the last holds the old value, or anti-entropy
+/// copies that value back. Returns what a read at R = 3 sees in the end.
+async fn a_replica_that_missed_a_delete_past_the_grace(seed: u64) -> Option<Response> {
+    use kvorum_node::rpc::peer::ReplicaRequest;
+    let c = formed(shape(3, 0), seed).await;
+    let ids: Vec<NodeId> = c.machines.iter().map(|m| m.id.clone()).collect();
+    let k = key(0);
+    let skey = storage_key(&k);
+    let owners = c.machines[0]
+        .node
+        .as_ref()
+        .unwrap()
+        .view()
+        .read_ring
+        .item_preference_list(&skey, 3);
+    let via = ids.iter().position(|i| *i == owners[0]).unwrap();
+    let lag = owners[2].clone();
+    let call = |req: Request| {
+        let (net, to) = (c.net.clone(), ids[via].clone());
+        async move { net.client_call(&to, req, Duration::from_secs(5)).await }
+    };
+    let put = Request::Put {
+        bucket: "reg".into(),
+        key: k.clone(),
+        value: b"old".to_vec(),
+        context: CausalContext::empty(),
+        options: WriteOptions::w(3),
+    };
+    assert!(matches!(call(put).await, Some(Response::Written { .. })));
+    let get = |r: u8| Request::Get {
+        bucket: "reg".into(),
+        key: k.clone(),
+        options: ReadOptions::r(r),
+        at_least: None,
+    };
+    let Some(Response::Value { context, .. }) = call(get(3)).await else {
+        panic!("the write reads back");
+    };
+    // The last replica gets no write, repair or anti-entropy (reads go on).
+    let cut = lag.clone();
+    c.net.drop_requests(Some(Arc::new(
+        move |from: &NodeId, to: &NodeId, req: &PeerRequest| match req {
+            PeerRequest::Replica(ReplicaRequest::Read { .. }) => false,
+            PeerRequest::Replica(_) | PeerRequest::Aae(_) => *to == cut || *from == cut,
+            _ => false,
+        },
+    )));
+    let delete = Request::Delete {
+        bucket: "reg".into(),
+        key: k.clone(),
+        context,
+        options: WriteOptions::w(2),
+    };
+    assert!(matches!(call(delete).await, Some(Response::Written { .. })));
+    sleep(Duration::from_secs(60)).await; // the grace is 16 s
+    c.net.drop_requests(None);
+    sleep(Duration::from_secs(60)).await;
+    call(get(3)).await
+}
+
+#[test]
+fn a_replica_that_missed_a_delete_holds_back_the_reap() {
+    let _one = serial();
+    let end = paused().block_on(a_replica_that_missed_a_delete_past_the_grace(15));
+    assert!(
+        matches!(end, Some(Response::NotFound { .. })),
+        "the deleted value came back: {end:?}"
+    );
+}
+
+#[test]
+fn a_tombstone_reaped_early_planted_is_found() {
+    let _one = serial();
+    let end = with_planted(Bug::EarlyReap, || {
+        paused().block_on(a_replica_that_missed_a_delete_past_the_grace(15))
+    });
+    assert!(
+        matches!(end, Some(Response::Value { .. })),
+        "with the early reap planted the deleted value must come back: {end:?}"
+    );
+}
+
 /// A node that no longer owns a key holds a copy of it it cannot hand
 /// off (its answers from the owners are lost); the key is deleted. The
 /// owners must not reap the tombstone while that member may push its

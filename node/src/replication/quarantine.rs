@@ -79,15 +79,20 @@ impl Replica {
             .update(Space::Meta, meta_key, move |_| (Some(encoded), ()))
             .await?;
         let (trees, k) = (self.trees().clone(), key.to_vec());
-        store
+        // Two paths may find the record at once (a read, an exchange): the
+        // one whose delete took it counts it and says so.
+        let moved = store
             .change_then(Space::Data, key.to_vec(), move |current| match current {
                 Ok(Some(b)) if b == bytes.as_slice() => {
                     let hook: Hook = Box::new(move || lock(&trees).remove(&k));
-                    (Change::Delete, (), Some(hook))
+                    (Change::Delete, true, Some(hook))
                 }
-                _ => (Change::Keep, (), None),
+                _ => (Change::Keep, false, None),
             })
             .await?;
+        if !moved {
+            return Ok(true);
+        }
         hooks.counter.increment(1);
         tracing::error!(
             key = %crate::net::identity::hex(key),

@@ -354,7 +354,13 @@ impl Trees {
         // With a cursor, wrap around to the keys up to it.
         let head = after.map(|k| self.tombstones.range::<[u8], _>((Unbounded, Included(k))));
         tail.chain(head.into_iter().flatten())
-            .filter(|(k, d)| d.at_ms < before_ms && self.held_dead_for(k, grace))
+            .filter(|(_, d)| {
+                d.at_ms < before_ms
+                    && match (&d.seen, &self.clock) {
+                        (Some(seen), Some(clock)) => clock.since(*seen) >= grace,
+                        _ => true,
+                    }
+            })
             .filter(|(k, _)| {
                 self.ring.item_preference_list(k, (self.n)(k)).first() == Some(&self.me)
             })
@@ -363,16 +369,19 @@ impl Trees {
             .collect()
     }
 
-    /// Whether this node has held `key` as a tombstone for at least
-    /// `grace` by its monotonic clock (see [`Trees::reapable`]; without a
-    /// clock, whether it is a tombstone here at all).
-    pub fn held_dead_for(&self, key: &[u8], grace: std::time::Duration) -> bool {
-        self.tombstones
-            .get(key)
-            .is_some_and(|d| match (&d.seen, &self.clock) {
-                (Some(seen), Some(clock)) => clock.since(*seen) >= grace,
-                _ => true,
-            })
+    /// Whether this node has held `key` as a tombstone whose state hashes
+    /// to `hash` for at least `grace` by its monotonic clock (see
+    /// [`Trees::reapable`]; without a clock, whether it holds that
+    /// tombstone at all).
+    pub fn held_dead_for(&self, key: &[u8], hash: u64, grace: std::time::Duration) -> bool {
+        self.index[segment(key) as usize].get(key) == Some(&hash)
+            && self
+                .tombstones
+                .get(key)
+                .is_some_and(|d| match (&d.seen, &self.clock) {
+                    (Some(seen), Some(clock)) => clock.since(*seen) >= grace,
+                    _ => true,
+                })
     }
 
     /// The replicas of `key` (the preference list).

@@ -42,6 +42,11 @@ pub async fn run_exchanges(
             },
             _ = shutdown.changed() => return,
         }
+        // Reaping asks every member (docs/consistency.md): with one down,
+        // every key would wait out a call's timeout to be held back anyway.
+        if !aae.peers().iter().all(|p| liveness.is_up(p)) {
+            continue;
+        }
         tokio::select! {
             _ = aae.reap() => {}
             _ = shutdown.changed() => return,

@@ -571,12 +571,14 @@ impl AntiEntropy {
             return Ok(false);
         };
         // Dead (deleted or expired) since before the grace, as it is now.
+        let hash = aae::state_hash(&value::encode_record(&local));
+        // Held for the grace here, as this very state (not an older
+        // tombstone the trees still hold while this one's hook is pending).
         if local.dead_since().is_none_or(|t| t > before)
-            || !replica::lock(self.trees()).held_dead_for(key, self.config.tombstone_grace)
+            || !replica::lock(self.trees()).held_dead_for(key, hash, self.config.tombstone_grace)
         {
             return Ok(false);
         }
-        let hash = aae::state_hash(&value::encode_record(&local));
         let mut replicas = replica::lock(self.trees()).replicas(key);
         // Every other member is asked too, not only the key's replicas: a
         // node that no longer owns the key may still hold a copy it has not
@@ -590,6 +592,22 @@ impl AntiEntropy {
             .filter(|p| !replicas.contains(p))
             .collect();
         let check = !crate::util::plant::planted(crate::util::plant::Bug::EarlyReap);
+        // The replicas first (the cheaper, likelier refusal), then the others.
+        for node in replicas.iter().filter(|n| check && **n != self.me) {
+            let read = ReplicaRequest::Read { key: key.to_vec() };
+            match self.call(node, read).await {
+                Ok(ReplicaResponse::State(Some(s)))
+                    if aae::state_hash(&value::encode_record(&s)) == hash => {}
+                Ok(ReplicaResponse::State(None)) => {}
+                Err(
+                    e @ AaeError::Peer {
+                        source: CallError::Transport(_),
+                        ..
+                    },
+                ) => return Err(e),
+                _ => return Ok(false), // not every replica holds this exact tombstone yet
+            }
+        }
         let mut holders = Vec::new();
         for node in others.iter().filter(|_| check) {
             let read = ReplicaRequest::Read { key: key.to_vec() };
@@ -609,23 +627,10 @@ impl AntiEntropy {
                 _ => return Ok(false), // a copy not handed off yet
             }
         }
-        for node in replicas.iter().filter(|n| check && **n != self.me) {
-            let read = ReplicaRequest::Read { key: key.to_vec() };
-            match self.call(node, read).await {
-                Ok(ReplicaResponse::State(Some(s)))
-                    if aae::state_hash(&value::encode_record(&s)) == hash => {}
-                Ok(ReplicaResponse::State(None)) => {}
-                Err(
-                    e @ AaeError::Peer {
-                        source: CallError::Transport(_),
-                        ..
-                    },
-                ) => return Err(e),
-                _ => return Ok(false), // not every replica holds this exact tombstone yet
-            }
-        }
-        replicas.extend(holders);
-        for node in replicas.iter().filter(|n| **n != self.me) {
+        // Holders first: one that missed its Reap would push the tombstone
+        // back to owners that had removed it (harmless, but churn).
+        holders.append(&mut replicas);
+        for node in holders.iter().filter(|n| **n != self.me) {
             let reap = ReapRequest::Reap {
                 key: key.to_vec(),
                 hash,

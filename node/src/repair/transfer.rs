@@ -155,6 +155,10 @@ struct Inner {
     /// The view of the last handoff pass (drop of keys no longer owned),
     /// and when the next one is due.
     handed_off: Mutex<Option<(u64, tokio::time::Instant)>>,
+    /// When the last handoff pass ended: a foreign key waits
+    /// [`HANDOFF_RETRY`] after it, so a coordinator stuck on an old view
+    /// cannot make this node rescan its data back to back.
+    last_pass: Mutex<Option<tokio::time::Instant>>,
     /// A key this node does not own arrived since the last pass began
     /// ([`Transfers::hand_off_soon`]): the next step hands off at once.
     foreign: std::sync::atomic::AtomicBool,
@@ -192,6 +196,7 @@ impl Transfers {
                 active: AtomicU64::new(0),
                 gainers: Mutex::new(None),
                 handed_off: Mutex::new(None),
+                last_pass: Mutex::new(None),
                 foreign: std::sync::atomic::AtomicBool::new(false),
                 metrics,
                 clock,
@@ -218,7 +223,7 @@ impl Transfers {
     /// 8096: a hint delivered to a former owner 0.2 s after its pass, and
     /// pushed 60 s later).
     pub fn hand_off_soon(&self) {
-        self.inner.foreign.store(true, Ordering::Relaxed);
+        self.inner.foreign.store(true, Ordering::Release);
     }
 
     /// The replication factors in use (the default and every bucket's).
@@ -254,14 +259,25 @@ impl Transfers {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.inner.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Steps that found no member holding data (a joiner that has heard
+        // nobody): a warning on the first and every 60th, naming the seeds.
+        let mut unheard = 0u32;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
             tokio::select! {
-                r = self.step() => if let Err(e) = r {
-                    tracing::info!(error = %e, "range transfer step failed; retrying");
+                r = self.step() => match r {
+                    Err(TransferError::NoReaders) => {
+                        if unheard % 60 == 0 {
+                            let seeds = self.inner.membership.seeds();
+                            tracing::warn!(?seeds, "joining: no member holding data is known yet; waiting to hear one from the seeds (a node founding a cluster lists no seeds)");
+                        }
+                        unheard = unheard.wrapping_add(1);
+                    }
+                    Err(e) => tracing::info!(error = %e, "range transfer step failed; retrying"),
+                    Ok(()) => unheard = 0,
                 },
                 _ = shutdown.changed() => return,
             }
@@ -310,12 +326,16 @@ impl Transfers {
             }
             return Ok(());
         }
+        let now = self.inner.clock.now();
+        let rested = lock(&self.inner.last_pass).is_none_or(|t| now >= t + HANDOFF_RETRY);
         let due = match *lock(&self.inner.handed_off) {
-            Some((hash, next)) => hash != view.hash || self.inner.clock.now() >= next,
+            Some((hash, next)) => hash != view.hash || now >= next,
             None => true,
-        } || self.inner.foreign.load(Ordering::Relaxed);
+        } || (rested && self.inner.foreign.load(Ordering::Acquire));
         if due && self.barrier(&view) {
-            self.inner.foreign.store(false, Ordering::Relaxed);
+            // Cleared before the pass reads: a key stored during the pass
+            // sets it again, for the next.
+            self.inner.foreign.store(false, Ordering::Release);
             // A pass that left keys behind (an owner down, a key written
             // meanwhile) is repeated soon; a clean one is checked again now
             // and then (keys written late by a coordinator whose view lagged).
@@ -324,6 +344,7 @@ impl Transfers {
                 Ok(true) => HANDOFF_RECHECK,
                 _ => HANDOFF_RETRY,
             };
+            *lock(&self.inner.last_pass) = Some(self.inner.clock.now());
             *lock(&self.inner.handed_off) = Some((view.hash, self.inner.clock.now() + again));
             result?;
         }

@@ -149,18 +149,18 @@ impl PeerRouter {
                         return Err(full);
                     }
                 }
-                let foreign = !self.s.transfers.owns(&key);
-                self.s.replica.merge(key, state).await?;
-                if foreign {
+                self.s.replica.merge(key.clone(), state).await?;
+                // Checked once stored, against the view of that moment.
+                if !self.s.transfers.owns(&key) {
                     self.s.transfers.hand_off_soon();
                 }
                 Ok(ReplicaResponse::Stored)
             }
             ReplicaRequest::Repair { key, state } => {
                 self.check_not_removed()?;
-                let foreign = !self.s.transfers.owns(&key);
-                self.s.replica.merge(key, state).await?;
-                if foreign {
+                self.s.replica.merge(key.clone(), state).await?;
+                // Checked once stored, against the view of that moment.
+                if !self.s.transfers.owns(&key) {
                     self.s.transfers.hand_off_soon();
                 }
                 Ok(ReplicaResponse::Stored)

@@ -444,6 +444,13 @@ async fn a_write_after_a_reap_survives(seed: u64) -> bool {
     }
 }
 
+/// The replicas of storage key `skey` (N = 3) in machine 1's view, the
+/// first replica first.
+fn replicas_of(c: &SimCluster, skey: &[u8]) -> Vec<NodeId> {
+    let view = c.machines[0].node.as_ref().unwrap().view();
+    view.read_ring.item_preference_list(skey, 3)
+}
+
 /// The moment an early reap needs: a key deleted while its last replica
 /// hears no write and no anti-entropy (it keeps the old value), past the
 /// grace; then the network heals and anti-entropy runs. The first replica
@@ -455,13 +462,7 @@ async fn a_replica_that_missed_a_delete_past_the_grace(seed: u64) -> Option<Resp
     let ids: Vec<NodeId> = c.machines.iter().map(|m| m.id.clone()).collect();
     let k = key(0);
     let skey = storage_key(&k);
-    let owners = c.machines[0]
-        .node
-        .as_ref()
-        .unwrap()
-        .view()
-        .read_ring
-        .item_preference_list(&skey, 3);
+    let owners = replicas_of(&c, &skey);
     let via = ids.iter().position(|i| *i == owners[0]).unwrap();
     let lag = owners[2].clone();
     let call = |req: Request| {
@@ -543,13 +544,7 @@ async fn a_copy_not_handed_off_after_a_delete(seed: u64) -> Option<Response> {
     let ids: Vec<NodeId> = c.machines.iter().map(|m| m.id.clone()).collect();
     let k = key(0);
     let skey = storage_key(&k);
-    let owners = c.machines[0]
-        .node
-        .as_ref()
-        .unwrap()
-        .view()
-        .read_ring
-        .item_preference_list(&skey, 3);
+    let owners = replicas_of(&c, &skey);
     let via = ids.iter().position(|i| *i == owners[0]).unwrap();
     let stray = ids.iter().find(|i| !owners.contains(i)).unwrap().clone();
     let call = |req: Request| {

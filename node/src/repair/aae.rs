@@ -115,6 +115,16 @@ struct Dead {
     seen: Option<tokio::time::Instant>,
 }
 
+impl Dead {
+    /// Held here for at least `grace` by `clock` (always, without either).
+    fn held_for(&self, clock: Option<&SharedClock>, grace: std::time::Duration) -> bool {
+        match (&self.seen, clock) {
+            (Some(seen), Some(clock)) => clock.since(*seen) >= grace,
+            _ => true,
+        }
+    }
+}
+
 /// Trees for a new ring, built from the index in segment order: segments
 /// below `next` are done (and kept up to date by writes), the rest are not
 /// yet counted.
@@ -354,13 +364,7 @@ impl Trees {
         // With a cursor, wrap around to the keys up to it.
         let head = after.map(|k| self.tombstones.range::<[u8], _>((Unbounded, Included(k))));
         tail.chain(head.into_iter().flatten())
-            .filter(|(_, d)| {
-                d.at_ms < before_ms
-                    && match (&d.seen, &self.clock) {
-                        (Some(seen), Some(clock)) => clock.since(*seen) >= grace,
-                        _ => true,
-                    }
-            })
+            .filter(|(_, d)| d.at_ms < before_ms && d.held_for(self.clock.as_ref(), grace))
             .filter(|(k, _)| {
                 self.ring.item_preference_list(k, (self.n)(k)).first() == Some(&self.me)
             })
@@ -378,10 +382,7 @@ impl Trees {
             && self
                 .tombstones
                 .get(key)
-                .is_some_and(|d| match (&d.seen, &self.clock) {
-                    (Some(seen), Some(clock)) => clock.since(*seen) >= grace,
-                    _ => true,
-                })
+                .is_some_and(|d| d.held_for(self.clock.as_ref(), grace))
     }
 
     /// The replicas of `key` (the preference list).

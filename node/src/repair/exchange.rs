@@ -594,37 +594,16 @@ impl AntiEntropy {
         let check = !crate::util::plant::planted(crate::util::plant::Bug::EarlyReap);
         // The replicas first (the cheaper, likelier refusal), then the others.
         for node in replicas.iter().filter(|n| check && **n != self.me) {
-            let read = ReplicaRequest::Read { key: key.to_vec() };
-            match self.call(node, read).await {
-                Ok(ReplicaResponse::State(Some(s)))
-                    if aae::state_hash(&value::encode_record(&s)) == hash => {}
-                Ok(ReplicaResponse::State(None)) => {}
-                Err(
-                    e @ AaeError::Peer {
-                        source: CallError::Transport(_),
-                        ..
-                    },
-                ) => return Err(e),
-                _ => return Ok(false), // not every replica holds this exact tombstone yet
+            if self.holds(node, key, hash).await?.is_none() {
+                return Ok(false); // not every replica holds this exact tombstone yet
             }
         }
         let mut holders = Vec::new();
         for node in others.iter().filter(|_| check) {
-            let read = ReplicaRequest::Read { key: key.to_vec() };
-            match self.call(node, read).await {
-                Ok(ReplicaResponse::State(None)) => {}
-                Ok(ReplicaResponse::State(Some(s)))
-                    if aae::state_hash(&value::encode_record(&s)) == hash =>
-                {
-                    holders.push(node.clone())
-                }
-                Err(
-                    e @ AaeError::Peer {
-                        source: CallError::Transport(_),
-                        ..
-                    },
-                ) => return Err(e),
-                _ => return Ok(false), // a copy not handed off yet
+            match self.holds(node, key, hash).await? {
+                None => return Ok(false), // a copy not handed off yet
+                Some(true) => holders.push(node.clone()),
+                Some(false) => {}
             }
         }
         // Holders first: one that missed its Reap would push the tombstone
@@ -652,6 +631,27 @@ impl AntiEntropy {
             .reap(key.to_vec(), hash)
             .await
             .map_err(|e| StorageError::Engine(e.to_string()).into())
+    }
+
+    /// What `node` holds of `key`, against the tombstone state hashing to
+    /// `hash`: `Some(true)` that state, `Some(false)` no record, `None`
+    /// another state (or an answer that is not a state). Unreachable: the
+    /// transport's error.
+    async fn holds(&self, node: &NodeId, key: &[u8], hash: u64) -> Result<Option<bool>, AaeError> {
+        let read = ReplicaRequest::Read { key: key.to_vec() };
+        match self.call(node, read).await {
+            Ok(ReplicaResponse::State(None)) => Ok(Some(false)),
+            Ok(ReplicaResponse::State(Some(s))) => {
+                Ok((aae::state_hash(&value::encode_record(&s)) == hash).then_some(true))
+            }
+            Err(
+                e @ AaeError::Peer {
+                    source: CallError::Transport(_),
+                    ..
+                },
+            ) => Err(e),
+            _ => Ok(None),
+        }
     }
 
     /// Every other member, in id order (the exchange partners; a peer that

@@ -77,6 +77,15 @@ pub struct View {
     /// it meanwhile, so a coordinator a gossip round behind still reads
     /// them.
     pub prev_read_ring: Option<Arc<Ring>>,
+    /// The read rings between the read ring and the write ring: each
+    /// joining member goes up, and each leaving one is removed, on its own
+    /// (by gossip, one at a time), so with several of them a node's read
+    /// ring passes through rings of some of them done. Writes keep a quorum
+    /// in each ([`MAX_BETWEEN`] changing members at most; beyond, only one
+    /// change at a time is covered), so a member done first never reads
+    /// ranges that writes skipped (swarm seed 8: two joiners, the first up
+    /// read a range only the final ring's owners had been written).
+    pub between_rings: Arc<Vec<Arc<Ring>>>,
     /// Bumped on every change, whichever path it came by, so the node can
     /// tell when to persist the list.
     pub version: u64,
@@ -85,6 +94,54 @@ pub struct View {
     /// What depends on placement (the anti-entropy trees) is redone then,
     /// and not on the many changes that move no key (a member's seen view).
     pub placement: u64,
+}
+
+/// Most changing members (joining or leaving) whose every combination of
+/// done and not done gets a ring in [`View::between_rings`] (2^4 - 2 = 14
+/// rings); with more, only rings with one of them done are kept.
+pub const MAX_BETWEEN: usize = 4;
+
+/// The read rings between the read ring and the write ring of `members`
+/// (see [`View::between_rings`]).
+fn between(members: &BTreeMap<NodeId, MemberInfo>, vnodes: u32) -> Vec<Arc<Ring>> {
+    let member = |m: &MemberInfo| Member {
+        id: m.id.clone(),
+        zone: m.zone.clone(),
+    };
+    let changing: Vec<&MemberInfo> = members
+        .values()
+        .filter(|m| matches!(m.state, MemberState::Joining | MemberState::Leaving))
+        .collect();
+    let k = changing.len();
+    if k < 2 {
+        return Vec::new();
+    }
+    // Subsets of the changing members that are done: all proper non-empty
+    // ones for few, else one at a time.
+    let subsets: Vec<u64> = if k <= MAX_BETWEEN {
+        (1..(1u64 << k) - 1).collect()
+    } else {
+        (0..k).map(|i| 1u64 << i).collect()
+    };
+    subsets
+        .into_iter()
+        .map(|done| {
+            let mut ring: Vec<Member> = members
+                .values()
+                .filter(|m| m.state == MemberState::Up)
+                .map(member)
+                .collect();
+            for (i, m) in changing.iter().enumerate() {
+                let is_done = done & (1 << i) != 0;
+                // A joiner reads once done; a leaver until done.
+                if (m.state == MemberState::Joining) == is_done {
+                    ring.push(member(m));
+                }
+            }
+            ring.sort_by(|a, b| a.id.cmp(&b.id));
+            Arc::new(Ring::new(ring, vnodes))
+        })
+        .collect()
 }
 
 impl View {
@@ -160,6 +217,7 @@ impl Membership {
                 read_ring: Arc::new(Ring::new([], vnodes)),
                 write_ring: Arc::new(Ring::new([], vnodes)),
                 prev_read_ring: None,
+                between_rings: Default::default(),
                 hash: 0,
                 version: 0,
                 placement: 0,
@@ -451,6 +509,15 @@ impl Membership {
         if view.write_ring.members() != write.as_slice() {
             view.write_ring = Arc::new(Ring::new(write, self.vnodes));
         }
+        let between = between(&view.members, self.vnodes);
+        let same = between.len() == view.between_rings.len()
+            && between
+                .iter()
+                .zip(view.between_rings.iter())
+                .all(|(a, b)| a.members() == b.members());
+        if !same {
+            view.between_rings = Arc::new(between);
+        }
         view.hash = hash;
         if let Some(me) = Arc::make_mut(&mut view.members).get_mut(&self.me) {
             if me.seen_view != hash {
@@ -574,6 +641,37 @@ mod tests {
         assert!(gainers.contains_key(&NodeId::new("b")), "{gainers:?}");
         assert!(!gainers.contains_key(&NodeId::new("c")));
         assert_eq!(m.members().len(), 3, "the removed member is not listed");
+    }
+
+    /// Two members changing at once (a joiner, a leaver): the rings
+    /// between are those with one of them done; one change alone has none.
+    #[test]
+    fn rings_between_cover_each_change_done_alone() {
+        let ids = |r: &Ring| {
+            r.members()
+                .iter()
+                .map(|x| x.id.to_string())
+                .collect::<Vec<_>>()
+        };
+        let m = membership(
+            "a",
+            MemberState::Up,
+            vec![
+                info("b", MemberState::Joining, 1),
+                info("c", MemberState::Leaving, 1),
+            ],
+        );
+        let v = m.view();
+        let mut between: Vec<_> = v.between_rings.iter().map(|r| ids(r)).collect();
+        between.sort();
+        // b up with c still leaving; c removed with b still joining.
+        assert_eq!(between, [vec!["a"], vec!["a", "b", "c"]]);
+        let one = membership(
+            "a",
+            MemberState::Up,
+            vec![info("b", MemberState::Joining, 1)],
+        );
+        assert!(one.view().between_rings.is_empty());
     }
 
     #[test]

@@ -69,6 +69,16 @@ impl Coordinator {
                 groups.push((future.clone(), w.min(future.len())));
             }
         }
+        // And W among its replicas in every read ring between the two, as
+        // members go up or are removed one at a time (View::between_rings).
+        if view.in_transition() {
+            for ring in view.between_rings.iter() {
+                let between = ring.item_preference_list(&skey, n);
+                if !between.is_empty() && !groups.iter().any(|(g, _)| *g == between) {
+                    groups.push((between.clone(), w.min(between.len())));
+                }
+            }
+        }
         let split = crate::util::plant::planted(crate::util::plant::Bug::SplitQuorum);
         if let Some(prev) = view.prev_read_ring.as_ref().filter(|_| !split) {
             let before = prev.item_preference_list(&skey, n);

@@ -3,15 +3,17 @@
 //! and encodes the real peer messages of an exchange (branch hashes, leaves of
 //! differing branches, keys of differing leaves) with the real framing, so the
 //! byte counts are what goes on the wire; time is the comparison work of both
-//! sides (no sockets). Repairing a differing key then costs one state read and
-//! one state write per key, reported separately.
+//! sides (no sockets). A node reads a segment's keys from its key index on
+//! disk; here the index is held in memory, so the time leaves out those reads.
+//! Repairing a differing key then costs one state read and one state write
+//! per key, reported separately.
 //!
 //! ```text
 //! cargo run --release -p kvorum-node --example aae_exchange_cost [keys] [runs]
 //! ```
 
 use kvorum_client::proto::encode_frame;
-use kvorum_node::repair::aae::{self, Trees, PER_BRANCH};
+use kvorum_node::repair::aae::{self, Entry, Trees, PER_BRANCH};
 use kvorum_node::rpc::peer::{
     AaeRequest, AaeResponse, PeerRequest, PeerResponse, PEER_PROTOCOL_VERSION,
 };
@@ -29,8 +31,27 @@ fn frame_len<T: serde::Serialize>(v: &T) -> usize {
     encode_frame(PEER_PROTOCOL_VERSION, v).len()
 }
 
+/// A node's trees with its key index in memory (segment → entries).
+struct Node {
+    trees: Trees,
+    index: Vec<Vec<Entry>>,
+}
+
+impl Node {
+    /// The keys of `segments` shared with `peer`.
+    fn keys(&self, peer: &NodeId, segments: &[u32]) -> Vec<(Vec<u8>, u64)> {
+        let entries = segments
+            .iter()
+            .flat_map(|s| self.index[*s as usize].iter().cloned())
+            .collect();
+        self.trees.keys(peer, entries)
+    }
+}
+
 /// One exchange initiated by `a` (node n1) with `b` (node n2).
-fn exchange(a: &Trees, b: &Trees) -> Cost {
+fn exchange(a: &Node, b: &Node) -> Cost {
+    let (a, at) = (a, &a.trees);
+    let (b, bt) = (b, &b.trees);
     let (n1, n2) = (NodeId::new("n1"), NodeId::new("n2"));
     let started = Instant::now();
     let mut bytes = 0;
@@ -42,22 +63,22 @@ fn exchange(a: &Trees, b: &Trees) -> Cost {
     send(frame_len(&PeerRequest::Aae(AaeRequest::Branches {
         from: n1.clone(),
     })));
-    let remote = b.branches(&n1);
+    let remote = bt.branches(&n1);
     send(frame_len(&PeerResponse::Aae(AaeResponse::Branches(
         remote.clone(),
     ))));
-    let branches = aae::differing(&a.branches(&n2), &remote);
+    let branches = aae::differing(&at.branches(&n2), &remote);
     let mut keys = Vec::new();
     if !branches.is_empty() {
         send(frame_len(&PeerRequest::Aae(AaeRequest::Leaves {
             from: n1.clone(),
             branches: branches.clone(),
         })));
-        let remote = b.leaves(&n1, &branches);
+        let remote = bt.leaves(&n1, &branches);
         send(frame_len(&PeerResponse::Aae(AaeResponse::Leaves(
             remote.clone(),
         ))));
-        let local = a.leaves(&n2, &branches);
+        let local = at.leaves(&n2, &branches);
         let mut segments = Vec::new();
         for ((br, l), (_, r)) in local.iter().zip(&remote) {
             segments.extend(
@@ -107,18 +128,28 @@ fn main() {
             kvorum_node::repair::aae::fixed_n(3),
             ring.clone(),
         );
-        let records = (0..keys).map(|i| {
-            let key = format!("bucket/key-{i:08}").into_bytes();
-            // The state hash; the first `differ` keys hold another state on n2.
-            let h = if i < differ {
-                i ^ 0xdead_beef
-            } else {
-                i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            };
-            (key, h, None)
-        });
+        let mut index = vec![Vec::new(); aae::SEGMENTS as usize];
+        let records: Vec<(Vec<u8>, u64, Option<u64>)> = (0..keys)
+            .map(|i| {
+                let key = format!("bucket/key-{i:08}").into_bytes();
+                // The state hash; the first `differ` keys hold another state on n2.
+                let h = if i < differ {
+                    i ^ 0xdead_beef
+                } else {
+                    i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                };
+                (key, h, None)
+            })
+            .collect();
+        for (key, hash, _) in &records {
+            index[aae::segment(key) as usize].push(Entry {
+                key: key.clone(),
+                hash: *hash,
+                dead: None,
+            });
+        }
         t.rebuild(ring.clone(), 1, records);
-        t
+        Node { trees: t, index }
     };
     let a = build("n1", 0);
     println!("keys: {keys}, runs: {runs} (medians)");

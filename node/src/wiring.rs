@@ -351,6 +351,11 @@ pub async fn assemble_with_metrics(
     if migrated != Default::default() {
         tracing::info!(?migrated, "storage keys migrated to sorted partitions");
     }
+    // Data written before the key index existed gets it, once.
+    let indexed = crate::repair::aae::index::ensure(&*engine)?;
+    if indexed > 0 {
+        tracing::info!(keys = indexed, "anti-entropy key index built from the data");
+    }
     let (store, store_closed) = Store::start_on(engine, config.sync, env.workers, config.watermark);
     let Stored {
         epoch,

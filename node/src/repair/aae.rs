@@ -13,20 +13,27 @@
 //! `BTreeMap`s; CRATES.md warns that `crdts`' own encodings are not).
 //!
 //! An exchange compares branch hashes, then the leaves of differing
-//! branches, then lists the keys of differing leaves only (from an in-memory
-//! segment → key index), so its cost grows with the differences, not with
-//! the data. The trees are built from storage at start-up. When the ring
-//! changes, they are redone from the in-memory index, a few segments at a
-//! time ([`Trees::replace`], [`Trees::step`]), so that no write waits for
-//! more than one step; writes meanwhile keep both the old and the new trees.
+//! branches, then lists the keys of differing leaves only, so its cost grows
+//! with the differences, not with the data. The keys and state hashes come
+//! from the **key index on disk** ([`index`]): `segment ++ key → state
+//! hash`, in [`crate::storage::Space::Index`], which the store writes in
+//! the same batch as every data change. Memory holds only the trees (a
+//! leaf per segment per peer) and the tombstone-only keys, not a byte per
+//! key. The trees are built from the index at start-up and redone from it
+//! when the ring changes, a few segments at a time, each read at one cut
+//! of the write stream ([`Trees::begin`], [`Trees::replace`],
+//! [`Trees::count`]); writes meanwhile keep both the old and the new trees.
 
 mod digest;
+pub mod index;
 
 pub use digest::leaf_of;
+pub use index::Entry;
 
 use crate::util::clock::SharedClock;
 use kvorum_ring::{NodeId, Ring};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// Leaves per tree.
@@ -78,7 +85,7 @@ fn contribution(key: &[u8], hash: u64) -> u64 {
     xxh3_64(&buf)
 }
 
-/// The trees and key index of one node.
+/// The trees and tombstone-only keys of one node.
 #[derive(Clone)]
 pub struct Trees {
     me: NodeId,
@@ -88,10 +95,6 @@ pub struct Trees {
     version: Option<u64>,
     /// Peer → leaf hashes.
     trees: HashMap<NodeId, Vec<u64>>,
-    /// Segment → key → state hash, for every key this node holds: one
-    /// hash map per segment, indexed by segment (a write's lookup compares
-    /// one key, where a `BTreeMap` compared several, each a cache miss).
-    index: Vec<Segment>,
     /// Keys whose state holds only tombstones, with the latest delete time
     /// and when this node first held that state (the candidates for
     /// reaping).
@@ -112,6 +115,8 @@ pub struct Trees {
 #[derive(Clone, Debug)]
 struct Dead {
     at_ms: u64,
+    /// The state hash of the tombstone-only state.
+    hash: u64,
     seen: Option<tokio::time::Instant>,
 }
 
@@ -134,50 +139,6 @@ struct Pending {
     version: u64,
     next: u32,
     trees: HashMap<NodeId, Vec<u64>>,
-}
-
-/// The keys of one segment, with their state hashes.
-type Segment = HashMap<Box<[u8]>, u64, KeyHashing>;
-
-/// An index of no keys: an empty map for every segment, hashing with one
-/// seed drawn for this index.
-fn empty_index() -> Vec<Segment> {
-    use std::hash::BuildHasher;
-    let seed = std::collections::hash_map::RandomState::new().hash_one(SEGMENTS);
-    (0..SEGMENTS)
-        .map(|_| HashMap::with_hasher(KeyHashing(seed)))
-        .collect()
-}
-
-/// Hashes storage keys with xxh3 under a seed drawn per index: a fraction
-/// of SipHash's cost on a write's key. The seed keeps a client from
-/// computing colliding keys offline as it could against a fixed hash
-/// (xxh3 is not a keyed PRF like SipHash; at worst, keys aimed at one
-/// segment make that segment's lookups slower, nothing else).
-#[derive(Clone, Copy)]
-struct KeyHashing(u64);
-
-impl std::hash::BuildHasher for KeyHashing {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(self.0)
-    }
-}
-
-/// See [`KeyHashing`]: every write is folded in as the next one's seed.
-struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = xxh3_64_with_seed(bytes, self.0);
-    }
-    fn write_usize(&mut self, n: usize) {
-        // A length prefix: mixed in, not hashed on its own.
-        self.0 = (self.0 ^ n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// The peers that replicate `key` together with `me` on `ring`.
@@ -205,7 +166,6 @@ impl Trees {
             ring,
             version: None,
             trees: HashMap::new(),
-            index: empty_index(),
             tombstones: BTreeMap::new(),
             clock: None,
             pending: None,
@@ -240,8 +200,25 @@ impl Trees {
         peers_on(&self.ring, &self.me, &self.n, key)
     }
 
+    /// Starts building the trees of `ring` (placement `version`) from
+    /// nothing, as at start-up: every tree and tombstone-only key is
+    /// dropped, and [`Trees::count`] counts the index in, segment by
+    /// segment. Until it is done the trees have no version.
+    pub fn begin(&mut self, ring: Ring, version: u64) {
+        self.ring = ring.clone();
+        self.version = None;
+        self.trees.clear();
+        self.tombstones.clear();
+        self.pending = Some(Pending {
+            ring,
+            version,
+            next: 0,
+            trees: HashMap::new(),
+        });
+    }
+
     /// Starts building the trees of `ring` (placement `version`) from the
-    /// index; [`Trees::step`] does the work. Until it is done, the current
+    /// index; [`Trees::count`] does the work. Until it is done, the current
     /// trees stay in use. Replaces a build of an older version; a version
     /// not newer than the trees or the build in progress is ignored.
     pub fn replace(&mut self, ring: Ring, version: u64) {
@@ -262,22 +239,37 @@ impl Trees {
         self.pending = None;
     }
 
-    /// Counts up to `segments` more segments into the trees being built;
-    /// when every segment is counted, they become the trees. Returns true
+    /// The next (up to `segments`) segments the build in progress needs
+    /// counted, if one is in progress.
+    pub fn to_count(&self, segments: u32) -> Option<Range<u32>> {
+        self.pending
+            .as_ref()
+            .map(|p| p.next..p.next.saturating_add(segments).min(SEGMENTS))
+    }
+
+    /// Counts the index entries of `segments` (every one of them, as the
+    /// index holds them now: the caller reads them at the same cut of the
+    /// write stream as this call, see [`crate::storage::Store::on_writer`])
+    /// into the build in progress, which must need exactly those next; when
+    /// every segment is counted, its trees become the trees. Returns true
     /// when no build is left.
-    pub fn step(&mut self, segments: u32) -> bool {
-        let Some(p) = self.pending.as_mut() else {
-            return true;
+    pub fn count(&mut self, segments: Range<u32>, entries: &[Entry]) -> bool {
+        let Some(p) = self.pending.as_mut().filter(|p| p.next == segments.start) else {
+            return self.pending.is_none();
         };
-        let end = p.next.saturating_add(segments).min(SEGMENTS);
-        for seg in p.next..end {
-            for (k, h) in &self.index[seg as usize] {
-                let peers = peers_on(&p.ring, &self.me, &self.n, k);
-                xor_into(&mut p.trees, peers, seg, contribution(k, *h));
-            }
+        for e in entries {
+            let seg = segment(&e.key);
+            debug_assert!(segments.contains(&seg));
+            let peers = peers_on(&p.ring, &self.me, &self.n, &e.key);
+            xor_into(&mut p.trees, peers, seg, contribution(&e.key, e.hash));
         }
-        p.next = end;
-        if end < SEGMENTS {
+        p.next = segments.end.min(SEGMENTS);
+        let done = p.next >= SEGMENTS;
+        // The tombstone-only keys, as they are at this cut.
+        for e in entries {
+            self.note_dead(&e.key, e.hash, e.dead);
+        }
+        if !done {
             return false;
         }
         if let Some(p) = self.pending.take() {
@@ -288,50 +280,56 @@ impl Trees {
         true
     }
 
-    /// Records that `key`'s state now hashes to `new`, and whether it holds
-    /// only tombstones (with the latest delete time). The old contribution
-    /// is the one the index recorded, so applying the same state twice (a
-    /// rebuild racing a commit) changes nothing.
-    pub fn update(&mut self, key: &[u8], new: u64, tombstone: Option<u64>) {
+    /// Records that `key`'s state went from hashing to `old` to hashing to
+    /// `new` (`None`: no record), and whether it now holds only tombstones
+    /// (with the latest delete time). Each committed change is recorded
+    /// once, in commit order (the store's indexer hook does it).
+    pub fn update(
+        &mut self,
+        key: &[u8],
+        old: Option<u64>,
+        new: Option<u64>,
+        tombstone: Option<u64>,
+    ) {
+        match new {
+            Some(h) => self.note_dead(key, h, tombstone),
+            None => {
+                self.tombstones.remove(key);
+            }
+        }
+        if old == new {
+            return;
+        }
+        let delta =
+            old.map_or(0, |h| contribution(key, h)) ^ new.map_or(0, |h| contribution(key, h));
+        self.xor(key, segment(key), delta);
+    }
+
+    /// Notes whether `key`, whose state hashes to `hash`, holds only
+    /// tombstones: the same state again (a build reading what a hook
+    /// recorded) keeps when it was first held.
+    fn note_dead(&mut self, key: &[u8], hash: u64, tombstone: Option<u64>) {
         match tombstone {
-            // The same state again (a build racing a commit): first held
-            // when it was first recorded.
             Some(t)
-                if self.tombstones.get(key).is_some_and(|d| d.at_ms == t)
-                    && self.index[segment(key) as usize].get(key) == Some(&new) => {}
+                if self
+                    .tombstones
+                    .get(key)
+                    .is_some_and(|d| d.at_ms == t && d.hash == hash) => {}
             Some(t) => {
                 let seen = self.clock.as_ref().map(|c| c.now());
-                self.tombstones
-                    .insert(key.to_vec(), Dead { at_ms: t, seen });
+                self.tombstones.insert(
+                    key.to_vec(),
+                    Dead {
+                        at_ms: t,
+                        hash,
+                        seen,
+                    },
+                );
             }
             None if !self.tombstones.is_empty() => {
                 self.tombstones.remove(key);
             }
             None => {}
-        }
-        let seg = segment(key);
-        let slot = &mut self.index[seg as usize];
-        let old = match slot.get_mut(key) {
-            Some(h) if *h == new => return,
-            Some(h) => Some(std::mem::replace(h, new)),
-            None => {
-                slot.insert(key.into(), new);
-                None
-            }
-        };
-        self.xor(
-            key,
-            seg,
-            old.map_or(0, |h| contribution(key, h)) ^ contribution(key, new),
-        );
-    }
-
-    /// Records that `key` was removed.
-    pub fn remove(&mut self, key: &[u8]) {
-        self.tombstones.remove(key);
-        let seg = segment(key);
-        if let Some(old) = self.index[seg as usize].remove(key) {
-            self.xor(key, seg, contribution(key, old));
         }
     }
 
@@ -378,11 +376,9 @@ impl Trees {
     /// [`Trees::reapable`]; without a clock, whether it holds that
     /// tombstone at all).
     pub fn held_dead_for(&self, key: &[u8], hash: u64, grace: std::time::Duration) -> bool {
-        self.index[segment(key) as usize].get(key) == Some(&hash)
-            && self
-                .tombstones
-                .get(key)
-                .is_some_and(|d| d.held_for(self.clock.as_ref(), grace))
+        self.tombstones
+            .get(key)
+            .is_some_and(|d| d.hash == hash && d.held_for(self.clock.as_ref(), grace))
     }
 
     /// The replicas of `key` (the preference list).
@@ -402,10 +398,9 @@ impl Trees {
         self.version = Some(version);
         self.pending = None;
         self.trees.clear();
-        self.index = empty_index();
         self.tombstones.clear();
         for (k, h, t) in records {
-            self.update(&k, h, t);
+            self.update(&k, None, Some(h), t);
         }
     }
 
@@ -438,14 +433,13 @@ impl Trees {
             .collect()
     }
 
-    /// The keys (and state hashes) in `segments` that this node shares with `peer`.
-    pub fn keys(&self, peer: &NodeId, segments: &[u32]) -> Vec<(Vec<u8>, u64)> {
-        segments
-            .iter()
-            .filter_map(|s| self.index.get(*s as usize))
-            .flat_map(|m| m.iter())
-            .filter(|(k, _)| self.peers_of(k).contains(peer))
-            .map(|(k, h)| (k.to_vec(), *h))
+    /// The keys (and state hashes) of index `entries` that this node
+    /// shares with `peer`.
+    pub fn keys(&self, peer: &NodeId, entries: Vec<Entry>) -> Vec<(Vec<u8>, u64)> {
+        entries
+            .into_iter()
+            .filter(|e| self.peers_of(&e.key).contains(peer))
+            .map(|e| (e.key, e.hash))
             .collect()
     }
 
@@ -455,20 +449,19 @@ impl Trees {
     }
 
     /// Whether `other` holds the same trees (a peer's tree of only zero
-    /// leaves counts as no tree), key index and reaping candidates.
+    /// leaves counts as no tree) and reaping candidates.
     pub fn agrees_with(&self, other: &Trees) -> bool {
         let zeros = vec![0; SEGMENTS as usize];
         let peers = self.trees.keys().chain(other.trees.keys());
         peers
             .into_iter()
             .all(|p| self.trees.get(p).unwrap_or(&zeros) == other.trees.get(p).unwrap_or(&zeros))
-            && self.index == other.index
             && self.tombstones.len() == other.tombstones.len()
             && self
                 .tombstones
                 .iter()
                 .zip(other.tombstones.iter())
-                .all(|((a, x), (b, y))| a == b && x.at_ms == y.at_ms)
+                .all(|((a, x), (b, y))| a == b && x.at_ms == y.at_ms && x.hash == y.hash)
     }
 }
 

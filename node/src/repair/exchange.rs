@@ -14,7 +14,6 @@ use crate::rpc::peer::{
 };
 use crate::rpc::transport::Transport;
 use crate::storage::StorageError;
-use crate::util::workers::Workers;
 use crate::util::{LockExt, NodeEnv};
 mod build;
 mod verify;
@@ -59,9 +58,11 @@ const COMPACT_SHARE: u64 = 100;
 /// Reaping checks of one round that run at once.
 const REAP_CONCURRENCY: usize = 32;
 
-/// Segments of the trees redone per hold of their lock when the placement
-/// changes (1/512 of the keys: about 2,000 keys at 1 M).
-pub const REPLACE_STEP: u32 = 32;
+/// Segments of the key index counted into the trees per step of a build
+/// (at start-up, or when the placement changes): 1/2,048 of the keys,
+/// about 5,000 at 10 M. A step reads them on the writer thread, so writes
+/// wait for one step at most.
+pub const REPLACE_STEP: u32 = 8;
 
 /// Longest a peer's anti-entropy request waits for this node's trees to
 /// follow a new placement (below the default call timeout of 5 s).
@@ -186,11 +187,22 @@ impl AntiEntropy {
         self.replica.trees()
     }
 
+    /// The key index entries of `segments`, read from storage.
+    fn entries(&self, segments: &[u32]) -> Result<Vec<aae::Entry>, StorageError> {
+        let store = self.replica.store();
+        let mut out = Vec::new();
+        for s in segments {
+            out.extend(aae::index::read(*s..s.saturating_add(1), |p| {
+                store.scan(crate::storage::Space::Index, p, usize::MAX)
+            })?);
+        }
+        Ok(out)
+    }
+
     /// Redoes the trees for the current placement if it changed since they
-    /// were built (a new ring, or a bucket's N): from the in-memory index,
-    /// on a thread of its own, [`REPLACE_STEP`] segments per hold of the lock,
-    /// so no write and no runtime thread waits for the whole of it. One
-    /// thread steps at a time; other callers wait for it to finish.
+    /// were built (a new ring, or a bucket's N): from the key index,
+    /// [`REPLACE_STEP`] segments at a time (see [`AntiEntropy::count_build`]).
+    /// One caller counts at a time; the others wait for it to finish.
     pub async fn refresh(&self) {
         {
             // The placement is read under the trees' lock (the order
@@ -203,64 +215,71 @@ impl AntiEntropy {
             }
             trees.replace((*ring).clone(), placement);
         }
-        // The guard goes with the stepper: a caller that stops waiting
-        // (see `serve`) leaves it running, and no second one starts.
-        let one = self.stepping.clone().lock_owned().await;
-        if replica::lock(self.trees()).pending_version().is_none() {
-            return; // another stepper finished it meanwhile
-        }
-        let trees = self.trees().clone();
         let started = self.env.clock.now();
-        // A thread of its own (placement changes are rare), not the
-        // runtime's blocking pool, whose threads linger after the work.
-        let (tx, done) = tokio::sync::oneshot::channel();
-        match self.env.workers {
-            Workers::Threads => {
-                let stepper = move || {
-                    let _one = one;
-                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        while !replica::lock(&trees).step(REPLACE_STEP) {
-                            // Let the writer thread in between two steps (a
-                            // mutex is not fair: relocking at once could
-                            // keep it out).
-                            std::thread::sleep(Duration::from_micros(100));
-                        }
-                    }));
-                    if run.is_err() {
-                        // A half-counted segment must not be counted again.
-                        replica::lock(&trees).abandon();
-                    }
-                    let _ = tx.send(run.is_ok());
-                };
-                if let Err(e) = std::thread::Builder::new()
-                    .name("kvorum-aae-trees".into())
-                    .spawn(stepper)
-                {
-                    tracing::error!(error = %e, "cannot start a thread to redo the anti-entropy trees");
-                    return;
-                }
-            }
-            Workers::Tasks => {
-                // A task that yields between steps (the simulator: one
-                // thread, so the writer task runs between two steps).
-                tokio::spawn(async move {
-                    let _one = one;
-                    while !replica::lock(&trees).step(REPLACE_STEP) {
-                        tokio::task::yield_now().await;
-                    }
-                    let _ = tx.send(true);
-                });
-            }
-        }
-        match done.await {
-            Ok(true) => tracing::debug!(
+        match self.count_build().await {
+            Ok(_) => tracing::debug!(
                 elapsed_ms = self.env.clock.since(started).as_millis() as u64,
                 "anti-entropy trees redone for a new placement"
             ),
-            _ => {
-                tracing::error!("redoing the anti-entropy trees failed; the next check starts over")
-            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "redoing the anti-entropy trees failed; the next check starts over"
+            ),
         }
+    }
+
+    /// Counts the key index into the build of the trees in progress, if
+    /// any, until it is done; returns the index entries counted. Each step
+    /// reads [`REPLACE_STEP`] segments of the index and counts them on the
+    /// writer thread ([`crate::storage::Store::on_writer`]), where no
+    /// commit and its hook can fall between the read and the count. The
+    /// guard goes with the counting: a caller that stops waiting (see
+    /// `serve`) leaves it running, and no second one starts. A failed
+    /// step drops the build (the next check starts over).
+    pub(super) async fn count_build(&self) -> Result<u64, StorageError> {
+        let one = self.stepping.clone().lock_owned().await;
+        let (trees, store) = (self.trees().clone(), self.replica.store().clone());
+        let counting = async move {
+            let _one = one;
+            let mut counted = 0u64;
+            loop {
+                let t = trees.clone();
+                let step = store
+                    .on_writer(move |engine| {
+                        let mut trees = replica::lock(&t);
+                        let Some(segments) = trees.to_count(REPLACE_STEP) else {
+                            return Ok((true, 0));
+                        };
+                        let read = aae::index::read(segments.clone(), |p| {
+                            engine.scan(crate::storage::Space::Index, p, usize::MAX)
+                        });
+                        match read {
+                            Ok(entries) => Ok((trees.count(segments, &entries), entries.len())),
+                            Err(e) => {
+                                trees.abandon();
+                                Err(e)
+                            }
+                        }
+                    })
+                    .await;
+                match step {
+                    Ok(Ok((done, n))) => {
+                        counted += n as u64;
+                        if done {
+                            return Ok(counted);
+                        }
+                    }
+                    Ok(Err(e)) | Err(e) => {
+                        replica::lock(&trees).abandon();
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        // Its own task: it runs to the end even if this caller goes.
+        tokio::spawn(counting)
+            .await
+            .unwrap_or_else(|_| Err(StorageError::Engine("the trees' build panicked".into())))
     }
 
     /// Serves a peer's anti-entropy request (redoing the trees first if the
@@ -294,7 +313,11 @@ impl AntiEntropy {
                 segments.sort_unstable();
                 segments.dedup();
                 segments.truncate(MAX_SEGMENTS_PER_EXCHANGE);
-                AaeResponse::Keys(trees.keys(&from, &segments))
+                drop(trees);
+                let entries = self
+                    .entries(&segments)
+                    .map_err(|e| PeerError::Storage(e.to_string()))?;
+                AaeResponse::Keys(replica::lock(self.trees()).keys(&from, entries))
             }
         })
     }
@@ -377,7 +400,8 @@ impl AntiEntropy {
             let AaeResponse::Keys(remote) = self.call(peer, req).await? else {
                 return Err(unexpected());
             };
-            let local = replica::lock(self.trees()).keys(peer, &segments);
+            let entries = self.entries(&segments)?;
+            let local = replica::lock(self.trees()).keys(peer, entries);
             let mut keys = aae::differing_keys(&local, &remote);
             keys.truncate(self.config.max_keys_per_exchange);
             for key in keys {

@@ -9,9 +9,9 @@
 //! `start.rs`). The quarantined bytes stay in the node's metadata until an
 //! operator removes the data directory's copy.
 
-use super::replica::{lock, Replica, ReplicaError};
+use super::replica::{Replica, ReplicaError};
 use crate::data::value;
-use crate::storage::{Change, Hook, Space, StorageError};
+use crate::storage::{Change, Space, StorageError};
 use crate::util::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -78,15 +78,11 @@ impl Replica {
         store
             .update(Space::Meta, meta_key, move |_| (Some(encoded), ()))
             .await?;
-        let (trees, k) = (self.trees().clone(), key.to_vec());
         // Two paths may find the record at once (a read, an exchange): the
         // one whose delete took it counts it and says so.
         let moved = store
             .change_then(Space::Data, key.to_vec(), move |current| match current {
-                Ok(Some(b)) if b == bytes.as_slice() => {
-                    let hook: Hook = Box::new(move || lock(&trees).remove(&k));
-                    (Change::Delete, true, Some(hook))
-                }
+                Ok(Some(b)) if b == bytes.as_slice() => (Change::Delete, true, None),
                 _ => (Change::Keep, false, None),
             })
             .await?;

@@ -6,7 +6,7 @@ use crate::data::value::{self, State, Update, ValueError, ValueLimits};
 use crate::repair::aae::{self, Trees};
 use crate::replication::quarantine::QuarantineHooks;
 use crate::rpc::peer::PeerError;
-use crate::storage::{Change, Durable, Hook, Space, StorageError, Store};
+use crate::storage::{Change, Durable, Space, StorageError, Store};
 use crate::util::lock::ReadExt;
 use crate::util::LockExt;
 use kvorum_client::BucketType;
@@ -96,13 +96,22 @@ const DOT_FLOOR_KEY: &[u8] = b"dot-floor";
 
 impl Replica {
     /// The replica that coordinates writes as `me`, over `store`, keeping
-    /// the anti-entropy `trees` up to date with every write.
+    /// the anti-entropy `trees` and key index up to date with every write:
+    /// it makes them the store's indexer, so every change of the data
+    /// space, whoever makes it, moves them (a store has one: a second
+    /// replica over the same store is refused).
     pub fn new(
         me: Actor,
         store: Store,
         limits: ValueLimits,
         trees: Arc<Mutex<Trees>>,
     ) -> Result<Self, StorageError> {
+        let indexer = Arc::new(crate::repair::aae::index::TreeIndex::new(&trees));
+        if !store.set_indexer(indexer) {
+            return Err(StorageError::Engine(
+                "the store already has an indexer (another replica over it)".into(),
+            ));
+        }
         let floor = match store.get(Space::Meta, DOT_FLOOR_KEY)? {
             Some(b) => u64::from_le_bytes(
                 b.as_slice()
@@ -295,9 +304,8 @@ impl Replica {
     ) -> Result<(Coordinated, Durable), ReplicaError> {
         let me = self.actor();
         let limits = self.limits;
-        let trees = self.trees.clone();
         let floor = self.dot_floor.clone();
-        let (k, k2) = (key.clone(), key.clone());
+        let k2 = key.clone();
         let (out, durable) = self
             .store
             .change_early(Space::Data, key, move |current| {
@@ -317,8 +325,7 @@ impl Replica {
                     Err(e) => return (Change::Keep, Err(e.into()), None),
                 };
                 let record = value::encode_record(&state);
-                let hook = tree_hook(trees, k, &record, state.dead_since());
-                (Change::Put(record), Ok((state, ctx, version)), Some(hook))
+                (Change::Put(record), Ok((state, ctx, version)), None)
             })
             .await?;
         if let Err(ReplicaError::Undecodable(why)) = &out {
@@ -365,8 +372,6 @@ impl Replica {
     }
 
     async fn merge_once(&self, key: Vec<u8>, incoming: State) -> Result<(), Unmerged> {
-        let trees = self.trees.clone();
-        let k = key.clone();
         self.store
             .change_then(Space::Data, key, move |current| {
                 // A record of an older format is rewritten even if nothing
@@ -389,8 +394,7 @@ impl Replica {
                     (Change::Keep, Ok(()), None) // nothing new: no write, no sync
                 } else {
                     let record = value::encode_record(&local);
-                    let hook = tree_hook(trees, k, &record, local.dead_since());
-                    (Change::Put(record), Ok(()), Some(hook))
+                    (Change::Put(record), Ok(()), None)
                 }
             })
             .await
@@ -443,8 +447,6 @@ impl Replica {
         if !self.raise_floor(&key).await? {
             return Ok(false);
         }
-        let trees = self.trees.clone();
-        let k = key.clone();
         // (removed, whether what was removed had expired)
         // Essential: it frees space, so it runs below the disk's reserve.
         let (removed, expired) = self
@@ -457,8 +459,7 @@ impl Replica {
                         return (Change::Keep, (false, false), None);
                     }
                     let expired = tombstones_only && state.is_some_and(|r| r.expiring());
-                    let hook: Hook = Box::new(move || lock(&trees).remove(&k));
-                    (Change::Delete, (true, expired), Some(hook))
+                    (Change::Delete, (true, expired), None)
                 }
                 _ => (Change::Keep, (false, false), None),
             })
@@ -527,18 +528,6 @@ impl Replica {
 /// update is a few XORs), so keep using it.
 pub fn lock(trees: &Mutex<Trees>) -> std::sync::MutexGuard<'_, Trees> {
     trees.locked()
-}
-
-/// After a commit: the key's new state goes into the anti-entropy trees (in
-/// write order, on the writer thread; never for a failed commit).
-fn tree_hook(
-    trees: Arc<Mutex<Trees>>,
-    key: Vec<u8>,
-    record: &[u8],
-    tombstone: Option<u64>,
-) -> Hook {
-    let hash = aae::state_hash(record);
-    Box::new(move || lock(&trees).update(&key, hash, tombstone))
 }
 
 /// The stored state of a key, or the empty state of `bucket_type`.

@@ -20,6 +20,7 @@ pub struct FjallEngine {
     data: fjall::Keyspace,
     meta: fjall::Keyspace,
     hints: fjall::Keyspace,
+    index: fjall::Keyspace,
 }
 
 impl FjallEngine {
@@ -38,6 +39,9 @@ impl FjallEngine {
         let hints = db
             .keyspace("hints", fjall::KeyspaceCreateOptions::default)
             .map_err(engine)?;
+        let index = db
+            .keyspace("index", fjall::KeyspaceCreateOptions::default)
+            .map_err(engine)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             full: std::sync::atomic::AtomicBool::new(false),
@@ -45,6 +49,7 @@ impl FjallEngine {
             data,
             meta,
             hints,
+            index,
         })
     }
 
@@ -69,6 +74,7 @@ impl FjallEngine {
             Space::Data => &self.data,
             Space::Meta => &self.meta,
             Space::Hints => &self.hints,
+            Space::Index => &self.index,
         }
     }
 }
@@ -141,10 +147,11 @@ impl Engine for FjallEngine {
         // until its garbage-collection watermark passes the compaction,
         // which only a later flush moves: a marker write to the meta space
         // and one more flush do it, and let the journal go.
-        for space in [&self.data, &self.meta, &self.hints] {
+        for space in [&self.data, &self.meta, &self.hints, &self.index] {
             space.rotate_memtable_and_wait().map_err(engine)?;
         }
         self.data.major_compact().map_err(engine)?;
+        self.index.major_compact().map_err(engine)?;
         self.meta
             .insert(COMPACTED_KEY, now_ms().to_be_bytes())
             .map_err(engine)?;
@@ -231,7 +238,12 @@ impl Engine for FjallEngine {
     fn snapshot(&self) -> Result<Arc<dyn EngineSnapshot>, StorageError> {
         Ok(Arc::new(FjallSnapshot {
             snapshot: self.db.snapshot(),
-            spaces: [self.data.clone(), self.meta.clone(), self.hints.clone()],
+            spaces: [
+                self.data.clone(),
+                self.meta.clone(),
+                self.hints.clone(),
+                self.index.clone(),
+            ],
         }))
     }
 }
@@ -263,8 +275,8 @@ fn visit_records(
 /// A fjall snapshot across the keyspaces (one sequence number).
 struct FjallSnapshot {
     snapshot: fjall::Snapshot,
-    /// Data, meta, hints.
-    spaces: [fjall::Keyspace; 3],
+    /// Data, meta, hints, index.
+    spaces: [fjall::Keyspace; 4],
 }
 
 impl FjallSnapshot {
@@ -273,6 +285,7 @@ impl FjallSnapshot {
             Space::Data => &self.spaces[0],
             Space::Meta => &self.spaces[1],
             Space::Hints => &self.spaces[2],
+            Space::Index => &self.spaces[3],
         }
     }
 }

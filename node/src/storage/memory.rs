@@ -30,7 +30,7 @@ const KEY_BYTES_MAX: usize = u16::MAX as usize;
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Every space's tree, at the index [`slot`] gives it.
-type Spaces = [Tree; 3];
+type Spaces = [Tree; 4];
 
 #[derive(Default, Clone)]
 struct State {
@@ -115,6 +115,7 @@ fn slot(space: Space) -> usize {
         Space::Data => 0,
         Space::Meta => 1,
         Space::Hints => 2,
+        Space::Index => 3,
     }
 }
 

@@ -67,7 +67,7 @@ mod contract_tests;
 pub use self::fjall::FjallEngine;
 pub use measured::Measured;
 pub use memory::MemoryEngine;
-pub use store::{Change, Closed, Durable, Hook, Store};
+pub use store::{Change, Closed, Durable, Hook, Indexer, Store};
 
 /// Key spaces of the node's database. Each is a separate LSM tree; a batch
 /// can span them atomically.
@@ -79,6 +79,10 @@ pub enum Space {
     Meta,
     /// Hints: writes held for another replica (sloppy quorum).
     Hints,
+    /// The index of [`Space::Data`] a [`store::Indexer`] keeps: the store
+    /// writes it in the same batch as every data change (see
+    /// [`Store::set_indexer`]).
+    Index,
 }
 
 /// Storage failures.

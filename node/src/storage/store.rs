@@ -16,7 +16,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::disk::{DiskGuard, DiskState, Watermark};
-use super::{Engine, EngineSize, Record, Space, StorageError, SyncPolicy};
+use super::{BatchItem, Engine, EngineSize, Record, Space, StorageError, SyncPolicy};
 use crate::util::workers::Workers;
 
 /// Resolves when a [`Store`] has shut down (see [`Store::start`]).
@@ -49,6 +49,34 @@ pub enum Change {
 /// completion to run after the commit.
 type Apply = Box<dyn FnOnce(Result<Option<&[u8]>, StorageError>) -> (Change, Completion) + Send>;
 
+/// Keeps an index of [`Space::Data`] in [`Space::Index`] (see
+/// [`Store::set_indexer`]).
+pub trait Indexer: Send + Sync + 'static {
+    /// For a change of data key `key` from record `old` to record `new`
+    /// (`None`: no record): the write of [`Space::Index`] committed in the
+    /// same batch, and a hook run right after that commit, on the writer
+    /// thread, in commit order (never for a failed commit).
+    fn index(
+        &self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> (BatchItem, Option<Hook>);
+}
+
+/// The indexer of a store, once set.
+type SharedIndexer = Arc<std::sync::OnceLock<Arc<dyn Indexer>>>;
+
+/// Work run on the writer thread between two batches (see [`Store::on_writer`]).
+type Between = Box<dyn FnOnce(&dyn Engine) + Send>;
+
+/// What the writer thread takes: an update, or work run between two
+/// batches.
+enum Work {
+    Update(Job),
+    Run(Between),
+}
+
 struct Job {
     space: Space,
     key: Vec<u8>,
@@ -62,7 +90,9 @@ struct Job {
 #[derive(Clone)]
 pub struct Store {
     engine: Arc<dyn Engine>,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Work>,
+    /// The index of the data space, once set.
+    indexer: SharedIndexer,
     /// The first failed commit's error (see [`Store::failed`]).
     failed: tokio::sync::watch::Receiver<Option<StorageError>>,
     /// Where blocking engine calls run.
@@ -101,7 +131,8 @@ impl Store {
             Box::new(move || engine.disk_space())
         }));
         let (closed_tx, closed_rx) = oneshot::channel();
-        let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        let (tx, mut rx) = mpsc::channel::<Work>(QUEUE_DEPTH);
+        let indexer = SharedIndexer::default();
         let running = Arc::new(AtomicBool::new(true));
         let (failed_tx, failed_rx) = tokio::sync::watch::channel(None);
         if let SyncPolicy::Periodic(every) = policy {
@@ -139,6 +170,7 @@ impl Store {
             failed: false,
             failed_tx,
             disk: disk.clone(),
+            indexer: indexer.clone(),
             running,
             closed_tx,
         };
@@ -165,11 +197,47 @@ impl Store {
         let store = Self {
             engine,
             jobs: tx,
+            indexer,
             failed: failed_rx,
             workers,
             disk,
         };
         (store, Closed(closed_rx))
+    }
+
+    /// Makes every change of [`Space::Data`] from now on also write its
+    /// index entry in the same batch, and run the indexer's hook after the
+    /// commit. Set it before the first data write: a change made before
+    /// it has no index entry. Only the first call counts; false for a
+    /// later one.
+    pub fn set_indexer(&self, indexer: Arc<dyn Indexer>) -> bool {
+        self.indexer.set(indexer).is_ok()
+    }
+
+    /// Whether an indexer is set (see [`Store::set_indexer`]).
+    pub fn indexed(&self) -> bool {
+        self.indexer.get().is_some()
+    }
+
+    /// Runs `f` on the writer thread between two batches, with the engine:
+    /// every update before it is committed and its hooks have run, and no
+    /// later one is applied until `f` returns. So `f` reads storage and
+    /// the state the hooks keep at one cut of the update stream. Keep it
+    /// short: every write waits for it.
+    pub async fn on_writer<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Engine) -> T + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let run = Box::new(move |engine: &dyn Engine| {
+            let _ = tx.send(f(engine));
+        });
+        self.jobs
+            .send(Work::Run(run))
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(update_lost)
     }
 
     /// Whether a commit of this store failed (see [`Store::failed`]).
@@ -431,12 +499,12 @@ impl Store {
         essential: bool,
     ) -> Result<(), StorageError> {
         self.jobs
-            .send(Job {
+            .send(Work::Update(Job {
                 space,
                 key,
                 apply,
                 essential,
-            })
+            }))
             .await
             .map_err(|_| StorageError::Closed)
     }
@@ -515,17 +583,27 @@ struct Writer {
     /// Every write is refused below the reserve (nothing is committed, so
     /// the store takes writes again once space is back).
     disk: Arc<DiskGuard>,
+    indexer: SharedIndexer,
     running: Arc<AtomicBool>,
     closed_tx: oneshot::Sender<()>,
 }
 
 impl Writer {
-    /// Runs `first` and whatever is queued behind it as one batch.
-    fn batch(&mut self, first: Job, rx: &mut mpsc::Receiver<Job>) {
-        let mut jobs = vec![first];
+    /// Runs `first` and the updates queued behind it as one batch, up to
+    /// the first work to run between batches, which runs after it.
+    fn batch(&mut self, first: Work, rx: &mut mpsc::Receiver<Work>) {
+        let mut jobs = match first {
+            Work::Update(job) => vec![job],
+            Work::Run(f) => return self.run(f),
+        };
+        let mut then = None;
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(Work::Update(j)) => jobs.push(j),
+                Ok(Work::Run(f)) => {
+                    then = Some(f);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -545,11 +623,30 @@ impl Writer {
                 essential_too: false,
             })
         };
-        if let Err(e) = run_batch(&*self.engine, jobs, self.sync_each, refused) {
+        let indexer = self.indexer.get().cloned();
+        if let Err(e) = run_batch(
+            &*self.engine,
+            jobs,
+            self.sync_each,
+            refused,
+            indexer.as_deref(),
+        ) {
             if !self.failed {
                 self.failed = true;
                 self.failed_tx.send_replace(Some(e));
             }
+        }
+        if let Some(f) = then {
+            self.run(f);
+        }
+    }
+
+    /// Runs work between two batches; a panic fails it alone (its caller
+    /// sees its channel closed).
+    fn run(&self, f: Between) {
+        let engine = &*self.engine;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(engine))).is_err() {
+            tracing::error!("work run on the writer thread panicked; its caller gets an error");
         }
     }
 
@@ -602,6 +699,7 @@ fn run_batch(
     jobs: Vec<Job>,
     sync: bool,
     refused: Option<Refusal>,
+    indexer: Option<&dyn Indexer>,
 ) -> Result<(), StorageError> {
     // Later updates of a batch must see earlier ones of the same key.
     let mut overlay: HashMap<(Space, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
@@ -621,9 +719,10 @@ fn run_batch(
         // A panicking update must not take the writer thread (and with it
         // every later write of this node) down: it fails alone.
         let apply = job.apply;
+        let seen = &current;
         let (new, completion) =
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                apply(current.as_ref().map(|v| v.as_deref()).map_err(Clone::clone))
+                apply(seen.as_ref().map(|v| v.as_deref()).map_err(Clone::clone))
             })) {
                 Ok(x) => x,
                 Err(_) => {
@@ -638,21 +737,34 @@ fn run_batch(
         // A refused update was told so (its read failed): whatever it
         // returns is not written, and it gets the refusal.
         if let Some(e) = refusal {
-            done.push((completion, Some(e)));
+            done.push((completion, None, Some(e)));
             continue;
         }
-        match new {
-            Change::Keep => {}
-            Change::Put(v) => {
-                writes.push((slot.0, slot.1.clone(), Some(v.clone())));
-                overlay.insert(slot, Some(v));
+        let value = match new {
+            Change::Keep => {
+                done.push((completion, None, None));
+                continue;
             }
-            Change::Delete => {
-                writes.push((slot.0, slot.1.clone(), None));
-                overlay.insert(slot, None);
+            Change::Put(v) => Some(v),
+            Change::Delete => None,
+        };
+        // The index entry goes in the same batch (an unreadable old
+        // record counts as none: the update saw the read error).
+        let hook = match indexer {
+            Some(ix) if slot.0 == Space::Data => {
+                let old = current.as_ref().ok().and_then(|o| o.as_deref());
+                let (item, hook) = ix.index(&slot.1, old, value.as_deref());
+                writes.push((slot.0, slot.1.clone(), value.clone()));
+                writes.push(item);
+                hook
             }
-        }
-        done.push((completion, None));
+            _ => {
+                writes.push((slot.0, slot.1.clone(), value.clone()));
+                None
+            }
+        };
+        overlay.insert(slot, value);
+        done.push((completion, hook, None));
     }
     // Only a failed commit fails the store; a refusal wrote nothing.
     let res = if writes.is_empty() {
@@ -664,7 +776,10 @@ fn run_batch(
         }
         res
     };
-    for (c, refused) in done {
+    for (c, hook, refused) in done {
+        if let (Ok(()), Some(hook)) = (&res, hook) {
+            hook();
+        }
         c(refused.map_or_else(|| res.clone(), Err));
     }
     res

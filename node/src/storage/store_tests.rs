@@ -409,3 +409,124 @@ fn wake_cost_of_a_plain_update() {
         );
     }
 }
+
+/// Records every index call and the order its hooks ran in.
+#[derive(Default)]
+struct Recorder {
+    hooks: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Indexer for Recorder {
+    fn index(
+        &self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> (BatchItem, Option<Hook>) {
+        // The entry: old value ++ "->" ++ new value, under the same key.
+        let entry = [old.unwrap_or(b"-"), b"->", new.unwrap_or(b"-")].concat();
+        let (hooks, k) = (self.hooks.clone(), key.to_vec());
+        let hook: Hook = Box::new(move || hooks.lock().unwrap().push(k));
+        ((Space::Index, key.to_vec(), Some(entry)), Some(hook))
+    }
+}
+
+/// Every data change (and only data changes) writes its index entry in
+/// the same batch, with the old value as the batch saw it (an earlier
+/// update of the same key in the batch included), and the hooks run after
+/// the commit, in commit order; a failed commit runs none.
+#[tokio::test]
+async fn the_indexer_writes_each_data_change_in_its_batch_and_hooks_in_order() {
+    let engine = Arc::new(FakeEngine::default());
+    let (store, _closed) = Store::start(engine.clone(), SyncPolicy::Always);
+    let recorder = Recorder::default();
+    let hooks = recorder.hooks.clone();
+    assert!(store.set_indexer(Arc::new(recorder)));
+    assert!(
+        !store.set_indexer(Arc::new(Recorder::default())),
+        "one indexer"
+    );
+    let put = |k: &'static [u8], v: &'static [u8]| {
+        let s = store.clone();
+        async move {
+            s.update(Space::Data, k.to_vec(), move |_| (Some(v.to_vec()), ()))
+                .await
+        }
+    };
+    put(b"a", b"1").await.unwrap();
+    // Two updates of one key in one batch (the first commit is slow).
+    let (x, y, z) = tokio::join!(put(b"b", b"1"), put(b"a", b"2"), put(b"a", b"3"));
+    x.unwrap();
+    y.unwrap();
+    z.unwrap();
+    store
+        .update(Space::Meta, b"m".to_vec(), |_| (Some(b"x".to_vec()), ()))
+        .await
+        .unwrap();
+    store
+        .change(Space::Data, b"b".to_vec(), |_| (Change::Delete, ()))
+        .await
+        .unwrap();
+    let get = |k: &[u8]| engine.inner.get(Space::Index, k).unwrap();
+    assert_eq!(get(b"a"), Some(b"2->3".to_vec()));
+    assert_eq!(get(b"b"), Some(b"1->-".to_vec()));
+    assert_eq!(get(b"m"), None, "meta is not indexed");
+    assert_eq!(
+        *hooks.lock().unwrap(),
+        vec![
+            b"a".to_vec(),
+            b"b".to_vec(),
+            b"a".to_vec(),
+            b"a".to_vec(),
+            b"b".to_vec()
+        ]
+    );
+    engine.fail.store(true, Ordering::SeqCst);
+    assert!(put(b"c", b"1").await.is_err());
+    assert_eq!(
+        hooks.lock().unwrap().len(),
+        5,
+        "no hook for a failed commit"
+    );
+}
+
+/// Work run on the writer thread sees every update queued before it
+/// committed (with its hook run) and none queued after it.
+#[tokio::test]
+async fn work_on_the_writer_runs_at_one_cut_of_the_updates() {
+    let engine = Arc::new(FakeEngine::default());
+    let (store, _closed) = Store::start(engine.clone(), SyncPolicy::Always);
+    let recorder = Recorder::default();
+    let hooks = recorder.hooks.clone();
+    store.set_indexer(Arc::new(recorder));
+    let put = |k: Vec<u8>| {
+        let s = store.clone();
+        async move {
+            s.update(Space::Data, k, |_| (Some(b"v".to_vec()), ()))
+                .await
+        }
+    };
+    let before: Vec<_> = (0..20u8).map(|i| tokio::spawn(put(vec![i]))).collect();
+    tokio::task::yield_now().await;
+    let seen = {
+        let hooks = hooks.clone();
+        store.on_writer(move |e| {
+            let stored = e.scan(Space::Data, b"", usize::MAX).unwrap().len();
+            (stored, hooks.lock().unwrap().len())
+        })
+    };
+    let after: Vec<_> = (100..120u8).map(|i| tokio::spawn(put(vec![i]))).collect();
+    let (stored, hooked) = seen.await.unwrap();
+    assert_eq!(stored, hooked, "every stored update's hook ran, no other");
+    for t in before.into_iter().chain(after) {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        engine
+            .inner
+            .scan(Space::Data, b"", usize::MAX)
+            .unwrap()
+            .len(),
+        40
+    );
+}

@@ -2,10 +2,10 @@
 //! holds as their first replica. Each key counts once in a cluster, on its
 //! first replica, so the XOR of every member's tree is the cluster's,
 //! whatever its size and placement, and equals the tree a backup's merged
-//! records give. It is computed from the in-memory key index (no storage
-//! read), branch by branch.
+//! records give. It is computed from the key index (no read of the
+//! data), segment by segment.
 
-use super::{contribution, Trees, PER_BRANCH, SEGMENTS};
+use super::{contribution, Entry, Trees};
 
 impl Trees {
     /// Whether this node is the first replica of `key` on its ring (the
@@ -14,31 +14,21 @@ impl Trees {
         self.ring.item_preference_list(key, 1).first() == Some(&self.me)
     }
 
-    /// The leaf hash of `segment` over the keys held as first replica
-    /// (0 for a segment out of range).
-    pub fn first_replica_leaf(&self, segment: u32) -> u64 {
-        self.index.get(segment as usize).map_or(0, |m| {
-            m.iter()
-                .filter(|(k, _)| self.first_replica(k))
-                .fold(0, |acc, (k, h)| acc ^ contribution(k, *h))
-        })
-    }
-
-    /// The leaf hashes of `branch` over the keys held as first replica.
-    pub fn first_replica_leaves(&self, branch: u32) -> Vec<u64> {
-        let start = branch.saturating_mul(PER_BRANCH).min(SEGMENTS);
-        let end = start.saturating_add(PER_BRANCH).min(SEGMENTS);
-        (start..end).map(|s| self.first_replica_leaf(s)).collect()
-    }
-
-    /// The keys of `segments` held as first replica, with state hashes.
-    pub fn first_replica_keys(&self, segments: &[u32]) -> Vec<(Vec<u8>, u64)> {
-        segments
+    /// The leaf hash over the index `entries` of one segment that this
+    /// node holds as first replica.
+    pub fn first_replica_leaf(&self, entries: &[Entry]) -> u64 {
+        entries
             .iter()
-            .filter_map(|s| self.index.get(*s as usize))
-            .flat_map(|m| m.iter())
-            .filter(|(k, _)| self.first_replica(k))
-            .map(|(k, h)| (k.to_vec(), *h))
+            .filter(|e| self.first_replica(&e.key))
+            .fold(0, |acc, e| acc ^ contribution(&e.key, e.hash))
+    }
+
+    /// The keys of index `entries` held as first replica, with state hashes.
+    pub fn first_replica_keys(&self, entries: Vec<Entry>) -> Vec<(Vec<u8>, u64)> {
+        entries
+            .into_iter()
+            .filter(|e| self.first_replica(&e.key))
+            .map(|e| (e.key, e.hash))
             .collect()
     }
 }
@@ -52,40 +42,54 @@ pub fn leaf_of<'a>(keys: impl IntoIterator<Item = (&'a [u8], u64)>) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{fixed_n, segment, BRANCHES};
+    use super::super::{fixed_n, segment, SEGMENTS};
     use super::*;
     use kvorum_ring::{Member, NodeId, Ring};
+    use std::collections::BTreeMap;
 
     fn ring(nodes: u32) -> Ring {
         Ring::new((1..=nodes).map(|i| Member::new(format!("n{i}"))), 64)
     }
 
-    /// Every node's trees over the keys it replicates on a ring of `nodes`
-    /// (N = 2: with an odd N, counting every replica would XOR to the same
-    /// tree as counting the first, and the test could not tell them apart).
-    fn cluster(nodes: u32, keys: &[(Vec<u8>, u64)]) -> Vec<Trees> {
-        let mut all: Vec<Trees> = (1..=nodes)
-            .map(|i| Trees::new(NodeId::new(format!("n{i}")), fixed_n(2), ring(nodes)))
+    /// A node's trees with its key index: segment → entries.
+    type Node = (Trees, BTreeMap<u32, Vec<Entry>>);
+
+    /// Every node's trees and index over the keys it replicates on a ring
+    /// of `nodes` (N = 2: with an odd N, counting every replica would XOR
+    /// to the same tree as counting the first, and the test could not tell
+    /// them apart).
+    fn cluster(nodes: u32, keys: &[(Vec<u8>, u64)]) -> Vec<Node> {
+        let mut all: Vec<Node> = (1..=nodes)
+            .map(|i| {
+                let t = Trees::new(NodeId::new(format!("n{i}")), fixed_n(2), ring(nodes));
+                (t, BTreeMap::new())
+            })
             .collect();
         for (k, h) in keys {
-            for t in &mut all {
+            for (t, index) in &mut all {
                 if t.replicas(k).contains(&t.me) {
-                    t.update(k, *h, None);
+                    t.update(k, None, Some(*h), None);
+                    index.entry(segment(k)).or_default().push(Entry {
+                        key: k.clone(),
+                        hash: *h,
+                        dead: None,
+                    });
                 }
             }
         }
         all
     }
 
-    fn digest(trees: &[Trees]) -> Vec<u64> {
-        (0..BRANCHES)
-            .flat_map(|b| {
-                trees.iter().fold(vec![0; PER_BRANCH as usize], |acc, t| {
-                    acc.iter()
-                        .zip(t.first_replica_leaves(b))
-                        .map(|(a, l)| a ^ l)
-                        .collect()
-                })
+    fn entries(node: &Node, seg: u32) -> Vec<Entry> {
+        node.1.get(&seg).cloned().unwrap_or_default()
+    }
+
+    fn digest(nodes: &[Node]) -> Vec<u64> {
+        (0..SEGMENTS)
+            .map(|s| {
+                nodes
+                    .iter()
+                    .fold(0, |acc, n| acc ^ n.0.first_replica_leaf(&entries(n, s)))
             })
             .collect()
     }
@@ -113,7 +117,7 @@ mod tests {
         assert_eq!(differ, vec![segment(&keys[5].0)]);
         let listed: Vec<_> = other
             .iter()
-            .flat_map(|t| t.first_replica_keys(&differ))
+            .flat_map(|n| n.0.first_replica_keys(entries(n, differ[0])))
             .collect();
         assert!(listed.contains(&(keys[5].0.clone(), keys[5].1 + 1)));
     }

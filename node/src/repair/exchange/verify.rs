@@ -1,9 +1,10 @@
 //! The digest `kvorum admin verify` asks every member for (see
-//! `repair::aae::digest`), served from the trees' key index.
+//! `repair::aae::digest`), served from the key index on disk.
 
 use super::{AntiEntropy, SERVE_REFRESH_WAIT};
-use crate::repair::aae::{BRANCHES, PER_BRANCH, SEGMENTS};
+use crate::repair::aae::{self, BRANCHES, PER_BRANCH, SEGMENTS};
 use crate::replication::replica;
+use crate::storage::{Space, StorageError};
 use kvorum_client::proto::{DigestAnswer, DigestQuery, ErrorReply};
 
 /// Most segments one keys query lists (its answer stays well under a
@@ -12,8 +13,8 @@ pub const MAX_DIGEST_SEGMENTS: usize = 64;
 
 impl AntiEntropy {
     /// Answers a verify's digest query over the keys this node holds as
-    /// first replica, on a blocking worker, one segment at a time under
-    /// the trees' lock (a write waits for one segment, not a branch).
+    /// first replica, on a blocking worker, one segment of the key index
+    /// at a time.
     /// Refused while the trees are being built or redone, and while a ring
     /// change is under way (first replicas are moving).
     pub async fn digest(&self, query: DigestQuery) -> Result<DigestAnswer, ErrorReply> {
@@ -46,43 +47,66 @@ impl AntiEntropy {
                 )));
             }
         }
-        let trees = self.trees().clone();
+        let (trees, store) = (self.trees().clone(), self.replica.store().clone());
         let workers = self.env.workers;
-        let leaf = move |s: u32| replica::lock(&trees).first_replica_leaf(s);
-        let keys = {
-            let trees = self.trees().clone();
-            move |s: u32| replica::lock(&trees).first_replica_keys(&[s])
+        // One segment of the index, read from storage.
+        let entries =
+            move |s: u32| aae::index::read(s..s + 1, |p| store.scan(Space::Index, p, usize::MAX));
+        let leaf = {
+            let (trees, entries) = (trees.clone(), entries.clone());
+            move |s: u32| -> Result<u64, StorageError> {
+                let e = entries(s)?;
+                Ok(replica::lock(&trees).first_replica_leaf(&e))
+            }
         };
-        let answer = workers.run_blocking(move || match query {
-            DigestQuery::Branches => DigestAnswer::Branches {
-                view: view.hash,
-                hashes: (0..BRANCHES)
-                    .map(|b| (b * PER_BRANCH..(b + 1) * PER_BRANCH).fold(0, |a, s| a ^ leaf(s)))
-                    .collect(),
-            },
-            DigestQuery::Leaves { mut branches } => {
-                branches.sort_unstable();
-                branches.dedup();
-                branches.retain(|b| *b < BRANCHES);
-                DigestAnswer::Leaves(
-                    branches
-                        .into_iter()
-                        .map(|b| {
-                            (
-                                b,
-                                (b * PER_BRANCH..(b + 1) * PER_BRANCH).map(&leaf).collect(),
-                            )
-                        })
-                        .collect(),
-                )
-            }
-            DigestQuery::Keys { mut segments } => {
-                segments.sort_unstable();
-                segments.dedup();
-                segments.retain(|s| *s < SEGMENTS);
-                DigestAnswer::Keys(segments.into_iter().flat_map(keys).collect())
-            }
+        let keys = move |s: u32| -> Result<Vec<(Vec<u8>, u64)>, StorageError> {
+            let e = entries(s)?;
+            Ok(replica::lock(&trees).first_replica_keys(e))
+        };
+        let answer = workers.run_blocking(move || -> Result<DigestAnswer, StorageError> {
+            Ok(match query {
+                DigestQuery::Branches => {
+                    let mut hashes = Vec::with_capacity(BRANCHES as usize);
+                    for b in 0..BRANCHES {
+                        let mut h = 0;
+                        for s in b * PER_BRANCH..(b + 1) * PER_BRANCH {
+                            h ^= leaf(s)?;
+                        }
+                        hashes.push(h);
+                    }
+                    DigestAnswer::Branches {
+                        view: view.hash,
+                        hashes,
+                    }
+                }
+                DigestQuery::Leaves { mut branches } => {
+                    branches.sort_unstable();
+                    branches.dedup();
+                    branches.retain(|b| *b < BRANCHES);
+                    let mut out = Vec::with_capacity(branches.len());
+                    for b in branches {
+                        let leaves = (b * PER_BRANCH..(b + 1) * PER_BRANCH)
+                            .map(&leaf)
+                            .collect::<Result<Vec<u64>, _>>()?;
+                        out.push((b, leaves));
+                    }
+                    DigestAnswer::Leaves(out)
+                }
+                DigestQuery::Keys { mut segments } => {
+                    segments.sort_unstable();
+                    segments.dedup();
+                    segments.retain(|s| *s < SEGMENTS);
+                    let mut out = Vec::new();
+                    for s in segments {
+                        out.extend(keys(s)?);
+                    }
+                    DigestAnswer::Keys(out)
+                }
+            })
         });
-        answer.await.map_err(ErrorReply::Internal)
+        answer
+            .await
+            .map_err(ErrorReply::Internal)?
+            .map_err(|e| ErrorReply::Internal(format!("reading the key index: {e}")))
     }
 }

@@ -1,0 +1,253 @@
+//! The anti-entropy key index on disk, in [`Space::Index`]: one entry per
+//! stored key, `segment (2 bytes, big-endian) ++ storage key → state hash
+//! (8 bytes LE) [++ delete time (8 bytes LE) when the state holds only
+//! tombstones]`. Sorted by segment, so an exchange lists a segment's keys
+//! with one prefix read, and a build of the trees reads the index in
+//! segment order without touching the values.
+//!
+//! [`TreeIndex`] is the store's [`Indexer`]: every change of
+//! [`Space::Data`] writes its entry in the same batch (so the index never
+//! disagrees with the data, whatever a crash cuts), and after the commit
+//! moves the trees from the old state hash to the new one.
+
+use super::{segment, state_hash, Trees, SEGMENTS};
+use crate::data::value;
+use crate::storage::{BatchItem, Engine, Hook, Indexer, Record, Space, StorageError};
+use crate::util::LockExt;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, Weak};
+
+/// One key of the index: its storage key, state hash and, when its state
+/// holds only tombstones, the latest delete time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The storage key.
+    pub key: Vec<u8>,
+    /// The hash of its record ([`state_hash`]).
+    pub hash: u64,
+    /// When it holds only tombstones: since when (ms).
+    pub dead: Option<u64>,
+}
+
+/// The index key of storage key `key`.
+pub fn index_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + key.len());
+    k.extend_from_slice(&prefix(segment(key)));
+    k.extend_from_slice(key);
+    k
+}
+
+/// The index key prefix of segment `seg`.
+pub fn prefix(seg: u32) -> [u8; 2] {
+    // SEGMENTS fits in 16 bits.
+    (seg as u16).to_be_bytes()
+}
+
+/// The index value of a state hashing to `hash`.
+fn encode(hash: u64, dead: Option<u64>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&hash.to_le_bytes());
+    if let Some(t) = dead {
+        v.extend_from_slice(&t.to_le_bytes());
+    }
+    v
+}
+
+/// Decodes a stored index record.
+pub fn decode(key: &[u8], value: &[u8]) -> Result<Entry, StorageError> {
+    let corrupt =
+        || StorageError::Corrupt(format!("anti-entropy index entry of {} bytes", value.len()));
+    let word = |b: &[u8]| -> Result<u64, StorageError> {
+        Ok(u64::from_le_bytes(b.try_into().map_err(|_| corrupt())?))
+    };
+    if key.len() < 3 {
+        return Err(StorageError::Corrupt(format!(
+            "anti-entropy index key of {} bytes",
+            key.len()
+        )));
+    }
+    let (hash, dead) = match value.len() {
+        8 => (word(value)?, None),
+        16 => (word(&value[..8])?, Some(word(&value[8..])?)),
+        _ => return Err(corrupt()),
+    };
+    Ok(Entry {
+        key: key[2..].to_vec(),
+        hash,
+        dead,
+    })
+}
+
+/// The entry of a record: its state hash, and its delete time when it
+/// holds only tombstones (an undecodable record counts as live: it is
+/// quarantined when read).
+fn entry_of(record: &[u8]) -> (u64, Option<u64>) {
+    let dead = value::decode_record(record)
+        .ok()
+        .and_then(|r| r.dead_since());
+    (state_hash(record), dead)
+}
+
+/// The index entries of `segments`, in segment order, read by `scan` (a
+/// prefix read of [`Space::Index`]).
+pub fn read(
+    segments: Range<u32>,
+    scan: impl Fn(&[u8]) -> Result<Vec<Record>, StorageError>,
+) -> Result<Vec<Entry>, StorageError> {
+    let mut out = Vec::new();
+    for seg in segments.start..segments.end.min(SEGMENTS) {
+        for (k, v) in scan(&prefix(seg))? {
+            out.push(decode(&k, &v)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The store's [`Indexer`]: the index entry of every data change, and the
+/// trees moved after its commit. It holds the trees weakly: they hold the
+/// bucket settings, which hold the store, whose writer holds this; a
+/// strong handle would keep the store open after the node let it go.
+pub struct TreeIndex(Weak<Mutex<Trees>>);
+
+impl TreeIndex {
+    /// The indexer that keeps `trees` (while anything else holds them).
+    pub fn new(trees: &Arc<Mutex<Trees>>) -> Self {
+        Self(Arc::downgrade(trees))
+    }
+}
+
+impl Indexer for TreeIndex {
+    fn index(
+        &self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> (BatchItem, Option<Hook>) {
+        let old = old.map(state_hash);
+        let (item, new) = match new {
+            Some(record) => {
+                let (hash, dead) = entry_of(record);
+                let item = (Space::Index, index_key(key), Some(encode(hash, dead)));
+                (item, Some((hash, dead)))
+            }
+            None => ((Space::Index, index_key(key), None), None),
+        };
+        let (trees, key) = (self.0.clone(), key.to_vec());
+        let hook: Hook = Box::new(move || {
+            if let Some(trees) = trees.upgrade() {
+                trees
+                    .locked()
+                    .update(&key, old, new.map(|n| n.0), new.and_then(|n| n.1));
+            }
+        });
+        (item, Some(hook))
+    }
+}
+
+/// `Meta` key saying the index holds every data key (its value: the
+/// index format, [`FORMAT`]).
+const BUILT_KEY: &[u8] = b"aae/index-format";
+
+/// The index format this code writes.
+const FORMAT: u8 = 1;
+
+/// Records read or written per batch while the index is built.
+const CHUNK: usize = 1024;
+
+/// Makes sure the index holds an entry for every data key: a node whose
+/// data was written by a version without the index gets it built here,
+/// once, in batches, before the store starts (the engine alone, no other
+/// writer). Returns how many keys were indexed (0 when it was there).
+pub fn ensure(engine: &dyn Engine) -> Result<u64, StorageError> {
+    if engine.get(Space::Meta, BUILT_KEY)?.as_deref() == Some(&[FORMAT]) {
+        return Ok(0);
+    }
+    // Whatever a build cut short left goes first.
+    loop {
+        let stale = engine.scan_after(Space::Index, None, CHUNK)?;
+        if stale.is_empty() {
+            break;
+        }
+        let batch = stale
+            .into_iter()
+            .map(|(k, _)| (Space::Index, k, None))
+            .collect();
+        engine.commit(batch, false)?;
+    }
+    let (mut after, mut keys) = (None::<Vec<u8>>, 0u64);
+    loop {
+        let mut batch: Vec<BatchItem> = Vec::with_capacity(CHUNK);
+        let mut last = None;
+        engine.visit_after(Space::Data, after.as_deref(), CHUNK, &mut |k, v| {
+            let (hash, dead) = entry_of(v);
+            batch.push((Space::Index, index_key(k), Some(encode(hash, dead))));
+            last = Some(k.to_vec());
+            true
+        })?;
+        let Some(last) = last else { break };
+        keys += batch.len() as u64;
+        engine.commit(batch, false)?;
+        after = Some(last);
+    }
+    engine.commit(
+        vec![(Space::Meta, BUILT_KEY.to_vec(), Some(vec![FORMAT]))],
+        true,
+    )?;
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryEngine;
+
+    #[test]
+    fn an_entry_round_trips_and_a_bad_one_is_an_error() {
+        let k = index_key(b"some/key");
+        assert_eq!(&k[..2], &prefix(segment(b"some/key")));
+        for dead in [None, Some(7)] {
+            let e = decode(&k, &encode(42, dead)).unwrap();
+            assert_eq!(
+                e,
+                Entry {
+                    key: b"some/key".to_vec(),
+                    hash: 42,
+                    dead
+                }
+            );
+        }
+        assert!(matches!(
+            decode(&k, &[1, 2, 3]),
+            Err(StorageError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode(&[1], &encode(1, None)),
+            Err(StorageError::Corrupt(_))
+        ));
+    }
+
+    /// Data written without an index (an older version) gets one entry per
+    /// key, stale entries go, and a second call does nothing.
+    #[test]
+    fn ensure_indexes_every_data_key_once() {
+        let e = MemoryEngine::new();
+        let mut batch: Vec<BatchItem> = (0..2_500u32)
+            .map(|i| {
+                (
+                    Space::Data,
+                    format!("k{i}").into_bytes(),
+                    Some(vec![i as u8]),
+                )
+            })
+            .collect();
+        batch.push((Space::Index, index_key(b"gone"), Some(encode(1, None))));
+        e.commit(batch, true).unwrap();
+        assert_eq!(ensure(&e).unwrap(), 2_500);
+        let all = read(0..SEGMENTS, |p| e.scan(Space::Index, p, usize::MAX)).unwrap();
+        assert_eq!(all.len(), 2_500);
+        assert!(all.iter().all(|x| x.key != b"gone"));
+        let k7 = all.iter().find(|x| x.key == b"k7").unwrap();
+        assert_eq!(k7.hash, state_hash(&[7]));
+        assert_eq!(ensure(&e).unwrap(), 0);
+    }
+}

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Restart time and memory as the data grows: one node (N = 1, sync periodic)
 # loaded with N keys of 100 B by `kvorum bench`, stopped, started again.
-# Usage: restart.sh KVORUM_BINARY N...   (docs/performance.md, "Start-up")
+# Usage: [KEEP=1] restart.sh KVORUM_BINARY N...   (docs/performance.md, "Start-up")
 # e.g.   docs/bench-data/restart.sh target/release/kvorum 100000 1000000 10000000
 # Per size: the data directory's size, then three restarts, each with the
 # time from `kvorum start` to /ready answering 200 and to
@@ -10,9 +10,16 @@
 set -u
 B=$1; shift
 for N in "$@"; do
-  D=/tmp/restart-$N; rm -rf $D
+  D=/tmp/restart-$N
+  if [ "${KEEP:-}" = 1 ] && [ -d $D/data ]; then
+    # KEEP=1: the data of an earlier run (its first start may build what a
+    # newer release keeps beside the data, such as the key index).
+    echo "kept data of $D"
+  else
+  rm -rf $D
   $B bench --nodes 1 --n 1 --sync periodic --workload w --ops $N --value-size 100 \
      --concurrency 64 --dir $D --keep --port 7701 > $D.bench.txt 2>&1 || { echo "bench failed $N"; tail $D.bench.txt; continue; }
+  fi
   du -sm $D/data | awk '{print "data MiB", $1}'
   for run in 1 2 3; do
     sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null

@@ -86,6 +86,11 @@ pub struct View {
     /// ranges that writes skipped (swarm seed 8: two joiners, the first up
     /// read a range only the final ring's owners had been written).
     pub between_rings: Arc<Vec<Arc<Ring>>>,
+    /// The rings between of the view before the read ring's last change,
+    /// kept as long as [`View::prev_read_ring`]: two coordinators may hear
+    /// two members go up in either order, and one that heard A first must
+    /// still write where one that heard B first reads.
+    pub prev_between_rings: Arc<Vec<Arc<Ring>>>,
     /// Bumped on every change, whichever path it came by, so the node can
     /// tell when to persist the list.
     pub version: u64,
@@ -116,12 +121,16 @@ fn between(members: &BTreeMap<NodeId, MemberInfo>, vnodes: u32) -> Vec<Arc<Ring>
     if k < 2 {
         return Vec::new();
     }
-    // Subsets of the changing members that are done: all proper non-empty
-    // ones for few, else one at a time.
-    let subsets: Vec<u64> = if k <= MAX_BETWEEN {
-        (1..(1u64 << k) - 1).collect()
+    // Subsets of the changing members that are done (which ones, by
+    // index): all proper non-empty ones for few, else one at a time.
+    let subsets: Vec<Vec<bool>> = if k <= MAX_BETWEEN {
+        (1..(1usize << k) - 1)
+            .map(|bits| (0..k).map(|i| bits & (1 << i) != 0).collect())
+            .collect()
     } else {
-        (0..k).map(|i| 1u64 << i).collect()
+        (0..k)
+            .map(|one| (0..k).map(|i| i == one).collect())
+            .collect()
     };
     subsets
         .into_iter()
@@ -132,7 +141,7 @@ fn between(members: &BTreeMap<NodeId, MemberInfo>, vnodes: u32) -> Vec<Arc<Ring>
                 .map(member)
                 .collect();
             for (i, m) in changing.iter().enumerate() {
-                let is_done = done & (1 << i) != 0;
+                let is_done = done[i];
                 // A joiner reads once done; a leaver until done.
                 if (m.state == MemberState::Joining) == is_done {
                     ring.push(member(m));
@@ -218,6 +227,7 @@ impl Membership {
                 write_ring: Arc::new(Ring::new([], vnodes)),
                 prev_read_ring: None,
                 between_rings: Default::default(),
+                prev_between_rings: Default::default(),
                 hash: 0,
                 version: 0,
                 placement: 0,
@@ -438,6 +448,7 @@ impl Membership {
         let mut view = self.write();
         if view.hash == hash && view.prev_read_ring.is_some() {
             view.prev_read_ring = None;
+            view.prev_between_rings = Default::default();
         }
     }
 
@@ -498,25 +509,25 @@ impl Membership {
             }
             xxhash_rust::xxh3::xxh3_64(&bytes)
         };
+        let mut rings_changed = false;
         if view.read_ring.members() != read.as_slice() {
             let old =
                 std::mem::replace(&mut view.read_ring, Arc::new(Ring::new(read, self.vnodes)));
             if !old.is_empty() {
                 view.prev_read_ring = Some(old);
+                view.prev_between_rings = view.between_rings.clone();
             }
             view.placement += 1;
+            rings_changed = true;
         }
         if view.write_ring.members() != write.as_slice() {
             view.write_ring = Arc::new(Ring::new(write, self.vnodes));
+            rings_changed = true;
         }
-        let between = between(&view.members, self.vnodes);
-        let same = between.len() == view.between_rings.len()
-            && between
-                .iter()
-                .zip(view.between_rings.iter())
-                .all(|(a, b)| a.members() == b.members());
-        if !same {
-            view.between_rings = Arc::new(between);
+        // The read and write rings name the changing members (joining:
+        // written, not read; leaving: read, not written).
+        if rings_changed {
+            view.between_rings = Arc::new(between(&view.members, self.vnodes));
         }
         view.hash = hash;
         if let Some(me) = Arc::make_mut(&mut view.members).get_mut(&self.me) {

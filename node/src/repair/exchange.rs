@@ -187,16 +187,25 @@ impl AntiEntropy {
         self.replica.trees()
     }
 
-    /// The key index entries of `segments`, read from storage.
-    fn entries(&self, segments: &[u32]) -> Result<Vec<aae::Entry>, StorageError> {
-        let store = self.replica.store();
-        let mut out = Vec::new();
-        for s in segments {
-            out.extend(aae::index::read(*s..s.saturating_add(1), |p| {
-                store.scan(crate::storage::Space::Index, p, usize::MAX)
-            })?);
-        }
-        Ok(out)
+    /// The key index entries of `segments`, read from storage on a
+    /// blocking worker (up to [`MAX_SEGMENTS_PER_EXCHANGE`] segments, about
+    /// 150,000 entries at 10 M keys).
+    async fn entries(&self, segments: &[u32]) -> Result<Vec<aae::Entry>, StorageError> {
+        let store = self.replica.store().clone();
+        let segments = segments.to_vec();
+        self.env
+            .workers
+            .run_blocking(move || {
+                let mut out = Vec::new();
+                for s in segments {
+                    out.extend(aae::index::read(s..s.saturating_add(1), |p| {
+                        store.scan(crate::storage::Space::Index, p, usize::MAX)
+                    })?);
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(StorageError::Engine)?
     }
 
     /// Redoes the trees for the current placement if it changed since they
@@ -238,12 +247,17 @@ impl AntiEntropy {
     /// step drops the build (the next check starts over).
     pub(super) async fn count_build(&self) -> Result<u64, StorageError> {
         let one = self.stepping.clone().lock_owned().await;
-        let (trees, store) = (self.trees().clone(), self.replica.store().clone());
+        // The trees weakly: once the node lets them go (it is stopping),
+        // the build stops and lets the store close.
+        let trees = Arc::downgrade(self.trees());
+        let store = self.replica.store().clone();
         let counting = async move {
             let _one = one;
             let mut counted = 0u64;
             loop {
-                let t = trees.clone();
+                let Some(t) = trees.upgrade() else {
+                    return Err(StorageError::Closed);
+                };
                 let step = store
                     .on_writer(move |engine| {
                         let mut trees = replica::lock(&t);
@@ -269,8 +283,12 @@ impl AntiEntropy {
                             return Ok(counted);
                         }
                     }
-                    Ok(Err(e)) | Err(e) => {
-                        replica::lock(&trees).abandon();
+                    // The step dropped the build itself.
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => {
+                        if let Some(t) = trees.upgrade() {
+                            replica::lock(&t).abandon();
+                        }
                         return Err(e);
                     }
                 }
@@ -303,19 +321,20 @@ impl AntiEntropy {
         if let Err(e) = self.ready() {
             return Err(PeerError::RetryLater(e.to_string()));
         }
-        let trees = replica::lock(self.trees());
         Ok(match req {
-            AaeRequest::Branches { from } => AaeResponse::Branches(trees.branches(&from)),
+            AaeRequest::Branches { from } => {
+                AaeResponse::Branches(replica::lock(self.trees()).branches(&from))
+            }
             AaeRequest::Leaves { from, branches } => {
-                AaeResponse::Leaves(trees.leaves(&from, &branches))
+                AaeResponse::Leaves(replica::lock(self.trees()).leaves(&from, &branches))
             }
             AaeRequest::Keys { from, mut segments } => {
                 segments.sort_unstable();
                 segments.dedup();
                 segments.truncate(MAX_SEGMENTS_PER_EXCHANGE);
-                drop(trees);
                 let entries = self
                     .entries(&segments)
+                    .await
                     .map_err(|e| PeerError::Storage(e.to_string()))?;
                 AaeResponse::Keys(replica::lock(self.trees()).keys(&from, entries))
             }
@@ -400,7 +419,7 @@ impl AntiEntropy {
             let AaeResponse::Keys(remote) = self.call(peer, req).await? else {
                 return Err(unexpected());
             };
-            let entries = self.entries(&segments)?;
+            let entries = self.entries(&segments).await?;
             let local = replica::lock(self.trees()).keys(peer, entries);
             let mut keys = aae::differing_keys(&local, &remote);
             keys.truncate(self.config.max_keys_per_exchange);

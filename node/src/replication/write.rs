@@ -56,36 +56,7 @@ impl Coordinator {
                 .increment(1);
             return self.forward(req, &pref, timeout).await;
         }
-        // A joint quorum while the replicas of the key change: W among its
-        // current replicas, W among its future ones (during a topology
-        // change), and W among its replicas before the last change (until
-        // every live member has seen that change: a coordinator a gossip
-        // round behind still reads there). The write reaches every group,
-        // so it stays on W replicas whichever view a reader holds.
-        let mut groups = vec![(pref.clone(), w)];
-        if view.in_transition() {
-            let future = view.write_ring.item_preference_list(&skey, n);
-            if future != pref {
-                groups.push((future.clone(), w.min(future.len())));
-            }
-        }
-        // And W among its replicas in every read ring between the two, as
-        // members go up or are removed one at a time (View::between_rings).
-        if view.in_transition() {
-            for ring in view.between_rings.iter() {
-                let between = ring.item_preference_list(&skey, n);
-                if !between.is_empty() && !groups.iter().any(|(g, _)| *g == between) {
-                    groups.push((between.clone(), w.min(between.len())));
-                }
-            }
-        }
-        let split = crate::util::plant::planted(crate::util::plant::Bug::SplitQuorum);
-        if let Some(prev) = view.prev_read_ring.as_ref().filter(|_| !split) {
-            let before = prev.item_preference_list(&skey, n);
-            if before != pref && !before.is_empty() {
-                groups.push((before.clone(), w.min(before.len())));
-            }
-        }
+        let groups = write_groups(&view, &pref, &skey, n, w);
         let mut targets: Vec<NodeId> = Vec::new();
         for (g, _) in &groups {
             for node in g {
@@ -400,5 +371,114 @@ impl Fanout {
             };
             let _ = tx.send((node, owner, outcome));
         });
+    }
+}
+
+/// The replica groups a write needs W acknowledgements in: a joint quorum
+/// while the replicas of the key change. W among its current replicas
+/// (`pref`), W among its future ones (during a topology change), W among
+/// its replicas in every read ring between the two (members go up or are
+/// removed one at a time, `View::between_rings`, and those of the view
+/// before the last change until it settles), and W among its replicas
+/// before the last change (until every live member has seen that change:
+/// a coordinator a gossip round behind still reads there). The write
+/// reaches every group, so it stays on W replicas whichever view a reader
+/// holds.
+pub(super) fn write_groups(
+    view: &crate::cluster::membership::View,
+    pref: &[NodeId],
+    skey: &[u8],
+    n: usize,
+    w: usize,
+) -> Vec<(Vec<NodeId>, usize)> {
+    let mut groups = vec![(pref.to_vec(), w)];
+    let mut add = |list: Vec<NodeId>| {
+        if !list.is_empty() && !groups.iter().any(|(g, _)| *g == list) {
+            let need = w.min(list.len());
+            groups.push((list, need));
+        }
+    };
+    if view.in_transition() {
+        add(view.write_ring.item_preference_list(skey, n));
+    }
+    for ring in view
+        .between_rings
+        .iter()
+        .chain(view.prev_between_rings.iter())
+    {
+        add(ring.item_preference_list(skey, n));
+    }
+    let split = crate::util::plant::planted(crate::util::plant::Bug::SplitQuorum);
+    if let Some(prev) = view.prev_read_ring.as_ref().filter(|_| !split) {
+        add(prev.item_preference_list(skey, n));
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::member::{MemberInfo, MemberState};
+    use crate::cluster::membership::Membership;
+    use kvorum_ring::{Member, Ring};
+
+    fn info(id: &str, state: MemberState) -> MemberInfo {
+        MemberInfo {
+            id: NodeId::new(id),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            zone: None,
+            version: 1,
+            state,
+            state_since: 1,
+            seen_view: 0,
+            synced_view: 0,
+        }
+    }
+
+    /// Two joiners and a leaver: whichever of them a reader's view has
+    /// seen done, its R = 2 replicas of a key meet two that a W = 2 write
+    /// reached (each read ring's replicas are one of the write's groups).
+    #[test]
+    fn a_write_keeps_w_in_every_read_ring_a_change_can_pass_through() {
+        let mut known = vec![
+            info("b", MemberState::Up),
+            info("c", MemberState::Up),
+            info("j1", MemberState::Joining),
+            info("j2", MemberState::Joining),
+            info("l", MemberState::Leaving),
+        ];
+        let me = info("a", MemberState::Up);
+        known.push(me.clone());
+        let m = Membership::new(me, known, 16, false);
+        let view = m.view();
+        let ring = |done: [bool; 3]| {
+            let mut ids = vec!["a", "b", "c"];
+            for (i, (id, joiner)) in [("j1", true), ("j2", true), ("l", false)]
+                .iter()
+                .enumerate()
+            {
+                if done[i] == *joiner {
+                    ids.push(id);
+                }
+            }
+            ids.sort();
+            Ring::new(ids.into_iter().map(Member::new), 16)
+        };
+        let mut rings = Vec::new();
+        for bits in 0..8u8 {
+            rings.push(ring([bits & 1 != 0, bits & 2 != 0, bits & 4 != 0]));
+        }
+        for k in 0..300u32 {
+            let key = format!("key-{k}").into_bytes();
+            let pref = view.read_ring.item_preference_list(&key, 3);
+            let groups = write_groups(&view, &pref, &key, 3, 2);
+            for r in &rings {
+                let replicas = r.item_preference_list(&key, 3);
+                assert!(
+                    groups.iter().any(|(g, need)| *g == replicas && *need == 2),
+                    "key {k}: the replicas {replicas:?} of a read ring are in no group"
+                );
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::disk::{DiskGuard, DiskState, Watermark};
-use super::{BatchItem, Engine, EngineSize, Record, Space, StorageError, SyncPolicy};
+use super::{Engine, EngineSize, Record, Space, StorageError, SyncPolicy};
 use crate::util::workers::Workers;
 
 /// Resolves when a [`Store`] has shut down (see [`Store::start`]).
@@ -52,16 +52,20 @@ type Apply = Box<dyn FnOnce(Result<Option<&[u8]>, StorageError>) -> (Change, Com
 /// Keeps an index of [`Space::Data`] in [`Space::Index`] (see
 /// [`Store::set_indexer`]).
 pub trait Indexer: Send + Sync + 'static {
-    /// For a change of data key `key` from record `old` to record `new`
-    /// (`None`: no record): the write of [`Space::Index`] committed in the
-    /// same batch, and a hook run right after that commit, on the writer
-    /// thread, in commit order (never for a failed commit).
+    /// The key in [`Space::Index`] of data key `key`.
+    fn index_key(&self, key: &[u8]) -> Vec<u8>;
+    /// For a change of data key `key` to record `new` (`None`: removed),
+    /// where `old` is the key's index entry before it (as stored, or as an
+    /// earlier update of the batch left it): the new entry (`None`: none),
+    /// committed in the same batch, and a hook run right after that
+    /// commit, on the writer thread, in commit order (never for a failed
+    /// commit).
     fn index(
         &self,
         key: &[u8],
         old: Option<&[u8]>,
         new: Option<&[u8]>,
-    ) -> (BatchItem, Option<Hook>);
+    ) -> (Option<Vec<u8>>, Option<Hook>);
 }
 
 /// The indexer of a store, once set.
@@ -748,14 +752,24 @@ fn run_batch(
             Change::Put(v) => Some(v),
             Change::Delete => None,
         };
-        // The index entry goes in the same batch (an unreadable old
-        // record counts as none: the update saw the read error).
+        // The index entry goes in the same batch. The old one is read from
+        // the index itself, not derived from the old record, so the hook
+        // moves exactly what the index held (a record damaged on disk
+        // still leaves its entry's hash); an unreadable one counts as none.
         let hook = match indexer {
             Some(ix) if slot.0 == Space::Data => {
-                let old = current.as_ref().ok().and_then(|o| o.as_deref());
-                let (item, hook) = ix.index(&slot.1, old, value.as_deref());
+                let ik = (Space::Index, ix.index_key(&slot.1));
+                let old = match overlay.get(&ik) {
+                    Some(v) => v.clone(),
+                    None => engine.get(ik.0, &ik.1).unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "reading an index entry failed; counted as none");
+                        None
+                    }),
+                };
+                let (entry, hook) = ix.index(&slot.1, old.as_deref(), value.as_deref());
                 writes.push((slot.0, slot.1.clone(), value.clone()));
-                writes.push(item);
+                writes.push((ik.0, ik.1.clone(), entry.clone()));
+                overlay.insert(ik, entry);
                 hook
             }
             _ => {

@@ -413,28 +413,34 @@ fn wake_cost_of_a_plain_update() {
 /// Records every index call and the order its hooks ran in.
 #[derive(Default)]
 struct Recorder {
-    hooks: Arc<Mutex<Vec<Vec<u8>>>>,
+    hooks: Arc<Mutex<Vec<String>>>,
 }
 
 impl Indexer for Recorder {
+    fn index_key(&self, key: &[u8]) -> Vec<u8> {
+        [b"i/", key].concat()
+    }
+
     fn index(
         &self,
         key: &[u8],
         old: Option<&[u8]>,
         new: Option<&[u8]>,
-    ) -> (BatchItem, Option<Hook>) {
-        // The entry: old value ++ "->" ++ new value, under the same key.
-        let entry = [old.unwrap_or(b"-"), b"->", new.unwrap_or(b"-")].concat();
-        let (hooks, k) = (self.hooks.clone(), key.to_vec());
-        let hook: Hook = Box::new(move || hooks.lock().unwrap().push(k));
-        ((Space::Index, key.to_vec(), Some(entry)), Some(hook))
+    ) -> (Option<Vec<u8>>, Option<Hook>) {
+        // The entry is the record itself; the hook notes key:old->new.
+        let show =
+            |v: Option<&[u8]>| v.map_or("-".into(), |v| String::from_utf8_lossy(v).to_string());
+        let note = format!("{}:{}->{}", show(Some(key)), show(old), show(new));
+        let hooks = self.hooks.clone();
+        let hook: Hook = Box::new(move || hooks.lock().unwrap().push(note));
+        (new.map(<[u8]>::to_vec), Some(hook))
     }
 }
 
 /// Every data change (and only data changes) writes its index entry in
-/// the same batch, with the old value as the batch saw it (an earlier
-/// update of the same key in the batch included), and the hooks run after
-/// the commit, in commit order; a failed commit runs none.
+/// the same batch; the old entry is the index's, as an earlier update of
+/// the same key in the batch left it; the hooks run after the commit, in
+/// commit order; a failed commit runs none.
 #[tokio::test]
 async fn the_indexer_writes_each_data_change_in_its_batch_and_hooks_in_order() {
     let engine = Arc::new(FakeEngine::default());
@@ -468,18 +474,12 @@ async fn the_indexer_writes_each_data_change_in_its_batch_and_hooks_in_order() {
         .await
         .unwrap();
     let get = |k: &[u8]| engine.inner.get(Space::Index, k).unwrap();
-    assert_eq!(get(b"a"), Some(b"2->3".to_vec()));
-    assert_eq!(get(b"b"), Some(b"1->-".to_vec()));
-    assert_eq!(get(b"m"), None, "meta is not indexed");
+    assert_eq!(get(b"i/a"), Some(b"3".to_vec()));
+    assert_eq!(get(b"i/b"), None);
+    assert_eq!(get(b"i/m"), None, "meta is not indexed");
     assert_eq!(
         *hooks.lock().unwrap(),
-        vec![
-            b"a".to_vec(),
-            b"b".to_vec(),
-            b"a".to_vec(),
-            b"a".to_vec(),
-            b"b".to_vec()
-        ]
+        ["a:-->1", "b:-->1", "a:1->2", "a:2->3", "b:1->-"]
     );
     engine.fail.store(true, Ordering::SeqCst);
     assert!(put(b"c", b"1").await.is_err());

@@ -117,21 +117,23 @@ impl TreeIndex {
 }
 
 impl Indexer for TreeIndex {
+    fn index_key(&self, key: &[u8]) -> Vec<u8> {
+        index_key(key)
+    }
+
     fn index(
         &self,
         key: &[u8],
         old: Option<&[u8]>,
         new: Option<&[u8]>,
-    ) -> (BatchItem, Option<Hook>) {
-        let old = old.map(state_hash);
-        let (item, new) = match new {
-            Some(record) => {
-                let (hash, dead) = entry_of(record);
-                let item = (Space::Index, index_key(key), Some(encode(hash, dead)));
-                (item, Some((hash, dead)))
-            }
-            None => ((Space::Index, index_key(key), None), None),
-        };
+    ) -> (Option<Vec<u8>>, Option<Hook>) {
+        // The hash the trees counted for the key (an entry too short to
+        // hold one counts as none).
+        let old = old
+            .and_then(|v| v.get(..8))
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes);
+        let new = new.map(entry_of);
         let (trees, key) = (self.0.clone(), key.to_vec());
         let hook: Hook = Box::new(move || {
             if let Some(trees) = trees.upgrade() {
@@ -140,7 +142,7 @@ impl Indexer for TreeIndex {
                     .update(&key, old, new.map(|n| n.0), new.and_then(|n| n.1));
             }
         });
-        (item, Some(hook))
+        (new.map(|(hash, dead)| encode(hash, dead)), Some(hook))
     }
 }
 

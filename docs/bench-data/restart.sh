@@ -8,7 +8,7 @@
 # kvorum_aae_trees_built 1 on /metrics, and the peak and current RSS.
 # It uses ports 7701 (node) and 9701 (metrics) and /tmp/restart-N.
 set -u
-B=$1; shift
+B=$(realpath "$1"); shift
 for N in "$@"; do
   D=/tmp/restart-$N
   if [ "${KEEP:-}" = 1 ] && [ -d $D/data ]; then

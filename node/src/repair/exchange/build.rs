@@ -112,3 +112,99 @@ impl AntiEntropy {
         }
     }
 }
+
+impl AntiEntropy {
+    /// Redoes the trees for the current placement if it changed since they
+    /// were built (a new ring, or a bucket's N): from the key index,
+    /// [`super::REPLACE_STEP`] segments at a time (see [`AntiEntropy::count_build`]).
+    /// One caller counts at a time; the others wait for it to finish.
+    pub async fn refresh(&self) {
+        {
+            // The placement is read under the trees' lock (the order
+            // `load` takes them in), so a caller that read an older one
+            // cannot start its build after a newer one started.
+            let mut trees = replica::lock(self.trees());
+            let (placement, ring) = self.membership.placement_ring();
+            if trees.version() >= Some(placement) {
+                return;
+            }
+            trees.replace((*ring).clone(), placement);
+        }
+        let started = self.env.clock.now();
+        match self.count_build().await {
+            Ok(_) => tracing::debug!(
+                elapsed_ms = self.env.clock.since(started).as_millis() as u64,
+                "anti-entropy trees redone for a new placement"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "redoing the anti-entropy trees failed; the next check starts over"
+            ),
+        }
+    }
+
+    /// Counts the key index into the build of the trees in progress, if
+    /// any, until it is done; returns the index entries counted. Each step
+    /// reads [`super::REPLACE_STEP`] segments of the index and counts them on the
+    /// writer thread ([`crate::storage::Store::on_writer`]), where no
+    /// commit and its hook can fall between the read and the count. The
+    /// guard goes with the counting: a caller that stops waiting (see
+    /// `serve`) leaves it running, and no second one starts. A failed
+    /// step drops the build (the next check starts over).
+    pub(super) async fn count_build(&self) -> Result<u64, crate::storage::StorageError> {
+        let one = self.stepping.clone().lock_owned().await;
+        // The trees weakly: once the node lets them go (it is stopping),
+        // the build stops and lets the store close.
+        let trees = std::sync::Arc::downgrade(self.trees());
+        let store = self.replica.store().clone();
+        let counting = async move {
+            let _one = one;
+            let mut counted = 0u64;
+            loop {
+                let Some(t) = trees.upgrade() else {
+                    return Err(crate::storage::StorageError::Closed);
+                };
+                let step = store
+                    .on_writer(move |engine| {
+                        let mut trees = replica::lock(&t);
+                        let Some(segments) = trees.to_count(super::REPLACE_STEP) else {
+                            return Ok((true, 0));
+                        };
+                        let read = crate::repair::aae::index::read(segments.clone(), |p| {
+                            engine.scan(crate::storage::Space::Index, p, usize::MAX)
+                        });
+                        match read {
+                            Ok(entries) => Ok((trees.count(segments, &entries), entries.len())),
+                            Err(e) => {
+                                trees.abandon();
+                                Err(e)
+                            }
+                        }
+                    })
+                    .await;
+                match step {
+                    Ok(Ok((done, n))) => {
+                        counted += n as u64;
+                        if done {
+                            return Ok(counted);
+                        }
+                    }
+                    // The step dropped the build itself.
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => {
+                        if let Some(t) = trees.upgrade() {
+                            replica::lock(&t).abandon();
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        // Its own task: it runs to the end even if this caller goes.
+        tokio::spawn(counting).await.unwrap_or_else(|_| {
+            Err(crate::storage::StorageError::Engine(
+                "the trees' build panicked".into(),
+            ))
+        })
+    }
+}

@@ -11,7 +11,8 @@
 //!   fjall.rs     FjallEngine: the on-disk engine (fjall, one keyspace per space)
 //!   memory.rs    MemoryEngine: the in-memory engine of simulations, with power loss
 //!   measured.rs  Measured: an engine wrapper that times each call into the metrics
-//!   store.rs     Store: serialized updates, group commit, fail-stop, the clean close
+//!   store.rs     Store: serialized updates, the indexer, work on the writer thread
+//!   store/writer.rs  the writer thread: group commit, fail-stop, the clean close
 //!   disk.rs      the free-space watermark: client writes refused before the disk is full
 //!   migrate.rs   the storage-key migration to sorted partitions, run once at start
 //! ```

@@ -237,6 +237,13 @@ struct RawLimits {
 /// with 16 bits in storage keys).
 pub const MAX_BUCKET_BYTES: usize = 1024;
 
+/// Upper bound of `limits.max_key_bytes`. A storage key holds the bucket
+/// (at most [`MAX_BUCKET_BYTES`]), a partition key whose zero bytes take
+/// two bytes each, and a sort key, each up to `max_key_bytes`, plus 4
+/// bytes; the anti-entropy index prefixes it with 2 more. At 16 KiB that is
+/// at most 50,182 bytes, under the storage engine's key limit of 65,535.
+pub const MAX_KEY_BYTES: usize = 16 * 1024;
+
 /// Default UDP port of a node.
 pub const DEFAULT_PORT: u16 = 7401;
 
@@ -412,6 +419,12 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(format!(
                 "limits.max_bucket_bytes = {}: at most {MAX_BUCKET_BYTES}",
                 limits.max_bucket_bytes
+            )));
+        }
+        if limits.max_key_bytes > MAX_KEY_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_key_bytes = {}: at most {MAX_KEY_BYTES}",
+                limits.max_key_bytes
             )));
         }
         for (name, v) in [

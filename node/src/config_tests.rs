@@ -76,6 +76,10 @@ fn bad_configs_are_refused_with_a_reason() {
             "at most 1024",
         ),
         (
+            format!("{MIN}[limits]\nmax_key_bytes = 16385\n"),
+            "at most 16384",
+        ),
+        (
             format!("{MIN}[limits]\nmax_value_bytes = 18446744073709551615\n"),
             "max_frame_bytes",
         ),

@@ -7,7 +7,7 @@ use crate::cluster::{Shape, SimCluster};
 use crate::history::{History, Workload};
 use crate::nemesis::{Action, Fault, Nemesis};
 use crate::net::{FaultCounts, SimNet};
-use crate::workload::{decode_elems, decode_id, decode_write, key_name, Client};
+use crate::workload::{decode_elems, decode_id, decode_write, key_name, Client, Kept};
 use kvorum_client::proto::{RangeQuery, ReadOptions, Request, Response};
 use kvorum_client::{BucketProps, DataValue};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -154,7 +154,13 @@ async fn run_async(seed: u64, plan: Plan) -> Report {
     }
     if failures.is_empty() {
         let ids = Arc::new(AtomicU64::new(0));
-        exercise(&mut cluster, &plan, &history, &mut rng, &ids, plan.duration).await;
+        let kept = Kept::default();
+        let load = Load {
+            history: &history,
+            ids: &ids,
+            kept: &kept,
+        };
+        exercise(&mut cluster, &plan, load, &mut rng, plan.duration).await;
         converge(&cluster, &history, &mut failures).await;
         // Past the tombstone grace: the reapers remove what every replica
         // holds. Then a second round of load and faults writes keys that
@@ -166,15 +172,7 @@ async fn run_async(seed: u64, plan: Plan) -> Report {
             script: Vec::new(),
             ..plan.clone()
         };
-        exercise(
-            &mut cluster,
-            &again,
-            &history,
-            &mut rng,
-            &ids,
-            AFTER_REAP_LOAD,
-        )
-        .await;
+        exercise(&mut cluster, &again, load, &mut rng, AFTER_REAP_LOAD).await;
         converge(&cluster, &history, &mut failures).await;
         final_reads(&cluster, &plan, &history, &mut failures).await;
     }
@@ -234,15 +232,23 @@ async fn create_buckets(cluster: &SimCluster, plan: &Plan, failures: &mut Vec<St
     }
 }
 
+/// What the clients of every round of a run share.
+#[derive(Clone, Copy)]
+struct Load<'a> {
+    history: &'a History,
+    ids: &'a Arc<AtomicU64>,
+    kept: &'a Kept,
+}
+
 /// Clients and nemesis for the plan's duration; then every fault healed.
 async fn exercise(
     cluster: &mut SimCluster,
     plan: &Plan,
-    history: &History,
+    load: Load<'_>,
     rng: &mut StdRng,
-    ids: &Arc<AtomicU64>,
     duration: Duration,
 ) {
+    let Load { history, ids, kept } = load;
     let stop = Arc::new(AtomicBool::new(false));
     let nodes: Vec<_> = cluster.machines.iter().map(|m| m.id.clone()).collect();
     let mut clients = Vec::new();
@@ -258,6 +264,7 @@ async fn exercise(
             ids: ids.clone(),
             stop: stop.clone(),
             think: plan.think,
+            kept: kept.clone(),
         };
         clients.push(tokio::spawn(client.run()));
     }

@@ -10,9 +10,9 @@ use kvorum_client::proto::{
 use kvorum_client::{DataOp, DataValue};
 use kvorum_ring::NodeId;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a client waits for an answer.
@@ -58,6 +58,14 @@ pub fn decode_id(sort: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(sort).ok().map(u64::from_be_bytes)
 }
 
+/// Register contexts the clients kept from earlier reads, by key: the
+/// writes each read saw and its context. A client that writes with one
+/// later is an application that stored a context (in a cookie, a form)
+/// and came back with it, maybe after the key was deleted and reaped: its
+/// write may supersede only what that read saw. Shared by every client,
+/// and by both rounds of load of a run (before and after the reaps).
+pub type Kept = Arc<Mutex<BTreeMap<u32, (Vec<u64>, CausalContext)>>>;
+
 /// What one client does.
 pub struct Client {
     /// Its number.
@@ -80,6 +88,8 @@ pub struct Client {
     pub stop: Arc<AtomicBool>,
     /// Longest pause between two operations.
     pub think: Duration,
+    /// Contexts kept from earlier reads.
+    pub kept: Kept,
 }
 
 impl Client {
@@ -126,28 +136,48 @@ impl Client {
     }
 
     /// Reads the register, then writes a new value with the read's
-    /// context (the value names the writes the read saw).
+    /// context (the value names the writes the read saw). Sometimes it
+    /// keeps the read's context for later, and sometimes it writes with a
+    /// kept one instead of reading (see [`Kept`]).
     async fn register(&mut self, node: &NodeId, key: u32) {
         let w = Workload::Register;
-        let read = Request::Get {
-            bucket: w.bucket().into(),
-            key: key_name(key),
-            options: ReadOptions::default(),
-            at_least: None,
+        let stale = if self.rng.random_bool(0.1) {
+            self.kept.lock().ok().and_then(|k| k.get(&key).cloned())
+        } else {
+            None
         };
-        let (covers, context) = match self.call(node, read).await {
-            Some(Response::Value {
-                siblings, context, ..
-            }) => (
-                siblings
-                    .iter()
-                    .filter_map(|v| decode_write(v))
-                    .map(|(id, _)| id)
-                    .collect::<Vec<_>>(),
-                context,
-            ),
-            Some(Response::NotFound { context, .. }) => (Vec::new(), context),
-            _ => return,
+        let (covers, context) = match stale {
+            Some(kept) => kept,
+            None => {
+                let read = Request::Get {
+                    bucket: w.bucket().into(),
+                    key: key_name(key),
+                    options: ReadOptions::default(),
+                    at_least: None,
+                };
+                let (covers, context) = match self.call(node, read).await {
+                    Some(Response::Value {
+                        siblings, context, ..
+                    }) => (
+                        siblings
+                            .iter()
+                            .filter_map(|v| decode_write(v))
+                            .map(|(id, _)| id)
+                            .collect::<Vec<_>>(),
+                        context,
+                    ),
+                    Some(Response::NotFound { context, .. }) => (Vec::new(), context),
+                    _ => return,
+                };
+                // Keep the first context read of the key, and now and then
+                // a newer one.
+                if let Ok(mut kept) = self.kept.lock() {
+                    if !kept.contains_key(&key) || self.rng.random_bool(0.05) {
+                        kept.insert(key, (covers.clone(), context.clone()));
+                    }
+                }
+                (covers, context)
+            }
         };
         let id = self.next_id();
         let invoked = self.history.now_ms();

@@ -6,9 +6,10 @@
 #
 # - concurrency-<run>.json: writes (w) and reads (c) at 1..256 in flight,
 #   100-byte values, with the transport baseline, default sync policy
-# - value-<run>.json: writes of 100 B .. 1 MiB at 64 in flight
 # - aae-<keys>-<run>.txt: anti-entropy exchange cost at 10k .. 1M keys
-# Takes about 5 minutes per run on 2 cores (plus the build).
+# Value sizes (against Redis), data sizes and cluster sizes are measured by
+# examples/bench/growth.sh.
+# Takes about 4 minutes per run on 2 cores (plus the build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-bench-results}
@@ -21,8 +22,6 @@ for run in $(seq 1 "$runs"); do
     uptime | tee "$out/uptime-$run.txt"
     "$kvorum" bench --workload w,c --keys 20000 --concurrency 1,4,16,64,256 \
         --baseline --duration-secs 10 --json "$out/concurrency-$run.json"
-    "$kvorum" bench --workload w --value-size 100,1024,10240,102400,1048576 \
-        --concurrency 64 --duration-secs 10 --json "$out/value-$run.json"
     for keys in 10000 100000 1000000; do
         "$target/release/examples/aae_exchange_cost" "$keys" 5 > "$out/aae-$keys-$run.txt"
     done

@@ -121,8 +121,13 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// Values in flight a load phase keeps at most (beyond the largest
+/// concurrency asked for): more only queue past the client's timeout.
+const LOAD_INFLIGHT_BYTES: usize = 16 << 20;
+
 /// A load phase: `--keys` operations of `op` at the largest concurrency
-/// (at least 64); every one must succeed.
+/// (at least 64, unless that is more than [`LOAD_INFLIGHT_BYTES`] of
+/// values); every one must succeed.
 async fn load(
     args: &BenchArgs,
     size: usize,
@@ -131,7 +136,8 @@ async fn load(
     label: &str,
     op: driver::OpFn,
 ) -> Result<RunReport, BenchError> {
-    let c = args.concurrency.iter().copied().max().unwrap_or(64).max(64);
+    let asked = args.concurrency.iter().copied().max().unwrap_or(64);
+    let c = asked.max(64.min(LOAD_INFLIGHT_BYTES / size.max(1)));
     let phase = Phase {
         concurrency: c,
         duration: Duration::ZERO,

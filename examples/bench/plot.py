@@ -211,8 +211,6 @@ def nodes(results, out):
         for run in rep["runs"]:
             acc.setdefault((run["workload"], n), []).append(
                 (run["throughput"], run["server_cpu_us_per_op"] or 0.0))
-        for run in rep["baseline"]:
-            acc.setdefault(("echo", n), []).append((run["throughput"], 0.0))
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for wl, label in {"w": "quorum write (N=3, W=2)", "c": "quorum read (R=2)"}.items():
         xs = sorted(n for (w, n) in acc if w == wl)

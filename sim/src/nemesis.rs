@@ -2,7 +2,7 @@
 //! history. Partitions (two-way and one-way), message loss, long delays,
 //! duplication, process crashes (`kill -9`: what was committed survives),
 //! machine crashes (power loss: only what was synced survives), pauses,
-//! clock skew, and ring changes: a spare machine joins, a member leaves, a
+//! clock skew, stalled gossip, and ring changes: a spare machine joins, a member leaves, a
 //! crashed member is removed. Every fault is undone by a later step or by
 //! [`Nemesis::heal`]; a ring change is completed by it.
 
@@ -37,6 +37,10 @@ pub enum Fault {
     Pause,
     /// Skew a node's wall clock by up to 30 s either way.
     Skew,
+    /// A node's membership falls behind: its gossip is lost both ways
+    /// while it serves and answers pings (a coordinator reading and
+    /// writing on a ring the others have left).
+    GossipStall,
     /// A spare machine joins.
     Join,
     /// A member leaves (its ranges stream out; then it stops).
@@ -50,7 +54,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault.
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::Partition,
         Fault::OneWay,
         Fault::Loss,
@@ -60,6 +64,7 @@ impl Fault {
         Fault::PowerLoss,
         Fault::Pause,
         Fault::Skew,
+        Fault::GossipStall,
         Fault::Join,
         Fault::Leave,
         Fault::Remove,
@@ -102,6 +107,9 @@ pub struct Nemesis {
     /// Machines to remove, with when their removal was first asked.
     removing_since: std::collections::BTreeMap<usize, Instant>,
 }
+
+/// The share of faults that last 17 to 40 s instead of 0.5 to 8 s.
+pub const LONG_FAULTS: f64 = 0.125;
 
 /// How long the nemesis, as an operator, asks for a removal that the
 /// cluster refuses (another ring change is under way, and it cannot
@@ -157,7 +165,15 @@ impl Nemesis {
         else {
             return;
         };
-        let lasting = Duration::from_millis(self.rng.random_range(500..=8_000));
+        // Most faults are short; one in eight outlasts the hints' TTL and
+        // the tombstone grace (10 s and 16 s, cluster.rs), so that a
+        // replica out of reach for that long comes back to keys deleted
+        // and maybe reaped meanwhile (the reaper's all-replicas check).
+        let lasting = if self.rng.random_bool(LONG_FAULTS) {
+            Duration::from_millis(self.rng.random_range(17_000..=40_000))
+        } else {
+            Duration::from_millis(self.rng.random_range(500..=8_000))
+        };
         let n = c.machines.len();
         match fault {
             Fault::Partition | Fault::OneWay => {
@@ -207,6 +223,14 @@ impl Nemesis {
                 c.net.pause(&id, now + lasting);
                 self.history
                     .fault(&format!("pause n{} for {lasting:?}", i + 1));
+            }
+            Fault::GossipStall => {
+                let i = self.rng.random_range(0..n);
+                let id = c.machines[i].id.clone();
+                c.net.stall_gossip(&id);
+                self.heal_at = Some(now + lasting);
+                self.history
+                    .fault(&format!("gossip of n{} stalled for {lasting:?}", i + 1));
             }
             Fault::Skew => {
                 let i = self.rng.random_range(0..n);

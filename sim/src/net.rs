@@ -4,7 +4,7 @@
 //! delayed (uniformly between a link's bounds, which also reorders calls),
 //! duplicated (the copy is served too, its answer discarded; every request
 //! but a forwarded client write, see [`duplicable`]), or blocked
-//! by a partition (one-way or both ways), on the way there and on the way
+//! by a partition (one-way or both ways) or a node's stalled gossip, on the way there and on the way
 //! back. A lost request or answer costs the caller its whole timeout, as on
 //! QUIC; a call to a crashed node fails as unreachable; a call whose
 //! target crashed while serving it fails as lost. Every fault injected is
@@ -13,7 +13,7 @@
 use kvorum_client::proto::{Request, Response};
 use kvorum_node::net::identity::{Caller, Role};
 use kvorum_node::net::Handler;
-use kvorum_node::rpc::peer::{PeerRequest, PeerResponse};
+use kvorum_node::rpc::peer::{ClusterRequest, PeerRequest, PeerResponse};
 use kvorum_node::rpc::transport::{Transport, TransportError};
 use kvorum_node::util::BoxFuture;
 use kvorum_ring::NodeId;
@@ -91,6 +91,8 @@ struct State {
     hosts: BTreeMap<NodeId, Host>,
     base: Link,
     links: BTreeMap<(NodeId, NodeId), Link>,
+    /// Nodes whose gossip exchanges are lost, both ways.
+    stalled: std::collections::BTreeSet<NodeId>,
     rng: StdRng,
     counts: FaultCounts,
 }
@@ -198,6 +200,7 @@ impl SimNet {
             hosts: BTreeMap::new(),
             base: Link::default(),
             links: BTreeMap::new(),
+            stalled: Default::default(),
             rng: StdRng::seed_from_u64(seed),
             counts: FaultCounts::default(),
         })))
@@ -259,6 +262,15 @@ impl SimNet {
         self.state().filter = filter;
     }
 
+    /// Node `id`'s membership falls behind: every gossip exchange it
+    /// sends or would receive is lost (counted as blocked), while it still
+    /// serves, answers pings and so counts as live. A node whose gossip
+    /// task is starved, or whose gossip peers keep failing, looks so to
+    /// the others. Undone by [`SimNet::heal`].
+    pub fn stall_gossip(&self, id: &NodeId) {
+        self.state().stalled.insert(id.clone());
+    }
+
     /// Every link not set otherwise behaves as `link`.
     pub fn set_base(&self, link: Link) {
         self.state().base = link;
@@ -292,6 +304,7 @@ impl SimNet {
     pub fn heal(&self) {
         let mut s = self.state();
         s.links.clear();
+        s.stalled.clear();
         s.base = Link::default();
         for h in s.hosts.values_mut() {
             h.paused_until = None;
@@ -356,7 +369,14 @@ impl SimNet {
             postcard::to_stdvec(&req).map_err(|e| TransportError::Protocol(e.to_string()))?;
         let there = {
             let mut s = self.state();
+            let stalled = matches!(req, PeerRequest::Cluster(ClusterRequest::Gossip { .. }))
+                && (s.stalled.contains(from) || s.stalled.contains(to));
             match s.filter.clone() {
+                _ if stalled => {
+                    s.counts.messages += 1;
+                    s.counts.blocked += 1;
+                    Fate::Lost
+                }
                 Some(f) if f(from, to, &req) => {
                     s.counts.messages += 1;
                     s.counts.blocked += 1;

@@ -9,6 +9,9 @@
 //! cargo test -p kvorum-sim --release --test swarm -- --plant early-reap --seeds 500
 //! ```
 //!
+//! `--shrink SEED` (with `--plant BUG` if the seed fails on a planted bug)
+//! looks for the smallest plan that still fails under that seed.
+//!
 //! `--speed` instead measures how fast the simulation runs: one 5-node
 //! cluster under steady load (4 clients, no faults) for 300 virtual
 //! seconds, three times, and prints virtual seconds per wall second
@@ -35,6 +38,7 @@ struct Args {
     history: bool,
     bug: Option<Bug>,
     speed: bool,
+    shrink: bool,
 }
 
 fn args() -> Args {
@@ -44,6 +48,7 @@ fn args() -> Args {
         history: false,
         bug: None,
         speed: false,
+        shrink: false,
     };
     let argv: Vec<String> = std::env::args().collect();
     let value = |i: usize| argv.get(i + 1).and_then(|v| v.parse::<u64>().ok());
@@ -57,6 +62,11 @@ fn args() -> Args {
             }
             "--history" => a.history = true,
             "--speed" => a.speed = true,
+            "--shrink" => {
+                a.first = value(i).unwrap_or(a.first);
+                a.seeds = 1;
+                a.shrink = true;
+            }
             "--plant" => {
                 a.bug = match argv.get(i + 1).map(String::as_str) {
                     Some("lost-update") => Some(Bug::LostUpdate),
@@ -121,6 +131,10 @@ fn main() {
         return;
     }
     plant(a.bug);
+    if a.shrink {
+        shrink(a.first, a.history);
+        return;
+    }
     let wall = Instant::now();
     let (mut ops, mut faults, mut virtual_secs, mut failed) = (0u64, 0u64, 0f64, Vec::new());
     // The first seed runs twice, alone: the two histories must be equal,
@@ -246,6 +260,96 @@ fn main() {
     if !failed.is_empty() {
         std::process::exit(1);
     }
+}
+
+/// Smaller plans one step smaller than `p`: each without one of its
+/// faults or workloads, with one client, key, node or spare fewer, or
+/// with half its duration. The cheapest to run come first.
+fn smaller(p: &Plan) -> Vec<Plan> {
+    let mut out = Vec::new();
+    if p.duration > Duration::from_secs(5) {
+        out.push(Plan {
+            duration: (p.duration / 2).max(Duration::from_secs(5)),
+            ..p.clone()
+        });
+    }
+    if p.shape.nodes > 3 {
+        let mut q = p.clone();
+        q.shape.nodes -= 1;
+        out.push(q);
+    }
+    for i in 0..p.faults.len() {
+        let mut q = p.clone();
+        q.faults.remove(i);
+        out.push(q);
+    }
+    for i in 0..p.workloads.len() {
+        if p.workloads.len() > 1 {
+            let mut q = p.clone();
+            q.workloads.remove(i);
+            out.push(q);
+        }
+    }
+    if p.clients > 1 {
+        out.push(Plan {
+            clients: p.clients - 1,
+            ..p.clone()
+        });
+    }
+    if p.keys > 1 {
+        out.push(Plan {
+            keys: p.keys - 1,
+            ..p.clone()
+        });
+    }
+    if p.shape.spares > 0 {
+        let mut q = p.clone();
+        q.shape.spares -= 1;
+        out.push(q);
+    }
+    out
+}
+
+/// `--shrink SEED`: runs the seed's plan, and while a one-step smaller
+/// plan (fewer faults, workloads, clients, keys, nodes, or a shorter run)
+/// still fails under the same seed, keeps it. Prints each step and the
+/// smallest failing plan with its failures; with `--history`, its whole
+/// history. The shrink is deterministic, so the same command replays it.
+/// The smaller plan draws other random numbers than the seed's own: what
+/// it fails on may be another schedule of the same bug, which is why each
+/// step prints its failures.
+fn shrink(seed: u64, history: bool) {
+    let mut plan = Plan::of_seed(seed);
+    let mut report = run(seed, plan.clone());
+    if report.failures.is_empty() {
+        println!("seed {seed} passes: nothing to shrink");
+        return;
+    }
+    println!("seed {seed} fails ({plan:?}): {:#?}", report.failures);
+    let mut runs = 1;
+    'smaller: loop {
+        for q in smaller(&plan) {
+            runs += 1;
+            let r = run(seed, q.clone());
+            if !r.failures.is_empty() {
+                println!("still fails with {q:?}: {:#?}", r.failures);
+                plan = q;
+                report = r;
+                continue 'smaller;
+            }
+        }
+        break;
+    }
+    if history {
+        println!("{}", report.history);
+    }
+    println!(
+        "seed {seed} shrunk in {runs} runs to {plan:?}: {} operations, {} faults, {:.0} virtual s\n  failures: {:#?}\n  replay: cargo test -p kvorum-sim --release --test swarm -- --shrink {seed} --history",
+        report.ops,
+        report.faults,
+        report.virtual_time.as_secs_f64(),
+        report.failures
+    );
 }
 
 /// Virtual seconds per wall second of a 5-node cluster under steady load:

@@ -19,8 +19,9 @@
 //! 3. **Completion.** The gainer publishes `synced_view`. Once every gainer
 //!    has, a joining node marks itself up and leaving nodes are marked
 //!    removed (by any node; all write the same entry).
-//! 4. **Handoff.** Once the rings agree again (and every live member has
-//!    seen that), a node holding keys it no longer owns offers each owner
+//! 4. **Handoff.** Once the rings agree again (and every member not
+//!    removed, down or not, has seen that: it may still read the previous
+//!    ring), a node holding keys it no longer owns offers each owner
 //!    their hashes ([`TransferRequest::Digest`]), sends the states an owner lacks
 //!    ([`TransferRequest::MergeBatch`]), and drops a key only when every owner
 //!    acknowledged it, and only if it did not change meanwhile.
@@ -289,7 +290,7 @@ impl Transfers {
         let m = &self.inner.membership;
         let view = m.view();
         let me = m.me();
-        if view.prev_read_ring.is_some() && self.barrier(&view) {
+        if view.prev_read_ring.is_some() && Self::seen_by_all(&view) {
             m.settled(view.hash);
         }
         // A node with nobody to stream from founds the cluster: no seeds, or
@@ -332,7 +333,10 @@ impl Transfers {
             Some((hash, next)) => hash != view.hash || now >= next,
             None => true,
         } || (rested && self.inner.foreign.load(Ordering::Acquire));
-        if due && self.barrier(&view) {
+        // Not while a member may still read the previous ring (down by the
+        // failure detector or not): a key dropped here could be the copy
+        // its read there finds.
+        if due && Self::seen_by_all(&view) {
             // Cleared before the pass reads: a key stored during the pass
             // sets it again, for the next.
             self.inner.foreign.store(false, Ordering::Release);
@@ -349,6 +353,17 @@ impl Transfers {
             result?;
         }
         Ok(())
+    }
+
+    /// Every member not removed has seen `view`, down or not: only then
+    /// may writes stop reaching the previous read ring. A member this
+    /// node's failure detector counts as down may still serve (its pings
+    /// lost, or restarted and not yet seen up) on the ring it last knew,
+    /// and read there what a write to the new ring alone never sent it
+    /// (swarm seed 278). A member down for good holds the previous ring's
+    /// group until it is removed.
+    fn seen_by_all(view: &View) -> bool {
+        view.live_members().all(|m| m.seen_view == view.hash)
     }
 
     /// Every live member (by the failure detector) has seen the view.

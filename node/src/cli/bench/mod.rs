@@ -125,9 +125,39 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
 /// concurrency asked for): more only queue past the client's timeout.
 const LOAD_INFLIGHT_BYTES: usize = 16 << 20;
 
+/// Attempts a load phase's write gets: the first, then retries after
+/// 0.2, 0.4, 0.8 and 1.6 s.
+const LOAD_ATTEMPTS: u32 = 5;
+
+/// `op`, retried up to [`LOAD_ATTEMPTS`] times with a doubling pause: a
+/// load fills the store, and a write refused or timed out while the
+/// cluster is overloaded (compactions falling behind at millions of keys)
+/// is sent again, as an application would, instead of ending the bench.
+/// The measured passes never retry. Counts the retries in `retried`.
+fn retrying(op: driver::OpFn, retried: Arc<AtomicU64>) -> driver::OpFn {
+    Arc::new(move |i, rng: &mut rand::rngs::SmallRng| {
+        let (op, retried) = (op.clone(), retried.clone());
+        let seed = rng.next_u64();
+        Box::pin(async move {
+            use rand::SeedableRng;
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            let mut attempt = 1;
+            loop {
+                let (kind, result) = op(i, &mut rng).await;
+                if result.is_ok() || attempt >= LOAD_ATTEMPTS {
+                    return (kind, result);
+                }
+                retried.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                attempt += 1;
+            }
+        })
+    })
+}
+
 /// A load phase: `--keys` operations of `op` at the largest concurrency
 /// (at least 64, unless that is more than [`LOAD_INFLIGHT_BYTES`] of
-/// values); every one must succeed.
+/// values), each retried (see [`retrying`]); every one must succeed.
 async fn load(
     args: &BenchArgs,
     size: usize,
@@ -145,9 +175,15 @@ async fn load(
         ops: Some(args.keys),
         seed,
     };
+    let retried = Arc::new(AtomicU64::new(0));
+    let op = retrying(op, retried.clone());
     let o = driver::drive(phase, label, &target.pids, op).await;
     let rep = RunReport::new(label, c, size, &o);
     rep.print();
+    let retried = retried.load(Ordering::Relaxed);
+    if retried > 0 {
+        println!("{label}: {retried} write(s) retried after a failure");
+    }
     if o.error_count() > 0 {
         return Err(BenchError::NotReady(format!(
             "{label}: {} of {} operations failed: {:?}",
@@ -408,4 +444,58 @@ async fn bench(args: BenchArgs) -> Result<Report, BenchError> {
         memory: mem,
         reclaim,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use driver::{OpError, OpFn};
+    use rand::{rngs::SmallRng, SeedableRng};
+    use workload::Op;
+
+    /// An op that fails its first `failures` attempts of each index.
+    fn flaky(failures: u64) -> (OpFn, Arc<AtomicU64>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let seen = calls.clone();
+        let op: OpFn = Arc::new(move |_, _: &mut SmallRng| {
+            let n = seen.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async move {
+                let result = if n < failures {
+                    Err(OpError {
+                        kind: "timeout".into(),
+                        message: "planted".into(),
+                    })
+                } else {
+                    Ok(())
+                };
+                (Op::Insert, result)
+            })
+        });
+        (op, calls)
+    }
+
+    #[tokio::test]
+    async fn a_load_write_is_retried_until_it_succeeds_and_no_further() {
+        let (op, calls) = flaky(2);
+        let retried = Arc::new(AtomicU64::new(0));
+        let op = retrying(op, retried.clone());
+        let (_, result) = op(0, &mut SmallRng::seed_from_u64(1)).await;
+        assert!(result.is_ok());
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        assert_eq!(retried.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_load_write_that_keeps_failing_fails_after_its_attempts() {
+        let (op, calls) = flaky(u64::MAX);
+        let retried = Arc::new(AtomicU64::new(0));
+        let op = retrying(op, retried.clone());
+        let (_, result) = op(0, &mut SmallRng::seed_from_u64(1)).await;
+        assert_eq!(result.map_err(|e| e.kind), Err("timeout".to_string()));
+        assert_eq!(calls.load(Ordering::Relaxed), u64::from(LOAD_ATTEMPTS));
+        assert_eq!(
+            retried.load(Ordering::Relaxed),
+            u64::from(LOAD_ATTEMPTS - 1)
+        );
+    }
 }

@@ -371,18 +371,13 @@ impl SimNet {
             let mut s = self.state();
             let stalled = matches!(req, PeerRequest::Cluster(ClusterRequest::Gossip { .. }))
                 && (s.stalled.contains(from) || s.stalled.contains(to));
-            match s.filter.clone() {
-                _ if stalled => {
-                    s.counts.messages += 1;
-                    s.counts.blocked += 1;
-                    Fate::Lost
-                }
-                Some(f) if f(from, to, &req) => {
-                    s.counts.messages += 1;
-                    s.counts.blocked += 1;
-                    Fate::Lost
-                }
-                _ => s.fate(from, to),
+            let filtered = s.filter.as_ref().is_some_and(|f| f(from, to, &req));
+            if stalled || filtered {
+                s.counts.messages += 1;
+                s.counts.blocked += 1;
+                Fate::Lost
+            } else {
+                s.fate(from, to)
             }
         };
         travel(there, deadline).await?;

@@ -115,13 +115,24 @@ async fn missing_among(
     via: usize,
     keys: impl IntoIterator<Item = u32>,
 ) -> Vec<u32> {
+    missing_at(c, via, keys, 2).await
+}
+
+/// Which of `keys` a read through machine `via` at R = `r` misses the
+/// value of.
+async fn missing_at(
+    c: &SimCluster,
+    via: usize,
+    keys: impl IntoIterator<Item = u32>,
+    r: u8,
+) -> Vec<u32> {
     let node = c.machines[via].id.clone();
     let mut missing = Vec::new();
     for k in keys {
         let get = Request::Get {
             bucket: "reg".into(),
             key: key(k),
-            options: ReadOptions::r(2),
+            options: ReadOptions::r(r),
             at_least: None,
         };
         let want = format!("v{k}").into_bytes();
@@ -842,4 +853,154 @@ fn a_crashed_node_is_freed() {
             "the crashed node's engine is still held"
         );
     });
+}
+
+/// Waits until `done` holds; panics with `what` after `limit`.
+async fn until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two machines join at once. The second streams its ranges in, the
+/// founders hear it, and it is killed before it goes up; then the first
+/// finishes and completes the change. Found by swarm seed 3994: each
+/// joiner went up on its own, so the first made a read ring (the founders
+/// and itself) that no write ring of the change was. The keys that ring
+/// gave it had been streamed to the other joiner, not to it, and an R = 1
+/// read through it found nothing. Returns the keys such reads missed.
+async fn one_of_two_joiners_killed_before_it_is_up(seed: u64) -> Vec<u32> {
+    use kvorum_node::rpc::peer::TransferRequest;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut c = formed(shape(3, 2), seed).await;
+    write_all(&c, 0).await;
+    let ids: Vec<_> = c.machines.iter().map(|m| m.id.clone()).collect();
+    // The first joiner's streams wait until the second is down.
+    let hold = Arc::new(AtomicBool::new(true));
+    let (held, first) = (hold.clone(), ids[3].clone());
+    c.net.drop_requests(Some(Arc::new(
+        move |from: &NodeId, _to: &NodeId, req: &PeerRequest| {
+            held.load(Ordering::SeqCst)
+                && *from == first
+                && matches!(req, PeerRequest::Transfer(TransferRequest::Stream { .. }))
+        },
+    )));
+    for i in [3, 4] {
+        c.machines[i].status = Status::Member;
+        c.start(i).await.unwrap();
+    }
+    let (n4, n5) = (ids[3].clone(), ids[4].clone());
+    until(
+        Duration::from_secs(120),
+        "the second joiner syncs, and the founders hear it",
+        || {
+            (0..3).all(|i| {
+                let v = c.machines[i].node.as_ref().unwrap().view();
+                v.members
+                    .get(&n4)
+                    .is_some_and(|m| m.state == MemberState::Joining)
+                    && v.members
+                        .get(&n5)
+                        .is_some_and(|m| m.state == MemberState::Joining && m.synced_view == v.hash)
+            })
+        },
+    )
+    .await;
+    c.crash(4, false);
+    hold.store(false, Ordering::SeqCst);
+    until(Duration::from_secs(120), "the first joiner goes up", || {
+        let v = c.machines[3].node.as_ref().unwrap().view();
+        v.members
+            .get(&n4)
+            .is_some_and(|m| m.state == MemberState::Up)
+    })
+    .await;
+    let missing = missing_at(&c, 3, 0..KEYS, 1).await;
+    c.net.drop_requests(None);
+    missing
+}
+
+#[test]
+fn a_joiner_goes_up_with_the_other_joiners_of_its_change() {
+    let _one = serial();
+    let missing = paused().block_on(one_of_two_joiners_killed_before_it_is_up(23));
+    assert!(missing.is_empty(), "keys {missing:?} missed their values");
+}
+
+/// A member leaves; once it has seen its leave begin, its gossip is lost
+/// both ways (it still serves, and answers pings). The change completes
+/// without it, and values written then are read through it at R = 1,
+/// where it reads its own copy on the ring it knows. Found by swarm seed
+/// 5387: the others dropped the previous ring's write group at once (a
+/// removed member was not among those that must see the change first),
+/// so the leaver never got the writes it read for. Returns the keys its
+/// reads missed.
+async fn a_leaver_behind_reads_writes_made_after_it_left(seed: u64) -> Vec<u32> {
+    use kvorum_client::proto::Request as R;
+    let c = formed(shape(4, 0), seed).await;
+    let ids: Vec<_> = c.machines.iter().map(|m| m.id.clone()).collect();
+    let leaver = ids[3].clone();
+    let leave = R::Leave {
+        node: leaver.as_str().into(),
+    };
+    let answer = c
+        .net
+        .client_call(&leaver, leave, Duration::from_secs(3))
+        .await;
+    assert!(matches!(answer, Some(Response::Accepted(_))), "{answer:?}");
+    let node = |i: usize| c.machines[i].node.as_ref().unwrap();
+    until(
+        Duration::from_secs(60),
+        "every member sees the leave begin",
+        || {
+            let v = node(3).view();
+            v.in_transition() && (0..3).all(|i| node(i).view().hash == v.hash)
+        },
+    )
+    .await;
+    let stalled = leaver.clone();
+    c.net.drop_requests(Some(Arc::new(
+        move |from: &NodeId, to: &NodeId, req: &PeerRequest| {
+            use kvorum_node::rpc::peer::ClusterRequest;
+            matches!(req, PeerRequest::Cluster(ClusterRequest::Gossip { .. }))
+                && (*from == stalled || *to == stalled)
+        },
+    )));
+    until(
+        Duration::from_secs(120),
+        "the others complete the leave",
+        || {
+            (0..3).all(|i| {
+                node(i)
+                    .view()
+                    .members
+                    .get(&leaver)
+                    .is_some_and(|m| m.state == MemberState::Removed)
+            })
+        },
+    )
+    .await;
+    // Long enough for the others to settle, if they wrongly may.
+    sleep(Duration::from_secs(5)).await;
+    write_all(&c, 0).await;
+    let behind = node(3).view();
+    assert!(
+        behind
+            .members
+            .get(&leaver)
+            .is_some_and(|m| m.state == MemberState::Leaving),
+        "the leaver must still be behind when it reads"
+    );
+    let missing = missing_at(&c, 3, 0..KEYS, 1).await;
+    c.net.drop_requests(None);
+    missing
+}
+
+#[test]
+fn a_leaver_that_has_not_heard_it_left_reads_the_writes_made_since() {
+    let _one = serial();
+    let missing = paused().block_on(a_leaver_behind_reads_writes_made_after_it_left(24));
+    assert!(missing.is_empty(), "keys {missing:?} missed their values");
 }

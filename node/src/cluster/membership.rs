@@ -77,10 +77,12 @@ pub struct View {
     /// it meanwhile, so a coordinator a gossip round behind still reads
     /// them.
     pub prev_read_ring: Option<Arc<Ring>>,
-    /// The read rings between the read ring and the write ring: each
-    /// joining member goes up, and each leaving one is removed, on its own
-    /// (by gossip, one at a time), so with several of them a node's read
-    /// ring passes through rings of some of them done. Writes keep a quorum
+    /// The read rings between the read ring and the write ring. A change
+    /// completes in one step (every joiner up and every leaver removed at
+    /// once, [`Membership::mark_all`]), but a member's own newer entry can
+    /// still reach a node before the mark of it (gossip merges entries
+    /// one by one), so a node's read ring may pass through rings of some
+    /// of them done. Writes keep a quorum
     /// in each ([`MAX_BETWEEN`] changing members at most; beyond, only one
     /// change at a time is covered), so a member done first never reads
     /// ranges that writes skipped (swarm seed 8: two joiners, the first up
@@ -164,6 +166,20 @@ impl View {
         self.members
             .values()
             .filter(|m| m.state != MemberState::Removed)
+    }
+
+    /// Members the read ring's last change removed (in the previous read
+    /// ring, removed now), until the change settles: one that still runs
+    /// and has not heard of its removal (its gossip lost) coordinates
+    /// reads on the ring it knew, where it reads its own copy (swarm seed
+    /// 5387: a leaver whose gossip stalled read its range alone for 4 s
+    /// after writes stopped reaching it).
+    pub fn departed(&self) -> impl Iterator<Item = &MemberInfo> {
+        let prev = self.prev_read_ring.as_deref();
+        self.members.values().filter(move |m| {
+            m.state == MemberState::Removed
+                && prev.is_some_and(|r| r.members().iter().any(|x| x.id == m.id))
+        })
     }
 
     /// Whether `node` gains the key `skey` (replication factor `n`): it is
@@ -317,6 +333,16 @@ impl Membership {
         self.read().live_members().cloned().collect()
     }
 
+    /// The members whose liveness matters: those not removed, and those
+    /// removed by a change not yet settled ([`View::departed`]).
+    pub fn watched(&self) -> Vec<MemberInfo> {
+        let view = self.read();
+        view.live_members()
+            .chain(view.departed())
+            .cloned()
+            .collect()
+    }
+
     /// Every member entry, tombstones included (what gossip carries).
     pub fn all_members(&self) -> Vec<MemberInfo> {
         self.read().members.values().cloned().collect()
@@ -390,6 +416,17 @@ impl Membership {
                     );
                     mine.state = m.state;
                     mine.state_since = m.state_since;
+                } else if m.state == MemberState::Up
+                    && mine.state == MemberState::Joining
+                    && (!fresh || m.synced_view == mine.synced_view)
+                {
+                    // Another node completed the join this node synced
+                    // (every joiner goes up at once). Not after a wipe:
+                    // the ranges it synced are gone, so it joins again.
+                    tracing::info!("this node was marked up by another node");
+                    mine.state = m.state;
+                    mine.state_since = m.state_since;
+                    self.fresh.store(false, std::sync::atomic::Ordering::SeqCst);
                 }
                 mine.version = m.version + 1;
                 Arc::make_mut(&mut view.members).insert(m.id.clone(), mine);
@@ -452,9 +489,40 @@ impl Membership {
         }
     }
 
-    /// Sets another member's state (remove, or completing its departure);
-    /// false if the member is unknown. Every node that marks the same entry
-    /// the same way writes the same new entry.
+    /// Sets several members' states as one change of the view (one
+    /// rebuild of the rings), this node's own entry included: completing a
+    /// topology change moves every joiner up and every leaver out at once,
+    /// so this node never holds a read ring between them, not even as the
+    /// previous ring its writes still reach. Returns whether anything
+    /// changed.
+    pub fn mark_all(&self, changes: &[(NodeId, MemberState)]) -> bool {
+        let mut view = self.write();
+        let mut changed = false;
+        for (id, state) in changes {
+            let Some(m) = Arc::make_mut(&mut view.members).get_mut(id) else {
+                continue;
+            };
+            if m.state == *state {
+                continue;
+            }
+            tracing::info!(node = %id, from = m.state.as_str(), to = state.as_str(), "member marked");
+            m.state = *state;
+            m.version += 1;
+            m.state_since = m.version;
+            if *id == self.me && *state == MemberState::Up {
+                self.fresh.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+            changed = true;
+        }
+        if changed {
+            self.rebuild(&mut view);
+        }
+        changed
+    }
+
+    /// Sets another member's state (an operator's leave or remove); false if the member is
+    /// unknown. Every node that marks the same entry the same way writes
+    /// the same new entry.
     pub fn mark(&self, id: &NodeId, state: MemberState) -> bool {
         let mut view = self.write();
         let Some(m) = Arc::make_mut(&mut view.members).get_mut(id) else {

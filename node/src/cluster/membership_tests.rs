@@ -131,6 +131,54 @@ fn news_of_this_node_is_overruled_unless_it_removes_it() {
 }
 
 #[test]
+fn a_joiner_adopts_news_that_it_is_up_unless_wiped_since_it_synced() {
+    let synced = |mut m: MemberInfo, view: u64| {
+        m.synced_view = view;
+        m
+    };
+    // Another node completed the change this joiner synced: it is up.
+    let m = Membership::new(info("a", MemberState::Joining, 1), vec![], 64, true);
+    m.set_synced(42);
+    m.merge(vec![synced(info("a", MemberState::Up, 7), 42)]);
+    assert_eq!(m.me().state, MemberState::Up);
+    assert!(m.me().version > 7);
+    // Restarted on its data (not fresh): up, whatever it last persisted.
+    let m = membership("a", MemberState::Joining, vec![]);
+    m.merge(vec![synced(info("a", MemberState::Up, 7), 42)]);
+    assert_eq!(m.me().state, MemberState::Up);
+    // Wiped after it synced: the ranges are gone, it joins again.
+    let wiped = Membership::new(info("a", MemberState::Joining, 1), vec![], 64, true);
+    wiped.merge(vec![synced(info("a", MemberState::Up, 7), 42)]);
+    assert_eq!(wiped.me().state, MemberState::Joining, "a wiped joiner joins again");
+    assert!(wiped.me().version > 7);
+}
+
+#[test]
+fn completing_a_change_marks_every_member_in_one_change() {
+    let m = membership(
+        "a",
+        MemberState::Up,
+        vec![
+            info("b", MemberState::Joining, 1),
+            info("c", MemberState::Joining, 1),
+            info("d", MemberState::Leaving, 1),
+        ],
+    );
+    let before = m.view().read_ring.clone();
+    assert!(m.mark_all(&[
+        (NodeId::new("b"), MemberState::Up),
+        (NodeId::new("c"), MemberState::Up),
+        (NodeId::new("d"), MemberState::Removed),
+    ]));
+    let v = m.view();
+    assert_eq!(ids(&v.read_ring).len(), 3);
+    assert_eq!(v.read_ring, v.write_ring);
+    // The previous ring is the one before the change, not one between.
+    assert_eq!(v.prev_read_ring.as_deref(), Some(&*before));
+    assert!(!m.mark_all(&[(NodeId::new("b"), MemberState::Up)]), "nothing changed");
+}
+
+#[test]
 fn the_view_hash_names_the_rings() {
     let a = membership("a", MemberState::Up, vec![info("b", MemberState::Up, 1)]);
     let b = membership("b", MemberState::Up, vec![info("a", MemberState::Up, 4)]);

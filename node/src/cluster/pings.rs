@@ -34,7 +34,7 @@ pub async fn ping(
                 tracing::info!(peer = %m.id, "peer down");
             }
         }
-        for m in membership.members().into_iter().filter(|m| m.id != me) {
+        for m in membership.watched().into_iter().filter(|m| m.id != me) {
             liveness.watch(&m.id);
             if !in_flight.locked().insert(m.id.clone()) {
                 continue;

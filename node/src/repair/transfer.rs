@@ -17,8 +17,9 @@
 //!    snapshot open across crashes: states merge, so reading a key twice or
 //!    late is harmless).
 //! 3. **Completion.** The gainer publishes `synced_view`. Once every gainer
-//!    has, a joining node marks itself up and leaving nodes are marked
-//!    removed (by any node; all write the same entry).
+//!    has, every joining node is marked up and every leaving one removed,
+//!    in one change of the view, by any node (all write the same entries),
+//!    so no read ring between them is ever formed.
 //! 4. **Handoff.** Once the rings agree again (and every member not
 //!    removed, down or not, has seen that: it may still read the previous
 //!    ring), a node holding keys it no longer owns offers each owner
@@ -290,7 +291,7 @@ impl Transfers {
         let m = &self.inner.membership;
         let view = m.view();
         let me = m.me();
-        if view.prev_read_ring.is_some() && Self::seen_by_all(&view) {
+        if view.prev_read_ring.is_some() && self.seen_by_all(&view) {
             m.settled(view.hash);
         }
         // A node with nobody to stream from founds the cluster: no seeds, or
@@ -336,7 +337,7 @@ impl Transfers {
         // Not while a member may still read the previous ring (down by the
         // failure detector or not): a key dropped here could be the copy
         // its read there finds.
-        if due && Self::seen_by_all(&view) {
+        if due && self.seen_by_all(&view) {
             // Cleared before the pass reads: a key stored during the pass
             // sets it again, for the next.
             self.inner.foreign.store(false, Ordering::Release);
@@ -362,8 +363,17 @@ impl Transfers {
     /// and read there what a write to the new ring alone never sent it
     /// (swarm seed 278). A member down for good holds the previous ring's
     /// group until it is removed.
-    fn seen_by_all(view: &View) -> bool {
+    ///
+    /// A member the change removed counts too, unless it is down: a leaver
+    /// that has not heard it left still serves reads on its ring (swarm
+    /// seed 5387), and hears it by gossip, which it goes on exchanging
+    /// once removed. One that is down (stopped, or removed because it
+    /// died) holds nothing up.
+    fn seen_by_all(&self, view: &View) -> bool {
         view.live_members().all(|m| m.seen_view == view.hash)
+            && view
+                .departed()
+                .all(|m| m.seen_view == view.hash || !self.inner.liveness.is_up(&m.id))
     }
 
     /// Every live member (by the failure detector) has seen the view.
@@ -373,27 +383,31 @@ impl Transfers {
         })
     }
 
-    /// Every gainer holds its ranges: joining nodes (this one) go up,
-    /// leaving ones are removed. Returns whether this node's view changed.
+    /// Every gainer holds its ranges: joining nodes go up and leaving ones
+    /// are removed, all in one change of this node's view (any node may
+    /// complete a change; all write the same entries). Returns whether
+    /// this node's view changed.
     fn complete(&self, view: &View) -> bool {
-        let m = &self.inner.membership;
-        let mut changed = false;
-        for member in view.live_members() {
-            match member.state {
-                MemberState::Joining if member.id == self.inner.me => {
-                    tracing::info!("ranges streamed in: this node is up");
-                    m.set_my_state(MemberState::Up);
-                    changed = true;
-                }
-                MemberState::Leaving => {
-                    tracing::info!(node = %member.id, "its ranges are held by the new owners: removed");
-                    m.mark(&member.id, MemberState::Removed);
-                    changed = true;
-                }
-                _ => {}
-            }
+        // Every joiner at once, whoever marks them, in one change: a joiner
+        // that went up alone while another still joined would make a read
+        // ring that no write ring of the change was (its ranges there were
+        // streamed to the other joiner, not to it; swarm seeds 3994, 7409).
+        let changes: Vec<(NodeId, MemberState)> = view
+            .live_members()
+            .filter_map(|m| match m.state {
+                MemberState::Joining => Some((m.id.clone(), MemberState::Up)),
+                MemberState::Leaving => Some((m.id.clone(), MemberState::Removed)),
+                _ => None,
+            })
+            .collect();
+        if changes.is_empty() {
+            return false;
         }
-        changed
+        tracing::info!(
+            ?changes,
+            "every gained range is streamed in: the change completes"
+        );
+        self.inner.membership.mark_all(&changes)
     }
 
     /// Streams in this node's gained ranges from every reader. A reader

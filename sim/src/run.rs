@@ -10,6 +10,7 @@ use crate::net::{FaultCounts, SimNet};
 use crate::workload::{decode_elems, decode_id, decode_write, key_name, Client, Kept};
 use kvorum_client::proto::{RangeQuery, ReadOptions, Request, Response};
 use kvorum_client::{BucketProps, DataValue};
+use kvorum_ring::NodeId;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -161,7 +162,7 @@ async fn run_async(seed: u64, plan: Plan) -> Report {
             kept: &kept,
         };
         exercise(&mut cluster, &plan, load, &mut rng, plan.duration).await;
-        converge(&cluster, &history, &mut failures).await;
+        converge(&cluster, plan.shape.n.into(), &history, &mut failures).await;
         // Past the tombstone grace: the reapers remove what every replica
         // holds. Then a second round of load and faults writes keys that
         // were reaped (a write after a reap must not reuse a dot), and
@@ -173,7 +174,7 @@ async fn run_async(seed: u64, plan: Plan) -> Report {
             ..plan.clone()
         };
         exercise(&mut cluster, &again, load, &mut rng, AFTER_REAP_LOAD).await;
-        converge(&cluster, &history, &mut failures).await;
+        converge(&cluster, plan.shape.n.into(), &history, &mut failures).await;
         final_reads(&cluster, &plan, &history, &mut failures).await;
     }
     let entries = history.entries();
@@ -293,12 +294,12 @@ async fn exercise(
     }
 }
 
-/// Waits until the replicas converged: equal trees between every pair and
-/// no hint left.
-async fn converge(cluster: &SimCluster, history: &History, failures: &mut Vec<String>) {
+/// Waits until the replicas converged: equal trees between every pair, no
+/// hint left, and no key held by a node that does not own it.
+async fn converge(cluster: &SimCluster, n: usize, history: &History, failures: &mut Vec<String>) {
     let deadline = Instant::now() + CONVERGE_LIMIT;
     loop {
-        let why = divergence(cluster);
+        let why = divergence(cluster, n);
         match why {
             None => {
                 history.note("converged");
@@ -335,7 +336,7 @@ fn trees_match_storage(cluster: &SimCluster, failures: &mut Vec<String>) {
 }
 
 /// Why the replicas differ, if they do.
-fn divergence(cluster: &SimCluster) -> Option<String> {
+fn divergence(cluster: &SimCluster, n: usize) -> Option<String> {
     if !cluster.settled() {
         return Some(format!(
             "a member is down or a ring change is under way: {:?}",
@@ -350,9 +351,40 @@ fn divergence(cluster: &SimCluster) -> Option<String> {
         .into_iter()
         .filter_map(|i| cluster.machines[i].node.as_ref())
         .collect();
-    for n in &nodes {
-        if n.hints_pending() > 0 {
-            return Some(format!("{} holds {} hints", n.id(), n.hints_pending()));
+    for node in &nodes {
+        if node.hints_pending() > 0 {
+            return Some(format!(
+                "{} holds {} hints",
+                node.id(),
+                node.hints_pending()
+            ));
+        }
+    }
+    // A key a node holds and no longer owns is handed to its owners by the
+    // node's next handoff pass: until then it is not replicated where reads
+    // look, and the owners may lack it (an unacknowledged write that
+    // reached only a former owner; swarm seed 5184, whose final reads
+    // through different nodes differed as the pass ran between them).
+    for node in &nodes {
+        let view = node.view();
+        let keys = match node.data_keys() {
+            Ok(k) => k,
+            Err(e) => return Some(format!("{}: reading its keys: {e}", node.id())),
+        };
+        let foreign = keys
+            .iter()
+            .filter(|k| {
+                !view
+                    .read_ring
+                    .item_preference_list(k, n)
+                    .contains(node.id())
+            })
+            .count();
+        if foreign > 0 {
+            return Some(format!(
+                "{} holds {foreign} keys it does not own",
+                node.id()
+            ));
         }
     }
     None
@@ -368,7 +400,7 @@ async fn final_reads(
 ) {
     let entries = history.entries();
     for &w in &plan.workloads {
-        let mut per_node: Vec<BTreeMap<u32, Final>> = Vec::new();
+        let mut per_node: Vec<(NodeId, BTreeMap<u32, Final>)> = Vec::new();
         for m in cluster.members().into_iter().map(|i| &cluster.machines[i]) {
             let mut finals = BTreeMap::new();
             for key in 0..plan.keys {
@@ -381,11 +413,20 @@ async fn final_reads(
                     }
                 }
             }
-            per_node.push(finals);
+            per_node.push((m.id.clone(), finals));
         }
-        if let Some(first) = per_node.first() {
-            if per_node.iter().any(|f| f != first) {
-                failures.push(format!("{w:?}: final reads differ between nodes"));
+        if let Some((first_id, first)) = per_node.first() {
+            // The first key read differently, and through which nodes.
+            let differ = per_node.iter().find_map(|(id, f)| {
+                (0..plan.keys)
+                    .find(|k| f.get(k) != first.get(k))
+                    .map(|k| (id, k, f.get(&k)))
+            });
+            if let Some((id, k, v)) = differ {
+                failures.push(format!(
+                    "{w:?}: final reads differ between nodes: k{k} via {first_id} {:?}, via {id} {v:?}",
+                    first.get(&k)
+                ));
             }
             history.note(&format!("final {w:?} {first:?}"));
             failures.extend(check::check_after_wipe(

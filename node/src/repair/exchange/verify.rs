@@ -34,10 +34,13 @@ impl AntiEntropy {
         }
         self.ready().map_err(|e| not_ready(e.to_string()))?;
         let view = self.membership.view();
-        if view.in_transition() || view.prev_read_ring.is_some() {
+        if view.in_transition() {
             return Err(not_ready(
                 "a ring change is under way (first replicas are moving)".into(),
             ));
+        }
+        if view.prev_read_ring.is_some() {
+            return Err(not_ready(unsettled(&view)));
         }
         if let DigestQuery::Keys { segments } = &query {
             if segments.len() > MAX_DIGEST_SEGMENTS {
@@ -108,5 +111,65 @@ impl AntiEntropy {
             .await
             .map_err(ErrorReply::Internal)?
             .map_err(|e| ErrorReply::Internal(format!("reading the key index: {e}")))
+    }
+}
+
+/// Why the last ring change has not settled: the members that have not
+/// seen it yet (writes still reach the previous ring's replicas until
+/// they have; a member down for good holds that until it is removed).
+fn unsettled(view: &crate::cluster::membership::View) -> String {
+    let behind: Vec<String> = view
+        .live_members()
+        .chain(view.departed())
+        .filter(|m| m.seen_view != view.hash)
+        .map(|m| m.id.to_string())
+        .collect();
+    if behind.is_empty() {
+        "the last ring change is settling (first replicas have moved)".into()
+    } else {
+        format!(
+            "the last ring change has not settled: {} {} not seen it (a member \
+             down for good holds this until it is removed)",
+            behind.join(", "),
+            if behind.len() == 1 { "has" } else { "have" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::member::{MemberInfo, MemberState};
+    use crate::cluster::membership::Membership;
+    use kvorum_ring::NodeId;
+
+    fn info(id: &str, state: MemberState) -> MemberInfo {
+        MemberInfo {
+            id: NodeId::new(id),
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000)),
+            zone: None,
+            version: 1,
+            state,
+            state_since: 1,
+            seen_view: 0,
+            synced_view: 0,
+        }
+    }
+
+    #[test]
+    fn an_unsettled_change_names_the_members_behind() {
+        let m = Membership::new(
+            info("a", MemberState::Up),
+            vec![info("b", MemberState::Up), info("c", MemberState::Joining)],
+            16,
+            false,
+        );
+        m.mark_all(&[(NodeId::new("c"), MemberState::Up)]);
+        let why = unsettled(&m.view());
+        assert!(why.contains("b, c have not seen it"), "{why}");
+        assert!(
+            !why.contains("a,"),
+            "this node has seen its own view: {why}"
+        );
     }
 }

@@ -95,6 +95,12 @@ impl RunningNode {
         self.addr
     }
 
+    /// The address its socket is bound to (its port, when the config asked
+    /// for port 0); `None` if the socket is gone.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
     /// Begins a graceful shutdown: `/ready` answers 503, new connections
     /// and new client requests are refused (a client sends them to another
     /// node: they were not read), the client requests in flight run to

@@ -109,7 +109,24 @@ impl Supervised {
 }
 
 /// Serves `node` until it is stopped, restarting it after a full disk.
-async fn run(mut node: RunningNode, config: NodeConfig, mut rx: mpsc::Receiver<Command>) -> Ended {
+async fn run(
+    mut node: RunningNode,
+    mut config: NodeConfig,
+    mut rx: mpsc::Receiver<Command>,
+) -> Ended {
+    // A restart binds the ports the node has now: one configured with port
+    // 0 would otherwise come back on another port, while the members (and
+    // [`Supervised::addr`]) know it by this one.
+    if config.listen.port() == 0 {
+        if let Some(local) = node.local_addr() {
+            config.listen.set_port(local.port());
+        }
+    }
+    if let (Some(want), Some(bound)) = (config.metrics_listen.as_mut(), node.metrics_addr()) {
+        if want.port() == 0 {
+            want.set_port(bound.port());
+        }
+    }
     loop {
         let failed = tokio::select! {
             cmd = rx.recv() => match cmd {

@@ -247,11 +247,9 @@ async fn a_node_whose_engine_met_enospc_serves_reads_and_restarts_itself_once_sp
     tokio::time::timeout(Duration::from_secs(180), async {
         let dir = tempfile::tempdir_in(fs.path()).unwrap();
         common::make_certs(dir.path(), 1);
-        // A fixed port: the node restarts on it.
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // Port 0: the restart must bind the port the node got, which the
+        // client (and any member) knows it by.
+        let port: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
         // No watermark: the engine itself meets the full disk.
         let extra = "[storage]\nmin_free_bytes = 0\nmin_free_percent = 0\n\
                      [replication]\nn = 1\n[metrics]\nenabled = false\n";

@@ -149,7 +149,11 @@ fn a_joiner_adopts_news_that_it_is_up_unless_wiped_since_it_synced() {
     // Wiped after it synced: the ranges are gone, it joins again.
     let wiped = Membership::new(info("a", MemberState::Joining, 1), vec![], 64, true);
     wiped.merge(vec![synced(info("a", MemberState::Up, 7), 42)]);
-    assert_eq!(wiped.me().state, MemberState::Joining, "a wiped joiner joins again");
+    assert_eq!(
+        wiped.me().state,
+        MemberState::Joining,
+        "a wiped joiner joins again"
+    );
     assert!(wiped.me().version > 7);
 }
 
@@ -175,7 +179,10 @@ fn completing_a_change_marks_every_member_in_one_change() {
     assert_eq!(v.read_ring, v.write_ring);
     // The previous ring is the one before the change, not one between.
     assert_eq!(v.prev_read_ring.as_deref(), Some(&*before));
-    assert!(!m.mark_all(&[(NodeId::new("b"), MemberState::Up)]), "nothing changed");
+    assert!(
+        !m.mark_all(&[(NodeId::new("b"), MemberState::Up)]),
+        "nothing changed"
+    );
 }
 
 #[test]

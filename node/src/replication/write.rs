@@ -377,11 +377,13 @@ impl Fanout {
 /// The replica groups a write needs W acknowledgements in: a joint quorum
 /// while the replicas of the key change. W among its current replicas
 /// (`pref`), W among its future ones (during a topology change), W among
-/// its replicas in every read ring between the two (members go up or are
-/// removed one at a time, `View::between_rings`, and those of the view
-/// before the last change until it settles), and W among its replicas
-/// before the last change (until every live member has seen that change:
-/// a coordinator a gossip round behind still reads there). The write
+/// its replicas in every read ring between the two (gossip may bring a
+/// node the marks of one change one member at a time,
+/// `View::between_rings`, and those of the view before the last change
+/// until it settles), and W among its replicas before the last change
+/// (until every member not removed, and every member the change removed
+/// and not down, has seen that change: a coordinator a gossip round
+/// behind still reads there). The write
 /// reaches every group, so it stays on W replicas whichever view a reader
 /// holds.
 pub(super) fn write_groups(

@@ -103,3 +103,21 @@ impl From<MemberInfoV1> for MemberInfo {
         }
     }
 }
+
+#[cfg(test)]
+impl MemberInfo {
+    /// An entry for tests: version 1, at 127.0.0.1:7000, no zone, nothing
+    /// seen or synced.
+    pub(crate) fn for_test(id: &str, state: MemberState) -> Self {
+        MemberInfo {
+            id: NodeId::new(id),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            zone: None,
+            version: 1,
+            state,
+            state_since: 1,
+            seen_view: 0,
+            synced_view: 0,
+        }
+    }
+}

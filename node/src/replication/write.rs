@@ -425,16 +425,7 @@ mod tests {
     use kvorum_ring::{Member, Ring};
 
     fn info(id: &str, state: MemberState) -> MemberInfo {
-        MemberInfo {
-            id: NodeId::new(id),
-            addr: "127.0.0.1:1".parse().unwrap(),
-            zone: None,
-            version: 1,
-            state,
-            state_since: 1,
-            seen_view: 0,
-            synced_view: 0,
-        }
+        MemberInfo::for_test(id, state)
     }
 
     /// Two joiners and a leaver: whichever of them a reader's view has

@@ -144,16 +144,7 @@ mod tests {
     use kvorum_ring::NodeId;
 
     fn info(id: &str, state: MemberState) -> MemberInfo {
-        MemberInfo {
-            id: NodeId::new(id),
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000)),
-            zone: None,
-            version: 1,
-            state,
-            state_since: 1,
-            seen_view: 0,
-            synced_view: 0,
-        }
+        MemberInfo::for_test(id, state)
     }
 
     #[test]

@@ -493,10 +493,14 @@ impl Membership {
     /// rebuild of the rings), this node's own entry included: completing a
     /// topology change moves every joiner up and every leaver out at once,
     /// so this node never holds a read ring between them, not even as the
-    /// previous ring its writes still reach. Returns whether anything
-    /// changed.
-    pub fn mark_all(&self, changes: &[(NodeId, MemberState)]) -> bool {
+    /// previous ring its writes still reach. Only while the view is still
+    /// `hash`, the one the changes were decided on (gossip may have moved
+    /// it since). Returns whether anything changed.
+    pub fn mark_all(&self, hash: u64, changes: &[(NodeId, MemberState)]) -> bool {
         let mut view = self.write();
+        if view.hash != hash {
+            return false;
+        }
         let mut changed = false;
         for (id, state) in changes {
             let Some(m) = Arc::make_mut(&mut view.members).get_mut(id) else {
@@ -520,9 +524,9 @@ impl Membership {
         changed
     }
 
-    /// Sets another member's state (an operator's leave or remove); false if the member is
-    /// unknown. Every node that marks the same entry the same way writes
-    /// the same new entry.
+    /// Sets another member's state (an operator's leave or remove); false
+    /// if the member is unknown. Every node that marks the same entry the
+    /// same way writes the same new entry.
     pub fn mark(&self, id: &NodeId, state: MemberState) -> bool {
         let mut view = self.write();
         let Some(m) = Arc::make_mut(&mut view.members).get_mut(id) else {

@@ -169,18 +169,26 @@ fn completing_a_change_marks_every_member_in_one_change() {
         ],
     );
     let before = m.view().read_ring.clone();
-    assert!(m.mark_all(&[
-        (NodeId::new("b"), MemberState::Up),
-        (NodeId::new("c"), MemberState::Up),
-        (NodeId::new("d"), MemberState::Removed),
-    ]));
+    let hash = m.view().hash;
+    assert!(
+        !m.mark_all(hash ^ 1, &[(NodeId::new("b"), MemberState::Up)]),
+        "another view"
+    );
+    assert!(m.mark_all(
+        hash,
+        &[
+            (NodeId::new("b"), MemberState::Up),
+            (NodeId::new("c"), MemberState::Up),
+            (NodeId::new("d"), MemberState::Removed),
+        ]
+    ));
     let v = m.view();
     assert_eq!(ids(&v.read_ring).len(), 3);
     assert_eq!(v.read_ring, v.write_ring);
     // The previous ring is the one before the change, not one between.
     assert_eq!(v.prev_read_ring.as_deref(), Some(&*before));
     assert!(
-        !m.mark_all(&[(NodeId::new("b"), MemberState::Up)]),
+        !m.mark_all(m.view().hash, &[(NodeId::new("b"), MemberState::Up)]),
         "nothing changed"
     );
 }

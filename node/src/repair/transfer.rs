@@ -407,7 +407,7 @@ impl Transfers {
             ?changes,
             "every gained range is streamed in: the change completes"
         );
-        self.inner.membership.mark_all(&changes)
+        self.inner.membership.mark_all(view.hash, &changes)
     }
 
     /// Streams in this node's gained ranges from every reader. A reader

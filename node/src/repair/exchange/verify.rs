@@ -155,7 +155,7 @@ mod tests {
             16,
             false,
         );
-        m.mark_all(&[(NodeId::new("c"), MemberState::Up)]);
+        m.mark_all(m.view().hash, &[(NodeId::new("c"), MemberState::Up)]);
         let why = unsettled(&m.view());
         assert!(why.contains("b, c have not seen it"), "{why}");
         assert!(

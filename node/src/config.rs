@@ -60,6 +60,10 @@ pub struct NodeConfig {
     /// Client writes are refused below this much free disk space (the
     /// `[storage]` `min_free_bytes` and `min_free_percent`).
     pub watermark: crate::storage::disk::Watermark,
+    /// Client writes are refused as overloaded while the storage engine
+    /// has held one commit this long (`[storage] overloaded_after_ms`;
+    /// zero: never).
+    pub overloaded_after: Duration,
     /// How long a graceful shutdown (SIGTERM, Ctrl-C) waits for the client
     /// requests in flight and the hint hand-off (`drain_timeout_ms`).
     pub drain_timeout: Duration,
@@ -205,6 +209,7 @@ struct RawStorage {
     sync_interval_ms: Option<u64>,
     min_free_bytes: Option<u64>,
     min_free_percent: Option<f64>,
+    overloaded_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -642,6 +647,9 @@ impl NodeConfig {
             replication,
             sync,
             watermark,
+            overloaded_after: Duration::from_millis(
+                raw.storage.overloaded_after_ms.unwrap_or(1_000),
+            ),
             drain_timeout: positive_ms("drain_timeout_ms", raw.drain_timeout_ms, 10_000)?,
             peer_versions: match raw.peer_protocol {
                 None => crate::rpc::peer::PeerVersions::CURRENT,

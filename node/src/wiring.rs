@@ -222,6 +222,23 @@ impl Node {
             .collect())
     }
 
+    /// Holds the storage writer thread for `hold`, as an engine halting
+    /// writes (fjall, its compactions behind) or a stalled disk would:
+    /// updates queue behind it and none commits until it ends. Returns at
+    /// once.
+    pub fn hold_storage_writer(&self, hold: std::time::Duration) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let _ = store.on_writer(move |_| std::thread::sleep(hold)).await;
+        });
+    }
+
+    /// Whether client writes are refused as overloaded now (see
+    /// `Store::overloaded`).
+    pub fn storage_overloaded(&self) -> bool {
+        self.store.overloaded().is_some()
+    }
+
     /// Gossip rounds this node started.
     pub fn gossip_rounds(&self) -> u64 {
         self.membership.rounds()
@@ -357,6 +374,7 @@ pub async fn assemble_with_metrics(
         tracing::info!(keys = indexed, "anti-entropy key index built from the data");
     }
     let (store, store_closed) = Store::start_on(engine, config.sync, env.workers, config.watermark);
+    store.refuse_when_stalled(config.overloaded_after);
     let Stored {
         epoch,
         members: known,

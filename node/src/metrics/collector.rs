@@ -87,6 +87,8 @@ pub fn collector(
             m.gauge(metrics::DISK_REFUSING, &[])
                 .set(f64::from(refusing));
         }
+        m.gauge(metrics::STORAGE_COMMIT_RUNNING, &[])
+            .set(store.commit_running().as_secs_f64());
     })
 }
 

@@ -163,6 +163,10 @@ catalog! {
         "0 while the disk is above the watermark, 1 while client writes are refused (below it), 2 while every write is refused (below the reserve).";
     DISK_FULL_REFUSALS = "kvorum_disk_full_refusals_total", Counter, [],
         "Client writes this node coordinated and refused with DiskFull (its disk below the watermark).";
+    OVERLOADED_REFUSALS = "kvorum_overloaded_refusals_total", Counter, ["side"],
+        "Writes refused as overloaded while the storage engine held a commit past storage.overloaded_after_ms: side=\"coordinator\" a client write this node coordinated, side=\"replica\" a replica write or hint a coordinator sent it.";
+    STORAGE_COMMIT_RUNNING = "kvorum_storage_commit_running_seconds", Gauge, [],
+        "How long the storage writer has been on its current commit (0 while it waits for work); client writes are refused as overloaded from storage.overloaded_after_ms.";
     BACKUP_RECORDS = "kvorum_backup_records_total", Counter, [],
         "Records this node served to backups (kvorum admin backup).";
     BACKUP_BYTES = "kvorum_backup_bytes_total", Counter, [],

@@ -149,6 +149,7 @@ impl PeerRouter {
                         return Err(full);
                     }
                 }
+                self.check_overloaded()?;
                 self.s.replica.merge(key.clone(), state).await?;
                 // Checked once stored, against the view of that moment.
                 if !self.s.transfers.owns(&key) {
@@ -168,6 +169,7 @@ impl PeerRouter {
             ReplicaRequest::HintedWrite { owner, key, state } => {
                 self.check_not_removed()?;
                 self.check_disk()?;
+                self.check_overloaded()?;
                 state
                     .validate()
                     .map_err(|e| PeerError::InvalidState(e.to_string()))?;
@@ -221,6 +223,24 @@ impl PeerRouter {
     fn check_disk(&self) -> Result<(), PeerError> {
         match self.s.replica.store().refuses_client_writes() {
             Some(full) => Err(PeerError::Storage(format!("{}: {full}", self.me))),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a client write (a coordinator's replica write or hint)
+    /// while this node's storage engine holds a commit back (see
+    /// `Store::overloaded`): the coordinator turns to a fallback at once
+    /// instead of waiting out its timeout.
+    fn check_overloaded(&self) -> Result<(), PeerError> {
+        match self.s.replica.store().overloaded() {
+            Some(busy) => {
+                self.s
+                    .coordinator
+                    .metrics
+                    .counter(crate::metrics::OVERLOADED_REFUSALS, &[("side", "replica")])
+                    .increment(1);
+                Err(PeerError::Storage(format!("{}: {busy}", self.me)))
+            }
             None => Ok(()),
         }
     }

@@ -85,6 +85,18 @@ impl Coordinator {
         {
             return Err(self.disk_full(full));
         }
+        // A storage engine holding writes back refuses new ones at once,
+        // before a dot is issued: nothing is written, and the client may
+        // try later or through another node instead of timing out.
+        if let Some(busy) = self.replica.store().overloaded() {
+            self.metrics
+                .counter(metrics::OVERLOADED_REFUSALS, &[("side", "coordinator")])
+                .increment(1);
+            return Err(ErrorReply::Unavailable(format!(
+                "{} on {}: nothing was written; retry later or through another node",
+                busy, self.me
+            )));
+        }
         // Expiry is stamped here, by the clock LWW stamps use, as an
         // absolute time every replica then holds.
         let now = self.env.clock.lww_ms();
@@ -284,6 +296,7 @@ impl Coordinator {
         // its own quorum in what is left less a margin, so that its typed
         // answer (success or quorum error) comes back in time.
         let deadline = self.env.clock.now() + timeout;
+        let mut refused = None;
         let mut order: Vec<&NodeId> = pref.iter().collect();
         order.sort_by_key(|n| !self.liveness.is_up(n)); // stable: up nodes first
         for node in order {
@@ -294,6 +307,12 @@ impl Coordinator {
             }
             let req = with_timeout(req.clone(), inner);
             match ask(&*self.transport, node, req, left).await {
+                // Refused as overloaded before anything was written there:
+                // the next replica may take it.
+                Ok(Response::Error(e)) if is_overloaded_refusal(&e) => {
+                    tracker.record(node, ReplicaOutcome::Failed(e.to_string()));
+                    refused = Some(e);
+                }
                 Ok(resp) => return Ok(resp),
                 // Only a forward that was never sent may go to another
                 // replica: one that was sent may have been applied, and a
@@ -306,8 +325,27 @@ impl Coordinator {
             }
         }
         self.count_replies("write", &tracker);
+        // Every replica tried refused as overloaded, or the others failed:
+        // the refusal says more than a quorum failure would (nothing was
+        // written by the replicas that refused).
+        if let Some(e) = refused.filter(|_| {
+            tracker
+                .outcomes()
+                .all(|o| matches!(o, Some(ReplicaOutcome::Failed(_)) | None))
+        }) {
+            return Err(e);
+        }
         Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)))
     }
+}
+
+/// What a coordinator's refusal of a client write as overloaded begins with
+/// (see [`Coordinator::write`]): it wrote nothing.
+const OVERLOADED: &str = "overloaded: ";
+
+/// Whether `e` is a coordinator's refusal as overloaded (nothing written).
+fn is_overloaded_refusal(e: &ErrorReply) -> bool {
+    matches!(e, ErrorReply::Unavailable(m) if m.starts_with(OVERLOADED))
 }
 
 /// `req` (a forwarded item write) with its timeout set to `t`.

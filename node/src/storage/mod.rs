@@ -105,6 +105,12 @@ pub enum StorageError {
     /// itself once space is back).
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// The writer has been held on one commit for longer than the
+    /// configured limit (`[storage] overloaded_after_ms`): a client write
+    /// is refused before anything is queued (see
+    /// [`store::Store::overloaded`]).
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 /// When replicas sync their writes to disk.

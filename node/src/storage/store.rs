@@ -8,10 +8,10 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -107,6 +107,54 @@ pub struct Store {
     workers: Workers,
     /// The free-space watermark (see [`super::disk`]).
     disk: Arc<DiskGuard>,
+    /// How long the writer has been on its current batch (see
+    /// [`Store::overloaded`]).
+    busy: Arc<Busy>,
+}
+
+/// How long the writer thread has been on its current batch or work, and
+/// how long it may be before client writes are refused as overloaded (see
+/// [`Store::overloaded`]).
+pub(super) struct Busy {
+    base: Instant,
+    /// When the current batch began, in µs after `base`, plus 1; 0 while
+    /// the writer waits for work.
+    since_us: AtomicU64,
+    /// The limit in µs; 0: never refuse.
+    limit_us: AtomicU64,
+}
+
+impl Busy {
+    fn new() -> Self {
+        Busy {
+            base: Instant::now(),
+            since_us: AtomicU64::new(0),
+            limit_us: AtomicU64::new(0),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The writer begins a batch (or work between batches).
+    pub(super) fn begin(&self) {
+        self.since_us
+            .store(self.now_us().saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// The writer is done with it.
+    pub(super) fn end(&self) {
+        self.since_us.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the current batch has run; zero while idle.
+    fn running(&self) -> Duration {
+        match self.since_us.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_micros(self.now_us().saturating_sub(since - 1)),
+        }
+    }
 }
 
 /// Most updates one batch holds; bounds the latency of the batch's first update.
@@ -172,7 +220,9 @@ impl Store {
                 }
             }
         }
+        let busy = Arc::new(Busy::new());
         let mut writer = Writer {
+            busy: busy.clone(),
             engine: engine.clone(),
             sync_each: policy == SyncPolicy::Always,
             failed: false,
@@ -209,6 +259,7 @@ impl Store {
             failed: failed_rx,
             workers,
             disk,
+            busy,
         };
         (store, Closed(closed_rx))
     }
@@ -285,6 +336,42 @@ impl Store {
     /// [`super::disk`]): it is refused before anything is written.
     pub fn refuses_client_writes(&self) -> Option<StorageError> {
         self.disk.refusal(false).map(StorageError::DiskFull)
+    }
+
+    /// Refuses client writes as [`StorageError::Overloaded`] while the
+    /// writer has been on one batch for `after` or longer: the engine is
+    /// holding writes back (fjall halts writes while its flushes and
+    /// compactions are behind), or the disk is stalled. `Duration::ZERO`:
+    /// never. Only a store whose writer is a thread of its own measures
+    /// this (a simulated engine never blocks).
+    pub fn refuse_when_stalled(&self, after: Duration) {
+        if self.workers == Workers::Threads {
+            let us = u64::try_from(after.as_micros()).unwrap_or(u64::MAX);
+            self.busy.limit_us.store(us, Ordering::Relaxed);
+        }
+    }
+
+    /// How long the writer has been on its current batch (zero while it
+    /// waits for work): a commit held back by the engine shows here.
+    pub fn commit_running(&self) -> Duration {
+        self.busy.running()
+    }
+
+    /// Why a client write is refused as overloaded now, if it is (see
+    /// [`Store::refuse_when_stalled`]): refused before anything is
+    /// queued, so nothing is written and the caller may try elsewhere or
+    /// later. Writes already queued wait for the engine.
+    pub fn overloaded(&self) -> Option<StorageError> {
+        let limit = Duration::from_micros(self.busy.limit_us.load(Ordering::Relaxed));
+        let running = self.busy.running();
+        if limit.is_zero() || running < limit {
+            return None;
+        }
+        Some(StorageError::Overloaded(format!(
+            "the storage engine has held one commit for {} ms (its flushes and compactions are behind, or the disk is stalled); writes are refused from {} ms until it catches up",
+            running.as_millis(),
+            limit.as_millis()
+        )))
     }
 
     /// Up to `limit` records of `space` under `prefix`, in key order.

@@ -111,6 +111,56 @@ async fn below_the_reserve_only_essential_updates_commit_and_the_store_does_not_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_held_past_the_limit_refuses_client_writes_until_it_ends() {
+    let engine = Arc::new(FakeEngine::default());
+    let (store, _closed) = Store::start(engine.clone(), SyncPolicy::Always);
+    let until = |want: bool| {
+        let store = store.clone();
+        async move {
+            let start = std::time::Instant::now();
+            while store.overloaded().is_some() != want {
+                assert!(start.elapsed() < Duration::from_secs(20), "never {want}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    // No limit set: a held writer refuses nothing.
+    let held = store.on_writer(|_| std::thread::sleep(Duration::from_millis(300)));
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(store.commit_running() > Duration::ZERO, "the hold shows");
+        store.overloaded()
+    };
+    let (done, refused) = tokio::join!(held, probe);
+    done.unwrap();
+    assert!(refused.is_none(), "no limit, no refusal: {refused:?}");
+    assert_eq!(store.commit_running(), Duration::ZERO, "idle again");
+
+    store.refuse_when_stalled(Duration::from_millis(50));
+    assert!(
+        store.overloaded().is_none(),
+        "an idle writer is not overloaded"
+    );
+    let hold = Duration::from_millis(600);
+    let held = store.on_writer(move |_| std::thread::sleep(hold));
+    let watch = async {
+        until(true).await;
+        let why = store
+            .overloaded()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(why.starts_with("overloaded: "), "{why}");
+        until(false).await;
+    };
+    let (done, ()) = tokio::join!(held, watch);
+    done.unwrap();
+    store
+        .update(Space::Data, b"k".to_vec(), |_| (Some(b"v".to_vec()), ()))
+        .await
+        .expect("writes are taken once the commit ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_share_synced_batches() {
     let engine = Arc::new(FakeEngine::default());
     let (store, _closed) = Store::start(engine.clone(), SyncPolicy::Always);

@@ -14,6 +14,8 @@ const FAIL_STOP_DISK: &str =
 /// The store's writer: runs batches (group commit) and, once every store
 /// handle is gone, the clean close.
 pub(super) struct Writer {
+    /// When the current batch began (see [`Store::overloaded`]).
+    pub(super) busy: Arc<Busy>,
     pub(super) engine: Arc<dyn Engine>,
     pub(super) sync_each: bool,
     pub(super) failed: bool,
@@ -30,6 +32,12 @@ impl Writer {
     /// Runs `first` and the updates queued behind it as one batch, up to
     /// the first work to run between batches, which runs after it.
     pub(super) fn batch(&mut self, first: Work, rx: &mut mpsc::Receiver<Work>) {
+        self.busy.begin();
+        self.batch_inner(first, rx);
+        self.busy.end();
+    }
+
+    fn batch_inner(&mut self, first: Work, rx: &mut mpsc::Receiver<Work>) {
         let mut jobs = match first {
             Work::Update(job) => vec![job],
             Work::Run(f) => return self.run(f),

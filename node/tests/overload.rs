@@ -1,0 +1,124 @@
+//! A storage engine that holds writes back (fjall halts them while its
+//! flushes and compactions are behind; a disk can stall) on a real cluster
+//! (real QUIC on 127.0.0.1, real fjall): once the node's writer has been
+//! on one commit for `[storage] overloaded_after_ms`, the client writes it
+//! would coordinate are refused at once as overloaded, with nothing
+//! written, and the replica writes other coordinators send it are refused
+//! too, so they turn to a fallback instead of waiting out their timeout.
+//! Once the commit ends, the node takes writes again.
+
+mod common;
+
+use common::{metric, until, TestCluster, TEST_TIMEOUT};
+use kvorum_client::{CausalContext, Error, ErrorReply, ReadOptions, WriteOptions};
+use std::time::Duration;
+
+/// A short limit; a failure detector and anti-entropy that stay out of it.
+const CONFIG: &str = "[failure_detector]\nacceptable_pause_ms = 60000\n\
+                      [anti_entropy]\nenabled = false\n\
+                      [storage]\noverloaded_after_ms = 200\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_engine_refuses_client_writes_at_once_and_takes_them_again_after() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let c = TestCluster::start(4, CONFIG).await;
+        c.wait_all_reachable().await;
+        let n1 = c.nodes[0].as_ref().unwrap();
+        let keys: Vec<Vec<u8>> = (0..8).map(|i| format!("k{i}").into_bytes()).collect();
+
+        // n1's writer is held for longer than the writes below may take.
+        n1.hold_storage_writer(Duration::from_secs(6));
+        until("n1 refuses writes", Duration::from_secs(5), || {
+            n1.storage_overloaded()
+        })
+        .await;
+
+        // Through n1 alone: a key n1 is a replica of is coordinated there
+        // and refused at once; the others are forwarded and written.
+        let via_n1 = c.client_of(&c.addrs[..1]);
+        let mut refused = Vec::new();
+        for k in &keys {
+            let opts = WriteOptions::w(2).timeout_ms(1_500);
+            match via_n1
+                .put_with("default", k, b"held", &CausalContext::empty(), opts)
+                .await
+            {
+                Ok(_) => {}
+                Err(Error::Server(ErrorReply::Unavailable(why))) => {
+                    assert!(why.starts_with("overloaded: "), "{why}");
+                    assert!(why.contains("nothing was written"), "{why}");
+                    refused.push(k.clone());
+                }
+                Err(e) => panic!("a write through n1 neither written nor refused: {e}"),
+            }
+        }
+        assert!(
+            !refused.is_empty(),
+            "n1 is a replica of most keys: some writes were refused"
+        );
+        let counted = metric(
+            n1,
+            "kvorum_overloaded_refusals_total",
+            &[("side", "coordinator")],
+        );
+        assert_eq!(counted, refused.len() as f64, "each refusal is counted");
+
+        // Through n2 at W = 3: n1 refuses its replica writes, so each write
+        // goes to the fallback and meets W well within the hold.
+        let via_n2 = c.client_of(&c.addrs[1..2]);
+        for k in &keys {
+            let opts = WriteOptions::w(3).timeout_ms(2_000);
+            via_n2
+                .put_with("default", k, b"v2", &CausalContext::empty(), opts)
+                .await
+                .unwrap_or_else(|e| panic!("W = 3 with n1 held: {e}"));
+        }
+        assert!(
+            metric(
+                n1,
+                "kvorum_overloaded_refusals_total",
+                &[("side", "replica")]
+            ) >= 1.0,
+            "n1 refused replica writes"
+        );
+
+        // The hold ends: n1 takes writes again.
+        until("n1 takes writes again", Duration::from_secs(20), || {
+            !n1.storage_overloaded()
+        })
+        .await;
+        for k in &keys {
+            let read = c
+                .client()
+                .get_with("default", k, ReadOptions::r(3))
+                .await
+                .unwrap();
+            if refused.contains(k) {
+                assert_eq!(
+                    read.siblings,
+                    vec![b"v2".to_vec()],
+                    "a refused write left nothing"
+                );
+            } else {
+                assert!(
+                    read.siblings.contains(&b"v2".to_vec()),
+                    "{:?}",
+                    read.siblings
+                );
+            }
+            via_n1
+                .put_with(
+                    "default",
+                    k,
+                    b"v3",
+                    &read.context,
+                    WriteOptions::w(2).timeout_ms(5_000),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("n1 takes writes after the hold: {e}"));
+        }
+        c.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}

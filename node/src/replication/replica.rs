@@ -324,8 +324,11 @@ impl Replica {
                     Ok(written) => written,
                     Err(e) => return (Change::Keep, Err(e.into()), None),
                 };
-                let record = value::encode_record(&state);
-                (Change::Put(record), Ok((state, ctx, version)), None)
+                let change = Change::Record {
+                    bytes: value::encode_record(&state),
+                    dead_since: state.dead_since(),
+                };
+                (change, Ok((state, ctx, version)), None)
             })
             .await?;
         if let Err(ReplicaError::Undecodable(why)) = &out {
@@ -393,8 +396,11 @@ impl Replica {
                 if local == before && !outdated {
                     (Change::Keep, Ok(()), None) // nothing new: no write, no sync
                 } else {
-                    let record = value::encode_record(&local);
-                    (Change::Put(record), Ok(()), None)
+                    let change = Change::Record {
+                        bytes: value::encode_record(&local),
+                        dead_since: local.dead_since(),
+                    };
+                    (change, Ok(()), None)
                 }
             })
             .await

@@ -45,6 +45,15 @@ pub enum Change {
     Keep,
     /// Store this value.
     Put(Vec<u8>),
+    /// Store this data record, whose delete time (`None`: it holds a live
+    /// value) the update knew: the indexer takes it from here instead of
+    /// decoding the record again (see [`Indexer::index`]).
+    Record {
+        /// The encoded record.
+        bytes: Vec<u8>,
+        /// When everything it holds became dead, if it did.
+        dead_since: Option<u64>,
+    },
     /// Delete the key.
     Delete,
 }
@@ -63,12 +72,14 @@ pub trait Indexer: Send + Sync + 'static {
     /// earlier update of the batch left it): the new entry (`None`: none),
     /// committed in the same batch, and a hook run right after that
     /// commit, on the writer thread, in commit order (never for a failed
-    /// commit).
+    /// commit). `dead_since` is the new record's delete time when the
+    /// update said it ([`Change::Record`]); `None` when it did not.
     fn index(
         &self,
         key: &[u8],
         old: Option<&[u8]>,
         new: Option<&[u8]>,
+        dead_since: Option<Option<u64>>,
     ) -> (Option<Vec<u8>>, Option<Hook>);
 }
 

@@ -80,11 +80,21 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Entry, StorageError> {
 
 /// The entry of a record: its state hash, and its delete time when it
 /// holds only tombstones (an undecodable record counts as live: it is
-/// quarantined when read).
-fn entry_of(record: &[u8]) -> (u64, Option<u64>) {
-    let dead = value::decode_record(record)
-        .ok()
-        .and_then(|r| r.dead_since());
+/// quarantined when read). The delete time is `known` when the update
+/// that wrote the record said it; it is decoded from the record otherwise.
+fn entry_of(record: &[u8], known: Option<Option<u64>>) -> (u64, Option<u64>) {
+    let decoded = || {
+        value::decode_record(record)
+            .ok()
+            .and_then(|r| r.dead_since())
+    };
+    let dead = match known {
+        Some(dead) => {
+            debug_assert_eq!(dead, decoded(), "the delete time an update said");
+            dead
+        }
+        None => decoded(),
+    };
     (state_hash(record), dead)
 }
 
@@ -126,6 +136,7 @@ impl Indexer for TreeIndex {
         key: &[u8],
         old: Option<&[u8]>,
         new: Option<&[u8]>,
+        dead_since: Option<Option<u64>>,
     ) -> (Option<Vec<u8>>, Option<Hook>) {
         // The hash the trees counted for the key (an entry too short to
         // hold one counts as none).
@@ -133,7 +144,7 @@ impl Indexer for TreeIndex {
             .and_then(|v| v.get(..8))
             .and_then(|b| b.try_into().ok())
             .map(u64::from_le_bytes);
-        let new = new.map(entry_of);
+        let new = new.map(|r| entry_of(r, dead_since));
         let (trees, key) = (self.0.clone(), key.to_vec());
         let hook: Hook = Box::new(move || {
             if let Some(trees) = trees.upgrade() {
@@ -181,7 +192,7 @@ pub fn ensure(engine: &dyn Engine) -> Result<u64, StorageError> {
         let mut batch: Vec<BatchItem> = Vec::with_capacity(CHUNK);
         let mut last = None;
         engine.visit_after(Space::Data, after.as_deref(), CHUNK, &mut |k, v| {
-            let (hash, dead) = entry_of(v);
+            let (hash, dead) = entry_of(v, None);
             batch.push((Space::Index, index_key(k), Some(encode(hash, dead))));
             last = Some(k.to_vec());
             true

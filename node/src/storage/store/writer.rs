@@ -186,13 +186,14 @@ fn run_batch(
             done.push((completion, None, Some(e)));
             continue;
         }
-        let value = match new {
+        let (value, dead_since) = match new {
             Change::Keep => {
                 done.push((completion, None, None));
                 continue;
             }
-            Change::Put(v) => Some(v),
-            Change::Delete => None,
+            Change::Put(v) => (Some(v), None),
+            Change::Record { bytes, dead_since } => (Some(bytes), Some(dead_since)),
+            Change::Delete => (None, None),
         };
         // The index entry goes in the same batch. The old one is read from
         // the index itself, not derived from the old record, so the hook
@@ -208,7 +209,7 @@ fn run_batch(
                         None
                     }),
                 };
-                let (entry, hook) = ix.index(&slot.1, old.as_deref(), value.as_deref());
+                let (entry, hook) = ix.index(&slot.1, old.as_deref(), value.as_deref(), dead_since);
                 writes.push((slot.0, slot.1.clone(), value.clone()));
                 writes.push((ik.0, ik.1.clone(), entry.clone()));
                 overlay.insert(ik, entry);

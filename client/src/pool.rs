@@ -233,6 +233,7 @@ impl Pool {
         let n = order.len();
         let node = |i: usize| order[i];
         let mut failures = Vec::new();
+        let mut refused = None;
         let mut i = 0;
         while i < n {
             let addr = node(i);
@@ -276,6 +277,12 @@ impl Pool {
                 self.inner.router.stale();
             }
             match result {
+                // Refused before anything was written: the next node may
+                // take it (the last refusal is the answer if none does).
+                Ok(Response::Error(e)) if e.is_overloaded() && i < n => {
+                    failures.push((addr, e.to_string()));
+                    refused = Some(Response::Error(e));
+                }
                 Ok(resp) => return Ok(resp),
                 Err(AttemptError::NotSent(why)) => failures.push((addr, why)),
                 Err(AttemptError::Lost(why)) if idempotent => failures.push((addr, why)),
@@ -297,6 +304,9 @@ impl Pool {
                 }
                 Err(AttemptError::Protocol(why)) => return Err(Error::Protocol(why)),
             }
+        }
+        if let Some(refusal) = refused {
+            return Ok(refusal);
         }
         Err(Error::NoNodeAvailable(failures))
     }

@@ -4,8 +4,9 @@
 //! on one commit for `[storage] overloaded_after_ms`, the client writes it
 //! would coordinate are refused at once as overloaded, with nothing
 //! written, and the replica writes other coordinators send it are refused
-//! too, so they turn to a fallback instead of waiting out their timeout.
-//! Once the commit ends, the node takes writes again.
+//! too, so they turn to a fallback instead of waiting out their timeout,
+//! and a client sends a refused write to its next node itself. Once the
+//! commit ends, the node takes writes again.
 
 mod common;
 
@@ -62,6 +63,23 @@ async fn a_held_engine_refuses_client_writes_at_once_and_takes_them_again_after(
             &[("side", "coordinator")],
         );
         assert_eq!(counted, refused.len() as f64, "each refusal is counted");
+
+        // A client of n1 and n2 (in turns) sends a write n1 refuses to n2
+        // itself: nothing was written, so it may.
+        let either = c.client_of(&c.addrs[..2]);
+        for i in 0..8 {
+            let k = format!("e{i}").into_bytes();
+            either
+                .put_with(
+                    "default",
+                    &k,
+                    b"either",
+                    &CausalContext::empty(),
+                    WriteOptions::w(2).timeout_ms(1_500),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("the client tries n2 after n1 refused: {e}"));
+        }
 
         // Through n2 at W = 3: n1 refuses its replica writes, so each write
         // goes to the fallback and meets W well within the hold.

@@ -358,3 +358,36 @@ pub enum ErrorReply {
         detail: String,
     },
 }
+
+/// What a refusal as overloaded begins with (see [`ErrorReply::overloaded`]).
+const OVERLOADED: &str = "overloaded: ";
+
+impl ErrorReply {
+    /// A node's refusal of a write while its storage engine holds writes
+    /// back (`[storage] overloaded_after_ms`): an [`ErrorReply::Unavailable`]
+    /// whose text begins with `overloaded: `. The write was refused before
+    /// anything was written, so it may be sent again, through this node or
+    /// another; the client sends it to the next node itself.
+    ///
+    /// ```
+    /// use kvorum_client::ErrorReply;
+    /// let e = ErrorReply::overloaded("the storage engine has held one commit for 1240 ms".into());
+    /// assert!(e.is_overloaded());
+    /// assert_eq!(e.to_string(), "unavailable: overloaded: the storage engine has held one commit for 1240 ms");
+    /// ```
+    pub fn overloaded(detail: String) -> ErrorReply {
+        ErrorReply::Unavailable(format!("{OVERLOADED}{detail}"))
+    }
+
+    /// Whether this is a refusal as overloaded (see
+    /// [`ErrorReply::overloaded`]): nothing was written.
+    ///
+    /// ```
+    /// use kvorum_client::ErrorReply;
+    /// assert!(ErrorReply::overloaded("held".into()).is_overloaded());
+    /// assert!(!ErrorReply::Unavailable("the ring is empty".into()).is_overloaded());
+    /// ```
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, ErrorReply::Unavailable(m) if m.starts_with(OVERLOADED))
+    }
+}

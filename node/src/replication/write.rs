@@ -92,9 +92,13 @@ impl Coordinator {
             self.metrics
                 .counter(metrics::OVERLOADED_REFUSALS, &[("side", "coordinator")])
                 .increment(1);
-            return Err(ErrorReply::Unavailable(format!(
-                "{} on {}: nothing was written; retry later or through another node",
-                busy, self.me
+            let detail = match busy {
+                StorageError::Overloaded(d) => d,
+                other => other.to_string(),
+            };
+            return Err(ErrorReply::overloaded(format!(
+                "on {}, {detail}: nothing was written; retry later or through another node",
+                self.me
             )));
         }
         // Expiry is stamped here, by the clock LWW stamps use, as an
@@ -309,7 +313,7 @@ impl Coordinator {
             match ask(&*self.transport, node, req, left).await {
                 // Refused as overloaded before anything was written there:
                 // the next replica may take it.
-                Ok(Response::Error(e)) if is_overloaded_refusal(&e) => {
+                Ok(Response::Error(e)) if e.is_overloaded() => {
                     tracker.record(node, ReplicaOutcome::Failed(e.to_string()));
                     refused = Some(e);
                 }
@@ -337,15 +341,6 @@ impl Coordinator {
         }
         Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)))
     }
-}
-
-/// What a coordinator's refusal of a client write as overloaded begins with
-/// (see [`Coordinator::write`]): it wrote nothing.
-const OVERLOADED: &str = "overloaded: ";
-
-/// Whether `e` is a coordinator's refusal as overloaded (nothing written).
-fn is_overloaded_refusal(e: &ErrorReply) -> bool {
-    matches!(e, ErrorReply::Unavailable(m) if m.starts_with(OVERLOADED))
 }
 
 /// `req` (a forwarded item write) with its timeout set to `t`.

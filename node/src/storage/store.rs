@@ -379,7 +379,7 @@ impl Store {
             return None;
         }
         Some(StorageError::Overloaded(format!(
-            "the storage engine has held one commit for {} ms (its flushes and compactions are behind, or the disk is stalled); writes are refused from {} ms until it catches up",
+            "the storage engine has held one commit for {} ms (its flushes and compactions are behind, or the disk is stalled; writes are refused from {} ms on)",
             running.as_millis(),
             limit.as_millis()
         )))

@@ -1,7 +1,7 @@
 //! A storage engine that holds writes back (fjall halts them while its
 //! flushes and compactions are behind; a disk can stall) on a real cluster
 //! (real QUIC on 127.0.0.1, real fjall): once the node's writer has been
-//! on one commit for `[storage] overloaded_after_ms`, the client writes it
+//! on one commit for `[storage] overloaded_after_ms` (1 s by default), the client writes it
 //! would coordinate are refused at once as overloaded, with nothing
 //! written, and the replica writes other coordinators send it are refused
 //! too, so they turn to a fallback instead of waiting out their timeout,
@@ -14,10 +14,10 @@ use common::{metric, until, TestCluster, TEST_TIMEOUT};
 use kvorum_client::{CausalContext, Error, ErrorReply, ReadOptions, WriteOptions};
 use std::time::Duration;
 
-/// A short limit; a failure detector and anti-entropy that stay out of it.
+/// The default limit (1 s: the other nodes' syncs on a loaded machine stay
+/// far below it); a failure detector and anti-entropy that stay out of it.
 const CONFIG: &str = "[failure_detector]\nacceptable_pause_ms = 60000\n\
-                      [anti_entropy]\nenabled = false\n\
-                      [storage]\noverloaded_after_ms = 200\n";
+                      [anti_entropy]\nenabled = false\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_engine_refuses_client_writes_at_once_and_takes_them_again_after() {
@@ -28,7 +28,7 @@ async fn a_held_engine_refuses_client_writes_at_once_and_takes_them_again_after(
         let keys: Vec<Vec<u8>> = (0..8).map(|i| format!("k{i}").into_bytes()).collect();
 
         // n1's writer is held for longer than the writes below may take.
-        n1.hold_storage_writer(Duration::from_secs(6));
+        n1.hold_storage_writer(Duration::from_secs(12));
         until("n1 refuses writes", Duration::from_secs(5), || {
             n1.storage_overloaded()
         })

@@ -91,7 +91,7 @@ impl Coordinator {
         if first != self.me && !forwarded && !race {
             let mut order: Vec<NodeId> = vec![first.clone()];
             order.extend(pref.iter().filter(|n| **n != first).cloned());
-            return self.forward(req, &order, q.timeout).await;
+            return self.forward(req, &order, q.timeout, false).await;
         }
         let began = self.env.clock.now();
         let _one_at_a_time = if race {

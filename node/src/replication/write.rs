@@ -54,7 +54,7 @@ impl Coordinator {
             self.metrics
                 .counter(metrics::WRITES_FORWARDED, &[])
                 .increment(1);
-            return self.forward(req, &pref, timeout).await;
+            return self.forward(req, &pref, timeout, true).await;
         }
         let groups = write_groups(&view, &pref, &skey, n, w);
         let mut targets: Vec<NodeId> = Vec::new();
@@ -288,12 +288,16 @@ impl Coordinator {
         }
     }
 
-    /// Hands a write to a replica of its key, trying them in preference order.
+    /// Hands a write to a replica of its key, trying them in preference
+    /// order. A replica's refusal as overloaded (nothing written) goes to
+    /// the next one if `fail_over`; a conditional write passes false, since
+    /// its condition is checked by its first replica alone.
     pub(super) async fn forward(
         &self,
         req: Request,
         pref: &[NodeId],
         timeout: Duration,
+        fail_over: bool,
     ) -> Result<Response, ErrorReply> {
         let mut tracker = QuorumTracker::new(1, pref);
         // The whole forward ends by the request's timeout: the replica runs
@@ -301,6 +305,9 @@ impl Coordinator {
         // answer (success or quorum error) comes back in time.
         let deadline = self.env.clock.now() + timeout;
         let mut refused = None;
+        // Whether some forward went out and its outcome is unknown: then
+        // nothing may be reported as "not written".
+        let mut unknown = false;
         let mut order: Vec<&NodeId> = pref.iter().collect();
         order.sort_by_key(|n| !self.liveness.is_up(n)); // stable: up nodes first
         for node in order {
@@ -313,7 +320,7 @@ impl Coordinator {
             match ask(&*self.transport, node, req, left).await {
                 // Refused as overloaded before anything was written there:
                 // the next replica may take it.
-                Ok(Response::Error(e)) if e.is_overloaded() => {
+                Ok(Response::Error(e)) if e.is_overloaded() && fail_over => {
                     tracker.record(node, ReplicaOutcome::Failed(e.to_string()));
                     refused = Some(e);
                 }
@@ -324,19 +331,16 @@ impl Coordinator {
                 Err(e) if e.not_sent() => tracker.record(node, outcome_of(&e)),
                 Err(e) => {
                     tracker.record(node, outcome_of(&e));
+                    unknown = true;
                     break;
                 }
             }
         }
         self.count_replies("write", &tracker);
-        // Every replica tried refused as overloaded, or the others failed:
-        // the refusal says more than a quorum failure would (nothing was
-        // written by the replicas that refused).
-        if let Some(e) = refused.filter(|_| {
-            tracker
-                .outcomes()
-                .all(|o| matches!(o, Some(ReplicaOutcome::Failed(_)) | None))
-        }) {
+        // Every replica tried refused as overloaded or was never reached:
+        // nothing was written, which the refusal says (and a client may
+        // send it again). Not after a forward whose outcome is unknown.
+        if let Some(e) = refused.filter(|_| !unknown) {
             return Err(e);
         }
         Err(ErrorReply::Quorum(tracker.failure(OpKind::Write)))

@@ -114,21 +114,32 @@ async fn below_the_reserve_only_essential_updates_commit_and_the_store_does_not_
 async fn a_commit_held_past_the_limit_refuses_client_writes_until_it_ends() {
     let engine = Arc::new(FakeEngine::default());
     let (store, _closed) = Store::start(engine.clone(), SyncPolicy::Always);
+    // Waits until `overloaded()` is Some (`want`) or None; its last answer.
     let until = |want: bool| {
         let store = store.clone();
         async move {
             let start = std::time::Instant::now();
-            while store.overloaded().is_some() != want {
+            loop {
+                let now = store.overloaded();
+                if now.is_some() == want {
+                    return now;
+                }
                 assert!(start.elapsed() < Duration::from_secs(20), "never {want}");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
     };
     // No limit set: a held writer refuses nothing.
-    let held = store.on_writer(|_| std::thread::sleep(Duration::from_millis(300)));
+    let held = store.on_writer(|_| std::thread::sleep(Duration::from_secs(2)));
     let probe = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(store.commit_running() > Duration::ZERO, "the hold shows");
+        let start = std::time::Instant::now();
+        while store.commit_running() < Duration::from_millis(100) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the hold never shows"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         store.overloaded()
     };
     let (done, refused) = tokio::join!(held, probe);
@@ -149,18 +160,13 @@ async fn a_commit_held_past_the_limit_refuses_client_writes_until_it_ends() {
         store.overloaded().is_none(),
         "an idle writer is not overloaded"
     );
-    let hold = Duration::from_millis(600);
-    let held = store.on_writer(move |_| std::thread::sleep(hold));
+    let held = store.on_writer(|_| std::thread::sleep(Duration::from_secs(1)));
     let watch = async {
-        until(true).await;
-        let why = store
-            .overloaded()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let why = until(true).await.map(|e| e.to_string()).unwrap_or_default();
         assert!(why.starts_with("overloaded: "), "{why}");
         until(false).await;
     };
-    let (done, ()) = tokio::join!(held, watch);
+    let (done, _) = tokio::join!(held, watch);
     done.unwrap();
     store
         .update(Space::Data, b"k".to_vec(), |_| (Some(b"v".to_vec()), ()))

@@ -64,6 +64,33 @@ async fn a_held_engine_refuses_client_writes_at_once_and_takes_them_again_after(
         );
         assert_eq!(counted, refused.len() as f64, "each refusal is counted");
 
+        // A conditional write whose first replica is n1 is checked by n1
+        // alone: n2 does not hand it to another replica after n1 refused.
+        let placement = c.client().placement().await.unwrap();
+        let cond_key = (0..200)
+            .map(|i| format!("c{i}").into_bytes())
+            .find(|k| {
+                placement
+                    .owners_of("default", k)
+                    .next()
+                    .is_some_and(|n| n.id == "n1")
+            })
+            .expect("n1 is the first replica of some key");
+        let via_n2_only = c.client_of(&c.addrs[1..2]);
+        let cond = via_n2_only
+            .put_with(
+                "default",
+                &cond_key,
+                b"if-absent",
+                &CausalContext::empty(),
+                WriteOptions::w(2).if_absent().timeout_ms(1_500),
+            )
+            .await;
+        assert!(
+            matches!(&cond, Err(Error::Server(e)) if e.is_overloaded()),
+            "n1's refusal of a conditional write reaches the caller: {cond:?}"
+        );
+
         // A client of n1 and n2 (in turns) sends a write n1 refuses to n2
         // itself: nothing was written, so it may.
         let either = c.client_of(&c.addrs[..2]);
@@ -105,6 +132,15 @@ async fn a_held_engine_refuses_client_writes_at_once_and_takes_them_again_after(
             !n1.storage_overloaded()
         })
         .await;
+        let read = c
+            .client()
+            .get_with("default", &cond_key, ReadOptions::r(3))
+            .await
+            .unwrap();
+        assert!(
+            read.siblings.is_empty(),
+            "the refused conditional write left nothing"
+        );
         for k in &keys {
             let read = c
                 .client()

@@ -5,13 +5,16 @@
 //! would coordinate are refused at once as overloaded, with nothing
 //! written, and the replica writes other coordinators send it are refused
 //! too, so they turn to a fallback instead of waiting out their timeout,
-//! and a client sends a refused write to its next node itself. Once the
-//! commit ends, the node takes writes again.
+//! and a client sends a refused write to its next node itself. A node
+//! that forwards a write reports a refusal as "nothing was written" only
+//! if no forward went out with an unknown outcome. Once the commit ends,
+//! the node takes writes again.
 
 mod common;
 
 use common::{metric, until, TestCluster, TEST_TIMEOUT};
 use kvorum_client::{CausalContext, Error, ErrorReply, ReadOptions, WriteOptions};
+use kvorum_node::net::faults::Faults;
 use std::time::Duration;
 
 /// The default limit (1 s: the other nodes' syncs on a loaded machine stay
@@ -22,7 +25,8 @@ const CONFIG: &str = "[failure_detector]\nacceptable_pause_ms = 60000\n\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_engine_refuses_client_writes_at_once_and_takes_them_again_after() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let c = TestCluster::start(4, CONFIG).await;
+        let faults = Faults::new(27);
+        let c = TestCluster::start_with_faults(4, CONFIG, Some(faults.clone())).await;
         c.wait_all_reachable().await;
         let n1 = c.nodes[0].as_ref().unwrap();
         let keys: Vec<Vec<u8>> = (0..8).map(|i| format!("k{i}").into_bytes()).collect();
@@ -90,6 +94,44 @@ async fn a_held_engine_refuses_client_writes_at_once_and_takes_them_again_after(
             matches!(&cond, Err(Error::Server(e)) if e.is_overloaded()),
             "n1's refusal of a conditional write reaches the caller: {cond:?}"
         );
+
+        // A forward that n1 refuses and whose next try went out with an
+        // unknown outcome is not reported as "nothing was written": the
+        // forwarder's datagrams to n2 are dropped once the write is sent,
+        // so n2 may have applied it for all the forwarder knows, and a
+        // client that took the refusal at its word would send it again.
+        let (unknown_key, forwarder) = (0..400)
+            .map(|i| format!("u{i}").into_bytes())
+            .find_map(|k| {
+                let owners: Vec<&str> = placement
+                    .owners_of("default", &k)
+                    .map(|n| n.id.as_str())
+                    .collect();
+                let (first, second) = (owners.first().copied(), owners.get(1).copied());
+                let other = ["n3", "n4"].into_iter().find(|n| !owners.contains(n))?;
+                (first == Some("n1") && second == Some("n2")).then_some((k, other))
+            })
+            .expect("some key has n1 then n2 as its first replicas");
+        let f = if forwarder == "n3" { 2 } else { 3 };
+        faults.block_one_way(c.addrs[f], c.addrs[1]);
+        let lost = c
+            .client_of(&c.addrs[f..=f])
+            .put_with(
+                "default",
+                &unknown_key,
+                b"unknown",
+                &CausalContext::empty(),
+                WriteOptions::w(2).timeout_ms(1_500),
+            )
+            .await;
+        faults.heal();
+        match &lost {
+            Err(Error::Server(e)) => assert!(
+                !e.is_overloaded(),
+                "a forward with an unknown outcome is reported as not written: {e}"
+            ),
+            other => panic!("the forward through {forwarder} could not succeed: {other:?}"),
+        }
 
         // A client of n1 and n2 (in turns) sends a write n1 refuses to n2
         // itself: nothing was written, so it may.

@@ -3,6 +3,12 @@
 //! One also runs with a bug planted, and must then fail. Planted bugs are
 //! process-wide, so the tests here run one at a time.
 
+/// The allocator of the node binary (node/src/main.rs): the simulated
+/// nodes allocate as the real ones do, and the heavy load runs faster
+/// (docs/testing.md, "Speed").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use kvorum_client::proto::{CausalContext, ReadOptions, Request, Response, WriteOptions};
 use kvorum_client::{BucketProps, BucketType};
 use kvorum_node::cluster::member::MemberState;

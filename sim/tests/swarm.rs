@@ -25,6 +25,12 @@
 //! The first seed runs twice, and its two history hashes must be equal:
 //! the simulation is deterministic.
 
+/// The allocator of the node binary (node/src/main.rs): the simulated
+/// nodes allocate as the real ones do, and the heavy load runs faster
+/// (docs/testing.md, "Speed").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use kvorum_node::util::plant::{plant, Bug};
 use kvorum_sim::cluster::Shape;
 use kvorum_sim::history::Workload;

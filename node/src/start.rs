@@ -228,7 +228,7 @@ async fn start_with_hooks(
         let (connect, frame) = (config.peer_connect_timeout, config.limits.max_frame_bytes);
         let versions = config.peer_versions;
         let registry = registry.clone();
-        Box::new(move |membership| {
+        Box::new(move |membership, gate| {
             let quic = Arc::new(QuicTransport::new(
                 endpoint,
                 membership.clone(),
@@ -237,6 +237,7 @@ async fn start_with_hooks(
                 registry,
                 versions,
             ));
+            quic.set_gate(gate);
             *crate::util::LockExt::locked(&*made) = Some(quic.clone());
             quic as Arc<dyn Transport>
         })

@@ -43,9 +43,11 @@ use kvorum_ring::{NodeId, Ring};
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{sync::watch, task::JoinSet};
 
-/// Makes the node's transport once its member list exists (a transport
-/// finds peers' addresses there).
-pub type TransportMaker = Box<dyn FnOnce(&Arc<Membership>) -> Arc<dyn Transport> + Send>;
+/// Makes the node's transport once its member list and access list exist
+/// (a transport finds peers' addresses in the one, and sends nothing to a
+/// peer whose certificate the gate over the other refuses).
+pub type TransportMaker =
+    Box<dyn FnOnce(&Arc<Membership>, Arc<dyn crate::net::Gate>) -> Arc<dyn Transport> + Send>;
 
 /// What a node is started from.
 pub struct Parts {
@@ -426,7 +428,9 @@ pub async fn assemble_with_metrics(
     let membership = Arc::new(Membership::new(me.clone(), known, config.vnodes, fresh));
     membership.add_seeds(config.seeds.iter().copied().filter(|a| *a != addr));
     meta::persist_members(&store, &membership, epoch).await?;
-    let transport = transport(&membership);
+    let access = Access::load(store.clone(), &config.id, fresh, env.clock.clone()).await?;
+    let gate = Gatekeeper::new(access.clone(), certificate);
+    let transport = transport(&membership, Arc::new(gate.clone()));
     let actor = Actor {
         node: me.id.clone(),
         epoch,
@@ -437,8 +441,6 @@ pub async fn assemble_with_metrics(
         env.clock.clone(),
     ));
     let contexts = ContextKeys::load(store.clone(), &env).await?;
-    let access = Access::load(store.clone(), &config.id, fresh, env.clock.clone()).await?;
-    let gate = Gatekeeper::new(access.clone(), certificate);
     let buckets = Buckets::open(
         store.clone(),
         buckets::default_props(

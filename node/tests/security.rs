@@ -672,6 +672,88 @@ async fn a_revoked_certificate_is_cut_off_on_every_node_and_stays_revoked() {
     .unwrap();
 }
 
+/// A revoked node certificate is cut off both ways: the others refuse its
+/// connections (above) and send it nothing, not even over connections
+/// they opened before the revocation. Its replicas' writes go to the
+/// others (W is met without it) until it is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_is_sent_nothing() {
+    use common::PeerProbe;
+    use kvorum_client::{Revocation, WriteOptions};
+    use kvorum_node::replication::replica::storage_key;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let c = TestCluster::start(4, "").await;
+        c.wait_all_reachable().await;
+        let empty = CausalContext::empty();
+        let placement = c.client().placement().await.unwrap();
+        // Keys n4 replicates and the others coordinate.
+        let keys: Vec<Vec<u8>> = (0..400)
+            .map(|i| format!("r{i}").into_bytes())
+            .filter(|k| {
+                let owners: Vec<&str> = placement
+                    .owners_of("default", k)
+                    .map(|n| n.id.as_str())
+                    .collect();
+                owners.contains(&"n4") && owners.first() != Some(&"n4")
+            })
+            .take(12)
+            .collect();
+        assert_eq!(keys.len(), 12);
+        let probe = PeerProbe::new(&c.node_tls(1));
+        // Before the revocation n4 takes its replicas (and the others hold
+        // open connections to it).
+        let via_others = c.client_of(&c.addrs[..3]);
+        for k in &keys[..2] {
+            via_others
+                .put_with("default", k, b"before", &empty, WriteOptions::w(3))
+                .await
+                .unwrap();
+            assert!(probe
+                .stored(c.addrs[3], &storage_key("default", k))
+                .await
+                .is_some());
+        }
+        c.admin()
+            .revoke(Revocation::Name {
+                role: "node".into(),
+                name: "n4".into(),
+            })
+            .await
+            .unwrap();
+        // Writes through the others meet W = 2 without n4, which gets none.
+        for k in &keys[2..] {
+            via_others
+                .put_with("default", k, b"after", &empty, WriteOptions::w(2))
+                .await
+                .unwrap_or_else(|e| panic!("W = 2 without the revoked node: {e}"));
+        }
+        // Anything sent would have arrived by now (replica writes go out
+        // at once; hint delivery and anti-entropy run within seconds).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for k in &keys[2..] {
+            assert_eq!(
+                probe.stored(c.addrs[3], &storage_key("default", k)).await,
+                None,
+                "the revoked n4 was sent a replica of {}",
+                String::from_utf8_lossy(k)
+            );
+        }
+        let refused: f64 = (0..3)
+            .map(|i| {
+                metric(
+                    c.nodes[i].as_ref().unwrap(),
+                    "kvorum_handshake_failures_total",
+                    &[("reason", "peer_revoked")],
+                )
+            })
+            .sum();
+        assert!(refused >= 1.0, "the others counted refusing n4");
+        c.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_certificate_rotates_and_the_cluster_moves_to_a_new_ca_under_traffic() {
     tokio::time::timeout(TEST_TIMEOUT, async {

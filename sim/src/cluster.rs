@@ -159,7 +159,7 @@ impl SimCluster {
             config: m.config.clone(),
             engine: m.engine.clone(),
             addr: m.addr,
-            transport: Box::new(move |_| transport_net.transport(&id)),
+            transport: Box::new(move |_, _| transport_net.transport(&id)),
             env: NodeEnv {
                 clock: m.clock.clone(),
                 rng,

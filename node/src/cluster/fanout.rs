@@ -5,7 +5,7 @@
 use super::membership::Membership;
 use crate::rpc::call::{ask, CallError};
 use crate::rpc::peer::{ClusterRequest, ClusterResponse};
-use crate::rpc::transport::Transport;
+use crate::rpc::transport::{Transport, TransportError};
 use kvorum_client::proto::ErrorReply;
 use kvorum_ring::NodeId;
 use std::sync::Arc;
@@ -54,7 +54,8 @@ pub async fn ask_every_other(
 impl Answers {
     /// `Ok` if every member answered `confirmed`, else the `Unavailable`
     /// error that names the ones that did not (the change is stored here
-    /// and spreads by gossip; `what` names it).
+    /// and spreads by gossip; `what` names it). A member this node sends
+    /// nothing to (its certificate is revoked) is not asked to confirm.
     pub fn all_confirmed(
         &self,
         what: &str,
@@ -65,6 +66,7 @@ impl Answers {
             .iter()
             .filter_map(|(node, a)| match a {
                 Ok(r) if confirmed(r) => None,
+                Err(CallError::Transport(TransportError::Refused(_))) => None,
                 Ok(other) => Some(format!("{node} ({other:?})")),
                 Err(e) => Some(format!("{node} ({e})")),
             })

@@ -182,7 +182,7 @@ impl QuorumTracker {
 pub fn outcome_of(e: &CallError) -> ReplicaOutcome {
     match e {
         CallError::Transport(TransportError::Timeout) => ReplicaOutcome::Timeout,
-        CallError::Transport(TransportError::Unreachable(why)) => {
+        CallError::Transport(TransportError::Unreachable(why) | TransportError::Refused(why)) => {
             ReplicaOutcome::Unreachable(why.clone())
         }
         CallError::Transport(TransportError::Lost(why)) => {

@@ -24,7 +24,10 @@ impl CallError {
     /// Whether the request was surely never acted on (never sent, or
     /// refused before it was applied): only then may it go to another node.
     pub fn not_sent(&self) -> bool {
-        matches!(self, CallError::Transport(TransportError::Unreachable(_)))
+        matches!(
+            self,
+            CallError::Transport(TransportError::Unreachable(_) | TransportError::Refused(_))
+        )
     }
 }
 

@@ -3,6 +3,8 @@
 //! certificate on ALPN `kvorum-peer/1`.
 
 use crate::cluster::membership::Membership;
+use crate::net::identity;
+use crate::net::{Gate, CLOSE_REVOKED};
 use crate::rpc::peer::{
     decode_peer_frame, downgrade, downgrade_body, max_peer_frame_bytes, PeerError, PeerRequest,
     PeerResponse, PeerVersions, ReplicaRequest, LEARNED_FOR, MAX_BATCH,
@@ -15,9 +17,13 @@ use kvorum_ring::NodeId;
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
+
+/// How long a peer whose node certificate was found revoked is refused
+/// without dialling it again (it may come back with a new certificate).
+const REVOKED_RECHECK: Duration = Duration::from_secs(10);
 
 /// The QUIC transport: one cached connection per peer address, one stream per
 /// request, mutual TLS with the node certificate on ALPN `kvorum-peer/1`.
@@ -49,6 +55,24 @@ struct Link {
     /// Peers found to speak an older version, and since when (see
     /// `rpc::peer::version`).
     older: Mutex<HashMap<SocketAddr, (u16, std::time::Instant)>>,
+    /// The node's gate, once its access list is loaded, with a receiver of
+    /// its revocation changes: nothing is sent to a peer whose node
+    /// certificate is revoked.
+    gate: OnceLock<(Arc<dyn Gate>, tokio::sync::watch::Receiver<u64>)>,
+    /// Per peer address, the connection last checked against the gate.
+    checked: Mutex<HashMap<SocketAddr, Checked>>,
+}
+
+/// The verdict on one connection's peer certificate, at one state of the
+/// revocations.
+struct Checked {
+    /// The connection's `stable_id`.
+    conn: usize,
+    /// The gate's revocation version it was checked at.
+    version: u64,
+    at: std::time::Instant,
+    /// `None`: admitted; else why not.
+    refused: Option<String>,
 }
 
 /// A request waiting to be sent in a batch.
@@ -80,9 +104,20 @@ impl QuicTransport {
                 metrics,
                 versions,
                 older: Mutex::new(HashMap::new()),
+                gate: OnceLock::new(),
+                checked: Mutex::new(HashMap::new()),
             }),
             membership,
         }
+    }
+
+    /// Checks every peer's certificate against `gate` from now on: a peer
+    /// whose node certificate is revoked gets nothing, and an open
+    /// connection to it is closed before its next request (as the serving
+    /// side does with the connections of a revoked caller). Set once.
+    pub fn set_gate(&self, gate: Arc<dyn Gate>) {
+        let changes = gate.changes();
+        let _ = self.link.gate.set((gate, changes));
     }
 
     /// Dials peers with `config` from now on (certificates reloaded).
@@ -109,7 +144,19 @@ impl QuicTransport {
 
 impl Link {
     async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, TransportError> {
-        self.conns.get(addr).await.map_err(|e| match e {
+        let gate = self.gate.get();
+        let version = gate.map(|(_, changes)| *changes.borrow());
+        // A peer refused moments ago at these revocations is not dialled.
+        if let Some(version) = version {
+            if let Some(c) = self.checked.locked().get(&addr) {
+                if let Some(why) = &c.refused {
+                    if c.version == version && c.at.elapsed() < REVOKED_RECHECK {
+                        return Err(TransportError::Refused(why.clone()));
+                    }
+                }
+            }
+        }
+        let conn = self.conns.get(addr).await.map_err(|e| match e {
             ConnectError::Backoff(_) => {
                 TransportError::Unreachable(format!("{addr} unreachable moments ago"))
             }
@@ -117,7 +164,50 @@ impl Link {
                 TransportError::Unreachable(format!("connect to {addr} timed out"))
             }
             e => TransportError::Unreachable(e.to_string()),
-        })
+        })?;
+        let (Some((gate, _)), Some(version)) = (gate, version) else {
+            return Ok(conn);
+        };
+        let id = conn.stable_id();
+        if let Some(c) = self.checked.locked().get(&addr) {
+            if c.conn == id && c.version == version && c.refused.is_none() {
+                return Ok(conn);
+            }
+        }
+        // A new connection, or revocations changed since it was checked.
+        let refused = match identity::of_connection(&conn) {
+            Ok(peer) if gate.admits(&peer) => None,
+            Ok(peer) => Some(format!(
+                "{addr}: its node certificate ({}, serial {}) is revoked; nothing is sent to it",
+                peer.name_or_dash(),
+                peer.serial
+            )),
+            Err(e) => Some(format!("{addr}: its certificate names no role: {e}")),
+        };
+        self.checked.locked().insert(
+            addr,
+            Checked {
+                conn: id,
+                version,
+                at: std::time::Instant::now(),
+                refused: refused.clone(),
+            },
+        );
+        match refused {
+            None => Ok(conn),
+            Some(why) => {
+                self.metrics
+                    .counter(
+                        crate::metrics::HANDSHAKE_FAILURES,
+                        &[("reason", "peer_revoked")],
+                    )
+                    .increment(1);
+                tracing::warn!(%addr, reason = %why, "refusing a peer: closing the connection to it");
+                conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
+                self.conns.discard(addr, &conn).await;
+                Err(TransportError::Refused(why))
+            }
+        }
     }
 
     /// The version to speak to `addr`: the newest both speak, as far as

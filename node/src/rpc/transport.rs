@@ -14,6 +14,10 @@ pub enum TransportError {
     /// The request was not sent: no address, or no connection could be made.
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The request was not sent: the peer's node certificate is revoked, so
+    /// this node sends it nothing (docs/security.md, "Revocation").
+    #[error("refused: {0}")]
+    Refused(String),
     /// The request was sent but the connection failed before the answer: the
     /// peer may or may not have acted on it.
     #[error("connection lost: {0}")]

@@ -366,6 +366,11 @@ pub async fn assemble_with_metrics(
         env,
         certificate,
     } = parts;
+    // Before anything commits: data written since this node's last clean
+    // close by a release without the key index gets its index built again.
+    if crate::repair::aae::index::forget_if_written_behind(&*engine)? {
+        tracing::warn!("the data was written since this node's last clean close by a release without the anti-entropy key index: building the index again");
+    }
     let migrated = crate::storage::migrate::to_items(&*engine)?;
     if migrated != Default::default() {
         tracing::info!(?migrated, "storage keys migrated to sorted partitions");

@@ -104,4 +104,8 @@ impl Engine for Measured {
     fn disk_space(&self) -> Option<super::disk::Space> {
         self.inner.disk_space()
     }
+
+    fn sequence(&self) -> Option<u64> {
+        self.inner.sequence()
+    }
 }

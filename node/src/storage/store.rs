@@ -641,6 +641,12 @@ impl Store {
 /// `Meta` key written when the store closes cleanly (see [`Store::take_clean_close`]).
 const CLEAN_CLOSE_KEY: &[u8] = b"clean-close";
 
+/// The engine's [`Engine::sequence`] at the last clean close, as 8
+/// big-endian bytes: the number the close's own commit took. A start that
+/// finds the engine past the number after it knows that someone else
+/// committed in between (see `repair::aae::index::forget_if_written_behind`).
+pub(crate) const CLOSED_AT_KEY: &[u8] = b"closed-at-sequence";
+
 /// Resolves once an update of [`Store::change_early`] is committed.
 pub struct Durable(oneshot::Receiver<Result<(), StorageError>>);
 

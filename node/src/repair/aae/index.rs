@@ -167,6 +167,36 @@ const FORMAT: u8 = 1;
 /// Records read or written per batch while the index is built.
 const CHUNK: usize = 1024;
 
+/// Whether someone else committed to the engine since this node's last
+/// clean close: an older release, which keeps no index, run on the same
+/// directory between (a downgrade, then this release again). Then the
+/// index is marked unbuilt, so [`ensure`] builds it again from the data
+/// before the node serves. The clean close's stamp is removed here, so a
+/// crash (which leaves none) counts as nobody: this release's own commits
+/// keep the index in the same batch. Call it before anything else commits.
+pub fn forget_if_written_behind(engine: &dyn Engine) -> Result<bool, StorageError> {
+    use crate::storage::CLOSED_AT_KEY;
+    let Some(stamp) = engine.get(Space::Meta, CLOSED_AT_KEY)? else {
+        return Ok(false);
+    };
+    let closed_at = <[u8; 8]>::try_from(stamp.as_slice())
+        .ok()
+        .map(u64::from_be_bytes);
+    let behind = match (closed_at, engine.sequence()) {
+        // The close's commit took `at`: nothing since leaves `at + 1`.
+        (Some(at), Some(now)) => now != at.saturating_add(1),
+        (Some(_), None) => false,
+        // An unreadable stamp: build again to be sure.
+        (None, _) => true,
+    };
+    let mut batch = vec![(Space::Meta, CLOSED_AT_KEY.to_vec(), None)];
+    if behind {
+        batch.push((Space::Meta, BUILT_KEY.to_vec(), None));
+    }
+    engine.commit(batch, true)?;
+    Ok(behind)
+}
+
 /// Makes sure the index holds an entry for every data key: a node whose
 /// data was written by a version without the index gets it built here,
 /// once, in batches, before the store starts (the engine alone, no other
@@ -213,6 +243,53 @@ pub fn ensure(engine: &dyn Engine) -> Result<u64, StorageError> {
 mod tests {
     use super::*;
     use crate::storage::MemoryEngine;
+
+    /// An older release that writes data between two runs of this one (a
+    /// downgrade, then an upgrade) leaves keys the index lacks: the stamp
+    /// of this release's clean close shows it, and the index is built
+    /// again. A clean restart with nobody between, and a restart after a
+    /// crash, build nothing. On fjall in a temporary directory, closed
+    /// cleanly by the real store.
+    #[tokio::test]
+    async fn data_written_behind_this_release_is_indexed_again() {
+        use crate::storage::{FjallEngine, Store, SyncPolicy};
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Arc::new(FjallEngine::open(dir.path()).unwrap());
+        async fn close_cleanly(engine: Arc<FjallEngine>) {
+            let (store, closed) = Store::start(engine, SyncPolicy::Always);
+            drop(store);
+            assert!(closed.wait(std::time::Duration::from_secs(10)).await);
+        }
+        let put = |e: &FjallEngine, k: &[u8]| {
+            e.commit(vec![(Space::Data, k.to_vec(), Some(k.to_vec()))], true)
+                .unwrap()
+        };
+        // This release: a key and its index, closed cleanly.
+        let e = open();
+        put(&e, b"a");
+        assert!(!forget_if_written_behind(&*e).unwrap(), "no stamp yet");
+        assert_eq!(ensure(&*e).unwrap(), 1);
+        close_cleanly(e).await;
+        // Started again with nobody between: nothing to build.
+        let e = open();
+        assert!(!forget_if_written_behind(&*e).unwrap(), "a clean restart");
+        assert_eq!(ensure(&*e).unwrap(), 0);
+        close_cleanly(e).await;
+        // An older release writes a key without the index.
+        let e = open();
+        put(&e, b"b");
+        drop(e);
+        let e = open();
+        assert!(forget_if_written_behind(&*e).unwrap(), "written behind");
+        assert_eq!(ensure(&*e).unwrap(), 2, "built again, with the new key");
+        let all = read(0..SEGMENTS, |p| e.scan(Space::Index, p, usize::MAX)).unwrap();
+        assert!(all.iter().any(|x| x.key == b"b"));
+        // A crash (no clean close): nothing to build.
+        drop(e);
+        let e = open();
+        assert!(!forget_if_written_behind(&*e).unwrap(), "after a crash");
+        assert_eq!(ensure(&*e).unwrap(), 0);
+    }
 
     #[test]
     fn an_entry_round_trips_and_a_bad_one_is_an_error() {

@@ -105,7 +105,14 @@ impl Writer {
         match self.engine.sync() {
             Err(e) => tracing::error!(error = %e, "final sync failed"),
             Ok(()) if !self.failed => {
-                let mark = vec![(Space::Meta, CLEAN_CLOSE_KEY.to_vec(), Some(Vec::new()))];
+                let mut mark = vec![(Space::Meta, CLEAN_CLOSE_KEY.to_vec(), Some(Vec::new()))];
+                if let Some(at) = self.engine.sequence() {
+                    mark.push((
+                        Space::Meta,
+                        CLOSED_AT_KEY.to_vec(),
+                        Some(at.to_be_bytes().to_vec()),
+                    ));
+                }
                 if let Err(e) = self.engine.commit(mark, true) {
                     tracing::error!(error = %e, "recording the clean close failed");
                 }

@@ -66,8 +66,9 @@ struct Link {
 /// The verdict on one connection's peer certificate, at one state of the
 /// revocations.
 struct Checked {
-    /// The connection's `stable_id`.
-    conn: usize,
+    /// The connection (held, so that no later connection can take its
+    /// `stable_id`, an address).
+    conn: quinn::Connection,
     /// The gate's revocation version it was checked at.
     version: u64,
     at: std::time::Instant,
@@ -143,20 +144,8 @@ impl QuicTransport {
 }
 
 impl Link {
-    async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, TransportError> {
-        let gate = self.gate.get();
-        let version = gate.map(|(_, changes)| *changes.borrow());
-        // A peer refused moments ago at these revocations is not dialled.
-        if let Some(version) = version {
-            if let Some(c) = self.checked.locked().get(&addr) {
-                if let Some(why) = &c.refused {
-                    if c.version == version && c.at.elapsed() < REVOKED_RECHECK {
-                        return Err(TransportError::Refused(why.clone()));
-                    }
-                }
-            }
-        }
-        let conn = self.conns.get(addr).await.map_err(|e| match e {
+    async fn dial(&self, addr: SocketAddr) -> Result<quinn::Connection, TransportError> {
+        self.conns.get(addr).await.map_err(|e| match e {
             ConnectError::Backoff(_) => {
                 TransportError::Unreachable(format!("{addr} unreachable moments ago"))
             }
@@ -164,50 +153,87 @@ impl Link {
                 TransportError::Unreachable(format!("connect to {addr} timed out"))
             }
             e => TransportError::Unreachable(e.to_string()),
-        })?;
-        let (Some((gate, _)), Some(version)) = (gate, version) else {
-            return Ok(conn);
+        })
+    }
+
+    /// The connection to `addr`, once the gate admits the certificate the
+    /// peer showed on it (see [`QuicTransport::set_gate`]).
+    async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, TransportError> {
+        let Some((gate, changes)) = self.gate.get() else {
+            return self.dial(addr).await;
         };
-        let id = conn.stable_id();
+        let version = *changes.borrow();
+        // A peer refused moments ago at these revocations is not dialled.
         if let Some(c) = self.checked.locked().get(&addr) {
-            if c.conn == id && c.version == version && c.refused.is_none() {
+            if let Some(why) = &c.refused {
+                if c.version == version && c.at.elapsed() < REVOKED_RECHECK {
+                    return Err(TransportError::Refused(why.clone()));
+                }
+            }
+        }
+        // Two connections at most: one opened before these revocations
+        // shows the certificate it was opened with, which the peer may have
+        // replaced since (a rotation, then the old serial revoked), so a
+        // refusal of it is checked again on a new connection.
+        for _ in 0..2 {
+            let conn = self.dial(addr).await?;
+            let opened_before = match self.checked.locked().get(&addr) {
+                Some(c) if c.conn.stable_id() == conn.stable_id() => {
+                    if c.version == version && c.refused.is_none() {
+                        return Ok(conn);
+                    }
+                    true
+                }
+                _ => false,
+            };
+            let refused = match identity::of_connection(&conn) {
+                Ok(peer) if gate.admits(&peer) => None,
+                Ok(peer) => Some(format!(
+                    "{addr}: its node certificate ({}, serial {}) is revoked; nothing is sent to it",
+                    peer.name_or_dash(),
+                    peer.serial
+                )),
+                Err(e) => Some(format!("{addr}: its certificate names no role: {e}")),
+            };
+            let Some(why) = refused else {
+                self.checked.locked().insert(
+                    addr,
+                    Checked {
+                        conn: conn.clone(),
+                        version,
+                        at: std::time::Instant::now(),
+                        refused: None,
+                    },
+                );
                 return Ok(conn);
+            };
+            conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
+            self.conns.discard(addr, &conn).await;
+            if opened_before {
+                self.checked.locked().remove(&addr);
+                continue;
             }
+            self.metrics
+                .counter(
+                    crate::metrics::HANDSHAKE_FAILURES,
+                    &[("reason", "peer_revoked")],
+                )
+                .increment(1);
+            tracing::warn!(%addr, reason = %why, "refusing a peer: closed the connection to it");
+            self.checked.locked().insert(
+                addr,
+                Checked {
+                    conn,
+                    version,
+                    at: std::time::Instant::now(),
+                    refused: Some(why.clone()),
+                },
+            );
+            return Err(TransportError::Refused(why));
         }
-        // A new connection, or revocations changed since it was checked.
-        let refused = match identity::of_connection(&conn) {
-            Ok(peer) if gate.admits(&peer) => None,
-            Ok(peer) => Some(format!(
-                "{addr}: its node certificate ({}, serial {}) is revoked; nothing is sent to it",
-                peer.name_or_dash(),
-                peer.serial
-            )),
-            Err(e) => Some(format!("{addr}: its certificate names no role: {e}")),
-        };
-        self.checked.locked().insert(
-            addr,
-            Checked {
-                conn: id,
-                version,
-                at: std::time::Instant::now(),
-                refused: refused.clone(),
-            },
-        );
-        match refused {
-            None => Ok(conn),
-            Some(why) => {
-                self.metrics
-                    .counter(
-                        crate::metrics::HANDSHAKE_FAILURES,
-                        &[("reason", "peer_revoked")],
-                    )
-                    .increment(1);
-                tracing::warn!(%addr, reason = %why, "refusing a peer: closing the connection to it");
-                conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
-                self.conns.discard(addr, &conn).await;
-                Err(TransportError::Refused(why))
-            }
-        }
+        Err(TransportError::Unreachable(format!(
+            "{addr}: no connection whose certificate could be checked"
+        )))
     }
 
     /// The version to speak to `addr`: the newest both speak, as far as

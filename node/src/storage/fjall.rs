@@ -235,12 +235,6 @@ impl Engine for FjallEngine {
             .collect()
     }
 
-    fn sequence(&self) -> Option<u64> {
-        // fjall's next sequence number: one per write batch, recovered at
-        // open as the highest one kept plus one.
-        Some(self.db.seqno())
-    }
-
     fn snapshot(&self) -> Result<Arc<dyn EngineSnapshot>, StorageError> {
         Ok(Arc::new(FjallSnapshot {
             snapshot: self.db.snapshot(),

@@ -104,8 +104,4 @@ impl Engine for Measured {
     fn disk_space(&self) -> Option<super::disk::Space> {
         self.inner.disk_space()
     }
-
-    fn sequence(&self) -> Option<u64> {
-        self.inner.sequence()
-    }
 }

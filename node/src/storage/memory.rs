@@ -43,9 +43,6 @@ struct State {
     unsynced: Vec<BatchItem>,
     /// Set by a crash or a kill: this handle belongs to a stopped node.
     down: bool,
-    /// Batches committed ([`Engine::sequence`]), and of them synced.
-    commits: u64,
-    synced_commits: u64,
 }
 
 impl MemoryEngine {
@@ -81,7 +78,6 @@ impl MemoryEngine {
         if power_lost {
             s.committed = s.synced.clone();
             s.unsynced.clear();
-            s.commits = s.synced_commits;
         }
         s.down = true;
         let state = State {
@@ -110,7 +106,6 @@ impl State {
         for (space, key, value) in self.unsynced.drain(..) {
             apply(&mut self.synced, space, key, value);
         }
-        self.synced_commits = self.commits;
     }
 }
 
@@ -175,9 +170,6 @@ impl Engine for MemoryEngine {
             for (space, key, value) in &batch {
                 apply(&mut s.committed, *space, key.clone(), value.clone());
             }
-            if !batch.is_empty() {
-                s.commits += 1;
-            }
             s.unsynced.extend(batch);
             if sync {
                 s.sync();
@@ -187,10 +179,6 @@ impl Engine for MemoryEngine {
 
     fn sync(&self) -> Result<(), StorageError> {
         self.with(State::sync)
-    }
-
-    fn sequence(&self) -> Option<u64> {
-        self.with(|s| s.commits).ok()
     }
 
     fn scan(&self, space: Space, prefix: &[u8], limit: usize) -> Result<Vec<Record>, StorageError> {

@@ -68,8 +68,8 @@ mod contract_tests;
 pub use self::fjall::FjallEngine;
 pub use measured::Measured;
 pub use memory::MemoryEngine;
-pub(crate) use store::CLOSED_AT_KEY;
 pub use store::{Change, Closed, Durable, Hook, Indexer, Store};
+pub(crate) use store::{CLEAN_CLOSE_KEY, CLOSED_BY_KEY, CLOSED_WITH_INDEX};
 
 /// Key spaces of the node's database. Each is a separate LSM tree; a batch
 /// can span them atomically.
@@ -203,15 +203,6 @@ pub trait Engine: Send + Sync + 'static {
     /// not change (a backup reads one while writes go on). Holding it keeps
     /// the engine from dropping what it sees: keep it short-lived.
     fn snapshot(&self) -> Result<Arc<dyn EngineSnapshot>, StorageError>;
-    /// The engine's commit sequence: the number the next commit takes.
-    /// Every commit of a non-empty batch advances it by one, and a reopen
-    /// gives the number after the last commit it kept. So a store that
-    /// notes it at a clean close can tell at its next start whether anyone
-    /// else committed in between (an older release run on the same
-    /// directory). `None` if the engine keeps none.
-    fn sequence(&self) -> Option<u64> {
-        None
-    }
 }
 
 /// A point-in-time view of an engine's spaces (see [`Engine::snapshot`]).

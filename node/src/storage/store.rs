@@ -638,14 +638,21 @@ impl Store {
     }
 }
 
-/// `Meta` key written when the store closes cleanly (see [`Store::take_clean_close`]).
-const CLEAN_CLOSE_KEY: &[u8] = b"clean-close";
+/// `Meta` key written when the store closes cleanly (see
+/// [`Store::take_clean_close`]), with [`CLOSED_WITH_INDEX`] as its value
+/// (a release before the key index writes it empty).
+pub(crate) const CLEAN_CLOSE_KEY: &[u8] = b"clean-close";
 
-/// The engine's [`Engine::sequence`] at the last clean close, as 8
-/// big-endian bytes: the number the close's own commit took. A start that
-/// finds the engine past the number after it knows that someone else
-/// committed in between (see `repair::aae::index::forget_if_written_behind`).
-pub(crate) const CLOSED_AT_KEY: &[u8] = b"closed-at-sequence";
+/// The value of this release's clean-close mark, and of [`CLOSED_BY_KEY`].
+pub(crate) const CLOSED_WITH_INDEX: &[u8] = b"index";
+
+/// `Meta` key written beside the clean-close mark: this release closed
+/// the store cleanly last. Every release since the mark takes the mark at
+/// its start (`take_clean_close`) and a release before the key index
+/// writes it back empty at its own clean close, so a start that finds this
+/// key without this release's mark knows that such a release ran in
+/// between (see `repair::aae::index::forget_if_written_behind`).
+pub(crate) const CLOSED_BY_KEY: &[u8] = b"closed-with-index";
 
 /// Resolves once an update of [`Store::change_early`] is committed.
 pub struct Durable(oneshot::Receiver<Result<(), StorageError>>);

@@ -167,29 +167,23 @@ const FORMAT: u8 = 1;
 /// Records read or written per batch while the index is built.
 const CHUNK: usize = 1024;
 
-/// Whether someone else committed to the engine since this node's last
-/// clean close: an older release, which keeps no index, run on the same
-/// directory between (a downgrade, then this release again). Then the
-/// index is marked unbuilt, so [`ensure`] builds it again from the data
-/// before the node serves. The clean close's stamp is removed here, so a
-/// crash (which leaves none) counts as nobody: this release's own commits
-/// keep the index in the same batch. Call it before anything else commits.
+/// Whether a release without the key index ran on this node's data since
+/// this release last closed it cleanly (a downgrade, then this release
+/// again): what it wrote or removed is not in the index. Then the index is
+/// marked unbuilt, so [`ensure`] builds it again from the data before the
+/// node serves. Told by the clean-close marks (`storage::CLOSED_BY_KEY`):
+/// such a release takes this release's mark at its start and writes its
+/// own, empty, at its clean close. The note is removed here, so a crash of
+/// this release (which leaves none) counts as nobody: its own commits keep
+/// the index in the same batch. Call it before the store starts.
 pub fn forget_if_written_behind(engine: &dyn Engine) -> Result<bool, StorageError> {
-    use crate::storage::CLOSED_AT_KEY;
-    let Some(stamp) = engine.get(Space::Meta, CLOSED_AT_KEY)? else {
+    use crate::storage::{CLEAN_CLOSE_KEY, CLOSED_BY_KEY, CLOSED_WITH_INDEX};
+    if engine.get(Space::Meta, CLOSED_BY_KEY)?.is_none() {
         return Ok(false);
-    };
-    let closed_at = <[u8; 8]>::try_from(stamp.as_slice())
-        .ok()
-        .map(u64::from_be_bytes);
-    let behind = match (closed_at, engine.sequence()) {
-        // The close's commit took `at`: nothing since leaves `at + 1`.
-        (Some(at), Some(now)) => now != at.saturating_add(1),
-        (Some(_), None) => false,
-        // An unreadable stamp: build again to be sure.
-        (None, _) => true,
-    };
-    let mut batch = vec![(Space::Meta, CLOSED_AT_KEY.to_vec(), None)];
+    }
+    let mark = engine.get(Space::Meta, CLEAN_CLOSE_KEY)?;
+    let behind = mark.as_deref() != Some(CLOSED_WITH_INDEX);
+    let mut batch = vec![(Space::Meta, CLOSED_BY_KEY.to_vec(), None)];
     if behind {
         batch.push((Space::Meta, BUILT_KEY.to_vec(), None));
     }
@@ -252,7 +246,7 @@ mod tests {
     /// cleanly by the real store.
     #[tokio::test]
     async fn data_written_behind_this_release_is_indexed_again() {
-        use crate::storage::{FjallEngine, Store, SyncPolicy};
+        use crate::storage::{FjallEngine, Store, SyncPolicy, CLEAN_CLOSE_KEY};
         let dir = tempfile::tempdir().unwrap();
         let open = || Arc::new(FjallEngine::open(dir.path()).unwrap());
         async fn close_cleanly(engine: Arc<FjallEngine>) {
@@ -275,15 +269,35 @@ mod tests {
         assert!(!forget_if_written_behind(&*e).unwrap(), "a clean restart");
         assert_eq!(ensure(&*e).unwrap(), 0);
         close_cleanly(e).await;
-        // An older release writes a key without the index.
-        let e = open();
-        put(&e, b"b");
-        drop(e);
+        // A release before the index: it takes the mark at its start,
+        // writes a key without the index, and closes cleanly (an empty mark).
+        let older_release = |crashed: bool| {
+            let e = open();
+            let mark = |v: Option<Vec<u8>>| {
+                e.commit(vec![(Space::Meta, CLEAN_CLOSE_KEY.to_vec(), v)], true)
+                    .unwrap()
+            };
+            mark(None);
+            put(&e, b"b");
+            if !crashed {
+                mark(Some(Vec::new()));
+            }
+        };
+        older_release(false);
         let e = open();
         assert!(forget_if_written_behind(&*e).unwrap(), "written behind");
         assert_eq!(ensure(&*e).unwrap(), 2, "built again, with the new key");
         let all = read(0..SEGMENTS, |p| e.scan(Space::Index, p, usize::MAX)).unwrap();
         assert!(all.iter().any(|x| x.key == b"b"));
+        close_cleanly(e).await;
+        // The same, the older release crashing (no mark at all).
+        older_release(true);
+        let e = open();
+        assert!(
+            forget_if_written_behind(&*e).unwrap(),
+            "written behind, crashed"
+        );
+        assert_eq!(ensure(&*e).unwrap(), 2);
         // A crash (no clean close): nothing to build.
         drop(e);
         let e = open();

@@ -105,14 +105,18 @@ impl Writer {
         match self.engine.sync() {
             Err(e) => tracing::error!(error = %e, "final sync failed"),
             Ok(()) if !self.failed => {
-                let mut mark = vec![(Space::Meta, CLEAN_CLOSE_KEY.to_vec(), Some(Vec::new()))];
-                if let Some(at) = self.engine.sequence() {
-                    mark.push((
+                let mark = vec![
+                    (
                         Space::Meta,
-                        CLOSED_AT_KEY.to_vec(),
-                        Some(at.to_be_bytes().to_vec()),
-                    ));
-                }
+                        CLEAN_CLOSE_KEY.to_vec(),
+                        Some(CLOSED_WITH_INDEX.to_vec()),
+                    ),
+                    (
+                        Space::Meta,
+                        CLOSED_BY_KEY.to_vec(),
+                        Some(CLOSED_WITH_INDEX.to_vec()),
+                    ),
+                ];
                 if let Err(e) = self.engine.commit(mark, true) {
                     tracing::error!(error = %e, "recording the clean close failed");
                 }

@@ -173,11 +173,16 @@ async fn session_reads_are_monotonic_across_coordinators_with_a_lagging_replica(
         // Session A writes k2; k is for the reads without a session.
         c.stop(3).await;
         let n1 = c.client_of(&c.addrs[..1]);
-        n1.put_with("default", b"k", b"v2", &ctx[0], WriteOptions::w(2))
+        // A coordinator's write to a replica that is down runs until the
+        // write's deadline (a replica that answers after the quorum still
+        // gets it): short deadlines, waited out below before n3 is back,
+        // so that n3 does not get v2 from a connect still under way.
+        let w2 = WriteOptions::w(2).timeout_ms(800);
+        n1.put_with("default", b"k", b"v2", &ctx[0], w2)
             .await
             .unwrap();
         let a = client_from(&c, 1).session();
-        a.put_with("default", b"k2", b"v2", &ctx[1], WriteOptions::w(2))
+        a.put_with("default", b"k2", b"v2", &ctx[1], w2)
             .await
             .unwrap();
         // Without a session, first a read of v2 (n3 is down, so this read
@@ -185,6 +190,7 @@ async fn session_reads_are_monotonic_across_coordinators_with_a_lagging_replica(
         let r1 = ReadOptions::r(1);
         let first = n1.get_with("default", b"k", r1).await.unwrap();
         assert_eq!(first.siblings, vec![b"v2".to_vec()]);
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
         c.restart(3).await;
         c.wait_all_reachable().await;
         let probe = PeerProbe::new(&c.node_tls(1));
